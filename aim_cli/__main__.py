@@ -1,0 +1,3 @@
+from aim_cli.cli import main
+
+main()

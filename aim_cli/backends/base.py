@@ -1,0 +1,69 @@
+"""The storage contract. A Backend moves bytes named by a key and knows nothing else.
+
+Keys are '/'-separated relative strings such as ``blobs/ab/ab12...`` or
+``models/m/versions/v1.json``. Everything about hashes, chunks and manifests lives above, in
+``store.py``. Every backend passes the same conformance suite (``tests/backends/``).
+
+The contract every implementation must keep:
+
+- ``put`` is atomic: a reader sees either the previous object or the whole new one, never a part.
+  It replaces an existing object. It is idempotent.
+- ``put_if_absent`` is an exclusive create: of two concurrent calls for one key exactly one
+  returns True; the other returns False and the stored object is the winner's, whole.
+- ``get`` returns the whole object or raises ``KeyNotFoundError``. Read-after-write: once ``put``
+  returned, ``get`` and ``exists`` see the object.
+- ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
+- ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size, in
+  no promised order.
+- ``sync()`` is a durability barrier: every object ``put`` before it survives a crash once it
+  returns. ``put_if_absent`` is durable when it returns (it is used for commit points).
+- Failures of the storage itself (unreachable, permission denied, disk full, bad credentials)
+  raise ``StorageError`` with a message that names the location and a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Bytes = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    #: Where the data lives, for messages: a directory path or ``s3://bucket/prefix``.
+    location: str
+
+    def get(self, key: str) -> bytes: ...
+
+    def put(self, key: str, data: Bytes) -> None: ...
+
+    def put_if_absent(self, key: str, data: Bytes) -> bool: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None:
+        """The object's size, or None if there is no object under ``key``."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: Iterable[str]) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def check_access(self) -> None:
+        """Raise StorageError unless the location can be reached (the bucket or directory exists
+        and the credentials are accepted). Used by ``repo create`` and early by every command."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,302 @@
+"""The aim_cli command line: parse, call one function of aim_cli.api, render. Nothing else.
+
+Results go to stdout (``--json`` where a script may read them); progress and errors to stderr.
+Every AimError becomes one line, ``error: <what went wrong>; <what to do>``, and its exit code
+(DESIGN.md section 7); ``-v`` adds the traceback. Heavy modules (boto3, pyfastcdc, rich) are
+imported inside the commands that need them: ``aim_cli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+
+import click
+
+from aim_cli import __version__
+from aim_cli.errors import AimError, UsageError
+
+DEFAULT_JOBS = 8  # mirrors api.DEFAULT_JOBS without importing the api at start-up
+_state = {"verbose": False}
+
+
+def _size(n: int) -> str:
+    import humanize
+
+    return humanize.naturalsize(n, binary=True)
+
+
+def _out(text: str) -> None:
+    click.echo(text)
+
+
+def _json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _api():
+    from aim_cli import api
+
+    return api
+
+
+def _config():
+    return click.get_current_context().find_root().params.get("config_path")
+
+
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=DEFAULT_JOBS, show_default=True,
+                           help="Parallel transfers.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="model_repos.yaml to use (default: $AIM_CONFIG, else the first one in this directory or its parents).")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="aim_cli")
+def cli(config_path, verbose):
+    """aim_cli: AI model weights on your own storage (local/NFS directory or S3),
+    deduplicated by content-defined chunks and verified by BLAKE3 end to end."""
+    _state["verbose"] = verbose
+
+
+# -- info -------------------------------------------------------------------------------------------
+@cli.command()
+@json_option
+def info(as_json):
+    """Show the version, the config file in use and its repositories."""
+    from aim_cli.config import find_config_path, load_config
+
+    path = find_config_path(_config())
+    cfg = load_config(path) if path else None
+    repos = [asdict(r) for r in cfg.repos.values()] if cfg else []
+    if as_json:
+        _json({"version": __version__, "config": str(path) if path else None, "repos": repos})
+        return
+    _out(f"aim_cli {__version__}")
+    _out(f"config: {path if path else 'none found (create one with `aim_cli repo create`)'}")
+    _out(f"repositories: {len(repos)}")
+    for r in repos:
+        _out(f"  {r['name']}  {r['type']}  {r['path']}")
+
+
+# -- repo -------------------------------------------------------------------------------------------
+@cli.group()
+def repo():
+    """Create, list and delete repositories in model_repos.yaml."""
+
+
+def _parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise UsageError(f"invalid size {text!r}", "write it like 512KiB, 1MiB or 1048576") from None
+
+
+@repo.command("create")
+@click.argument("name")
+@click.option("--type", "repo_type", type=click.Choice(["local", "s3"]), required=True, help="Storage type.")
+@click.option("--path", required=True, help="Directory (local/NFS) or s3://bucket/prefix.")
+@click.option("--region", help="S3 region.")
+@click.option("--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2).")
+@click.option("--profile", help="AWS profile for credentials.")
+@click.option("--addressing-style", type=click.Choice(["auto", "virtual", "path"]), help="S3 addressing style.")
+@click.option("--chunk-size", metavar="SIZE", help="Average chunk size of a new repository (default 1MiB).")
+@click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
+def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing_style, chunk_size, no_check):
+    """Add repository NAME to model_repos.yaml and initialise its storage."""
+    entry, initialised = _api().create_repo(
+        name, repo_type, path, region=region, endpoint_url=endpoint_url, profile=profile,
+        addressing_style=addressing_style, chunk_size=_parse_size(chunk_size), check=not no_check,
+        config=_config(),
+    )
+    state = "initialised" if initialised else "not checked (--no-check); the first push initialises it"
+    _out(f"created repository {name!r} ({entry.type}, {entry.path}): {state}")
+
+
+@repo.command("list")
+@json_option
+def repo_list(as_json):
+    """List the repositories of model_repos.yaml."""
+    cfg = _api().get_config(_config())
+    if as_json:
+        _json([asdict(r) for r in cfg.repos.values()])
+        return
+    if not cfg.repos:
+        _out(f"no repositories in {cfg.path}")
+        return
+    width = max(len(n) for n in cfg.repos)
+    for r in cfg.repos.values():
+        extra = f"  region={r.region}" if r.region else ""
+        extra += f"  endpoint={r.endpoint_url}" if r.endpoint_url else ""
+        _out(f"{r.name:<{width}}  {r.type:<5}  {r.path}{extra}")
+
+
+@repo.command("delete")
+@click.argument("name")
+def repo_delete(name):
+    """Remove repository NAME from model_repos.yaml (the stored data is not touched)."""
+    entry = _api().delete_repo(name, config=_config())
+    _out(f"removed repository {name!r} from the config; the data at {entry.path} is untouched")
+
+
+# -- model ------------------------------------------------------------------------------------------
+@cli.group()
+def model():
+    """Push, pull, list and delete models and their versions."""
+
+
+@model.command("push")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("directory", metavar="DIR")
+@click.option("--tag", "-t", required=True, help="Version tag (immutable).")
+@click.option("--message", "-m", default="", help="A note stored with the version.")
+@click.option("--follow-symlinks", is_flag=True, help="Store the content of symlinks to files (e.g. a Hugging Face snapshot).")
+@jobs_option
+@quiet_option
+@json_option
+def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json):
+    """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
+    from aim_cli.progress import make_progress
+
+    r = _api().push(repo_name, model_name, directory, tag=tag, message=message, jobs=jobs,
+                    follow_symlinks=follow_symlinks, config=_config(), progress=make_progress(quiet or as_json))
+    if as_json:
+        _json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
+        return
+    if r.already_pushed:
+        _out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
+        return
+    _out(f"pushed {r.model}:{r.tag}: {r.files} files, {_size(r.total_size)}, {_size(r.new_bytes)} new "
+         f"({r.dedup_ratio:.1%} deduplicated), digest {r.digest}, {r.elapsed:.1f}s")
+
+
+@model.command("pull")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("dest", metavar="DEST")
+@click.option("--tag", "-t", help="Version to pull (default: the newest).")
+@click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
+@click.option("--reference", "references", multiple=True, metavar="DIR",
+              help="Local directory to take verified chunks from (repeatable).")
+@click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="Shared chunk cache (off by default).")
+@jobs_option
+@quiet_option
+@json_option
+def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, jobs, quiet, as_json):
+    """Pull a version of MODEL into DEST, verified; rerun to resume."""
+    from aim_cli.progress import make_progress
+
+    r = _api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
+                    cache_dir=cache_dir or None, config=_config(), progress=make_progress(quiet or as_json))
+    if as_json:
+        _json(asdict(r) | {"dest": os.path.abspath(dest)})
+        return
+    newest = " (newest)" if r.newest else ""
+    cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
+    _out(f"pulled {r.model}:{r.tag}{newest} into {dest}: {r.files} files, {_size(r.total_size)}; "
+         f"fetched {_size(r.fetched_bytes)}, reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.1f}s")
+
+
+@model.command("list")
+@click.argument("repo_name", metavar="REPO")
+@json_option
+def model_list(repo_name, as_json):
+    """List the models of REPO."""
+    models = _api().list_models(repo_name, config=_config())
+    if as_json:
+        _json(models)
+    elif not models:
+        _out(f"no models in {repo_name!r}")
+    else:
+        for name in models:
+            _out(name)
+
+
+@model.command("versions")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@json_option
+def model_versions(repo_name, model_name, as_json):
+    """List the versions of MODEL, oldest first: tag, created, size, files, digest."""
+    versions = _api().list_versions(repo_name, model_name, config=_config())
+    if as_json:
+        _json([asdict(v) for v in versions])
+        return
+    rows = [(v.tag, v.created_at[:19].replace("T", " "), _size(v.total_size), f"{v.files} files", v.digest[:12],
+             v.message) for v in versions]
+    header = ("TAG", "CREATED (UTC)", "SIZE", "FILES", "DIGEST", "MESSAGE")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        _out("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+@model.command("delete-version")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", required=True, help="Version to delete.")
+def model_delete_version(repo_name, model_name, tag):
+    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`)."""
+    v = _api().delete_version(repo_name, model_name, tag, config=_config())
+    _out(f"deleted {v.model}:{v.tag}; run `aim_cli repo gc {repo_name}` to free blobs no version uses")
+
+
+@model.command("delete")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def model_delete(repo_name, model_name, yes):
+    """Delete MODEL and all its versions."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete model {model_name!r} without confirmation",
+                             "pass --yes to delete it from a script")
+        click.confirm(f"Delete model {model_name!r} and ALL its versions from {repo_name!r}?", abort=True)
+    tags = _api().delete_model(repo_name, model_name, config=_config())
+    _out(f"deleted model {model_name} ({len(tags)} versions); run `aim_cli repo gc {repo_name}` "
+         f"to free blobs no version uses")
+
+
+# -- entry point -------------------------------------------------------------------------------------
+def _fail(message: str, code: int) -> None:
+    if _state["verbose"]:
+        traceback.print_exc()
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="aim_cli", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except AimError as e:
+        message = f"error: {e.message}"
+        if e.hint:
+            message += f"; {e.hint}"
+        _fail(message, e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; partial files are kept: rerun the same command to resume", 130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as e:  # a bug: say so, keep it one line unless -v
+        _fail(f"error: unexpected {type(e).__name__}: {e}; this is a bug in aim_cli, "
+              f"please report it with the output of `aim_cli -v ...`", 1)
+    sys.exit(0)

@@ -1,0 +1,56 @@
+"""Progress bars and summaries on stderr. rich is imported only when a bar is drawn."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+class NullProgress:
+    """No bar: --quiet, or stderr is not a terminal."""
+
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress:
+    """A byte progress bar (bytes, rate, ETA); safe to advance from worker threads."""
+
+    def __init__(self):
+        self._progress = None
+        self._task = None
+        self._lock = threading.Lock()
+
+    def start(self, label: str, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+
+
+def make_progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return NullProgress()
+    return BarProgress()

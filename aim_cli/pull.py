@@ -1,0 +1,422 @@
+"""The pull pipeline: resolve once, plan from what is on disk, fetch the rest in parallel, rename
+each file into place only once its whole-file digest matches.
+
+Layout inside DEST while a pull runs (names starting with ``.aim`` never appear in a manifest):
+
+    DEST/.aim/pull.lock                   O_EXCL lock: {"pid", "host"}; stale once that process is gone
+    DEST/.aim/partial/<id>                a file being assembled; id = BLAKE3(path NUL file digest)[:32]
+
+The partial names are deterministic, so a rerun after a kill finds them and re-hashes their chunks
+against the manifest (which knows each chunk's offset, size and digest): only what is still
+missing is fetched, and no second copy of the model is made. Chunk sources, cheapest first:
+the partial file itself, the file already at the final path (an earlier version, re-chunked),
+the same path under each ``--reference`` directory, the chunk cache, then the repository. Every
+chunk's BLAKE3 is checked before it is written; a local source that does not match is skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from aim_cli import manifest as mf
+from aim_cli.chunking import file_digest, iter_chunks
+from aim_cli.config import check_name
+from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
+from aim_cli.progress import NullProgress
+from aim_cli.store import Repository, VersionRef
+
+WORK_DIR = ".aim"
+LOCK_NAME = "pull.lock"
+PARTIAL_DIR = "partial"
+
+
+@dataclass
+class PullResult:
+    model: str
+    tag: str
+    digest: str
+    files: int
+    total_size: int
+    fetched_bytes: int = 0  # downloaded from the repository
+    reused_bytes: int = 0  # taken from DEST, --reference directories or kept files
+    cached_bytes: int = 0  # taken from the chunk cache
+    fetched_chunks: int = 0
+    kept_files: int = 0  # already complete and verified in DEST
+    newest: bool = False  # the tag was chosen as the newest version
+    elapsed: float = 0.0
+
+
+def resolve_version(repo: Repository, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
+    """The version to pull, resolved once. Without a tag: the newest by created_at."""
+    check_name("model", model)
+    if digest is not None and not mf.HEX64.fullmatch(digest.lower()):
+        raise UsageError("--digest takes the full 64-hex-character manifest digest",
+                         "copy it from the push output or `aim_cli model versions`")
+    if tag is None:
+        ref, newest = repo.list_versions(model)[-1], True
+    else:
+        ref, newest = repo.get_version(model, tag), False
+    if digest is not None and ref.digest != digest.lower():
+        raise IntegrityError(
+            f"version {ref.manifest.tag!r} of model {model!r} has digest {ref.digest}, not the pinned {digest.lower()}",
+            "the version is not the one you pinned; nothing was downloaded",
+        )
+    return ref, newest
+
+
+# -- the lock ----------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DestLock:
+    """An exclusive lock file in DEST, created with O_EXCL (no flock: it lies on NFS). A lock left
+    by a process of this host that no longer exists is stale and taken over."""
+
+    def __init__(self, dest: Path):
+        self.path = dest / WORK_DIR / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_bytes())
+                    pid, host = int(owner["pid"]), str(owner["host"])
+                except FileNotFoundError:
+                    continue
+                except (ValueError, KeyError, TypeError):
+                    pid, host = -1, socket.gethostname()  # torn write by a dead process
+                if host == socket.gethostname() and (pid <= 0 or not _pid_alive(pid)):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise LockHeldError(
+                    f"another pull into {self.path.parent.parent} is running (pid {pid} on {host})",
+                    f"wait for it to finish; if it is gone, delete {self.path}",
+                ) from None
+            with os.fdopen(fd, "wb") as f:
+                f.write(me)
+            self.held = True
+            return
+        raise LockHeldError(f"could not take the lock {self.path}", "retry")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# -- planning --------------------------------------------------------------------------------------
+def _partial_name(entry: mf.FileEntry) -> str:
+    return blake3.blake3(f"{entry.path}\0{entry.blake3}".encode()).hexdigest()[:32]
+
+
+def _safe_parent(dest: Path, rel: str) -> Path:
+    """The directory that will hold ``rel``, refusing to go through a symlink inside DEST."""
+    parent = dest
+    for part in rel.split("/")[:-1]:
+        parent = parent / part
+        if parent.is_symlink():
+            raise UsageError(
+                f"{parent} is a symlink; pull never writes through a symlink in its destination",
+                "remove the link or pull into another directory",
+            )
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"{parent} exists and is not a directory", "move it away or pull elsewhere")
+    return parent
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+@dataclass
+class _FilePlan:
+    entry: mf.FileEntry
+    final: Path
+    partial: Path
+    have: set[int] = field(default_factory=set)  # indexes of chunks already right in the partial
+    offsets: list[int] = field(default_factory=list)
+    remaining: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _offsets(entry: mf.FileEntry) -> list[int]:
+    out, pos = [], 0
+    for _, size in entry.chunks:
+        out.append(pos)
+        pos += size
+    return out
+
+
+def _chunks_present(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set[int]:
+    """Indexes of the chunks of ``entry`` whose bytes are already right in ``path``."""
+    present: set[int] = set()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return present
+    try:
+        for i, ((digest, size), offset) in enumerate(zip(entry.chunks, offsets)):
+            data = os.pread(fd, size, offset)
+            if len(data) == size and blake3.blake3(data).hexdigest() == digest:
+                present.add(i)
+    finally:
+        os.close(fd)
+    return present
+
+
+class _LocalSources:
+    """Chunks found in local files (an earlier version at the final path, --reference dirs),
+    indexed by digest after re-chunking them with the repository's parameters."""
+
+    def __init__(self, params):
+        self.params = params
+        self.index: dict[str, tuple[str, int, int]] = {}
+        self.lock = threading.Lock()
+
+    def add_file(self, path: Path) -> None:
+        if not _regular_file(path):
+            return
+        try:
+            found = {c.digest: (str(path), c.offset, c.size) for c in iter_chunks(path, self.params)}
+        except OSError:
+            return
+        with self.lock:
+            for digest, where in found.items():
+                self.index.setdefault(digest, where)
+
+    def read(self, digest: str) -> bytes | None:
+        where = self.index.get(digest)
+        if where is None:
+            return None
+        path, offset, size = where
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except OSError:
+            return None
+        if blake3.blake3(data).hexdigest() != digest:
+            return None  # changed since it was indexed: fetch instead
+        return data
+
+
+# -- the pull ----------------------------------------------------------------------------------------
+def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
+         digest: str | None = None, jobs: int = 8, references: Sequence[str | os.PathLike] = (),
+         cache=None, progress=None) -> PullResult:
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    ref, newest = resolve_version(repo, model, tag, digest)
+    m = ref.manifest
+    result = PullResult(model, m.tag, ref.digest, len(m.files), m.total_size, newest=newest)
+
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"destination {dest} exists and is not a directory", "choose another DEST")
+    for ref_dir in references:
+        if not Path(ref_dir).is_dir():
+            raise UsageError(f"--reference {ref_dir} is not a directory", "check the path")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create {dest}: {e.strerror}", "check the path and its permissions") from None
+    dest = dest.absolute()
+    lock = DestLock(dest)
+    lock.acquire()
+    try:
+        _pull_locked(repo, m, dest, result, jobs, references, cache, progress)
+    finally:
+        lock.release()
+        for d in (dest / WORK_DIR / PARTIAL_DIR, dest / WORK_DIR):
+            try:
+                d.rmdir()  # only when empty: partial files of an interrupted pull stay for the rerun
+            except OSError:
+                pass
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int, references, cache,
+                 progress) -> None:
+    partial_dir = dest / WORK_DIR / PARTIAL_DIR
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    params = None
+    plans: list[_FilePlan] = []
+
+    # Plan: what is already complete, what the partial files already hold. Read-only.
+    for entry in m.files:
+        final = _safe_parent(dest, entry.path) / entry.path.rsplit("/", 1)[-1]
+        if _regular_file(final) and final.stat().st_size == entry.size and file_digest(final) == entry.blake3:
+            if stat.S_IMODE(final.stat().st_mode) != entry.mode:
+                os.chmod(final, entry.mode)
+            result.kept_files += 1
+            result.reused_bytes += entry.size
+            continue
+        plan = _FilePlan(entry, final, partial_dir / _partial_name(entry), offsets=_offsets(entry))
+        if _regular_file(plan.partial):
+            plan.have = _chunks_present(plan.partial, entry, plan.offsets)
+        plans.append(plan)
+
+    needed = sum(p.entry.size - sum(p.entry.chunks[i][1] for i in p.have) for p in plans)
+    free = shutil.disk_usage(dest).free
+    if needed > free:
+        import humanize
+
+        raise StorageError(
+            f"not enough space in {dest}: the pull needs {humanize.naturalsize(needed, binary=True)}, "
+            f"{humanize.naturalsize(free, binary=True)} is available",
+            "free some space or pull elsewhere",
+        )
+
+    sources = None
+    if any(len(p.have) < len(p.entry.chunks) for p in plans):
+        params = repo.params()
+        sources = _LocalSources(params)
+        for p in plans:
+            if len(p.have) < len(p.entry.chunks):
+                sources.add_file(p.final)
+                for ref_dir in references:
+                    sources.add_file(Path(ref_dir) / p.entry.path)
+
+    progress.start("pull", needed)
+    stats_lock = threading.Lock()
+    stop = threading.Event()
+
+    def count(attr: str, n: int) -> None:
+        with stats_lock:
+            setattr(result, attr, getattr(result, attr) + n)
+
+    def finalize(plan: _FilePlan) -> None:
+        fd = os.open(plan.partial, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)  # durable before it gets its final name
+            os.fchmod(fd, plan.entry.mode)
+        finally:
+            os.close(fd)
+        if file_digest(plan.partial) != plan.entry.blake3:
+            raise IntegrityError(
+                f"{plan.entry.path} does not match its digest after assembly",
+                "the destination disk may be failing; rerun the pull",
+            )
+        _safe_parent(dest, plan.entry.path).mkdir(parents=True, exist_ok=True)
+        os.replace(plan.partial, plan.final)
+
+    def fetch(plan: _FilePlan, index: int) -> None:
+        if stop.is_set():
+            return
+        chunk_digest, size = plan.entry.chunks[index]
+        data = cache.get(chunk_digest) if cache is not None else None
+        if data is not None:
+            count("cached_bytes", size)
+        else:
+            data = repo.get_blob(chunk_digest, context=f"{m.model}:{m.tag}/{plan.entry.path}")
+            count("fetched_bytes", size)
+            count("fetched_chunks", 1)
+            if cache is not None:
+                cache.put(chunk_digest, data)
+        _write_at(plan.partial, plan.offsets[index], data)
+        progress.advance(size)
+        with plan.lock:
+            plan.remaining -= 1
+            last = plan.remaining == 0
+        if last:
+            finalize(plan)
+
+    pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
+    futures = []
+    try:
+        for plan in plans:
+            _create_partial(plan)
+            to_fetch = []
+            for i, (chunk_digest, size) in enumerate(plan.entry.chunks):
+                if i in plan.have:
+                    continue
+                data = sources.read(chunk_digest) if sources is not None else None
+                if data is not None:
+                    _write_at(plan.partial, plan.offsets[i], data)
+                    count("reused_bytes", size)
+                    progress.advance(size)
+                else:
+                    to_fetch.append(i)
+            result.reused_bytes += sum(plan.entry.chunks[i][1] for i in plan.have)
+            if not to_fetch:
+                finalize(plan)
+                continue
+            plan.remaining = len(to_fetch)
+            futures.extend(pool.submit(fetch, plan, i) for i in to_fetch)
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in futures:
+            if fut.done():
+                fut.result()  # the first failure, before waiting for the rest
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+        raise
+    pool.shutdown()
+    progress.close()
+
+
+def _dest_error(e: OSError, path: Path) -> Exception:
+    if e.errno == errno.ELOOP:
+        return UsageError(f"{path} is a symlink; pull never writes through one", "remove it and rerun")
+    if e.errno == errno.ENOSPC:
+        return StorageError(f"disk full while writing {path}", "free some space and rerun: the pull resumes")
+    return StorageError(f"cannot write {path}: {e.strerror}", "check the destination's permissions")
+
+
+def _create_partial(plan: _FilePlan) -> None:
+    """Create (or keep) the partial file at its final size. Files are opened per write, not held
+    open: a model of many files would otherwise exhaust the descriptor limit."""
+    try:
+        fd = os.open(plan.partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, plan.entry.size)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _dest_error(e, plan.partial) from None
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _dest_error(e, path) from None

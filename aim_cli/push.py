@@ -1,0 +1,280 @@
+"""The push pipeline: walk, chunk and hash in parallel, store only missing chunks, commit last.
+
+    walk DIR -> per file (one thread each, pyfastcdc + blake3 release the GIL):
+        cut_stream -> BLAKE3 each chunk -> not seen in this push and not stored?
+            -> copy -> upload pool (``jobs`` wide, bounded in-flight bytes)
+    all uploads done -> backend.sync() (one durability barrier) -> exclusive create of the manifest
+
+A version is visible only once every blob it names is durable. A push that dies at any point
+leaves at most orphan blobs, which ``repo gc`` frees.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import blake3
+
+from aim_cli import manifest as mf
+from aim_cli.chunking import ChunkingParams, iter_chunks
+from aim_cli.config import check_name
+from aim_cli.errors import TagExistsError, UsageError
+from aim_cli.progress import NullProgress
+from aim_cli.store import Repository
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative, '/'-separated: the manifest path
+    abspath: str  # what to read (the link's target under --follow-symlinks)
+    size: int
+    mode: int
+
+
+@dataclass(frozen=True)
+class PushResult:
+    model: str
+    tag: str
+    digest: str
+    files: int
+    total_size: int
+    new_bytes: int
+    new_chunks: int
+    chunks: int
+    already_pushed: bool
+    elapsed: float
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Share of the version's bytes that were already stored."""
+        return 0.0 if not self.total_size else 1 - self.new_bytes / self.total_size
+
+
+def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> list[SourceFile]:
+    """Every regular file under ``root``, sorted by manifest path. Refuses (UsageError) what a
+    manifest cannot represent faithfully: symlinks (unless followed to a regular file), special
+    files, unreadable files, names that are not valid manifest paths."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"directory {root} does not exist", "check the path to the model directory")
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "push a directory holding the model's files")
+    files: list[SourceFile] = []
+    links: list[str] = []
+    stack = [(root, "")]
+    while stack:
+        directory, rel = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except PermissionError:
+            raise UsageError(f"cannot read directory {directory}", "check its permissions") from None
+        for entry in entries:
+            path = f"{rel}{entry.name}"
+            if not rel and entry.name.startswith(".aim"):
+                continue  # aim_cli's own working files (an interrupted pull's partials and lock)
+            why = mf.check_path(path)
+            if why:
+                raise UsageError(f"cannot store {entry.path!r}: {why}", "rename the file")
+            if entry.is_symlink():
+                if not follow_symlinks:
+                    links.append(path)
+                    continue
+                try:
+                    st = os.stat(entry.path)
+                except OSError:
+                    raise UsageError(f"symlink {entry.path} is broken", "remove it or fix its target") from None
+                if not stat.S_ISREG(st.st_mode):
+                    raise UsageError(
+                        f"symlink {entry.path} does not point to a regular file",
+                        "only links to files are followed; copy the directory instead",
+                    )
+                target = os.path.realpath(entry.path)
+                files.append(SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK))
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((Path(entry.path), f"{path}/"))
+            elif stat.S_ISREG(st.st_mode):
+                if not os.access(entry.path, os.R_OK):
+                    raise UsageError(f"cannot read {entry.path}", "check its permissions")
+                files.append(SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK))
+            else:
+                raise UsageError(f"{entry.path} is not a regular file", "remove it from the directory")
+    if links:
+        shown = ", ".join(sorted(links)[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
+        raise UsageError(
+            f"{root} contains symlinks: {shown}",
+            "pass --follow-symlinks to store the content of the files they point to",
+        )
+    if not files:
+        raise UsageError(f"directory {root} contains no files", "push a directory holding the model's files")
+    files.sort(key=lambda f: f.path)
+    return files
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _created_by() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in a container: not worth failing a push for
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class _Uploader:
+    """Stores chunks the repository lacks, in parallel, with bounded in-flight memory."""
+
+    def __init__(self, repo: Repository, jobs: int, index: set[str] | None, enabled: bool):
+        self.repo = repo
+        self.index = index  # stored digests, when listing was cheaper than asking one by one
+        self.enabled = enabled
+        self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="aim-upload")
+        self.slots = threading.BoundedSemaphore(jobs * 2)
+        self.lock = threading.Lock()
+        self.seen: set[str] = set()
+        self.futures: list[Future] = []
+        self.new_bytes = 0
+        self.new_chunks = 0
+        self.failed = threading.Event()
+
+    def offer(self, digest: str, data: memoryview) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            if digest in self.seen:
+                return
+            self.seen.add(digest)
+        if self.index is not None and digest in self.index:
+            return
+        payload = bytes(data)  # the stream buffer is reused after this call returns
+        self.slots.acquire()
+        if self.failed.is_set():
+            self.slots.release()
+            raise _Aborted
+        fut = self.pool.submit(self._store, digest, payload)
+        with self.lock:
+            self.futures.append(fut)
+
+    def _store(self, digest: str, payload: bytes) -> None:
+        try:
+            if self.index is None and self.repo.has_blob(digest):
+                return
+            self.repo.put_blob(digest, payload)
+            with self.lock:
+                self.new_bytes += len(payload)
+                self.new_chunks += 1
+        except BaseException:
+            self.failed.set()
+            raise
+        finally:
+            self.slots.release()
+
+    def finish(self) -> None:
+        for fut in self.futures:
+            fut.result()
+
+    def close(self) -> None:
+        self.failed.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Aborted(Exception):
+    """Raised inside a chunking thread to stop it when another part of the push failed."""
+
+
+def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, message: str = "",
+         jobs: int = 8, follow_symlinks: bool = False, progress=None,
+         params: ChunkingParams | None = None) -> PushResult:
+    check_name("model", model)
+    check_name("tag", tag)
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    files = scan_source(source, follow_symlinks=follow_symlinks)
+    total = sum(f.size for f in files)
+    params = repo.init(params)
+
+    # An existing tag: hash without uploading, then it is either "already pushed" or a conflict.
+    # Nothing is written either way.
+    existing = None
+    if repo.has_version(model, tag):
+        existing = repo.get_version(model, tag)
+    expected_chunks = total // (params.avg_size + params.min_size) + len(files)
+    index = None if existing else repo.stored_blob_index(expected_chunks)
+    uploader = _Uploader(repo, jobs, index, enabled=existing is None)
+    stop = threading.Event()
+    entries: dict[str, mf.FileEntry] = {}
+    progress.start("push", total)
+
+    def chunk_one(sf: SourceFile) -> None:
+        whole = blake3.blake3()
+        chunks: list[tuple[str, int]] = []
+        try:
+            for c in iter_chunks(sf.abspath, params, whole=whole,
+                                 on_chunk=lambda c, data: uploader.offer(c.digest, data)):
+                if stop.is_set():
+                    raise _Aborted
+                chunks.append((c.digest, c.size))
+                progress.advance(c.size)
+        except OSError as e:
+            raise UsageError(f"cannot read {sf.abspath}: {e.strerror}", "check the file") from None
+        size = sum(s for _, s in chunks)
+        if size != sf.size:
+            raise UsageError(f"{sf.abspath} changed while it was being pushed", "push again once it is stable")
+        entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
+
+    hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(files))), thread_name_prefix="aim-chunk")
+    try:
+        # Largest files first: the last thread to finish is not left with the biggest shard.
+        futures = [hashers.submit(chunk_one, sf) for sf in sorted(files, key=lambda f: -f.size)]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failures = [f.exception() for f in done if f.exception() is not None]
+        for exc in failures:
+            if not isinstance(exc, _Aborted):
+                raise exc
+        if failures:
+            uploader.finish()  # raises the upload failure that aborted the chunking
+        for fut in futures:
+            fut.result()
+        uploader.finish()
+    except BaseException:
+        stop.set()
+        uploader.close()
+        hashers.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+        raise
+    hashers.shutdown()
+    uploader.close()
+    progress.close()
+
+    manifest = mf.Manifest(
+        format=mf.FORMAT, model=model, tag=tag, created_at=_now_rfc3339(), created_by=_created_by(),
+        message=message, total_size=total, files=[entries[f.path] for f in files],
+    )
+    n_chunks = sum(len(e.chunks) for e in manifest.files)
+    if existing is not None:
+        if not existing.manifest.same_content(manifest):
+            raise TagExistsError(
+                f"version {tag!r} of model {model!r} already exists in {repo.name!r} with other content "
+                f"(digest {existing.digest[:16]})",
+                "versions are immutable: push under a new --tag",
+            )
+        return PushResult(model, tag, existing.digest, len(files), total, 0, 0, n_chunks, True,
+                          time.monotonic() - started)
+    repo.sync()  # every blob durable before the manifest that names it exists
+    result = repo.commit(manifest)
+    new_bytes = uploader.new_bytes if result.created else 0
+    return PushResult(model, tag, result.digest, len(files), total, new_bytes,
+                      uploader.new_chunks if result.created else 0, n_chunks, not result.created,
+                      time.monotonic() - started)
