@@ -179,7 +179,7 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
         _out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
         return
     _out(f"pushed {r.model}:{r.tag}: {r.files} files, {_size(r.total_size)}, {_size(r.new_bytes)} new "
-         f"({r.dedup_ratio:.1%} deduplicated), digest {r.digest}, {r.elapsed:.1f}s")
+         f"({r.dedup_ratio:.1%} deduplicated), digest {r.digest}, {r.elapsed:.2f}s")
 
 
 @model.command("pull")
@@ -206,7 +206,7 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     newest = " (newest)" if r.newest else ""
     cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
     _out(f"pulled {r.model}:{r.tag}{newest} into {dest}: {r.files} files, {_size(r.total_size)}; "
-         f"fetched {_size(r.fetched_bytes)}, reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.1f}s")
+         f"fetched {_size(r.fetched_bytes)}, reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.2f}s")
 
 
 @model.command("list")
