@@ -1,0 +1,61 @@
+"""Small shared test helpers: model trees, tree comparison, a counting/faulty backend wrapper."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+
+def write_model(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """{relative path: (content, permission bits)} of regular files, ignoring aim_cli's .aim dir."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir.parts and rel_dir.parts[0] == ".aim":
+            continue
+        for name in filenames:
+            p = Path(dirpath) / name
+            out[(rel_dir / name).as_posix()] = (p.read_bytes(), p.stat().st_mode & 0o777)
+    return out
+
+
+class CountingBackend:
+    """Delegates to a real backend; counts gets (and the bytes they return) and can fail the
+    get number ``fail_after`` + 1 onwards, to simulate a pull cut off midway."""
+
+    def __init__(self, inner, fail_after: int | None = None):
+        self.inner = inner
+        self.location = inner.location
+        self.gets = 0
+        self.get_bytes = 0
+        self.fail_after = fail_after
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key.startswith("blobs/"):
+                if self.fail_after is not None and self.gets >= self.fail_after:
+                    raise ConnectionAbortedError("injected: link dropped")
+                self.gets += 1
+        data = self.inner.get(key)
+        if key.startswith("blobs/"):
+            with self._lock:
+                self.get_bytes += len(data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)

@@ -1,0 +1,212 @@
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from aim_cli import manifest as mf
+from aim_cli.backends.local import LocalBackend
+from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
+from aim_cli.pull import pull
+from aim_cli.push import push
+from aim_cli.store import Repository
+from tests.helpers import CountingBackend, random_bytes, tree, write_model
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def local(tmp_path):
+    return LocalBackend(tmp_path / "repo")
+
+
+@pytest.fixture
+def repo(local):
+    return Repository(local, "r", jobs=4)
+
+
+@pytest.fixture
+def v1(tmp_path):
+    return write_model(tmp_path / "v1", {
+        "model-1.bin": random_bytes(10 * MiB, 1), "model-2.bin": random_bytes(6 * MiB, 2),
+        "config.json": b'{"layers": 2}', "empty": b"",
+    })
+
+
+def test_pull_is_byte_identical_with_modes(repo, v1, tmp_path):
+    os.chmod(v1 / "config.json", 0o600)
+    push(repo, "m", "v1", v1)
+    r = pull(repo, "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(v1)
+    assert r.fetched_bytes == r.total_size and r.reused_bytes == 0
+    assert not (tmp_path / "out" / ".aim").exists()
+
+
+def test_newest_version_when_no_tag(repo, v1, tmp_path):
+    push(repo, "m", "v1", v1)
+    (v1 / "config.json").write_bytes(b"{}")
+    push(repo, "m", "v2", v1)
+    r = pull(repo, "m", tmp_path / "out")
+    assert r.tag == "v2" and r.newest
+
+
+def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_path):
+    push(Repository(local, "r"), "m", "v1", v1)
+    total_chunks = sum(len(f.chunks) for f in Repository(local, "r").get_version("m", "v1").manifest.files)
+    cut = CountingBackend(local, fail_after=total_chunks // 2)
+    with pytest.raises(ConnectionAbortedError):
+        pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
+    # Nothing incomplete under a final name; the partial files stay for the rerun.
+    for rel, (data, _) in tree(tmp_path / "out").items():
+        assert data == (v1 / rel).read_bytes()
+    assert any((tmp_path / "out/.aim/partial").iterdir())
+    rerun = CountingBackend(local)
+    r = pull(Repository(rerun, "r", jobs=2), "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(v1)
+    assert rerun.gets == total_chunks - cut.gets
+    assert r.fetched_bytes == rerun.get_bytes < r.total_size
+    assert not (tmp_path / "out/.aim").exists()
+
+
+def test_corrupted_partial_file_is_detected_and_refetched(local, v1, tmp_path):
+    push(Repository(local, "r"), "m", "v1", v1)
+    cut = CountingBackend(local, fail_after=5)
+    with pytest.raises(ConnectionAbortedError):
+        pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
+    partials = sorted((tmp_path / "out/.aim/partial").iterdir())
+    for p in partials:  # flip one byte at the start of every partial file
+        with open(p, "r+b") as f:
+            b = f.read(1)
+            f.seek(0)
+            f.write(bytes([b[0] ^ 0xFF]) if b else b"")
+    pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(v1)
+
+
+def test_pulling_v2_over_v1_fetches_only_changed_chunks(local, v1, tmp_path):
+    repo = Repository(local, "r")
+    push(repo, "m", "v1", v1)
+    data = bytearray((v1 / "model-1.bin").read_bytes())
+    data[5 * MiB : 5 * MiB + 100] = b"x" * 100
+    v2 = write_model(tmp_path / "v2", {**{p.name: p.read_bytes() for p in v1.iterdir()}, "model-1.bin": bytes(data)})
+    r2 = push(repo, "m", "v2", v2)
+    pull(repo, "m", tmp_path / "out", tag="v1")
+    counting = CountingBackend(local)
+    r = pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
+    assert tree(tmp_path / "out") == tree(v2)
+    assert r.fetched_bytes == counting.get_bytes <= r2.new_bytes
+    assert r.kept_files == 3  # model-2.bin, config.json and empty were already right
+
+
+def test_reference_directories_provide_chunks(local, v1, tmp_path):
+    repo = Repository(local, "r")
+    push(repo, "m", "v1", v1)
+    counting = CountingBackend(local)
+    r = pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v1", references=[v1])
+    assert tree(tmp_path / "out") == tree(v1)
+    assert counting.gets == 0 and r.reused_bytes == r.total_size
+    # A reference whose bytes differ is verified and not used.
+    bad = tmp_path / "bad"
+    shutil.copytree(v1, bad)
+    (bad / "model-2.bin").write_bytes(random_bytes(6 * MiB, 9))
+    counting = CountingBackend(local)
+    pull(Repository(counting, "r"), "m", tmp_path / "out2", tag="v1", references=[bad])
+    assert tree(tmp_path / "out2") == tree(v1)
+    assert counting.get_bytes >= 6 * MiB - 2 * 4 * MiB  # model-2 had to come from the repository
+
+
+def test_altered_blob_fails_and_leaves_no_final_file(repo, v1, tmp_path):
+    push(repo, "m", "v1", v1)
+    entry = next(f for f in repo.get_version("m", "v1").manifest.files if f.path == "model-2.bin")
+    digest = entry.chunks[-1][0]
+    blob = tmp_path / "repo/blobs" / digest[:2] / digest
+    data = bytearray(blob.read_bytes())
+    data[10] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=digest) as e:
+        pull(repo, "m", tmp_path / "out", tag="v1")
+    assert e.value.exit_code == 5
+    assert not (tmp_path / "out/model-2.bin").exists()
+
+
+@pytest.mark.parametrize("path", ["../escaped", "/tmp/escaped-abs", "a/../../escaped", ".aim/partial/x"])
+def test_hostile_manifest_writes_nothing(repo, v1, tmp_path, path):
+    push(repo, "m", "v1", v1)
+    ref = repo.get_version("m", "v1")
+    doc = json.loads(ref.raw)
+    doc["tag"] = "evil"
+    doc["files"][0]["path"] = path
+    repo.backend.put("models/m/versions/evil.json", json.dumps(doc).encode())
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(IntegrityError):
+        pull(repo, "m", tmp_path / "out", tag="evil")
+    assert sorted(tmp_path.iterdir()) == before  # not even DEST was created
+    assert not os.path.exists("/tmp/escaped-abs")
+
+
+def test_pull_never_writes_through_a_symlink_in_dest(repo, tmp_path):
+    src = write_model(tmp_path / "src", {"sub/w.bin": b"weights"})
+    push(repo, "m", "v1", src)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out/sub")
+    with pytest.raises(UsageError, match="symlink"):
+        pull(repo, "m", tmp_path / "out", tag="v1")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_second_pull_into_the_same_dest_refuses_while_the_first_runs(repo, v1, tmp_path):
+    push(repo, "m", "v1", v1)
+    dest = tmp_path / "out"
+    (dest / ".aim").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (dest / ".aim/pull.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(LockHeldError) as e:
+            pull(repo, "m", dest, tag="v1")
+        assert e.value.exit_code == 4
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    # The holder is gone: its lock is stale and taken over.
+    pull(repo, "m", dest, tag="v1")
+    assert tree(dest) == tree(v1)
+
+
+def test_not_enough_space_is_refused_before_fetching(repo, v1, tmp_path, monkeypatch):
+    push(repo, "m", "v1", v1)
+    import aim_cli.pull as pullmod
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(pullmod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    counting = CountingBackend(repo.backend)
+    with pytest.raises(StorageError, match="not enough space") as e:
+        pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v1")
+    assert e.value.exit_code == 6 and counting.gets == 0
+
+
+def test_wrong_digest_downloads_nothing(repo, v1, tmp_path):
+    r = push(repo, "m", "v1", v1)
+    counting = CountingBackend(repo.backend)
+    with pytest.raises(IntegrityError, match="pinned"):
+        pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v1", digest="0" * 64)
+    assert counting.gets == 0 and not (tmp_path / "out").exists()
+    with pytest.raises(UsageError):
+        pull(repo, "m", tmp_path / "out", tag="v1", digest=r.digest[:12])
+    pull(repo, "m", tmp_path / "out", tag="v1", digest=r.digest.upper())
+    assert tree(tmp_path / "out") == tree(v1)
+
+
+def test_files_already_right_are_kept_and_others_left_alone(repo, v1, tmp_path):
+    push(repo, "m", "v1", v1)
+    dest = tmp_path / "out"
+    shutil.copytree(v1, dest)
+    (dest / "mine.txt").write_bytes(b"not part of the model")
+    counting = CountingBackend(repo.backend)
+    r = pull(Repository(counting, "r"), "m", dest, tag="v1")
+    assert counting.gets == 0 and r.kept_files == 4
+    assert (dest / "mine.txt").read_bytes() == b"not part of the model"

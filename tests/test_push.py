@@ -1,0 +1,99 @@
+import os
+
+import pytest
+
+from aim_cli.backends.local import LocalBackend
+from aim_cli.errors import StorageError, TagExistsError, UsageError
+from aim_cli.push import push, scan_source
+from aim_cli.store import Repository
+from tests.helpers import random_bytes, write_model
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return Repository(LocalBackend(tmp_path / "repo"), "r", jobs=4)
+
+
+def blob_files(tmp_path):
+    return sorted(p for p in (tmp_path / "repo" / "blobs").rglob("*") if p.is_file())
+
+
+def test_second_version_stores_only_changed_chunks(repo, tmp_path):
+    base = random_bytes(12 * MiB, 1)
+    v1 = write_model(tmp_path / "v1", {"model.bin": base, "config.json": b'{"a": 1}'})
+    changed = bytearray(base)
+    changed[6 * MiB : 6 * MiB + 4096] = random_bytes(4096, 2)
+    v2 = write_model(tmp_path / "v2", {"model.bin": bytes(changed), "config.json": b'{"a": 2}'})
+    r1 = push(repo, "m", "v1", v1)
+    assert r1.new_bytes == r1.total_size == 12 * MiB + 8
+    r2 = push(repo, "m", "v2", v2)
+    # One 4 KiB edit touches one or two chunks (avg ~1.25 MiB) and the small config.
+    assert 0 < r2.new_bytes <= 2 * 4 * MiB + 8
+    assert r2.dedup_ratio > 0.6
+    stored = sum(p.stat().st_size for p in blob_files(tmp_path))
+    assert stored == r1.new_bytes + r2.new_bytes
+
+
+def test_identical_repush_writes_nothing_and_other_content_conflicts(repo, tmp_path):
+    src = write_model(tmp_path / "src", {"a.bin": random_bytes(MiB, 3)})
+    first = push(repo, "m", "v1", src)
+    before = sorted(p for p in (tmp_path / "repo").rglob("*"))
+    again = push(repo, "m", "v1", src, message="a message does not count")
+    assert again.already_pushed and again.digest == first.digest and again.new_bytes == 0
+    assert sorted(p for p in (tmp_path / "repo").rglob("*")) == before
+    (src / "a.bin").write_bytes(random_bytes(MiB, 4))
+    with pytest.raises(TagExistsError):
+        push(repo, "m", "v1", src)
+    assert sorted(p for p in (tmp_path / "repo").rglob("*")) == before  # nothing uploaded either
+
+
+def test_symlinks_refused_by_default_and_followed_on_request(repo, tmp_path):
+    src = write_model(tmp_path / "src", {"real/w.bin": b"weights"})
+    os.symlink(tmp_path / "src/real/w.bin", tmp_path / "src/link.bin")
+    with pytest.raises(UsageError, match="link.bin") as e:
+        scan_source(src)
+    assert "--follow-symlinks" in e.value.hint
+    files = scan_source(src, follow_symlinks=True)
+    assert [(f.path, f.size) for f in files] == [("link.bin", 7), ("real/w.bin", 7)]
+    os.symlink(tmp_path / "src/real", tmp_path / "src/dirlink")
+    with pytest.raises(UsageError, match="not point to a regular file"):
+        scan_source(src, follow_symlinks=True)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "file"])
+def test_bad_source_directories(repo, tmp_path, case):
+    path = tmp_path / "src"
+    if case == "empty":
+        path.mkdir()
+    elif case == "file":
+        path.write_bytes(b"x")
+    with pytest.raises(UsageError) as e:
+        push(repo, "m", "v1", path)
+    assert e.value.exit_code == 2
+
+
+def test_a_failed_upload_commits_nothing(tmp_path):
+    class FailingPuts(LocalBackend):
+        puts = 0
+
+        def put(self, key, data):
+            FailingPuts.puts += 1
+            if FailingPuts.puts == 3:
+                raise StorageError("injected: disk full", "free space")
+            super().put(key, data)
+
+    repo = Repository(FailingPuts(tmp_path / "repo"), "r", jobs=2)
+    src = write_model(tmp_path / "src", {"a.bin": random_bytes(8 * MiB, 5)})
+    with pytest.raises(StorageError, match="injected"):
+        push(repo, "m", "v1", src)
+    assert not (tmp_path / "repo" / "models").exists()
+
+
+def test_files_are_modes_and_paths_in_manifest(repo, tmp_path):
+    src = write_model(tmp_path / "src", {"b/x.sh": b"#!/bin/sh\n", "a.txt": b""})
+    os.chmod(src / "b/x.sh", 0o755)
+    push(repo, "m", "v1", src)
+    m = repo.get_version("m", "v1").manifest
+    assert [(f.path, f.size, f.mode, len(f.chunks)) for f in m.files] == [("a.txt", 0, 0o644, 0), ("b/x.sh", 10, 0o755, 1)]
