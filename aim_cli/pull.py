@@ -296,6 +296,9 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
             "free some space or pull elsewhere",
         )
 
+    # Partial files of another version's interrupted pull: a source of chunks, removed at the end.
+    current = {p.partial.name for p in plans}
+    leftovers = [p for p in partial_dir.iterdir() if p.name not in current]
     sources = None
     if any(len(p.have) < len(p.entry.chunks) for p in plans):
         params = repo.params()
@@ -305,6 +308,8 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
                 sources.add_file(p.final)
                 for ref_dir in references:
                     sources.add_file(Path(ref_dir) / p.entry.path)
+        for leftover in leftovers:
+            sources.add_file(leftover)
 
     progress.start("pull", needed)
     stats_lock = threading.Lock()
@@ -385,6 +390,8 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         raise
     pool.shutdown()
     progress.close()
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
 
 
 def _dest_error(e: OSError, path: Path) -> Exception:

@@ -210,3 +210,21 @@ def test_files_already_right_are_kept_and_others_left_alone(repo, v1, tmp_path):
     r = pull(Repository(counting, "r"), "m", dest, tag="v1")
     assert counting.gets == 0 and r.kept_files == 4
     assert (dest / "mine.txt").read_bytes() == b"not part of the model"
+
+
+def test_partials_of_another_versions_interrupted_pull_are_used_then_removed(local, v1, tmp_path):
+    repo = Repository(local, "r")
+    push(repo, "m", "v1", v1)
+    for name in ("model-1.bin", "model-2.bin"):  # other file digests: other partial names
+        with open(v1 / name, "r+b") as f:
+            f.seek(-1, 2)
+            f.write(b"!")
+    push(repo, "m", "v2", v1)
+    cut = CountingBackend(local, fail_after=10)
+    with pytest.raises(ConnectionAbortedError):
+        pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
+    counting = CountingBackend(local)
+    pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
+    assert tree(tmp_path / "out") == tree(v1)
+    assert counting.gets < sum(len(f.chunks) for f in repo.get_version("m", "v2").manifest.files) - 5
+    assert not (tmp_path / "out/.aim").exists()
