@@ -69,7 +69,8 @@ class Repository:
         return the repository's chunking parameters, which may be another client's."""
         params = (params or ChunkingParams()).validate()
         meta = {"format": REPO_FORMAT, "chunking": params.as_dict(), "hash": "blake3"}
-        self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
+        if not self.backend.exists(REPO_META_KEY):  # a HEAD is cheaper than a refused conditional PUT
+            self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
         self._params = None
         return self.params()
 
