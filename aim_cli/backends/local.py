@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -133,7 +134,7 @@ class LocalBackend:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return st.st_size
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base_key = prefix.rpartition("/")[0]
