@@ -18,6 +18,7 @@ from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import Config, RepoConfig, check_name
+from aim_cli.errors import UsageError
 from aim_cli.pull import PullResult
 from aim_cli.push import PushResult
 from aim_cli.store import Repository, VersionRef
@@ -53,7 +54,14 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
     reached, write its aim-repo.json. Returns (entry, initialised)."""
     check_name("repository", name)
     cfg = get_config(config, must_exist=False)
-    params = ChunkingParams.for_average(chunk_size).validate() if chunk_size else None
+    cfgmod.check_unused(cfg, name)  # before touching any storage
+    params = None
+    if chunk_size:
+        try:
+            params = ChunkingParams.for_average(chunk_size).validate()
+        except ValueError:
+            raise UsageError(f"--chunk-size {chunk_size} is out of range",
+                             "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB") from None
     raw = {"type": repo_type, "path": path}
     for key, value in (("region", region), ("endpoint_url", endpoint_url), ("profile", profile),
                        ("addressing_style", addressing_style)):
@@ -134,4 +142,127 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
         cache = ChunkCache(cache_dir)
     return pullmod.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
                         cache=cache, progress=progress)
+
+
+# -- audits and garbage collection (aim_cli/verify.py, aim_cli/gc.py) --------------------------------
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    mode: int
+    blake3: str  # whole-file digest, as `b3sum` prints it
+    chunks: int
+
+
+@dataclass(frozen=True)
+class VersionDetails:
+    model: str
+    tag: str
+    digest: str
+    created_at: str
+    created_by: str
+    message: str
+    total_size: int
+    files: list[FileInfo]
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    model: str
+    tags: list[str]
+    reclaimable_blobs: int  # named by the deleted versions and by no remaining one
+    reclaimable_bytes: int
+
+
+def _resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
+    from aim_cli.pull import resolve_version
+
+    return resolve_version(repository, model, tag, digest)[0]
+
+
+def version_details(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
+                    config=None) -> VersionDetails:
+    """One version's manifest: digest, author, message, files with sizes and BLAKE3 (newest without tag)."""
+    ref = _resolve(open_repository(repo, config=config), model, tag, digest)
+    m = ref.manifest
+    files = [FileInfo(f.path, f.size, f.mode, f.blake3, len(f.chunks)) for f in m.files]
+    return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files)
+
+
+def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
+                   jobs: int = DEFAULT_JOBS, config=None, progress=None):
+    """Re-read and re-hash every blob of the version: an ``aim_cli.verify.VersionReport``."""
+    from aim_cli import verify
+
+    repository = open_repository(repo, config=config, jobs=jobs)
+    return verify.verify_version(repository, _resolve(repository, model, tag, digest), jobs=jobs, progress=progress)
+
+
+def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: str | None = None,
+                 digest: str | None = None, jobs: int = DEFAULT_JOBS, config=None):
+    """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.verify.LocalReport``."""
+    from aim_cli import verify
+
+    ref = _resolve(open_repository(repo, config=config), model, tag, digest)
+    return verify.verify_local(ref, directory, jobs=jobs)
+
+
+def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config=None, progress=None):
+    """Check every manifest and the blobs they name: an ``aim_cli.verify.CheckReport``."""
+    from aim_cli import verify
+
+    return verify.check_repo(open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs,
+                             progress=progress)
+
+
+def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=None):
+    """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.gc.GcResult``.
+    ``on_plan(plan)`` sees the plan before anything is deleted."""
+    from aim_cli import gc
+
+    return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan)
+
+
+def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *, config=None) -> DeleteResult:
+    """Delete these versions of ``model`` (all of them, readable or not, when ``tags`` is None) and
+    measure what `repo gc` can now free."""
+    from aim_cli import gc
+    from aim_cli.errors import AimError
+
+    repository = open_repository(repo, config=config)
+    if tags is None:
+        deleted = []
+        for t in repository.list_tags(model):
+            try:
+                deleted.append(repository.get_version(model, t).manifest)
+            except AimError:
+                pass  # unreadable: deleted all the same, its blobs just go uncounted
+        tags = repository.delete_model(model)
+    else:
+        deleted = [repository.delete_version(model, t).manifest for t in tags]
+    blobs, nbytes = gc.reclaimable(repository, deleted)
+    return DeleteResult(model, list(tags), blobs, nbytes)
+
+
+__all__ += ["DeleteResult", "FileInfo", "VersionDetails", "check_repo", "collect_garbage", "delete_versions",
+            "verify_local", "verify_version", "version_details"]
+
+
+# -- the chunk cache ---------------------------------------------------------------------------------
+def cache_info(cache_dir: str | os.PathLike):
+    """(entries, bytes) of the chunk cache at ``cache_dir`` (an ``aim_cli.cache.CacheInfo``)."""
+    from aim_cli.cache import ChunkCache
+
+    return ChunkCache(cache_dir).info()
+
+
+def cache_prune(cache_dir: str | os.PathLike, max_size: int = 0, *, dry_run: bool = False):
+    """Delete the least recently used chunks until the cache holds at most ``max_size`` bytes
+    (0 empties it). Returns an ``aim_cli.cache.PruneResult`` (removed, freed, entries, bytes)."""
+    from aim_cli.cache import ChunkCache
+
+    return ChunkCache(cache_dir).prune(max_size, dry_run=dry_run)
+
+
+__all__ += ["cache_info", "cache_prune"]
 

@@ -17,7 +17,7 @@ from dataclasses import asdict
 import click
 
 from aim_cli import __version__
-from aim_cli.errors import AimError, UsageError
+from aim_cli.errors import AimError, IntegrityError, UsageError
 
 DEFAULT_JOBS = 8  # mirrors api.DEFAULT_JOBS without importing the api at start-up
 _state = {"verbose": False}
@@ -248,8 +248,8 @@ def model_versions(repo_name, model_name, as_json):
 @click.option("--tag", "-t", required=True, help="Version to delete.")
 def model_delete_version(repo_name, model_name, tag):
     """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`)."""
-    v = _api().delete_version(repo_name, model_name, tag, config=_config())
-    _out(f"deleted {v.model}:{v.tag}; run `aim_cli repo gc {repo_name}` to free blobs no version uses")
+    r = _api().delete_versions(repo_name, model_name, [tag], config=_config())
+    _out(f"deleted {r.model}:{tag}; {_reclaimable(r, repo_name)}")
 
 
 @model.command("delete")
@@ -263,9 +263,178 @@ def model_delete(repo_name, model_name, yes):
             raise UsageError(f"refusing to delete model {model_name!r} without confirmation",
                              "pass --yes to delete it from a script")
         click.confirm(f"Delete model {model_name!r} and ALL its versions from {repo_name!r}?", abort=True)
-    tags = _api().delete_model(repo_name, model_name, config=_config())
-    _out(f"deleted model {model_name} ({len(tags)} versions); run `aim_cli repo gc {repo_name}` "
-         f"to free blobs no version uses")
+    r = _api().delete_versions(repo_name, model_name, config=_config())
+    _out(f"deleted model {model_name} ({len(r.tags)} versions); {_reclaimable(r, repo_name)}")
+
+
+def _reclaimable(r, repo_name: str) -> str:
+    return (f"{_size(r.reclaimable_bytes)} in {r.reclaimable_blobs} blobs no other version uses became "
+            f"reclaimable: `aim_cli repo gc {repo_name}` frees them")
+
+
+# -- audits: model info/verify, repo check/gc (aim_cli/verify.py, aim_cli/gc.py) ---------------------
+@model.command("info")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", help="Version to show (default: the newest).")
+@json_option
+def model_info(repo_name, model_name, tag, as_json):
+    """Show a version: manifest digest, author, message, each file's size and BLAKE3."""
+    v = _api().version_details(repo_name, model_name, tag=tag, config=_config())
+    if as_json:
+        _json(asdict(v))
+        return
+    _out(f"{v.model}:{v.tag}")
+    _out(f"digest:   {v.digest}")
+    _out(f"created:  {v.created_at} by {v.created_by}")
+    _out(f"message:  {v.message or '-'}")
+    _out(f"size:     {_size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
+    for f in v.files:
+        _out(f"{_size(f.size):>11}  {f.blake3}  {f.path}")
+
+
+@model.command("verify")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", help="Version to verify (default: the newest).")
+@click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
+@click.option("--local", "local_dir", metavar="DIR",
+              help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.")
+@jobs_option
+@quiet_option
+@json_option
+def model_verify(repo_name, model_name, tag, digest, local_dir, jobs, quiet, as_json):
+    """Re-read every blob of a version and check its hash (exit 5 on any problem)."""
+    from aim_cli.progress import make_progress
+
+    if local_dir:
+        r = _api().verify_local(repo_name, model_name, local_dir, tag=tag, digest=digest, jobs=jobs, config=_config())
+        if as_json:
+            _json(asdict(r) | {"ok": r.ok})
+        else:
+            for kind, paths in (("modified", r.modified), ("missing", r.missing), ("extra", r.extra)):
+                for path in paths:
+                    _out(f"{kind:<8}  {path}")
+            if r.ok:
+                _out(f"{local_dir} matches {r.model}:{r.tag} (digest {r.digest}): {r.files} files")
+        if not r.ok:
+            raise IntegrityError(
+                f"{local_dir} differs from {r.model}:{r.tag}: {len(r.modified)} modified, {len(r.missing)} missing, "
+                f"{len(r.extra)} extra files", "pull the version into it again to restore it; remove extra files by hand")
+        return
+    r = _api().verify_version(repo_name, model_name, tag=tag, digest=digest, jobs=jobs, config=_config(),
+                              progress=make_progress(quiet or as_json))
+    if as_json:
+        _json(asdict(r) | {"ok": r.ok})
+    else:
+        for p in r.problems:
+            _out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); files: {', '.join(p.used_by)}")
+        if r.ok:
+            _out(f"{r.model}:{r.tag} (digest {r.digest}): all {r.blobs} blobs ({_size(r.bytes)}) intact")
+    if not r.ok:
+        raise IntegrityError(
+            f"{len(r.problems)} of {r.blobs} blobs of {r.model}:{r.tag} are missing or corrupt in {repo_name!r}",
+            "push a good copy under a new tag to restore missing blobs (delete corrupt ones from storage first), "
+            "or delete this version")
+
+
+@repo.command("check")
+@click.argument("repo_name", metavar="REPO")
+@click.option("--read-data", is_flag=True, help="Also re-read every blob and check its hash (reads everything).")
+@jobs_option
+@quiet_option
+@json_option
+def repo_check(repo_name, read_data, jobs, quiet, as_json):
+    """Check that every version is readable and complete (exit 5 if not); count unreferenced blobs."""
+    from aim_cli.progress import make_progress
+
+    r = _api().check_repo(repo_name, read_data=read_data, jobs=jobs, config=_config(),
+                          progress=make_progress(quiet or as_json))
+    if as_json:
+        _json(asdict(r) | {"ok": r.ok})
+    else:
+        read = f", {r.read} read and intact" if read_data else ""
+        _out(f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}")
+        _out(f"unreferenced: {r.unreferenced} blobs, {_size(r.unreferenced_bytes)}"
+             + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else ""))
+        for name, why in r.broken:
+            _out(f"broken    {name}: {why}")
+        for p in r.problems:
+            _out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}")
+    if not r.ok:
+        raise IntegrityError(
+            f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above",
+            "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
+            "(delete corrupt ones from storage first); then check again")
+
+
+@repo.command("gc")
+@click.argument("repo_name", metavar="REPO")
+@click.option("--dry-run", is_flag=True, help="Print the plan, delete nothing (takes no lease).")
+@json_option
+def repo_gc(repo_name, dry_run, as_json):
+    """Delete the blobs no version references, safely while pushes run (see `repo check`)."""
+
+    def show(plan):
+        if not as_json:
+            _out(f"plan: delete {len(plan.blobs)} unreferenced blobs ({_size(plan.bytes)}); keep {plan.referenced} "
+                 f"blobs referenced by {plan.versions} versions")
+
+    r = _api().collect_garbage(repo_name, dry_run=dry_run, config=_config(), on_plan=show)
+    if as_json:
+        _json({"dry_run": r.dry_run, "blobs": len(r.plan.blobs), "bytes": r.plan.bytes, "deleted": r.deleted,
+               "freed_bytes": r.freed_bytes, "versions": r.plan.versions, "referenced": r.plan.referenced,
+               "stored": r.plan.stored})
+    elif dry_run:
+        _out("dry run: nothing deleted")
+    else:
+        _out(f"deleted {r.deleted} blobs, freed {_size(r.freed_bytes)}")
+
+
+# -- cache ------------------------------------------------------------------------------------------
+@cli.group()
+def cache():
+    """Inspect and prune the shared chunk cache of `model pull --cache-dir`."""
+
+
+cache_dir_option = click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR",
+                                help="The chunk cache (default: $AIM_CACHE_DIR).")
+
+
+def _cache_dir(cache_dir: str | None) -> str:
+    if not cache_dir:
+        raise UsageError("no chunk cache given", "pass --cache-dir DIR or set AIM_CACHE_DIR")
+    return cache_dir
+
+
+@cache.command("info")
+@cache_dir_option
+@json_option
+def cache_info(cache_dir, as_json):
+    """Show how many chunks and bytes the cache holds."""
+    path = _cache_dir(cache_dir)
+    r = _api().cache_info(path)
+    if as_json:
+        _json({"cache_dir": os.path.abspath(path), "entries": r.entries, "bytes": r.bytes})
+        return
+    _out(f"chunk cache {path}: {r.entries} chunks, {_size(r.bytes)}")
+
+
+@cache.command("prune")
+@click.option("--max-size", default="0", show_default=True, metavar="SIZE",
+              help="Keep at most this much (like 10GiB, 500MiB); 0 empties the cache.")
+@click.option("--dry-run", is_flag=True, help="Only print what would be deleted.")
+@cache_dir_option
+@json_option
+def cache_prune(max_size, dry_run, cache_dir, as_json):
+    """Delete the least recently used chunks until the cache fits in --max-size."""
+    path = _cache_dir(cache_dir)
+    r = _api().cache_prune(path, _parse_size(max_size), dry_run=dry_run)
+    if as_json:
+        _json({"cache_dir": os.path.abspath(path), "dry_run": dry_run} | r._asdict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    _out(f"{verb} {r.removed} chunks ({_size(r.freed)}) from {path}; {r.entries} chunks, {_size(r.bytes)} left")
 
 
 # -- entry point -------------------------------------------------------------------------------------
@@ -279,7 +448,10 @@ def _fail(message: str, code: int) -> None:
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="aim_cli", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        # click turns Ctrl-C into Abort; a declined confirmation is an Abort too.
+        if isinstance(e.__context__, KeyboardInterrupt):
+            _fail("interrupted; partial files are kept: rerun the same command to resume", 130)
         _fail("aborted", 1)
     except click.ClickException as e:
         e.show()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aim_cli.errors import ConfigError, NotFoundError, UsageError
+from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
 
 CONFIG_NAME = "model_repos.yaml"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -145,19 +146,53 @@ def parse_entry(cfg_path: Path, name: str, entry: object) -> RepoConfig:
     )
 
 
+def _strict_loader():
+    """A SafeLoader that refuses duplicate keys: pyyaml keeps the last one silently, and a
+    hand-merged file naming a repository twice would then point at the wrong storage."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
+
+
 def parse_config(cfg_path: Path, text: str) -> Config:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{cfg_path} is not valid YAML{at}", "fix the syntax (see the README)") from None
+        raise ConfigError(f"{cfg_path}: {e.problem}{at}", "each repository may be named only once") from None
+    except yaml.YAMLError as e:
+        # The context mark (where an unclosed quote or bracket opened) is where the fix goes;
+        # the problem mark may point past the end of the file.
+        mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None)
+        what = f" ({problem})" if problem else ""
+        raise ConfigError(f"{cfg_path} is not valid YAML{at}{what}", "fix the syntax (see the README)") from None
     if data is None:
         data = {"repos": {}}
-    if not isinstance(data, dict) or set(data) - {"repos"}:
+    if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path} must be a mapping with the single key 'repos'", "see the README")
+    unknown = set(data) - {"repos"}
+    if unknown:
+        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}",
+                          "the file holds only 'repos:'; see the README")
     repos = data.get("repos") or {}
     if not isinstance(repos, dict):
         raise ConfigError(f"{cfg_path}: 'repos' must be a mapping of name to settings", "see the README")
@@ -210,27 +245,32 @@ def _rewrite(cfg_path: Path, mutate) -> None:
     if doc.get("repos") is None:
         doc["repos"] = CommentedMap()
     mutate(doc["repos"])
-    tmp = cfg_path.with_name(f".{cfg_path.name}.{os.getpid()}.tmp")
+    target = cfg_path.resolve()  # a symlinked config stays a symlink: write its target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
         with open(tmp, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)  # keep the file's permissions (a 0600 config stays 0600)
             yaml.dump(doc, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, cfg_path)
+        os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {cfg_path}: {e.strerror}", "check the directory's permissions") from None
 
 
-def add_repo(cfg: Config, repo: RepoConfig, given_path: str) -> Config:
-    """Add ``repo`` to the file; ``given_path`` is written as the user typed it."""
-    if repo.name in cfg.repos:
-        from aim_cli.errors import ConflictError
-
+def check_unused(cfg: Config, name: str) -> None:
+    if name in cfg.repos:
         raise ConflictError(
-            f"repository {repo.name!r} already exists in {cfg.path}",
+            f"repository {name!r} already exists in {cfg.path}",
             "choose another name, or remove it first with `aim_cli repo delete`",
         )
+
+
+def add_repo(cfg: Config, repo: RepoConfig, given_path: str) -> Config:
+    """Add ``repo`` to the file; ``given_path`` is written as the user typed it."""
+    check_unused(cfg, repo.name)
     entry = _entry_for_yaml(repo, cfg.path.parent, given_path)
 
     def mutate(repos):

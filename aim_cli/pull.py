@@ -97,7 +97,7 @@ class DestLock:
         self.held = False
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_work_dir(self.path.parent)
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
         for _ in range(3):
             try:
@@ -127,6 +127,20 @@ class DestLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def _make_work_dir(path: Path) -> None:
+    """Create one of pull's own directories inside DEST, refusing a symlink in its place: the
+    lock and partial files must not land outside DEST."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StorageError(f"cannot create {path}: {e.strerror}", "check the destination's permissions") from None
+    if path.is_symlink() or not path.is_dir():
+        raise UsageError(f"{path} is not a directory (a symlink or a file)",
+                         "pull never writes through a symlink in its destination: remove it and rerun")
 
 
 # -- planning --------------------------------------------------------------------------------------
@@ -267,7 +281,7 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
 def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int, references, cache,
                  progress) -> None:
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
-    partial_dir.mkdir(parents=True, exist_ok=True)
+    _make_work_dir(partial_dir)
     params = None
     plans: list[_FilePlan] = []
 
