@@ -74,6 +74,7 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
         backend.check_access()  # StorageError: nothing is written to the config
         repo = Repository(backend, name)
         repo.init(params)
+        repo.check_conditional_writes()
         initialised = True
     cfgmod.add_repo(cfg, entry, path)
     return entry, initialised

@@ -235,6 +235,7 @@ def _rewrite(cfg_path: Path, mutate) -> None:
 
     yaml = YAML()  # round-trip: comments, key order and flow style survive
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a long entry of a hand-reviewed file over two lines
     if cfg_path.exists():
         with open(cfg_path, encoding="utf-8") as f:
             doc = yaml.load(f)

@@ -25,7 +25,8 @@ from aim_cli import manifest as mf
 from aim_cli.backends.base import Backend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import check_name
-from aim_cli.errors import ConfigError, IntegrityError, KeyNotFoundError, NotFoundError, TagExistsError
+from aim_cli.errors import (ConfigError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError,
+                            TagExistsError)
 
 REPO_FORMAT = 1
 REPO_META_KEY = "aim-repo.json"
@@ -73,6 +74,17 @@ class Repository:
             self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
         self._params = None
         return self.params()
+
+    def check_conditional_writes(self) -> None:
+        """Refuse storage that ignores exclusive creates: immutable tags rest on them. Probes
+        with aim-repo.json's own bytes, so a server that does overwrite changes nothing."""
+        raw = self.backend.get(REPO_META_KEY)
+        if self.backend.put_if_absent(REPO_META_KEY, raw):
+            raise StorageError(
+                f"storage of repository {self.name!r} at {self.backend.location} ignores conditional writes "
+                f"(If-None-Match), so two pushes of one tag could both succeed",
+                "use a server with conditional writes (AWS S3, recent MinIO, R2, Ceph RGW)",
+            )
 
     def exists(self) -> bool:
         return self.backend.exists(REPO_META_KEY)
@@ -135,7 +147,7 @@ class Repository:
 
         A check costs one request; a listing one request per ~1000 blobs. Like dvc's
         ``oids_exist``, estimate the number of stored blobs from one of the 256 prefixes."""
-        if expected_lookups < 256:
+        if expected_lookups < 16:
             return None
         sample = f"{random.randrange(256):02x}"
         estimate = 256 * sum(1 for _ in self.backend.list(f"{BLOBS}{sample}/"))
@@ -181,7 +193,9 @@ class Repository:
         created = self.backend.put_if_absent(key, raw)
         stored = self.get_version(manifest.model, manifest.tag)
         if stored.raw == raw:
-            return CommitResult(stored.digest, created)
+            # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
+            # first answer was lost saw 412 for our own write.
+            return CommitResult(stored.digest, True)
         if stored.manifest.same_content(manifest):
             return CommitResult(stored.digest, False)
         raise TagExistsError(

@@ -125,3 +125,20 @@ def test_a_manifest_stored_under_another_name_is_refused(repo):
     repo.backend.put("models/m/versions/v2.json", raw)
     with pytest.raises(IntegrityError, match="names m:v1"):
         repo.get_version("m", "v2")
+
+
+def test_storage_that_ignores_exclusive_creates_is_refused(tmp_path):
+    from aim_cli.errors import StorageError
+
+    class IgnoresConditions(LocalBackend):
+        def put_if_absent(self, key, data):
+            self.put(key, data)
+            return True
+
+    repo = Repository(IgnoresConditions(tmp_path / "repo"), "r")
+    repo.init()
+    before = (tmp_path / "repo/aim-repo.json").read_bytes()
+    with pytest.raises(StorageError, match="conditional writes"):
+        repo.check_conditional_writes()
+    assert (tmp_path / "repo/aim-repo.json").read_bytes() == before
+    Repository(LocalBackend(tmp_path / "repo"), "r").check_conditional_writes()  # a real one passes

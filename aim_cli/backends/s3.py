@@ -103,7 +103,8 @@ def storage_error_from(
     if isinstance(exc, StorageError):
         return exc
     where = f"while {action} in {location}"
-    endpoint = (getattr(exc, "kwargs", None) or {}).get("endpoint_url") or endpoint or "the S3 endpoint"
+    # The configured endpoint, not botocore's request URL (which carries the bucket and query).
+    endpoint = endpoint or (getattr(exc, "kwargs", None) or {}).get("endpoint_url") or "the S3 endpoint"
 
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return StorageError(f"no AWS credentials found {where}", CREDENTIALS_HINT)

@@ -1,0 +1,319 @@
+"""aim_cli against plain boto3 on the same S3 server, in the same run: push and pull throughput.
+
+    uv run python benchmarks/s3_bench.py                         # 256 MiB, --jobs 8, median of 3
+    uv run python benchmarks/s3_bench.py --size 1GiB --jobs 16 --runs 5
+    uv run python benchmarks/s3_bench.py --cli                   # time the console script instead
+
+The script starts its own S3 server, moto's, as a subprocess on 127.0.0.1 and a free port, with
+the launcher of the tests (``tests/s3_fixtures.py --serve``). It writes ``--size`` bytes of
+checkpoint-like data (random bytes: every chunk is new, nothing deduplicates) as files of
+``--file-size``, then per run, into fresh buckets:
+
+- push: ``aim_cli.api.push`` (or ``aim_cli model push --quiet --jobs J``) of the directory, against
+  ``put_object`` of the same bytes cut into objects of exactly the sizes of aim_cli's chunks (read
+  from the pushed manifest), from memory, by a ThreadPoolExecutor of J threads;
+- pull: ``aim_cli.api.pull`` (or ``model pull``) into an empty directory, against ``get_object`` of
+  the same objects (read into memory and dropped) by J threads.
+
+Both sides use one botocore configuration (the one S3Backend uses: standard retries, a pool of J
+connections, checksums only when required) and create their client inside the timed section.
+aim_cli's side also does its real work: chunking and hashing on push; per-chunk verification,
+writing, fsync and a whole-file re-hash on pull. The order of the two sides alternates between
+runs, after one small untimed warm-up round of each. The table reports the median of ``--runs``
+runs; ratio = aim_cli / boto3.
+Note: moto keeps objects in memory; buckets are emptied after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests import s3_fixtures  # noqa: E402  (the moto launcher of the tests)
+
+AIM = Path(sys.executable).with_name("aim_cli")
+MiB = 1 << 20
+PREFIX = "repo"
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
+
+
+# -- the server ------------------------------------------------------------------------------------
+def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server via the tests' launcher; dummy credentials in os.environ, ~/.aws kept out."""
+    aws = work / "aws"
+    aws.mkdir()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(aws / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(var, None)
+    for var in [v for v in os.environ if v.startswith("AIM_")]:
+        os.environ.pop(var)
+    log_path = work / "moto.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-P", s3_fixtures.__file__, "--serve"], stdout=subprocess.PIPE,
+                                stderr=log, stdin=subprocess.DEVNULL)
+    port = s3_fixtures._read_port(proc, log_path)
+    endpoint = f"http://127.0.0.1:{port}"
+    s3_fixtures._wait_until_answering(endpoint + "/moto-api/", time.monotonic() + s3_fixtures.STARTUP_DEADLINE)
+    return proc, endpoint
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
+def client(endpoint: str, jobs: int):
+    """A boto3 client configured as S3Backend configures its own."""
+    import boto3
+    from botocore.config import Config
+
+    from aim_cli.backends import s3 as s3mod
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": s3mod.BOTOCORE_MAX_ATTEMPTS},
+        connect_timeout=s3mod.CONNECT_TIMEOUT, read_timeout=s3mod.READ_TIMEOUT,
+        max_pool_connections=max(jobs, 10),
+        request_checksum_calculation="when_required", response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
+
+
+def drop_bucket(admin, bucket: str) -> None:
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+        if keys:
+            admin.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    admin.delete_bucket(Bucket=bucket)
+
+
+# -- the data ----------------------------------------------------------------------------------------
+def make_source(src: Path, size: int, file_size: int) -> list[Path]:
+    """Files of ``file_size`` (the last one may be shorter) holding ``size`` random bytes."""
+    src.mkdir(parents=True)
+    files, left, i = [], size, 0
+    while left > 0:
+        n = min(file_size, left)
+        path = src / f"model-{i + 1:05d}.safetensors"
+        with open(path, "wb") as f:
+            for off in range(0, n, 16 * MiB):
+                f.write(os.urandom(min(16 * MiB, n - off)))
+        files.append(path)
+        left, i = left - n, i + 1
+    return files
+
+
+def chunk_objects(src: Path, manifest) -> list[tuple[str, bytes]]:
+    """(key, bytes) of every chunk of the manifest, cut from the source files: the objects the
+    boto3 baseline uploads. Keys as aim_cli lays them out (a duplicate chunk is stored once)."""
+    objects: dict[str, bytes] = {}
+    for entry in manifest.files:
+        data = (src / entry.path).read_bytes()
+        offset = 0
+        for digest, size in entry.chunks:
+            objects.setdefault(f"{PREFIX}/blobs/{digest[:2]}/{digest}", data[offset:offset + size])
+            offset += size
+    return list(objects.items())
+
+
+# -- one run -------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args, work: Path, endpoint: str):
+        self.args, self.work, self.endpoint = args, work, endpoint
+        self.jobs = args.jobs
+        self.config = work / "model_repos.yaml"
+        self.admin = client(endpoint, 4)
+
+    def fresh_bucket(self) -> str:
+        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        self.admin.create_bucket(Bucket=bucket)
+        return bucket
+
+    def write_config(self, bucket: str) -> None:
+        self.config.write_text(f'repos:\n  bench: {{type: s3, path: "s3://{bucket}/{PREFIX}", '
+                               f'endpoint_url: "{self.endpoint}", region: us-east-1}}\n')
+
+    def aim_push(self, src: Path) -> float:
+        started = time.perf_counter()
+        if self.args.cli:
+            subprocess.run([str(AIM), "--config", str(self.config), "model", "push", "bench", "m", str(src),
+                            "--tag", "v1", "--quiet", "--jobs", str(self.jobs)],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        else:
+            from aim_cli import api
+
+            api.push("bench", "m", src, tag="v1", jobs=self.jobs, config=self.config)
+        return time.perf_counter() - started
+
+    def aim_pull(self, dest: Path) -> float:
+        started = time.perf_counter()
+        if self.args.cli:
+            subprocess.run([str(AIM), "--config", str(self.config), "model", "pull", "bench", "m", str(dest),
+                            "--tag", "v1", "--quiet", "--jobs", str(self.jobs)],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        else:
+            from aim_cli import api
+
+            api.pull("bench", "m", dest, tag="v1", jobs=self.jobs, config=self.config)
+        return time.perf_counter() - started
+
+    def boto3_put(self, bucket: str, objects: list[tuple[str, bytes]]) -> float:
+        started = time.perf_counter()
+        c = client(self.endpoint, self.jobs)
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(lambda kv: c.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), objects))
+        c.close()
+        return time.perf_counter() - started
+
+    def boto3_get(self, bucket: str, keys: list[str]) -> float:
+        started = time.perf_counter()
+        c = client(self.endpoint, self.jobs)
+
+        def get(key: str) -> int:
+            body = c.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                return len(body.read())
+            finally:
+                body.close()
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            got = sum(pool.map(get, keys))
+        c.close()
+        assert got == self.chunk_bytes, (got, self.chunk_bytes)
+        return time.perf_counter() - started
+
+    def manifest(self):
+        from aim_cli import api
+
+        return api.open_repository("bench", config=self.config).get_version("m", "v1").manifest
+
+    def warm_up(self) -> None:
+        """One small untimed round of each side: imports, the first connections, moto's own start."""
+        small = self.work / "warm"
+        make_source(small, 2 * MiB, MiB)
+        bucket = self.fresh_bucket()
+        self.write_config(bucket)
+        try:
+            self.aim_push(small)
+            self.aim_pull(self.work / "warm-pulled")
+            objects = chunk_objects(small, self.manifest())
+            self.boto3_put(bucket, objects)
+            c = client(self.endpoint, 1)
+            c.get_object(Bucket=bucket, Key=objects[0][0])["Body"].read()
+            c.close()
+        finally:
+            drop_bucket(self.admin, bucket)
+            shutil.rmtree(small)
+            shutil.rmtree(self.work / "warm-pulled", ignore_errors=True)
+
+    def run_once(self, index: int, src: Path) -> dict[str, float]:
+        aim_bucket, base_bucket = self.fresh_bucket(), self.fresh_bucket()
+        self.write_config(aim_bucket)
+        dest = self.work / "pulled"
+        shutil.rmtree(dest, ignore_errors=True)
+        baseline_first = index % 2 == 1
+        t: dict[str, float] = {}
+        try:
+            # The objects of the baseline come from the manifest, so on the first run aim_cli must
+            # push first; later runs reuse them and alternate the order.
+            if baseline_first and self.objects is not None:
+                t["put"] = self.boto3_put(base_bucket, self.objects)
+                t["push"] = self.aim_push(src)
+            else:
+                t["push"] = self.aim_push(src)
+                if self.objects is None:
+                    self.objects = chunk_objects(src, self.manifest())
+                    self.chunk_bytes = sum(len(b) for _, b in self.objects)
+                t["put"] = self.boto3_put(base_bucket, self.objects)
+            keys = [k for k, _ in self.objects]
+            if baseline_first:
+                t["get"] = self.boto3_get(aim_bucket, keys)
+                t["pull"] = self.aim_pull(dest)
+            else:
+                t["pull"] = self.aim_pull(dest)
+                t["get"] = self.boto3_get(aim_bucket, keys)
+            # The pull was real: the pulled files are the source's (sizes; pull verified digests).
+            assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted(p.name for p in src.iterdir())
+        finally:
+            drop_bucket(self.admin, aim_bucket)
+            drop_bucket(self.admin, base_bucket)
+            shutil.rmtree(dest, ignore_errors=True)
+        return t
+
+    objects: list[tuple[str, bytes]] | None = None
+    chunk_bytes = 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="256MiB", help="total bytes of the model (default 256MiB)")
+    ap.add_argument("--file-size", default="64MiB", help="size of each file (default 64MiB)")
+    ap.add_argument("--jobs", "-j", type=int, default=8, help="parallel transfers, both sides (default 8)")
+    ap.add_argument("--runs", type=int, default=3, help="runs; the table shows the median (default 3)")
+    ap.add_argument("--cli", action="store_true", help="time the console script instead of aim_cli.api")
+    ap.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed at the end)")
+    args = ap.parse_args()
+    size, file_size = parse_size(args.size), parse_size(args.file_size)
+
+    work = Path(tempfile.mkdtemp(prefix="s3bench-", dir=args.work)) if args.work else \
+        Path(tempfile.mkdtemp(prefix="s3bench-"))
+    proc = None
+    try:
+        proc, endpoint = start_moto(work)
+        src = work / "src"
+        files = make_source(src, size, file_size)
+        bench = Bench(args, work, endpoint)
+        bench.warm_up()
+        times: dict[str, list[float]] = {"push": [], "put": [], "pull": [], "get": []}
+        for i in range(args.runs):
+            t = bench.run_once(i, src)
+            for k, v in t.items():
+                times[k].append(v)
+            print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{k} {size / MiB / v:.0f} MiB/s" for k, v in t.items()),
+                  file=sys.stderr)
+    finally:
+        if proc is not None:
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+    mbs = {k: size / MiB / statistics.median(v) for k, v in times.items()}
+    chunks = len(bench.objects)
+    how = "`aim_cli model push/pull --quiet`" if args.cli else "`aim_cli.api.push/pull`"
+    print(f"{size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB, {chunks} chunks "
+          f"(mean {bench.chunk_bytes / chunks / MiB:.2f} MiB); --jobs {args.jobs}; median of {args.runs} runs; "
+          f"moto server on 127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; aim_cli via {how}")
+    print()
+    print("| operation | aim_cli MiB/s | plain boto3 MiB/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for op, aim_key, base_key, base in (("push", "push", "put", "put_object"), ("pull", "pull", "get", "get_object")):
+        ratio = mbs[aim_key] / mbs[base_key]
+        print(f"| {op} vs {base} | {mbs[aim_key]:.1f} | {mbs[base_key]:.1f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
