@@ -26,9 +26,10 @@ from aim_cli.store import Repository, VersionRef
 DEFAULT_JOBS = 8
 
 __all__ = [
-    "DEFAULT_JOBS", "PullResult", "PushResult", "VersionInfo", "create_repo", "delete_model",
-    "delete_repo", "delete_version", "get_config", "list_models", "list_versions", "open_repository",
-    "pull", "push",
+    "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
+    "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
+    "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
+    "verify_version", "version_details",
 ]
 
 
@@ -110,14 +111,6 @@ def list_models(repo: str, *, config=None) -> list[str]:
 def list_versions(repo: str, model: str, *, config=None) -> list[VersionInfo]:
     """Oldest first."""
     return [VersionInfo.from_ref(r) for r in open_repository(repo, config=config).list_versions(model)]
-
-
-def delete_version(repo: str, model: str, tag: str, *, config=None) -> VersionInfo:
-    return VersionInfo.from_ref(open_repository(repo, config=config).delete_version(model, tag))
-
-
-def delete_model(repo: str, model: str, *, config=None) -> list[str]:
-    return open_repository(repo, config=config).delete_model(model)
 
 
 # -- transfers ---------------------------------------------------------------------------------------
@@ -240,13 +233,10 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
                 pass  # unreadable: deleted all the same, its blobs just go uncounted
         tags = repository.delete_model(model)
     else:
-        deleted = [repository.delete_version(model, t).manifest for t in tags]
+        refs = [repository.delete_version(model, t) for t in tags]
+        deleted = [r.manifest for r in refs if r is not None]
     blobs, nbytes = gc.reclaimable(repository, deleted)
     return DeleteResult(model, list(tags), blobs, nbytes)
-
-
-__all__ += ["DeleteResult", "FileInfo", "VersionDetails", "check_repo", "collect_garbage", "delete_versions",
-            "verify_local", "verify_version", "version_details"]
 
 
 # -- the chunk cache ---------------------------------------------------------------------------------
@@ -263,7 +253,3 @@ def cache_prune(cache_dir: str | os.PathLike, max_size: int = 0, *, dry_run: boo
     from aim_cli.cache import ChunkCache
 
     return ChunkCache(cache_dir).prune(max_size, dry_run=dry_run)
-
-
-__all__ += ["cache_info", "cache_prune"]
-

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import blake3
 
+from aim_cli import leases
 from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.config import check_name
@@ -197,11 +198,20 @@ class _Aborted(Exception):
 def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, message: str = "",
          jobs: int = 8, follow_symlinks: bool = False, progress=None,
          params: ChunkingParams | None = None) -> PushResult:
+    """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
+    `repo gc` cannot free a blob this push found stored and skipped."""
     check_name("model", model)
     check_name("tag", tag)
     started = time.monotonic()
+    files = scan_source(source, follow_symlinks=follow_symlinks)  # a refused DIR touches no storage
+    with leases.acquire(repo, leases.SHARED, "push") as lease:
+        return _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
+                     progress=progress, params=params)
+
+
+def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, lease: leases.Lease,
+          started: float, message: str, jobs: int, progress, params: ChunkingParams | None) -> PushResult:
     progress = progress or NullProgress()
-    files = scan_source(source, follow_symlinks=follow_symlinks)
     total = sum(f.size for f in files)
     params = repo.init(params)
 
@@ -273,6 +283,7 @@ def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, m
         return PushResult(model, tag, existing.digest, len(files), total, 0, 0, n_chunks, True,
                           time.monotonic() - started)
     repo.sync()  # every blob durable before the manifest that names it exists
+    lease.check()  # a lease judged stale may have let gc free blobs this push skipped: do not commit
     result = repo.commit(manifest)
     new_bytes = uploader.new_bytes if result.created else 0
     return PushResult(model, tag, result.digest, len(files), total, new_bytes,

@@ -129,12 +129,13 @@ class Repository:
         except KeyNotFoundError:
             raise IntegrityError(
                 f"blob {digest} is missing from repository {self.name!r}{where}",
-                "the repository is damaged; run `aim_cli repo check` and re-push the version",
+                "push the same files again (under a new tag) to restore it; `aim_cli repo check` lists all damage",
             ) from None
         if blake3.blake3(data).hexdigest() != digest:
             raise IntegrityError(
                 f"blob {digest} in repository {self.name!r} is corrupt: its content does not match its hash{where}",
-                "run `aim_cli repo check --read-data`; re-push the version to repair it",
+                "delete that blob, then push the same files again (under a new tag) to restore it; "
+                "`aim_cli repo check --read-data` lists all damage",
             )
         return data
 
@@ -269,8 +270,13 @@ class Repository:
             if len(parts) == 4 and parts[2] == "versions" and parts[3].endswith(".json"):
                 yield parts[1], parts[3][: -len(".json")]
 
-    def delete_version(self, model: str, tag: str) -> VersionRef:
-        ref = self.get_version(model, tag)
+    def delete_version(self, model: str, tag: str) -> VersionRef | None:
+        """Delete one manifest; return it, or None when it was unreadable (deleted all the same:
+        a broken manifest must not block `repo gc` until its whole model is deleted)."""
+        try:
+            ref = self.get_version(model, tag)
+        except IntegrityError:
+            ref = None
         self.backend.delete(manifest_key(model, tag))
         return ref
 

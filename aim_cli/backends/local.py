@@ -156,7 +156,11 @@ class LocalBackend:
                 elif entry.is_file(follow_symlinks=False):
                     key = Path(entry.path).relative_to(self.root).as_posix()
                     if key.startswith(prefix):
-                        yield ObjectInfo(key, entry.stat(follow_symlinks=False).st_size)
+                        try:
+                            size = entry.stat(follow_symlinks=False).st_size
+                        except FileNotFoundError:
+                            continue  # deleted since the directory was read
+                        yield ObjectInfo(key, size)
 
     def delete(self, key: str) -> None:
         try:
