@@ -73,6 +73,11 @@ def lease_key(lease_id: str) -> str:
     return f"{LOCKS}{lease_id}.json"
 
 
+def owner_is_gone(host: str, pid: int) -> bool:
+    """True when a lock or lease names this host and a process that no longer exists."""
+    return host == socket.gethostname() and (pid <= 0 or not _pid_alive(pid))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -98,7 +103,7 @@ class LeaseInfo:
     def stale(self, timeout: float) -> bool:
         if self.kind == "unknown":
             return False  # not ours to judge: keep blocking gc, and name the key in the message
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+        if owner_is_gone(self.host, self.pid):
             return True
         return time.time() - self.refreshed > timeout
 

@@ -35,6 +35,7 @@ from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
+from aim_cli.leases import owner_is_gone
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository, VersionRef
 
@@ -78,16 +79,6 @@ def resolve_version(repo: Repository, model: str, tag: str | None, digest: str |
 
 
 # -- the lock ----------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class DestLock:
     """An exclusive lock file in DEST, created with O_EXCL (no flock: it lies on NFS). A lock left
     by a process of this host that no longer exists is stale and taken over."""
@@ -110,7 +101,7 @@ class DestLock:
                     continue
                 except (ValueError, KeyError, TypeError):
                     pid, host = -1, socket.gethostname()  # torn write by a dead process
-                if host == socket.gethostname() and (pid <= 0 or not _pid_alive(pid)):
+                if owner_is_gone(host, pid):
                     self.path.unlink(missing_ok=True)
                     continue
                 raise LockHeldError(
