@@ -1,0 +1,307 @@
+"""The shared chunk cache (aim_cli/cache.py): layout, verification on read, best-effort writes,
+LRU prune, its use by pull, and the `aim_cli cache` commands."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import blake3
+import pytest
+
+from aim_cli import api
+from aim_cli import pull as pullmod
+from aim_cli import push as pushmod
+from aim_cli.backends.local import LocalBackend
+from aim_cli.cache import ChunkCache
+from aim_cli.chunking import ChunkingParams
+from aim_cli.store import BLOBS, Repository
+
+SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data
+
+
+def digest_of(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+class CountingBackend:
+    """Delegates to a LocalBackend and counts blob reads: what a pull fetched from the repository."""
+
+    def __init__(self, inner: LocalBackend):
+        self.inner = inner
+        self.location = inner.location
+        self.blob_reads = 0
+        self.blob_bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        data = self.inner.get(key)
+        if key.startswith(BLOBS):
+            with self._lock:
+                self.blob_reads += 1
+                self.blob_bytes += len(data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    rng = random.Random(7)
+    (src / "weights.bin").write_bytes(rng.randbytes(3 * 1024 * 1024))
+    (src / "sub" / "config.json").write_text('{"hidden": 64}\n')
+    return src
+
+
+@pytest.fixture
+def counting_repo(tmp_path, model_dir):
+    backend = CountingBackend(LocalBackend(tmp_path / "repo"))
+    repo = Repository(backend, "test")
+    pushmod.push(repo, "m", "v1", model_dir, params=SMALL_CHUNKS)
+    backend.blob_reads = backend.blob_bytes = 0
+    return repo, backend
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
+
+
+# -- the cache alone ---------------------------------------------------------------------------------
+def test_put_get_round_trip_and_layout(tmp_path):
+    cache = ChunkCache(tmp_path / "cache")
+    data = b"some chunk bytes" * 1000
+    h = digest_of(data)
+    assert cache.get(h) is None
+    cache.put(h, memoryview(data))
+    # The layout is pinned: <root>/<h[:2]>/<h>, raw bytes, no temp file left behind.
+    assert (tmp_path / "cache" / h[:2] / h).read_bytes() == data
+    assert os.listdir(tmp_path / "cache" / h[:2]) == [h]
+    assert cache.get(h) == data
+    cache.put(h, data)  # idempotent
+    assert cache.info() == (1, len(data))
+
+
+def test_corrupted_entry_is_deleted_and_missed(tmp_path):
+    cache = ChunkCache(tmp_path)
+    data = os.urandom(5000)
+    h = digest_of(data)
+    cache.put(h, data)
+    cache.path_of(h).write_bytes(data[:-1] + b"\0")
+    assert cache.get(h) is None
+    assert not cache.path_of(h).exists()
+
+
+def test_get_refuses_a_digest_that_is_not_hex64(tmp_path):
+    cache = ChunkCache(tmp_path)
+    assert cache.get("../../etc/passwd") is None
+    cache.put("../escape", b"x")
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_put_never_raises_and_warns_once(tmp_path, monkeypatch, caplog):
+    cache = ChunkCache(tmp_path / "cache")
+
+    def disk_full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    for i in range(3):
+        data = f"chunk {i}".encode()
+        cache.put(digest_of(data), data)
+    warnings = [r for r in caplog.records if "chunk cache" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert cache.info() == (0, 0)
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []  # the temp files were removed
+
+
+def test_put_into_an_unusable_root_does_not_raise(tmp_path):
+    root = tmp_path / "not-a-dir"
+    root.write_text("a file")
+    cache = ChunkCache(root)
+    cache.put(digest_of(b"x"), b"x")
+    assert cache.get(digest_of(b"x")) is None
+    assert cache.info() == (0, 0)
+
+
+def test_concurrent_puts_and_gets(tmp_path):
+    cache = ChunkCache(tmp_path)
+    blobs = [os.urandom(2000 + i) for i in range(20)]
+    errors = []
+
+    def work():
+        try:
+            for data in blobs:
+                cache.put(digest_of(data), data)
+                got = cache.get(digest_of(data))
+                assert got is None or got == data
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert cache.info() == (len(blobs), sum(len(b) for b in blobs))
+    assert all(cache.get(digest_of(b)) == b for b in blobs)
+
+
+def test_get_updates_access_time(tmp_path):
+    cache = ChunkCache(tmp_path)
+    data = b"touch me"
+    h = digest_of(data)
+    cache.put(h, data)
+    os.utime(cache.path_of(h), (1_000_000, 1_000_000))
+    cache.get(h)
+    assert os.stat(cache.path_of(h)).st_atime > 1_000_000
+
+
+def test_prune_removes_least_recently_used_first(tmp_path):
+    cache = ChunkCache(tmp_path)
+    blobs = {}
+    for i, atime in enumerate([400, 100, 300, 200]):  # entry i was last used at `atime`
+        data = bytes([i]) * 1000
+        h = digest_of(data)
+        cache.put(h, data)
+        os.utime(cache.path_of(h), (1_700_000_000 + atime, 1_700_000_000))
+        blobs[atime] = h
+    stale_tmp = tmp_path / "ab" / ".tmp-left-by-a-killed-pull"
+    stale_tmp.parent.mkdir(exist_ok=True)
+    stale_tmp.write_bytes(b"partial")
+    os.utime(stale_tmp, (1_000_000, 1_000_000))
+
+    planned = cache.prune(2500, dry_run=True)
+    assert (planned.removed, planned.freed) == (2, 2000)
+    assert cache.info() == (4, 4000)
+
+    result = cache.prune(2500)
+    assert (result.removed, result.freed, result.entries, result.bytes) == (2, 2000, 2, 2000)
+    assert not cache.path_of(blobs[100]).exists() and not cache.path_of(blobs[200]).exists()
+    assert cache.path_of(blobs[300]).exists() and cache.path_of(blobs[400]).exists()
+    assert not stale_tmp.exists()
+
+    assert cache.prune(0) == (2, 2000, 0, 0)
+    assert cache.prune(0) == (0, 0, 0, 0)
+
+
+def test_info_and_prune_of_a_missing_cache(tmp_path):
+    cache = ChunkCache(tmp_path / "none")
+    assert cache.info() == (0, 0)
+    assert cache.prune(0) == (0, 0, 0, 0)
+
+
+# -- the cache in a pull -------------------------------------------------------------------------------
+def test_second_pull_into_an_empty_directory_fetches_nothing(tmp_path, counting_repo, model_dir):
+    repo, backend = counting_repo
+    cache = ChunkCache(tmp_path / "cache")
+    first = pullmod.pull(repo, "m", tmp_path / "a", tag="v1", cache=cache)
+    total_blob_bytes = backend.blob_bytes
+    assert first.fetched_bytes == total_blob_bytes == first.total_size
+    assert cache.info().bytes == first.total_size
+
+    backend.blob_reads = backend.blob_bytes = 0
+    second = pullmod.pull(repo, "m", tmp_path / "b", tag="v1", cache=cache)
+    assert backend.blob_reads == 0 and backend.blob_bytes == 0
+    assert second.fetched_bytes == 0 and second.cached_bytes == second.total_size
+    assert same_tree(model_dir, tmp_path / "b")
+
+
+def test_without_cache_every_pull_fetches_everything(tmp_path, counting_repo, model_dir):
+    repo, backend = counting_repo
+    pullmod.pull(repo, "m", tmp_path / "a", tag="v1")
+    first = backend.blob_bytes
+    backend.blob_reads = backend.blob_bytes = 0
+    result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1")
+    assert backend.blob_bytes == first == result.fetched_bytes == result.total_size
+    assert result.cached_bytes == 0
+    assert same_tree(model_dir, tmp_path / "b")
+
+
+def test_corrupted_cache_entry_is_fetched_again(tmp_path, counting_repo, model_dir):
+    repo, backend = counting_repo
+    cache = ChunkCache(tmp_path / "cache")
+    pullmod.pull(repo, "m", tmp_path / "a", tag="v1", cache=cache)
+    entries = sorted(p for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    victim = entries[len(entries) // 2]
+    good = victim.read_bytes()
+    victim.write_bytes(b"\xff" + good[1:])  # same size, one byte flipped
+
+    backend.blob_reads = backend.blob_bytes = 0
+    result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1", cache=cache)
+    assert backend.blob_reads == 1 and backend.blob_bytes == len(good)
+    assert result.fetched_bytes == len(good)
+    assert victim.read_bytes() == good  # the entry was replaced with the verified chunk
+    assert same_tree(model_dir, tmp_path / "b")
+
+
+def test_api_pull_uses_the_cache_dir(tmp_path, model_dir):
+    config = tmp_path / "model_repos.yaml"
+    config.write_text("repos:\n  local: {type: local, path: repo}\n")
+    api.push("local", "m", model_dir, tag="v1", config=config)
+    cache_dir = tmp_path / "cache"
+    first = api.pull("local", "m", tmp_path / "a", tag="v1", cache_dir=cache_dir, config=config)
+    second = api.pull("local", "m", tmp_path / "b", tag="v1", cache_dir=cache_dir, config=config)
+    assert first.fetched_bytes == first.total_size and first.cached_bytes == 0
+    assert second.fetched_bytes == 0 and second.cached_bytes == second.total_size
+    assert api.cache_info(cache_dir).bytes == first.total_size
+    assert api.cache_prune(cache_dir, 0).freed == first.total_size
+    assert api.cache_info(cache_dir) == (0, 0)
+
+
+# -- the commands --------------------------------------------------------------------------------------
+def run_cli(*args, env_extra=None, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "AIM_CACHE_DIR"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "aim_cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+def test_cache_commands(tmp_path):
+    cache = ChunkCache(tmp_path / "cache")
+    for i, atime in enumerate([100, 200, 300]):
+        data = bytes([i]) * 1024 * 1024
+        cache.put(digest_of(data), data)
+        os.utime(cache.path_of(digest_of(data)), (1_700_000_000 + atime, 1_700_000_000))
+    newest = cache.path_of(digest_of(bytes([2]) * 1024 * 1024))
+
+    r = run_cli("cache", "info", "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) | {"cache_dir": None} == {"cache_dir": None, "entries": 3, "bytes": 3 * 1024 * 1024}
+
+    r = run_cli("cache", "info", env_extra={"AIM_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert "3 chunks" in r.stdout and "3.0 MiB" in r.stdout
+
+    r = run_cli("cache", "prune", "--max-size", "1MiB", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    assert "removed 2 chunks (2.0 MiB)" in r.stdout
+    assert newest.exists() and cache.info() == (1, 1024 * 1024)
+
+    r = run_cli("cache", "prune", env_extra={"AIM_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert cache.info() == (0, 0)
+
+
+@pytest.mark.parametrize("command", [["cache", "info"], ["cache", "prune"]])
+def test_cache_commands_need_a_cache_dir(command):
+    r = run_cli(*command)
+    assert r.returncode == 2
+    assert "--cache-dir" in r.stderr and "AIM_CACHE_DIR" in r.stderr
+
+
+def test_cache_prune_refuses_a_bad_size(tmp_path):
+    r = run_cli("cache", "prune", "--max-size", "lots", "--cache-dir", str(tmp_path))
+    assert r.returncode == 2 and "invalid size" in r.stderr
