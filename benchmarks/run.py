@@ -274,8 +274,10 @@ def fig_push(b: Bench, ck: dict, kind: str) -> list[Row]:
     changed = ck["versions"][1]["changed_tensor_bytes"]
     stored = median(new)
     return [
-        time_row(f"push v1 into an empty repository ({kind})", t1, c1, 2.5),
-        time_row(f"push v2, near-identical ({kind})", t2, c2, 1.5),
+        # The time targets are for the local repository; S3 through moto is measured
+        # against raw boto3 by benchmarks/s3_bench.py.
+        time_row(f"push v1 into an empty repository ({kind})", t1, c1, 2.5 if kind == "local" else None),
+        time_row(f"push v2, near-identical ({kind})", t2, c2, 1.5 if kind == "local" else None),
         Row(f"push v2: new bytes stored / changed tensor bytes ({kind})", mib(stored), f"{mib(changed)} changed",
             f"{stored / changed:.2f}x", "<= 1.4x", stored / changed <= 1.4),
     ]
@@ -295,7 +297,8 @@ def fig_pull_cold(b: Bench, ck: dict, kind: str) -> list[Row]:
         c.append(cp_baseline(v1, b.work / "cp-dst", b.cache, cold=True))
     rmtree(dest)
     state = "cold" if b.cache.can_drop else "warm"
-    return [time_row(f"pull v1 into an empty directory, {state} page cache ({kind})", t, c, 2.0)]
+    return [time_row(f"pull v1 into an empty directory, {state} page cache ({kind})", t, c,
+                     2.0 if kind == "local" else None)]
 
 
 def fig_pull_update(b: Bench, ck: dict, kind: str) -> list[Row]:
