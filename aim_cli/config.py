@@ -205,7 +205,7 @@ def load_config(explicit: str | os.PathLike | None = None, *, must_exist: bool =
         if must_exist:
             raise ConfigError(
                 f"no {CONFIG_NAME} found in this directory or its parents",
-                f"create one with `aim_cli repo create`, or pass --config or set AIM_CONFIG",
+                "create one with `aim_cli repo create`, or pass --config or set AIM_CONFIG",
             )
         return Config(Path.cwd().absolute() / CONFIG_NAME)
     try:

@@ -180,8 +180,9 @@ def _offsets(entry: mf.FileEntry) -> list[int]:
     return out
 
 
-def _chunks_present(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set[int]:
-    """Indexes of the chunks of ``entry`` whose bytes are already right in ``path``."""
+def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set[int]:
+    """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
+    ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
     present: set[int] = set()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -198,34 +199,41 @@ def _chunks_present(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set[
 
 
 class _LocalSources:
-    """Chunks found in local files (an earlier version at the final path, --reference dirs),
-    indexed by digest after re-chunking them with the repository's parameters."""
+    """Chunks found in local files (an earlier version at the final path, --reference dirs,
+    partial files of another version's pull), indexed by digest. Files are re-chunked with the
+    repository's parameters (content-defined: unchanged data cuts the same chunks even when it
+    moved); chunks already verified in place are added as they are."""
 
     def __init__(self, params):
         self.params = params
         self.index: dict[str, tuple[str, int, int]] = {}
         self.lock = threading.Lock()
 
+    def add(self, path: Path, chunks) -> None:
+        with self.lock:
+            for digest, offset, size in chunks:
+                self.index.setdefault(digest, (str(path), offset, size))
+
     def add_file(self, path: Path) -> None:
         if not _regular_file(path):
             return
         try:
-            found = {c.digest: (str(path), c.offset, c.size) for c in iter_chunks(path, self.params)}
+            self.add(path, [(c.digest, c.offset, c.size) for c in iter_chunks(path, self.params)])
         except OSError:
-            return
-        with self.lock:
-            for digest, where in found.items():
-                self.index.setdefault(digest, where)
+            pass
 
     def read(self, digest: str) -> bytes | None:
+        """The chunk's bytes, verified, or None (not indexed, or changed since)."""
         where = self.index.get(digest)
         if where is None:
             return None
         path, offset, size = where
         try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
         except OSError:
             return None
         if blake3.blake3(data).hexdigest() != digest:
@@ -273,22 +281,46 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
                  progress) -> None:
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
     _make_work_dir(partial_dir)
-    params = None
-    plans: list[_FilePlan] = []
+    finals = [(e, _safe_parent(dest, e.path) / e.path.rsplit("/", 1)[-1]) for e in m.files]
+    current = {_partial_name(e) for e, _ in finals}
+    # Partial files of another version's interrupted pull: a source of chunks, removed at the end.
+    leftovers = [p for p in partial_dir.iterdir() if p.name not in current]
+    sources = _LocalSources(repo.params())
+    stats_lock = threading.Lock()
 
-    # Plan: what is already complete, what the partial files already hold. Read-only.
-    for entry in m.files:
-        final = _safe_parent(dest, entry.path) / entry.path.rsplit("/", 1)[-1]
-        if _regular_file(final) and final.stat().st_size == entry.size and file_digest(final) == entry.blake3:
-            if stat.S_IMODE(final.stat().st_mode) != entry.mode:
-                os.chmod(final, entry.mode)
-            result.kept_files += 1
-            result.reused_bytes += entry.size
-            continue
+    def count(attr: str, n: int) -> None:
+        with stats_lock:
+            setattr(result, attr, getattr(result, attr) + n)
+
+    def plan_file(entry: mf.FileEntry, final: Path) -> _FilePlan | None:
+        """What is already on disk for this file: None if the final file is complete. Read-only."""
         plan = _FilePlan(entry, final, partial_dir / _partial_name(entry), offsets=_offsets(entry))
+        if final.is_dir() and not final.is_symlink():
+            raise UsageError(f"{final} is a directory, the version has a file there", "move it away or pull elsewhere")
+        if _regular_file(final):
+            in_place = _chunks_in_place(final, entry, plan.offsets) if final.stat().st_size == entry.size else set()
+            if len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk: complete
+                if stat.S_IMODE(final.stat().st_mode) != entry.mode:
+                    os.chmod(final, entry.mode)
+                count("kept_files", 1)
+                count("reused_bytes", entry.size)
+                return None
+            sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
+            if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
+                sources.add_file(final)
         if _regular_file(plan.partial):
-            plan.have = _chunks_present(plan.partial, entry, plan.offsets)
-        plans.append(plan)
+            plan.have = _chunks_in_place(plan.partial, entry, plan.offsets)
+        if len(plan.have) < len(entry.chunks):
+            for ref_dir in references:
+                sources.add_file(Path(ref_dir) / entry.path)
+        return plan
+
+    # Plan: files hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL).
+    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
+                            thread_name_prefix="aim-plan") as planners:
+        for leftover in leftovers:
+            planners.submit(sources.add_file, leftover)
+        plans = [p for p in planners.map(lambda ef: plan_file(*ef), finals) if p is not None]
 
     needed = sum(p.entry.size - sum(p.entry.chunks[i][1] for i in p.have) for p in plans)
     free = shutil.disk_usage(dest).free
@@ -301,28 +333,8 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
             "free some space or pull elsewhere",
         )
 
-    # Partial files of another version's interrupted pull: a source of chunks, removed at the end.
-    current = {p.partial.name for p in plans}
-    leftovers = [p for p in partial_dir.iterdir() if p.name not in current]
-    sources = None
-    if any(len(p.have) < len(p.entry.chunks) for p in plans):
-        params = repo.params()
-        sources = _LocalSources(params)
-        for p in plans:
-            if len(p.have) < len(p.entry.chunks):
-                sources.add_file(p.final)
-                for ref_dir in references:
-                    sources.add_file(Path(ref_dir) / p.entry.path)
-        for leftover in leftovers:
-            sources.add_file(leftover)
-
     progress.start("pull", needed)
-    stats_lock = threading.Lock()
     stop = threading.Event()
-
-    def count(attr: str, n: int) -> None:
-        with stats_lock:
-            setattr(result, attr, getattr(result, attr) + n)
 
     def finalize(plan: _FilePlan) -> None:
         fd = os.open(plan.partial, os.O_RDWR | os.O_NOFOLLOW)
@@ -339,12 +351,16 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         _safe_parent(dest, plan.entry.path).mkdir(parents=True, exist_ok=True)
         os.replace(plan.partial, plan.final)
 
-    def fetch(plan: _FilePlan, index: int) -> None:
+    def fill(plan: _FilePlan, index: int) -> None:
+        """Put one chunk in place from the cheapest verified source, then finalize the file if
+        it was its last."""
         if stop.is_set():
             return
         chunk_digest, size = plan.entry.chunks[index]
-        data = cache.get(chunk_digest) if cache is not None else None
+        data = sources.read(chunk_digest)
         if data is not None:
+            count("reused_bytes", size)
+        elif cache is not None and (data := cache.get(chunk_digest)) is not None:
             count("cached_bytes", size)
         else:
             data = repo.get_blob(chunk_digest, context=f"{m.model}:{m.tag}/{plan.entry.path}")
@@ -360,28 +376,19 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         if last:
             finalize(plan)
 
+    # Execute: one task per missing chunk; at most ``jobs`` chunks are in memory at once.
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
     futures = []
     try:
         for plan in plans:
             _create_partial(plan)
-            to_fetch = []
-            for i, (chunk_digest, size) in enumerate(plan.entry.chunks):
-                if i in plan.have:
-                    continue
-                data = sources.read(chunk_digest) if sources is not None else None
-                if data is not None:
-                    _write_at(plan.partial, plan.offsets[i], data)
-                    count("reused_bytes", size)
-                    progress.advance(size)
-                else:
-                    to_fetch.append(i)
             result.reused_bytes += sum(plan.entry.chunks[i][1] for i in plan.have)
-            if not to_fetch:
-                finalize(plan)
+            missing = [i for i in range(len(plan.entry.chunks)) if i not in plan.have]
+            if not missing:
+                futures.append(pool.submit(finalize, plan))
                 continue
-            plan.remaining = len(to_fetch)
-            futures.extend(pool.submit(fetch, plan, i) for i in to_fetch)
+            plan.remaining = len(missing)
+            futures.extend(pool.submit(fill, plan, i) for i in missing)
         wait(futures, return_when=FIRST_EXCEPTION)
         for fut in futures:
             if fut.done():

@@ -191,7 +191,8 @@ class Repository:
         read back: a server that ignored the condition would show another writer's bytes here."""
         raw = mf.encode(manifest)
         key = manifest_key(manifest.model, manifest.tag)
-        created = self.backend.put_if_absent(key, raw)
+        # Whatever put_if_absent answers, the read-back decides: the stored bytes are the truth.
+        self.backend.put_if_absent(key, raw)
         stored = self.get_version(manifest.model, manifest.tag)
         if stored.raw == raw:
             # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from aim_cli import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
 from aim_cli.pull import pull

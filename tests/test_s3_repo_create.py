@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e_helpers import base_env, describe, make_model, ok, one_line_error, run, tree
+from tests.e2e_helpers import base_env, make_model, ok, one_line_error, run, tree
 from tests.s3_fixtures import s3_region
 
 #: A hand-edited, git-reviewed config: its comments and order must survive `repo create`.
