@@ -384,11 +384,14 @@ def repo_gc(repo_name, dry_run, as_json):
     if as_json:
         _json({"dry_run": r.dry_run, "blobs": len(r.plan.blobs), "bytes": r.plan.bytes, "deleted": r.deleted,
                "freed_bytes": r.freed_bytes, "versions": r.plan.versions, "referenced": r.plan.referenced,
-               "stored": r.plan.stored})
+               "stored": r.plan.stored, "incomplete_removed": r.incomplete[0],
+               "incomplete_bytes": r.incomplete[1]})
     elif dry_run:
         _out("dry run: nothing deleted")
     else:
-        _out(f"deleted {r.deleted} blobs, freed {_size(r.freed_bytes)}")
+        extra = (f"; removed {r.incomplete[0]} temp files of interrupted writes ({_size(r.incomplete[1])})"
+                 if r.incomplete[0] else "")
+        _out(f"deleted {r.deleted} blobs, freed {_size(r.freed_bytes)}{extra}")
 
 
 # -- cache ------------------------------------------------------------------------------------------

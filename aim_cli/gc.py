@@ -44,6 +44,7 @@ class GcResult:
     deleted: int
     freed_bytes: int
     dry_run: bool
+    incomplete: tuple[int, int] = (0, 0)  # abandoned partial writes removed: (count, bytes)
 
 
 def read_manifests(repo: Repository) -> tuple[list[mf.Manifest], list[tuple[str, str]]]:
@@ -105,7 +106,11 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
             repo.delete_blobs(batch)
             deleted += len(batch)
             freed += sum(plan.blobs[d] for d in batch)
-    return GcResult(plan, deleted, freed, False)
+        # Temp files of killed pushes. A live push refreshes its lease, and none holds one now;
+        # a file older than the lease timeout cannot belong to a push still writing.
+        lease.check()
+        incomplete = repo.clean_incomplete(leases.lease_timeout())
+    return GcResult(plan, deleted, freed, False, incomplete)
 
 
 def reclaimable(repo: Repository, deleted: Iterable[mf.Manifest]) -> tuple[int, int]:

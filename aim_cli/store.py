@@ -182,6 +182,10 @@ class Repository:
     def sync(self) -> None:
         self.backend.sync()
 
+    def clean_incomplete(self, older_than: float) -> tuple[int, int]:
+        """(count, bytes) of abandoned partial writes removed (a killed push's temp files)."""
+        return self.backend.clean_incomplete(older_than)
+
     # -- manifests ---------------------------------------------------------------------------------
     def commit(self, manifest: mf.Manifest) -> CommitResult:
         """Create the version: the exclusive create of its manifest is the commit point.

@@ -15,6 +15,9 @@ The contract every implementation must keep:
 - ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
 - ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size, in
   no promised order.
+- ``clean_incomplete(older_than)`` removes what interrupted writes left behind (a killed
+  process's temp files) once older than ``older_than`` seconds, and returns (count, bytes). Such
+  leftovers are never visible to ``get``/``list``; a backend without them returns (0, 0).
 - ``sync()`` is a durability barrier: every object ``put`` before it survives a crash once it
   returns. ``put_if_absent`` is durable when it returns (it is used for commit points).
 - Failures of the storage itself (unreachable, permission denied, disk full, bad credentials)
@@ -60,6 +63,8 @@ class Backend(Protocol):
     def delete_many(self, keys: Iterable[str]) -> None: ...
 
     def sync(self) -> None: ...
+
+    def clean_incomplete(self, older_than: float) -> tuple[int, int]: ...
 
     def check_access(self) -> None:
         """Raise StorageError unless the location can be reached (the bucket or directory exists

@@ -174,6 +174,28 @@ class LocalBackend:
         for key in keys:
             self.delete(key)
 
+    def clean_incomplete(self, older_than: float) -> tuple[int, int]:
+        """Delete temp files of writes that a killed process never renamed into place."""
+        import time
+
+        cutoff = time.time() - older_than
+        count = size = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                    if st.st_mtime <= cutoff:
+                        os.unlink(path)
+                        count, size = count + 1, size + st.st_size
+                except FileNotFoundError:
+                    continue  # renamed or removed meanwhile
+                except OSError as e:
+                    raise self._storage_error(e, "removing temp files") from None
+        return count, size
+
     def sync(self) -> None:
         if _syncfs is not None and self.root.exists():
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)

@@ -417,6 +417,10 @@ class S3Backend:
     def sync(self) -> None:
         """Nothing to do: S3 has made an object durable when its PUT returns."""
 
+    def clean_incomplete(self, older_than: float) -> tuple[int, int]:
+        """Nothing to do: a single PUT is never visible in part and leaves nothing behind."""
+        return 0, 0
+
     def check_access(self) -> None:
         # One-key listing rather than HeadBucket: it needs only s3:ListBucket on our prefix (a
         # policy restricted with an s3:prefix condition denies HeadBucket), and its error responses

@@ -318,3 +318,10 @@ def test_invalid_keys_are_refused(backend, key):
         backend.put(key, b"x")
     with pytest.raises(ValueError):
         backend.get(key)
+
+
+def test_clean_incomplete_leaves_objects_alone(backend):
+    backend.put("blobs/aa/one", b"1")
+    backend.put_if_absent("models/m/versions/v.json", b"{}")
+    assert backend.clean_incomplete(0) == (0, 0)
+    assert sorted(i.key for i in backend.list("")) == ["blobs/aa/one", "models/m/versions/v.json"]
