@@ -135,12 +135,15 @@ def _created_by() -> str:
 
 
 class _Uploader:
-    """Stores chunks the repository lacks, in parallel, with bounded in-flight memory."""
+    """Stores chunks the repository lacks, in parallel, with bounded in-flight memory. Progress
+    counts a chunk once it is known stored (already there, or uploaded)."""
 
-    def __init__(self, repo: Repository, jobs: int, index: set[str] | None, enabled: bool):
+    def __init__(self, repo: Repository, jobs: int, index: Future | None, progress):
         self.repo = repo
-        self.index = index  # stored digests, when listing was cheaper than asking one by one
-        self.enabled = enabled
+        # Stored digests, when listing is cheaper than asking one by one (a Future: the listing
+        # runs while the first files are being chunked). None: not uploading (the tag exists).
+        self._index = index
+        self.progress = progress
         self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="aim-upload")
         self.slots = threading.BoundedSemaphore(jobs * 2)
         self.lock = threading.Lock()
@@ -151,13 +154,15 @@ class _Uploader:
         self.failed = threading.Event()
 
     def offer(self, digest: str, data: memoryview) -> None:
-        if not self.enabled:
+        if self._index is None:
+            self.progress.advance(len(data))
             return
         with self.lock:
-            if digest in self.seen:
-                return
+            known = digest in self.seen
             self.seen.add(digest)
-        if self.index is not None and digest in self.index:
+        index = self._index.result()
+        if known or (index is not None and digest in index):
+            self.progress.advance(len(data))
             return
         payload = bytes(data)  # the stream buffer is reused after this call returns
         self.slots.acquire()
@@ -170,9 +175,11 @@ class _Uploader:
 
     def _store(self, digest: str, payload: bytes) -> None:
         try:
-            if self.index is None and self.repo.has_blob(digest):
+            if self._index.result() is None and self.repo.has_blob(digest):
+                self.progress.advance(len(payload))
                 return
             self.repo.put_blob(digest, payload)
+            self.progress.advance(len(payload))
             with self.lock:
                 self.new_bytes += len(payload)
                 self.new_chunks += 1
@@ -221,8 +228,9 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
     if repo.has_version(model, tag):
         existing = repo.get_version(model, tag)
     expected_chunks = total // (params.avg_size + params.min_size) + len(files)
-    index = None if existing else repo.stored_blob_index(expected_chunks)
-    uploader = _Uploader(repo, jobs, index, enabled=existing is None)
+    lister = ThreadPoolExecutor(1, thread_name_prefix="aim-list")
+    index = None if existing else lister.submit(repo.stored_blob_index, expected_chunks)
+    uploader = _Uploader(repo, jobs, index, progress)
     stop = threading.Event()
     entries: dict[str, mf.FileEntry] = {}
     progress.start("push", total)
@@ -236,7 +244,6 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
                 if stop.is_set():
                     raise _Aborted
                 chunks.append((c.digest, c.size))
-                progress.advance(c.size)
         except OSError as e:
             raise UsageError(f"cannot read {sf.abspath}: {e.strerror}", "check the file") from None
         size = sum(s for _, s in chunks)
@@ -262,9 +269,11 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         stop.set()
         uploader.close()
         hashers.shutdown(wait=True, cancel_futures=True)
+        lister.shutdown(wait=True, cancel_futures=True)
         progress.close()
         raise
     hashers.shutdown()
+    lister.shutdown()
     uploader.close()
     progress.close()
 

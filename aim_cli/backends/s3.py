@@ -21,7 +21,9 @@ one-line ``StorageError`` naming the location and the next step; no botocore tra
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -177,6 +179,24 @@ def storage_error_from(
     return StorageError(f"S3 request failed {where}: {exc!r}", "retry; if it persists, please report it")
 
 
+_SESSIONS: dict = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(profile: str | None):
+    """A boto3 Session per profile and AWS environment, reused: a new one re-reads botocore's
+    endpoint and service data (about 0.1 s of JSON per client). Keyed by the AWS_* variables too,
+    so a changed environment never sees credentials resolved under the old one."""
+    import boto3
+
+    key = (profile, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    session = _SESSIONS.get(key)
+    if session is None:
+        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+        _SESSIONS[key] = session
+    return session
+
+
 class S3Backend:
     """Objects ``<prefix>/<key>`` in one bucket. ``location`` is ``s3://bucket/prefix``.
 
@@ -234,8 +254,9 @@ class S3Backend:
         )
         try:
             # Credentials come only from boto3's own chain (environment, ~/.aws, profile, IMDS).
-            session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-            self._client = session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+            with _SESSIONS_LOCK:  # a boto3 Session is not safe to create clients from concurrently
+                session = _session(profile)
+                self._client = session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
         except self._errors as e:
             raise self._error(e, "connecting") from None
         except ValueError as e:  # botocore: invalid endpoint_url or region
