@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the checked-in default local repository (model_repos.yaml: "local").
 # Makes a small model, pushes two near-identical versions, lists them, pulls one, proves it is
-# byte-identical, and shows what the second version cost. Run from anywhere: `uv run scripts/demo.sh`.
+# byte-identical, shows what the second version cost, and audits the result. Run from anywhere: `uv run scripts/demo.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 aim() { aim_cli --config model_repos.yaml "$@"; }
@@ -45,3 +45,7 @@ diff -r "$work/model_v1" "$work/pulled" && echo "identical: $work/pulled == $wor
 echo "== pull the newest version into the same directory (only changed chunks are fetched)"
 aim model pull local demo-model "$work/pulled" --quiet
 diff -r "$work/model_v2" "$work/pulled" && echo "identical: $work/pulled == $work/model_v2"
+
+echo "== audit: the pulled directory against the manifest's whole-file digests, then the stored blobs"
+aim model verify local demo-model --tag "$tag2" --local "$work/pulled"
+aim model verify local demo-model --tag "$tag2"
