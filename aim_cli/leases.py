@@ -114,21 +114,10 @@ class LeaseInfo:
         return f"{self.command or self.kind} by pid {self.pid} on {self.host} (for {age}s)"
 
 
-def _list_locks(repo: Repository) -> list:
-    # LocalBackend.list raises FileNotFoundError when a file is deleted between its scandir and
-    # its stat, and leases come and go all the time: list again.
-    for _ in range(10):
-        try:
-            return list(repo.backend.list(LOCKS))
-        except FileNotFoundError:
-            continue
-    return list(repo.backend.list(LOCKS))
-
-
 def read_leases(repo: Repository) -> list[LeaseInfo]:
     """Every lease in ``locks/``, stale or not."""
     out = []
-    for obj in _list_locks(repo):
+    for obj in repo.backend.list(LOCKS):
         name = obj.key[len(LOCKS):]
         if "/" in name or not name.endswith(".json"):
             continue
