@@ -25,17 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import blake3
 
+from aim_cli.backends.local import LocalBackend
+from aim_cli.errors import KeyNotFoundError, StorageError
 from aim_cli.manifest import HEX64
 
-TMP_PREFIX = ".tmp-"
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
 STALE_TMP_SECONDS = 3600
 
@@ -64,104 +63,84 @@ class _Entry:
 class ChunkCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
+        # Entries are stored like blobs: the local backend's atomic writes, without the "blobs/".
+        self._store = LocalBackend(self.root)
         self._lock = threading.Lock()
         self._put_disabled = False
 
     def path_of(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest
+        return self.root / self._key(digest)
+
+    @staticmethod
+    def _key(digest: str) -> str:
+        return f"{digest[:2]}/{digest}"
 
     # -- reads and writes (called from pull's worker threads) --------------------------------------
     def get(self, digest: str) -> bytes | None:
         """The chunk's bytes if the cache holds them intact, else None."""
         if not HEX64.fullmatch(digest):
             return None
-        path = self.path_of(digest)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
+            data = self._store.get(self._key(digest))
+        except (KeyNotFoundError, StorageError):
             return None  # absent (the usual miss), pruned meanwhile, unreadable
         if blake3.blake3(data).hexdigest() != digest:
             try:
-                path.unlink()
-            except OSError:
+                self._store.delete(self._key(digest))
+            except StorageError:
                 pass
             return None
         try:
-            os.utime(path)  # access time for prune's LRU order
+            os.utime(self.path_of(digest))  # access time for prune's LRU order
         except OSError:
             pass
         return data
 
     def put(self, digest: str, data) -> None:
         """Store ``data`` (already verified by the caller) under ``digest``. Never raises."""
-        if self._put_disabled or not HEX64.fullmatch(digest):
+        if self._put_disabled or not HEX64.fullmatch(digest) or self._store.exists(self._key(digest)):
             return
-        path = self.path_of(digest)
-        if path.exists():
-            return
-        tmp = path.with_name(f"{TMP_PREFIX}{digest}.{uuid.uuid4().hex[:12]}")
         try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError as e:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            self._store.put(self._key(digest), data)
+        except StorageError as e:
             with self._lock:
                 first = not self._put_disabled
                 self._put_disabled = True
             if first:
                 log.warning("warning: not writing to the chunk cache %s (%s); the pull goes on without it",
-                            self.root, e.strerror or e)
+                            self.root, e.message)
 
     # -- maintenance ---------------------------------------------------------------------------------
-    def _scan(self) -> tuple[list[_Entry], list[str]]:
-        """Every entry, and the stale temp files left by killed processes."""
+    def _scan(self) -> list[_Entry]:
+        """Every entry, with its size and access time."""
         entries: list[_Entry] = []
-        stale: list[str] = []
-        too_old = time.time() - STALE_TMP_SECONDS
         try:
             shards = [d for d in os.scandir(self.root) if len(d.name) == 2 and d.is_dir(follow_symlinks=False)]
         except (FileNotFoundError, NotADirectoryError):
-            return entries, stale
+            return entries
         for shard in shards:
             try:
                 files = list(os.scandir(shard.path))
             except OSError:
                 continue
             for f in files:
-                try:
-                    st = f.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # removed meanwhile
-                if f.name.startswith(TMP_PREFIX):
-                    if st.st_mtime < too_old:
-                        stale.append(f.path)
-                elif HEX64.fullmatch(f.name) and f.name[:2] == shard.name and f.is_file(follow_symlinks=False):
+                if HEX64.fullmatch(f.name) and f.name[:2] == shard.name and f.is_file(follow_symlinks=False):
+                    try:
+                        st = f.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed meanwhile
                     entries.append(_Entry(f.path, st.st_size, st.st_atime))
-        return entries, stale
+        return entries
 
     def info(self) -> CacheInfo:
-        entries, _ = self._scan()
+        entries = self._scan()
         return CacheInfo(len(entries), sum(e.size for e in entries))
 
     def prune(self, max_size: int = 0, *, dry_run: bool = False) -> PruneResult:
         """Delete the least recently used entries until the cache holds at most ``max_size``
         bytes (0 empties it). Plan first (sorted by access time), then delete; ``dry_run`` only
         plans. Stale temp files of killed processes go too."""
-        entries, stale = self._scan()
+        entries = self._scan()
         total = sum(e.size for e in entries)
         entries.sort(key=lambda e: (e.atime, e.path))
         doomed: list[_Entry] = []
@@ -172,10 +151,14 @@ class ChunkCache:
             doomed.append(e)
             left -= e.size
         if not dry_run:
-            for path in [e.path for e in doomed] + stale:
+            for e in doomed:
                 try:
-                    os.unlink(path)
+                    os.unlink(e.path)
                 except FileNotFoundError:
                     pass
+            try:
+                self._store.clean_incomplete(STALE_TMP_SECONDS)
+            except StorageError:
+                pass
         freed = total - left
         return PruneResult(len(doomed), freed, len(entries) - len(doomed), left)

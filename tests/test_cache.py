@@ -120,7 +120,7 @@ def test_put_never_raises_and_warns_once(tmp_path, monkeypatch, caplog):
         data = f"chunk {i}".encode()
         cache.put(digest_of(data), data)
     warnings = [r for r in caplog.records if "chunk cache" in r.getMessage()]
-    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "disk full" in warnings[0].getMessage()
     assert cache.info() == (0, 0)
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert leftovers == []  # the temp files were removed
