@@ -39,6 +39,7 @@ class SourceFile:
     abspath: str  # what to read (the link's target under --follow-symlinks)
     size: int
     mode: int
+    mtime_ns: int  # with size: how push notices a file written to while it was being read
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> li
                         "only links to files are followed; copy the directory instead",
                     )
                 target = os.path.realpath(entry.path)
-                files.append(SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK))
+                files.append(SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK,
+                                        st.st_mtime_ns))
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -107,7 +109,8 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> li
             elif stat.S_ISREG(st.st_mode):
                 if not os.access(entry.path, os.R_OK):
                     raise UsageError(f"cannot read {entry.path}", "check its permissions")
-                files.append(SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK))
+                files.append(SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK,
+                                        st.st_mtime_ns))
             else:
                 raise UsageError(f"{entry.path} is not a regular file", "remove it from the directory")
     if links:
@@ -247,7 +250,8 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         except OSError as e:
             raise UsageError(f"cannot read {sf.abspath}: {e.strerror}", "check the file") from None
         size = sum(s for _, s in chunks)
-        if size != sf.size:
+        after = os.stat(sf.abspath)
+        if size != sf.size or after.st_size != sf.size or after.st_mtime_ns != sf.mtime_ns:
             raise UsageError(f"{sf.abspath} changed while it was being pushed", "push again once it is stable")
         entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
 

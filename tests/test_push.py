@@ -97,3 +97,18 @@ def test_files_are_modes_and_paths_in_manifest(repo, tmp_path):
     push(repo, "m", "v1", src)
     m = repo.get_version("m", "v1").manifest
     assert [(f.path, f.size, f.mode, len(f.chunks)) for f in m.files] == [("a.txt", 0, 0o644, 0), ("b/x.sh", 10, 0o755, 1)]
+
+
+def test_a_file_modified_during_the_push_is_refused(repo, tmp_path, monkeypatch):
+    """The source is re-stated after it was read: a training job still writing the checkpoint
+    must not produce a version that matches no file that ever existed."""
+    from aim_cli import push as pushmod
+
+    src = write_model(tmp_path / "src", {"a.bin": random_bytes(2 * MiB, 6)})
+    files = scan_source(src)
+    later = files[0].mtime_ns + 10**9
+    os.utime(src / "a.bin", ns=(later, later))  # written to after the scan
+    monkeypatch.setattr(pushmod, "scan_source", lambda *a, **k: files)  # the scan as it was before
+    with pytest.raises(UsageError, match="changed while it was being pushed"):
+        push(repo, "m", "v1", src)
+    assert not repo.has_version("m", "v1")
