@@ -454,7 +454,7 @@ def main(argv=None) -> None:
     except click.exceptions.Abort as e:
         # click turns Ctrl-C into Abort; a declined confirmation is an Abort too.
         if isinstance(e.__context__, KeyboardInterrupt):
-            _fail("interrupted; partial files are kept: rerun the same command to resume", 130)
+            _fail("interrupted; rerun the same command to resume: what was already transferred is kept", 130)
         _fail("aborted", 1)
     except click.ClickException as e:
         e.show()
@@ -467,7 +467,7 @@ def main(argv=None) -> None:
             message += f"; {e.hint}"
         _fail(message, e.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; partial files are kept: rerun the same command to resume", 130)
+        _fail("interrupted; rerun the same command to resume: what was already transferred is kept", 130)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)

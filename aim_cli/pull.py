@@ -180,7 +180,7 @@ def _offsets(entry: mf.FileEntry) -> list[int]:
     return out
 
 
-def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set[int]:
+def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
     """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
     ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
     present: set[int] = set()
@@ -193,6 +193,8 @@ def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int]) -> set
             data = os.pread(fd, size, offset)
             if len(data) == size and blake3.blake3(data).hexdigest() == digest:
                 present.add(i)
+            if advance is not None:
+                advance(size)
     finally:
         os.close(fd)
     return present
@@ -298,7 +300,8 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         if final.is_dir() and not final.is_symlink():
             raise UsageError(f"{final} is a directory, the version has a file there", "move it away or pull elsewhere")
         if _regular_file(final):
-            in_place = _chunks_in_place(final, entry, plan.offsets) if final.stat().st_size == entry.size else set()
+            same_size = final.stat().st_size == entry.size
+            in_place = _chunks_in_place(final, entry, plan.offsets, progress.advance) if same_size else set()
             if len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk: complete
                 if stat.S_IMODE(final.stat().st_mode) != entry.mode:
                     os.chmod(final, entry.mode)
@@ -309,18 +312,22 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
             if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
                 sources.add_file(final)
         if _regular_file(plan.partial):
-            plan.have = _chunks_in_place(plan.partial, entry, plan.offsets)
+            plan.have = _chunks_in_place(plan.partial, entry, plan.offsets, progress.advance)
         if len(plan.have) < len(entry.chunks):
             for ref_dir in references:
                 sources.add_file(Path(ref_dir) / entry.path)
         return plan
 
     # Plan: files hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL).
+    # Checking a large model already on disk takes a while: it gets a bar of its own.
+    progress.start("check", sum(e.size for e, final in finals
+                                if _regular_file(final) or _regular_file(partial_dir / _partial_name(e))))
     with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
                             thread_name_prefix="aim-plan") as planners:
         for leftover in leftovers:
             planners.submit(sources.add_file, leftover)
         plans = [p for p in planners.map(lambda ef: plan_file(*ef), finals) if p is not None]
+    progress.close()
 
     needed = sum(p.entry.size - sum(p.entry.chunks[i][1] for i in p.have) for p in plans)
     free = shutil.disk_usage(dest).free
@@ -333,7 +340,8 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
             "free some space or pull elsewhere",
         )
 
-    progress.start("pull", needed)
+    if needed:
+        progress.start("pull", needed)
     stop = threading.Event()
 
     def finalize(plan: _FilePlan) -> None:
