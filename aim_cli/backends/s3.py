@@ -156,6 +156,14 @@ def storage_error_from(
                 f"bucket {name!r} does not exist ({location})",
                 "create the bucket, or fix `path:` (and endpoint_url) for this repository in model_repos.yaml",
             )
+        if exc.operation_name in ("HeadObject", "HeadBucket") and code in ("403", "Forbidden", "400", "BadRequest"):
+            # A HEAD response has no body: a refused policy, rejected keys and an expired session
+            # token all look alike here.
+            return StorageError(
+                f"access denied or credentials rejected {where}",
+                "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile, an expired "
+                "session token) and that their IAM or bucket policy lets them read and write this bucket and prefix",
+            )
         if code in _ACCESS_DENIED_CODES or status == 403:
             return StorageError(
                 f"access denied {where}",
