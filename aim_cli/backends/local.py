@@ -10,8 +10,6 @@ it); ``sync()`` is one syncfs() of the filesystem before a commit point.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -21,27 +19,9 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import KeyNotFoundError, StorageError
+from aim_cli.fsutil import fsync_dir, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
-
-
-def _libc_syncfs():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-_syncfs = _libc_syncfs()
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalBackend:
@@ -197,14 +177,8 @@ class LocalBackend:
         return count, size
 
     def sync(self) -> None:
-        if _syncfs is not None and self.root.exists():
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if _syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-        os.sync()
+        if self.root.exists():
+            sync_filesystem(self.root)
 
     def check_access(self) -> None:
         if self.root.is_dir():

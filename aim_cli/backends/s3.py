@@ -223,7 +223,6 @@ class S3Backend:
         addressing_style: str | None = None,
         max_connections: int = 16,
     ):
-        import boto3
         from botocore import exceptions as bx
         from botocore.config import Config
         from urllib3.exceptions import HTTPError as Urllib3HTTPError
