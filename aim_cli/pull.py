@@ -321,8 +321,9 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
 
     # Plan: files hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL).
     # Checking a large model already on disk takes a while: it gets a bar of its own.
-    progress.start("check", sum(e.size for e, final in finals
-                                if _regular_file(final) or _regular_file(partial_dir / _partial_name(e))))
+    on_disk = sum(e.size for e, final in finals if _regular_file(final) or _regular_file(partial_dir / _partial_name(e)))
+    if on_disk:
+        progress.start("check", on_disk)
     with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
                             thread_name_prefix="aim-plan") as planners:
         for leftover in leftovers:
@@ -406,6 +407,10 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
+        try:  # the files that did complete and verify get their final names all the same
+            _commit_files(dest, verified)
+        except Exception:
+            pass  # they stay in the partial directory; the rerun finds them
         raise
     pool.shutdown()
     progress.close()

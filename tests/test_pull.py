@@ -126,9 +126,14 @@ def test_altered_blob_fails_and_leaves_no_final_file(repo, v1, tmp_path):
     data[10] ^= 1
     blob.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=digest) as e:
-        pull(repo, "m", tmp_path / "out", tag="v1")
+        pull(repo, "m", tmp_path / "out", tag="v1", jobs=1)
     assert e.value.exit_code == 5
     assert not (tmp_path / "out/model-2.bin").exists()
+    # Files that completed and verified before the failure have their final names, intact.
+    pulled = tree(tmp_path / "out")
+    assert "config.json" in pulled and "empty" in pulled
+    for rel, (data, _) in pulled.items():
+        assert data == (v1 / rel).read_bytes()
 
 
 @pytest.mark.parametrize("path", ["../escaped", "/tmp/escaped-abs", "a/../../escaped", ".aim/partial/x"])
