@@ -79,13 +79,7 @@ def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    proc.stdout.close()
+    s3_fixtures.stop_server(proc)
 
 
 def client(endpoint: str, jobs: int):

@@ -132,6 +132,17 @@ def _wait_until_answering(url: str, deadline: float) -> None:
     raise RuntimeError(f"moto server at {url} did not answer: {last_error}")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started by the launcher: terminate, kill if it lingers, close its pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """The URL of an S3 endpoint for the whole session (see the module docstring)."""
@@ -169,13 +180,7 @@ def s3_endpoint(tmp_path_factory):
         _wait_until_answering(url + "/moto-api/", time.monotonic() + STARTUP_DEADLINE)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop_server(proc)
         os.environ.clear()
         os.environ.update(saved)
 

@@ -133,13 +133,7 @@ def auth_server(tmp_path_factory):
             _boto_client("s3", url, writer).list_objects_v2(Bucket=bucket)
         yield AuthServer(url, bucket, writer, lister, stranger, aws_dir)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        s3_fixtures.stop_server(proc)
 
 
 def cli_env(server: AuthServer, key: Key) -> dict[str, str]:
