@@ -8,7 +8,6 @@ exist, on S3 (moto) too. Import it into a test module with ``from tests.audit_he
 
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 import os
@@ -24,6 +23,7 @@ from aim_cli import api
 from aim_cli import push as pushmod
 from aim_cli.chunking import ChunkingParams
 from aim_cli.store import Repository, blob_key
+from tests.helpers import CountingBackend  # noqa: F401  (re-exported for the audit tests)
 
 NAME = "audit"
 AIM = str(Path(sys.executable).with_name("aim_cli"))
@@ -97,19 +97,3 @@ def make_model(root: Path, seed: int = 1, variant: int = 0, size: int = 100_000)
 
 def chunks_of(manifest) -> dict[str, int]:
     return {d: s for f in manifest.files for d, s in f.chunks}
-
-
-class CountingBackend:
-    """Wraps a backend and counts ``get`` calls by top-level prefix (``blobs``, ``models`` ...)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.location = inner.location
-        self.gets: collections.Counter[str] = collections.Counter()
-
-    def get(self, key: str) -> bytes:
-        self.gets[key.split("/", 1)[0]] += 1
-        return self.inner.get(key)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)

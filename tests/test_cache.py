@@ -21,35 +21,14 @@ from aim_cli import push as pushmod
 from aim_cli.backends.local import LocalBackend
 from aim_cli.cache import ChunkCache
 from aim_cli.chunking import ChunkingParams
-from aim_cli.store import BLOBS, Repository
+from aim_cli.store import Repository
+from tests.helpers import CountingBackend
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data
 
 
 def digest_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
-
-
-class CountingBackend:
-    """Delegates to a LocalBackend and counts blob reads: what a pull fetched from the repository."""
-
-    def __init__(self, inner: LocalBackend):
-        self.inner = inner
-        self.location = inner.location
-        self.blob_reads = 0
-        self.blob_bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes:
-        data = self.inner.get(key)
-        if key.startswith(BLOBS):
-            with self._lock:
-                self.blob_reads += 1
-                self.blob_bytes += len(data)
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 @pytest.fixture
@@ -67,7 +46,7 @@ def counting_repo(tmp_path, model_dir):
     backend = CountingBackend(LocalBackend(tmp_path / "repo"))
     repo = Repository(backend, "test")
     pushmod.push(repo, "m", "v1", model_dir, params=SMALL_CHUNKS)
-    backend.blob_reads = backend.blob_bytes = 0
+    backend.gets = backend.get_bytes = 0
     return repo, backend
 
 
@@ -208,13 +187,13 @@ def test_second_pull_into_an_empty_directory_fetches_nothing(tmp_path, counting_
     repo, backend = counting_repo
     cache = ChunkCache(tmp_path / "cache")
     first = pullmod.pull(repo, "m", tmp_path / "a", tag="v1", cache=cache)
-    total_blob_bytes = backend.blob_bytes
+    total_blob_bytes = backend.get_bytes
     assert first.fetched_bytes == total_blob_bytes == first.total_size
     assert cache.info().bytes == first.total_size
 
-    backend.blob_reads = backend.blob_bytes = 0
+    backend.gets = backend.get_bytes = 0
     second = pullmod.pull(repo, "m", tmp_path / "b", tag="v1", cache=cache)
-    assert backend.blob_reads == 0 and backend.blob_bytes == 0
+    assert backend.gets == 0 and backend.get_bytes == 0
     assert second.fetched_bytes == 0 and second.cached_bytes == second.total_size
     assert same_tree(model_dir, tmp_path / "b")
 
@@ -222,10 +201,10 @@ def test_second_pull_into_an_empty_directory_fetches_nothing(tmp_path, counting_
 def test_without_cache_every_pull_fetches_everything(tmp_path, counting_repo, model_dir):
     repo, backend = counting_repo
     pullmod.pull(repo, "m", tmp_path / "a", tag="v1")
-    first = backend.blob_bytes
-    backend.blob_reads = backend.blob_bytes = 0
+    first = backend.get_bytes
+    backend.gets = backend.get_bytes = 0
     result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1")
-    assert backend.blob_bytes == first == result.fetched_bytes == result.total_size
+    assert backend.get_bytes == first == result.fetched_bytes == result.total_size
     assert result.cached_bytes == 0
     assert same_tree(model_dir, tmp_path / "b")
 
@@ -239,9 +218,9 @@ def test_corrupted_cache_entry_is_fetched_again(tmp_path, counting_repo, model_d
     good = victim.read_bytes()
     victim.write_bytes(b"\xff" + good[1:])  # same size, one byte flipped
 
-    backend.blob_reads = backend.blob_bytes = 0
+    backend.gets = backend.get_bytes = 0
     result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1", cache=cache)
-    assert backend.blob_reads == 1 and backend.blob_bytes == len(good)
+    assert backend.gets == 1 and backend.get_bytes == len(good)
     assert result.fetched_bytes == len(good)
     assert victim.read_bytes() == good  # the entry was replaced with the verified chunk
     assert same_tree(model_dir, tmp_path / "b")
