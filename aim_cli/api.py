@@ -63,6 +63,10 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
         except ValueError:
             raise UsageError(f"--chunk-size {chunk_size} is out of range",
                              "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB") from None
+    if repo_type == "local" and not os.path.isabs(os.path.expanduser(path)):
+        # Typed relative to the current directory; recorded relative to the config file, which
+        # is how every later command (run from anywhere) resolves it.
+        path = os.path.relpath(os.path.abspath(path), cfg.path.parent)
     raw = {"type": repo_type, "path": path}
     for key, value in (("region", region), ("endpoint_url", endpoint_url), ("profile", profile),
                        ("addressing_style", addressing_style)):

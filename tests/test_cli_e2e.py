@@ -764,3 +764,16 @@ def test_light_commands_do_not_import_heavy_modules(tmp_path, args):
     assert res.returncode == 0, describe(res)
     last = res.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=[] CODE=0", f"{args}: {last}"
+
+
+def test_repo_create_from_a_subdirectory_records_the_path_the_user_meant(tmp_path):
+    """A relative --path is typed relative to the current directory, but the config records paths
+    relative to itself: run from a subdirectory, the repository must land where the user pointed."""
+    (tmp_path / "model_repos.yaml").write_text("repos: {}\n")
+    sub = tmp_path / "team" / "work"
+    sub.mkdir(parents=True)
+    ok(run(["repo", "create", "r", "--type", "local", "--path", "store"], cwd=sub))
+    assert (sub / "store" / "aim-repo.json").is_file()
+    assert "team/work/store" in (tmp_path / "model_repos.yaml").read_text()
+    listed = ok(run(["repo", "list"], cwd=tmp_path)).stdout  # from elsewhere: the same directory
+    assert str(sub / "store") in listed
