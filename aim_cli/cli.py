@@ -466,6 +466,9 @@ def main(argv=None) -> None:
         if e.hint:
             message += f"; {e.hint}"
         _fail(message, e.exit_code)
+    except OSError as e:  # a filesystem refusal no code path above turned into a StorageError
+        where = f" ({e.filename})" if e.filename else ""
+        _fail(f"error: {e.strerror or e}{where}; check the path, its permissions and the free space", 6)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume: what was already transferred is kept", 130)
     except BrokenPipeError:

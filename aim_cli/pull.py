@@ -429,8 +429,11 @@ def _commit_files(dest: Path, verified: list[_FilePlan]) -> None:
     parents = set()
     for plan in verified:
         parent = _safe_parent(dest, plan.entry.path)
-        parent.mkdir(parents=True, exist_ok=True)
-        os.replace(plan.partial, plan.final)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            os.replace(plan.partial, plan.final)
+        except OSError as e:
+            raise _dest_error(e, plan.final) from None
         parents.add(parent)
     for parent in parents:
         fsync_dir(parent)

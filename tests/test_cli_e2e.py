@@ -777,3 +777,40 @@ def test_repo_create_from_a_subdirectory_records_the_path_the_user_meant(tmp_pat
     assert "team/work/store" in (tmp_path / "model_repos.yaml").read_text()
     listed = ok(run(["repo", "list"], cwd=tmp_path)).stdout  # from elsewhere: the same directory
     assert str(sub / "store") in listed
+
+
+def test_pull_into_a_read_only_destination_is_one_line(local_repo, tmp_path):
+    """Permissions obeyed even when root: a DEST the user may not write is exit 6, one line."""
+    env = local_repo
+    src = make_model(tmp_path / "src")
+    ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1"))
+    dest = tmp_path / "ro"
+    dest.mkdir()
+    os.chmod(dest, 0o555)
+    try:
+        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=_drop_dac_caps())
+        one_line_error(res, 6, str(dest))
+    finally:
+        os.chmod(dest, 0o755)
+    assert list(dest.iterdir()) == []
+
+
+def test_pull_into_a_read_only_subdirectory_is_one_line(local_repo, tmp_path):
+    """DEST is writable but one directory the version writes into is not: the rename fails late,
+    still as one line with exit 6, and the files that could be placed are complete."""
+    env = local_repo
+    src = make_model(tmp_path / "src")
+    ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1"))
+    dest = tmp_path / "dest"
+    (dest / "weights").mkdir(parents=True)
+    os.chmod(dest / "weights", 0o555)
+    try:
+        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=_drop_dac_caps())
+        one_line_error(res, 6, "Permission denied", "weights")
+    finally:
+        os.chmod(dest / "weights", 0o755)
+    assert list((dest / "weights").iterdir()) == []
+    for path, info in files_of(dest).items():
+        assert info == files_of(src)[path]
+    ok(env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"))  # then it resumes and completes
+    assert_same_tree(src, dest)
