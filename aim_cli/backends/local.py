@@ -5,7 +5,8 @@ Atomicity comes from rename and link, never from locks (flock lies on NFS):
 - ``put_if_absent`` writes a temp file, fsyncs it, then ``os.link``s it to the target: link fails
   with EEXIST if the target exists, atomically, on local filesystems and on NFS alike.
 Durability is batched: ``put`` does not fsync (one fsync per 1 MiB chunk costs more than hashing
-it); ``sync()`` is one syncfs() of the filesystem before a commit point.
+it) but starts the blob's writeback, so the disk works while the push goes on; ``sync()`` is one
+syncfs() of the filesystem before a commit point, which then waits only for the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import KeyNotFoundError, StorageError
-from aim_cli.fsutil import fsync_dir, sync_filesystem
+from aim_cli.fsutil import fsync_dir, start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
 
@@ -59,6 +60,8 @@ class LocalBackend:
                 view = view[n:]
             if fsync:
                 os.fsync(fd)
+            else:
+                start_writeback(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
