@@ -19,6 +19,7 @@ import blake3 as _blake3
 
 KiB = 1024
 MiB = 1024 * KiB
+MAX_CHUNK_SIZE = 16 * MiB  # pyfastcdc's cap on max_size: no repository cuts bigger chunks
 READ_SIZE = 8 * MiB
 
 
@@ -31,7 +32,7 @@ class ChunkingParams:
     @classmethod
     def for_average(cls, avg_size: int) -> "ChunkingParams":
         """Parameters for ``repo create --chunk-size``: min = avg/4, max = avg*4 (pyfastcdc's caps)."""
-        return cls(min(avg_size // 4, MiB), avg_size, min(avg_size * 4, 16 * MiB))
+        return cls(min(avg_size // 4, MiB), avg_size, min(avg_size * 4, MAX_CHUNK_SIZE))
 
     def as_dict(self) -> dict:
         return {"algorithm": "fastcdc2020", "min_size": self.min_size, "avg_size": self.avg_size,
@@ -45,7 +46,7 @@ class ChunkingParams:
 
     def validate(self) -> "ChunkingParams":
         if not (64 <= self.min_size <= MiB and 256 <= self.avg_size <= 4 * MiB
-                and 1024 <= self.max_size <= 16 * MiB and self.min_size <= self.avg_size <= self.max_size):
+                and 1024 <= self.max_size <= MAX_CHUNK_SIZE and self.min_size <= self.avg_size <= self.max_size):
             raise ValueError(f"chunk sizes out of range: {self}")
         return self
 

@@ -13,12 +13,15 @@ import re
 import blake3
 import msgspec
 
+from aim_cli import chunking
 from aim_cli.errors import IntegrityError
 
 FORMAT = 1
 HEX64 = re.compile(r"[0-9a-f]{64}")
 # Only permission bits travel: never setuid/setgid/sticky from a manifest.
 MODE_MASK = 0o777
+# Pull's memory bound (jobs x max chunk size) holds only if a manifest cannot claim bigger chunks.
+MAX_CHUNK_SIZE = chunking.MAX_CHUNK_SIZE
 
 
 class FileEntry(msgspec.Struct, array_like=False, forbid_unknown_fields=True):
@@ -109,7 +112,7 @@ def validate(manifest: Manifest, *, where: str) -> Manifest:
             raise bad(f"bad mode {f.mode:o} for {f.path!r}")
         chunk_total = 0
         for digest, size in f.chunks:
-            if not HEX64.fullmatch(digest) or size <= 0:
+            if not HEX64.fullmatch(digest) or not 0 < size <= MAX_CHUNK_SIZE:
                 raise bad(f"bad chunk in {f.path!r}")
             chunk_total += size
         if chunk_total != f.size:

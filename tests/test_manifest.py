@@ -82,3 +82,12 @@ def test_same_content_ignores_message_and_time():
     assert a.same_content(b)
     b.files[0].mode = 0o755
     assert not a.same_content(b)
+
+
+def test_chunks_larger_than_any_repository_cuts_are_refused():
+    """Pull's memory bound (jobs x max chunk size) must hold against a hostile manifest."""
+    big = mf.MAX_CHUNK_SIZE + 1
+    m = make([("a", big)])
+    with pytest.raises(IntegrityError, match="bad chunk"):
+        mf.validate(m, where="m:t")
+    mf.validate(make([("a", mf.MAX_CHUNK_SIZE)]), where="m:t")
