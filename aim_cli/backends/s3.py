@@ -25,7 +25,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import ConfigError, KeyNotFoundError, StorageError
@@ -419,7 +419,7 @@ class S3Backend:
         if batch:
             self._delete_batch(batch)
 
-    def _delete_batch(self, objects: list[dict]) -> None:
+    def _delete_batch(self, objects: Sequence[dict]) -> None:
         action = f"deleting {len(objects)} objects"
         try:
             response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
