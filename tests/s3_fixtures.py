@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -130,6 +131,15 @@ def _wait_until_answering(url: str, deadline: float) -> None:
             # Not a synchronisation sleep: a short pause between polls of a bounded loop.
             time.sleep(0.05)
     raise RuntimeError(f"moto server at {url} did not answer: {last_error}")
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that refuses connections: bound, never listening, held for the test."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()[1]
+    sock.close()
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -9,7 +9,6 @@ config untouched; ``--no-check`` records the entry without contacting anything.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -37,15 +36,6 @@ def work(tmp_path) -> Path:
     cwd.mkdir()
     (cwd / "model_repos.yaml").write_text(EXISTING)
     return cwd
-
-
-@pytest.fixture
-def closed_port():
-    """A port on 127.0.0.1 that refuses connections: bound, never listening, held for the test."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
 
 
 def create_args(name: str, path: str, endpoint: str, *extra: str) -> list[str]:

@@ -196,15 +196,6 @@ def test_put_if_absent_whose_answer_was_lost(proxy, s3_bucket):
 
 
 # -- storage that cannot be used ---------------------------------------------------------------
-@pytest.fixture
-def closed_port():
-    """A port on 127.0.0.1 that refuses connections: bound, never listening, held for the test."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield sock.getsockname()[1]
-    sock.close()
-
-
 def test_unreachable_endpoint_fails_fast_with_storage_error(closed_port):
     endpoint = f"http://127.0.0.1:{closed_port}"
     backend = new_backend("some-bucket", endpoint)
