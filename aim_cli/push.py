@@ -28,7 +28,7 @@ from aim_cli import leases
 from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.config import check_name
-from aim_cli.errors import TagExistsError, UsageError
+from aim_cli.errors import UsageError
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
 
@@ -287,13 +287,8 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
     )
     n_chunks = sum(len(e.chunks) for e in manifest.files)
     if existing is not None:
-        if not existing.manifest.same_content(manifest):
-            raise TagExistsError(
-                f"version {tag!r} of model {model!r} already exists in {repo.name!r} with other content "
-                f"(digest {existing.digest[:16]})",
-                "versions are immutable: push under a new --tag",
-            )
-        return PushResult(model, tag, existing.digest, len(files), total, 0, 0, n_chunks, True,
+        kept = repo.against_stored(existing, manifest)  # TagExistsError unless the same files
+        return PushResult(model, tag, kept.digest, len(files), total, 0, 0, n_chunks, True,
                           time.monotonic() - started)
     repo.sync()  # every blob durable before the manifest that names it exists
     lease.check()  # a lease judged stale may have let gc free blobs this push skipped: do not commit

@@ -202,6 +202,11 @@ class Repository:
             # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
             # first answer was lost saw 412 for our own write.
             return CommitResult(stored.digest, True)
+        return self.against_stored(stored, manifest)
+
+    def against_stored(self, stored: VersionRef, manifest: mf.Manifest) -> CommitResult:
+        """The outcome of pushing ``manifest`` where ``stored`` already holds its tag: the same
+        files are "already pushed" (nothing written); other files are a TagExistsError."""
         if stored.manifest.same_content(manifest):
             return CommitResult(stored.digest, False)
         raise TagExistsError(
