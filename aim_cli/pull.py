@@ -35,7 +35,7 @@ from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
-from aim_cli.fsutil import fsync_dir, sync_filesystem
+from aim_cli.fsutil import fsync_dir, start_writeback, sync_filesystem
 from aim_cli.leases import owner_is_gone
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository, VersionRef
@@ -356,6 +356,13 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
                 f"{plan.entry.path} does not match its digest after assembly",
                 "the destination disk may be failing; rerun the pull",
             )
+        # Verified (the re-read came from the page cache): start its writeback now, so the disk
+        # writes it while other files are fetched and the final syncfs waits only for the rest.
+        fd = os.open(plan.partial, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            start_writeback(fd)
+        finally:
+            os.close(fd)
         with stats_lock:
             verified.append(plan)
 

@@ -153,27 +153,22 @@ class Bench:
                                f'endpoint_url: "{self.endpoint}", region: us-east-1}}\n')
 
     def aim_push(self, src: Path) -> float:
-        started = time.perf_counter()
-        if self.args.cli:
-            subprocess.run([str(AIM), "--config", str(self.config), "model", "push", "bench", "m", str(src),
-                            "--tag", "v1", "--quiet", "--jobs", str(self.jobs)],
-                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        else:
-            from aim_cli import api
-
-            api.push("bench", "m", src, tag="v1", jobs=self.jobs, config=self.config)
-        return time.perf_counter() - started
+        return self._aim("push", src)
 
     def aim_pull(self, dest: Path) -> float:
+        return self._aim("pull", dest)
+
+    def _aim(self, verb: str, path: Path) -> float:
+        """Seconds for one `model push|pull` of v1: the console script with --cli, else the API."""
         started = time.perf_counter()
         if self.args.cli:
-            subprocess.run([str(AIM), "--config", str(self.config), "model", "pull", "bench", "m", str(dest),
+            subprocess.run([str(AIM), "--config", str(self.config), "model", verb, "bench", "m", str(path),
                             "--tag", "v1", "--quiet", "--jobs", str(self.jobs)],
                            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         else:
             from aim_cli import api
 
-            api.pull("bench", "m", dest, tag="v1", jobs=self.jobs, config=self.config)
+            getattr(api, verb)("bench", "m", path, tag="v1", jobs=self.jobs, config=self.config)
         return time.perf_counter() - started
 
     def boto3_put(self, bucket: str, objects: list[tuple[str, bytes]]) -> float:
