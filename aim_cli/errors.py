@@ -41,6 +41,23 @@ class KeyNotFoundError(NotFoundError):
         self.key = key
 
 
+class VersionNotFoundError(NotFoundError):
+    """No such model, or no such version of it. ``tag`` is None when the whole model is unknown."""
+
+    def __init__(self, message: str, hint: str | None = None, *, model: str, tag: str | None = None):
+        super().__init__(message, hint)
+        self.model = model
+        self.tag = tag
+
+
+class NotARepositoryError(NotFoundError):
+    """A path that holds no repository (no aim-repo.json) where one is required (gc, check)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, location: str):
+        super().__init__(message, hint)
+        self.location = location
+
+
 class ConflictError(AimError):
     """The operation collides with existing state or another process."""
 
@@ -56,11 +73,54 @@ class LockHeldError(ConflictError):
     pass
 
 
+class NotEmptyError(ConflictError):
+    """A new repository's root holds data that is not a repository, or repositories would nest."""
+
+    def __init__(self, message: str, hint: str | None = None, *, location: str):
+        super().__init__(message, hint)
+        self.location = location
+
+
 class IntegrityError(AimError):
     """Hash mismatch, missing blob, hostile or malformed manifest."""
 
     exit_code = 5
     default_hint = ""
+
+
+class BlobMissingError(IntegrityError):
+    """A blob a version names is not stored."""
+
+    def __init__(self, message: str, hint: str | None = None, *, digest: str):
+        super().__init__(message, hint)
+        self.digest = digest
+
+
+class BlobCorruptError(IntegrityError):
+    """A stored blob whose bytes do not match its digest, or whose size is not the expected one."""
+
+    def __init__(self, message: str, hint: str | None = None, *, digest: str):
+        super().__init__(message, hint)
+        self.digest = digest
+
+
+class ObjectTooLargeError(IntegrityError):
+    """A stored object larger than the reader's bound: refused without being read whole.
+    Backends raise it (``get(key, max_size)``); the store names the blob or manifest."""
+
+    def __init__(self, key: str, limit: int):
+        super().__init__(f"object at key {key!r} is larger than the {limit} bytes expected")
+        self.key = key
+        self.limit = limit
+
+
+class DamagedStorageError(IntegrityError):
+    """Something under a repository's root that aim_cli never writes: a symlink, a stray name
+    under ``versions/``. Listing and reading refuse it alike, naming ``key``."""
+
+    def __init__(self, message: str, hint: str | None = None, *, key: str):
+        super().__init__(message, hint)
+        self.key = key
 
 
 class StorageError(AimError, OSError):

@@ -378,7 +378,7 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         elif cache is not None and (data := cache.get(chunk_digest)) is not None:
             count("cached_bytes", size)
         else:
-            data = repo.get_blob(chunk_digest, context=f"{m.model}:{m.tag}/{plan.entry.path}")
+            data = repo.get_blob(chunk_digest, size, context=f"{m.model}:{m.tag}/{plan.entry.path}")
             count("fetched_bytes", size)
             count("fetched_chunks", 1)
             if cache is not None:

@@ -25,8 +25,8 @@ from aim_cli import manifest as mf
 from aim_cli.backends.base import Backend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import check_name
-from aim_cli.errors import (ConfigError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError,
-                            TagExistsError)
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, KeyNotFoundError,
+                            NotFoundError, ObjectTooLargeError, StorageError, TagExistsError)
 
 REPO_FORMAT = 1
 REPO_META_KEY = "aim-repo.json"
@@ -121,26 +121,38 @@ class Repository:
     def put_blob(self, digest: str, data) -> None:
         self.backend.put(blob_key(digest), data)
 
-    def get_blob(self, digest: str, *, context: str = "") -> bytes:
-        """The chunk's bytes, verified. Missing or altered: IntegrityError naming the blob."""
+    def get_blob(self, digest: str, size: int, *, context: str = "") -> bytes:
+        """The chunk's bytes, verified against ``digest`` and ``size`` (what a manifest names). A
+        stored object larger than ``size`` is refused after reading ``size + 1`` bytes, so memory
+        stays bounded whatever the storage holds. Missing: BlobMissingError; altered, truncated or
+        oversized: BlobCorruptError; both name the blob and carry its digest."""
         where = f" (needed by {context})" if context else ""
         try:
-            data = self.backend.get(blob_key(digest))
+            data = self.backend.get(blob_key(digest), max_size=size)
         except KeyNotFoundError:
-            raise IntegrityError(
+            raise BlobMissingError(
                 f"blob {digest} is missing from repository {self.name!r}{where}",
                 "push the same files again (under a new tag) to restore it; `aim_cli repo check` lists all damage",
+                digest=digest,
             ) from None
-        if blake3.blake3(data).hexdigest() != digest:
-            raise IntegrityError(
-                f"blob {digest} in repository {self.name!r} is corrupt: its content does not match its hash{where}",
+        except ObjectTooLargeError:
+            data = None
+        if data is None or len(data) != size or blake3.blake3(data).hexdigest() != digest:
+            what = "its content does not match its hash" if data is not None and len(data) == size else (
+                f"it is not the {size} bytes expected")
+            raise BlobCorruptError(
+                f"blob {digest} in repository {self.name!r} is corrupt: {what}{where}",
                 "delete that blob, then push the same files again (under a new tag) to restore it; "
                 "`aim_cli repo check --read-data` lists all damage",
+                digest=digest,
             )
         return data
 
     def has_blob(self, digest: str) -> bool:
         return self.backend.exists(blob_key(digest))
+
+    def blob_size(self, digest: str) -> int | None:
+        return self.backend.size(blob_key(digest))
 
     def stored_blob_index(self, expected_lookups: int) -> set[str] | None:
         """All stored blob digests when listing them is cheaper than ``expected_lookups`` single

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest
-from aim_cli.errors import ConfigError, IntegrityError, NotFoundError, UsageError
+from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError, UsageError
 from aim_cli.gc import read_manifests
 from aim_cli.progress import NullProgress
 from aim_cli.store import REPO_META_KEY, Repository, VersionRef
@@ -83,16 +83,18 @@ class CheckReport:
         return not (self.broken or self.problems)
 
 
-def _read_blob(repo: Repository, digest: str, size: int | None) -> tuple[str, str] | None:
-    """None if the blob is stored, intact and of ``size`` bytes; else (problem, detail)."""
+def _read_blob(repo: Repository, digest: str, size: int) -> tuple[str, str] | None:
+    """None if the blob is stored, intact and of ``size`` bytes; else (problem, detail). At most
+    ``size + 1`` bytes are read: an oversized object is refused, not loaded."""
     try:
-        data = repo.get_blob(digest)
-    except IntegrityError:
-        if repo.has_blob(digest):
-            return "corrupt", "its content does not match its hash"
+        repo.get_blob(digest, size)
+    except BlobMissingError:
         return "missing", "not stored"
-    if size is not None and len(data) != size:
-        return "size", f"{len(data)} bytes stored, the manifest says {size}"
+    except BlobCorruptError:
+        stored = repo.blob_size(digest)
+        if stored is not None and stored != size:
+            return "size", f"{stored} bytes stored, {size} expected"
+        return "corrupt", "its content does not match its hash"
     return None
 
 
@@ -223,7 +225,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
         progress.start("check", sum(stored[d] for d in to_read))
 
         def check(digest: str):
-            found = _read_blob(repo, digest, None)
+            found = _read_blob(repo, digest, min(stored[digest], mf.MAX_CHUNK_SIZE))
             progress.advance(stored[digest])
             return found
 

@@ -45,13 +45,13 @@ class CountingBackend:
         self.fail_after = fail_after
         self._lock = threading.Lock()
 
-    def get(self, key):
+    def get(self, key, max_size=None):
         with self._lock:
             if key.startswith("blobs/"):
                 if self.fail_after is not None and self.gets >= self.fail_after:
                     raise ConnectionAbortedError("injected: link dropped")
                 self.gets += 1
-        data = self.inner.get(key)
+        data = self.inner.get(key, max_size)
         if key.startswith("blobs/"):
             with self._lock:
                 self.get_bytes += len(data)

@@ -9,7 +9,8 @@ import pytest
 from aim_cli import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
-from aim_cli.errors import ConfigError, IntegrityError, NotFoundError, TagExistsError
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError,
+                            ObjectTooLargeError, TagExistsError)
 from aim_cli.push import push
 from aim_cli.store import Repository
 from tests.helpers import write_model
@@ -63,12 +64,26 @@ def test_get_blob_verifies(repo):
     data = b"chunk bytes"
     digest = blake3.blake3(data).hexdigest()
     repo.put_blob(digest, data)
-    assert repo.get_blob(digest) == data
+    assert repo.get_blob(digest, len(data)) == data
     repo.backend.put(f"blobs/{digest[:2]}/{digest}", b"chunk bytez")
-    with pytest.raises(IntegrityError, match="corrupt"):
-        repo.get_blob(digest)
-    with pytest.raises(IntegrityError, match="missing"):
-        repo.get_blob("0" * 64)
+    with pytest.raises(BlobCorruptError, match="corrupt") as err:
+        repo.get_blob(digest, len(data))
+    assert err.value.digest == digest
+    with pytest.raises(BlobMissingError, match="missing") as err:
+        repo.get_blob("0" * 64, 5)
+    assert err.value.digest == "0" * 64
+
+
+def test_get_blob_refuses_an_oversized_object_without_reading_it_whole(repo):
+    """A stored object far larger than the chunk a manifest names is refused after reading at
+    most size + 1 bytes: the backend reports it too large, the store calls the blob corrupt."""
+    data = b"x" * 5
+    digest = blake3.blake3(data).hexdigest()
+    repo.backend.put(f"blobs/{digest[:2]}/{digest}", b"y" * (4 * 1024 * 1024))
+    with pytest.raises(ObjectTooLargeError):
+        repo.backend.get(f"blobs/{digest[:2]}/{digest}", max_size=5)
+    with pytest.raises(BlobCorruptError, match="not the 5 bytes expected"):
+        repo.get_blob(digest, 5)
 
 
 @pytest.mark.parametrize("stored", [10, 600])

@@ -11,7 +11,9 @@ The contract every implementation must keep:
 - ``put_if_absent`` is an exclusive create: of two concurrent calls for one key exactly one
   returns True; the other returns False and the stored object is the winner's, whole.
 - ``get`` returns the whole object or raises ``KeyNotFoundError``. Read-after-write: once ``put``
-  returned, ``get`` and ``exists`` see the object.
+  returned, ``get`` and ``exists`` see the object. With ``max_size``, an object larger than that
+  raises ``ObjectTooLargeError`` after at most ``max_size + 1`` bytes were read: memory is bounded
+  by what the caller expects, whatever the storage holds.
 - ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
 - ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size, in
   no promised order.
@@ -44,7 +46,7 @@ class Backend(Protocol):
     #: Where the data lives, for messages: a directory path or ``s3://bucket/prefix``.
     location: str
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, max_size: int | None = None) -> bytes: ...
 
     def put(self, key: str, data: Bytes) -> None: ...
 

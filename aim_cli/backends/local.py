@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
-from aim_cli.errors import KeyNotFoundError, StorageError
+from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.fsutil import fsync_dir, start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
@@ -70,11 +70,14 @@ class LocalBackend:
         return tmp
 
     # -- the Backend protocol ------------------------------------------------------------------
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         path = self._path(key)
         try:
             with open(path, "rb") as f:
-                return f.read()
+                data = f.read() if max_size is None else f.read(max_size + 1)
+            if max_size is not None and len(data) > max_size:
+                raise ObjectTooLargeError(key, max_size)
+            return data
         except (FileNotFoundError, NotADirectoryError):
             raise KeyNotFoundError(key) from None
         except OSError as e:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from aim_cli.backends.base import Bytes, ObjectInfo
-from aim_cli.errors import ConfigError, KeyNotFoundError, StorageError
+from aim_cli.errors import ConfigError, KeyNotFoundError, ObjectTooLargeError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class S3Backend:
         time.sleep(delay)
 
     # -- the Backend protocol ------------------------------------------------------------------
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         full = self._key(key)
         action = f"reading {key}"
         for attempt in range(1, ATTEMPTS + 1):
@@ -325,6 +325,9 @@ class S3Backend:
                     raise KeyNotFoundError(key) from None
                 raise self._error(e, action) from None
             body = response["Body"]
+            if max_size is not None and int(response.get("ContentLength", 0)) > max_size:
+                body.close()  # refused unread: a hostile object must not fill our memory
+                raise ObjectTooLargeError(key, max_size)
             try:
                 # read() checks the length against Content-Length (IncompleteReadError if short).
                 return body.read()
