@@ -1,0 +1,202 @@
+"""The scale benchmarks of "Scale: many versions of big models, many small files, flat memory":
+one markdown table, each figure with its wall time and peak RSS (GNU time), in one run.
+
+    uv run python benchmarks/scale_bench.py                          # every figure
+    uv run python benchmarks/scale_bench.py --versions 100 --skip-small-files
+    uv run python benchmarks/scale_bench.py --skip-versions --files 5000
+
+Many versions. Pushing 100 versions of a 70B model is out of reach here, so the repository is
+made synthetically, as a push would leave it: each version's manifest has the shape of a 70B
+model's (30 files, 112k chunks, ~8 MB of JSON) and names real blobs. To keep the blob count
+bounded, chunks are 64 bytes of seeded data each (the manifests say so: sizes are small, shapes
+are real), and each version shares 99% of its chunks with the one before, as near-identical
+checkpoints do. Manifests are written through the library (``Repository.commit``), so they are
+valid, digest-addressed versions that every command reads as it would read pushed ones.
+
+Many small files. A directory of N files of 4 KiB (and one of 100,000 files of 1 KiB) pushed and
+pulled with aim_cli, against ``restic backup`` / ``restic restore`` of the same directory when
+restic is installed (``apt-get install restic``), and ``cp -r && sync`` always.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import blake3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import AIM, PageCache, Result, cp_baseline, rmtree, run  # noqa: E402
+
+from aim_cli import manifest as mf  # noqa: E402
+from aim_cli.backends.local import LocalBackend  # noqa: E402
+from aim_cli.store import Repository  # noqa: E402
+
+FILES_PER_VERSION = 30
+CHUNKS_PER_VERSION = 112_000
+CHUNK_BYTES = 64
+SHARED = 0.99  # share of a version's chunks that the previous version also has
+
+
+def chunk(seed: int) -> tuple[str, bytes]:
+    data = random.Random(seed).randbytes(CHUNK_BYTES)
+    return blake3.blake3(data).hexdigest(), data
+
+
+def make_versions(repo_dir: Path, versions: int) -> None:
+    """``versions`` synthetic versions of model ``big`` (see the module docstring)."""
+    backend = LocalBackend(repo_dir)
+    repo = Repository(backend, "scale")
+    repo.init()
+    per_file = CHUNKS_PER_VERSION // FILES_PER_VERSION
+    seeds = list(range(CHUNKS_PER_VERSION))
+    next_seed = CHUNKS_PER_VERSION
+    written: set[int] = set()
+    for v in range(versions):
+        if v:
+            rng = random.Random(v)
+            for i in rng.sample(range(len(seeds)), int(len(seeds) * (1 - SHARED))):
+                seeds[i], next_seed = next_seed, next_seed + 1
+        files = []
+        for f in range(FILES_PER_VERSION):
+            chunks = []
+            whole = blake3.blake3()
+            for s in seeds[f * per_file:(f + 1) * per_file]:
+                digest, data = chunk(s)
+                if s not in written:
+                    repo.put_blob(digest, data)
+                    written.add(s)
+                whole.update(data)
+                chunks.append((digest, CHUNK_BYTES))
+            files.append(mf.FileEntry(f"model-{f:05d}-of-{FILES_PER_VERSION:05d}.safetensors",
+                                      per_file * CHUNK_BYTES, 0o644, whole.hexdigest(), chunks))
+        repo.commit(mf.Manifest(format=mf.FORMAT, model="big", tag=f"step-{v:05d}",
+                                created_at=f"2026-01-01T00:00:00.{v:06d}Z", created_by="bench@scale",
+                                message=f"synthetic checkpoint {v}", total_size=sum(f.size for f in files),
+                                files=files))
+    backend.sync()
+
+
+def make_small_files(root: Path, count: int, size: int) -> None:
+    rng = random.Random(count)
+    for i in range(count):
+        d = root / f"d{i // 1000:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:06d}.bin").write_bytes(rng.randbytes(size))
+
+
+class Bench:
+    def __init__(self, work: Path):
+        self.work = work
+        self.config = work / "model_repos.yaml"
+        self.cache = PageCache()
+
+    def repo(self, name: str) -> Path:
+        path = self.work / name
+        with open(self.config, "a") as f:
+            f.write(f"  {name}: {{type: local, path: {name}}}\n")
+        return path
+
+    def aim(self, *args: str) -> list[str]:
+        return [str(AIM), "--config", str(self.config), *args]
+
+    def timed(self, *args: str, env: dict | None = None) -> Result:
+        self.cache.settle()
+        return run(self.aim(*args), env=env, rss=True)
+
+
+def row(figure: str, r: Result, target: str, baseline: Result | None = None) -> str:
+    ratio = f"{r.seconds / baseline.seconds:.2f}x" if baseline else ""
+    base = f"{baseline.seconds:.2f} s" if baseline else ""
+    return f"| {figure} | {r.seconds:.2f} s | {r.maxrss / 1e6:.0f} MB | {base} | {ratio} | {target} |"
+
+
+def fig_versions(b: Bench, versions: int) -> list[str]:
+    name = f"v{versions}"
+    repo_dir = b.repo(name)
+    make_versions(repo_dir, versions)
+    manifests = sorted((repo_dir / "models/big/versions").iterdir())
+    size = sum(p.stat().st_size for p in manifests) / len(manifests)
+    rows = [f"| ({versions} versions, manifests of {size / 1e6:.1f} MB each) | | | | | |"]
+    rows.append(row(f"`model versions`, {versions} versions", b.timed("model", "versions", name, "big"),
+                    "<= 1 s, <= 150 MB" if versions <= 100 else "<= 2 s, <= 150 MB"))
+    rows.append(row("`model info` without --tag", b.timed("model", "info", name, "big", "--json"), ""))
+    rows.append(row("`repo gc --dry-run`", b.timed("repo", "gc", name, "--dry-run"), "<= 5 s, <= 300 MB"))
+    rows.append(row("`repo check`", b.timed("repo", "check", name, "--quiet"), "<= 5 s, <= 300 MB"))
+    dest = b.work / "pulled"
+    rows.append(row("`model pull` without --tag", b.timed("model", "pull", name, "big", str(dest), "--quiet"),
+                    "reads <= 2 manifests"))
+    rmtree(dest)
+    return rows
+
+
+def restic(work: Path, *args: str) -> list[str]:
+    return ["restic", "--repo", str(work / "restic-repo"), "--insecure-no-password", "--quiet", *args]
+
+
+def fig_small_files(b: Bench, count: int, size: int, with_restic: bool) -> list[str]:
+    src = b.work / f"small-{count}"
+    make_small_files(src, count, size)
+    name = f"small{count}"
+    b.repo(name)
+    rows = [f"| ({count} files of {size} B) | | | | | |"]
+    cp = cp_baseline(src, b.work / "cp-copy", b.cache)
+    push = b.timed("model", "push", name, "m", str(src), "--tag", "v1", "--quiet")
+    dest = b.work / f"pulled-{count}"
+    pull = b.timed("model", "pull", name, "m", str(dest), "--tag", "v1", "--quiet")
+    rmtree(dest)
+    if with_restic:
+        run(restic(b.work, "init"))
+        b.cache.settle()
+        backup = run(restic(b.work, "backup", "--no-scan", str(src)), rss=True)
+        b.cache.settle()
+        restore = run(restic(b.work, "restore", "latest", "--target", str(dest)), rss=True)
+        rmtree(dest)
+        rmtree(b.work / "restic-repo")
+        rows.append(row("push vs restic backup", push, "<= 1.0x", backup))
+        rows.append(row("pull vs restic restore", pull, "<= 1.0x", restore))
+    else:
+        rows.append(row("push", push, "(restic not installed)"))
+        rows.append(row("pull", pull, "(restic not installed)"))
+    rows.append(row("push vs cp -r && sync", push, "", cp))
+    rows.append(row("pull vs cp -r && sync", pull, "", cp))
+    rmtree(src)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--versions", type=int, nargs="*", default=[100, 1000])
+    p.add_argument("--files", type=int, default=5000)
+    p.add_argument("--many-files", type=int, default=100_000, help="files of 1 KiB (0: skip)")
+    p.add_argument("--skip-versions", action="store_true")
+    p.add_argument("--skip-small-files", action="store_true")
+    p.add_argument("--workdir", help="where to work (default: a temporary directory here)")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="aim-scale-", dir=args.workdir or "."))
+    try:
+        bench = Bench(work)
+        bench.config.write_text("repos:\n")
+        rows = ["| figure | aim_cli | peak RSS | baseline | ratio | target |", "|---|---|---|---|---|---|"]
+        if not args.skip_versions:
+            for n in args.versions:
+                rows += fig_versions(bench, n)
+        if not args.skip_small_files:
+            with_restic = shutil.which("restic") is not None
+            rows += fig_small_files(bench, args.files, 4096, with_restic)
+            if args.many_files:
+                rows += fig_small_files(bench, args.many_files, 1024, False)
+        print("\n".join(rows))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
