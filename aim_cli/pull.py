@@ -17,10 +17,8 @@ chunk's BLAKE3 is checked before it is written; a local source that does not mat
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
-import socket
 import stat
 import threading
 import time
@@ -34,14 +32,13 @@ import blake3
 from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest, iter_chunks
 from aim_cli.config import check_name
-from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
+from aim_cli.dest_lock import DestLock
+from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.fsutil import fsync_dir, start_writeback, sync_filesystem
-from aim_cli.leases import owner_is_gone
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository, VersionRef
 
 WORK_DIR = ".aim"
-LOCK_NAME = "pull.lock"
 PARTIAL_DIR = "partial"
 
 
@@ -77,48 +74,6 @@ def resolve_version(repo: Repository, model: str, tag: str | None, digest: str |
             "the version is not the one you pinned; nothing was downloaded",
         )
     return ref, newest
-
-
-# -- the lock ----------------------------------------------------------------------------------------
-class DestLock:
-    """An exclusive lock file in DEST, created with O_EXCL (no flock: it lies on NFS). A lock left
-    by a process of this host that no longer exists is stale and taken over."""
-
-    def __init__(self, dest: Path):
-        self.path = dest / WORK_DIR / LOCK_NAME
-        self.held = False
-
-    def acquire(self) -> None:
-        _make_work_dir(self.path.parent)
-        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_bytes())
-                    pid, host = int(owner["pid"]), str(owner["host"])
-                except FileNotFoundError:
-                    continue
-                except (ValueError, KeyError, TypeError):
-                    pid, host = -1, socket.gethostname()  # torn write by a dead process
-                if owner_is_gone(host, pid):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise LockHeldError(
-                    f"another pull into {self.path.parent.parent} is running (pid {pid} on {host})",
-                    f"wait for it to finish; if it is gone, delete {self.path}",
-                ) from None
-            with os.fdopen(fd, "wb") as f:
-                f.write(me)
-            self.held = True
-            return
-        raise LockHeldError(f"could not take the lock {self.path}", "retry")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
 
 
 def _make_work_dir(path: Path) -> None:

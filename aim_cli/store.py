@@ -24,7 +24,7 @@ import blake3
 from aim_cli import manifest as mf
 from aim_cli.backends.base import Backend
 from aim_cli.chunking import ChunkingParams
-from aim_cli.config import check_name
+from aim_cli.config import NAME_RE, check_name
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, KeyNotFoundError,
                             NotFoundError, ObjectTooLargeError, StorageError, TagExistsError)
 
@@ -40,6 +40,22 @@ def blob_key(digest: str) -> str:
 
 def manifest_key(model: str, tag: str) -> str:
     return f"{MODELS}{model}/versions/{tag}.json"
+
+
+LOCKS = "locks/"
+
+
+def lease_key(lease_id: str) -> str:
+    return f"{LOCKS}{lease_id}.json"
+
+
+def lease_id_of(key: str) -> str | None:
+    """The lease id in ``locks/<id>.json``, or None for any other key (nested, another suffix, or
+    an id aim_cli never writes: it is shown in messages, so it must be a plain one-line name)."""
+    if not (key.startswith(LOCKS) and key.endswith(".json")):
+        return None
+    lease_id = key[len(LOCKS) : -len(".json")]
+    return lease_id if NAME_RE.fullmatch(lease_id) else None
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,62 @@ class CountingBackend:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+class HookedBackend:
+    """Delegates to a real backend and calls ``before(op, key)`` before, ``after(op, key)`` after
+    every get, put, exists and delete (``op`` is the method's name): a test runs another
+    process's step at an exact point of a protocol, with no sleeps."""
+
+    def __init__(self, inner, before=None, after=None):
+        self.inner = inner
+        self.location = inner.location
+        self.before = before or (lambda op, key: None)
+        self.after = after or (lambda op, key: None)
+
+    def _call(self, op: str, key: str, *args):
+        self.before(op, key)
+        result = getattr(self.inner, op)(key, *args)
+        self.after(op, key)
+        return result
+
+    def get(self, key, max_size=None):
+        return self._call("get", key, max_size)
+
+    def put(self, key, data):
+        return self._call("put", key, data)
+
+    def exists(self, key):
+        return self._call("exists", key)
+
+    def delete(self, key):
+        return self._call("delete", key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class FakeClock:
+    """A wall clock and a monotonic clock that move only when told (``advance``)."""
+
+    def __init__(self, start: float = 1_700_000_000.0):
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

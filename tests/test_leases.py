@@ -1,12 +1,15 @@
 """aim_cli.leases: shared push leases, the exclusive gc lease, refresh, staleness, take-over.
 
-Leases are planted by writing their JSON under ``locks/`` as another process would; no test
-sleeps to synchronise: waiting tests poll a condition with a deadline.
+Leases are planted by writing their JSON under ``locks/`` as another process would. Races are
+interleaved deterministically: a HookedBackend runs "the other process" (a real gc) at the exact
+point of the protocol, and a FakeClock stands for time passing; no test sleeps to synchronise
+(the few real-time tests poll a condition with a deadline).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -15,18 +18,30 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aim_cli import gc, leases
 from aim_cli import push as pushmod
-from aim_cli.errors import LockHeldError, StorageError
+from aim_cli.errors import LockHeldError, StorageError, UsageError
 from aim_cli.store import Repository
-from tests.audit_helpers import make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.audit_helpers import LOCAL_ONLY, make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.e2e_helpers import one_line_error
+from tests.helpers import FakeClock, HookedBackend
 
 
-def plant(env, kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted") -> str:
-    now = time.time()
+def lease_body(kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted",
+               timeout: float | None = None, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
     body = {"id": lease_id, "kind": kind, "command": "push" if kind == leases.SHARED else "gc",
             "host": host or socket.gethostname(), "pid": pid, "created": now - age, "refreshed": now - age}
+    if timeout is not None:
+        body["timeout"] = timeout
+    return body
+
+
+def plant(env, kind: str, *, lease_id: str = "planted", **fields) -> str:
+    body = lease_body(kind, lease_id=lease_id, **fields)
     env.repository.backend.put(leases.lease_key(lease_id), json.dumps(body).encode())
     return lease_id
 
@@ -69,16 +84,39 @@ def test_a_stale_lease_of_a_killed_process_is_taken_over(garbage):
     assert lease_ids(env) == []
 
 
-def test_a_lease_of_another_host_blocks_until_it_times_out(garbage, monkeypatch):
+def test_a_lease_of_another_host_blocks_until_its_own_timeout(garbage, monkeypatch):
     env, blobs = garbage
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "30")
-    plant(env, leases.SHARED, pid=1, host="other-host.example", age=5)
+    plant(env, leases.SHARED, pid=1, host="other-host.example", age=5, timeout=30)
     with pytest.raises(LockHeldError, match="other-host.example"):
         gc.collect(env.repository, wait=0)
     assert set(env.blobs()) == blobs
-    plant(env, leases.SHARED, pid=1, host="other-host.example", age=31)
+    plant(env, leases.SHARED, pid=1, host="other-host.example", age=31, timeout=30)
     assert gc.collect(env.repository, wait=0).deleted == len(blobs)
     assert lease_ids(env) == []
+
+
+@pytest.mark.parametrize("recorded", [300, None], ids=["recorded-300", "old-lease-default"])
+def test_a_lease_is_judged_by_its_recorded_timeout_not_the_reader_s(garbage, monkeypatch, recorded):
+    """gc with AIM_LEASE_TIMEOUT=30 meets a push lease last refreshed 40 s ago that runs with 300 s
+    (or an old lease without a timeout: the default, 300 s): live. Judged by gc's own 30 s it was
+    deleted, and gc freed the blobs the push was about to reference."""
+    env, blobs = garbage
+    monkeypatch.setenv("AIM_LEASE_TIMEOUT", "30")
+    plant(env, leases.SHARED, pid=1, host="other-host.example", age=40, timeout=recorded)
+    with pytest.raises(LockHeldError, match="push by pid 1 on other-host.example"):
+        gc.collect(env.repository, wait=0)
+    assert set(env.blobs()) == blobs and lease_ids(env) == ["planted"]
+    plant(env, leases.SHARED, pid=1, host="other-host.example", age=301, timeout=recorded)
+    assert gc.collect(env.repository, wait=0).deleted == len(blobs)
+
+
+def test_a_lease_records_its_holder_s_timeout(repo, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AIM_LEASE_TIMEOUT", "1234.5")
+    with leases.acquire(repo.repository, leases.SHARED, "push", wait=0) as lease:
+        stored = json.loads(repo.repository.backend.get(lease.key))
+        assert stored["timeout"] == 1234.5
+        assert leases.read_leases(repo.repository)[0].timeout == 1234.5
 
 
 def test_a_push_waits_for_gc_then_gives_up(repo, tmp_path, monkeypatch):  # noqa: F811
@@ -126,34 +164,20 @@ def test_two_gcs_exclude_each_other(repo):  # noqa: F811
     assert lease_ids(repo) == []
 
 
-class _Faulty:
-    """Wraps a backend; ``on_put(key)`` runs before every put and may raise."""
-
-    def __init__(self, inner, on_put):
-        self.inner, self.on_put, self.location = inner, on_put, inner.location
-
-    def put(self, key, data):
-        self.on_put(key)
-        return self.inner.put(key, data)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 def test_a_push_whose_lease_was_removed_does_not_commit(repo, tmp_path):  # noqa: F811
     stolen = []
     once = threading.Lock()
 
-    def steal(key):  # another process judged the lease stale and removed it, mid-push
+    def steal(op, key):  # another process judged the lease stale and removed it, mid-push
         with once:
-            if key.startswith("blobs/") and not stolen:
+            if op == "put" and key.startswith("blobs/") and not stolen:
                 stolen.extend(lease.id for lease in leases.read_leases(repo.repository))
                 for lease_id in stolen:
                     repo.repository.backend.delete(leases.lease_key(lease_id))
 
-    faulty = Repository(_Faulty(repo.repository.backend, steal), repo.name)
+    hooked = Repository(HookedBackend(repo.repository.backend, before=steal), repo.name)
     with pytest.raises(LockHeldError, match="lost its shared lease"):
-        pushmod.push(faulty, "m", "v1", make_model(tmp_path / "src"))
+        pushmod.push(hooked, "m", "v1", make_model(tmp_path / "src"))
     assert len(stolen) == 1
     assert not repo.repository.has_version("m", "v1")
 
@@ -162,14 +186,14 @@ def test_a_lease_that_cannot_be_refreshed_is_lost(repo, monkeypatch):  # noqa: F
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "0.4")
     writes = []
 
-    def fail_refreshes(key):
-        if key.startswith(leases.LOCKS):
+    def fail_refreshes(op, key):
+        if op == "put" and key.startswith(leases.LOCKS):
             writes.append(key)
             if len(writes) > 1:
                 raise StorageError("storage unreachable")
 
-    faulty = Repository(_Faulty(repo.repository.backend, fail_refreshes), repo.name)
-    lease = leases.acquire(faulty, leases.SHARED, "push", wait=0)
+    hooked = Repository(HookedBackend(repo.repository.backend, before=fail_refreshes), repo.name)
+    lease = leases.acquire(hooked, leases.SHARED, "push", wait=0)
 
     def lost() -> bool:
         try:
@@ -190,13 +214,193 @@ def test_a_held_lease_is_refreshed(repo, monkeypatch):  # noqa: F811
         first = leases.read_leases(repo.repository)[0].refreshed
         poll(lambda: leases.read_leases(repo.repository)[0].refreshed > first, "a refresh")
         lease.check()  # refreshed in time: still ours
-        assert [x.id for x in leases.live_leases(repo.repository, 3)] == [lease.id]
+        assert [x.id for x in leases.live_leases(repo.repository)] == [lease.id]
     assert lease_ids(repo) == []
 
 
-def test_an_unreadable_lease_blocks_gc_but_not_push(repo, tmp_path):  # noqa: F811
-    repo.repository.backend.put(leases.lease_key("junk"), b"not json")
-    with pytest.raises(LockHeldError, match="locks/junk.json"):
+# -- the refresh race, interleaved at its dangerous point ---------------------------------------------
+T = 10_000.0  # the holder's timeout: its refresh thread (every T/4 of real time) never runs in a test
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(leases, "_time", fake.time)
+    monkeypatch.setattr(leases, "_monotonic", fake.monotonic)
+    return fake
+
+
+def _held_push_lease(env, monkeypatch) -> leases.Lease:
+    """A push lease (timeout T) held through a HookedBackend without hooks yet."""
+    monkeypatch.setenv("AIM_LEASE_TIMEOUT", f"{T:g}")
+    return leases.acquire(Repository(HookedBackend(env.repository.backend), env.name), leases.SHARED, "push", wait=0)
+
+
+@pytest.mark.parametrize("paused, gc_timeout", [
+    (1.1 * T, T), (1.1 * T, 0.1 * T), (0.3 * T, 0.1 * T), (0.3 * T, 10 * T), (0.6 * T, 0.1 * T)])
+def test_gc_between_a_refresh_s_exists_and_put_and_the_holder_never_both_go_on(garbage, clock, monkeypatch,
+                                                                                paused, gc_timeout):
+    """The holder's refresh saw its lease and is about to put it; ``paused`` seconds pass and a gc
+    (with its own AIM_LEASE_TIMEOUT) runs to the end right there; then the put lands, re-creating
+    the lease if gc deleted it. Whatever the timing: if gc freed the blobs, the holder knows it
+    lost its lease (check() fails, now and after any later refresh, which never writes again)."""
+    env, blobs = garbage
+    holder = _held_push_lease(env, monkeypatch)
+    steps = []
+
+    def gc_at_the_dangerous_point(op, key):
+        steps.append((op, key))
+        if op == "put" and "gc" not in steps:
+            steps.append("gc")
+            clock.advance(paused)
+            monkeypatch.setenv("AIM_LEASE_TIMEOUT", f"{gc_timeout:g}")
+            try:
+                gc.collect(env.repository, wait=0)
+            except LockHeldError:
+                steps.append("gc waited")
+
+    holder.repo.backend.before = gc_at_the_dangerous_point
+    try:
+        still_held = holder.refresh()
+        assert steps[:3] == [("exists", holder.key), ("put", holder.key), "gc"]
+        gc_freed = env.blobs() == {}
+        assert gc_freed != ("gc waited" in steps) and (gc_freed or set(env.blobs()) == blobs)
+        if gc_freed:
+            assert not still_held
+            for _ in range(2):
+                writes = steps.count(("put", holder.key))
+                assert holder.refresh() is False
+                assert steps.count(("put", holder.key)) == writes  # never written again
+                with pytest.raises(LockHeldError, match="lost its shared lease"):
+                    holder.check()
+        if paused < T / 2:  # live by its own timeout, whatever gc's: gc waited, and the push goes on
+            assert not gc_freed
+            holder.check()
+    finally:
+        holder.release()
+
+
+def test_a_slow_reader_judges_a_lease_by_what_it_said_when_read(garbage, clock, monkeypatch):
+    """gc read the holder's lease, then took longer than T before judging it, while the holder
+    kept refreshing on time. Judged by a clock read after the read, that lease was stale and gc
+    deleted it under a live push; judged as of the read, it is live."""
+    env, blobs = garbage
+    holder = _held_push_lease(env, monkeypatch)
+    slowed = []
+
+    def slow_after_reading(op, key):
+        if op == "get" and key == holder.key and not slowed:
+            slowed.append(key)
+            for _ in range(6):  # 1.5 T pass; the holder refreshes every T/4, as it should
+                clock.advance(T / 4)
+                assert holder.refresh()
+
+    reader = Repository(HookedBackend(env.repository.backend, after=slow_after_reading), env.name)
+    try:
+        with pytest.raises(LockHeldError, match="push by pid"):
+            gc.collect(reader, wait=0)
+        assert slowed and set(env.blobs()) == blobs
+        holder.check()  # still ours, and still stored
+        assert holder.key in {lease.key for lease in leases.read_leases(env.repository)}
+    finally:
+        holder.release()
+
+
+# -- what others wrote: unreadable leases, bad settings --------------------------------------------
+GARBAGE_LEASES = {
+    "not-json": b"not json",
+    "non-utf8": b'{"kind": "shared", "host": "\xff\xfe"}',
+    "not-an-object": b"[1, 2, 3]",
+    "pid-1e400": json.dumps(lease_body("shared", pid=1)).replace('"pid": 1', '"pid": 1e400').encode(),
+    "pid-negative": json.dumps(lease_body("shared", pid=-5)).encode(),
+    "pid-huge": json.dumps(lease_body("shared", pid=2**70)).encode(),
+    "refreshed-nan": json.dumps(lease_body("shared", pid=1) | {"refreshed": math.nan}).encode(),
+    "timeout-infinite": json.dumps(lease_body("shared", pid=1) | {"timeout": math.inf}).encode(),
+    "host-two-lines": json.dumps(lease_body("shared", pid=1, host="a\nb")).encode(),
+    "deep": b"[" * 60_000,
+    "ten-megabytes": b"{" + b" " * (10 * 1024 * 1024) + b"}",
+}
+
+
+@pytest.mark.parametrize("content", GARBAGE_LEASES.values(), ids=GARBAGE_LEASES.keys())
+def test_an_unreadable_lease_blocks_gc_naming_its_key_but_not_push(repo, tmp_path, content):  # noqa: F811
+    repo.repository.backend.put(leases.lease_key("junk"), content)
+    with pytest.raises(LockHeldError, match="locks/junk.json") as e:
         gc.collect(repo.repository, wait=0)
+    assert "\n" not in str(e.value) and "delete locks/junk.json" in e.value.hint
+    assert [(x.id, x.kind) for x in leases.read_leases(repo.repository)] == [("junk", leases.UNKNOWN)]
     repo.push("m", make_model(tmp_path / "src"), "v1")
     assert repo.repository.has_version("m", "v1")
+
+
+def test_keys_under_locks_that_aim_cli_never_writes_are_not_leases(repo):  # noqa: F811
+    for key in ("locks/sub/x.json", "locks/x.txt", "locks/bad name.json", "locks/.hidden.json"):
+        repo.repository.backend.put(key, b"{}")
+    assert leases.read_leases(repo.repository) == []
+    gc.collect(repo.repository, wait=0)
+
+
+@pytest.mark.parametrize("content", [GARBAGE_LEASES["non-utf8"], GARBAGE_LEASES["pid-1e400"],
+                                     GARBAGE_LEASES["ten-megabytes"]], ids=["non-utf8", "pid-1e400", "10MB"])
+def test_cli_gc_blocked_by_an_unreadable_lease_says_which_key_to_delete(repo, content):  # noqa: F811
+    repo.repository.backend.put(leases.lease_key("junk"), content)
+    one_line_error(repo.cli("repo", "gc", repo.name, env={"AIM_GC_WAIT": "0"}), 4, "locks/junk.json", "delete")
+
+
+@LOCAL_ONLY
+def test_cli_gc_with_a_shorter_timeout_leaves_a_live_push_lease_alone(repo):  # noqa: F811
+    plant(repo, leases.SHARED, pid=1, host="other-host.example", age=10, timeout=300)
+    one_line_error(repo.cli("repo", "gc", repo.name, env={"AIM_LEASE_TIMEOUT": "1", "AIM_GC_WAIT": "0"}), 4,
+                   "push by pid 1 on other-host.example")
+    assert lease_ids(repo) == ["planted"]
+
+
+@LOCAL_ONLY
+@pytest.mark.parametrize("variable", ["AIM_LEASE_TIMEOUT", "AIM_GC_WAIT"])
+@pytest.mark.parametrize("value", ["1e400", "infk", "nan", "-5"])
+def test_cli_refuses_a_wait_or_timeout_that_is_not_a_number_of_seconds(repo, variable, value):  # noqa: F811
+    one_line_error(repo.cli("repo", "gc", repo.name, env={variable: value}), 2, variable, value)
+    assert lease_ids(repo) == []
+
+
+def test_settings_out_of_range_are_usage_errors(monkeypatch):
+    for value in ("0", "1e400", "inf", "nan", "x", "-1", f"{8 * 86400}"):
+        monkeypatch.setenv("AIM_LEASE_TIMEOUT", value)
+        with pytest.raises(UsageError, match="AIM_LEASE_TIMEOUT"):
+            leases.lease_timeout()
+    monkeypatch.setenv("AIM_LEASE_TIMEOUT", " ")
+    assert leases.lease_timeout() == leases.DEFAULT_TIMEOUT
+
+
+# -- property: parsing any bytes gives a lease or "unknown", never an exception ----------------------
+NUMBERS = st.one_of(st.integers(min_value=-(2**80), max_value=2**80), st.floats(allow_nan=True, allow_infinity=True),
+                    st.booleans(), st.none(), st.text(max_size=5))
+TEXTS = st.one_of(st.text(max_size=300), st.just(socket.gethostname()), NUMBERS)
+LEASE_DICTS = st.fixed_dictionaries(
+    {"kind": st.one_of(st.sampled_from([leases.SHARED, leases.EXCLUSIVE, "other"]), NUMBERS)},
+    optional={"id": TEXTS, "command": TEXTS, "host": TEXTS, "pid": NUMBERS, "created": NUMBERS,
+              "refreshed": NUMBERS, "timeout": NUMBERS})
+
+
+def _check_parsed(info: leases.LeaseInfo) -> None:
+    assert info.id == "x"
+    info.stale(time.time())
+    assert "\n" not in info.describe() and "\r" not in info.describe()
+    if info.kind == leases.UNKNOWN:
+        return
+    assert info.kind in (leases.SHARED, leases.EXCLUSIVE)
+    assert 0 < info.pid <= leases.MAX_PID and info.host.isprintable() and len(info.host) <= leases.MAX_NAME
+    assert all(math.isfinite(x) for x in (info.created, info.refreshed, info.timeout))
+    assert leases.MIN_TIMEOUT <= info.timeout <= leases.MAX_SECONDS
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_to_a_lease_or_unknown(raw):
+    _check_parsed(leases.parse_lease("x", raw))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LEASE_DICTS)
+def test_any_json_object_parses_to_a_lease_or_unknown(d):
+    _check_parsed(leases.parse_lease("x", json.dumps(d).encode()))
