@@ -724,7 +724,10 @@ def _commit_files(dest: Path, verified: list[_FilePlan]) -> None:
     and writable), so a read-only file verified before a kill does not wedge the rerun."""
     if not verified:
         return
-    sync_filesystem(dest)
+    try:
+        sync_filesystem(dest)
+    except OSError as e:
+        raise _dest_error(e, dest) from None
     dirs = _DestDirs(dest)
     parents = set()
     for plan in verified:
