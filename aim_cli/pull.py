@@ -488,65 +488,68 @@ def _regular_file(path: Path) -> bool:
         return False
 
 
+def _plan_file(entry: mf.FileEntry, final: Path, partial: Path, sources: _LocalSources, references,
+               advance) -> _FilePlan | None:
+    """What DEST holds of one file: None if the file at the final path is complete (the right
+    size, and every chunk right at its offset: a file of another size is never complete, even
+    one with no chunks), else its plan, with the chunks its partial file already holds. The
+    final file and the references are indexed as sources of the chunks still missing."""
+    plan = _FilePlan(entry, final, partial, _offsets(entry))
+    try:
+        st = os.lstat(final)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise _dest_error(e, final) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
+                         "move it away or pull elsewhere")
+    if st is not None and stat.S_ISREG(st.st_mode):
+        same_size = st.st_size == entry.size
+        in_place = _chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
+        if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
+            if stat.S_IMODE(st.st_mode) == entry.mode:
+                return None
+            if st.st_nlink == 1:  # a file with other names is replaced, not chmodded under them all
+                _set_mode(final, entry.mode)
+                return None
+        sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
+        if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
+            sources.add_file(final)
+    if _regular_file(partial):
+        plan.have = _chunks_in_place(partial, entry, plan.offsets, advance)
+    if len(plan.have) < len(entry.chunks):
+        for ref_dir in references:
+            sources.add_file(Path(ref_dir) / entry.path)
+    return plan
+
+
 def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
-    """Read DEST (never writing to it, bar partial files' modes): which files are complete, what
-    each partial file holds, which local files can provide chunks. Files are hashed and re-chunked
-    in parallel threads (blake3 and pyfastcdc release the GIL)."""
+    """Read DEST (never writing to it, bar partial files' and complete files' modes): which files
+    are complete, what each partial file holds, which local files can provide chunks. Files are
+    hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL)."""
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
     _make_work_dir(partial_dir)
     dirs = _DestDirs(dest)
-    finals = [(e, dirs.parent_of(e.path, create=False) / e.path.rsplit("/", 1)[-1]) for e in m.files]
+    finals = [(e, dirs.parent_of(e.path, create=False) / e.path.rsplit("/", 1)[-1], partial_dir / _partial_name(e))
+              for e in m.files]
     check_case_clashes([e.path for e in m.files], lambda: _ignores_case(dest / WORK_DIR))
-    current = {_partial_name(e) for e, _ in finals}
+    current = {partial.name for _, _, partial in finals}
     leftovers = [p for p in _scan_partials(partial_dir) if p.name not in current]
     sources = _LocalSources(repo.params())
-    kept = [0, 0]
-    kept_lock = threading.Lock()
-
-    def plan_file(entry: mf.FileEntry, final: Path) -> _FilePlan | None:
-        """None if the file at the final path is complete: the right size, and every chunk right
-        at its offset (a file of another size is never complete, even one with no chunks)."""
-        plan = _FilePlan(entry, final, partial_dir / _partial_name(entry), _offsets(entry))
-        try:
-            st = os.lstat(final)
-        except FileNotFoundError:
-            st = None
-        except OSError as e:
-            raise _dest_error(e, final) from None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
-                             "move it away or pull elsewhere")
-        if st is not None and stat.S_ISREG(st.st_mode):
-            same_size = st.st_size == entry.size
-            in_place = _chunks_in_place(final, entry, plan.offsets, progress.advance) if same_size else set()
-            if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
-                if stat.S_IMODE(st.st_mode) != entry.mode:
-                    _set_mode(final, entry.mode)
-                with kept_lock:
-                    kept[0] += 1
-                    kept[1] += entry.size
-                return None
-            sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
-            if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
-                sources.add_file(final)
-        if _regular_file(plan.partial):
-            plan.have = _chunks_in_place(plan.partial, entry, plan.offsets, progress.advance)
-        if len(plan.have) < len(entry.chunks):
-            for ref_dir in references:
-                sources.add_file(Path(ref_dir) / entry.path)
-        return plan
 
     # Checking a large model already on disk takes a while: it gets a bar of its own.
-    on_disk = sum(e.size for e, final in finals if _regular_file(final) or _regular_file(partial_dir / _partial_name(e)))
+    on_disk = sum(e.size for e, final, partial in finals if _regular_file(final) or _regular_file(partial))
     if on_disk:
         progress.start("check", on_disk)
     with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
                             thread_name_prefix="aim-plan") as planners:
         for leftover in leftovers:
             planners.submit(sources.add_file, leftover)
-        files = [p for p in planners.map(lambda ef: plan_file(*ef), finals) if p is not None]
+        plans = list(planners.map(lambda f: _plan_file(*f, sources, references, progress.advance), finals))
     progress.close()
-    return _Plan(files, kept[0], kept[1], sources, leftovers)
+    kept = [e for (e, _, _), plan in zip(finals, plans) if plan is None]
+    return _Plan([p for p in plans if p is not None], len(kept), sum(e.size for e in kept), sources, leftovers)
 
 
 def _check_space(dest: Path, needed: int) -> None:

@@ -271,3 +271,18 @@ def test_the_case_probe_answers_for_this_filesystem_and_leaves_nothing(tmp_path)
 
     assert _ignores_case(tmp_path) is False  # ext4, tmpfs, xfs: case-sensitive
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_file_with_other_names_is_replaced_not_chmodded(repo, tmp_path):
+    """A file already right in DEST but hard-linked elsewhere: giving it the version's mode would
+    change the other names too. It is assembled afresh (from its own chunks) and renamed over."""
+    src = write_model(tmp_path / "src", {"run.sh": b"#!/bin/sh\necho hi\n"})
+    os.chmod(src / "run.sh", 0o755)
+    push(repo, "m", "v1", src)
+    elsewhere = write_model(tmp_path / "elsewhere", {"keep.sh": b"#!/bin/sh\necho hi\n"}) / "keep.sh"
+    os.chmod(elsewhere, 0o600)
+    (tmp_path / "out").mkdir()
+    os.link(elsewhere, tmp_path / "out/run.sh")
+    r = pull(repo, "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(src) and r.fetched_bytes == 0
+    assert elsewhere.stat().st_mode & 0o777 == 0o600 and elsewhere.stat().st_nlink == 1
