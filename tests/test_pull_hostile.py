@@ -325,3 +325,19 @@ def test_push_says_which_aim_names_it_skips(env, tmp_path):
     assert ".aimfoo" not in files_of(dest) and files_of(dest) == files_of(src)
     quiet = ok(env.aim("model", "push", REPO, "m", tmp_path / "dest", "--tag", "v2"))
     assert quiet.stderr == ""  # nothing skipped, nothing said
+
+
+def test_a_destination_name_that_is_not_utf8_is_shown_escaped(env, tmp_path):
+    src = _model(tmp_path / "src")
+    env.push(src)
+    res = ok(env.aim("model", "pull", REPO, "m", tmp_path / "dest\udcff\n", "--tag", "v1"))  # the bytes b"dest\xff\n"
+    assert res.stdout.count("\n") == 1 and "dest\\xff\\n:" in res.stdout, describe(res)
+    assert files_of(tmp_path / "dest\udcff\n") == files_of(src)
+
+
+def test_display_path_is_one_printable_line():
+    from aim_cli.fsutil import display_path
+
+    assert display_path("weights/model.safetensors") == "weights/model.safetensors"
+    assert display_path("caf\u00e9/a\nb\udcff\t") == "caf\u00e9/a\\nb\\xff\\t"
+    assert display_path(b"raw\xfe") == "raw\\xfe"
