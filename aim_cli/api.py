@@ -132,14 +132,16 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
          config=None, progress=None) -> PullResult:
     from aim_cli import pull as pullmod
 
-    repository = open_repository(repo, config=config, jobs=jobs)
+    cfg = get_config(config)
+    repository = open_repository(repo, config=cfg, jobs=jobs)
     cache = None
     if cache_dir:
         from aim_cli.cache import ChunkCache
 
         cache = ChunkCache(cache_dir)
+    local_roots = [r.path for r in cfg.repos.values() if r.type == "local"]  # DEST must stay out of them
     return pullmod.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
-                        cache=cache, progress=progress)
+                        cache=cache, progress=progress, repo_roots=local_roots)
 
 
 # -- audits and garbage collection (aim_cli/verify.py, aim_cli/gc.py) --------------------------------

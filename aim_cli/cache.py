@@ -32,7 +32,7 @@ from typing import NamedTuple
 import blake3
 
 from aim_cli.backends.local import LocalBackend
-from aim_cli.errors import KeyNotFoundError, StorageError
+from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.manifest import HEX64
 
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
@@ -76,13 +76,13 @@ class ChunkCache:
         return f"{digest[:2]}/{digest}"
 
     # -- reads and writes (called from pull's worker threads) --------------------------------------
-    def get(self, digest: str) -> bytes | None:
+    def get(self, digest: str, size: int | None = None) -> bytes | None:
         """The chunk's bytes if the cache holds them intact, else None."""
         if not HEX64.fullmatch(digest):
             return None
         try:
-            data = self._store.get(self._key(digest))
-        except (KeyNotFoundError, StorageError):
+            data = self._store.get(self._key(digest), max_size=size)
+        except (KeyNotFoundError, StorageError, ObjectTooLargeError):
             return None  # absent (the usual miss), pruned meanwhile, unreadable
         if blake3.blake3(data).hexdigest() != digest:
             try:

@@ -172,6 +172,11 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
 
     r = _api().push(repo_name, model_name, directory, tag=tag, message=message, jobs=jobs,
                     follow_symlinks=follow_symlinks, config=_config(), progress=make_progress(quiet or as_json))
+    if r.skipped:
+        from aim_cli.fsutil import display_path
+
+        click.echo(f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
+                   f"top of DIR are aim_cli's own (a pull's working files); rename them to push them", err=True)
     if as_json:
         _json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
         return
@@ -203,9 +208,11 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     if as_json:
         _json(asdict(r) | {"dest": os.path.abspath(dest)})
         return
+    from aim_cli.fsutil import display_path
+
     newest = " (newest)" if r.newest else ""
     cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
-    _out(f"pulled {r.model}:{r.tag}{newest} into {dest}: {r.files} files, {_size(r.total_size)}; "
+    _out(f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {_size(r.total_size)}; "
          f"fetched {_size(r.fetched_bytes)}, reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.2f}s")
 
 

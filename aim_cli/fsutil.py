@@ -52,3 +52,13 @@ def start_writeback(fd: int) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass  # advice only
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as it can be shown in a one-line message: bytes that are not UTF-8 (a file name
+    from another system) as ``\\xNN``, as ``ls -b`` shows them, and control characters escaped,
+    so a name holding a newline cannot forge a second line."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -63,18 +63,36 @@ def digest_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
+# Limits of what pull can write on common filesystems (stand-in: the config helper owns these).
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_DEPTH = 64
+
+
 def check_path(path: str) -> str | None:
     """Why ``path`` is not acceptable as a manifest path, or None if it is."""
     if not path:
         return "empty path"
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":" and path[0].isascii() and path[0].isalpha()):
         return "absolute path"
     if "\\" in path or "\x00" in path:
         return "backslash or NUL in path"
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "control character in path"
+    if len(encoded) > MAX_PATH_BYTES:
+        return f"path is longer than {MAX_PATH_BYTES} bytes"
     parts = path.split("/")
+    if len(parts) > MAX_DEPTH:
+        return f"path is deeper than {MAX_DEPTH} levels"
     for part in parts:
         if part in ("", ".", ".."):
             return "path is not normalised or climbs out of the tree"
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return f"a name is longer than {MAX_COMPONENT_BYTES} bytes"
     if parts[0].startswith(".aim"):
         return "paths under .aim are reserved"
     return None

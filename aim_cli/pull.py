@@ -1,17 +1,23 @@
 """The pull pipeline: resolve once, plan from what is on disk, fetch the rest in parallel, rename
-each file into place only once its whole-file digest matches.
+each file into place only once its whole-file digest matches, then give it its mode.
 
 Layout inside DEST while a pull runs (names starting with ``.aim`` never appear in a manifest):
 
     DEST/.aim/pull.lock                   O_EXCL lock: {"pid", "host"}; stale once that process is gone
     DEST/.aim/partial/<id>                a file being assembled; id = BLAKE3(path NUL file digest)[:32]
+    DEST/.aim/case-probe                  for an instant: does DEST's filesystem ignore case?
 
 The partial names are deterministic, so a rerun after a kill finds them and re-hashes their chunks
 against the manifest (which knows each chunk's offset, size and digest): only what is still
-missing is fetched, and no second copy of the model is made. Chunk sources, cheapest first:
-the partial file itself, the file already at the final path (an earlier version, re-chunked),
-the same path under each ``--reference`` directory, the chunk cache, then the repository. Every
-chunk's BLAKE3 is checked before it is written; a local source that does not match is skipped.
+missing is fetched, and no second copy of the model is made. A partial file is always the
+owner's, mode 0600: the manifest's mode is applied only after the rename, so a read-only or
+write-only file can be re-read for verification and rewritten by a rerun.
+
+Three stages: ``_plan`` reads DEST (what is complete, what each partial holds, which local files
+can provide chunks), ``_Assembler`` fetches each missing chunk from the cheapest verified source
+(the partial itself, the file already at the final path, ``--reference`` directories, the chunk
+cache, then the repository), and ``_commit_files`` gives the verified files their final names.
+Every chunk's BLAKE3 is checked before it is written; a local source that does not match is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +41,16 @@ from aim_cli.chunking import file_digest, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.dest_lock import DestLock
 from aim_cli.errors import IntegrityError, StorageError, UsageError
-from aim_cli.fsutil import fsync_dir, start_writeback, sync_filesystem
+from aim_cli.fsutil import display_path, fsync_dir, start_writeback, sync_filesystem
 from aim_cli.progress import NullProgress
-from aim_cli.store import Repository, VersionRef
+from aim_cli.store import REPO_META_KEY, Repository, VersionRef
 
 WORK_DIR = ".aim"
 PARTIAL_DIR = "partial"
+CASE_PROBE = "case-probe"
+PARTIAL_MODE = 0o600  # what a partial file always has: readable and writable by its owner only
+# Opening a file of DEST: never through a symlink, never blocking on a FIFO planted there.
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 @dataclass
@@ -90,42 +101,197 @@ def _make_work_dir(path: Path) -> None:
                          "pull never writes through a symlink in its destination: remove it and rerun")
 
 
+# -- the destination -------------------------------------------------------------------------------
+def directory_argument(value: str | os.PathLike, what: str) -> Path:
+    """A directory named on the command line. The empty string is refused: Path("") means the
+    current directory, which the user did not name."""
+    if os.fspath(value) in ("", b""):
+        raise UsageError(f"{what} is the empty string", "name a directory (use . for the current one)")
+    return Path(value)
+
+
+def _is_repository(directory: Path) -> bool:
+    return os.path.lexists(directory / REPO_META_KEY)
+
+
+def refuse_repository_dest(dest: Path, repo_roots: Iterable[str | os.PathLike] = ()) -> None:
+    """Pull never writes into a repository (DESIGN.md section 4): DEST may not be a repository's
+    directory, lie inside one or contain one (UsageError, exit 2).
+
+    Inside: every parent of the resolved DEST is looked at (one stat each). Containing: walking
+    DEST's whole tree could take minutes in a big directory, so the check is bounded to the places
+    that matter: DEST's immediate subdirectories, the local repositories ``repo_roots`` (those of
+    the config, wherever they lie), and every existing directory the version writes into (checked
+    by ``_DestDirs`` as the files are planned and placed). A repository deeper in DEST that the
+    config does not name stays out of reach of this pull: it writes nowhere near it."""
+    def refuse(relation: str, root: str | os.PathLike) -> UsageError:
+        return UsageError(f"destination {display_path(dest)} {relation} the repository at {display_path(root)}",
+                          "pull into a directory outside every repository")
+
+    resolved = dest.resolve()
+    for directory in (resolved, *resolved.parents):
+        if _is_repository(directory):
+            raise refuse("is" if directory == resolved else "lies inside", directory)
+    for root in (Path(r).resolve() for r in repo_roots):  # they need not hold an aim-repo.json yet
+        if root == resolved or root in resolved.parents:
+            raise refuse("is" if root == resolved else "lies inside", root)
+        if resolved in root.parents:
+            raise refuse("contains", root)
+    try:
+        children = [e.path for e in os.scandir(resolved) if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise _dest_error(e, resolved) from None
+    for child in children:
+        if _is_repository(Path(child)):
+            raise refuse("contains", child)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` one level at a time: Path.mkdir(parents=True) recurses once per missing level,
+    and a deep DEST would end in RecursionError."""
+    missing = []
+    current = path.absolute()
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise _dest_error(e, directory) from None
+
+
+class _DestDirs:
+    """The directories of DEST that files go into, each checked once per instance: never a
+    symlink (pull never writes through one), never a file in the way, never a repository's
+    directory. Missing ones are created one level at a time when asked (no recursion)."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self._checked: set[Path] = set()
+
+    def parent_of(self, rel: str, *, create: bool) -> Path:
+        parts = rel.split("/")[:-1]
+        parent = self.dest
+        for part in parts:
+            parent = parent / part
+            if parent in self._checked:
+                continue
+            if not self._check(parent, create):
+                return self.dest.joinpath(*parts)  # absent: nothing below it exists either
+            self._checked.add(parent)
+        return parent
+
+    @staticmethod
+    def _check(directory: Path, create: bool) -> bool:
+        try:
+            st = os.lstat(directory)
+        except FileNotFoundError:
+            if not create:
+                return False
+            try:
+                os.mkdir(directory)
+            except FileExistsError:
+                pass  # created meanwhile: checked below like any other
+            except OSError as e:
+                raise _dest_error(e, directory) from None
+            st = os.lstat(directory)
+        except OSError as e:
+            raise _dest_error(e, directory) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise UsageError(f"{display_path(directory)} is a symlink; pull never writes through a symlink in its "
+                             f"destination", "remove the link or pull into another directory")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{display_path(directory)} exists and is not a directory", "move it away or pull elsewhere")
+        if _is_repository(directory):
+            raise UsageError(f"{display_path(directory)} is a repository's directory; pull never writes into one",
+                             "pull into a directory outside every repository")
+        return True
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    """An open descriptor of the regular file at ``path`` (created PARTIAL_MODE with O_CREAT):
+    never through a symlink, never a FIFO or device (which could block or be endless)."""
+    fd = os.open(path, flags | _OPEN_FLAGS, PARTIAL_MODE)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def _dest_error(e: OSError, path: Path) -> Exception:
+    if e.errno == errno.ELOOP:
+        return UsageError(f"{display_path(path)} is a symlink; pull never writes through one", "remove it and rerun")
+    if e.errno == errno.ENAMETOOLONG:
+        return UsageError(f"{display_path(path)}: {e.strerror}", "pull into a directory with a shorter path")
+    if e.errno == errno.ENOSPC:
+        return StorageError(f"disk full while writing {display_path(path)}", "free some space and rerun: the pull resumes")
+    return StorageError(f"cannot write {display_path(path)}: {e.strerror}", "check the destination's permissions")
+
+
+def case_clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of manifest paths that name one file (or a file and a directory) on a filesystem
+    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``. Folded as such filesystems
+    fold (case, and Unicode normalisation, which they ignore too)."""
+    def fold(p: str) -> str:
+        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", p).casefold())
+
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in paths:
+        key = fold(path)
+        if key in seen:
+            clashes.append((seen[key], path))
+        else:
+            seen[key] = path
+    # a file whose folded path is a folded directory of another file
+    folded_dirs: dict[str, str] = {}
+    for key, path in seen.items():
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            folded_dirs.setdefault("/".join(parts[:i]), path)
+    for key, path in seen.items():
+        if key in folded_dirs:
+            clashes.append((path, folded_dirs[key]))
+    return clashes
+
+
+def check_case_clashes(paths: Sequence[str], ignores_case: Callable[[], bool]) -> None:
+    """Refuse (UsageError) a version whose paths collide on DEST's case-insensitive filesystem:
+    one file would overwrite the other. A case-sensitive DEST takes any version. ``ignores_case``
+    probes DEST, only when the version has such a pair."""
+    clashes = case_clashes(paths)
+    if clashes and ignores_case():
+        a, b = clashes[0]
+        more = f" (and {len(clashes) - 1} more pairs)" if len(clashes) > 1 else ""
+        raise UsageError(
+            f"the version has paths that differ only by case, {display_path(a)!r} and {display_path(b)!r}{more}, "
+            f"and the destination's filesystem ignores case",
+            "pull onto a case-sensitive filesystem (most Linux filesystems are)")
+
+
+def _ignores_case(work_dir: Path) -> bool:
+    """Whether the filesystem of ``work_dir`` ignores case: create a file, look for its upper-case
+    name. (ext4 can fold case per directory; pull's own work directory stands for DEST.)"""
+    probe = work_dir / CASE_PROBE
+    try:
+        probe.unlink(missing_ok=True)  # left by a killed pull: the lock says this DEST is ours
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PARTIAL_MODE))
+        try:
+            return os.path.lexists(work_dir / CASE_PROBE.upper())
+        finally:
+            probe.unlink()
+    except OSError as e:
+        raise _dest_error(e, probe) from None
+
+
 # -- planning --------------------------------------------------------------------------------------
 def _partial_name(entry: mf.FileEntry) -> str:
     return blake3.blake3(f"{entry.path}\0{entry.blake3}".encode()).hexdigest()[:32]
-
-
-def _safe_parent(dest: Path, rel: str) -> Path:
-    """The directory that will hold ``rel``, refusing to go through a symlink inside DEST."""
-    parent = dest
-    for part in rel.split("/")[:-1]:
-        parent = parent / part
-        if parent.is_symlink():
-            raise UsageError(
-                f"{parent} is a symlink; pull never writes through a symlink in its destination",
-                "remove the link or pull into another directory",
-            )
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"{parent} exists and is not a directory", "move it away or pull elsewhere")
-    return parent
-
-
-def _regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-@dataclass
-class _FilePlan:
-    entry: mf.FileEntry
-    final: Path
-    partial: Path
-    have: set[int] = field(default_factory=set)  # indexes of chunks already right in the partial
-    offsets: list[int] = field(default_factory=list)
-    remaining: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _offsets(entry: mf.FileEntry) -> list[int]:
@@ -136,12 +302,72 @@ def _offsets(entry: mf.FileEntry) -> list[int]:
     return out
 
 
+@dataclass
+class _FilePlan:
+    entry: mf.FileEntry
+    final: Path
+    partial: Path
+    offsets: list[int]
+    have: set[int] = field(default_factory=set)  # indexes of chunks already right in the partial
+    remaining: int = 0  # chunks still to write (counted down by the assembler's threads)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def missing(self) -> list[int]:
+        return [i for i in range(len(self.entry.chunks)) if i not in self.have]
+
+    def bytes_present(self) -> int:
+        return sum(self.entry.chunks[i][1] for i in self.have)
+
+
+@dataclass
+class _Plan:
+    """What the pull has to do, read from DEST: the files to assemble (each with the chunks its
+    partial already holds), the files already complete, and where else chunks can be found."""
+    files: list[_FilePlan]
+    kept_files: int
+    kept_bytes: int
+    sources: "_LocalSources"
+    leftovers: list[Path]  # partial files of another version's pull: removed at the end
+
+    @property
+    def needed(self) -> int:
+        return sum(p.entry.size - p.bytes_present() for p in self.files)
+
+
+def _scan_partials(partial_dir: Path) -> list[Path]:
+    """The partial files left in DEST/.aim/partial. Anything there that aim_cli does not write
+    (a directory, a symlink, a FIFO, a second hard link to some file) is refused rather than
+    followed or deleted. A partial an older aim_cli left read-only (it applied the file's mode
+    before the rename) is made the owner's again, so the rerun can re-read and finish it."""
+    found = []
+    try:
+        entries = list(os.scandir(partial_dir))
+    except OSError as e:
+        raise _dest_error(e, partial_dir) from None
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise UsageError(f"{display_path(path)} is not a partial file of aim_cli (a directory, a link or a "
+                             f"special file)", "remove it and rerun the pull")
+        if stat.S_IMODE(st.st_mode) != PARTIAL_MODE:
+            try:
+                os.chmod(path, PARTIAL_MODE)  # a regular file, just checked, in the directory we hold the lock of
+            except OSError as e:
+                raise _dest_error(e, path) from None
+        found.append(path)
+    return found
+
+
 def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
     """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
     ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
     present: set[int] = set()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = _open_regular(path, os.O_RDONLY)
     except OSError:
         return present
     try:
@@ -154,6 +380,17 @@ def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int], advanc
     finally:
         os.close(fd)
     return present
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    try:
+        fd = _open_regular(path, os.O_RDONLY)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _dest_error(e, path) from None
 
 
 class _LocalSources:
@@ -180,45 +417,129 @@ class _LocalSources:
         except OSError:
             pass
 
-    def read(self, digest: str) -> bytes | None:
-        """The chunk's bytes, verified, or None (not indexed, or changed since)."""
+    def read(self, digest: str, size: int) -> bytes | None:
+        """The chunk's ``size`` bytes, verified, or None (not indexed, or changed since)."""
         where = self.index.get(digest)
         if where is None:
             return None
-        path, offset, size = where
+        path, offset, _ = where
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = _open_regular(Path(path), os.O_RDONLY)
             try:
                 data = os.pread(fd, size, offset)
             finally:
                 os.close(fd)
         except OSError:
             return None
-        if blake3.blake3(data).hexdigest() != digest:
+        if len(data) != size or blake3.blake3(data).hexdigest() != digest:
             return None  # changed since it was indexed: fetch instead
         return data
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _plan_file(entry: mf.FileEntry, final: Path, partial: Path, sources: _LocalSources, references,
+               advance) -> _FilePlan | None:
+    """What DEST holds of one file: None if the file at the final path is complete (the right
+    size, and every chunk right at its offset: a file of another size is never complete, even
+    one with no chunks), else its plan, with the chunks its partial file already holds. The
+    final file and the references are indexed as sources of the chunks still missing."""
+    plan = _FilePlan(entry, final, partial, _offsets(entry))
+    try:
+        st = os.lstat(final)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise _dest_error(e, final) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
+                         "move it away or pull elsewhere")
+    if st is not None and stat.S_ISREG(st.st_mode):
+        same_size = st.st_size == entry.size
+        in_place = _chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
+        if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
+            if stat.S_IMODE(st.st_mode) == entry.mode:
+                return None
+            if st.st_nlink == 1:  # a file with other names is replaced, not chmodded under them all
+                _set_mode(final, entry.mode)
+                return None
+        sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
+        if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
+            sources.add_file(final)
+    if _regular_file(partial):
+        plan.have = _chunks_in_place(partial, entry, plan.offsets, advance)
+    if len(plan.have) < len(entry.chunks):
+        for ref_dir in references:
+            sources.add_file(Path(ref_dir) / entry.path)
+    return plan
+
+
+def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
+    """Read DEST (never writing to it, bar partial files' and complete files' modes): which files
+    are complete, what each partial file holds, which local files can provide chunks. Files are
+    hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL)."""
+    partial_dir = dest / WORK_DIR / PARTIAL_DIR
+    _make_work_dir(partial_dir)
+    dirs = _DestDirs(dest)
+    finals = [(e, dirs.parent_of(e.path, create=False) / e.path.rsplit("/", 1)[-1], partial_dir / _partial_name(e))
+              for e in m.files]
+    check_case_clashes([e.path for e in m.files], lambda: _ignores_case(dest / WORK_DIR))
+    current = {partial.name for _, _, partial in finals}
+    leftovers = [p for p in _scan_partials(partial_dir) if p.name not in current]
+    sources = _LocalSources(repo.params())
+
+    # Checking a large model already on disk takes a while: it gets a bar of its own.
+    on_disk = sum(e.size for e, final, partial in finals if _regular_file(final) or _regular_file(partial))
+    if on_disk:
+        progress.start("check", on_disk)
+    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
+                            thread_name_prefix="aim-plan") as planners:
+        for leftover in leftovers:
+            planners.submit(sources.add_file, leftover)
+        plans = list(planners.map(lambda f: _plan_file(*f, sources, references, progress.advance), finals))
+    progress.close()
+    kept = [e for (e, _, _), plan in zip(finals, plans) if plan is None]
+    return _Plan([p for p in plans if p is not None], len(kept), sum(e.size for e in kept), sources, leftovers)
+
+
+def _check_space(dest: Path, needed: int) -> None:
+    free = shutil.disk_usage(dest).free
+    if needed > free:
+        import humanize
+
+        raise StorageError(
+            f"not enough space in {display_path(dest)}: the pull needs {humanize.naturalsize(needed, binary=True)}, "
+            f"{humanize.naturalsize(free, binary=True)} is available",
+            "free some space or pull elsewhere",
+        )
 
 
 # -- the pull ----------------------------------------------------------------------------------------
 def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
          digest: str | None = None, jobs: int = 8, references: Sequence[str | os.PathLike] = (),
-         cache=None, progress=None) -> PullResult:
+         cache=None, progress=None, repo_roots: Iterable[str | os.PathLike] = ()) -> PullResult:
+    """Pull a version into ``dest``. ``repo_roots``: the local repositories DEST must stay out of
+    (the config's), besides any directory holding an aim-repo.json (see refuse_repository_dest)."""
     started = time.monotonic()
     progress = progress or NullProgress()
+    dest = directory_argument(dest, "the destination")
+    references = [directory_argument(r, "--reference") for r in references]
     ref, newest = resolve_version(repo, model, tag, digest)
     m = ref.manifest
     result = PullResult(model, m.tag, ref.digest, len(m.files), m.total_size, newest=newest)
 
-    dest = Path(dest)
     if dest.exists() and not dest.is_dir():
-        raise UsageError(f"destination {dest} exists and is not a directory", "choose another DEST")
+        raise UsageError(f"destination {display_path(dest)} exists and is not a directory", "choose another DEST")
     for ref_dir in references:
-        if not Path(ref_dir).is_dir():
-            raise UsageError(f"--reference {ref_dir} is not a directory", "check the path")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StorageError(f"cannot create {dest}: {e.strerror}", "check the path and its permissions") from None
+        if not ref_dir.is_dir():
+            raise UsageError(f"--reference {display_path(ref_dir)} is not a directory", "check the path")
+    refuse_repository_dest(dest, repo_roots)
+    _make_dirs(dest)
     dest = dest.absolute()
     lock = DestLock(dest)
     lock.acquire()
@@ -237,75 +558,106 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
 
 def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int, references, cache,
                  progress) -> None:
-    partial_dir = dest / WORK_DIR / PARTIAL_DIR
-    _make_work_dir(partial_dir)
-    finals = [(e, _safe_parent(dest, e.path) / e.path.rsplit("/", 1)[-1]) for e in m.files]
-    current = {_partial_name(e) for e, _ in finals}
-    # Partial files of another version's interrupted pull: a source of chunks, removed at the end.
-    leftovers = [p for p in partial_dir.iterdir() if p.name not in current]
-    sources = _LocalSources(repo.params())
-    stats_lock = threading.Lock()
-
-    def count(attr: str, n: int) -> None:
-        with stats_lock:
-            setattr(result, attr, getattr(result, attr) + n)
-
-    def plan_file(entry: mf.FileEntry, final: Path) -> _FilePlan | None:
-        """What is already on disk for this file: None if the final file is complete. Read-only."""
-        plan = _FilePlan(entry, final, partial_dir / _partial_name(entry), offsets=_offsets(entry))
-        if final.is_dir() and not final.is_symlink():
-            raise UsageError(f"{final} is a directory, the version has a file there", "move it away or pull elsewhere")
-        if _regular_file(final):
-            same_size = final.stat().st_size == entry.size
-            in_place = _chunks_in_place(final, entry, plan.offsets, progress.advance) if same_size else set()
-            if len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk: complete
-                if stat.S_IMODE(final.stat().st_mode) != entry.mode:
-                    os.chmod(final, entry.mode)
-                count("kept_files", 1)
-                count("reused_bytes", entry.size)
-                return None
-            sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
-            if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
-                sources.add_file(final)
-        if _regular_file(plan.partial):
-            plan.have = _chunks_in_place(plan.partial, entry, plan.offsets, progress.advance)
-        if len(plan.have) < len(entry.chunks):
-            for ref_dir in references:
-                sources.add_file(Path(ref_dir) / entry.path)
-        return plan
-
-    # Plan: files hashed and re-chunked in parallel threads (blake3 and pyfastcdc release the GIL).
-    # Checking a large model already on disk takes a while: it gets a bar of its own.
-    on_disk = sum(e.size for e, final in finals if _regular_file(final) or _regular_file(partial_dir / _partial_name(e)))
-    if on_disk:
-        progress.start("check", on_disk)
-    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
-                            thread_name_prefix="aim-plan") as planners:
-        for leftover in leftovers:
-            planners.submit(sources.add_file, leftover)
-        plans = [p for p in planners.map(lambda ef: plan_file(*ef), finals) if p is not None]
+    plan = _plan(repo, m, dest, references, progress)
+    result.kept_files += plan.kept_files
+    result.reused_bytes += plan.kept_bytes + sum(p.bytes_present() for p in plan.files)
+    _check_space(dest, plan.needed)
+    assembler = _Assembler(repo, m, plan.sources, cache, result, progress)
+    if plan.needed:
+        progress.start("pull", plan.needed)
+    try:
+        assembler.run(plan.files, jobs)
+    except BaseException:
+        progress.close()
+        try:  # the files that did complete and verify get their final names all the same
+            _commit_files(dest, assembler.verified)
+        except Exception:
+            pass  # they stay in the partial directory; the rerun finds them
+        raise
     progress.close()
+    _commit_files(dest, assembler.verified)
+    for leftover in plan.leftovers:
+        leftover.unlink(missing_ok=True)
 
-    needed = sum(p.entry.size - sum(p.entry.chunks[i][1] for i in p.have) for p in plans)
-    free = shutil.disk_usage(dest).free
-    if needed > free:
-        import humanize
 
-        raise StorageError(
-            f"not enough space in {dest}: the pull needs {humanize.naturalsize(needed, binary=True)}, "
-            f"{humanize.naturalsize(free, binary=True)} is available",
-            "free some space or pull elsewhere",
-        )
+class _Assembler:
+    """Puts each missing chunk in place from the cheapest verified source, and verifies each file
+    once its last chunk is written. One task per missing chunk on ``jobs`` threads: at most
+    ``jobs`` chunks are in memory at once. Counts what came from where into the result."""
 
-    if needed:
-        progress.start("pull", needed)
-    stop = threading.Event()
+    def __init__(self, repo, m: mf.Manifest, sources: _LocalSources, cache, result: PullResult, progress):
+        self.repo = repo
+        self.m = m
+        self.sources = sources
+        self.cache = cache
+        self.result = result
+        self.progress = progress
+        self.verified: list[_FilePlan] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    verified: list[_FilePlan] = []
+    def run(self, plans: list[_FilePlan], jobs: int) -> None:
+        # The main thread only submits: its syscalls would contend for the GIL with the workers'.
+        pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
+        futures = []
+        try:
+            for plan in plans:
+                missing = plan.missing()
+                if not missing:
+                    futures.append(pool.submit(self.finalize, plan))
+                    continue
+                plan.remaining = len(missing)
+                futures.extend(pool.submit(self.fill, plan, i) for i in missing)
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in futures:
+                if fut.done():
+                    fut.result()  # the first failure, before waiting for the rest
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
 
-    def finalize(plan: _FilePlan) -> None:
+    def _chunk(self, digest: str, size: int, path: str) -> bytes:
+        data = self.sources.read(digest, size)
+        if data is not None:
+            self._count(reused=size)
+            return data
+        if self.cache is not None and (data := self.cache.get(digest, size)) is not None:
+            self._count(cached=size)
+            return data
+        data = self.repo.get_blob(digest, size, context=f"{self.m.model}:{self.m.tag}/{path}")
+        self._count(fetched=size)
+        if self.cache is not None:
+            self.cache.put(digest, data)
+        return data
+
+    def _count(self, *, reused: int = 0, cached: int = 0, fetched: int = 0) -> None:
+        with self._lock:
+            self.result.reused_bytes += reused
+            self.result.cached_bytes += cached
+            if fetched:
+                self.result.fetched_bytes += fetched
+                self.result.fetched_chunks += 1
+
+    def fill(self, plan: _FilePlan, index: int) -> None:
+        """Put one chunk in place, then finalize the file if it was its last."""
+        if self._stop.is_set():
+            return
+        digest, size = plan.entry.chunks[index]
+        _write_at(plan.partial, plan.offsets[index], self._chunk(digest, size, plan.entry.path))
+        self.progress.advance(size)
+        with plan.lock:
+            plan.remaining -= 1
+            last = plan.remaining == 0
+        if last:
+            self.finalize(plan)
+
+    def finalize(self, plan: _FilePlan) -> None:
         """Check the assembled file against its whole-file digest; the rename comes at the end."""
-        _finish_partial(plan)
+        _truncate_partial(plan)
         if file_digest(plan.partial) != plan.entry.blake3:
             raise IntegrityError(
                 f"{plan.entry.path} does not match its digest after assembly",
@@ -313,87 +665,38 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
             )
         # Verified (the re-read came from the page cache): start its writeback now, so the disk
         # writes it while other files are fetched and the final syncfs waits only for the rest.
-        fd = os.open(plan.partial, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = _open_regular(plan.partial, os.O_RDONLY)
         try:
             start_writeback(fd)
         finally:
             os.close(fd)
-        with stats_lock:
-            verified.append(plan)
-
-    def fill(plan: _FilePlan, index: int) -> None:
-        """Put one chunk in place from the cheapest verified source, then finalize the file if
-        it was its last."""
-        if stop.is_set():
-            return
-        chunk_digest, size = plan.entry.chunks[index]
-        data = sources.read(chunk_digest)
-        if data is not None:
-            count("reused_bytes", size)
-        elif cache is not None and (data := cache.get(chunk_digest)) is not None:
-            count("cached_bytes", size)
-        else:
-            data = repo.get_blob(chunk_digest, size, context=f"{m.model}:{m.tag}/{plan.entry.path}")
-            count("fetched_bytes", size)
-            count("fetched_chunks", 1)
-            if cache is not None:
-                cache.put(chunk_digest, data)
-        _write_at(plan.partial, plan.offsets[index], data)
-        progress.advance(size)
-        with plan.lock:
-            plan.remaining -= 1
-            last = plan.remaining == 0
-        if last:
-            finalize(plan)
-
-    # Execute: one task per missing chunk; at most ``jobs`` chunks are in memory at once. The
-    # main thread only submits: its syscalls would contend for the GIL with the workers'.
-    pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
-    futures = []
-    try:
-        for plan in plans:
-            result.reused_bytes += sum(plan.entry.chunks[i][1] for i in plan.have)
-            missing = [i for i in range(len(plan.entry.chunks)) if i not in plan.have]
-            if not missing:
-                futures.append(pool.submit(finalize, plan))
-                continue
-            plan.remaining = len(missing)
-            futures.extend(pool.submit(fill, plan, i) for i in missing)
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in futures:
-            if fut.done():
-                fut.result()  # the first failure, before waiting for the rest
-        for fut in futures:
-            fut.result()
-    except BaseException:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-        try:  # the files that did complete and verify get their final names all the same
-            _commit_files(dest, verified)
-        except Exception:
-            pass  # they stay in the partial directory; the rerun finds them
-        raise
-    pool.shutdown()
-    progress.close()
-    _commit_files(dest, verified)
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
+        with self._lock:
+            self.verified.append(plan)
 
 
 def _commit_files(dest: Path, verified: list[_FilePlan]) -> None:
-    """Give verified files their final names. Their bytes are made durable first, all at once
-    (one syncfs, where an fsync per file costs seconds for a model of thousands of small files), so
-    that after a power loss no final name holds a file whose data did not reach the disk."""
+    """Give verified files their final names, then their modes. Their bytes are made durable
+    first, all at once (one syncfs, where an fsync per file costs seconds for a model of thousands
+    of small files), so that after a power loss no final name holds a file whose data did not
+    reach the disk. The mode comes after the rename: a partial file stays the owner's (readable
+    and writable), so a read-only file verified before a kill does not wedge the rerun."""
     if not verified:
         return
-    sync_filesystem(dest)
+    try:
+        sync_filesystem(dest)
+    except OSError as e:
+        raise _dest_error(e, dest) from None
+    dirs = _DestDirs(dest)
     parents = set()
     for plan in verified:
-        parent = _safe_parent(dest, plan.entry.path)
+        parent = dirs.parent_of(plan.entry.path, create=True)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            os.replace(plan.partial, plan.final)
+            fd = _open_regular(plan.partial, os.O_RDONLY)
+            try:
+                os.replace(plan.partial, plan.final)
+                os.fchmod(fd, plan.entry.mode)  # the file just renamed, whatever its name now points to
+            finally:
+                os.close(fd)
         except OSError as e:
             raise _dest_error(e, plan.final) from None
         parents.add(parent)
@@ -401,21 +704,13 @@ def _commit_files(dest: Path, verified: list[_FilePlan]) -> None:
         fsync_dir(parent)
 
 
-def _dest_error(e: OSError, path: Path) -> Exception:
-    if e.errno == errno.ELOOP:
-        return UsageError(f"{path} is a symlink; pull never writes through one", "remove it and rerun")
-    if e.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {path}", "free some space and rerun: the pull resumes")
-    return StorageError(f"cannot write {path}: {e.strerror}", "check the destination's permissions")
-
-
-def _finish_partial(plan: _FilePlan) -> None:
-    """Give the assembled partial file its exact size (an empty file has had no write) and mode."""
+def _truncate_partial(plan: _FilePlan) -> None:
+    """Give the assembled partial file its exact size (an empty file has had no write; a partial
+    may hold more bytes than the file has)."""
     try:
-        fd = os.open(plan.partial, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = _open_regular(plan.partial, os.O_WRONLY | os.O_CREAT)
         try:
             os.ftruncate(fd, plan.entry.size)
-            os.fchmod(fd, plan.entry.mode)
         finally:
             os.close(fd)
     except OSError as e:
@@ -426,7 +721,7 @@ def _write_at(path: Path, offset: int, data: bytes) -> None:
     """Write a chunk at its offset, creating the partial file on its first write. Files are
     opened per write, not held open: a model of many files would exhaust the descriptor limit."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT)
         try:
             view = memoryview(data)
             while view:

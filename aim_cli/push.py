@@ -17,8 +17,9 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.errors import UsageError
+from aim_cli.fsutil import display_path
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
 
@@ -54,6 +56,7 @@ class PushResult:
     chunks: int
     already_pushed: bool
     elapsed: float
+    skipped: tuple[str, ...] = ()  # top-level .aim* names of DIR, left out (aim_cli's own)
 
     @property
     def dedup_ratio(self) -> float:
@@ -61,15 +64,19 @@ class PushResult:
         return 0.0 if not self.total_size else 1 - self.new_bytes / self.total_size
 
 
-def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> list[SourceFile]:
+def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
+                on_skip: Callable[[str], None] | None = None) -> list[SourceFile]:
     """Every regular file under ``root``, sorted by manifest path. Refuses (UsageError) what a
     manifest cannot represent faithfully: symlinks (unless followed to a regular file), special
-    files, unreadable files, names that are not valid manifest paths."""
+    files, unreadable files, names that are not valid manifest paths (manifest.check_path: not
+    UTF-8, too long, too deep). ``on_skip(name)`` hears of each top-level ``.aim*`` name left out."""
+    if os.fspath(root) in ("", b""):
+        raise UsageError("DIR is the empty string", "name the model directory (use . for the current one)")
     root = Path(root)
     if not root.exists():
-        raise UsageError(f"directory {root} does not exist", "check the path to the model directory")
+        raise UsageError(f"directory {display_path(root)} does not exist", "check the path to the model directory")
     if not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "push a directory holding the model's files")
+        raise UsageError(f"{display_path(root)} is not a directory", "push a directory holding the model's files")
     files: list[SourceFile] = []
     links: list[str] = []
     stack = [(root, "")]
@@ -77,15 +84,18 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> li
         directory, rel = stack.pop()
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except PermissionError:
-            raise UsageError(f"cannot read directory {directory}", "check its permissions") from None
+        except OSError as e:
+            raise UsageError(f"cannot read directory {display_path(directory)}: {e.strerror}",
+                             "check its permissions") from None
         for entry in entries:
             path = f"{rel}{entry.name}"
             if not rel and entry.name.startswith(".aim"):
-                continue  # aim_cli's own working files (an interrupted pull's partials and lock)
+                if on_skip is not None:  # aim_cli's own working files (an interrupted pull's partials and lock)
+                    on_skip(entry.name)
+                continue
             why = mf.check_path(path)
             if why:
-                raise UsageError(f"cannot store {entry.path!r}: {why}", "rename the file")
+                raise UsageError(f"cannot store {display_path(entry.path)}: {why}", "rename or move it")
             if entry.is_symlink():
                 if not follow_symlinks:
                     links.append(path)
@@ -93,10 +103,11 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> li
                 try:
                     st = os.stat(entry.path)
                 except OSError:
-                    raise UsageError(f"symlink {entry.path} is broken", "remove it or fix its target") from None
+                    raise UsageError(f"symlink {display_path(entry.path)} is broken",
+                                     "remove it or fix its target") from None
                 if not stat.S_ISREG(st.st_mode):
                     raise UsageError(
-                        f"symlink {entry.path} does not point to a regular file",
+                        f"symlink {display_path(entry.path)} does not point to a regular file",
                         "only links to files are followed; copy the directory instead",
                     )
                 target = os.path.realpath(entry.path)
@@ -108,19 +119,19 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False) -> li
                 stack.append((Path(entry.path), f"{path}/"))
             elif stat.S_ISREG(st.st_mode):
                 if not os.access(entry.path, os.R_OK):
-                    raise UsageError(f"cannot read {entry.path}", "check its permissions")
+                    raise UsageError(f"cannot read {display_path(entry.path)}", "check its permissions")
                 files.append(SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK,
                                         st.st_mtime_ns))
             else:
-                raise UsageError(f"{entry.path} is not a regular file", "remove it from the directory")
+                raise UsageError(f"{display_path(entry.path)} is not a regular file", "remove it from the directory")
     if links:
         shown = ", ".join(sorted(links)[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
         raise UsageError(
-            f"{root} contains symlinks: {shown}",
+            f"{display_path(root)} contains symlinks: {shown}",
             "pass --follow-symlinks to store the content of the files they point to",
         )
     if not files:
-        raise UsageError(f"directory {root} contains no files", "push a directory holding the model's files")
+        raise UsageError(f"directory {display_path(root)} contains no files", "push a directory holding the model's files")
     files.sort(key=lambda f: f.path)
     return files
 
@@ -212,11 +223,24 @@ def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, m
     `repo gc` cannot free a blob this push found stored and skipped."""
     check_name("model", model)
     check_name("tag", tag)
+    _check_message(message)
     started = time.monotonic()
-    files = scan_source(source, follow_symlinks=follow_symlinks)  # a refused DIR touches no storage
+    skipped: list[str] = []
+    # A refused DIR touches no storage.
+    files = scan_source(source, follow_symlinks=follow_symlinks, on_skip=skipped.append)
     with leases.acquire(repo, leases.SHARED, "push") as lease:
-        return _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
-                     progress=progress, params=params)
+        result = _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
+                       progress=progress, params=params)
+    return replace(result, skipped=tuple(skipped))
+
+
+def _check_message(message: str) -> None:
+    """The message is stored in the manifest, which is UTF-8 JSON: a command line argument that
+    is not UTF-8 (it arrives as lone surrogates) cannot be stored as given."""
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the --message is not valid UTF-8", "write the message as UTF-8 text") from None
 
 
 def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, lease: leases.Lease,
@@ -248,11 +272,11 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
                     raise _Aborted
                 chunks.append((c.digest, c.size))
         except OSError as e:
-            raise UsageError(f"cannot read {sf.abspath}: {e.strerror}", "check the file") from None
+            raise UsageError(f"cannot read {display_path(sf.abspath)}: {e.strerror}", "check the file") from None
         size = sum(s for _, s in chunks)
         after = os.stat(sf.abspath)
         if size != sf.size or after.st_size != sf.size or after.st_mtime_ns != sf.mtime_ns:
-            raise UsageError(f"{sf.abspath} changed while it was being pushed", "push again once it is stable")
+            raise UsageError(f"{display_path(sf.abspath)} changed while it was being pushed", "push again once it is stable")
         entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
 
     hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(files))), thread_name_prefix="aim-chunk")

@@ -24,6 +24,7 @@ import pytest
 
 from tests.e2e_helpers import (AIM, PUSH_LINE, assert_same_tree, base_env, describe, files_of, make_model, ok,
                                one_line_error, parse_size, random_bytes, run, tree, write_file)
+from tests.helpers import drop_dac_caps
 
 REPO = "team-repo"
 CHUNK = "64KiB"  # small chunks: a 3 MiB model has dozens of them, so dedup is visible
@@ -462,17 +463,6 @@ def test_repo_create_bad_chunk_size(tmp_path, size):
 
 
 # -- DIR problems -----------------------------------------------------------------------------------
-def _drop_dac_caps() -> list[str]:
-    """A command prefix under which root obeys file permissions (as a user would): without
-    CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, mode 000 denies root too. Empty when not root."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "running as root needs setpriv (util-linux) to test unreadable files"
-    caps = "-dac_override,-dac_read_search"
-    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
-
-
 def test_push_dir_problems(local_repo, tmp_path):
     env = local_repo
     push = lambda d, *extra, **kw: env.aim("model", "push", REPO, "m", d, "--tag", "v1", *extra, **kw)  # noqa: E731
@@ -486,14 +476,14 @@ def test_push_dir_problems(local_repo, tmp_path):
     unreadable = tmp_path / "unreadable"
     write_file(unreadable / "ok.bin", b"fine")
     write_file(unreadable / "locked.bin", b"secret", 0o000)
-    line = one_line_error(push(unreadable, prefix=_drop_dac_caps()), 2, "locked.bin", "permissions")
+    line = one_line_error(push(unreadable, prefix=drop_dac_caps()), 2, "locked.bin", "permissions")
     assert "cannot read" in line
     closed = tmp_path / "closed"
     write_file(closed / "ok.bin", b"fine")
     write_file(closed / "sub" / "x.bin", b"x")
     os.chmod(closed / "sub", 0o000)
     try:
-        one_line_error(push(closed, prefix=_drop_dac_caps()), 2, "sub", "permissions")
+        one_line_error(push(closed, prefix=drop_dac_caps()), 2, "sub", "permissions")
     finally:
         os.chmod(closed / "sub", 0o755)
 
@@ -567,6 +557,7 @@ HOSTILE_PATHS = {
     "backslash": ["..\\x"],
     "file-and-dir": ["a", "a/b"],
     "dot": ["./a"],
+    "deep": ["/".join(["d"] * 1000)],  # pull once recursed once per level creating its directories
 }
 
 
@@ -788,7 +779,7 @@ def test_pull_into_a_read_only_destination_is_one_line(local_repo, tmp_path):
     dest.mkdir()
     os.chmod(dest, 0o555)
     try:
-        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=_drop_dac_caps())
+        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=drop_dac_caps())
         one_line_error(res, 6, str(dest))
     finally:
         os.chmod(dest, 0o755)
@@ -805,7 +796,7 @@ def test_pull_into_a_read_only_subdirectory_is_one_line(local_repo, tmp_path):
     (dest / "weights").mkdir(parents=True)
     os.chmod(dest / "weights", 0o555)
     try:
-        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=_drop_dac_caps())
+        res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1", prefix=drop_dac_caps())
         one_line_error(res, 6, "Permission denied", "weights")
     finally:
         os.chmod(dest / "weights", 0o755)

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import shutil
@@ -232,3 +233,56 @@ def test_partials_of_another_versions_interrupted_pull_are_used_then_removed(loc
     assert tree(tmp_path / "out") == tree(v1)
     assert counting.gets < sum(len(f.chunks) for f in repo.get_version("m", "v2").manifest.files) - 5
     assert not (tmp_path / "out/.aim").exists()
+
+
+def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
+    """A pull cut off after files verified but before their renames leaves partial files the
+    owner can read and write (0600), never with the manifest's mode: a 0444 partial wedged every
+    rerun as a user, a 0200 one could not be re-read for verification."""
+    import aim_cli.pull as pullmod
+
+    src = write_model(tmp_path / "src", {"a-ro.txt": b"read only\n", "b-wo.bin": random_bytes(100_000, 3),
+                                         "z-big.bin": random_bytes(10 * MiB, 4)})
+    os.chmod(src / "a-ro.txt", 0o444)
+    os.chmod(src / "b-wo.bin", 0o200)
+    push(Repository(local, "r"), "m", "v1", src)
+
+    def no_sync(path):
+        raise OSError(errno.EIO, "injected: syncfs failed")
+
+    monkeypatch.setattr(pullmod, "sync_filesystem", no_sync)  # fails every commit, after verification
+    cut = CountingBackend(local, fail_after=4)  # the two small files, then part of the big one
+    with pytest.raises(ConnectionAbortedError):
+        pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
+    partials = {p: p.stat().st_mode & 0o7777 for p in (tmp_path / "out/.aim/partial").iterdir()}
+    assert len(partials) == 3 and set(partials.values()) == {0o600}, partials
+    assert tree(tmp_path / "out") == {}  # nothing under a final name
+    with pytest.raises(StorageError, match="syncfs failed"):  # verified from the partials, then refused
+        pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
+    assert {p.stat().st_mode & 0o7777 for p in (tmp_path / "out/.aim/partial").iterdir()} == {0o600}
+    monkeypatch.undo()
+    r = pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(src) and r.fetched_bytes == 0
+    assert not (tmp_path / "out/.aim").exists()
+
+
+def test_the_case_probe_answers_for_this_filesystem_and_leaves_nothing(tmp_path):
+    from aim_cli.pull import _ignores_case
+
+    assert _ignores_case(tmp_path) is False  # ext4, tmpfs, xfs: case-sensitive
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complete_file_with_other_names_is_replaced_not_chmodded(repo, tmp_path):
+    """A file already right in DEST but hard-linked elsewhere: giving it the version's mode would
+    change the other names too. It is assembled afresh (from its own chunks) and renamed over."""
+    src = write_model(tmp_path / "src", {"run.sh": b"#!/bin/sh\necho hi\n"})
+    os.chmod(src / "run.sh", 0o755)
+    push(repo, "m", "v1", src)
+    elsewhere = write_model(tmp_path / "elsewhere", {"keep.sh": b"#!/bin/sh\necho hi\n"}) / "keep.sh"
+    os.chmod(elsewhere, 0o600)
+    (tmp_path / "out").mkdir()
+    os.link(elsewhere, tmp_path / "out/run.sh")
+    r = pull(repo, "m", tmp_path / "out", tag="v1")
+    assert tree(tmp_path / "out") == tree(src) and r.fetched_bytes == 0
+    assert elsewhere.stat().st_mode & 0o777 == 0o600 and elsewhere.stat().st_nlink == 1

@@ -112,3 +112,22 @@ def test_a_file_modified_during_the_push_is_refused(repo, tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="changed while it was being pushed"):
         push(repo, "m", "v1", src)
     assert not repo.has_version("m", "v1")
+
+
+def test_top_level_aim_names_are_skipped_and_reported(repo, tmp_path):
+    src = write_model(tmp_path / "src", {"a.bin": b"a", ".aimfoo": b"mine", ".aim/partial/x": b"p", "sub/.aimbar": b"b"})
+    skipped = []
+    files = scan_source(src, on_skip=skipped.append)
+    assert [f.path for f in files] == ["a.bin", "sub/.aimbar"]  # only the top level is aim_cli's own
+    assert skipped == [".aim", ".aimfoo"]
+    assert push(repo, "m", "v1", src).skipped == (".aim", ".aimfoo")
+
+
+def test_empty_dir_argument_and_message_that_is_not_utf8(repo, tmp_path, monkeypatch):
+    write_model(tmp_path / "src", {"a.bin": b"a"})
+    monkeypatch.chdir(tmp_path / "src")  # "" must not mean the current directory
+    with pytest.raises(UsageError, match="empty string"):
+        push(repo, "m", "v1", "")
+    with pytest.raises(UsageError, match="UTF-8"):
+        push(repo, "m", "v1", tmp_path / "src", message="caf\udce9")
+    assert not repo.has_version("m", "v1")
