@@ -193,7 +193,7 @@ def _config_error(tmp_path: Path, text: str) -> ConfigError:
 
 
 def test_unknown_key_in_an_entry_is_named(tmp_path):
-    err = _config_error(tmp_path, "repos:\n  r: {type: s3, path: 's3://b/p', regoin: us-east-1}\n")
+    err = _config_error(tmp_path, "repos:\n  r: {type: s3, path: 's3://bkt/p', regoin: us-east-1}\n")
     assert "regoin" in err.message and "'r'" in err.message
     assert "region" in err.hint  # the keys it accepts
     # An S3-only key on a local repository is unknown there.
@@ -217,11 +217,11 @@ def test_duplicate_repository_name_is_an_error(tmp_path):
     ("repos:\n  r: {path: x}\n", "type"),
     ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
     ("repos:\n  r: {type: local, path: ''}\n", "'path'"),
-    ("repos:\n  r: {type: s3, path: 's3://b/p', region: [a]}\n", "'region'"),
+    ("repos:\n  r: {type: s3, path: 's3://bkt/p', region: [a]}\n", "'region'"),
     ("repos:\n  r: just-a-string\n", "mapping"),
     ("repos:\n  - r\n", "'repos'"),
     ("- a\n- b\n", "repos"),
-    ("repos:\n  r: {type: s3, path: 's3://b/p', addressing_style: sideways}\n", "addressing_style"),
+    ("repos:\n  r: {type: s3, path: 's3://bkt/p', addressing_style: sideways}\n", "addressing_style"),
 ])
 def test_bad_values(tmp_path, text, needle):
     err = _config_error(tmp_path, text)
@@ -329,9 +329,9 @@ def test_add_s3_entry_round_trips(tmp_path):
     p = tmp_path / CONFIG_NAME
     p.write_text(HAND_WRITTEN)
     cfg = load_config(p)
-    entry = parse_entry(p, "vision", {"type": "s3", "path": "s3://b/vision", "region": "eu-west-1",
+    entry = parse_entry(p, "vision", {"type": "s3", "path": "s3://bkt/vision", "region": "eu-west-1",
                                       "endpoint_url": "http://minio:9000", "addressing_style": "path"})
-    add_repo(cfg, entry, "s3://b/vision")
+    add_repo(cfg, entry, "s3://bkt/vision")
     assert load_config(p).repos["vision"] == entry
 
 
