@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
-from aim_cli.quoting import has_control, quoted
+from aim_cli.quoting import has_control, printable, quoted
 
 CONFIG_NAME = "model_repos.yaml"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -334,7 +334,7 @@ def parse_config(cfg_path: Path, data: str | bytes) -> Config:
         mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or getattr(e, "reason", None)  # ReaderError: a reason
-        what = f" ({problem[:120]})" if problem else ""
+        what = f" ({printable(problem, 120)})" if problem else ""
         raise ConfigError(f"{cfg_path} is not valid YAML{at}{what}", "fix the syntax (see the README)") from None
     if data is None:
         data = {"repos": {}}

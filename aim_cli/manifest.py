@@ -15,7 +15,7 @@ import msgspec
 
 from aim_cli import chunking
 from aim_cli.errors import IntegrityError
-from aim_cli.quoting import has_control, quoted
+from aim_cli.quoting import has_control, printable, quoted
 
 FORMAT = 1
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -171,6 +171,8 @@ def decode(data: bytes, *, where: str) -> Manifest:
         raise IntegrityError(f"manifest {where} is larger than {MAX_MANIFEST_BYTES} bytes", hint)
     try:
         manifest = _decoder.decode(data)
-    except msgspec.MsgspecError as e:  # malformed JSON, a wrong type, an int beyond any size
-        raise IntegrityError(f"manifest {where} cannot be parsed: {str(e)[:200]}", hint) from None
+    # Malformed JSON, a wrong type, an int beyond any size; invalid UTF-8 in a key is a
+    # UnicodeDecodeError. msgspec's message may quote the input: escaped, never raw.
+    except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"manifest {where} cannot be parsed: {printable(str(e))}", hint) from None
     return validate(manifest, where=where)

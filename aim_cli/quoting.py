@@ -23,6 +23,13 @@ def quoted(value: str, limit: int = MAX_SHOWN) -> str:
     return f"{value[:limit]!r}..."
 
 
+def printable(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` for a message, unquoted (a library's error text may echo hostile input): cut to
+    ``limit`` characters, with control characters, backslashes and lone surrogates escaped."""
+    shown = repr(text[:limit])[1:-1]
+    return shown + "..." if len(text) > limit else shown
+
+
 # C0 controls, DEL and C1 controls: a newline or carriage return forges an output line, an
 # escape (or the 8-bit CSI, U+009B) drives the terminal. No file name or setting needs one.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
