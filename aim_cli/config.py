@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,11 +189,14 @@ def parse_entry(cfg_path: Path, name: str, entry: object, *, where: str | None =
 # 425-byte alias bomb once hung them all. The file is read from YAML *events* (the parser is a
 # state machine, not a recursion) into plain dicts and strings, refusing on the way everything the
 # format never needs: aliases and anchors (the bomb), tags (``!!python/...``), merge keys (``<<``),
-# keys that are not strings, nesting deeper than MAX_DEPTH, more than one document. Nothing of
+# keys that are not strings, nesting deeper than MAX_DEPTH, more than MAX_NODES keys and values,
+# more than one document. Nothing of
 # unbounded size is ever expanded or repr()-ed whole into a message.
 MAX_CONFIG_BYTES = 1024 * 1024  # a config of a thousand repositories is ~100 KiB
 MAX_DEPTH = 8  # the format needs 3 (file -> repos -> entry); a list as a value makes 4
+MAX_NODES = 100_000  # keys and values: ~10,000 repositories; reading them stays well under a second
 _FORMAT_HINT = "model_repos.yaml holds plain mappings of strings only (see the README)"
+_TOO_BIG_HINT = "a model_repos.yaml holds only repository entries; check that it is the right file"
 
 
 def _is_utf8(text: str) -> bool:
@@ -233,74 +235,96 @@ class _Open:
     key: str | None = None
 
 
-def _refused(cfg_path: Path, what: str, mark, hint: str = _FORMAT_HINT) -> ConfigError:
-    at = f" at line {mark.line + 1}" if mark is not None else ""
-    return ConfigError(f"{cfg_path}: {what}{at}", hint)
+_STR_TAG, _NULL_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "merge"))
+
+
+class _TreeBuilder:
+    """Plain values (dicts, lists, str, None, NotAString) built from YAML events, one event at
+    a time, refusing what the format never needs (see above) before it is built."""
+
+    def __init__(self, cfg_path: Path):
+        import yaml
+
+        self.yaml = yaml
+        self.cfg_path = cfg_path
+        self.resolver = yaml.resolver.Resolver()  # the YAML 1.1 rules that make `2024` a number
+        self.stack: list[_Open] = []
+        self.root: object = None
+        self.documents = 0
+        self.nodes = 0
+
+    def refused(self, what: str, mark, hint: str = _FORMAT_HINT) -> ConfigError:
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        return ConfigError(f"{self.cfg_path}: {what}{at}", hint)
+
+    def feed(self, event) -> None:
+        yaml = self.yaml
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise self.refused("a second YAML document (---) is not allowed", event.start_mark)
+        elif isinstance(event, yaml.AliasEvent):
+            raise self.refused("aliases (*name) are not allowed", event.start_mark, "write each value out in full")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.add(self.stack.pop().value)
+        elif isinstance(event, yaml.NodeEvent):
+            self.nodes += 1
+            if self.nodes > MAX_NODES:
+                raise self.refused(f"more than {MAX_NODES} keys and values", event.start_mark, _TOO_BIG_HINT)
+            if event.anchor is not None:
+                raise self.refused("anchors (&name) are not allowed", event.start_mark, "write each value out in full")
+            if event.tag is not None:
+                raise self.refused(f"tags are not allowed ({quoted(event.tag, 60)})", event.start_mark)
+            if isinstance(event, yaml.ScalarEvent):
+                self.scalar(event)
+            else:
+                self.start_collection(event)
+        # Stream start and end, document end: nothing to build.
+
+    def expecting_key(self) -> bool:
+        return bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None
+
+    def add(self, value: object) -> None:
+        if not self.stack:
+            self.root = value
+        elif isinstance(self.stack[-1].value, list):
+            self.stack[-1].value.append(value)
+        else:
+            self.stack[-1].value[self.stack[-1].key] = value
+            self.stack[-1].key = None
+
+    def scalar(self, event) -> None:
+        tag = self.resolver.resolve(self.yaml.ScalarNode, event.value, event.implicit)
+        if not self.expecting_key():
+            self.add(event.value if tag == _STR_TAG else None if tag == _NULL_TAG else NotAString(event.value))
+            return
+        if tag == _MERGE_TAG:
+            raise self.refused("merge keys (<<) are not allowed", event.start_mark, "write each entry out in full")
+        if tag != _STR_TAG:
+            raise self.refused(f"the key {quoted(event.value)} is not a string", event.start_mark,
+                               f"quote it: {quoted(event.value, 60)}")
+        if event.value in self.stack[-1].value:
+            raise self.refused(f"duplicate key {quoted(event.value)}", event.start_mark,
+                               "each repository may be named only once")
+        self.stack[-1].key = event.value
+
+    def start_collection(self, event) -> None:
+        if self.expecting_key():
+            raise self.refused("a key must be a name, not a list or mapping", event.start_mark)
+        if len(self.stack) >= MAX_DEPTH:
+            raise self.refused(f"nesting deeper than {MAX_DEPTH} levels is not allowed", event.start_mark)
+        self.stack.append(_Open({} if isinstance(event, self.yaml.MappingStartEvent) else []))
 
 
 def _read_yaml(cfg_path: Path, text: str) -> object:
-    """The document of ``text`` as dicts, lists, str, None and NotAString (see above)."""
+    """The document of ``text`` as plain values (see _TreeBuilder); YAMLError for bad syntax."""
     import yaml
 
-    resolver = yaml.resolver.Resolver()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
-    str_tag, null_tag = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
-    stack: list[_Open] = []
-    root: object = None
-    documents = 0
-
-    def add(value: object) -> None:
-        nonlocal root
-        if not stack:
-            root = value
-        elif isinstance(stack[-1].value, list):
-            stack[-1].value.append(value)
-        else:
-            stack[-1].value[stack[-1].key] = value
-            stack[-1].key = None
-
-    def expecting_key() -> bool:
-        return bool(stack) and isinstance(stack[-1].value, dict) and stack[-1].key is None
-
-    for event in yaml.parse(text, Loader=loader):
-        mark = event.start_mark
-        if isinstance(event, yaml.DocumentStartEvent):
-            documents += 1
-            if documents > 1:
-                raise _refused(cfg_path, "a second YAML document (---) is not allowed", mark)
-            continue
-        if isinstance(event, yaml.AliasEvent):
-            raise _refused(cfg_path, "aliases (*name) are not allowed", mark, "write each value out in full")
-        if not isinstance(event, yaml.NodeEvent):  # stream and document ends
-            if isinstance(event, yaml.CollectionEndEvent):
-                add(stack.pop().value)
-            continue
-        if event.anchor is not None:
-            raise _refused(cfg_path, "anchors (&name) are not allowed", mark, "write each value out in full")
-        if event.tag is not None:
-            raise _refused(cfg_path, f"tags are not allowed ({quoted(event.tag, 60)})", mark, _FORMAT_HINT)
-        if isinstance(event, yaml.ScalarEvent):
-            tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
-            if expecting_key():
-                if tag == "tag:yaml.org,2002:merge":
-                    raise _refused(cfg_path, "merge keys (<<) are not allowed", mark, "write each entry out in full")
-                if tag != str_tag:
-                    raise _refused(cfg_path, f"the key {quoted(event.value)} is not a string", mark,
-                                   f"quote it: {quoted(event.value, 60)}")
-                if event.value in stack[-1].value:
-                    raise _refused(cfg_path, f"duplicate key {quoted(event.value)}", mark,
-                                   "each repository may be named only once")
-                stack[-1].key = event.value
-            else:
-                add(event.value if tag == str_tag else None if tag == null_tag else NotAString(event.value))
-            continue
-        # The start of a mapping or a list.
-        if expecting_key():
-            raise _refused(cfg_path, "a key must be a name, not a list or mapping", mark)
-        if len(stack) >= MAX_DEPTH:
-            raise _refused(cfg_path, f"nesting deeper than {MAX_DEPTH} levels is not allowed", mark)
-        stack.append(_Open({} if isinstance(event, yaml.MappingStartEvent) else []))
-    return root
+    builder = _TreeBuilder(cfg_path)
+    # libyaml's parser when present (10x faster); both parse lazily, so a refusal stops the read.
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        builder.feed(event)
+    return builder.root
 
 
 def _decode(cfg_path: Path, data: bytes | str) -> str:
@@ -312,8 +336,7 @@ def _decode(cfg_path: Path, data: bytes | str) -> str:
             raise ConfigError(f"{cfg_path} is not valid UTF-8 (character {e.start + 1})",
                               "save the file as UTF-8") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES // 1024} KiB",
-                          "a model_repos.yaml holds only repository entries; check that it is the right file")
+        raise ConfigError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES // 1024} KiB", _TOO_BIG_HINT)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -431,6 +454,8 @@ def _replace_file(target: Path, data: bytes) -> None:
     The temp file is created exclusively under a random name beside the target (mkstemp:
     O_CREAT|O_EXCL, which never follows a symlink), so a link planted at a predictable name
     cannot redirect the write. It is fsynced before the rename and removed on any failure."""
+    import tempfile  # only a write needs it: keep `repo list` and `--help` quick to start
+
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:

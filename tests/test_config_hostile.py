@@ -90,6 +90,7 @@ def test_tags_odd_keys_and_controls_are_refused(tmp_path, data, needle):
 
 def test_oversized_config_and_huge_values_stay_one_short_line(tmp_path):
     refused_everywhere(tmp_path, b"repos: {}\n" + b"#" * (cfgmod.MAX_CONFIG_BYTES + 1), "larger than")
+    refused_everywhere(tmp_path, b"repos: [" + b"a," * cfgmod.MAX_NODES + b"]\n", f"more than {cfgmod.MAX_NODES}")
     # A key longer than 1024 characters must be explicit ("? key"): YAML limits implicit ones.
     refused_everywhere(tmp_path, b"repos:\n  ? '" + b"x" * 500_000 + b"'\n  : {type: local, path: x}\n",
                        "invalid repository name")
