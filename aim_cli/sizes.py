@@ -25,7 +25,7 @@ def parse_size(text: str, *, option: str, minimum: int = 0) -> int:
     ``option`` names the option in the message (``--max-size``)."""
     m = _SIZE_RE.fullmatch(text)
     if m is None:
-        raise UsageError(f"invalid {option} {quoted(text)}", _EXAMPLES)
+        raise UsageError(f"invalid size {quoted(text)} for {option}", _EXAMPLES)
     whole, _, fraction = m.group(1).partition(".")
     unit = _UNITS[(m.group(2) or "").lower()]
     # Exact integer arithmetic (1.5GiB is 1610612736, not a float's guess); a fraction of a byte
