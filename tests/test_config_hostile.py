@@ -108,6 +108,15 @@ def test_non_utf8_config_path_is_refused(tmp_path):
     one_line_error(run(["info"], cwd=odd, timeout=GUARD), 7, "UTF-8")
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--type", "local", "--path", os.fsdecode(b"caf\xe9")], "UTF-8"),
+    (["--type", "s3", "--path", "s3://bucket/x", "--region", "eu\nforged"], "control character"),
+])
+def test_repo_create_refuses_values_it_could_not_write_back(tmp_path, extra, needle):
+    one_line_error(run(["repo", "create", "r", *extra, "--no-check"], cwd=tmp_path, timeout=GUARD), 2, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_pure_python_parser_refuses_alike(tmp_path, monkeypatch):
     """Without libyaml (a platform without pyyaml's C extension) the same files are refused."""
     import yaml
