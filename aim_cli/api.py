@@ -18,7 +18,7 @@ from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import Config, RepoConfig, check_name
-from aim_cli.errors import UsageError
+from aim_cli.errors import ConfigError, UsageError
 from aim_cli.pull import PullResult
 from aim_cli.push import PushResult
 from aim_cli.store import Repository, VersionRef
@@ -72,7 +72,10 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
                        ("addressing_style", addressing_style)):
         if value:
             raw[key] = value
-    entry = cfgmod.parse_entry(cfg.path, name, raw)
+    try:
+        entry = cfgmod.parse_entry(cfg.path, name, raw, where=f"repository {name!r}")
+    except ConfigError as e:  # the values came from the command line: it must change (exit 2)
+        raise UsageError(e.message, e.hint) from None
     initialised = False
     if check:
         backend = open_backend(entry)

@@ -18,6 +18,7 @@ import click
 
 from aim_cli import __version__
 from aim_cli.errors import AimError, IntegrityError, UsageError
+from aim_cli.sizes import parse_size
 
 DEFAULT_JOBS = 8  # mirrors api.DEFAULT_JOBS without importing the api at start-up
 _state = {"verbose": False}
@@ -90,17 +91,9 @@ def repo():
     """Create, list and delete repositories in model_repos.yaml."""
 
 
-def _parse_size(text: str | None) -> int | None:
-    if text is None:
-        return None
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise UsageError(f"invalid size {text!r}", "write it like 512KiB, 1MiB or 1048576") from None
+def _chunk_size(text: str | None) -> int | None:
+    # 0 would read as "not given" in create_repo and silently pick the default: refuse it here.
+    return None if text is None else parse_size(text, option="--chunk-size", minimum=1)
 
 
 @repo.command("create")
@@ -117,7 +110,7 @@ def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing
     """Add repository NAME to model_repos.yaml and initialise its storage."""
     entry, initialised = _api().create_repo(
         name, repo_type, path, region=region, endpoint_url=endpoint_url, profile=profile,
-        addressing_style=addressing_style, chunk_size=_parse_size(chunk_size), check=not no_check,
+        addressing_style=addressing_style, chunk_size=_chunk_size(chunk_size), check=not no_check,
         config=_config(),
     )
     state = "initialised" if initialised else "not checked (--no-check); the first push initialises it"
@@ -439,7 +432,7 @@ def cache_info(cache_dir, as_json):
 def cache_prune(max_size, dry_run, cache_dir, as_json):
     """Delete the least recently used chunks until the cache fits in --max-size."""
     path = _cache_dir(cache_dir)
-    r = _api().cache_prune(path, _parse_size(max_size), dry_run=dry_run)
+    r = _api().cache_prune(path, parse_size(max_size, option="--max-size"), dry_run=dry_run)
     if as_json:
         _json({"cache_dir": os.path.abspath(path), "dry_run": dry_run} | r._asdict())
         return

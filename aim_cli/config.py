@@ -6,6 +6,7 @@ The file is edited by hand and reviewed in git, so saving keeps its comments and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from aim_cli.quoting import has_control, printable, quoted
 
 CONFIG_NAME = "model_repos.yaml"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -29,7 +31,7 @@ def check_name(kind: str, name: str) -> str:
     """Validate a repository, model or tag name (DESIGN.md section 2)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UsageError(
-            f"invalid {kind} name {name!r}",
+            f"invalid {kind} name {quoted(name) if isinstance(name, str) else repr(name)}",
             "use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
         )
     return name
@@ -54,15 +56,36 @@ class RepoConfig:
         return parse_s3_url(self.path)[1]
 
 
+# S3's rules for bucket names (general purpose buckets): 3-63 characters of a-z 0-9 . -, starting
+# and ending with a letter or digit, no "..", not shaped like an IP address.
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+_IP_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", re.ASCII)
+_S3_HINT = ("write it as s3://BUCKET/PREFIX (a bucket name of 3-63 characters a-z 0-9 . -, and a prefix "
+            "with no empty, '.' or '..' segments)")
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix") (no leading or trailing slash)."""
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix"); ConfigError for anything else.
+
+    One trailing slash is dropped (``s3://b/vision/`` is ``s3://b/vision``). Empty, ``.`` and
+    ``..`` segments are refused, not normalised: a server or proxy may normalise them, or not,
+    so two spellings could reach one store, or one spelling two stores."""
     if not url.startswith("s3://"):
-        raise ConfigError(f"S3 path {url!r} does not start with s3://", "write it as s3://BUCKET/PREFIX")
-    rest = url[len("s3://") :]
-    bucket, _, prefix = rest.partition("/")
+        raise ConfigError(f"S3 path {quoted(url)} does not start with s3://", _S3_HINT)
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     if not bucket:
-        raise ConfigError(f"S3 path {url!r} names no bucket", "write it as s3://BUCKET/PREFIX")
-    return bucket, prefix.strip("/")
+        raise ConfigError(f"S3 path {quoted(url)} names no bucket", _S3_HINT)
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket or _IP_RE.fullmatch(bucket):
+        raise ConfigError(f"S3 path {quoted(url)}: {quoted(bucket)} is not a valid bucket name", _S3_HINT)
+    if not prefix:
+        return bucket, ""
+    segments = prefix.split("/")
+    if segments[-1] == "":
+        segments.pop()  # the trailing slash
+    if any(part in ("", ".", "..") for part in segments):
+        raise ConfigError(f"S3 path {quoted(url)} has an empty, '.' or '..' segment", _S3_HINT)
+    prefix = "/".join(segments)
+    return bucket, prefix
 
 
 @dataclass
@@ -77,7 +100,7 @@ class Config:
         except KeyError:
             known = ", ".join(sorted(self.repos)) or "none"
             raise NotFoundError(
-                f"unknown repository {name!r} in {self.path} (known: {known})",
+                f"unknown repository {quoted(name)} in {self.path} (known: {known})",
                 "run `aim_cli repo list`, or add it with `aim_cli repo create`",
             ) from None
 
@@ -97,8 +120,22 @@ def find_config_path(explicit: str | os.PathLike | None = None, cwd: Path | None
     return None
 
 
-def parse_entry(cfg_path: Path, name: str, entry: object) -> RepoConfig:
-    where = f"{cfg_path}: repository {name!r}"
+def _check_value(where: str, key: object, value: object) -> None:
+    """Every value is a non-empty string that prints as one line and writes back as UTF-8."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {quoted(str(key))} must be a non-empty string", "fix the file")
+    if has_control(value):
+        raise ConfigError(f"{where}: {quoted(str(key))} holds a control character: {quoted(value)}",
+                          "remove it (a tab or newline has no place in a setting)")
+    if not _is_utf8(value):
+        raise ConfigError(f"{where}: {quoted(str(key))} is not valid UTF-8: {quoted(value)}",
+                          "use a path or value whose name is valid UTF-8")
+
+
+def parse_entry(cfg_path: Path, name: str, entry: object, *, where: str | None = None) -> RepoConfig:
+    """One repository's settings, checked. ``where`` starts each message (default: the file and
+    the repository's name); ``repo create`` names the command line instead."""
+    where = where or f"{cfg_path}: repository {quoted(name)}"
     try:
         check_name("repository", name)
     except UsageError as e:
@@ -107,16 +144,16 @@ def parse_entry(cfg_path: Path, name: str, entry: object) -> RepoConfig:
         raise ConfigError(f"{where} must be a mapping with at least 'type' and 'path'", "see the README")
     rtype = entry.get("type")
     if rtype not in REPO_TYPES:
-        raise ConfigError(f"{where}: 'type' must be one of {', '.join(REPO_TYPES)}, not {rtype!r}", "fix the file")
+        shown = quoted(rtype) if isinstance(rtype, str) else repr(rtype)
+        raise ConfigError(f"{where}: 'type' must be one of {', '.join(REPO_TYPES)}, not {shown}", "fix the file")
     unknown = set(entry) - ALLOWED_KEYS[rtype]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+            f"{where}: unknown key(s) {_listed(unknown)}",
             f"{rtype} repositories accept {', '.join(sorted(ALLOWED_KEYS[rtype]))}",
         )
     for key, value in entry.items():
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: {key!r} must be a non-empty string", "fix the file")
+        _check_value(where, key, value)
     path = entry.get("path")
     if not path:
         raise ConfigError(f"{where} has no 'path'", "add the directory or s3://bucket/prefix")
@@ -125,6 +162,7 @@ def parse_entry(cfg_path: Path, name: str, entry: object) -> RepoConfig:
         if not p.is_absolute():
             p = cfg_path.parent / p
         path = str(Path(os.path.normpath(p)))
+        _check_value(where, "path", path)  # the home or config directory may add what the file lacks
     else:
         try:
             parse_s3_url(path)
@@ -146,44 +184,180 @@ def parse_entry(cfg_path: Path, name: str, entry: object) -> RepoConfig:
     )
 
 
-def _strict_loader():
-    """A SafeLoader that refuses duplicate keys: pyyaml keeps the last one silently, and a
-    hand-merged file naming a repository twice would then point at the wrong storage."""
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return loader.construct_mapping(node, deep=deep)
-
-    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return StrictLoader
+# -- reading the file ---------------------------------------------------------------------------------
+# model_repos.yaml arrives through git, so it is hostile input: every command reads it, and a
+# 425-byte alias bomb once hung them all. The file is read from YAML *events* (the parser is a
+# state machine, not a recursion) into plain dicts and strings, refusing on the way everything the
+# format never needs: aliases and anchors (the bomb), tags (``!!python/...``), merge keys (``<<``),
+# keys that are not strings, nesting deeper than MAX_DEPTH, more than MAX_NODES keys and values,
+# more than one document. Nothing of
+# unbounded size is ever expanded or repr()-ed whole into a message.
+MAX_CONFIG_BYTES = 1024 * 1024  # a config of a thousand repositories is ~100 KiB
+MAX_DEPTH = 8  # the format needs 3 (file -> repos -> entry); a list as a value makes 4
+MAX_NODES = 100_000  # keys and values: ~10,000 repositories; reading them stays well under a second
+_FORMAT_HINT = "model_repos.yaml holds plain mappings of strings only (see the README)"
+_TOO_BIG_HINT = "a model_repos.yaml holds only repository entries; check that it is the right file"
 
 
-def parse_config(cfg_path: Path, text: str) -> Config:
-    import yaml
-
+def _is_utf8(text: str) -> bool:
+    """False for a str holding lone surrogates (a non-UTF-8 name as Python decodes it)."""
     try:
-        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
-    except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _listed(keys) -> str:
+    """Some keys of a mapping, each quoted: a message stays short however many there are."""
+    shown = [quoted(k) for k in sorted(map(str, keys))[:5]]
+    more = len(keys) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class NotAString:
+    """A scalar the YAML rules read as something else (a number, a boolean, a date), kept as
+    written: no setting of the format is one, and constructing it could fail (an int of a
+    million digits)."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return quoted(self.text)
+
+
+@dataclass
+class _Open:
+    """A mapping or list being read; ``key`` is the mapping's key awaiting its value."""
+
+    value: dict | list
+    key: str | None = None
+
+
+_STR_TAG, _NULL_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("str", "null", "merge"))
+
+
+class _TreeBuilder:
+    """Plain values (dicts, lists, str, None, NotAString) built from YAML events, one event at
+    a time, refusing what the format never needs (see above) before it is built."""
+
+    def __init__(self, cfg_path: Path):
+        import yaml
+
+        self.yaml = yaml
+        self.cfg_path = cfg_path
+        self.resolver = yaml.resolver.Resolver()  # the YAML 1.1 rules that make `2024` a number
+        self.stack: list[_Open] = []
+        self.root: object = None
+        self.documents = 0
+        self.nodes = 0
+
+    def refused(self, what: str, mark, hint: str = _FORMAT_HINT) -> ConfigError:
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{cfg_path}: {e.problem}{at}", "each repository may be named only once") from None
+        return ConfigError(f"{self.cfg_path}: {what}{at}", hint)
+
+    def feed(self, event) -> None:
+        yaml = self.yaml
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise self.refused("a second YAML document (---) is not allowed", event.start_mark)
+        elif isinstance(event, yaml.AliasEvent):
+            raise self.refused("aliases (*name) are not allowed", event.start_mark, "write each value out in full")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.add(self.stack.pop().value)
+        elif isinstance(event, yaml.NodeEvent):
+            self.nodes += 1
+            if self.nodes > MAX_NODES:
+                raise self.refused(f"more than {MAX_NODES} keys and values", event.start_mark, _TOO_BIG_HINT)
+            if event.anchor is not None:
+                raise self.refused("anchors (&name) are not allowed", event.start_mark, "write each value out in full")
+            if event.tag is not None:
+                raise self.refused(f"tags are not allowed ({quoted(event.tag, 60)})", event.start_mark)
+            if isinstance(event, yaml.ScalarEvent):
+                self.scalar(event)
+            else:
+                self.start_collection(event)
+        # Stream start and end, document end: nothing to build.
+
+    def expecting_key(self) -> bool:
+        return bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None
+
+    def add(self, value: object) -> None:
+        if not self.stack:
+            self.root = value
+        elif isinstance(self.stack[-1].value, list):
+            self.stack[-1].value.append(value)
+        else:
+            self.stack[-1].value[self.stack[-1].key] = value
+            self.stack[-1].key = None
+
+    def scalar(self, event) -> None:
+        tag = self.resolver.resolve(self.yaml.ScalarNode, event.value, event.implicit)
+        if not self.expecting_key():
+            self.add(event.value if tag == _STR_TAG else None if tag == _NULL_TAG else NotAString(event.value))
+            return
+        if tag == _MERGE_TAG:
+            raise self.refused("merge keys (<<) are not allowed", event.start_mark, "write each entry out in full")
+        if tag != _STR_TAG:
+            raise self.refused(f"the key {quoted(event.value)} is not a string", event.start_mark,
+                               f"quote it: {quoted(event.value, 60)}")
+        if event.value in self.stack[-1].value:
+            raise self.refused(f"duplicate key {quoted(event.value)}", event.start_mark,
+                               "each repository may be named only once")
+        self.stack[-1].key = event.value
+
+    def start_collection(self, event) -> None:
+        if self.expecting_key():
+            raise self.refused("a key must be a name, not a list or mapping", event.start_mark)
+        if len(self.stack) >= MAX_DEPTH:
+            raise self.refused(f"nesting deeper than {MAX_DEPTH} levels is not allowed", event.start_mark)
+        self.stack.append(_Open({} if isinstance(event, self.yaml.MappingStartEvent) else []))
+
+
+def _read_yaml(cfg_path: Path, text: str) -> object:
+    """The document of ``text`` as plain values (see _TreeBuilder); YAMLError for bad syntax."""
+    import yaml
+
+    builder = _TreeBuilder(cfg_path)
+    # libyaml's parser when present (10x faster); both parse lazily, so a refusal stops the read.
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        builder.feed(event)
+    return builder.root
+
+
+def _decode(cfg_path: Path, data: bytes | str) -> str:
+    """The file's text: at most MAX_CONFIG_BYTES of UTF-8 (a leading BOM is dropped)."""
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(f"{cfg_path} is not valid UTF-8 (character {e.start + 1})",
+                              "save the file as UTF-8") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES // 1024} KiB", _TOO_BIG_HINT)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{cfg_path} is not valid UTF-8 at line {line}", "save the file as UTF-8") from None
+
+
+def parse_config(cfg_path: Path, data: str | bytes) -> Config:
+    """Parse a model_repos.yaml's content (bytes as read, or text): Config, or ConfigError."""
+    import yaml
+
+    text = _decode(cfg_path, data)
+    try:
+        data = _read_yaml(cfg_path, text)
     except yaml.YAMLError as e:
         # The context mark (where an unclosed quote or bracket opened) is where the fix goes;
         # the problem mark may point past the end of the file.
         mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None)
-        what = f" ({problem})" if problem else ""
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None)  # ReaderError: a reason
+        what = f" ({printable(problem, 120)})" if problem else ""
         raise ConfigError(f"{cfg_path} is not valid YAML{at}{what}", "fix the syntax (see the README)") from None
     if data is None:
         data = {"repos": {}}
@@ -191,12 +365,34 @@ def parse_config(cfg_path: Path, text: str) -> Config:
         raise ConfigError(f"{cfg_path} must be a mapping with the single key 'repos'", "see the README")
     unknown = set(data) - {"repos"}
     if unknown:
-        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}",
+        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {_listed(unknown)}",
                           "the file holds only 'repos:'; see the README")
     repos = data.get("repos") or {}
     if not isinstance(repos, dict):
         raise ConfigError(f"{cfg_path}: 'repos' must be a mapping of name to settings", "see the README")
-    return Config(cfg_path, {str(n): parse_entry(cfg_path, str(n), e) for n, e in repos.items()})
+    return Config(cfg_path, {n: parse_entry(cfg_path, n, e) for n, e in repos.items()})
+
+
+def _checked_path(path: Path) -> Path:
+    """A config path that prints and resolves local paths as UTF-8, or ConfigError."""
+    if not _is_utf8(str(path)):
+        raise ConfigError(f"the config path {quoted(str(path))} is not valid UTF-8",
+                          "rename the directory or file, or pass --config with a UTF-8 path")
+    return path
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """At most MAX_CONFIG_BYTES + 1 bytes of the file (enough to refuse a larger one), or None
+    if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory", "check --config or AIM_CONFIG") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", "check the file's permissions") from None
 
 
 def load_config(explicit: str | os.PathLike | None = None, *, must_exist: bool = True) -> Config:
@@ -207,16 +403,13 @@ def load_config(explicit: str | os.PathLike | None = None, *, must_exist: bool =
                 f"no {CONFIG_NAME} found in this directory or its parents",
                 "create one with `aim_cli repo create`, or pass --config or set AIM_CONFIG",
             )
-        return Config(Path.cwd().absolute() / CONFIG_NAME)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        return Config(_checked_path(Path.cwd().absolute() / CONFIG_NAME))
+    data = _read_bytes(_checked_path(path))
+    if data is None:
         if must_exist:
-            raise ConfigError(f"config file {path} does not exist", "check --config or AIM_CONFIG") from None
+            raise ConfigError(f"config file {path} does not exist", "check --config or AIM_CONFIG")
         return Config(path)
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}", "check the file's permissions") from None
-    return parse_config(path, text)
+    return parse_config(path, data)
 
 
 def _entry_for_yaml(repo: RepoConfig, cfg_dir: Path, given_path: str) -> dict:
@@ -230,35 +423,70 @@ def _entry_for_yaml(repo: RepoConfig, cfg_dir: Path, given_path: str) -> dict:
 
 def _rewrite(cfg_path: Path, mutate) -> None:
     """Load the file with ruamel's round-trip loader, apply ``mutate(repos_map)``, write atomically."""
+    import io
+
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
+    data = _read_bytes(cfg_path) or b""
+    # The writer parses only text the strict reader accepts: no alias bomb reaches ruamel, and
+    # the file checked is the file edited.
+    parse_config(cfg_path, data)
     yaml = YAML()  # round-trip: comments, key order and flow style survive
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold a long entry of a hand-reviewed file over two lines
-    if cfg_path.exists():
-        with open(cfg_path, encoding="utf-8") as f:
-            doc = yaml.load(f)
-    else:
-        doc = None
-    if doc is None:
-        doc = CommentedMap()
+    doc = yaml.load(_decode(cfg_path, data)) or CommentedMap()
     if doc.get("repos") is None:
         doc["repos"] = CommentedMap()
     mutate(doc["repos"])
+    out = io.StringIO()
+    yaml.dump(doc, out)
     target = cfg_path.resolve()  # a symlinked config stays a symlink: write its target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
-        with open(tmp, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), mode)  # keep the file's permissions (a 0600 config stays 0600)
-            yaml.dump(doc, f)
+        _replace_file(target, out.getvalue().encode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot write {cfg_path}: {e.strerror}", "check the directory's permissions") from None
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    """Replace ``target`` by a rename, keeping its permission bits (a 0600 config stays 0600).
+
+    The temp file is created exclusively under a random name beside the target (mkstemp:
+    O_CREAT|O_EXCL, which never follows a symlink), so a link planted at a predictable name
+    cannot redirect the write. It is fsynced before the rename and removed on any failure."""
+    import tempfile  # only a write needs it: keep `repo list` and `--help` quick to start
+
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {cfg_path}: {e.strerror}", "check the directory's permissions") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable; a filesystem that cannot fsync a directory is let be."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_unused(cfg: Config, name: str) -> None:
@@ -289,6 +517,9 @@ def remove_repo(cfg: Config, name: str) -> RepoConfig:
     repo = cfg.repo(name)
 
     def mutate(repos):
+        if name not in repos:  # ruamel reads YAML 1.2: to it a key like 0o17 is a number
+            raise ConfigError(f"{cfg.path}: cannot find the key of repository {quoted(name)} to remove it",
+                              "quote the name in the file, or remove the entry by hand")
         del repos[name]
 
     _rewrite(cfg.path, mutate)

@@ -2,8 +2,8 @@
 
 A manifest is the commit point of a push and the only thing a pull trusts, so decoding it is
 strict: every path is checked against traversal (``..``, absolute paths, backslashes, ``.aim*``),
-duplicates, ordering, and every size against its chunks. A manifest that fails any check is an
-``IntegrityError`` (exit 5), never a partial result.
+control characters, the limits below, duplicates, ordering, and every size against its chunks.
+A manifest that fails any check is an ``IntegrityError`` (exit 5), never a partial result.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import msgspec
 
 from aim_cli import chunking
 from aim_cli.errors import IntegrityError
+from aim_cli.quoting import has_control, printable, quoted
 
 FORMAT = 1
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -22,6 +23,17 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 MODE_MASK = 0o777
 # Pull's memory bound (jobs x max chunk size) holds only if a manifest cannot claim bigger chunks.
 MAX_CHUNK_SIZE = chunking.MAX_CHUNK_SIZE
+# Path limits: push refuses up front what pull could not write. Linux's NAME_MAX and PATH_MAX
+# (also the common limits of macOS and of ext4, XFS, APFS, NTFS names), and a depth that a
+# tree walk never finds too deep (pull hit RecursionError at 1,000 levels).
+MAX_NAME_BYTES = 255  # one path component, UTF-8
+MAX_PATH_BYTES = 4096  # a whole manifest path, UTF-8
+MAX_PATH_DEPTH = 64  # components of a path ("a/b/c" has 3)
+# The most a manifest may hold: every reader of one reads at most this many bytes. A million
+# files of ~200 bytes of JSON each fit.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+# Only a drive letter makes a path absolute on Windows ("C:" or "C:/..."); "1:2.txt" is a name.
+_DRIVE_RE = re.compile(r"[A-Za-z]:(/|$)")
 
 
 class FileEntry(msgspec.Struct, array_like=False, forbid_unknown_fields=True):
@@ -63,38 +75,52 @@ def digest_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-# Limits of what pull can write on common filesystems (stand-in: the config helper owns these).
-MAX_COMPONENT_BYTES = 255
-MAX_PATH_BYTES = 4096
-MAX_DEPTH = 64
-
-
 def check_path(path: str) -> str | None:
-    """Why ``path`` is not acceptable as a manifest path, or None if it is."""
+    """Why ``path`` is not acceptable as a manifest path, or None if it is. Never raises:
+    push calls it on file names as the OS gives them (lone surrogates for non-UTF-8 bytes)."""
     if not path:
         return "empty path"
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":" and path[0].isascii() and path[0].isalpha()):
-        return "absolute path"
-    if "\\" in path or "\x00" in path:
-        return "backslash or NUL in path"
     try:
-        encoded = path.encode("utf-8")
+        size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
-        return "name is not valid UTF-8"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-        return "control character in path"
-    if len(encoded) > MAX_PATH_BYTES:
+        return "path is not valid UTF-8 (a name in another encoding)"
+    if size > MAX_PATH_BYTES:
         return f"path is longer than {MAX_PATH_BYTES} bytes"
+    if has_control(path):
+        return "control character (newline, tab, escape ...) in path"
+    if path.startswith("/") or _DRIVE_RE.match(path):
+        return "absolute path"
+    if "\\" in path:
+        return "backslash in path"
     parts = path.split("/")
-    if len(parts) > MAX_DEPTH:
-        return f"path is deeper than {MAX_DEPTH} levels"
+    if len(parts) > MAX_PATH_DEPTH:
+        return f"path is deeper than {MAX_PATH_DEPTH} levels"
     for part in parts:
         if part in ("", ".", ".."):
             return "path is not normalised or climbs out of the tree"
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            return f"a name is longer than {MAX_COMPONENT_BYTES} bytes"
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            return f"a name in the path is longer than {MAX_NAME_BYTES} bytes"
     if parts[0].startswith(".aim"):
         return "paths under .aim are reserved"
+    return None
+
+
+def _number(n: int, spec: str = "d") -> str:
+    """An int from a manifest for a message: msgspec accepts ints of thousands of digits."""
+    return format(n, spec) if -(2**64) < n < 2**64 else "(a number beyond 64 bits)"
+
+
+def _file_dir_clash(paths: list[str]) -> str | None:
+    """A path that is both a file and the directory of another file, or None.
+
+    In the order where "/" sorts before every other character (control characters, "\\x00"
+    included, are refused above), a directory's entries directly follow it: comparing
+    neighbours is enough. (A set of every parent directory costs depth x length per file: a
+    hostile manifest of deep, long paths would take gigabytes.)"""
+    ordered = sorted(paths, key=lambda p: p.replace("/", "\x00"))
+    for a, b in zip(ordered, ordered[1:]):
+        if b.startswith(a + "/"):
+            return a
     return None
 
 
@@ -108,48 +134,45 @@ def validate(manifest: Manifest, *, where: str) -> Manifest:
         )
 
     if manifest.format != FORMAT:
-        raise bad(f"unknown format {manifest.format}")
+        raise bad(f"unknown format {_number(manifest.format)}")
     total = 0
     previous = None
-    seen_dirs: set[str] = set()
-    paths = set()
     for f in manifest.files:
         why = check_path(f.path)
         if why:
-            raise bad(f"{why}: {f.path!r}")
+            raise bad(f"{why}: {quoted(f.path)}")
         if previous is not None and f.path <= previous:
-            raise bad(f"paths are not sorted and unique at {f.path!r}")
+            raise bad(f"paths are not sorted and unique at {quoted(f.path)}")
         previous = f.path
-        paths.add(f.path)
-        parts = f.path.split("/")
-        for i in range(1, len(parts)):
-            seen_dirs.add("/".join(parts[:i]))
         if f.size < 0 or not HEX64.fullmatch(f.blake3):
-            raise bad(f"bad size or digest for {f.path!r}")
-        if f.mode & ~MODE_MASK or f.mode < 0:
-            raise bad(f"bad mode {f.mode:o} for {f.path!r}")
+            raise bad(f"bad size or digest for {quoted(f.path)}")
+        if not 0 <= f.mode <= MODE_MASK:
+            raise bad(f"bad mode {_number(f.mode, '#o')} for {quoted(f.path)}")
         chunk_total = 0
         for digest, size in f.chunks:
             if not HEX64.fullmatch(digest) or not 0 < size <= MAX_CHUNK_SIZE:
-                raise bad(f"bad chunk in {f.path!r}")
+                raise bad(f"bad chunk in {quoted(f.path)}")
             chunk_total += size
         if chunk_total != f.size:
-            raise bad(f"chunks of {f.path!r} add up to {chunk_total} bytes, not {f.size}")
+            raise bad(f"chunks of {quoted(f.path)} add up to {chunk_total} bytes, not {_number(f.size)}")
         total += f.size
-    clash = paths & seen_dirs
-    if clash:
-        raise bad(f"{sorted(clash)[0]!r} is both a file and a directory")
+    clash = _file_dir_clash([f.path for f in manifest.files])
+    if clash is not None:
+        raise bad(f"{quoted(clash)} is both a file and a directory")
     if total != manifest.total_size:
-        raise bad(f"total_size {manifest.total_size} does not match the files ({total})")
+        raise bad(f"total_size {_number(manifest.total_size)} does not match the files ({total})")
     return manifest
 
 
 def decode(data: bytes, *, where: str) -> Manifest:
+    """Parse and validate a stored manifest: a Manifest, or IntegrityError and nothing else."""
+    hint = "the version is corrupt; do not use it (run `aim_cli repo check`)"
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"manifest {where} is larger than {MAX_MANIFEST_BYTES} bytes", hint)
     try:
         manifest = _decoder.decode(data)
-    except msgspec.DecodeError as e:
-        raise IntegrityError(
-            f"manifest {where} cannot be parsed: {e}",
-            "the version is corrupt; do not use it (run `aim_cli repo check`)",
-        ) from None
+    # Malformed JSON, a wrong type, an int beyond any size; invalid UTF-8 in a key is a
+    # UnicodeDecodeError. msgspec's message may quote the input: escaped, never raw.
+    except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"manifest {where} cannot be parsed: {printable(str(e))}", hint) from None
     return validate(manifest, where=where)

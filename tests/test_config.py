@@ -193,7 +193,7 @@ def _config_error(tmp_path: Path, text: str) -> ConfigError:
 
 
 def test_unknown_key_in_an_entry_is_named(tmp_path):
-    err = _config_error(tmp_path, "repos:\n  r: {type: s3, path: 's3://b/p', regoin: us-east-1}\n")
+    err = _config_error(tmp_path, "repos:\n  r: {type: s3, path: 's3://bkt/p', regoin: us-east-1}\n")
     assert "regoin" in err.message and "'r'" in err.message
     assert "region" in err.hint  # the keys it accepts
     # An S3-only key on a local repository is unknown there.
@@ -217,11 +217,11 @@ def test_duplicate_repository_name_is_an_error(tmp_path):
     ("repos:\n  r: {path: x}\n", "type"),
     ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
     ("repos:\n  r: {type: local, path: ''}\n", "'path'"),
-    ("repos:\n  r: {type: s3, path: 's3://b/p', region: [a]}\n", "'region'"),
+    ("repos:\n  r: {type: s3, path: 's3://bkt/p', region: [a]}\n", "'region'"),
     ("repos:\n  r: just-a-string\n", "mapping"),
     ("repos:\n  - r\n", "'repos'"),
     ("- a\n- b\n", "repos"),
-    ("repos:\n  r: {type: s3, path: 's3://b/p', addressing_style: sideways}\n", "addressing_style"),
+    ("repos:\n  r: {type: s3, path: 's3://bkt/p', addressing_style: sideways}\n", "addressing_style"),
 ])
 def test_bad_values(tmp_path, text, needle):
     err = _config_error(tmp_path, text)
@@ -329,9 +329,9 @@ def test_add_s3_entry_round_trips(tmp_path):
     p = tmp_path / CONFIG_NAME
     p.write_text(HAND_WRITTEN)
     cfg = load_config(p)
-    entry = parse_entry(p, "vision", {"type": "s3", "path": "s3://b/vision", "region": "eu-west-1",
+    entry = parse_entry(p, "vision", {"type": "s3", "path": "s3://bkt/vision", "region": "eu-west-1",
                                       "endpoint_url": "http://minio:9000", "addressing_style": "path"})
-    add_repo(cfg, entry, "s3://b/vision")
+    add_repo(cfg, entry, "s3://bkt/vision")
     assert load_config(p).repos["vision"] == entry
 
 
@@ -385,3 +385,45 @@ def test_remove_unknown_changes_nothing(tmp_path):
     assert e.value.exit_code == 3
     assert p.read_text() == HAND_WRITTEN
     assert sorted(os.listdir(tmp_path)) == [CONFIG_NAME]
+
+
+# -- issue 8: hostile files, S3 paths, what the writer can edit ----------------------------------------
+@pytest.mark.parametrize("url, bucket, prefix", [
+    ("s3://bucket", "bucket", ""), ("s3://bucket/", "bucket", ""), ("s3://bucket/team/", "bucket", "team"),
+    ("s3://my.bucket-1/a/b", "my.bucket-1", "a/b"), ("s3://" + "b" * 63 + "/x", "b" * 63, "x"),
+])
+def test_s3_paths_accepted(url, bucket, prefix):
+    from aim_cli.config import parse_s3_url
+
+    assert parse_s3_url(url) == (bucket, prefix)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket//", "s3://bucket/a//b", "s3://bucket/./a", "s3://bucket/a/..",
+                                 "s3://ab", "s3://UPPER/x", "s3://bu_cket/x", "s3://bucket-/x", "s3://10.0.0.1/x"])
+def test_s3_paths_refused(url):
+    from aim_cli.config import parse_s3_url
+
+    with pytest.raises(ConfigError) as e:
+        parse_s3_url(url)
+    assert repr(url) in e.value.message and e.value.exit_code == 7
+
+
+def test_values_that_yaml_reads_as_other_types_are_named_as_written(tmp_path):
+    err = _config_error(tmp_path, "repos:\n  r: {type: 1e3, path: x}\n")
+    assert "not '1e3'" in err.message
+    err = _config_error(tmp_path, "repos:\n  r: {type: local, path: " + "9" * 10_000 + "}\n")
+    assert "'path' must be a non-empty string" in err.message and len(err.message) < 300
+
+
+def test_a_key_the_writer_reads_otherwise_is_refused_on_delete(tmp_path):
+    """pyyaml (YAML 1.1) reads the key 0o17 as a string, ruamel (YAML 1.2) as the number 15."""
+    p = tmp_path / CONFIG_NAME
+    p.write_text("repos:\n  0o17: {type: local, path: x}\n")
+    cfg = load_config(p)
+    assert list(cfg.repos) == ["0o17"]
+    with pytest.raises(ConfigError) as e:
+        remove_repo(cfg, "0o17")
+    assert "quote the name" in e.value.hint and p.read_text() == "repos:\n  0o17: {type: local, path: x}\n"
+    p.write_text("repos:\n  '0o17': {type: local, path: x}\n")
+    remove_repo(load_config(p), "0o17")
+    assert load_config(p).repos == {}

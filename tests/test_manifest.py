@@ -91,3 +91,79 @@ def test_chunks_larger_than_any_repository_cuts_are_refused():
     with pytest.raises(IntegrityError, match="bad chunk"):
         mf.validate(m, where="m:t")
     mf.validate(make([("a", mf.MAX_CHUNK_SIZE)]), where="m:t")
+
+
+# -- issue 8: names, limits, bounded decoding ---------------------------------------------------------
+@pytest.mark.parametrize("path", ["1:2.txt", "a:b", "sub/C:", "x/1:2/y", "é/ü.bin", "Cx:/y", "a b/c d"])
+def test_colons_that_are_not_drive_letters_are_names(path):
+    assert mf.check_path(path) is None
+    mf.validate(make([(path, 1)]), where="m:t")
+
+
+@pytest.mark.parametrize("path", ["C:", "C:/x", "z:/", "c:"])
+def test_drive_letters_are_absolute(path):
+    assert mf.check_path(path) == "absolute path"
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("a\nb", "control character"), ("a\rb", "control character"), ("a\tb", "control character"),
+    ("a\x00b", "control character"), ("\x1b[2Jx", "control character"), ("a\x7f", "control character"),
+    ("a\x9b", "control character"), ("bad\udcffname", "not valid UTF-8"), ("\ud800", "not valid UTF-8"),
+    ("x" * (mf.MAX_NAME_BYTES + 1), "longer than 255 bytes"),
+    ("é" * (mf.MAX_NAME_BYTES // 2 + 1), "longer than 255 bytes"),  # bytes, not characters
+    ("/".join(["d"] * mf.MAX_PATH_DEPTH + ["f"]), "deeper than 64"),
+    ("/".join(["d" * 200] * 21), "longer than 4096 bytes"),
+])
+def test_paths_beyond_the_limits_are_refused_with_a_printable_reason(path, reason):
+    why = mf.check_path(path)
+    assert why is not None and reason in why
+    with pytest.raises(IntegrityError) as e:
+        mf.validate(make([(path, 1)]), where="m:t")
+    e.value.message.encode("utf-8")  # printable: surrogates and controls are escaped
+    assert "\n" not in e.value.message and len(e.value.message) < 400
+
+
+def test_the_limits_themselves_are_accepted():
+    assert mf.check_path("x" * mf.MAX_NAME_BYTES) is None
+    assert mf.check_path("/".join(["d"] * (mf.MAX_PATH_DEPTH - 1) + ["f"])) is None
+    longest = "/".join(["d" * 255] * 15 + ["e" * 200, "f" * 55])
+    assert len(longest) == mf.MAX_PATH_BYTES and mf.check_path(longest) is None
+    assert "longer than" in mf.check_path(longest + "f")
+
+
+def test_file_directory_clash_is_found_past_siblings_that_sort_between():
+    # "a" < "a.txt" < "a/b" in plain order: the clash is not between neighbours there.
+    with pytest.raises(IntegrityError, match="'a' is both a file and a directory"):
+        mf.validate(make([("a", 1), ("a.txt", 1), ("a/b", 1)]), where="m:t")
+    mf.validate(make([("a.txt", 1), ("a/b", 1), ("ab", 1)]), where="m:t")
+
+
+def _raw(**changes) -> bytes:
+    data = msgspec.json.decode(mf.encode(make([("a", 1)])))
+    data.update(changes)
+    return msgspec.json.encode(data)
+
+
+@pytest.mark.parametrize("raw", [
+    _raw(total_size=10**40), _raw(format=10**40), _raw(format=-(10**40)), _raw(total_size=-1),
+    _raw(files=[{"path": "a", "size": 10**30, "mode": 420, "blake3": H, "chunks": [[H, 10**30]]}]),
+    _raw(files=[{"path": "a", "size": 1, "mode": 2**70, "blake3": H, "chunks": [[H, 1]]}]),
+    b'{"format": 1, "model": "m", "files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b"[" * 1_000_000, b'{"format": 1' + b'0' * 5000 + b'}', b"\xff\xfe", b"", b"null",
+    b'{"format":1,"model":"\\udcff"}',
+    b'{"\x80ormat": 1}',  # invalid UTF-8 in a key: msgspec raises UnicodeDecodeError
+    b'{"forged\\nerror: line": 1}',  # msgspec quotes the unknown key in its message
+])
+def test_hostile_numbers_and_nesting_are_integrity_errors(raw):
+    with pytest.raises(IntegrityError) as e:
+        mf.decode(raw, where="m:t")
+    assert e.value.exit_code == 5 and len(e.value.message) < 400 and "\n" not in e.value.message
+
+
+def test_a_manifest_beyond_the_bound_is_refused_before_parsing(monkeypatch):
+    raw = mf.encode(make([("a", 1)]))
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", len(raw) - 1)
+    with pytest.raises(IntegrityError, match="larger than"):
+        mf.decode(raw, where="m:t")
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", len(raw))
+    assert mf.decode(raw, where="m:t").files[0].path == "a"

@@ -146,7 +146,7 @@ def test_no_check_records_the_entry_without_contacting_anything(work, tmp_path, 
     }
 
     # An endpoint that refuses connections is recorded just the same: nothing is contacted.
-    ok(run(create_args("dead", "s3://b/p", "http://127.0.0.1:9", "--no-check"), cwd=work, env=env))
+    ok(run(create_args("dead", "s3://bkt/p", "http://127.0.0.1:9", "--no-check"), cwd=work, env=env))
     assert entries(work / "model_repos.yaml")["dead"]["endpoint_url"] == "http://127.0.0.1:9"
 
     # The first push initialises the repository. (The profile does not exist here: a developer
