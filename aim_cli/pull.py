@@ -375,7 +375,7 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
         data = sources.read(chunk_digest)
         if data is not None:
             count("reused_bytes", size)
-        elif cache is not None and (data := cache.get(chunk_digest)) is not None:
+        elif cache is not None and (data := cache.get(chunk_digest, size)) is not None:
             count("cached_bytes", size)
         else:
             data = repo.get_blob(chunk_digest, size, context=f"{m.model}:{m.tag}/{plan.entry.path}")

@@ -214,6 +214,7 @@ def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, m
     check_name("tag", tag)
     started = time.monotonic()
     files = scan_source(source, follow_symlinks=follow_symlinks)  # a refused DIR touches no storage
+    params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
     with leases.acquire(repo, leases.SHARED, "push") as lease:
         return _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
                      progress=progress, params=params)
@@ -223,7 +224,7 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
           started: float, message: str, jobs: int, progress, params: ChunkingParams | None) -> PushResult:
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
-    params = repo.init(params)
+    params = repo.params()
 
     # An existing tag: hash without uploading, then it is either "already pushed" or a conflict.
     # Nothing is written either way.

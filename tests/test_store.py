@@ -9,7 +9,7 @@ import pytest
 from aim_cli import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError,
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError, NotFoundError,
                             ObjectTooLargeError, TagExistsError)
 from aim_cli.push import push
 from aim_cli.store import Repository
@@ -55,9 +55,10 @@ def test_unknown_format_is_refused(repo):
         repo.params()
 
 
-def test_empty_repository_is_not_found(repo):
-    with pytest.raises(NotFoundError, match="empty"):
+def test_a_root_without_aim_repo_json_is_not_a_repository(repo):
+    with pytest.raises(NotARepositoryError, match="no repository 'r' there") as err:
         repo.params()
+    assert err.value.exit_code == 3 and err.value.location == repo.backend.location
 
 
 def test_get_blob_verifies(repo):
@@ -128,7 +129,7 @@ def test_versions_models_and_deletion(repo):
         repo.get_version("nope", "v1")
     repo.delete_version("m", "v1")
     assert repo.list_tags("m") == ["v2"]
-    assert repo.delete_model("m") == ["v2"]
+    assert [d.name for d in repo.delete_model("m")] == ["v2"]
     assert repo.list_models() == []
     with pytest.raises(NotFoundError):
         repo.delete_model("m")
