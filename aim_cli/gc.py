@@ -5,7 +5,8 @@
                     their bytes. Read-only.
     collect(repo)   refuse a root that is not a repository (before writing anything), take the
                     exclusive lease (leases.py: wait for the pushes in progress, make later ones
-                    wait), plan under it, hand the plan to ``on_plan``, then delete in batches,
+                    wait), plan under it, list models/ again (a key the plan did not read stops
+                    gc), hand the plan to ``on_plan``, then delete in batches,
                     re-checking the lease before each batch. ``dry_run`` plans without a lease (so the
                     blobs of a push in progress show as unreferenced) and deletes nothing.
     reclaimable(repo, deleted)  what deleting these versions left for gc to free.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from aim_cli import leases
 from aim_cli import manifest as mf
-from aim_cli.errors import AimError, DamagedStorageError, IntegrityError, NotFoundError
+from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
 from aim_cli.store import Repository, VersionKey
 
 DELETE_BATCH = 1000
@@ -33,6 +34,7 @@ class GcPlan:
     versions: int  # manifests read
     referenced: int  # distinct blobs they name
     stored: int  # blobs stored
+    manifest_keys: frozenset[str] = frozenset()  # every key below models/ the plan read
 
     @property
     def bytes(self) -> int:
@@ -55,6 +57,7 @@ class ManifestScan:
     manifests: list[mf.Manifest]  # every readable manifest: versions, and strays that parse as one
     broken: list[tuple[str, str]]  # (model:tag, why) of versions that cannot be read
     strays: list[tuple[VersionKey, str | None]]  # each stray, with why it cannot be read as a manifest
+    keys: frozenset[str] = frozenset()  # every key listed below models/
 
     @property
     def unreadable(self) -> list[tuple[str, str]]:
@@ -78,7 +81,7 @@ def read_manifests(repo: Repository) -> ManifestScan:
             return e.message
 
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
-    scan = ManifestScan([], [], [])
+    scan = ManifestScan([], [], [], frozenset(vk.key for vk in keys))
     for vk, result in zip(keys, repo.map_parallel(read, keys)):
         if isinstance(result, mf.Manifest):
             scan.manifests.append(result)
@@ -111,7 +114,23 @@ def plan_gc(repo: Repository) -> GcPlan:
     referenced = referenced_blobs(scan.manifests)
     stored = dict(repo.iter_blobs())
     garbage = {d: size for d, size in stored.items() if d not in referenced}
-    return GcPlan(garbage, len(scan.manifests), len(referenced), len(stored))
+    return GcPlan(garbage, len(scan.manifests), len(referenced), len(stored), scan.keys)
+
+
+def confirm_listing(repo: Repository, plan: GcPlan) -> None:
+    """Refuse to delete when a second listing of ``models/`` shows a key the plan never read.
+
+    Under the exclusive lease no push commits, so a new key means that the first listing missed
+    it (a flaky listing, a skipped page) or that a writer ignored the lease: either way the plan
+    may hold blobs it names. This catches a miss in either of two listings; a manifest that
+    every listing misses cannot be detected by any reader: gc trusts a listing that does not
+    fail to be complete, as restic and kopia do (S3 and local directories list consistently)."""
+    new = sorted({vk.key for vk in repo.iter_version_keys()} - plan.manifest_keys)
+    if new:
+        raise ConflictError(
+            f"gc stopped before deleting anything: {len(new)} key(s) appeared below models/ of {repo.name!r} while "
+            f"it held the exclusive lease (first: {new[0]}), so its listing was incomplete or a writer ignored "
+            f"the lease", "run `aim_cli repo gc` again; if it keeps happening, check the storage's listings")
 
 
 def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = None,
@@ -126,6 +145,7 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
         return GcResult(plan, 0, 0, True)
     with leases.acquire(repo, leases.EXCLUSIVE, "gc", wait=wait) as lease:
         plan = plan_gc(repo)
+        confirm_listing(repo, plan)
         if on_plan:
             on_plan(plan)
         digests = sorted(plan.blobs)

@@ -33,7 +33,7 @@ from typing import TypeVar
 import blake3
 
 from aim_cli import manifest as mf
-from aim_cli.backends.base import Backend
+from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import check_name
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
@@ -268,6 +268,11 @@ class Repository:
         return self._params
 
     # -- blobs -------------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The backend's listing without S3 "folder" markers (an empty ``a/b/`` object that S3
+        consoles create): no key of the layout ends with "/", and an empty object names nothing."""
+        return (info for info in self.backend.list(prefix) if not (info.size == 0 and info.key.endswith("/")))
+
     def put_blob(self, digest: str, data) -> None:
         self.backend.put(blob_key(digest), data)
 
@@ -330,7 +335,7 @@ class Repository:
     def iter_blob_keys(self) -> Iterator[tuple[str, str | None, int]]:
         """(key, digest, size) of every object below blobs/; digest None for a key that is not
         ``blobs/<h[0:2]>/<h>`` (a stray: gc never deletes it, `repo check` reports it)."""
-        for info in self.backend.list(BLOBS):
+        for info in self._list(BLOBS):
             yield info.key, digest_of_shard_key(info.key[len(BLOBS):]), info.size
 
     def iter_blobs(self) -> Iterator[tuple[str, int]]:
@@ -427,7 +432,7 @@ class Repository:
     def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:
         """Every object below ``models/`` (or below ``model``'s versions/), parsed: versions and
         strays alike. A link or special file there raises DamagedStorageError (backends)."""
-        for info in self.backend.list(MODELS if model is None else versions_prefix(check_name("model", model))):
+        for info in self._list(MODELS if model is None else versions_prefix(check_name("model", model))):
             yield parse_version_key(info.key)
 
     def warn_stray(self, vk: VersionKey) -> None:
