@@ -28,7 +28,7 @@ from aim_cli import leases
 from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.config import check_name
-from aim_cli.errors import UsageError
+from aim_cli.errors import StorageError, UsageError
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
 
@@ -248,6 +248,8 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
                 if stop.is_set():
                     raise _Aborted
                 chunks.append((c.digest, c.size))
+        except StorageError:
+            raise  # an upload failed (StorageError is an OSError): not a file we cannot read
         except OSError as e:
             raise UsageError(f"cannot read {sf.abspath}: {e.strerror}", "check the file") from None
         size = sum(s for _, s in chunks)
