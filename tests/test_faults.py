@@ -190,21 +190,22 @@ def test_listings_with_extra_entries_or_missing_blobs_only_free_less(inner, tmp_
     assert gc.collect(plain).deleted == 1  # a sound listing frees the rest
 
 
-@pytest.mark.parametrize("fault", [
-    Fault("list", "storage", "blobs/*"),
-    Fault("list", "connection", "models/*"),
-    Fault("get", "corrupt", "models/*"),
-    Fault("get", "too_large", "models/*"),
-    Fault("get", "storage", "models/*"),
+@pytest.mark.parametrize("op, kind, pattern", [
+    ("list", "storage", "blobs/*"),
+    ("list", "connection", "models/*"),
+    ("get", "corrupt", "models/*"),
+    ("get", "too_large", "models/*"),
+    ("get", "storage", "models/*"),
 ], ids=["blob-listing-fails", "manifest-listing-breaks", "manifest-corrupt", "manifest-too-large",
         "manifest-read-fails"])
-def test_gc_deletes_nothing_when_it_cannot_read_everything(inner, tmp_path, fault):
+def test_gc_deletes_nothing_when_it_cannot_read_everything(inner, tmp_path, op, kind, pattern):
     plain = pushed(inner, tmp_path, 1, 2)
     plain.delete_version("m", "v1")
     before = dict(plain.iter_blobs())
-    repo, _ = faulty(inner, fault)
+    repo, backend = faulty(inner, Fault(op, kind, pattern))
     with pytest.raises((IntegrityError, StorageError, ConnectionResetError)):
         gc.collect(repo)
+    assert backend.struck
     assert dict(plain.iter_blobs()) == before
     assert leases.read_leases(plain) == []
 
