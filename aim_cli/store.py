@@ -457,7 +457,8 @@ class Repository:
         return sorted(vk.tag for vk in self._versions(model))
 
     def model_exists(self, model: str) -> bool:
-        return bool(self.list_tags(model))
+        """Whether ``model`` has a version (quietly: strays are for listings to mention)."""
+        return any(vk.tag is not None for vk in self.iter_version_keys(model))
 
     def list_versions(self, model: str) -> list[VersionRef]:
         """Every version of ``model``, oldest first. VersionNotFoundError if it has none."""
