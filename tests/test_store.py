@@ -7,9 +7,9 @@ import blake3
 import pytest
 
 from aim_cli import manifest as mf
+from aim_cli import store
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
-from aim_cli import store
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError,
                             NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
                             VersionNotFoundError)
