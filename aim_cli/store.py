@@ -476,6 +476,8 @@ class Repository:
         _check_segment("tag", name)
         found = [k for k in (f"{prefix}{name}{MANIFEST_SUFFIX}", f"{prefix}{name}") if self.backend.exists(k)]
         if not found:
+            check_name("model", model)  # a name no key holds: say what names look like (exit 2)
+            check_name("tag", name)
             raise self._not_found(model, name)
         if len(found) > 1:
             raise UsageError(f"{name!r} names two stored keys of model {model!r}: {found[0]} and {found[1]}",
