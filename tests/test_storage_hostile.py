@@ -22,7 +22,7 @@ from aim_cli.cache import ChunkCache
 from aim_cli.chunking import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
 from aim_cli.store import Repository, blob_key, manifest_key
-from tests.audit_helpers import LOCAL_ONLY, chunks_of, make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.audit_helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_model, repo  # noqa: F401  (repo is a fixture)
 from tests.e2e_helpers import one_line_error, ok, tree
 
 
@@ -436,3 +436,17 @@ def test_stray_key_reads_by_any_name(tmp_path, damage):
         repo.backend.put(vk.key, b"\xff" * 10)
         with pytest.raises(IntegrityError, match="weird name"):
             repo.read_key(vk)
+
+
+@pytest.mark.skipif("s3" not in BACKENDS, reason="needs the S3 fixtures")
+@pytest.mark.parametrize("repo", ["s3"], indirect=True)
+def test_s3_folder_markers_are_not_strays(repo, tmp_path):  # noqa: F811
+    """S3 consoles make an empty ``a/b/`` object for each "folder": no key of the layout ends
+    with "/", and an empty object names no blob, so none of them is damage or blocks gc."""
+    _v1(repo, tmp_path)
+    for key in ("models/", "models/m/", "models/m/versions/", "blobs/", "blobs/ab/"):
+        repo.repository.backend.put(key, b"")
+    listed = ok(repo.cli("model", "versions", repo.name, "m"))
+    assert listed.stderr == ""
+    ok(repo.cli("repo", "check", repo.name))
+    ok(repo.cli("repo", "gc", repo.name))
