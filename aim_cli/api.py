@@ -228,24 +228,17 @@ def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=No
 
 def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *, config=None) -> DeleteResult:
     """Delete these versions of ``model`` (all of them, readable or not, when ``tags`` is None) and
-    measure what `repo gc` can now free."""
+    measure what `repo gc` can now free. A tag may also name a stray key exactly (``"v1 copy"``
+    for ``versions/v1 copy.json``, ``".DS_Store"``): `repo check` lists them."""
     from aim_cli import gc
-    from aim_cli.errors import AimError
 
     repository = open_repository(repo, config=config)
     if tags is None:
-        deleted = []
-        for t in repository.list_tags(model):
-            try:
-                deleted.append(repository.get_version(model, t).manifest)
-            except AimError:
-                pass  # unreadable: deleted all the same, its blobs just go uncounted
-        tags = repository.delete_model(model)
+        deleted = repository.delete_model(model)
     else:
-        refs = [repository.delete_version(model, t) for t in tags]
-        deleted = [r.manifest for r in refs if r is not None]
-    blobs, nbytes = gc.reclaimable(repository, deleted)
-    return DeleteResult(model, list(tags), blobs, nbytes)
+        deleted = [repository.delete_version(model, t) for t in tags]
+    blobs, nbytes = gc.reclaimable(repository, [d.manifest for d in deleted if d.manifest is not None])
+    return DeleteResult(model, [d.name for d in deleted], blobs, nbytes)
 
 
 # -- the chunk cache ---------------------------------------------------------------------------------

@@ -3,17 +3,26 @@
 For machines that pull many versions into many places: a chunk fetched once is taken from here
 the next time, whatever the destination. Content-addressed like a repository's ``blobs/``:
 
+    <root>/aim-cache.json          the marker: this directory is a chunk cache (written by the first put)
     <root>/<h[0:2]>/<h>            one chunk, raw bytes; h = 64 hex chars of its BLAKE3 digest
     <root>/<h[0:2]>/.tmp-<h>.<id>  a put in progress (or left by a killed process)
 
 The contract:
 
-- ``get`` hands out bytes only after re-hashing them. An entry that does not match (a torn disk, a
-  stray edit) is deleted and ``get`` returns None: the caller fetches the chunk again.
+- ``get(digest, size)`` hands out bytes only after re-hashing them, and reads at most ``size + 1``
+  bytes (the chunk size the manifest names): a planted huge file costs no memory. An entry that
+  does not match (a torn disk, a stray edit) is deleted and ``get`` returns None: the caller
+  fetches the chunk again.
 - ``put`` is atomic (temp file + ``os.replace``: a reader sees the whole entry or none) and never
   raises: a cache is best effort. The first failure (disk full, read-only, permission denied)
   prints one warning and turns further puts off for this cache object. No fsync: a torn entry
   after a crash is caught by the hash check on read.
+- The first ``put`` writes the marker, unless the directory already holds something that is not
+  a cache, or lies inside a repository: then puts are off (one warning), so a mistyped
+  ``--cache-dir`` never turns someone's directory into a cache.
+- ``prune`` touches only entries and temp files of this exact layout, and refuses a directory
+  without the marker (NotFoundError, exit 3: "no chunk cache there") or inside a repository
+  (UsageError, exit 2). A path that does not exist holds nothing to prune.
 - ``get`` sets the entry's access time, so ``prune`` removes the least recently used entries
   first even on ``noatime``/``relatime`` mounts.
 - Safe from many threads and processes at once: every step is one file operation, and an entry
@@ -22,6 +31,7 @@ The contract:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -32,11 +42,13 @@ from typing import NamedTuple
 import blake3
 
 from aim_cli.backends.local import LocalBackend
-from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
+from aim_cli.errors import AimError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError, UsageError
 from aim_cli.manifest import HEX64
+from aim_cli.store import REPO_META_KEY, SHARDS, digest_of_shard_key, is_empty, shard_key
 
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
 STALE_TMP_SECONDS = 3600
+MARKER = "aim-cache.json"
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,9 @@ class PruneResult(NamedTuple):
     bytes: int  # bytes left
 
 
+_SHARD_SET = frozenset(SHARDS)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     path: str
@@ -67,55 +82,96 @@ class ChunkCache:
         self._store = LocalBackend(self.root)
         self._lock = threading.Lock()
         self._put_disabled = False
+        self._marked = False
 
     def path_of(self, digest: str) -> Path:
-        return self.root / self._key(digest)
-
-    @staticmethod
-    def _key(digest: str) -> str:
-        return f"{digest[:2]}/{digest}"
+        return self.root / shard_key(digest)
 
     # -- reads and writes (called from pull's worker threads) --------------------------------------
-    def get(self, digest: str, size: int | None = None) -> bytes | None:
-        """The chunk's bytes if the cache holds them intact, else None."""
-        if not HEX64.fullmatch(digest):
+    def get(self, digest: str, size: int) -> bytes | None:
+        """The chunk's bytes if the cache holds them intact and ``size`` long, else None."""
+        if not HEX64.fullmatch(digest) or size < 0:
             return None
+        key = shard_key(digest)
         try:
-            data = self._store.get(self._key(digest), max_size=size)
-        except (KeyNotFoundError, StorageError, ObjectTooLargeError):
+            data = self._store.get(key, max_size=size)
+        except (KeyNotFoundError, StorageError):
             return None  # absent (the usual miss), pruned meanwhile, unreadable
-        if blake3.blake3(data).hexdigest() != digest:
+        except IntegrityError:  # larger than the chunk, or a link or FIFO where the entry should be
+            data = None
+        if data is None or len(data) != size or blake3.blake3(data).hexdigest() != digest:
             try:
-                self._store.delete(self._key(digest))
-            except StorageError:
+                self._store.delete(key)  # a link itself goes, never what it points to
+            except (StorageError, IntegrityError):
                 pass
             return None
         try:
-            os.utime(self.path_of(digest))  # access time for prune's LRU order
-        except OSError:
+            os.utime(self.path_of(digest), follow_symlinks=False)  # access time for prune's LRU order
+        except (OSError, NotImplementedError):
             pass
         return data
 
     def put(self, digest: str, data) -> None:
         """Store ``data`` (already verified by the caller) under ``digest``. Never raises."""
-        if self._put_disabled or not HEX64.fullmatch(digest) or self._store.exists(self._key(digest)):
+        if self._put_disabled or not HEX64.fullmatch(digest):
             return
         try:
-            self._store.put(self._key(digest), data)
-        except StorageError as e:
-            with self._lock:
-                first = not self._put_disabled
-                self._put_disabled = True
-            if first:
-                log.warning("warning: not writing to the chunk cache %s (%s); the pull goes on without it",
-                            self.root, e.message)
+            if not self._marked:
+                self._mark()
+            if not self._put_disabled and not self._store.exists(shard_key(digest)):
+                self._store.put(shard_key(digest), data)
+        except AimError as e:
+            self._disable(e.message)
+
+    def _disable(self, why: str) -> None:
+        with self._lock:
+            first = not self._put_disabled
+            self._put_disabled = True
+        if first:
+            log.warning("warning: not writing to the chunk cache %s (%s); the pull goes on without it", self.root, why)
+
+    def _mark(self) -> None:
+        """Make sure the root is a cache: write the marker into an empty directory; refuse (turn
+        puts off) a directory holding other things, or one inside a repository."""
+        with self._lock:
+            if self._marked or self._put_disabled:
+                return
+            if not self._store.exists(MARKER):
+                why = self._not_a_cache_root()
+                if why:
+                    raise UsageError(why)
+                self._store.put_if_absent(MARKER, json.dumps({"aim_cli": "chunk cache", "layout": "<h[0:2]>/<h>"})
+                                          .encode() + b"\n")
+            self._marked = True
+
+    def _not_a_cache_root(self) -> str | None:
+        """Why the root cannot become a cache, or None."""
+        if self._store.exists(REPO_META_KEY) or self._store.find_in_parents(REPO_META_KEY):
+            return "it is, or lies inside, a repository"
+        if not is_empty(self._store):
+            return f"it holds files but no {MARKER}, so it is not a chunk cache"
+        return None
+
+    def _require_cache(self) -> bool:
+        """False when the root does not exist (nothing to prune); refuse a root that is not a
+        cache (see the module docstring)."""
+        if not self.root.exists():
+            return False
+        if self._store.exists(REPO_META_KEY) or self._store.find_in_parents(REPO_META_KEY):
+            raise UsageError(f"{self.root} is, or lies inside, a repository, not a chunk cache",
+                             "pass the directory given to `model pull --cache-dir`; `repo gc` frees a repository's space")
+        if not self._store.exists(MARKER):
+            raise NotFoundError(f"no chunk cache at {self.root} (no {MARKER})",
+                                "pass the directory given to `model pull --cache-dir`; a cache gets its marker "
+                                "with its first chunk")
+        return True
 
     # -- maintenance ---------------------------------------------------------------------------------
     def _scan(self) -> list[_Entry]:
         """Every entry, with its size and access time."""
         entries: list[_Entry] = []
         try:
-            shards = [d for d in os.scandir(self.root) if len(d.name) == 2 and d.is_dir(follow_symlinks=False)]
+            shards = [d for d in os.scandir(self.root) if d.name in _SHARD_SET and d.is_dir(follow_symlinks=False)]
         except (FileNotFoundError, NotADirectoryError):
             return entries
         for shard in shards:
@@ -124,7 +180,7 @@ class ChunkCache:
             except OSError:
                 continue
             for f in files:
-                if HEX64.fullmatch(f.name) and f.name[:2] == shard.name and f.is_file(follow_symlinks=False):
+                if digest_of_shard_key(f"{shard.name}/{f.name}") and f.is_file(follow_symlinks=False):
                     try:
                         st = f.stat(follow_symlinks=False)
                     except OSError:
@@ -139,7 +195,10 @@ class ChunkCache:
     def prune(self, max_size: int = 0, *, dry_run: bool = False) -> PruneResult:
         """Delete the least recently used entries until the cache holds at most ``max_size``
         bytes (0 empties it). Plan first (sorted by access time), then delete; ``dry_run`` only
-        plans. Stale temp files of killed processes go too."""
+        plans. Stale temp files of killed processes go too. Refuses a directory that is not a
+        cache (see the module docstring)."""
+        if not self._require_cache():
+            return PruneResult(0, 0, 0, 0)
         entries = self._scan()
         total = sum(e.size for e in entries)
         entries.sort(key=lambda e: (e.atime, e.path))
@@ -157,7 +216,7 @@ class ChunkCache:
                 except FileNotFoundError:
                     pass
             try:
-                self._store.clean_incomplete(STALE_TMP_SECONDS)
+                self._store.clean_incomplete(STALE_TMP_SECONDS, SHARDS)
             except StorageError:
                 pass
         freed = total - left

@@ -247,7 +247,9 @@ def model_versions(repo_name, model_name, as_json):
 @click.argument("model_name", metavar="MODEL")
 @click.option("--tag", "-t", required=True, help="Version to delete.")
 def model_delete_version(repo_name, model_name, tag):
-    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`)."""
+    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
+
+    --tag may also name a stray file that `repo check` reports, exactly as it shows it."""
     r = _api().delete_versions(repo_name, model_name, [tag], config=_config())
     _out(f"deleted {r.model}:{tag}; {_reclaimable(r, repo_name)}")
 
@@ -362,8 +364,9 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
         for p in r.problems:
             _out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}")
     if not r.ok:
+        first = r.broken[0][0] if r.broken else f"blob {r.problems[0].digest}"
         raise IntegrityError(
-            f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above",
+            f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above (first: {first})",
             "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
             "(delete corrupt ones from storage first); then check again")
 
@@ -430,7 +433,10 @@ def cache_info(cache_dir, as_json):
 @cache_dir_option
 @json_option
 def cache_prune(max_size, dry_run, cache_dir, as_json):
-    """Delete the least recently used chunks until the cache fits in --max-size."""
+    """Delete the least recently used chunks until the cache fits in --max-size.
+
+    Only a directory that `model pull --cache-dir` made a cache (it holds aim-cache.json) is
+    pruned: any other exits 3, a repository exits 2."""
     path = _cache_dir(cache_dir)
     r = _api().cache_prune(path, parse_size(max_size, option="--max-size"), dry_run=dry_run)
     if as_json:

@@ -1,9 +1,12 @@
 """Garbage collection: free the blobs that no manifest names. Plan, then execute.
 
-    plan_gc(repo)   read every manifest (one unreadable: refuse, gc cannot know what it names),
-                    list every blob; the plan is the unreferenced ones and their bytes. Read-only.
-    collect(repo)   take the exclusive lease (leases.py: wait for the pushes in progress, make later
-                    ones wait), plan under it, hand the plan to ``on_plan``, then delete in batches,
+    plan_gc(repo)   read every key below models/ as a manifest (one unreadable: refuse, gc cannot
+                    know what it names), list every blob; the plan is the unreferenced ones and
+                    their bytes. Read-only.
+    collect(repo)   refuse a root that is not a repository (before writing anything), take the
+                    exclusive lease (leases.py: wait for the pushes in progress, make later ones
+                    wait), plan under it, list models/ again (a key the plan did not read stops
+                    gc), hand the plan to ``on_plan``, then delete in batches,
                     re-checking the lease before each batch. ``dry_run`` plans without a lease (so the
                     blobs of a push in progress show as unreferenced) and deletes nothing.
     reclaimable(repo, deleted)  what deleting these versions left for gc to free.
@@ -15,13 +18,12 @@ that a push found stored and skipped is named by that push's manifest before gc 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aim_cli import leases
 from aim_cli import manifest as mf
-from aim_cli.errors import AimError, IntegrityError, NotFoundError
-from aim_cli.store import Repository
+from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
+from aim_cli.store import Repository, VersionKey
 
 DELETE_BATCH = 1000
 
@@ -32,6 +34,7 @@ class GcPlan:
     versions: int  # manifests read
     referenced: int  # distinct blobs they name
     stored: int  # blobs stored
+    manifest_keys: frozenset[str] = frozenset()  # every key below models/ the plan read
 
     @property
     def bytes(self) -> int:
@@ -47,26 +50,46 @@ class GcResult:
     incomplete: tuple[int, int] = (0, 0)  # abandoned partial writes removed: (count, bytes)
 
 
-def read_manifests(repo: Repository) -> tuple[list[mf.Manifest], list[tuple[str, str]]]:
-    """Every manifest that can be read, and (model:tag, why) for those that cannot. A version
-    deleted while we read is skipped."""
+@dataclass(frozen=True)
+class ManifestScan:
+    """Everything below ``models/``, read. Strays are keys aim_cli never writes (store.py)."""
 
-    def read(key: tuple[str, str]):
+    manifests: list[mf.Manifest]  # every readable manifest: versions, and strays that parse as one
+    broken: list[tuple[str, str]]  # (model:tag, why) of versions that cannot be read
+    strays: list[tuple[VersionKey, str | None]]  # each stray, with why it cannot be read as a manifest
+    keys: frozenset[str] = frozenset()  # every key listed below models/
+
+    @property
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(name, why) of everything whose blobs are unknown: broken versions, unreadable strays."""
+        return self.broken + [(vk.key, why) for vk, why in self.strays if why is not None]
+
+
+def read_manifests(repo: Repository) -> ManifestScan:
+    """Read every key below ``models/`` as a manifest, whatever its name: gc's safety must not
+    depend on the tree looking the way aim_cli wrote it. A version deleted while we read is
+    skipped; a link or special file stops the scan (DamagedStorageError)."""
+
+    def read(vk: VersionKey):
         try:
-            return repo.get_version(*key).manifest
+            return repo.read_key(vk).manifest
         except NotFoundError:
             return None
-        except AimError as e:  # IntegrityError, or a key whose name is not valid
-            return (f"{key[0]}:{key[1]}", e.message)
+        except DamagedStorageError:
+            raise
+        except AimError as e:  # IntegrityError: unparsable, invalid, too large
+            return e.message
 
-    keys = sorted(repo.iter_manifest_keys())
-    if not keys:
-        return [], []
-    with ThreadPoolExecutor(max(1, min(repo.jobs, len(keys)))) as pool:
-        results = list(pool.map(read, keys))
-    manifests = [r for r in results if isinstance(r, mf.Manifest)]
-    broken = [r for r in results if isinstance(r, tuple)]
-    return manifests, broken
+    keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
+    scan = ManifestScan([], [], [], frozenset(vk.key for vk in keys))
+    for vk, result in zip(keys, repo.map_parallel(read, keys)):
+        if isinstance(result, mf.Manifest):
+            scan.manifests.append(result)
+        if vk.tag is None:
+            scan.strays.append((vk, result if isinstance(result, str) else None))
+        elif isinstance(result, str):
+            scan.broken.append((vk.label, result))
+    return scan
 
 
 def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
@@ -75,20 +98,46 @@ def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
 
 
 def plan_gc(repo: Repository) -> GcPlan:
-    manifests, broken = read_manifests(repo)
-    if broken:
-        names = ", ".join(name for name, _ in broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+    """What gc would delete: every blob no readable manifest names. Refuses when something below
+    ``models/`` cannot be read (the blobs it names are unknown). Strays that parse as manifests
+    keep their blobs, with a warning."""
+    scan = read_manifests(repo)
+    unreadable = scan.unreadable
+    if unreadable:
+        names = ", ".join(name for name, _ in unreadable[:3]) + (
+            f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
         raise IntegrityError(
-            f"gc refuses to run: {len(broken)} manifest(s) of {repo.name!r} cannot be read ({names}), so the "
+            f"gc refuses to run: {len(unreadable)} manifest(s) of {repo.name!r} cannot be read ({names}), so the "
             f"blobs they name are unknown", f"run `aim_cli repo check {repo.name}` and repair or delete them first")
-    referenced = referenced_blobs(manifests)
+    for vk, _ in scan.strays:
+        repo.warn_stray(vk)  # its blobs are kept: it parses as a manifest
+    referenced = referenced_blobs(scan.manifests)
     stored = dict(repo.iter_blobs())
     garbage = {d: size for d, size in stored.items() if d not in referenced}
-    return GcPlan(garbage, len(manifests), len(referenced), len(stored))
+    return GcPlan(garbage, len(scan.manifests), len(referenced), len(stored), scan.keys)
+
+
+def confirm_listing(repo: Repository, plan: GcPlan) -> None:
+    """Refuse to delete when a second listing of ``models/`` shows a key the plan never read.
+
+    Under the exclusive lease no push commits, so a new key means that the first listing missed
+    it (a flaky listing, a skipped page) or that a writer ignored the lease: either way the plan
+    may hold blobs it names. This catches a miss in either of two listings; a manifest that
+    every listing misses cannot be detected by any reader: gc trusts a listing that does not
+    fail to be complete, as restic and kopia do (S3 and local directories list consistently)."""
+    new = sorted({vk.key for vk in repo.iter_version_keys()} - plan.manifest_keys)
+    if new:
+        raise ConflictError(
+            f"gc stopped before deleting anything: {len(new)} key(s) appeared below models/ of {repo.name!r} while "
+            f"it held the exclusive lease (first: {new[0]}), so its listing was incomplete or a writer ignored "
+            f"the lease", "run `aim_cli repo gc` again; if it keeps happening, check the storage's listings")
 
 
 def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = None,
             on_plan: Callable[[GcPlan], None] | None = None) -> GcResult:
+    # Before any lease is written: a path that holds no repository (a typo in the config) gets
+    # nothing, not even locks/; a format this client does not know is refused too.
+    repo.params()
     if dry_run:
         plan = plan_gc(repo)
         if on_plan:
@@ -96,6 +145,7 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
         return GcResult(plan, 0, 0, True)
     with leases.acquire(repo, leases.EXCLUSIVE, "gc", wait=wait) as lease:
         plan = plan_gc(repo)
+        confirm_listing(repo, plan)
         if on_plan:
             on_plan(plan)
         digests = sorted(plan.blobs)
@@ -118,7 +168,6 @@ def reclaimable(repo: Repository, deleted: Iterable[mf.Manifest]) -> tuple[int, 
     freed = referenced_blobs(deleted)
     if not freed:
         return 0, 0
-    remaining, _ = read_manifests(repo)
-    for digest in referenced_blobs(remaining):
+    for digest in referenced_blobs(read_manifests(repo).manifests):
         freed.pop(digest, None)
     return len(freed), sum(freed.values())

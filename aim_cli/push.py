@@ -29,7 +29,7 @@ from aim_cli import leases
 from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.config import check_name
-from aim_cli.errors import UsageError
+from aim_cli.errors import StorageError, UsageError
 from aim_cli.fsutil import display_path
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
@@ -228,6 +228,7 @@ def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, m
     skipped: list[str] = []
     # A refused DIR touches no storage.
     files = scan_source(source, follow_symlinks=follow_symlinks, on_skip=skipped.append)
+    params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
     with leases.acquire(repo, leases.SHARED, "push") as lease:
         result = _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
                        progress=progress, params=params)
@@ -247,7 +248,7 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
           started: float, message: str, jobs: int, progress, params: ChunkingParams | None) -> PushResult:
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
-    params = repo.init(params)
+    params = repo.params()
 
     # An existing tag: hash without uploading, then it is either "already pushed" or a conflict.
     # Nothing is written either way.
@@ -271,6 +272,8 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
                 if stop.is_set():
                     raise _Aborted
                 chunks.append((c.digest, c.size))
+        except StorageError:
+            raise  # an upload failed (StorageError is an OSError): not a file we cannot read
         except OSError as e:
             raise UsageError(f"cannot read {display_path(sf.abspath)}: {e.strerror}", "check the file") from None
         size = sum(s for _, s in chunks)

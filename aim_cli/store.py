@@ -8,38 +8,167 @@ The key layout (format 1, DESIGN.md section 2; pinned by tests/test_store.py):
     locks/<id>.json                      gc/push leases
 
 Everything read through a Repository is verified: ``get_blob`` re-hashes, ``get_manifest`` parses
-and validates. Nothing above this module sees an unverified byte or a storage key.
+and validates. Nothing above this module sees an unverified byte or a storage key. Every read is
+bounded by what is expected: a blob by its chunk's size, a manifest by MAX_MANIFEST_BYTES,
+aim-repo.json by MAX_REPO_META_BYTES.
+
+Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
+with valid names (``v1 copy.json``, ``.DS_Store``, a nested file) is a *stray*: aim_cli never
+writes one, but people and tools do. Listings skip a stray with a warning on stderr; `repo check`
+reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
+names if it parses as a manifest and refuses to run if it cannot tell. A new repository's root
+must be empty and must not lie inside another repository (``init``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import blake3
 
 from aim_cli import manifest as mf
-from aim_cli.backends.base import Backend
+from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import NAME_RE, check_name
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, KeyNotFoundError,
-                            NotFoundError, ObjectTooLargeError, StorageError, TagExistsError)
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
+                            KeyNotFoundError, NotARepositoryError, NotEmptyError, NotFoundError,
+                            ObjectTooLargeError, StorageError, TagExistsError, UsageError,
+                            VersionNotFoundError)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 REPO_FORMAT = 1
 REPO_META_KEY = "aim-repo.json"
+#: aim-repo.json holds a few hundred bytes; anything larger is not one (and is not read whole).
+MAX_REPO_META_BYTES = 64 * 1024
+#: The bound on a manifest read. manifest.py owns the limit; this fallback holds until it has one.
+MAX_MANIFEST_BYTES: int = getattr(mf, "MAX_MANIFEST_BYTES", 256 * 2**20)
 BLOBS = "blobs/"
 MODELS = "models/"
+VERSIONS = "versions"
+MANIFEST_SUFFIX = ".json"
+#: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
+SHARDS = tuple(f"{i:02x}" for i in range(256))
+
+
+def shard_key(digest: str) -> str:
+    """``<h[0:2]>/<h>``: where a digest lives in a content-addressed store."""
+    return f"{digest[:2]}/{digest}"
+
+
+def digest_of_shard_key(key: str) -> str | None:
+    """The digest that ``key`` (relative to the store) holds, or None if it is no such key."""
+    shard, _, name = key.partition("/")
+    return name if mf.HEX64.fullmatch(name) and shard == name[:2] else None
 
 
 def blob_key(digest: str) -> str:
-    return f"{BLOBS}{digest[:2]}/{digest}"
+    return BLOBS + shard_key(digest)
+
+
+def versions_prefix(model: str) -> str:
+    return f"{MODELS}{model}/{VERSIONS}/"
 
 
 def manifest_key(model: str, tag: str) -> str:
-    return f"{MODELS}{model}/versions/{tag}.json"
+    return f"{versions_prefix(model)}{tag}{MANIFEST_SUFFIX}"
+
+
+#: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
+#: ("locks" is leases.py's directory; "*" is every model.)
+WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}")
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_name("name", name)
+    except UsageError:
+        return False
+    return True
+
+
+def _check_segment(kind: str, name: str) -> str:
+    """``name`` as one key segment, where a stored key may hold any name (delete-version)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\x00" in name or len(name) > 1024:
+        raise UsageError(f"invalid {kind} name {name!r}",
+                         "give it as `aim_cli model versions` or `aim_cli repo check` shows it")
+    return name
+
+
+@dataclass(frozen=True)
+class VersionKey:
+    """A key below ``models/``, parsed. ``tag`` is None for a stray (not a key aim_cli writes);
+    ``model`` is None unless the key lies in ``models/<valid model>/versions/``."""
+
+    key: str
+    model: str | None = None
+    tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What ``model delete-version --tag`` takes for this key."""
+        last = self.key.rsplit("/", 1)[-1]
+        return last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) and last != MANIFEST_SUFFIX else last
+
+    @property
+    def label(self) -> str:
+        """``model:tag`` for a version, the key itself for a stray."""
+        return f"{self.model}:{self.tag}" if self.tag is not None else self.key
+
+
+def parse_version_key(key: str) -> VersionKey:
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    if len(parts) != 3 or parts[1] != VERSIONS or not _valid_name(parts[0]):
+        return VersionKey(key)
+    model, last = parts[0], parts[2]
+    tag = last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) else None
+    return VersionKey(key, model, tag if tag is not None and _valid_name(tag) else None)
+
+
+def is_empty(backend: Backend) -> bool:
+    """True when ``backend`` holds no object. Something it refuses to list as one (a link, a
+    FIFO) is content too."""
+    try:
+        for _ in backend.list(""):
+            return False
+    except DamagedStorageError:
+        return False
+    return True
+
+
+def _parse_meta(raw: bytes, name: str) -> ChunkingParams:
+    """aim-repo.json's chunking parameters. Anything malformed, numbers out of range included
+    (1e400, NaN, -5, a 5000-digit integer), is an IntegrityError; a format this client does not
+    know is a ConfigError (upgrade)."""
+
+    def malformed() -> IntegrityError:
+        return IntegrityError(f"{REPO_META_KEY} of repository {name!r} is malformed",
+                              "restore it from a backup or another client's copy")
+
+    try:
+        meta = json.loads(raw)
+        fmt = meta.get("format")
+    except (ValueError, RecursionError, AttributeError):
+        raise malformed() from None
+    if type(fmt) is not int or fmt < 1:
+        raise malformed()
+    if fmt != REPO_FORMAT:
+        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows format {REPO_FORMAT}",
+                          "upgrade aim_cli")
+    try:
+        if meta.get("hash") != "blake3":
+            raise ValueError("hash")
+        return ChunkingParams.from_dict(meta["chunking"]).validate()
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        raise malformed() from None
 
 
 LOCKS = "locks/"
@@ -73,6 +202,12 @@ class CommitResult:
     created: bool  # False: the identical version was already there
 
 
+@dataclass(frozen=True)
+class Deleted:
+    name: str  # the tag, or a stray's name
+    manifest: mf.Manifest | None  # None: it could not be read
+
+
 class Repository:
     def __init__(self, backend: Backend, name: str = "", *, jobs: int = 8):
         self.backend = backend
@@ -80,21 +215,57 @@ class Repository:
         self.jobs = jobs
         self._params: ChunkingParams | None = None
 
+    def map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` on up to ``jobs`` threads (each call is a storage request)."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(max(1, min(self.jobs, len(items)))) as pool:
+            return list(pool.map(fn, items))
+
     # -- repository metadata ---------------------------------------------------------------------
     def init(self, params: ChunkingParams | None = None) -> ChunkingParams:
         """Write aim-repo.json if absent (exclusive create: two first pushes agree on one), then
-        return the repository's chunking parameters, which may be another client's."""
+        return the repository's chunking parameters, which may be another client's. A new
+        repository's root must be empty and must not lie inside another one: NotEmptyError."""
         params = (params or ChunkingParams()).validate()
         meta = {"format": REPO_FORMAT, "chunking": params.as_dict(), "hash": "blake3"}
         if not self.backend.exists(REPO_META_KEY):  # a HEAD is cheaper than a refused conditional PUT
+            self._check_new_root()
             self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
         self._params = None
         return self.params()
 
+    def _check_new_root(self) -> None:
+        """Refuse to create a repository inside another one, or over data that is not one (a typo
+        in a path must not turn someone's directory into a repository that gc then sweeps)."""
+        where = self.backend.location
+        outer = self.backend.find_in_parents(REPO_META_KEY)
+        if outer is not None:
+            raise NotEmptyError(f"repository {self.name!r} at {where} would lie inside the repository at {outer}",
+                                "repositories never nest: choose a path outside it", location=where)
+        # A concurrent first push may have created it since our look: then it is a repository.
+        if not is_empty(self.backend) and not self.backend.exists(REPO_META_KEY):
+            raise NotEmptyError(f"{where} is not empty and holds no repository (no {REPO_META_KEY}), so repository "
+                                f"{self.name!r} cannot be created there",
+                                "choose an empty directory or prefix, or fix the path", location=where)
+
+    def _read_meta(self) -> bytes:
+        try:
+            return self.backend.get(REPO_META_KEY, max_size=MAX_REPO_META_BYTES)
+        except KeyNotFoundError:
+            raise NotARepositoryError(
+                f"no repository {self.name!r} there: {self.backend.location} holds no {REPO_META_KEY}",
+                "push a model to create it, or fix the path in model_repos.yaml", location=self.backend.location,
+            ) from None
+        except ObjectTooLargeError:
+            raise IntegrityError(f"{REPO_META_KEY} of repository {self.name!r} is larger than "
+                                 f"{MAX_REPO_META_BYTES} bytes, so it is not one",
+                                 "restore it from a backup or another client's copy") from None
+
     def check_conditional_writes(self) -> None:
         """Refuse storage that ignores exclusive creates: immutable tags rest on them. Probes
         with aim-repo.json's own bytes, so a server that does overwrite changes nothing."""
-        raw = self.backend.get(REPO_META_KEY)
+        raw = self._read_meta()
         if self.backend.put_if_absent(REPO_META_KEY, raw):
             raise StorageError(
                 f"storage of repository {self.name!r} at {self.backend.location} ignores conditional writes "
@@ -106,34 +277,18 @@ class Repository:
         return self.backend.exists(REPO_META_KEY)
 
     def params(self) -> ChunkingParams:
-        """The chunking parameters pinned in aim-repo.json. NotFoundError if there is none yet."""
+        """The chunking parameters pinned in aim-repo.json. NotARepositoryError if there is none:
+        every command that needs a repository (gc and check too) asks this first."""
         if self._params is None:
-            try:
-                raw = self.backend.get(REPO_META_KEY)
-            except KeyNotFoundError:
-                raise NotFoundError(
-                    f"repository {self.name!r} at {self.backend.location} is empty (no {REPO_META_KEY})",
-                    "push a model first, or check the path in model_repos.yaml",
-                ) from None
-            try:
-                meta = json.loads(raw)
-                if meta.get("format") != REPO_FORMAT:
-                    raise ConfigError(
-                        f"repository {self.name!r} has storage format {meta.get('format')!r}, "
-                        f"this aim_cli knows format {REPO_FORMAT}",
-                        "upgrade aim_cli",
-                    )
-                if meta.get("hash") != "blake3":
-                    raise ValueError("hash")
-                self._params = ChunkingParams.from_dict(meta["chunking"]).validate()
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise IntegrityError(
-                    f"{REPO_META_KEY} of repository {self.name!r} is malformed",
-                    "restore it from a backup or another client's copy",
-                ) from None
+            self._params = _parse_meta(self._read_meta(), self.name)
         return self._params
 
     # -- blobs -------------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The backend's listing without S3 "folder" markers (an empty ``a/b/`` object that S3
+        consoles create): no key of the layout ends with "/", and an empty object names nothing."""
+        return (info for info in self.backend.list(prefix) if not (info.size == 0 and info.key.endswith("/")))
+
     def put_blob(self, digest: str, data) -> None:
         self.backend.put(blob_key(digest), data)
 
@@ -178,7 +333,7 @@ class Repository:
         ``oids_exist``, estimate the number of stored blobs from one of the 256 prefixes."""
         if expected_lookups < 16:
             return None
-        sample = f"{random.randrange(256):02x}"
+        sample = random.choice(SHARDS)
         estimate = 256 * sum(1 for _ in self.backend.list(f"{BLOBS}{sample}/"))
         if estimate / 1000 >= expected_lookups / 4:
             return None
@@ -191,18 +346,19 @@ class Repository:
         if index is not None:
             return wanted - index
         ordered = sorted(wanted)
-        if not ordered:
-            return set()
-        with ThreadPoolExecutor(max(1, min(self.jobs, len(ordered)))) as pool:
-            present = pool.map(self.has_blob, ordered)
-            return {d for d, ok in zip(ordered, present) if not ok}
+        return {d for d, ok in zip(ordered, self.map_parallel(self.has_blob, ordered)) if not ok}
+
+    def iter_blob_keys(self) -> Iterator[tuple[str, str | None, int]]:
+        """(key, digest, size) of every object below blobs/; digest None for a key that is not
+        ``blobs/<h[0:2]>/<h>`` (a stray: gc never deletes it, `repo check` reports it)."""
+        for info in self._list(BLOBS):
+            yield info.key, digest_of_shard_key(info.key[len(BLOBS):]), info.size
 
     def iter_blobs(self) -> Iterator[tuple[str, int]]:
         """(digest, size) of every stored blob."""
-        for info in self.backend.list(BLOBS):
-            name = info.key.rsplit("/", 1)[-1]
-            if mf.HEX64.fullmatch(name):
-                yield name, info.size
+        for _, digest, size in self.iter_blob_keys():
+            if digest is not None:
+                yield digest, size
 
     def delete_blobs(self, digests: Iterable[str]) -> None:
         self.backend.delete_many(blob_key(d) for d in digests)
@@ -211,8 +367,9 @@ class Repository:
         self.backend.sync()
 
     def clean_incomplete(self, older_than: float) -> tuple[int, int]:
-        """(count, bytes) of abandoned partial writes removed (a killed push's temp files)."""
-        return self.backend.clean_incomplete(older_than)
+        """(count, bytes) of abandoned partial writes removed (a killed push's temp files), looked
+        for only where aim_cli writes (WRITE_DIRS)."""
+        return self.backend.clean_incomplete(older_than, WRITE_DIRS)
 
     # -- manifests ---------------------------------------------------------------------------------
     def commit(self, manifest: mf.Manifest) -> CommitResult:
@@ -246,23 +403,31 @@ class Repository:
     def has_version(self, model: str, tag: str) -> bool:
         return self.backend.exists(manifest_key(model, tag))
 
+    def _manifest_bytes(self, key: str, where: str) -> bytes:
+        """A manifest's bytes, read at most MAX_MANIFEST_BYTES + 1 of them. KeyNotFoundError passes."""
+        try:
+            return self.backend.get(key, max_size=MAX_MANIFEST_BYTES)
+        except ObjectTooLargeError:
+            raise IntegrityError(
+                f"manifest {where} in repository {self.name!r} is larger than the {MAX_MANIFEST_BYTES} bytes a "
+                f"manifest may have", "the version is corrupt or was not written by aim_cli; delete it with "
+                "`aim_cli model delete-version`") from None
+
+    def _not_found(self, model: str, tag: str) -> VersionNotFoundError:
+        if not _valid_name(model) or not self.model_exists(model):
+            return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
+                                        f"run `aim_cli model list {self.name}`", model=model)
+        return VersionNotFoundError(f"version {tag!r} of model {model!r} not found in repository {self.name!r}",
+                                    f"run `aim_cli model versions {self.name} {model}`", model=model, tag=tag)
+
     def get_version(self, model: str, tag: str) -> VersionRef:
         check_name("model", model)
         check_name("tag", tag)
-        key = manifest_key(model, tag)
-        try:
-            raw = self.backend.get(key)
-        except KeyNotFoundError:
-            if not self.model_exists(model):
-                raise NotFoundError(
-                    f"model {model!r} not found in repository {self.name!r}",
-                    f"run `aim_cli model list {self.name}`",
-                ) from None
-            raise NotFoundError(
-                f"version {tag!r} of model {model!r} not found in repository {self.name!r}",
-                f"run `aim_cli model versions {self.name} {model}`",
-            ) from None
         where = f"{model}:{tag}"
+        try:
+            raw = self._manifest_bytes(manifest_key(model, tag), where)
+        except KeyNotFoundError:
+            raise self._not_found(model, tag) from None
         manifest = mf.decode(raw, where=where)
         if manifest.model != model or manifest.tag != tag:
             raise IntegrityError(
@@ -271,60 +436,91 @@ class Repository:
             )
         return VersionRef(manifest, mf.digest_of(raw), raw)
 
+    def read_key(self, vk: VersionKey) -> VersionRef:
+        """The manifest under any key below models/: a version (``get_version``), or a stray read
+        as a manifest, whatever names it holds (it may be a copy of one). IntegrityError if it
+        does not parse; NotFoundError if it is gone."""
+        if vk.tag is not None:
+            return self.get_version(vk.model, vk.tag)
+        raw = self._manifest_bytes(vk.key, vk.key)
+        return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
+
+    def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:
+        """Every object below ``models/`` (or below ``model``'s versions/), parsed: versions and
+        strays alike. A link or special file there raises DamagedStorageError (backends)."""
+        for info in self._list(MODELS if model is None else versions_prefix(check_name("model", model))):
+            yield parse_version_key(info.key)
+
+    def warn_stray(self, vk: VersionKey) -> None:
+        fix = (f"`aim_cli model delete-version {self.name} {vk.model} --tag {vk.name!r}` removes it"
+               if vk.model is not None else "remove it from the storage by hand")
+        log.warning("warning: skipping %s in repository %r: not a version aim_cli wrote (%s)", vk.key, self.name, fix)
+
+    def _versions(self, model: str | None = None) -> list[VersionKey]:
+        """The version keys (of ``model``); each stray is skipped with a warning on stderr."""
+        found = []
+        for vk in self.iter_version_keys(model):
+            if vk.tag is None:
+                self.warn_stray(vk)
+            else:
+                found.append(vk)
+        return found
+
     def list_models(self) -> list[str]:
-        models = set()
-        for info in self.backend.list(MODELS):
-            parts = info.key.split("/")
-            if len(parts) == 4 and parts[2] == "versions" and parts[3].endswith(".json"):
-                models.add(parts[1])
-        return sorted(models)
+        return sorted({vk.model for vk in self._versions()})
 
     def list_tags(self, model: str) -> list[str]:
-        check_name("model", model)
-        prefix = f"{MODELS}{model}/versions/"
-        tags = [info.key[len(prefix) : -len(".json")] for info in self.backend.list(prefix)
-                if info.key.endswith(".json") and "/" not in info.key[len(prefix):]]
-        return sorted(tags)
+        return sorted(vk.tag for vk in self._versions(model))
 
     def model_exists(self, model: str) -> bool:
-        return bool(self.list_tags(model))
+        """Whether ``model`` has a version (quietly: strays are for listings to mention)."""
+        return any(vk.tag is not None for vk in self.iter_version_keys(model))
 
     def list_versions(self, model: str) -> list[VersionRef]:
-        """Every version of ``model``, oldest first. NotFoundError if it has none."""
+        """Every version of ``model``, oldest first. VersionNotFoundError if it has none."""
         tags = self.list_tags(model)
         if not tags:
-            raise NotFoundError(
-                f"model {model!r} not found in repository {self.name!r}",
-                f"run `aim_cli model list {self.name}`",
-            )
-        with ThreadPoolExecutor(max(1, min(self.jobs, len(tags)))) as pool:
-            refs = list(pool.map(lambda t: self.get_version(model, t), tags))
+            raise VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
+                                       f"run `aim_cli model list {self.name}`", model=model)
+        refs = self.map_parallel(lambda t: self.get_version(model, t), tags)
         return sorted(refs, key=lambda r: (r.manifest.created_at, r.manifest.tag))
 
-    def iter_manifest_keys(self) -> Iterator[tuple[str, str]]:
-        """(model, tag) of every manifest key, valid or not (for check and gc)."""
-        for info in self.backend.list(MODELS):
-            parts = info.key.split("/")
-            if len(parts) == 4 and parts[2] == "versions" and parts[3].endswith(".json"):
-                yield parts[1], parts[3][: -len(".json")]
+    def find_version_key(self, model: str, name: str) -> VersionKey:
+        """The one stored key that ``name`` names in ``model``'s versions/: ``<name>.json`` (a
+        version, or a stray such as ``v1 copy.json``) or exactly ``<name>`` (``.DS_Store``)."""
+        prefix = versions_prefix(_check_segment("model", model))
+        _check_segment("tag", name)
+        found = [k for k in (f"{prefix}{name}{MANIFEST_SUFFIX}", f"{prefix}{name}") if self.backend.exists(k)]
+        if not found:
+            check_name("model", model)  # a name no key holds: say what names look like (exit 2)
+            check_name("tag", name)
+            raise self._not_found(model, name)
+        if len(found) > 1:
+            raise UsageError(f"{name!r} names two stored keys of model {model!r}: {found[0]} and {found[1]}",
+                             "remove the one you mean from the storage by hand")
+        return parse_version_key(found[0])
 
-    def delete_version(self, model: str, tag: str) -> VersionRef | None:
-        """Delete one manifest; return it, or None when it was unreadable (deleted all the same:
-        a broken manifest must not block `repo gc` until its whole model is deleted)."""
+    def _readable(self, vk: VersionKey) -> mf.Manifest | None:
         try:
-            ref = self.get_version(model, tag)
-        except IntegrityError:
-            ref = None
-        self.backend.delete(manifest_key(model, tag))
-        return ref
+            return self.read_key(vk).manifest
+        except (IntegrityError, NotFoundError):
+            return None
 
-    def delete_model(self, model: str) -> list[str]:
-        """Delete every manifest of ``model`` (readable or not); return the deleted tags."""
-        tags = self.list_tags(model)
-        if not tags:
-            raise NotFoundError(
-                f"model {model!r} not found in repository {self.name!r}",
-                f"run `aim_cli model list {self.name}`",
-            )
-        self.backend.delete_many(manifest_key(model, t) for t in tags)
-        return tags
+    def delete_version(self, model: str, tag: str) -> Deleted:
+        """Delete the one key ``tag`` names (``find_version_key``: a stray too). The manifest is
+        returned when it could be read, and deleted all the same when not: a broken manifest
+        must not block `repo gc` until its whole model is deleted."""
+        vk = self.find_version_key(model, tag)
+        deleted = Deleted(tag, self._readable(vk))
+        self.backend.delete(vk.key)
+        return deleted
+
+    def delete_model(self, model: str) -> list[Deleted]:
+        """Delete every key in ``model``'s versions/ (readable or not, strays too)."""
+        keys = list(self.iter_version_keys(model))
+        if not keys:
+            raise VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
+                                       f"run `aim_cli model list {self.name}`", model=model)
+        deleted = [Deleted(vk.tag or vk.name, m) for vk, m in zip(keys, self.map_parallel(self._readable, keys))]
+        self.backend.delete_many(vk.key for vk in keys)
+        return deleted

@@ -6,7 +6,8 @@
                                 modified, missing and extra files. DIR/.aim* (pull's working files) is
                                 not part of the comparison.
     check_repo(repo)            every manifest parses and validates, every blob it names is stored with
-                                the size it says; with ``read_data`` every stored blob is re-hashed.
+                                the size it says, nothing below models/ or blobs/ is a stray; with
+                                ``read_data`` every stored blob is re-hashed.
                                 Also counts the unreferenced blobs that `repo gc` would free.
 
 Memory stays bounded: at most ``jobs`` blobs are in memory at once.
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest
-from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError, UsageError
+from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, UsageError
 from aim_cli.gc import read_manifests
 from aim_cli.progress import NullProgress
-from aim_cli.store import REPO_META_KEY, Repository, VersionRef
+from aim_cli.store import REPO_META_KEY, Repository, VersionKey, VersionRef
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,7 @@ def _read_blob(repo: Repository, digest: str, size: int) -> tuple[str, str] | No
     except BlobMissingError:
         return "missing", "not stored"
     except BlobCorruptError:
-        stored = repo.blob_size(digest)
-        if stored is not None and stored != size:
-            return "size", f"{stored} bytes stored, {size} expected"
-        return "corrupt", "its content does not match its hash"
+        return "corrupt", f"its bytes are not the {size} bytes its digest names"
     return None
 
 
@@ -185,18 +183,25 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
     return LocalReport(m.model, m.tag, ref.digest, str(root), len(m.files), sorted(modified), missing, extra)
 
 
+def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
+    what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
+    if vk.model is None:
+        return f"{what}; remove it from the storage by hand"
+    return f"{what}; `aim_cli model delete-version REPO {vk.model} --tag {vk.name!r}` removes it"
+
+
 def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, progress=None) -> CheckReport:
+    """NotARepositoryError (exit 3) for a root without aim-repo.json; DamagedStorageError when a
+    listing meets a link or special file; everything else is reported."""
     report = CheckReport(repo.name)
-    has_meta = True
     try:
         repo.params()
     except (IntegrityError, ConfigError) as e:
         report.broken.append((REPO_META_KEY, e.message))
-    except NotFoundError:
-        has_meta = False
-    manifests, broken = read_manifests(repo)
-    report.broken += broken
-    report.versions = len(manifests)
+    scan = read_manifests(repo)
+    manifests = scan.manifests
+    report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
+    report.versions = len(manifests) - sum(1 for _, why in scan.strays if why is None)
 
     referenced: dict[str, int] = {}
     sizes_disagree: set[str] = set()
@@ -205,9 +210,12 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
             for digest, size in f.chunks:
                 if referenced.setdefault(digest, size) != size:
                     sizes_disagree.add(digest)
-    stored = dict(repo.iter_blobs())
-    if not has_meta and (manifests or report.broken or stored):
-        report.broken.append((REPO_META_KEY, "missing, yet the repository holds data"))
+    stored: dict[str, int] = {}
+    for key, digest, size in repo.iter_blob_keys():
+        if digest is None:
+            report.broken.append((key, "not a blob key aim_cli writes; remove it from the storage by hand"))
+        else:
+            stored[digest] = size
     report.referenced, report.stored = len(referenced), len(stored)
 
     bad: dict[str, tuple[str, str]] = {}

@@ -130,3 +130,122 @@ def drop_dac_caps() -> list[str]:
     assert setpriv, "running as root needs setpriv (util-linux) to test unreadable files"
     caps = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+# -- a fault-injecting backend (like kopia's blobtesting and restic's test backends) ------------
+# Imported here, not at the top: this section was appended (other sections append too).
+import fnmatch  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from aim_cli.backends.base import ObjectInfo  # noqa: E402
+from aim_cli.errors import ObjectTooLargeError, StorageError  # noqa: E402
+
+
+@dataclass
+class Fault:
+    """One fault to inject. It strikes the calls of Backend method ``op`` ("get", "put",
+    "put_if_absent", "exists", "size", "list", "delete", "delete_many", or "*" for any) whose key
+    matches the fnmatch ``pattern`` (for "list": the prefix; for "delete_many": its first key),
+    numbers ``nth`` to ``nth + times - 1`` of them (1-based; ``times=None``: every one from ``nth``).
+
+    ``kind``:
+      "storage"     raise StorageError (what a backend raises for a failing storage)
+      "connection"  raise ConnectionResetError (an error a backend failed to map)
+      "short"       get returns the object without its last byte
+      "long"        get returns the object plus ``arg`` (default 1) zero bytes, ignoring max_size:
+                    a backend that breaks the bounded-read contract
+      "too_large"   get raises ObjectTooLargeError, as a backend does past max_size
+      "corrupt"     get returns the object with one bit of its first byte flipped
+      "miss"        list leaves out the entries whose key matches the fnmatch ``arg``
+      "extra"       list adds an entry (size 1) for each key in ``arg`` that starts with the prefix
+    """
+
+    op: str
+    kind: str
+    pattern: str = "*"
+    nth: int = 1
+    times: int | None = 1
+    arg: object = None
+    hits: int = 0  # matching calls seen so far
+
+    def strikes(self, op: str, key: str) -> bool:
+        if self.op not in (op, "*") or not fnmatch.fnmatchcase(key, self.pattern):
+            return False
+        self.hits += 1
+        return self.hits >= self.nth and (self.times is None or self.hits < self.nth + self.times)
+
+
+class FaultyBackend:
+    """Wraps any Backend and injects ``faults`` (see Fault). Records every call as (op, key,
+    max_size) in ``calls``; ``struck`` lists the faults that fired as (op, key, kind)."""
+
+    def __init__(self, inner, *faults: Fault):
+        self.inner = inner
+        self.location = inner.location
+        self.faults = list(faults)
+        self.calls: list[tuple[str, str, int | None]] = []
+        self.struck: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def _active(self, op: str, key: str, max_size: int | None = None) -> list[Fault]:
+        with self._lock:
+            self.calls.append((op, key, max_size))
+            active = [f for f in self.faults if f.strikes(op, key)]
+            self.struck += [(op, key, f.kind) for f in active]
+        for f in active:
+            if f.kind == "storage":
+                raise StorageError(f"injected: {op} {key} failed", "retry")
+            if f.kind == "connection":
+                raise ConnectionResetError(f"injected: connection reset during {op} {key}")
+        return active
+
+    def get(self, key, max_size=None):
+        active = self._active("get", key, max_size)
+        if any(f.kind == "too_large" for f in active):
+            raise ObjectTooLargeError(key, max_size or 0)
+        data = self.inner.get(key, max_size)
+        for f in active:
+            if f.kind == "short":
+                data = data[:-1]
+            elif f.kind == "long":
+                data = data + bytes(f.arg or 1)
+            elif f.kind == "corrupt" and data:
+                data = bytes([data[0] ^ 0x01]) + data[1:]
+        return data
+
+    def put(self, key, data):
+        self._active("put", key)
+        self.inner.put(key, data)
+
+    def put_if_absent(self, key, data):
+        self._active("put_if_absent", key)
+        return self.inner.put_if_absent(key, data)
+
+    def exists(self, key):
+        self._active("exists", key)
+        return self.inner.exists(key)
+
+    def size(self, key):
+        self._active("size", key)
+        return self.inner.size(key)
+
+    def delete(self, key):
+        self._active("delete", key)
+        self.inner.delete(key)
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        self._active("delete_many", keys[0] if keys else "")
+        self.inner.delete_many(keys)
+
+    def list(self, prefix):
+        active = self._active("list", prefix)
+        for info in self.inner.list(prefix):
+            if not any(f.kind == "miss" and fnmatch.fnmatchcase(info.key, f.arg) for f in active):
+                yield info
+        for f in active:
+            if f.kind == "extra":
+                yield from (ObjectInfo(k, 1) for k in f.arg if k.startswith(prefix))
+
+    def __getattr__(self, name):  # sync, clean_incomplete, check_access, find_in_parents, close
+        return getattr(self.inner, name)

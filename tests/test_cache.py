@@ -61,12 +61,13 @@ def test_put_get_round_trip_and_layout(tmp_path):
     cache = ChunkCache(tmp_path / "cache")
     data = b"some chunk bytes" * 1000
     h = digest_of(data)
-    assert cache.get(h) is None
+    assert cache.get(h, len(data)) is None
     cache.put(h, memoryview(data))
     # The layout is pinned: <root>/<h[:2]>/<h>, raw bytes, no temp file left behind.
     assert (tmp_path / "cache" / h[:2] / h).read_bytes() == data
     assert os.listdir(tmp_path / "cache" / h[:2]) == [h]
-    assert cache.get(h) == data
+    assert sorted(os.listdir(tmp_path / "cache")) == ["aim-cache.json", h[:2]]  # the marker
+    assert cache.get(h, len(data)) == data
     cache.put(h, data)  # idempotent
     assert cache.info() == (1, len(data))
 
@@ -77,13 +78,13 @@ def test_corrupted_entry_is_deleted_and_missed(tmp_path):
     h = digest_of(data)
     cache.put(h, data)
     cache.path_of(h).write_bytes(data[:-1] + b"\0")
-    assert cache.get(h) is None
+    assert cache.get(h, len(data)) is None
     assert not cache.path_of(h).exists()
 
 
 def test_get_refuses_a_digest_that_is_not_hex64(tmp_path):
     cache = ChunkCache(tmp_path)
-    assert cache.get("../../etc/passwd") is None
+    assert cache.get("../../etc/passwd", 5) is None
     cache.put("../escape", b"x")
     assert not (tmp_path.parent / "escape").exists()
 
@@ -91,7 +92,7 @@ def test_get_refuses_a_digest_that_is_not_hex64(tmp_path):
 def test_put_never_raises_and_warns_once(tmp_path, monkeypatch, caplog):
     cache = ChunkCache(tmp_path / "cache")
 
-    def disk_full(src, dst):
+    def disk_full(src, dst, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", disk_full)
@@ -101,8 +102,8 @@ def test_put_never_raises_and_warns_once(tmp_path, monkeypatch, caplog):
     warnings = [r for r in caplog.records if "chunk cache" in r.getMessage()]
     assert len(warnings) == 1 and "disk full" in warnings[0].getMessage()
     assert cache.info() == (0, 0)
-    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert leftovers == []  # the temp files were removed
+    leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == ["aim-cache.json"]  # the temp files were removed; the marker came first
 
 
 def test_put_into_an_unusable_root_does_not_raise(tmp_path):
@@ -110,7 +111,7 @@ def test_put_into_an_unusable_root_does_not_raise(tmp_path):
     root.write_text("a file")
     cache = ChunkCache(root)
     cache.put(digest_of(b"x"), b"x")
-    assert cache.get(digest_of(b"x")) is None
+    assert cache.get(digest_of(b"x"), 1) is None
     assert cache.info() == (0, 0)
 
 
@@ -123,7 +124,7 @@ def test_concurrent_puts_and_gets(tmp_path):
         try:
             for data in blobs:
                 cache.put(digest_of(data), data)
-                got = cache.get(digest_of(data))
+                got = cache.get(digest_of(data), len(data))
                 assert got is None or got == data
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -135,7 +136,7 @@ def test_concurrent_puts_and_gets(tmp_path):
         t.join()
     assert errors == []
     assert cache.info() == (len(blobs), sum(len(b) for b in blobs))
-    assert all(cache.get(digest_of(b)) == b for b in blobs)
+    assert all(cache.get(digest_of(b), len(b)) == b for b in blobs)
 
 
 def test_get_updates_access_time(tmp_path):
@@ -144,7 +145,7 @@ def test_get_updates_access_time(tmp_path):
     h = digest_of(data)
     cache.put(h, data)
     os.utime(cache.path_of(h), (1_000_000, 1_000_000))
-    cache.get(h)
+    cache.get(h, len(data))
     assert os.stat(cache.path_of(h)).st_atime > 1_000_000
 
 
@@ -157,7 +158,7 @@ def test_prune_removes_least_recently_used_first(tmp_path):
         cache.put(h, data)
         os.utime(cache.path_of(h), (1_700_000_000 + atime, 1_700_000_000))
         blobs[atime] = h
-    stale_tmp = tmp_path / "ab" / ".tmp-left-by-a-killed-pull"
+    stale_tmp = tmp_path / "ab" / f".tmp-{'ab' * 32}.0123456789ab"  # the name a killed put leaves
     stale_tmp.parent.mkdir(exist_ok=True)
     stale_tmp.write_bytes(b"partial")
     os.utime(stale_tmp, (1_000_000, 1_000_000))

@@ -158,8 +158,8 @@ def test_gc_removes_old_temp_files_of_killed_writes_only(tmp_path, monkeypatch):
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "60")
     repository = Repository(LocalBackend(tmp_path / "repo"), "r")
     repository.init()
-    old = tmp_path / "repo/blobs/ab/.tmp-ab12.deadbeef"
-    young = tmp_path / "repo/blobs/cd/.tmp-cd34.feedface"
+    old = tmp_path / "repo/blobs/ab/.tmp-ab12.0123456789ab"
+    young = tmp_path / "repo/blobs/cd/.tmp-cd34.0123456789ab"
     for p in (old, young):
         p.parent.mkdir(parents=True)
         p.write_bytes(b"x" * 100)

@@ -7,10 +7,12 @@ import blake3
 import pytest
 
 from aim_cli import manifest as mf
+from aim_cli import store
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError,
-                            ObjectTooLargeError, TagExistsError)
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError,
+                            NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
+                            VersionNotFoundError)
 from aim_cli.push import push
 from aim_cli.store import Repository
 from tests.helpers import write_model
@@ -55,9 +57,10 @@ def test_unknown_format_is_refused(repo):
         repo.params()
 
 
-def test_empty_repository_is_not_found(repo):
-    with pytest.raises(NotFoundError, match="empty"):
+def test_a_root_without_aim_repo_json_is_not_a_repository(repo):
+    with pytest.raises(NotARepositoryError, match="no repository 'r' there") as err:
         repo.params()
+    assert err.value.exit_code == 3 and err.value.location == repo.backend.location
 
 
 def test_get_blob_verifies(repo):
@@ -128,7 +131,7 @@ def test_versions_models_and_deletion(repo):
         repo.get_version("nope", "v1")
     repo.delete_version("m", "v1")
     assert repo.list_tags("m") == ["v2"]
-    assert repo.delete_model("m") == ["v2"]
+    assert [d.name for d in repo.delete_model("m")] == ["v2"]
     assert repo.list_models() == []
     with pytest.raises(NotFoundError):
         repo.delete_model("m")
@@ -157,3 +160,87 @@ def test_storage_that_ignores_exclusive_creates_is_refused(tmp_path):
         repo.check_conditional_writes()
     assert (tmp_path / "repo/aim-repo.json").read_bytes() == before
     Repository(LocalBackend(tmp_path / "repo"), "r").check_conditional_writes()  # a real one passes
+
+
+@pytest.mark.parametrize("key, parsed", [
+    ("models/resnet/versions/v1.0.json", ("resnet", "v1.0", "v1.0")),
+    ("models/m/versions/v1 copy.json", ("m", None, "v1 copy")),
+    ("models/m/versions/.DS_Store", ("m", None, ".DS_Store")),
+    ("models/m/versions/x.json.bak", ("m", None, "x.json.bak")),
+    ("models/m/versions/.json", ("m", None, ".json")),
+    ("models/m/versions/-v1.json", ("m", None, "-v1")),
+    ("models/m/versions/sub/v1.json", (None, None, "v1")),
+    ("models/m/v1.json", (None, None, "v1")),
+    ("models/bad name/versions/v1.json", (None, None, "v1")),
+    ("models/m//versions/v1.json", (None, None, "v1")),
+])
+def test_version_keys_are_parsed_in_one_place(key, parsed):
+    vk = store.parse_version_key(key)
+    assert (vk.model, vk.tag, vk.name) == parsed and vk.key == key
+    assert vk.label == (f"{vk.model}:{vk.tag}" if vk.tag else key)
+    if vk.tag:
+        assert store.manifest_key(vk.model, vk.tag) == key
+
+
+def test_blob_keys_are_pinned():
+    h = "ab" + "0" * 62
+    assert store.blob_key(h) == f"blobs/ab/{h}" and store.shard_key(h) == f"ab/{h}"
+    assert store.digest_of_shard_key(f"ab/{h}") == h
+    for stray in (f"cd/{h}", f"ab/{h}/x", "ab/.DS_Store", f"ab/{h.upper()}", h):
+        assert store.digest_of_shard_key(stray) is None
+    assert store.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in store.WRITE_DIRS and "blobs/ff" in store.WRITE_DIRS
+    assert store.WRITE_DIRS[-1] == "models/*/versions" and len(store.WRITE_DIRS) == 2 + 256 + 1
+
+
+def test_not_found_errors_carry_model_and_tag(repo):
+    repo.init()
+    repo.commit(_manifest("v1"))
+    with pytest.raises(VersionNotFoundError) as err:
+        repo.get_version("m", "v9")
+    assert (err.value.model, err.value.tag) == ("m", "v9")
+    for call in (lambda: repo.get_version("nope", "v1"), lambda: repo.list_versions("nope"),
+                 lambda: repo.delete_model("nope"), lambda: repo.delete_version("nope", "v1")):
+        with pytest.raises(VersionNotFoundError) as err:
+            call()
+        assert (err.value.model, err.value.tag) == ("nope", None)
+
+
+def test_a_new_root_must_be_empty_and_not_nested(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_text("x")
+    with pytest.raises(NotEmptyError) as err:
+        Repository(LocalBackend(tmp_path / "data"), "r").init()
+    assert err.value.location == str(tmp_path / "data") and err.value.exit_code == 4
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["f"]
+    Repository(LocalBackend(tmp_path / "outer"), "o").init()
+    with pytest.raises(NotEmptyError, match="inside the repository at"):
+        Repository(LocalBackend(tmp_path / "outer" / "inner"), "i").init()
+    assert not (tmp_path / "outer" / "inner").exists()
+
+
+def test_a_first_push_racing_another_one_is_no_conflict(tmp_path):
+    """Two first pushes: ours looked (no aim-repo.json), then the other created it and stored
+    blobs. The root is not empty, but it is a repository now: init goes on."""
+
+    class LookedTooEarly(LocalBackend):
+        looked = False
+
+        def exists(self, key):
+            if key == "aim-repo.json" and not self.looked:
+                self.looked = True
+                return False
+            return super().exists(key)
+
+    other = Repository(LocalBackend(tmp_path / "repo"), "r")
+    first = other.init(ChunkingParams.for_average(64 * 1024))
+    other.put_blob(blake3.blake3(b"x").hexdigest(), b"x")
+    assert Repository(LookedTooEarly(tmp_path / "repo"), "r").init() == first
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\x00b"])
+def test_delete_version_refuses_names_that_are_not_one_key_segment(repo, name):
+    repo.init()
+    with pytest.raises(UsageError):
+        repo.delete_version("m", name)
+    with pytest.raises(UsageError):
+        repo.delete_version(name or "/", "v1")

@@ -17,9 +17,18 @@ The contract every implementation must keep:
 - ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
 - ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size, in
   no promised order.
-- ``clean_incomplete(older_than)`` removes what interrupted writes left behind (a killed
-  process's temp files) once older than ``older_than`` seconds, and returns (count, bytes). Such
+- Reading and listing agree: ``list`` shows exactly the keys ``get`` can read. Where the storage
+  holds something a backend never writes and cannot treat as an object (a symlink or a FIFO in a
+  directory), every operation that meets it raises ``DamagedStorageError`` naming its key: none
+  follows it, none skips it.
+- ``clean_incomplete(older_than, dirs)`` removes what interrupted writes left behind (a killed
+  process's temp files) once older than ``older_than`` seconds, and returns (count, bytes). It
+  looks only directly in ``dirs`` (directory keys; a ``*`` segment stands for any one segment)
+  and removes only names of its own temp-file pattern: the caller owns the layout. Such
   leftovers are never visible to ``get``/``list``; a backend without them returns (0, 0).
+- ``find_in_parents(key)`` names the nearest location above this one (a parent directory, a
+  parent prefix up to the bucket) that holds an object ``key``, or returns None; a parent it may
+  not read counts as not holding it. (Repositories use it to refuse nesting.)
 - ``sync()`` is a durability barrier: every object ``put`` before it survives a crash once it
   returns. ``put_if_absent`` is durable when it returns (it is used for commit points).
 - Failures of the storage itself (unreachable, permission denied, disk full, bad credentials)
@@ -28,7 +37,7 @@ The contract every implementation must keep:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -66,7 +75,9 @@ class Backend(Protocol):
 
     def sync(self) -> None: ...
 
-    def clean_incomplete(self, older_than: float) -> tuple[int, int]: ...
+    def clean_incomplete(self, older_than: float, dirs: Sequence[str] = ()) -> tuple[int, int]: ...
+
+    def find_in_parents(self, key: str) -> str | None: ...
 
     def check_access(self) -> None:
         """Raise StorageError unless the location can be reached (the bucket or directory exists

@@ -448,7 +448,7 @@ class S3Backend:
     def sync(self) -> None:
         """Nothing to do: S3 has made an object durable when its PUT returns."""
 
-    def clean_incomplete(self, older_than: float) -> tuple[int, int]:
+    def clean_incomplete(self, older_than: float, dirs: Sequence[str] = ()) -> tuple[int, int]:
         """Nothing to do: a single PUT is never visible in part and leaves nothing behind."""
         return 0, 0
 
@@ -464,3 +464,18 @@ class S3Backend:
     def close(self) -> None:
         """Close the client's pooled connections."""
         self._client.close()
+
+    def find_in_parents(self, key: str) -> str | None:
+        """The nearest parent prefix (up to the bucket) holding ``key``: one HEAD per level. A
+        level these credentials may not read (a prefix-scoped policy) counts as not holding it."""
+        parts = self.prefix.split("/") if self.prefix else []
+        for n in range(len(parts) - 1, -1, -1):
+            base = "/".join(parts[:n])
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=f"{base}/{key}" if base else key)
+            except self._errors as e:
+                if _error_code(e) in _NOT_FOUND_CODES or _http_status(e) == 403:
+                    continue
+                raise self._error(e, f"looking for {key} above {self.location}") from None
+            return f"s3://{self.bucket}/{base}" if base else f"s3://{self.bucket}"
+        return None

@@ -323,5 +323,31 @@ def test_invalid_keys_are_refused(backend, key):
 def test_clean_incomplete_leaves_objects_alone(backend):
     backend.put("blobs/aa/one", b"1")
     backend.put_if_absent("models/m/versions/v.json", b"{}")
-    assert backend.clean_incomplete(0) == (0, 0)
+    assert backend.clean_incomplete(0, ["", "*", "blobs/aa", "models/*/versions"]) == (0, 0)
     assert sorted(i.key for i in backend.list("")) == ["blobs/aa/one", "models/m/versions/v.json"]
+
+
+@pytest.mark.parametrize("key", ["models/m/versions/v1 copy.json", "models/m/versions/.DS_Store",
+                                 "models/m/versions/x.json.bak", "blobs/.hidden", "models/m/v0.json"])
+def test_any_plain_name_round_trips(backend, key):
+    """Keys aim_cli never writes (stray names people and tools leave) are still plain objects:
+    listed, read, sized and deleted like any other, so the store can report and remove them."""
+    backend.put(key, b"stray")
+    assert keys_of(backend, "") == {key: 5}
+    assert backend.get(key) == b"stray" and backend.size(key) == 5 and backend.exists(key)
+    backend.delete(key)
+    assert keys_of(backend, "") == {}
+
+
+def test_find_in_parents_names_the_nearest_holder(backend_factory):
+    """Repositories never nest: a backend can tell whether a location above it (a parent
+    directory, a parent prefix up to the bucket) holds a key."""
+    outer, inner, deeper = backend_factory("team"), backend_factory("team/models"), backend_factory("team/models/x")
+    assert outer.find_in_parents("aim-repo.json") is None
+    assert inner.find_in_parents("aim-repo.json") is None
+    outer.put("aim-repo.json", b"{}")
+    assert inner.find_in_parents("aim-repo.json") == outer.location
+    assert deeper.find_in_parents("aim-repo.json") == outer.location
+    inner.put("aim-repo.json", b"{}")
+    assert deeper.find_in_parents("aim-repo.json") == inner.location  # the nearest one
+    assert outer.find_in_parents("aim-repo.json") is None  # itself is not above itself

@@ -254,14 +254,14 @@ def test_permission_to_list_but_not_to_read_or_write(auth_server, pushed, tmp_pa
     fresh.mkdir()
     (fresh / "model_repos.yaml").write_text(EXISTING)
     new_location = f"s3://{auth_server.bucket}/lister-new"
-    runs = {
-        "writing locks/": (["model", "push", "team", "resnet", pushed.src, "--tag", "v2", "--quiet"], pushed.work,
-                           pushed.location),
-        "reading models/resnet/versions/v1.json": (["model", "pull", "team", "resnet", dest, "--tag", "v1", "--quiet"],
-                                                   pushed.work, pushed.location),
-        "looking up aim-repo.json": (create_args("vision", new_location, auth_server), fresh, new_location),
-    }
-    for action, (args, cwd, location) in runs.items():
+    runs = [  # push looks up aim-repo.json before it writes anything (its lease included)
+        ("looking up aim-repo.json", (["model", "push", "team", "resnet", pushed.src, "--tag", "v2", "--quiet"],
+                                      pushed.work, pushed.location)),
+        ("reading models/resnet/versions/v1.json", (["model", "pull", "team", "resnet", dest, "--tag", "v1", "--quiet"],
+                                                    pushed.work, pushed.location)),
+        ("looking up aim-repo.json", (create_args("vision", new_location, auth_server), fresh, new_location)),
+    ]
+    for action, (args, cwd, location) in runs:
         started = time.monotonic()
         res = run(args, cwd=cwd, env=env, timeout=60)
         elapsed = time.monotonic() - started
