@@ -24,10 +24,11 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   speed: seconds of silence mean a dead peer, whatever the link's throughput.
 - Stragglers: ``get`` and ``put`` run as hedged requests. When one has taken much longer than
   recent requests of its size (``HEDGE_FACTOR`` x the time the throughput observed so far by this
-  backend predicts, and at least a tenth of the stall deadline), an identical second request starts
-  on another connection; the first to complete wins and the other is closed. So one stalled request
-  costs a fraction of a second instead of the stall deadline. At most ``max_connections // 4 + 1``
-  hedges are in flight, so a slow endpoint never sees its load doubled.
+  backend predicts, and at least a tenth of the stall deadline), an identical request starts on
+  another connection (and a third if that one straggles too); the first copy to complete wins and
+  the others are closed. So one stalled request costs a fraction of a second instead of the stall
+  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``_Race``), so
+  a slow endpoint never sees its load doubled.
 Only requests that are safe to repeat are hedged: a GET, and a plain PUT (idempotent: the same bytes
 under the same key). ``put_if_absent`` (a conditional PUT, the commit of a tag or a lock) is never
 hedged: it still gets the silence deadline and the retry, whose second answer (412 for our own
@@ -72,6 +73,9 @@ READ_TIMEOUT = DEFAULT_STALL_SECONDS
 #: a busy machine or endpoint would start hedges that only add load.
 HEDGE_FACTOR = 4.0
 HEDGE_FLOOR_SHARE = 0.1
+#: Copies of one request at most (the first and two hedges): with 15% of responses stalling, all
+#: three stall for 0.3% of requests, which then wait for the stall deadline.
+MAX_COPIES = 3
 #: Bodies are read in pieces of this size: memory stays bounded by max_size whatever the server
 #: claims, and a request whose hedge won stops between pieces.
 PIECE = 256 * 1024
@@ -359,6 +363,58 @@ def _shut_down(body) -> None:
         pass  # already released or closed: there is no read left to interrupt
 
 
+class _Race:
+    """The copies of one hedged request. A race takes one hedge slot for all its hedges, and gives
+    it back only when every copy has ended (a cancelled PUT may run on until its answer or its
+    deadline): at most ``slots`` requests have hedges at once, each at most MAX_COPIES - 1, so a
+    slow endpoint never carries more than that many extra requests. One slot per race rather than
+    per hedge lets a request whose hedge stalled too start its third copy at once: when stalls
+    come in bursts, slots taken per hedge ran out and left requests waiting for the deadline."""
+
+    def __init__(self, slots: threading.BoundedSemaphore):
+        self.started = 0
+        self._slots = slots
+        self._held = 0
+        self._running = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def take_slot(self) -> bool:
+        """True if this race holds a hedge slot (taking one now if there is one free)."""
+        with self._lock:
+            if self._held:
+                return True
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            self._held += 1
+        return True
+
+    def add(self, copies: dict, future: Future, attempt: _Attempt) -> None:
+        copies[future] = attempt
+        with self._lock:
+            self.started += 1
+            self._running += 1
+        future.add_done_callback(self._ended)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._release_if_over()
+
+    def _ended(self, _future: Future) -> None:
+        with self._lock:
+            self._running -= 1
+        self._release_if_over()
+
+    def _release_if_over(self) -> None:
+        with self._lock:
+            held = self._held if self._closed and self._running == 0 else 0
+            self._held -= held
+        for _ in range(held):
+            self._slots.release()
+
+
 #: The attempt the current thread runs, for the before-send hook.
 _CURRENT = threading.local()
 
@@ -554,59 +610,48 @@ class S3Backend:
         return started + max(self._hedge_floor, HEDGE_FACTOR * expected) - time.monotonic()
 
     def _hedged(self, request: Callable[[_Attempt], T], pace: _Pace, size: int | None, action: str) -> T:
-        """Run ``request``; once it straggles and a hedge slot is free, race it against a twin on
-        a fresh connection. The first copy to succeed wins and the other is cancelled. A copy whose
-        connection broke waits for its twin; any other failure (not found, too large) is final."""
+        """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
+        another copy on a fresh connection (MAX_COPIES in all: a hedge may stall too). The first
+        copy to succeed wins and the others are cancelled. A copy whose connection broke or went
+        silent waits for the others; any other failure (not found, too large) is final at once."""
+        race = _Race(self._hedge_slots)
+        copies: dict[Future, _Attempt] = {}
         first = _Attempt(size)
-        started = time.monotonic()
-        racing: dict[Future, _Attempt] = {self._pool.submit(self._run, request, first, pace): first}
-        hedge: _Attempt | None = None
+        newest = started = time.monotonic()
+        race.add(copies, self._pool.submit(self._run, request, first, pace), first)
         failure: BaseException | None = None
         try:
-            while racing:
+            while copies:
                 timeout = None
-                if hedge is None:
-                    left = self._until_straggler(pace, first.size, started)
-                    if left is not None and left <= 0 and self._hedge_slots.acquire(blocking=False):
+                if race.started < MAX_COPIES:
+                    left = self._until_straggler(pace, first.size, newest)
+                    if left is not None and left <= 0 and race.take_slot():
                         hedge = _Attempt(first.size)
-                        self._start_hedge(request, hedge, pace, racing, f"{action} straggled {-left:.2f}s")
-                    else:  # not yet a straggler, or no slot free (look again after a hedge floor)
-                        timeout = left if left is not None and left > 0 else self._hedge_floor
-                done, _ = wait(racing, timeout=timeout, return_when=FIRST_COMPLETED)
+                        race.add(copies, self._pool.submit(self._run, request, hedge, pace), hedge)
+                        newest = time.monotonic()
+                        self._count(hedges=1)
+                        log.debug("%s in %s: no answer after %.2fs: hedged (copy %d)", action, self.location,
+                                  newest - started, race.started)
+                        left = self._until_straggler(pace, first.size, newest)
+                    # Not a straggler yet, or no slot free: look again then, or after a hedge floor.
+                    timeout = left if left is not None and left > 0 else self._hedge_floor
+                done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
-                    attempt = racing.pop(future)
+                    attempt = copies.pop(future)
                     error = future.exception()
                     if error is None:
-                        if attempt is hedge:
+                        if attempt is not first:
                             self._count(hedges_won=1)
                         return future.result()
-                    if not racing or not isinstance(error, self._broken_body):
+                    if not copies or not isinstance(error, self._broken_body):
                         raise error
-                    failure = failure or error  # its twin may still complete
+                    failure = failure or error  # another copy may still complete
             raise failure or AssertionError("unreachable")
         finally:
-            for attempt in racing.values():  # the loser, or every copy when we leave on an error
+            for attempt in copies.values():  # the losers, or every copy when we leave on an error
                 attempt.cancel()
                 self._count(abandoned=1)
-
-    def _start_hedge(self, request, hedge: _Attempt, pace: _Pace, racing: dict, why: str) -> None:
-        """Submit ``hedge`` beside the request in ``racing``. Its slot is freed only once both
-        copies have ended, so a slow endpoint never carries more extra requests than slots."""
-        self._count(hedges=1)
-        log.debug("%s past its expected time in %s: hedged", why, self.location)
-        twins = [*racing, self._pool.submit(self._run, request, hedge, pace)]
-        racing[twins[-1]] = hedge
-        ended = iter(range(len(twins) - 1, -1, -1))  # counts down, one step per ended copy
-        lock = threading.Lock()
-
-        def on_end(_future) -> None:
-            with lock:
-                left = next(ended)
-            if left == 0:
-                self._hedge_slots.release()
-
-        for future in twins:
-            future.add_done_callback(on_end)
+            race.close()
 
     def _read_body(self, key: str, response: dict, max_size: int | None, attempt: _Attempt) -> bytes:
         """The body of a GET, read in pieces: never more than ``max_size + 1`` bytes, whatever
