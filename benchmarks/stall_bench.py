@@ -11,14 +11,15 @@ run pulls the version into an empty directory twice, in alternating order, throu
 its own (FaultyProxy of tests/backends/test_s3_faults.py) on 127.0.0.1:
 - clean: forwards every request as it is;
 - stalling: a ``--stall-rate`` share of GET responses, drawn from a generator seeded with
-  ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the body and keep the connection open and
-  silent until the client closes it (a hung load balancer).
+  ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the
+  body and keep the connection open and silent until the client closes it (a hung load balancer).
 A pull is the whole pipeline: ``aim_cli.api.open_repository`` and ``aim_cli.pull.pull`` (what
 ``aim_cli.api.pull`` runs), or with ``--cli`` the console script ``aim_cli model pull``. Every
 pulled file is compared with its source byte for byte. The stall deadline is the default one
-(AIM_S3_STALL_SECONDS is unset). The table shows the median time of ``--runs`` runs and, summed
-over the runs, what the proxy did (stalled responses, blob GETs beyond one per chunk) and, without
-``--cli``, the backend's counters (``S3Backend.stats``). Target: the stalling pull under 15 s.
+(start_moto unsets every AIM_* variable, AIM_S3_STALL_SECONDS included). The table shows the
+median time of ``--runs`` runs and, summed over the runs, what the proxy did (stalled responses,
+blob GETs beyond one per chunk) and, without ``--cli``, the backend's counters
+(``S3Backend.stats``). Target: the stalling pull under 15 s.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from aim_cli.backends.s3 import DEFAULT_STALL_SECONDS  # noqa: E402
 from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, stop  # noqa: E402
 from tests.backends.test_s3_faults import FaultyProxy  # noqa: E402
 
@@ -156,7 +158,7 @@ def main() -> None:
     how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pull` (in process)"
     print(f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
           f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
-          f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {os.environ.get('AIM_S3_STALL_SECONDS', '5 (default)')} s; moto on "
+          f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "
           f"127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; pull via {how}")
     print(f"counters are sums over the {args.runs} runs" + ("" if not args.cli else "; backend counters need "
           "the in-process mode (no --cli)"))
