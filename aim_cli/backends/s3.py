@@ -471,18 +471,19 @@ class S3Backend:
         self._hedge_floor = HEDGE_FLOOR_SHARE * self.stall_seconds
         hedge_limit = max_connections // 4 + 1
         self._hedge_slots = threading.BoundedSemaphore(hedge_limit)
+        extra = (MAX_COPIES - 1) * hedge_limit  # copies beyond one per caller, at most
         self._paces = {"GET": _Pace(), "PUT": _Pace()}
         self._stats = TransferStats()
         self._stats_lock = threading.Lock()
         # Hedged requests run here, so that the caller can return with the first copy to complete
         # while the other is being stopped. Threads start only when needed.
-        self._pool = ThreadPoolExecutor(2 * max_connections + hedge_limit, thread_name_prefix="aim-s3")
+        self._pool = ThreadPoolExecutor(2 * max_connections + extra, thread_name_prefix="aim-s3")
 
         config = Config(
             retries={"mode": "standard", "max_attempts": BOTOCORE_MAX_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=self.stall_seconds,
-            max_pool_connections=max(max_connections + hedge_limit, 10),
+            max_pool_connections=max(max_connections + extra, 10),
             # S3-compatible servers (MinIO, Ceph, R2 ...) reject or mishandle the CRC checksums
             # that botocore >= 1.36 adds by default; integrity is checked above by BLAKE3 anyway.
             request_checksum_calculation="when_required",
@@ -619,7 +620,6 @@ class S3Backend:
         first = _Attempt(size)
         newest = started = time.monotonic()
         race.add(copies, self._pool.submit(self._run, request, first, pace), first)
-        failure: BaseException | None = None
         try:
             while copies:
                 timeout = None
@@ -645,8 +645,8 @@ class S3Backend:
                         return future.result()
                     if not copies or not isinstance(error, self._broken_body):
                         raise error
-                    failure = failure or error  # another copy may still complete
-            raise failure or AssertionError("unreachable")
+                    # Its connection broke or went silent: another copy may still complete.
+            raise AssertionError("unreachable")  # the last copy to end returns or raises
         finally:
             for attempt in copies.values():  # the losers, or every copy when we leave on an error
                 attempt.cancel()
