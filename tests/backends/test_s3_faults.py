@@ -51,7 +51,8 @@ class FaultyProxy:
       drawn from a generator seeded with ``seed`` (so a run is repeatable).
     - The first ``stall_first_puts`` PUTs of each path are read whole, never forwarded, and stall.
     Slow but alive:
-    - The first PUT of each path waits ``slow_puts`` seconds before it is forwarded (a slow server).
+    - The first PUT of each path waits ``slow_puts`` seconds before it is forwarded (a slow server),
+      or less if a second PUT of that path arrives meanwhile (a hedge: the race is then decided).
     - ``trickle`` = (bytes, seconds): every GET body is sent that many bytes at a time, with that
       pause between pieces (a slow link that keeps moving).
     A liar:
@@ -145,8 +146,9 @@ class FaultyProxy:
         self.server.server_close()
 
     def _decide(self, method: str, path: str) -> int:
-        with self._lock:
+        with self._changed:
             self.seen[method, path] += 1
+            self._changed.notify_all()
             return self.seen[method, path]
 
     def _count(self, name: str) -> None:
@@ -242,8 +244,8 @@ class FaultyProxy:
                     self.conditional_puts[path] += 1
             if nth <= self.stall_first_puts:
                 return self._hold(handler)  # never forwarded: the object is not stored
-            if nth == 1 and self.slow_puts:
-                self._closing.wait(self.slow_puts)  # a slow server (ends early at teardown)
+            if nth == 1 and self.slow_puts:  # a slow server, until a second copy arrives
+                self.wait_until(lambda: self.seen[method, path] > 1 or self._closing.is_set(), self.slow_puts)
         if method == "GET" and self.flood_gets:
             return self._flood(handler)
         upstream = http.client.HTTPConnection(*self.upstream, timeout=30)

@@ -136,14 +136,15 @@ def test_a_put_that_stalls_is_retried(make_proxy, backends, s3_bucket, s3_client
 
 
 def test_put_if_absent_is_never_hedged(make_proxy, backends, s3_bucket, s3_client):
-    """A server slow to answer the first PUT of each key (slower than the hedge delay, faster
-    than the stall deadline): a plain PUT is hedged, a conditional one never is."""
+    """A server slow to answer the first PUT of each key (for longer than the hedge delay, less
+    than the stall deadline; the proxy answers early once a hedge arrives): a plain PUT is
+    hedged, a conditional one never is."""
     proxy = make_proxy()
-    backend = new_backend(s3_bucket, proxy.url, stall_seconds=3.0)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=10.0)  # hedges from 1 s on
     backends.append(backend)
     for i in range(4):  # the pace of a PUT here
         backend.put(f"blobs/0{i}/warm", random_bytes(64 * KiB, seed=i))
-    proxy.slow_puts = 1.5
+    proxy.slow_puts = 2.5
 
     backend.put("blobs/dd/plain", b"plain bytes")
     assert backend.stats.hedges == 1  # the control: the delay does start a hedge
@@ -220,3 +221,27 @@ def test_cli_pull_through_a_link_that_stalls_every_first_get(tmp_path, make_prox
     assert all(proxy.seen["GET", path] > n for path, n in stalled.items())
     assert all_stalls_closed_by_client(proxy)
 
+
+
+def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_proxy, s3_endpoint, s3_bucket):
+    """`aim_cli model push` to a repository behind a proxy that swallows the first PUT of every key
+    (blobs, the manifest's conditional PUT, leases): every one is abandoned at the deadline and
+    sent again, the version commits once, and a pull from the server itself gives the files back."""
+    proxy = make_proxy(stall_first_puts=1)
+    repos = {
+        "direct": s3_repo_yaml_entry(s3_endpoint, s3_bucket),
+        "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
+    }
+    (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
+    src = make_model(tmp_path / "src", seed=6)
+
+    env = base_env(**{STALL_ENV: "1"})
+    ok(run(["model", "push", "stalling", "m", src, "--tag", "v1", "--quiet", "--jobs", "4"], cwd=tmp_path, env=env))
+    stalled = proxy.stalled_paths
+    manifest = path_of(s3_bucket, "models/m/versions/v1.json")
+    assert any("/blobs/" in path for path in stalled) and manifest in stalled
+    assert all(proxy.seen["PUT", path] >= 2 for path in stalled)  # swallowed once, then sent again
+    assert proxy.conditional_puts[manifest] == 2  # the swallowed one and its retry: never a hedge
+    assert all_stalls_closed_by_client(proxy)
+    ok(run(["model", "pull", "direct", "m", tmp_path / "dest", "--tag", "v1", "--quiet"], cwd=tmp_path))
+    assert_same_tree(src, tmp_path / "dest")
