@@ -8,6 +8,8 @@ import http.client
 import json
 import logging
 import os
+import random
+import select
 import socket
 import subprocess
 import sys
@@ -37,27 +39,87 @@ class FaultyProxy:
 
     It works per request rather than on raw bytes: clients keep connections alive across many
     requests, so only a request-aware proxy can decide deterministically which response to break.
+    Resets:
     - The first ``cut_gets`` GETs of each path whose body is longer than ``cut_after`` get the
       status line, the headers and ``cut_after`` bytes of the body, then the connection is shut.
     - The first ``lose_puts`` PUTs of each path reach the server (the object is stored), then the
       connection is shut before any answer: the client cannot know that its write succeeded.
+    Stalls (a hung load balancer): the connection stays open and silent until the client closes
+    it, the proxy closes, or ``stall_limit`` seconds pass; ``stall_ends`` counts which.
+    - GET responses whose body is longer than ``stall_after`` stall after that many body bytes:
+      the first ``stall_first_gets`` of each path, and a ``stall_rate`` share of all the others,
+      drawn from a generator seeded with ``seed`` (so a run is repeatable).
+    - The first ``stall_first_puts`` PUTs of each path are read whole, never forwarded, and stall.
+    Slow but alive:
+    - The first PUT of each path waits ``slow_puts`` seconds before it is forwarded (a slow server),
+      or less if a second PUT of that path arrives meanwhile (a hedge: the race is then decided).
+    - ``trickle`` = (bytes, seconds): every GET body is sent that many bytes at a time, with that
+      pause between pieces (a slow link that keeps moving).
+    A liar:
+    - ``flood_gets`` > 0: every GET is answered 200 with no Content-Length and ``flood_gets`` bytes
+      (the body ends when the connection closes); ``flood_sent`` is what the proxy managed to send.
     """
 
-    def __init__(self, upstream: str, *, cut_gets: int = 2, cut_after: int = 64 * 1024, lose_puts: int = 1):
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        cut_gets: int = 2,
+        cut_after: int = 64 * 1024,
+        lose_puts: int = 1,
+        stall_first_gets: int = 0,
+        stall_rate: float = 0.0,
+        stall_after: int = 64 * 1024,
+        seed: int = 0,
+        stall_first_puts: int = 0,
+        stall_limit: float = 120.0,
+        slow_puts: float = 0.0,
+        trickle: tuple[int, float] | None = None,
+        flood_gets: int = 0,
+    ):
         target = urlsplit(upstream)
         self.upstream = (target.hostname, target.port)
         self.cut_gets, self.cut_after, self.lose_puts = cut_gets, cut_after, lose_puts
+        self.stall_first_gets, self.stall_rate, self.stall_after = stall_first_gets, stall_rate, stall_after
+        self.stall_first_puts, self.stall_limit = stall_first_puts, stall_limit
+        self.slow_puts, self.trickle, self.flood_gets = slow_puts, trickle, flood_gets
         self.seen: Counter[tuple[str, str]] = Counter()
+        self.conditional_puts: Counter[str] = Counter()  # PUTs with If-None-Match, by path
         self.cut_bodies = 0  # responses broken mid-body
         self.lost_responses = 0  # requests executed whose answer was never sent
+        self.stalled = 0  # responses (or PUTs) held silent
+        self.stalled_paths: Counter[str] = Counter()
+        self.stall_ends: Counter[str] = Counter()  # how each stall ended: client, limit, teardown
+        self.flood_sent = 0
+        self.floods = 0  # flooded answers that have ended
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when a counter changes
+        self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, and 100-continue handled for us
 
+            def setup(self):
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self):
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass  # the client is gone
+
             def do_request(self):
-                proxy._forward(self)
+                try:
+                    proxy._forward(self)
+                except OSError:
+                    self.close_connection = True  # the client hung up mid-answer
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_request
 
@@ -71,19 +133,102 @@ class FaultyProxy:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop serving, end every held stall and idle connection, and join the handler threads."""
+        self._closing.set()
         self.server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.server.server_close()
 
     def _decide(self, method: str, path: str) -> int:
-        with self._lock:
+        with self._changed:
             self.seen[method, path] += 1
+            self._changed.notify_all()
             return self.seen[method, path]
+
+    def _count(self, name: str) -> None:
+        with self._changed:
+            setattr(self, name, getattr(self, name) + 1)
+            self._changed.notify_all()
+
+    def wait_until(self, condition, timeout: float = 60.0) -> bool:
+        """Wait until ``condition()`` (about the counters) holds: the proxy's threads finish a
+        stall or a flood only after the client's side has moved on."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout)
 
     @staticmethod
     def _cut(handler: BaseHTTPRequestHandler) -> None:
         handler.close_connection = True
+        try:
+            handler.wfile.flush()
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client closed first
+
+    def _stalls_get(self, nth: int, size: int) -> bool:
+        if size <= self.stall_after:
+            return False
+        with self._lock:
+            return nth <= self.stall_first_gets or self._rng.random() < self.stall_rate
+
+    def _hold(self, handler: BaseHTTPRequestHandler) -> None:
+        """Keep the connection open and silent (bounded), then shut it."""
+        with self._lock:
+            self.stalled_paths[handler.path] += 1
+        self._count("stalled")
         handler.wfile.flush()
-        handler.connection.shutdown(socket.SHUT_RDWR)
+        conn = handler.connection
+        deadline = time.monotonic() + self.stall_limit
+        end = "limit"
+        while time.monotonic() < deadline:
+            if self._closing.is_set():
+                end = "teardown"
+                break
+            # A bounded wait for the client's close (EOF), not a synchronisation sleep.
+            readable, _, _ = select.select([conn], [], [], 0.1)
+            if readable:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    end = "client"
+                    break
+        with self._changed:
+            self.stall_ends[end] += 1
+            self._changed.notify_all()
+        self._cut(handler)
+
+    def _send_trickle(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        step, pause = self.trickle
+        for offset in range(0, len(data), step):
+            handler.wfile.write(data[offset : offset + step])
+            if self._closing.wait(pause):  # the pace of a slow link (ends early at teardown)
+                break
+
+    def _flood(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response_only(200, "OK")
+        handler.send_header("Connection", "close")  # no Content-Length: the body ends at close
+        handler.end_headers()
+        piece = b"\0" * 65536
+        sent = 0
+        try:
+            while sent < self.flood_gets and not self._closing.is_set():
+                handler.wfile.write(piece)
+                sent += len(piece)
+        except OSError:
+            pass  # the client stopped reading and closed: what we are testing for
+        handler.close_connection = True
+        with self._changed:
+            self.flood_sent = max(self.flood_sent, sent)
+            self.floods += 1
+            self._changed.notify_all()
 
     def _forward(self, handler: BaseHTTPRequestHandler) -> None:
         method, path = handler.command, handler.path
@@ -92,6 +237,17 @@ class FaultyProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("expect", "connection")}
+        nth = self._decide(method, path)
+        if method == "PUT":
+            if handler.headers.get("If-None-Match") == "*":
+                with self._lock:
+                    self.conditional_puts[path] += 1
+            if nth <= self.stall_first_puts:
+                return self._hold(handler)  # never forwarded: the object is not stored
+            if nth == 1 and self.slow_puts:  # a slow server, until a second copy arrives
+                self.wait_until(lambda: self.seen[method, path] > 1 or self._closing.is_set(), self.slow_puts)
+        if method == "GET" and self.flood_gets:
+            return self._flood(handler)
         upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
         try:
             upstream.request(method, path, body=body, headers=headers)
@@ -101,10 +257,8 @@ class FaultyProxy:
         finally:
             upstream.close()
 
-        nth = self._decide(method, path)
         if method == "PUT" and nth <= self.lose_puts:
-            with self._lock:
-                self.lost_responses += 1
+            self._count("lost_responses")
             return self._cut(handler)
         handler.send_response_only(status, reason)
         for name, value in response_headers:
@@ -119,9 +273,13 @@ class FaultyProxy:
             return
         if method == "GET" and len(data) > self.cut_after and nth <= self.cut_gets:
             handler.wfile.write(data[: self.cut_after])
-            with self._lock:
-                self.cut_bodies += 1
+            self._count("cut_bodies")
             return self._cut(handler)
+        if method == "GET" and self._stalls_get(nth, len(data)):
+            handler.wfile.write(data[: self.stall_after])
+            return self._hold(handler)
+        if method == "GET" and self.trickle:
+            return self._send_trickle(handler, data)
         handler.wfile.write(data)
 
 
@@ -140,7 +298,8 @@ def test_gets_and_puts_survive_broken_connections(proxy, s3_bucket, caplog):
     """Every large GET is broken mid-body twice and every PUT loses its first answer; all data
     still arrives byte for byte, thanks to the backend's own retries."""
     caplog.set_level(logging.DEBUG, logger=S3_LOGGER)
-    backend = new_backend(s3_bucket, proxy.url, max_connections=8)
+    # A long stall deadline: no hedge may add GETs to the proxy's exact counts on a busy machine.
+    backend = new_backend(s3_bucket, proxy.url, max_connections=8, stall_seconds=60)
     sizes = [10, 1000, 50_000, 200_000, 1_200_000, 1_500_000, 2_000_000, 3_000_000] * 2
     objects = {f"blobs/{i:02x}/{uuid.uuid4().hex}": os.urandom(size) for i, size in enumerate(sizes)}
     large = [key for key, data in objects.items() if len(data) > proxy.cut_after]

@@ -1,0 +1,181 @@
+"""A pull through a link where some responses go silent mid-body, against the same pull through a
+clean link: what stalls cost, and what the S3 backend did about them (issue 8).
+
+    uv run python benchmarks/stall_bench.py                     # 96 MiB, 15% of GETs stall, --jobs 8
+    uv run python benchmarks/stall_bench.py --cli               # time the console script instead
+    uv run python benchmarks/stall_bench.py --stall-rate 0.3 --seed 7 --runs 5
+
+The script starts moto's S3 server as benchmarks/s3_bench.py does (the tests' launcher), pushes
+``--size`` bytes of random data (files of ``--file-size``; ~1 MiB chunks) straight to it, then per
+run pulls the version into an empty directory twice, in alternating order, through two proxies of
+its own (FaultyProxy of tests/backends/test_s3_faults.py) on 127.0.0.1:
+- clean: forwards every request as it is;
+- stalling: a ``--stall-rate`` share of GET responses, drawn from a generator seeded with
+  ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the
+  body and keep the connection open and silent until the client closes it (a hung load balancer).
+A pull is the whole pipeline: ``aim_cli.api.open_repository`` and ``aim_cli.pull.pull`` (what
+``aim_cli.api.pull`` runs), or with ``--cli`` the console script ``aim_cli model pull``. Every
+pulled file is compared with its source byte for byte. The stall deadline is the default one
+(start_moto unsets every AIM_* variable, AIM_S3_STALL_SECONDS included). The table shows the
+median time of ``--runs`` runs and, summed over the runs, what the proxy did (stalled responses,
+blob GETs beyond one per chunk) and, without ``--cli``, the backend's counters
+(``S3Backend.stats``). Target: the stalling pull under 15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from aim_cli.backends.s3 import DEFAULT_STALL_SECONDS  # noqa: E402
+from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, stop  # noqa: E402
+from tests.backends.test_s3_faults import FaultyProxy  # noqa: E402
+
+MODEL, TAG = "m", "v1"
+TARGET_SECONDS = 15.0
+
+
+def write_config(path: Path, endpoints: dict[str, str], bucket: str) -> None:
+    lines = ["repos:"]
+    for name, endpoint in endpoints.items():
+        lines.append(f'  {name}: {{type: s3, path: "s3://{bucket}/repo", endpoint_url: "{endpoint}", '
+                     f"region: us-east-1}}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def pull(args, config: Path, repo: str, dest: Path) -> tuple[float, Counter]:
+    """Seconds for one pull of MODEL:TAG from ``repo`` into ``dest``, and the backend's counters
+    (empty with --cli: they live in the child process)."""
+    started = time.perf_counter()
+    if args.cli:
+        subprocess.run([str(AIM), "--config", str(config), "model", "pull", repo, MODEL, str(dest), "--tag", TAG,
+                        "--quiet", "--jobs", str(args.jobs)], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL)
+        return time.perf_counter() - started, Counter()
+    from aim_cli import api
+    from aim_cli import pull as pullmod
+
+    repository = api.open_repository(repo, config=config, jobs=args.jobs)
+    try:
+        pullmod.pull(repository, MODEL, dest, tag=TAG, jobs=args.jobs)
+        seconds = time.perf_counter() - started
+        stats = repository.backend.stats
+    finally:
+        repository.backend.close()
+    return seconds, Counter(vars(stats))
+
+
+def same_files(src: Path, dest: Path) -> None:
+    names = sorted(p.name for p in src.iterdir())
+    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == names, "pulled files differ from the source"
+    for name in names:
+        assert filecmp.cmp(src / name, dest / name, shallow=False), f"{name}: pulled bytes differ"
+
+
+def proxy_counts(proxy: FaultyProxy, chunks: int) -> Counter:
+    """What the proxy saw during one pull. A stalled connection counts as left hanging unless the
+    client closed it (within 10 s of the pull's end: the proxy notices a close asynchronously)."""
+    proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled, timeout=10)
+    blob_gets = sum(n for (method, path), n in proxy.seen.items() if method == "GET" and "/blobs/" in path)
+    return Counter(stalled=proxy.stalled, extra_gets=blob_gets - chunks,
+                   stalls_left_hanging=proxy.stalled - proxy.stall_ends["client"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="96MiB", help="total bytes of the model (default 96MiB)")
+    ap.add_argument("--file-size", default="32MiB", help="size of each file (default 32MiB)")
+    ap.add_argument("--jobs", "-j", type=int, default=8, help="parallel transfers (default 8)")
+    ap.add_argument("--runs", type=int, default=3, help="runs; the table shows the median time (default 3)")
+    ap.add_argument("--stall-rate", type=float, default=0.15, help="share of GET responses that stall (0.15)")
+    ap.add_argument("--stall-after", default="128KiB", help="body bytes sent before a stall (default 128KiB)")
+    ap.add_argument("--seed", type=int, default=8, help="seed of the stall draws (default 8)")
+    ap.add_argument("--cli", action="store_true", help="time the console script instead of the library")
+    args = ap.parse_args()
+    size, file_size, stall_after = parse_size(args.size), parse_size(args.file_size), parse_size(args.stall_after)
+
+    work = Path(tempfile.mkdtemp(prefix="stallbench-"))
+    proc = None
+    times: dict[str, list[float]] = {"clean": [], "stalling": []}
+    counts: dict[str, Counter] = {"clean": Counter(), "stalling": Counter()}
+    try:
+        proc, endpoint = start_moto(work)
+        src = work / "src"
+        files = make_source(src, size, file_size)
+        import boto3
+
+        bucket = f"stall-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        config = work / "model_repos.yaml"
+        write_config(config, {"direct": endpoint}, bucket)
+        from aim_cli import api
+
+        api.push("direct", MODEL, src, tag=TAG, jobs=args.jobs, config=config)
+        manifest = api.open_repository("direct", config=config).get_version(MODEL, TAG).manifest
+        chunks = len({digest for entry in manifest.files for digest, _ in entry.chunks})
+
+        for i in range(args.runs + 1):  # run 0: an untimed warm-up
+            proxies = {
+                "clean": FaultyProxy(endpoint, cut_gets=0, lose_puts=0),
+                # A seed per run: the median is over different draws, as a real link would give.
+                "stalling": FaultyProxy(endpoint, cut_gets=0, lose_puts=0, stall_rate=args.stall_rate,
+                                        stall_after=stall_after, seed=args.seed + i),
+            }
+            try:
+                write_config(config, {"direct": endpoint, **{k: p.url for k, p in proxies.items()}}, bucket)
+                order = ["clean", "stalling"] if i % 2 == 0 else ["stalling", "clean"]
+                for name in order:
+                    dest = work / f"pulled-{name}"
+                    seconds, stats = pull(args, config, name, dest)
+                    same_files(src, dest)
+                    shutil.rmtree(dest)
+                    if i == 0:
+                        continue
+                    times[name].append(seconds)
+                    counts[name] += stats + proxy_counts(proxies[name], chunks)
+                    print(f"run {i}/{args.runs}: {name} {seconds:.2f}s", file=sys.stderr)
+            finally:
+                for p in proxies.values():
+                    p.close()
+    finally:
+        if proc is not None:
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+    how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pull` (in process)"
+    print(f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
+          f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
+          f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "
+          f"127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; pull via {how}")
+    print(f"counters are sums over the {args.runs} runs" + ("" if not args.cli else "; backend counters need "
+          "the in-process mode (no --cli)"))
+    print()
+    print("| pull through | seconds | MiB/s | stalled responses | extra blob GETs | stalls detected "
+          "| hedges (won) | abandoned | left hanging |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in ("clean", "stalling"):
+        t, c = statistics.median(times[name]), counts[name]
+        backend = ("-", "-", "-") if args.cli else (c["stalls"], f"{c['hedges']} ({c['hedges_won']})", c["abandoned"])
+        print(f"| {name} proxy | {t:.2f} | {size / MiB / t:.0f} | {c['stalled']} | {c['extra_gets']} | "
+              f"{backend[0]} | {backend[1]} | {backend[2]} | {c['stalls_left_hanging']} |")
+    stalling = statistics.median(times["stalling"])
+    ratio = stalling / statistics.median(times["clean"])
+    verdict = "met" if stalling < TARGET_SECONDS else "MISSED"
+    print(f"\nstalling / clean = {ratio:.2f}; target: stalling pull < {TARGET_SECONDS:.0f} s: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

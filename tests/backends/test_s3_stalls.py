@@ -1,0 +1,247 @@
+"""The S3 backend on links that go silent (issue 8): a stalled request is abandoned within the
+stall deadline and retried, a straggler is raced against a hedge on a fresh connection, a slow
+link that keeps moving is left alone, a conditional PUT is never hedged, and a server that lies
+about a body's length cannot make a bounded read hold more than it allows.
+
+Faults come from the request-aware proxy of test_s3_faults.py in front of the session's S3
+server. The assertions are about what happened (the backend's counters, what the proxy saw),
+never about how long it took; the stall deadline is lowered so that each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aim_cli.backends.s3 import STALL_ENV, STALL_SECONDS_RANGE, TransferStats, stall_seconds_from_env
+from aim_cli.errors import ConfigError, ObjectTooLargeError
+from tests.backends.test_s3_faults import FaultyProxy, new_backend
+from tests.e2e_helpers import assert_same_tree, base_env, make_model, ok, one_line_error, run
+from tests.helpers import random_bytes
+from tests.s3_fixtures import s3_repo_yaml_entry
+
+KiB = 1024
+
+
+@pytest.fixture
+def make_proxy(s3_endpoint):
+    """A FaultyProxy with no resets unless asked (``make_proxy(stall_first_gets=1, ...)``). A stall
+    ends after 10 s at the latest: a backend that failed to abandon it sees a broken connection
+    then (and the stall is counted as ended by the limit), rather than hanging the test."""
+    proxies = []
+
+    def make(**faults) -> FaultyProxy:
+        proxies.append(FaultyProxy(s3_endpoint, **{"cut_gets": 0, "lose_puts": 0, "stall_limit": 10.0, **faults}))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def backends():
+    """Backends to close at the end of the test, before the proxies (fixtures unwind in reverse)."""
+    made = []
+    yield made
+    for backend in made:
+        backend.close()
+
+
+def path_of(bucket: str, key: str) -> str:
+    """The request path the proxy sees for ``key`` of a backend under the prefix ``repo``."""
+    return f"/{bucket}/repo/{key}"
+
+
+def all_stalls_closed_by_client(proxy: FaultyProxy) -> bool:
+    """Every stall the proxy held was ended by the client closing the connection (none waited for
+    the proxy's limit or its teardown)."""
+    return proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled) and set(proxy.stall_ends) <= {
+        "client"
+    }
+
+
+def test_a_stalled_get_is_abandoned_and_retried(make_proxy, backends, s3_bucket):
+    """A body that goes silent mid-way: with nothing to compare with yet (no hedge), the silence
+    deadline abandons the connection and the retry on a fresh one delivers every byte."""
+    proxy = make_proxy(stall_first_gets=1)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=1)
+    backend.put("blobs/aa/stalled", data)
+
+    assert backend.get("blobs/aa/stalled", max_size=len(data)) == data
+    assert backend.stats == TransferStats(stalls=1, abandoned=1)
+    assert proxy.stalled == 1
+    assert proxy.seen["GET", path_of(s3_bucket, "blobs/aa/stalled")] == 2
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_straggling_gets_are_hedged_and_the_losers_closed(make_proxy, backends, s3_bucket):
+    """Once the backend knows how long a GET takes here, a GET that stalls is raced against a
+    hedge, which wins; the stalled connection is closed, not left to its deadline."""
+    proxy = make_proxy()
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=3.0, max_connections=8)
+    backends.append(backend)
+    warm = {f"blobs/0{i}/warm": random_bytes(200 * KiB, seed=i) for i in range(6)}
+    objects = {f"blobs/1{i}/cold": random_bytes(300 * KiB, seed=10 + i) for i in range(8)}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda item: backend.put(*item), {**warm, **objects}.items()))
+        assert list(pool.map(backend.get, warm)) == list(warm.values())  # the pace of a GET here
+        proxy.stall_first_gets = 1  # from now on, the first GET of every path stalls
+        got = list(pool.map(lambda key: backend.get(key, max_size=len(objects[key])), objects))
+
+    assert got == list(objects.values())
+    assert proxy.stalled >= len(objects)
+    stats = backend.stats
+    assert stats.hedges_won >= 1
+    # Every stalled request was beaten by its hedge or abandoned at the deadline, and closed.
+    assert stats.hedges_won + stats.stalls >= len(objects)
+    assert stats.abandoned >= len(objects)
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_a_slow_but_moving_body_is_not_abandoned(make_proxy, backends, s3_bucket):
+    """A link that trickles 16 KiB every 0.1 s takes longer than the stall deadline for each
+    256 KiB piece, but it keeps moving: nothing is abandoned, retried or hedged."""
+    proxy = make_proxy(trickle=(16 * KiB, 0.1))
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=2)
+    backend.put("blobs/bb/slow", data)
+
+    for _ in range(2):  # the second one has the first one's pace to compare with
+        assert backend.get("blobs/bb/slow", max_size=len(data)) == data
+    assert backend.stats == TransferStats()
+    assert proxy.seen["GET", path_of(s3_bucket, "blobs/bb/slow")] == 2
+
+
+def test_a_put_that_stalls_is_retried(make_proxy, backends, s3_bucket, s3_client):
+    """The first PUT is swallowed by a silent link (never forwarded): the request is abandoned
+    at the deadline and the retry stores the object."""
+    proxy = make_proxy(stall_first_puts=1)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
+    backends.append(backend)
+    data = random_bytes(100 * KiB, seed=3)
+
+    backend.put("blobs/cc/put", data)
+    assert s3_client.get_object(Bucket=s3_bucket, Key="repo/blobs/cc/put")["Body"].read() == data
+    assert backend.stats.stalls == 1
+    assert proxy.seen["PUT", path_of(s3_bucket, "blobs/cc/put")] == 2
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_put_if_absent_is_never_hedged(make_proxy, backends, s3_bucket, s3_client):
+    """A server slow to answer the first PUT of each key (for longer than the hedge delay, less
+    than the stall deadline; the proxy answers early once a hedge arrives): a plain PUT is
+    hedged, a conditional one never is."""
+    proxy = make_proxy()
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=10.0)  # hedges from 1 s on
+    backends.append(backend)
+    for i in range(4):  # the pace of a PUT here
+        backend.put(f"blobs/0{i}/warm", random_bytes(64 * KiB, seed=i))
+    proxy.slow_puts = 2.5
+
+    backend.put("blobs/dd/plain", b"plain bytes")
+    assert backend.stats.hedges == 1  # the control: the delay does start a hedge
+    assert proxy.seen["PUT", path_of(s3_bucket, "blobs/dd/plain")] == 2
+
+    assert backend.put_if_absent("models/m/versions/v1.json", b"manifest") is True
+    assert proxy.conditional_puts[path_of(s3_bucket, "models/m/versions/v1.json")] == 1
+    assert backend.stats.hedges == 1
+    raw = s3_client.get_object(Bucket=s3_bucket, Key="repo/models/m/versions/v1.json")["Body"].read()
+    assert raw == b"manifest"
+
+
+def test_a_bounded_get_stops_reading_a_server_that_lies(make_proxy, backends, s3_bucket):
+    """The server sends no Content-Length and an endless body: get(key, max_size) refuses the
+    object after max_size + 1 bytes and closes the connection instead of reading on."""
+    flood = 64 * 1024 * KiB
+    proxy = make_proxy(flood_gets=flood)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=5.0)
+    backends.append(backend)
+
+    with pytest.raises(ObjectTooLargeError) as info:
+        backend.get("blobs/ee/liar", max_size=1000)
+    assert (info.value.key, info.value.limit) == ("blobs/ee/liar", 1000)
+    assert proxy.wait_until(lambda: proxy.floods == 1)
+    assert proxy.flood_sent < flood // 4  # socket buffers, not the body the server offered
+
+
+# -- the stall deadline's setting --------------------------------------------------------------
+@given(st.text(max_size=60).filter(lambda t: "\0" not in t))
+def test_the_stall_setting_is_a_bounded_number_or_a_one_line_error(text):
+    low, high = STALL_SECONDS_RANGE
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(STALL_ENV, text)
+        try:
+            value = stall_seconds_from_env()
+        except ConfigError as e:
+            assert e.exit_code == 7 and STALL_ENV in e.message
+            assert "\n" not in e.message and len(e.message) < 200
+        else:
+            assert low <= value <= high
+            assert value == (float(text) if text.strip() else 5.0)
+
+
+def test_cli_refuses_a_bad_stall_setting(tmp_path, s3_endpoint, s3_bucket):
+    (tmp_path / "model_repos.yaml").write_text(
+        json.dumps({"repos": {"team": s3_repo_yaml_entry(s3_endpoint, s3_bucket)}})
+    )
+    for bad in ("soon", "nan", "1e400", "-1", "0"):
+        res = run(["model", "list", "team"], cwd=tmp_path, env=base_env(**{STALL_ENV: bad}))
+        one_line_error(res, 7, STALL_ENV)
+
+
+# -- the whole pull pipeline, through the console script ---------------------------------------
+def test_cli_pull_through_a_link_that_stalls_every_first_get(tmp_path, make_proxy, s3_endpoint, s3_bucket):
+    """`aim_cli model pull` from a repository behind a proxy that stalls the first GET of every
+    blob mid-body: the pull completes and verifies, and every stalled connection was closed by
+    the client (abandoned), none left to hang."""
+    proxy = make_proxy(stall_first_gets=1, stall_after=16 * KiB)
+    repos = {
+        "direct": s3_repo_yaml_entry(s3_endpoint, s3_bucket),
+        "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
+    }
+    (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
+    src = make_model(tmp_path / "src", seed=5)
+    ok(run(["model", "push", "direct", "m", src, "--tag", "v1", "--quiet"], cwd=tmp_path))
+
+    env = base_env(**{STALL_ENV: "1"})
+    ok(run(["model", "pull", "stalling", "m", tmp_path / "dest", "--tag", "v1", "--quiet", "--jobs", "4"],
+           cwd=tmp_path, env=env))
+    assert_same_tree(src, tmp_path / "dest")
+    # Every blob larger than 16 KiB stalled once; another GET (a retry or a hedge) delivered it.
+    stalled = proxy.stalled_paths
+    assert len(stalled) >= 3 and all("/blobs/" in path for path in stalled)
+    assert all(proxy.seen["GET", path] > n for path, n in stalled.items())
+    assert all_stalls_closed_by_client(proxy)
+
+
+
+def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_proxy, s3_endpoint, s3_bucket):
+    """`aim_cli model push` to a repository behind a proxy that swallows the first PUT of every key
+    (blobs, the manifest's conditional PUT, leases): every one is abandoned at the deadline and
+    sent again, the version commits once, and a pull from the server itself gives the files back."""
+    proxy = make_proxy(stall_first_puts=1)
+    repos = {
+        "direct": s3_repo_yaml_entry(s3_endpoint, s3_bucket),
+        "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
+    }
+    (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
+    src = make_model(tmp_path / "src", seed=6)
+
+    env = base_env(**{STALL_ENV: "1"})
+    ok(run(["model", "push", "stalling", "m", src, "--tag", "v1", "--quiet", "--jobs", "4"], cwd=tmp_path, env=env))
+    stalled = proxy.stalled_paths
+    manifest = path_of(s3_bucket, "models/m/versions/v1.json")
+    assert any("/blobs/" in path for path in stalled) and manifest in stalled
+    assert all(proxy.seen["PUT", path] >= 2 for path in stalled)  # swallowed once, then sent again
+    assert proxy.conditional_puts[manifest] == 2  # the swallowed one and its retry: never a hedge
+    assert all_stalls_closed_by_client(proxy)
+    ok(run(["model", "pull", "direct", "m", tmp_path / "dest", "--tag", "v1", "--quiet"], cwd=tmp_path))
+    assert_same_tree(src, tmp_path / "dest")
