@@ -252,7 +252,8 @@ class Lease:
         started = _monotonic()
         body = {"id": self.id, "kind": self.kind, "command": self.command, "host": socket.gethostname(),
                 "pid": os.getpid(), "created": self.created, "refreshed": _time(), "timeout": self.timeout}
-        self.repo.backend.put(self.key, json.dumps(body).encode())
+        # Never hedged: a straggling copy landing after release() would bring the lease back.
+        self.repo.backend.put(self.key, json.dumps(body).encode(), hedge=False)
         since = started if self._confirmed is None else self._confirmed
         self.max_gap = max(self.max_gap, _monotonic() - since)
         self._confirmed = started

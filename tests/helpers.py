@@ -81,8 +81,11 @@ class HookedBackend:
     def get(self, key, max_size=None):
         return self._call("get", key, max_size)
 
-    def put(self, key, data):
-        return self._call("put", key, data)
+    def put(self, key, data, *, hedge=True):
+        self.before("put", key)
+        result = self.inner.put(key, data, hedge=hedge)
+        self.after("put", key)
+        return result
 
     def exists(self, key):
         return self._call("exists", key)
@@ -213,9 +216,9 @@ class FaultyBackend:
                 data = bytes([data[0] ^ 0x01]) + data[1:]
         return data
 
-    def put(self, key, data):
+    def put(self, key, data, *, hedge=True):
         self._active("put", key)
-        self.inner.put(key, data)
+        self.inner.put(key, data, hedge=hedge)
 
     def put_if_absent(self, key, data):
         self._active("put_if_absent", key)

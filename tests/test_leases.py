@@ -208,6 +208,23 @@ def test_a_lease_that_cannot_be_refreshed_is_lost(repo, monkeypatch):  # noqa: F
         lease.release()
 
 
+def test_lease_writes_are_never_hedged(repo):  # noqa: F811
+    """A hedged copy of a lease write landing after release() would bring the lease back: every
+    write of a lease, the first and each refresh, asks the backend for exactly one copy."""
+    puts = []
+
+    class Recording(HookedBackend):
+        def put(self, key, data, *, hedge=True):
+            puts.append((key, hedge))
+            return super().put(key, data, hedge=hedge)
+
+    repository = Repository(Recording(repo.repository.backend), repo.name)
+    with leases.acquire(repository, leases.SHARED, "push", wait=0) as lease:
+        lease.refresh()
+    assert [key for key, _ in puts] == [lease.key, lease.key]
+    assert [hedge for _, hedge in puts] == [False, False]
+
+
 def test_a_held_lease_is_refreshed(repo, monkeypatch):  # noqa: F811
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "3")
     with leases.acquire(repo.repository, leases.SHARED, "push", wait=0) as lease:

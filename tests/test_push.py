@@ -78,11 +78,11 @@ def test_a_failed_upload_commits_nothing(tmp_path):
     class FailingPuts(LocalBackend):
         puts = 0
 
-        def put(self, key, data):
+        def put(self, key, data, *, hedge=True):
             FailingPuts.puts += 1
             if FailingPuts.puts == 3:
                 raise StorageError("injected: disk full", "free space")
-            super().put(key, data)
+            super().put(key, data, hedge=hedge)
 
     repo = Repository(FailingPuts(tmp_path / "repo"), "r", jobs=2)
     src = write_model(tmp_path / "src", {"a.bin": random_bytes(8 * MiB, 5)})

@@ -7,7 +7,10 @@ Keys are '/'-separated relative strings such as ``blobs/ab/ab12...`` or
 The contract every implementation must keep:
 
 - ``put`` is atomic: a reader sees either the previous object or the whole new one, never a part.
-  It replaces an existing object. It is idempotent.
+  It replaces an existing object. It is idempotent. A backend may send it more than once at a
+  time (S3 hedges a straggling PUT on a fresh connection), so a copy may land after ``put``
+  returned; ``hedge=False`` forbids that, for a write that must not reappear once superseded or
+  deleted (a lease: a late copy would bring back a lease its holder had released).
 - ``put_if_absent`` is an exclusive create: of two concurrent calls for one key exactly one
   returns True; the other returns False and the stored object is the winner's, whole.
 - ``get`` returns the whole object or raises ``KeyNotFoundError``. Read-after-write: once ``put``
@@ -57,7 +60,7 @@ class Backend(Protocol):
 
     def get(self, key: str, max_size: int | None = None) -> bytes: ...
 
-    def put(self, key: str, data: Bytes) -> None: ...
+    def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None: ...
 
     def put_if_absent(self, key: str, data: Bytes) -> bool: ...
 

@@ -702,14 +702,14 @@ class S3Backend:
 
         return self._retrying(f"reading {key}", request, hedged="GET", size=max_size)
 
-    def put(self, key: str, data: Bytes) -> None:
+    def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:
         full = self._key(key)
         body = _as_bytes(data)
 
         def request(attempt: _Attempt) -> None:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=body)
 
-        self._retrying(f"writing {key}", request, hedged="PUT", size=len(body))
+        self._retrying(f"writing {key}", request, hedged="PUT" if hedge else None, size=len(body))
 
     def put_if_absent(self, key: str, data: Bytes) -> bool:
         full = self._key(key)

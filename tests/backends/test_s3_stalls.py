@@ -156,6 +156,11 @@ def test_put_if_absent_is_never_hedged(make_proxy, backends, s3_bucket, s3_clien
     raw = s3_client.get_object(Bucket=s3_bucket, Key="repo/models/m/versions/v1.json")["Body"].read()
     assert raw == b"manifest"
 
+    # A lease write (put with hedge=False) is sent once, like a conditional one.
+    backend.put("locks/l1.json", b"lease", hedge=False)
+    assert proxy.seen["PUT", path_of(s3_bucket, "locks/l1.json")] == 1
+    assert backend.stats.hedges == 1
+
 
 def test_a_bounded_get_stops_reading_a_server_that_lies(make_proxy, backends, s3_bucket):
     """The server sends no Content-Length and an endless body: get(key, max_size) refuses the
