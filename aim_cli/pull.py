@@ -3,7 +3,7 @@ each file into place only once its whole-file digest matches, then give it its m
 
 Layout inside DEST while a pull runs (names starting with ``.aim`` never appear in a manifest):
 
-    DEST/.aim/pull.lock                   O_EXCL lock: {"pid", "host"}; stale once that process is gone
+    DEST/.aim/pull.lock                   one pull at a time (aim_cli/dest_lock.py says how)
     DEST/.aim/partial/<id>                a file being assembled; id = BLAKE3(path NUL file digest)[:32]
     DEST/.aim/case-probe                  for an instant: does DEST's filesystem ignore case?
 
