@@ -10,22 +10,23 @@ The key layout (format 1, DESIGN.md section 2; pinned by tests/test_store.py):
 
 Everything read through a Repository is verified: ``get_blob`` re-hashes, ``get_manifest`` parses
 and validates. Nothing above this module sees an unverified byte or a storage key. Every read is
-bounded by what is expected: a blob by its chunk's size, a manifest by MAX_MANIFEST_BYTES,
-aim-repo.json by MAX_REPO_META_BYTES.
+bounded by what is expected: a blob by its chunk's size, a manifest by MAX_MANIFEST_BYTES, a
+summary by summary.MAX_SUMMARY_BYTES, aim-repo.json by MAX_REPO_META_BYTES.
 
-Summaries. A manifest of a big model is megabytes; listings, the newest-tag resolution and `model
-info`'s header read the version's summary instead (one listing of ``models/<model>/``, then small
-reads in parallel). Push writes it right after the commit (``commit``; a failure is a warning). A
-version without one (a push killed between the two writes, a repository written by an older
-aim_cli) gets it rebuilt from its manifest by the next listing, written back best-effort. A summary
-without its manifest (a racing rebuild) is ignored by listings and removed by `delete-version`;
-one that does not parse, names another version or disagrees with its manifest is damage
-(``summary_problems``, for `repo check`). gc never reads summaries: they name no blob.
+Summaries. A manifest of a big model is megabytes (100 of them took `model versions` 16 s and
+3.4 GB); listings and the newest-tag resolution read each version's summary instead: one
+listing of ``models/<model>/``, then small reads in parallel. Push writes it right after the
+commit (``commit``; a failure is a warning). A version without one (a push killed between the two
+writes, a repository written by an older aim_cli) gets it rebuilt from its manifest by the next
+listing, written back best-effort. A summary without its manifest (a listing's rebuild racing a
+delete) is ignored by listings and removed by `delete-version`; one that does not parse, names
+another version or disagrees with its manifest is damage (``summary_problems``, for `repo
+check`). gc never reads summaries: they name no blob.
 
 Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
 or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
-file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray with a warning on stderr; `repo check`
-reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
+file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
+with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
 names if it parses as a manifest and refuses to run if it cannot tell. A new repository's root
 must be empty and must not lie inside another repository (``init``).
 """

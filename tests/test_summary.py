@@ -372,6 +372,26 @@ def test_gc_never_reads_summaries_and_keeps_them(repo, tmp_path):  # noqa: F811
     assert repo.repository.get_summary("m", "v1").digest == v1.digest
 
 
+def test_a_summary_written_while_gc_runs_does_not_stop_it(repo, tmp_path):  # noqa: F811
+    """A listing may rebuild a summary at any time, gc's exclusive lease or not: gc's second
+    listing (which stops it when a new manifest key appears) must not count summaries."""
+    _push(repo, tmp_path, "v1", 1)
+    late = summary_key("m", "v0")
+    backend = FaultyBackend(repo.repository.backend, Fault("list", "extra", "models/", nth=2, arg=[late]))
+    result = gc.collect(Repository(backend, repo.name))
+    assert ("list", "models/", "extra") in backend.struck and result.plan.versions == 1
+
+
+def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):  # noqa: F811
+    for i in (1, 2):
+        _push(repo, tmp_path, f"v{i}", i)
+    before = ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout
+    repo.repository.backend.delete_many([summary_key("m", "v1"), summary_key("m", "v2")])
+    listed = ok(repo.cli("model", "versions", repo.name, "m", "--json"))
+    assert listed.stdout == before and listed.stderr == ""
+    assert {summary_key("m", "v1"), summary_key("m", "v2")} <= _keys(repo)
+
+
 def test_a_stray_in_summaries_is_a_stray(repo, tmp_path):  # noqa: F811
     """Only ``summaries/<valid tag>.json`` is a summary; anything else there is a stray, as
     anywhere below models/: listed with a warning, reported by check, and (not parsing as a
