@@ -166,6 +166,27 @@ def test_mutated_summaries_decode_or_are_refused(changes):
 
 
 @FAST
+@given(st.one_of(st.binary(max_size=300),
+                 st.dictionaries(st.sampled_from([*mf.Manifest.__struct_fields__, "x"]), _json_values, max_size=4)))
+def test_summarising_any_stored_manifest_gives_a_summary_or_integrity_error(mutation):
+    """What a listing's rebuild meets in storage: random bytes, or a valid manifest with fields
+    replaced by random JSON."""
+    if isinstance(mutation, bytes):
+        raw = mutation
+    else:
+        doc = {"format": 1, "model": "m", "tag": "v1", "created_at": "2026-01-01T00:00:00Z", "created_by": "u",
+               "message": "", "total_size": 3, "files": [{"path": "a", "size": 3, "mode": 420, "blake3": H,
+                                                          "chunks": [[H, 3]]}]}
+        raw = json.dumps(doc | mutation).encode()
+    try:
+        s = sm.of_manifest_bytes(raw, model="m", tag="v1", where="m:v1")
+    except IntegrityError as e:
+        assert e.exit_code == 5 and "\n" not in e.message and len(e.message) < 1000
+        return
+    assert sm.decode(sm.encode(s), where="k") == s and s.digest == mf.digest_of(raw)
+
+
+@FAST
 @given(st.text(max_size=sm.MAX_MESSAGE_CHARS + 10), st.text(max_size=300), st.integers(0, 2**63 - 1))
 def test_every_summary_of_a_manifest_round_trips(message, author, size):
     m = mf.Manifest(1, "m", "v1", "2026-01-01T00:00:00.000000Z", author, message, size, [])
