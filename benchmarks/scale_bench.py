@@ -63,18 +63,21 @@ def make_versions(repo_dir: Path, versions: int) -> None:
     per_file = CHUNKS_PER_VERSION // FILES_PER_VERSION
     seeds = list(range(CHUNKS_PER_VERSION))
     next_seed = CHUNKS_PER_VERSION
+    current = {s: chunk(s) for s in seeds}  # the chunks of the version being made, made once
     written: set[int] = set()
     for v in range(versions):
         if v:
             rng = random.Random(v)
             for i in rng.sample(range(len(seeds)), int(len(seeds) * (1 - SHARED))):
+                del current[seeds[i]]
                 seeds[i], next_seed = next_seed, next_seed + 1
+                current[seeds[i]] = chunk(seeds[i])
         files = []
         for f in range(FILES_PER_VERSION):
             chunks = []
             whole = blake3.blake3()
             for s in seeds[f * per_file:(f + 1) * per_file]:
-                digest, data = chunk(s)
+                digest, data = current[s]
                 if s not in written:
                     repo.put_blob(digest, data)
                     written.add(s)
