@@ -22,6 +22,7 @@ from aim_cli.errors import ConfigError, UsageError
 from aim_cli.pull import PullResult
 from aim_cli.push import PushResult
 from aim_cli.store import Repository, VersionRef
+from aim_cli.summary import Summary
 
 DEFAULT_JOBS = 8
 
@@ -104,20 +105,23 @@ class VersionInfo:
     message: str
     total_size: int
     files: int
+    chunks: int  # chunk references (a chunk shared by two files counts twice)
 
     @classmethod
-    def from_ref(cls, ref: VersionRef) -> "VersionInfo":
-        m = ref.manifest
-        return cls(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, len(m.files))
+    def from_summary(cls, s: Summary) -> "VersionInfo":
+        """``message`` and ``created_by`` are cut as summary.py says; `version_details` has them whole."""
+        return cls(s.model, s.tag, s.digest, s.created_at, s.created_by, s.message, s.total_size, s.files, s.chunks)
 
 
 def list_models(repo: str, *, config=None) -> list[str]:
+    """The models with at least one version: one listing, no manifest read."""
     return open_repository(repo, config=config).list_models()
 
 
-def list_versions(repo: str, model: str, *, config=None) -> list[VersionInfo]:
-    """Oldest first."""
-    return [VersionInfo.from_ref(r) for r in open_repository(repo, config=config).list_versions(model)]
+def list_versions(repo: str, model: str, *, config=None, jobs: int = DEFAULT_JOBS) -> list[VersionInfo]:
+    """Oldest first. Read from the versions' summaries (one listing, then small reads on ``jobs``
+    threads); a version without one gets it rebuilt from its manifest."""
+    return [VersionInfo.from_summary(s) for s in open_repository(repo, config=config, jobs=jobs).list_versions(model)]
 
 
 # -- transfers ---------------------------------------------------------------------------------------

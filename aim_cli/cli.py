@@ -229,13 +229,18 @@ def model_list(repo_name, as_json):
 @click.argument("model_name", metavar="MODEL")
 @json_option
 def model_versions(repo_name, model_name, as_json):
-    """List the versions of MODEL, oldest first: tag, created, size, files, digest."""
+    """List the versions of MODEL, oldest first: tag, created, size, files, digest, message.
+
+    Read from each version's small summary, not from its manifest."""
+    from aim_cli.quoting import printable
+
     versions = _api().list_versions(repo_name, model_name, config=_config())
     if as_json:
         _json([asdict(v) for v in versions])
         return
+    # The message came from storage: one printable line, whatever it holds.
     rows = [(v.tag, v.created_at[:19].replace("T", " "), _size(v.total_size), f"{v.files} files", v.digest[:12],
-             v.message) for v in versions]
+             printable(v.message)) for v in versions]
     header = ("TAG", "CREATED (UTC)", "SIZE", "FILES", "DIGEST", "MESSAGE")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
@@ -288,8 +293,11 @@ def model_info(repo_name, model_name, tag, as_json):
         return
     _out(f"{v.model}:{v.tag}")
     _out(f"digest:   {v.digest}")
-    _out(f"created:  {v.created_at} by {v.created_by}")
-    _out(f"message:  {v.message or '-'}")
+    from aim_cli.quoting import printable
+
+    # Author and message came from storage: escaped (a newline would forge an output line), never cut.
+    _out(f"created:  {v.created_at} by {printable(v.created_by, len(v.created_by))}")
+    _out(f"message:  {printable(v.message, len(v.message)) or '-'}")
     _out(f"size:     {_size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
     for f in v.files:
         _out(f"{_size(f.size):>11}  {f.blake3}  {f.path}")

@@ -19,6 +19,9 @@ from aim_cli.quoting import has_control, printable, quoted
 
 FORMAT = 1
 HEX64 = re.compile(r"[0-9a-f]{64}")
+# created_at as push writes it (RFC 3339, UTC): "2026-01-31T12:00:00.123456Z". Listings order
+# versions by this string, so its form is part of the format.
+CREATED_AT = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?Z")
 # Only permission bits travel: never setuid/setgid/sticky from a manifest.
 MODE_MASK = 0o777
 # Pull's memory bound (jobs x max chunk size) holds only if a manifest cannot claim bigger chunks.
@@ -135,6 +138,8 @@ def validate(manifest: Manifest, *, where: str) -> Manifest:
 
     if manifest.format != FORMAT:
         raise bad(f"unknown format {_number(manifest.format)}")
+    if not CREATED_AT.fullmatch(manifest.created_at):
+        raise bad(f"created_at {quoted(manifest.created_at)} is not an RFC 3339 UTC time")
     total = 0
     previous = None
     for f in manifest.files:

@@ -70,13 +70,14 @@ class PullResult:
 
 
 def resolve_version(repo: Repository, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
-    """The version to pull, resolved once. Without a tag: the newest by created_at."""
+    """The version to pull, resolved once. Without a tag: the newest by created_at, chosen by the
+    versions' summaries, so one manifest is read, not all (``Repository.newest_version``)."""
     check_name("model", model)
     if digest is not None and not mf.HEX64.fullmatch(digest.lower()):
         raise UsageError("--digest takes the full 64-hex-character manifest digest",
                          "copy it from the push output or `aim_cli model versions`")
     if tag is None:
-        ref, newest = repo.list_versions(model)[-1], True
+        ref, newest = repo.newest_version(model), True
     else:
         ref, newest = repo.get_version(model, tag), False
     if digest is not None and ref.digest != digest.lower():

@@ -4,18 +4,29 @@ The key layout (format 1, DESIGN.md section 2; pinned by tests/test_store.py):
 
     aim-repo.json                        {"format": 1, "chunking": {...}, "hash": "blake3"}
     blobs/<h[0:2]>/<h>                   one chunk; h = BLAKE3 hex of its bytes
-    models/<model>/versions/<tag>.json   one immutable manifest
+    models/<model>/versions/<tag>.json   one immutable manifest: the commit point
+    models/<model>/summaries/<tag>.json  its summary (summary.py): what listings read
     locks/<id>.json                      gc/push leases
 
 Everything read through a Repository is verified: ``get_blob`` re-hashes, ``get_manifest`` parses
 and validates. Nothing above this module sees an unverified byte or a storage key. Every read is
-bounded by what is expected: a blob by its chunk's size, a manifest by MAX_MANIFEST_BYTES,
-aim-repo.json by MAX_REPO_META_BYTES.
+bounded by what is expected: a blob by its chunk's size, a manifest by MAX_MANIFEST_BYTES, a
+summary by summary.MAX_SUMMARY_BYTES, aim-repo.json by MAX_REPO_META_BYTES.
+
+Summaries. A manifest of a big model is megabytes (100 of them took `model versions` 16 s and
+3.4 GB); listings and the newest-tag resolution read each version's summary instead: one
+listing of ``models/<model>/``, then small reads in parallel. Push writes it right after the
+commit (``commit``; a failure is a warning). A version without one (a push killed between the two
+writes, a repository written by an older aim_cli) gets it rebuilt from its manifest by the next
+listing, written back best-effort. A summary without its manifest (a listing's rebuild racing a
+delete) is ignored by listings and removed by `delete-version`; one that does not parse, names
+another version or disagrees with its manifest is damage (``summary_problems``, for `repo
+check`). gc never reads summaries: they name no blob.
 
 Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
-with valid names (``v1 copy.json``, ``.DS_Store``, a nested file) is a *stray*: aim_cli never
-writes one, but people and tools do. Listings skip a stray with a warning on stderr; `repo check`
-reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
+or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
+file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
+with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
 names if it parses as a manifest and refuses to run if it cannot tell. A new repository's root
 must be empty and must not lie inside another repository (``init``).
 """
@@ -25,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,6 +44,7 @@ from typing import TypeVar
 import blake3
 
 from aim_cli import manifest as mf
+from aim_cli import summary as sm
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.chunking import ChunkingParams
 from aim_cli.config import NAME_RE, check_name
@@ -54,6 +66,7 @@ MAX_MANIFEST_BYTES: int = getattr(mf, "MAX_MANIFEST_BYTES", 256 * 2**20)
 BLOBS = "blobs/"
 MODELS = "models/"
 VERSIONS = "versions"
+SUMMARIES = "summaries"
 MANIFEST_SUFFIX = ".json"
 #: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
 SHARDS = tuple(f"{i:02x}" for i in range(256))
@@ -74,17 +87,25 @@ def blob_key(digest: str) -> str:
     return BLOBS + shard_key(digest)
 
 
+def model_prefix(model: str) -> str:
+    return f"{MODELS}{model}/"
+
+
 def versions_prefix(model: str) -> str:
-    return f"{MODELS}{model}/{VERSIONS}/"
+    return f"{model_prefix(model)}{VERSIONS}/"
 
 
 def manifest_key(model: str, tag: str) -> str:
     return f"{versions_prefix(model)}{tag}{MANIFEST_SUFFIX}"
 
 
+def summary_key(model: str, tag: str) -> str:
+    return f"{model_prefix(model)}{SUMMARIES}/{tag}{MANIFEST_SUFFIX}"
+
+
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
 #: ("locks" is leases.py's directory; "*" is every model.)
-WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}")
+WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}")
 
 
 def _valid_name(name: str) -> bool:
@@ -122,6 +143,25 @@ class VersionKey:
     def label(self) -> str:
         """``model:tag`` for a version, the key itself for a stray."""
         return f"{self.model}:{self.tag}" if self.tag is not None else self.key
+
+
+@dataclass(frozen=True)
+class SummaryKey:
+    """``models/<model>/summaries/<tag>.json`` with valid names: the store's own, never a stray."""
+
+    key: str
+    model: str
+    tag: str
+
+
+def parse_model_key(key: str) -> VersionKey | SummaryKey:
+    """A key below ``models/``: a summary's, else a version's or a stray (``parse_version_key``)."""
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
+        model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
+        if _valid_name(model) and _valid_name(tag):
+            return SummaryKey(key, model, tag)
+    return parse_version_key(key)
 
 
 def parse_version_key(key: str) -> VersionKey:
@@ -386,8 +426,19 @@ class Repository:
         if stored.raw == raw:
             # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
             # first answer was lost saw 412 for our own write.
+            self._write_summary_after_commit(stored)
             return CommitResult(stored.digest, True)
         return self.against_stored(stored, manifest)
+
+    def _write_summary_after_commit(self, ref: VersionRef) -> None:
+        """The summary comes second: the manifest is the commit point, and a version whose summary
+        was not written (a failure here, a kill) gets it rebuilt by the next listing. So a failure
+        is a warning, never a failed push."""
+        try:
+            self.put_summary(self.summary_of(ref))
+        except (StorageError, DamagedStorageError) as e:
+            log.warning("warning: %s:%s is pushed, but its summary could not be written (%s); the next listing "
+                        "rebuilds it", ref.manifest.model, ref.manifest.tag, e.message)
 
     def against_stored(self, stored: VersionRef, manifest: mf.Manifest) -> CommitResult:
         """The outcome of pushing ``manifest`` where ``stored`` already holds its tag: the same
@@ -445,11 +496,22 @@ class Repository:
         raw = self._manifest_bytes(vk.key, vk.key)
         return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
 
+    def _model_keys(self, prefix: str) -> Iterator[VersionKey | SummaryKey]:
+        """Every object below ``prefix`` (in ``models/``), parsed. A link or special file there
+        raises DamagedStorageError (backends)."""
+        for info in self._list(prefix):
+            yield parse_model_key(info.key)
+
     def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:
         """Every object below ``models/`` (or below ``model``'s versions/), parsed: versions and
-        strays alike. A link or special file there raises DamagedStorageError (backends)."""
-        for info in self._list(MODELS if model is None else versions_prefix(check_name("model", model))):
-            yield parse_version_key(info.key)
+        strays alike, without the summaries (the store's own keys, naming no blob)."""
+        if model is not None:
+            for info in self._list(versions_prefix(check_name("model", model))):
+                yield parse_version_key(info.key)
+            return
+        for key in self._model_keys(MODELS):
+            if isinstance(key, VersionKey):
+                yield key
 
     def warn_stray(self, vk: VersionKey) -> None:
         fix = (f"`aim_cli model delete-version {self.name} {vk.model} --tag {vk.name!r}` removes it"
@@ -476,14 +538,144 @@ class Repository:
         """Whether ``model`` has a version (quietly: strays are for listings to mention)."""
         return any(vk.tag is not None for vk in self.iter_version_keys(model))
 
-    def list_versions(self, model: str) -> list[VersionRef]:
-        """Every version of ``model``, oldest first. VersionNotFoundError if it has none."""
-        tags = self.list_tags(model)
-        if not tags:
-            raise VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
-                                       f"run `aim_cli model list {self.name}`", model=model)
-        refs = self.map_parallel(lambda t: self.get_version(model, t), tags)
-        return sorted(refs, key=lambda r: (r.manifest.created_at, r.manifest.tag))
+    def _model_not_found(self, model: str) -> VersionNotFoundError:
+        return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
+                                    f"run `aim_cli model list {self.name}`", model=model)
+
+    # -- summaries (summary.py): what listings read instead of manifests -----------------------------
+    def summary_of(self, ref: VersionRef) -> sm.Summary:
+        m = ref.manifest
+        return sm.of_manifest(m, ref.digest, where=f"{m.model}:{m.tag}")
+
+    def put_summary(self, summary: sm.Summary) -> None:
+        """A plain put: a summary is derived from its manifest, so any writer writes the same bytes."""
+        self.backend.put(summary_key(summary.model, summary.tag), sm.encode(summary))
+
+    def get_summary(self, model: str, tag: str) -> sm.Summary:
+        """The stored summary of ``model:tag``, read with a bound and decoded strictly.
+        KeyNotFoundError passes; IntegrityError if it is not a valid summary of that version."""
+        key = summary_key(model, tag)
+        try:
+            found = sm.decode(self.backend.get(key, max_size=sm.MAX_SUMMARY_BYTES), where=key)
+        except ObjectTooLargeError:
+            raise sm.invalid(key, f"larger than {sm.MAX_SUMMARY_BYTES} bytes") from None
+        if (found.model, found.tag) != (model, tag):
+            raise sm.invalid(key, f"it names {found.model}:{found.tag}")
+        return found
+
+    def _summary_tags(self, model: str) -> tuple[list[str], set[str]]:
+        """One listing of ``models/<model>/``: the tags with a manifest, and those with a summary.
+        Each stray is skipped with a warning on stderr."""
+        tags, summarised = [], set()
+        for key in self._model_keys(model_prefix(check_name("model", model))):
+            if isinstance(key, SummaryKey):
+                summarised.add(key.tag)
+            elif key.tag is not None:
+                tags.append(key.tag)
+            else:
+                self.warn_stray(key)
+        return sorted(tags), summarised
+
+    def _summary(self, model: str, tag: str, stored: bool) -> sm.Summary | None:
+        """The version's summary: the stored one, else (missing, damaged) rebuilt from its
+        manifest. None when the version is gone (deleted since the listing)."""
+        if stored:
+            try:
+                return self.get_summary(model, tag)
+            except KeyNotFoundError:
+                pass  # removed since the listing: a delete in progress; the manifest decides
+            except DamagedStorageError:
+                raise  # a link or special file: damage for every command alike (backends)
+            except IntegrityError as e:
+                log.warning("warning: %s in repository %r; rebuilt it from its manifest", e.message, self.name)
+        return self._rebuild_summary(model, tag)
+
+    def _rebuild_summary(self, model: str, tag: str) -> sm.Summary | None:
+        """The summary of ``model:tag`` from its manifest, written back best-effort: a read-only
+        user cannot (StorageError is ignored) and the listing does not need it written."""
+        where = f"{model}:{tag}"
+        try:
+            raw = self._manifest_bytes(manifest_key(model, tag), where)
+        except KeyNotFoundError:
+            return None
+        found = sm.of_manifest_bytes(raw, model=model, tag=tag, where=where)
+        del raw  # up to jobs manifests are rebuilt at once: hold none longer than needed
+        try:
+            self.put_summary(found)
+        except StorageError:
+            pass
+        return found
+
+    def list_versions(self, model: str) -> list[sm.Summary]:
+        """The summary of every version of ``model``, oldest first (by created_at, then tag). One
+        listing of ``models/<model>/``, then one small read per version, in parallel; no manifest
+        is read unless its summary is missing or damaged. VersionNotFoundError if it has none.
+        A summary without its manifest is not a version: it is ignored."""
+        tags, summarised = self._summary_tags(model)
+        found = [s for s in self.map_parallel(lambda t: self._summary(model, t, t in summarised), tags) if s]
+        if not found:
+            raise self._model_not_found(model)
+        return sorted(found, key=lambda s: (s.created_at, s.tag))
+
+    def newest_version(self, model: str) -> VersionRef:
+        """The newest version of ``model`` (by created_at, then tag), chosen by the summaries and
+        read from its manifest: one manifest read (two when its summary was just rebuilt).
+        A summary can make a listing show wrong metadata, never make this return another version
+        than the one it describes: the manifest read must give the same summary, digest included,
+        else IntegrityError naming the summary's key."""
+        chosen = self.list_versions(model)[-1]
+        ref = self.get_version(model, chosen.tag)
+        differ = sm.differences(chosen, self.summary_of(ref))
+        if differ:
+            raise IntegrityError(
+                f"summary {summary_key(model, chosen.tag)} in repository {self.name!r} disagrees with its manifest "
+                f"({', '.join(differ)}), so the newest version of {model!r} is unknown",
+                f"name the version with --tag; `aim_cli repo check {self.name}` lists all damage")
+        return ref
+
+    def summary_problems(self, known: Mapping[str, sm.Summary] | None = None) -> list[tuple[str, str]]:
+        """(key, why) of every damaged summary, for `repo check`: one without its manifest, one
+        that is not a valid summary of its version, one that disagrees with its manifest. A
+        missing summary is no damage (the next listing rebuilds it), and neither is a manifest
+        that cannot be read (the check reports the manifest itself). ``known`` maps a manifest
+        key to the summary of the manifest that the caller read already, sparing a second read."""
+        manifests, summaries = set(), []
+        for key in self._model_keys(MODELS):
+            if isinstance(key, SummaryKey):
+                summaries.append(key)
+            elif key.tag is not None:
+                manifests.add(key.key)
+        summaries.sort(key=lambda k: k.key)
+        found = self.map_parallel(lambda k: self._summary_problem(k, manifests, known or {}), summaries)
+        return [(k.key, why) for k, why in zip(summaries, found) if why is not None]
+
+    def _summary_problem(self, sk: SummaryKey, manifests: set[str], known: Mapping[str, sm.Summary]) -> str | None:
+        key = manifest_key(sk.model, sk.tag)
+        if key not in manifests:
+            return (f"a summary without its version (a delete was interrupted); `aim_cli model delete-version "
+                    f"{self.name} {sk.model} --tag {sk.tag}` removes it")
+        try:
+            stored = self.get_summary(sk.model, sk.tag)
+        except KeyNotFoundError:
+            return None
+        except DamagedStorageError:
+            raise
+        except IntegrityError as e:
+            return f"{e.message}; {e.hint}"
+        expected = known.get(key) or self._manifest_summary(sk.model, sk.tag)
+        differ = sm.differences(stored, expected) if expected is not None else []
+        if differ:
+            return (f"disagrees with its manifest ({', '.join(differ)}); remove it from the storage: the next "
+                    f"listing rebuilds it from the manifest")
+        return None
+
+    def _manifest_summary(self, model: str, tag: str) -> sm.Summary | None:
+        """The summary the stored manifest gives, or None if it is gone or damaged."""
+        try:
+            return sm.of_manifest_bytes(self._manifest_bytes(manifest_key(model, tag), f"{model}:{tag}"),
+                                        model=model, tag=tag, where=f"{model}:{tag}")
+        except (KeyNotFoundError, IntegrityError):
+            return None
 
     def find_version_key(self, model: str, name: str) -> VersionKey:
         """The one stored key that ``name`` names in ``model``'s versions/: ``<name>.json`` (a
@@ -507,20 +699,34 @@ class Repository:
             return None
 
     def delete_version(self, model: str, tag: str) -> Deleted:
-        """Delete the one key ``tag`` names (``find_version_key``: a stray too). The manifest is
-        returned when it could be read, and deleted all the same when not: a broken manifest
-        must not block `repo gc` until its whole model is deleted."""
-        vk = self.find_version_key(model, tag)
+        """Delete the one key ``tag`` names (``find_version_key``: a stray too), and a version's
+        summary. The manifest is returned when it could be read, and deleted all the same when
+        not: a broken manifest must not block `repo gc` until its whole model is deleted.
+
+        The summary goes first: a delete killed in between leaves a version whose summary the
+        next listing rebuilds, never a summary without its version. A summary already without
+        one (a listing rebuilt it while a delete ran) is deleted by its tag."""
+        try:
+            vk = self.find_version_key(model, tag)
+        except VersionNotFoundError:
+            if not self.backend.exists(summary_key(model, tag)):  # names valid: find_version_key checked
+                raise
+            self.backend.delete(summary_key(model, tag))
+            return Deleted(tag, None)
         deleted = Deleted(tag, self._readable(vk))
+        if vk.tag is not None:
+            self.backend.delete(summary_key(model, vk.tag))
         self.backend.delete(vk.key)
         return deleted
 
     def delete_model(self, model: str) -> list[Deleted]:
-        """Delete every key in ``model``'s versions/ (readable or not, strays too)."""
-        keys = list(self.iter_version_keys(model))
+        """Delete every key in ``model``'s versions/ (readable or not, strays too) and every
+        summary; summaries first (see ``delete_version``). The deleted versions are returned."""
+        keys = [k for k in self._model_keys(model_prefix(check_name("model", model)))
+                if isinstance(k, SummaryKey) or k.model is not None]
         if not keys:
-            raise VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
-                                       f"run `aim_cli model list {self.name}`", model=model)
-        deleted = [Deleted(vk.tag or vk.name, m) for vk, m in zip(keys, self.map_parallel(self._readable, keys))]
-        self.backend.delete_many(vk.key for vk in keys)
+            raise self._model_not_found(model)
+        versions = [k for k in keys if isinstance(k, VersionKey)]
+        deleted = [Deleted(vk.tag or vk.name, m) for vk, m in zip(versions, self.map_parallel(self._readable, versions))]
+        self.backend.delete_many([k.key for k in keys if isinstance(k, SummaryKey)] + [vk.key for vk in versions])
         return deleted

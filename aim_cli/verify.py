@@ -201,6 +201,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     scan = read_manifests(repo)
     manifests = scan.manifests
     report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
+    report.broken += repo.summary_problems()  # a summary without its version, unreadable, or disagreeing
     report.versions = len(manifests) - sum(1 for _, why in scan.strays if why is None)
 
     referenced: dict[str, int] = {}

@@ -22,6 +22,7 @@ from aim_cli import manifest as mf
 from aim_cli import pull as pullmod
 from aim_cli import push as pushmod
 from aim_cli import store
+from aim_cli import summary
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.errors import BlobCorruptError, ConflictError, IntegrityError, StorageError
@@ -238,7 +239,7 @@ def test_a_manifest_every_listing_misses_is_invisible_to_gc(inner, tmp_path):
 def test_every_read_from_storage_is_bounded(inner, tmp_path):
     """Push, pull, listings, verify, check, gc and deletion never ask the backend for an object
     without a bound: blobs by their chunk's size, manifests by MAX_MANIFEST_BYTES, aim-repo.json by
-    MAX_REPO_META_BYTES. (locks/ belongs to leases.py and is left out here.)"""
+    MAX_REPO_META_BYTES, summaries by MAX_SUMMARY_BYTES. (locks/ belongs to leases.py and is left out here.)"""
     repo, backend = faulty(inner)
     src = make_model(tmp_path / "src")
     pushmod.push(repo, "m", "v1", src, params=PARAMS)
@@ -252,10 +253,13 @@ def test_every_read_from_storage_is_bounded(inner, tmp_path):
     gc.collect(repo)
     sizes = {d: s for f in repo.get_version("m", "v2").manifest.files for d, s in f.chunks}
     gets = [(key, bound) for op, key, bound in backend.calls if op == "get" and not key.startswith("locks/")]
-    assert {key for key, _ in gets} >= {"aim-repo.json", manifest_key("m", "v1"), manifest_key("m", "v2")}
+    assert {key for key, _ in gets} >= {"aim-repo.json", manifest_key("m", "v1"), manifest_key("m", "v2"),
+                                        store.summary_key("m", "v2")}
     for key, bound in gets:
         if key == "aim-repo.json":
             assert bound == store.MAX_REPO_META_BYTES
+        elif "/summaries/" in key:
+            assert bound == summary.MAX_SUMMARY_BYTES
         elif key.startswith("models/"):
             assert bound == store.MAX_MANIFEST_BYTES
         else:

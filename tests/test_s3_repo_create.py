@@ -80,7 +80,8 @@ def test_create_initialises_the_prefix_and_records_the_entry(work, tmp_path, s3_
     src = make_model(tmp_path / "ckpt", seed=7)
     pushed = ok(run(["model", "push", "vision", "resnet", src, "--tag", "v1", "--quiet", "--json"], cwd=work))
     digest = json.loads(pushed.stdout)["digest"]
-    assert keys_under(s3_client, s3_bucket, "team/vision/models/") == ["team/vision/models/resnet/versions/v1.json"]
+    assert keys_under(s3_client, s3_bucket, "team/vision/models/") == ["team/vision/models/resnet/summaries/v1.json",
+                                                                     "team/vision/models/resnet/versions/v1.json"]
     assert any(k.startswith("team/vision/blobs/") for k in keys_under(s3_client, s3_bucket, "team/vision/"))
     assert ok(run(["model", "list", "vision"], cwd=work)).stdout.split() == ["resnet"]
     versions = json.loads(ok(run(["model", "versions", "vision", "resnet", "--json"], cwd=work)).stdout)

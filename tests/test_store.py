@@ -31,7 +31,7 @@ def test_storage_layout_is_pinned(repo, tmp_path):
     h1 = blake3.blake3(b"hello weights").hexdigest()
     h2 = blake3.blake3(b"{}").hexdigest()
     assert keys == sorted(["aim-repo.json", f"blobs/{h1[:2]}/{h1}", f"blobs/{h2[:2]}/{h2}",
-                           "models/resnet/versions/v1.0.json"])
+                           "models/resnet/versions/v1.0.json", "models/resnet/summaries/v1.0.json"])
     meta = json.loads((root / "aim-repo.json").read_bytes())
     assert meta == {"format": 1, "hash": "blake3", "chunking": {
         "algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576, "max_size": 4194304,
@@ -43,6 +43,12 @@ def test_storage_layout_is_pinned(repo, tmp_path):
     assert doc["files"][0] == {"path": "sub/c.json", "size": 2, "mode": 0o644, "blake3": h2, "chunks": [[h2, 2]]}
     assert doc["files"][1]["path"] == "w.bin"
     assert (root / f"blobs/{h1[:2]}/{h1}").read_bytes() == b"hello weights"
+    summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
+    assert summary == {"format": 1, "model": "resnet", "tag": "v1.0", "digest": result.digest,
+                       "created_at": doc["created_at"], "created_by": doc["created_by"], "message": "",
+                       "total_size": 15, "files": 2, "chunks": 2}
+    assert list(summary) == ["format", "model", "tag", "digest", "created_at", "created_by", "message",
+                             "total_size", "files", "chunks"]
 
 
 def test_init_is_exclusive_and_pins_the_first_parameters(repo):
@@ -124,7 +130,7 @@ def test_versions_models_and_deletion(repo):
     m2.created_at = "2026-02-01T00:00:00.000000Z"
     repo.commit(m2)
     assert repo.list_models() == ["m"]
-    assert [r.manifest.tag for r in repo.list_versions("m")] == ["v1", "v2"]
+    assert [s.tag for s in repo.list_versions("m")] == ["v1", "v2"]
     with pytest.raises(NotFoundError, match="version 'v9'"):
         repo.get_version("m", "v9")
     with pytest.raises(NotFoundError, match="model 'nope'"):
@@ -189,7 +195,7 @@ def test_blob_keys_are_pinned():
     for stray in (f"cd/{h}", f"ab/{h}/x", "ab/.DS_Store", f"ab/{h.upper()}", h):
         assert store.digest_of_shard_key(stray) is None
     assert store.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in store.WRITE_DIRS and "blobs/ff" in store.WRITE_DIRS
-    assert store.WRITE_DIRS[-1] == "models/*/versions" and len(store.WRITE_DIRS) == 2 + 256 + 1
+    assert store.WRITE_DIRS[-2:] == ("models/*/versions", "models/*/summaries") and len(store.WRITE_DIRS) == 2 + 256 + 2
 
 
 def test_not_found_errors_carry_model_and_tag(repo):
