@@ -12,7 +12,7 @@ fixed input: a library upgrade that moved a boundary fails CI instead of silentl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -87,10 +87,13 @@ BATCH_BYTES = 16 * MiB
 T = TypeVar("T")
 
 
-def batches(items: Iterable[T], size_of: Callable[[T], int], *, max_files: int = BATCH_FILES,
+def batches(items: Sequence[T], size_of: Callable[[T], int], *, workers: int = 1, max_files: int = BATCH_FILES,
             max_bytes: int = BATCH_BYTES) -> Iterator[list[T]]:
     """``items`` in order, in consecutive lists of at most ``max_files`` items and ``max_bytes``
-    bytes (an item larger than ``max_bytes`` makes a list of its own)."""
+    bytes (an item larger than ``max_bytes`` makes a list of its own), and in at least
+    ``workers`` lists when there are that many items: to S3, each batch has one request in
+    flight at a time, so 300 files in two batches would use two connections of eight."""
+    max_files = max(1, min(max_files, -(-len(items) // max(1, workers))))
     batch: list[T] = []
     size = 0
     for item in items:

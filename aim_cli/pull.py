@@ -555,8 +555,9 @@ def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
         return [_plan_file(t, sources, references, progress.advance) for t in batch]
 
     # In batches (a big file alone in its own): a task per small file would cost more than its plan.
-    work = list(batches(targets, lambda t: t.entry.size))
-    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(work) + len(leftovers))),
+    threads = os.cpu_count() or 2
+    work = list(batches(targets, lambda t: t.entry.size, workers=threads))
+    with ThreadPoolExecutor(max(1, min(threads, len(work) + len(leftovers))),
                             thread_name_prefix="aim-plan") as planners:
         for leftover in leftovers:
             planners.submit(sources.add_file, leftover)
@@ -662,8 +663,9 @@ class _Assembler:
         try:
             # Small files first: each batch completes files as it goes, so a pull cut off later
             # leaves them verified, to get their final names all the same.
+            small = [p for p in plans if p.one_chunk]
             futures = [pool.submit(self.fill_small, batch)
-                       for batch in batches((p for p in plans if p.one_chunk), lambda p: p.entry.size)]
+                       for batch in batches(small, lambda p: p.entry.size, workers=jobs)]
             for plan in plans:
                 if plan.one_chunk:
                     continue

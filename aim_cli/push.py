@@ -350,7 +350,7 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
 
     small = [sf for sf in files if is_one_chunk(sf.size, params)]
     large = sorted((sf for sf in files if not is_one_chunk(sf.size, params)), key=lambda f: -f.size)
-    small_batches = list(batches(small, lambda sf: sf.size))
+    small_batches = list(batches(small, lambda sf: sf.size, workers=jobs))
     hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(large))), thread_name_prefix="aim-chunk")
     batchers = ThreadPoolExecutor(max(1, min(jobs, len(small_batches))), thread_name_prefix="aim-small")
     try:

@@ -123,14 +123,15 @@ def test_no_task_and_no_stat_per_small_file(local, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "stat", lambda *a, **k: stats.append(a[0]) or real_stat(*a, **k))
     monkeypatch.setattr(os, "lstat", lambda *a, **k: stats.append(a[0]) or real_lstat(*a, **k))
     repo = Repository(local, "r", jobs=4)
-    push(repo, "m", "v1", src)
-    assert len(submits) <= 8 and len(stats) <= 30, (len(submits), stats)
+    push(repo, "m", "v1", src, jobs=4)  # 768 files: a batch per job, and the listing of stored blobs
+    assert len(submits) <= 4 + 2 and len(stats) <= 30, (len(submits), stats)
     submits.clear()
     stats.clear()
-    pull(repo, "m", tmp_path / "out", tag="v1")
+    pull(repo, "m", tmp_path / "out", tag="v1", jobs=4)  # planned in a batch per CPU, then fetched
     # Per directory: checked when planned, created and checked again (never a symlink, never a
     # repository's) when files are renamed into it.
-    assert len(submits) <= 12 and len(stats) <= 5 * dirs + 20, (len(submits), stats)
+    assert len(submits) <= 4 + max(3, os.cpu_count() or 2) + 2, len(submits)
+    assert len(stats) <= 5 * dirs + 20, stats
     monkeypatch.undo()
     assert tree(tmp_path / "out") == tree(src)
 
