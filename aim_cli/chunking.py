@@ -72,8 +72,8 @@ def hash_bytes(data) -> str:
 def is_one_chunk(size: int, params: ChunkingParams) -> bool:
     """Whether a file of ``size`` bytes is a single chunk (none when empty) whatever its bytes:
     FastCDC never cuts before ``min_size``. Such a file's chunk digest is its whole-file digest,
-    so push reads and hashes it once, without the chunker (tests/test_chunking.py checks both
-    ways agree)."""
+    so push reads and hashes it once, without the chunker (tests/test_small_files.py checks
+    that both ways agree, on both sides of the threshold)."""
     return size < params.min_size
 
 
