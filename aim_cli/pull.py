@@ -241,17 +241,19 @@ def _dest_error(e: OSError, path: str | Path) -> Exception:
     return StorageError(f"cannot write {display_path(path)}: {e.strerror}", "check the destination's permissions")
 
 
+def _fold(path: str) -> str:
+    """``path`` as a filesystem that ignores case compares it (case, and Unicode normalisation,
+    which such filesystems ignore too)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
+
+
 def case_clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
     """Pairs of manifest paths that name one file (or a file and a directory) on a filesystem
-    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``. Folded as such filesystems
-    fold (case, and Unicode normalisation, which they ignore too)."""
-    def fold(p: str) -> str:
-        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", p).casefold())
-
+    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``."""
     seen: dict[str, str] = {}
     clashes = []
     for path in paths:
-        key = fold(path)
+        key = _fold(path)
         if key in seen:
             clashes.append((seen[key], path))
         else:
@@ -462,29 +464,31 @@ class _Target:
     entry: mf.FileEntry
     final: str
     partial: str
-    final_listed: bool  # a name is at the final path (of any type)
+    final_listed: bool  # a name is (or may be) at the final path, of any type
     partial_listed: bool  # a partial file of this file's is in the partial directory
 
 
 class _DestNames:
     """The names in each directory of DEST that the version writes into, read once: one listdir
     per directory instead of an lstat per file (most of which, in a fresh pull, find nothing).
-    DEST is locked, so no other pull adds a name meanwhile."""
+    DEST is locked, so no other pull adds a name meanwhile. Names are compared folded, so that
+    a filesystem that ignores case or normalises Unicode (it would find "a.bin" for "A.bin")
+    still has its file looked at; a folded match that is not the file costs one lstat."""
 
     def __init__(self):
         self._names: dict[Path, frozenset[str]] = {}
 
-    def has(self, directory: Path, name: str) -> bool:
+    def may_have(self, directory: Path, name: str) -> bool:
         names = self._names.get(directory)
         if names is None:
             try:
-                names = frozenset(os.listdir(directory))
+                names = frozenset(_fold(n) for n in os.listdir(directory))
             except (FileNotFoundError, NotADirectoryError):
                 names = frozenset()
             except OSError as e:
                 raise _dest_error(e, directory) from None
             self._names[directory] = names
-        return name in names
+        return _fold(name) in names
 
 
 def _plan_file(target: _Target, sources: _LocalSources, references, advance) -> _FilePlan | None:
@@ -541,7 +545,7 @@ def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
     for e, parent in zip(m.files, parents):
         name, partial_name = e.path.rsplit("/", 1)[-1], _partial_name(e)
         targets.append(_Target(e, os.path.join(parent, name), os.path.join(partial_dir, partial_name),
-                               names.has(parent, name), partial_name in partials))
+                               names.may_have(parent, name), partial_name in partials))
         current.add(partial_name)
     leftovers = [p for name, p in partials.items() if name not in current]
     sources = _LocalSources(repo.params())

@@ -233,3 +233,21 @@ def test_a_small_file_changed_after_the_scan_is_refused(local, tmp_path, monkeyp
         push(repo, "m", "v1", src)
     assert e.value.exit_code == 2 and not repo.has_version("m", "v1")
 
+
+
+def test_dest_names_that_a_filesystem_may_fold_are_looked_at(local, tmp_path):
+    """DEST is read with one listdir per directory; a name found only after folding (a
+    filesystem that ignores case or normalises Unicode would open it for the version's name) is
+    looked at with an lstat. Here, on a case-sensitive filesystem, they are other files: left
+    alone, and the version's files written beside them."""
+    from aim_cli.pull import _DestNames
+
+    src = write_model(tmp_path / "src", {"A.bin": b"version\n", "caf\u00e9.txt": b"nfc\n"})
+    push(Repository(local, "r"), "m", "v1", src)
+    dest = write_model(tmp_path / "out", {"a.bin": b"mine\n", "cafe\u0301.txt": b"nfd, mine\n"})
+    names = _DestNames()
+    assert names.may_have(dest, "A.bin") and names.may_have(dest, "caf\u00e9.txt")
+    assert not names.may_have(dest, "b.bin") and not names.may_have(dest / "absent", "a.bin")
+    mine = tree(dest)
+    pull(Repository(local, "r"), "m", dest, tag="v1")
+    assert tree(dest) == {**tree(src), **mine}
