@@ -18,6 +18,10 @@ can provide chunks), ``_Assembler`` fetches each missing chunk from the cheapest
 (the partial itself, the file already at the final path, ``--reference`` directories, the chunk
 cache, then the repository), and ``_commit_files`` gives the verified files their final names.
 Every chunk's BLAKE3 is checked before it is written; a local source that does not match is skipped.
+Files of at most one chunk (most files of a model but its weights) go in batches, one task each,
+at every stage: DEST is read with one listdir per directory, not an lstat per file; such a file is
+written whole in one open/write/close, verified from its bytes in memory (its digest is its only
+chunk's), and renamed after the one syncfs like every other file.
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 
 from aim_cli import manifest as mf
-from aim_cli.chunking import file_digest, iter_chunks
+from aim_cli.chunking import batches, file_digest, hash_bytes, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.dest_lock import DestLock
 from aim_cli.errors import IntegrityError, StorageError, UsageError
@@ -51,6 +56,7 @@ CASE_PROBE = "case-probe"
 PARTIAL_MODE = 0o600  # what a partial file always has: readable and writable by its owner only
 # Opening a file of DEST: never through a symlink, never blocking on a FIFO planted there.
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK
+EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which has no chunks
 
 
 @dataclass
@@ -174,6 +180,7 @@ class _DestDirs:
     def __init__(self, dest: Path):
         self.dest = dest
         self._checked: set[Path] = set()
+        self._absent: set[Path] = set()  # found missing when not asked to create (DEST is locked)
 
     def parent_of(self, rel: str, *, create: bool) -> Path:
         parts = rel.split("/")[:-1]
@@ -182,7 +189,8 @@ class _DestDirs:
             parent = parent / part
             if parent in self._checked:
                 continue
-            if not self._check(parent, create):
+            if (not create and parent in self._absent) or not self._check(parent, create):
+                self._absent.add(parent)
                 return self.dest.joinpath(*parts)  # absent: nothing below it exists either
             self._checked.add(parent)
         return parent
@@ -214,7 +222,7 @@ class _DestDirs:
         return True
 
 
-def _open_regular(path: Path, flags: int) -> int:
+def _open_regular(path: str | Path, flags: int) -> int:
     """An open descriptor of the regular file at ``path`` (created PARTIAL_MODE with O_CREAT):
     never through a symlink, never a FIFO or device (which could block or be endless)."""
     fd = os.open(path, flags | _OPEN_FLAGS, PARTIAL_MODE)
@@ -224,7 +232,7 @@ def _open_regular(path: Path, flags: int) -> int:
     return fd
 
 
-def _dest_error(e: OSError, path: Path) -> Exception:
+def _dest_error(e: OSError, path: str | Path) -> Exception:
     if e.errno == errno.ELOOP:
         return UsageError(f"{display_path(path)} is a symlink; pull never writes through one", "remove it and rerun")
     if e.errno == errno.ENAMETOOLONG:
@@ -234,17 +242,19 @@ def _dest_error(e: OSError, path: Path) -> Exception:
     return StorageError(f"cannot write {display_path(path)}: {e.strerror}", "check the destination's permissions")
 
 
+def _fold(path: str) -> str:
+    """``path`` as a filesystem that ignores case compares it (case, and Unicode normalisation,
+    which such filesystems ignore too)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
+
+
 def case_clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
     """Pairs of manifest paths that name one file (or a file and a directory) on a filesystem
-    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``. Folded as such filesystems
-    fold (case, and Unicode normalisation, which they ignore too)."""
-    def fold(p: str) -> str:
-        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", p).casefold())
-
+    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``."""
     seen: dict[str, str] = {}
     clashes = []
     for path in paths:
-        key = fold(path)
+        key = _fold(path)
         if key in seen:
             clashes.append((seen[key], path))
         else:
@@ -303,15 +313,20 @@ def _offsets(entry: mf.FileEntry) -> list[int]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)  # slots, and no lock or set until needed: a pull of 100,000 files holds as many
 class _FilePlan:
     entry: mf.FileEntry
-    final: Path
-    partial: Path
+    final: str  # paths as str: a Path object costs four times the memory
+    partial: str
     offsets: list[int]
-    have: set[int] = field(default_factory=set)  # indexes of chunks already right in the partial
+    have: AbstractSet[int] = frozenset()  # indexes of chunks already right in the partial
     remaining: int = 0  # chunks still to write (counted down by the assembler's threads)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock | None = None  # guards ``remaining`` (files of several chunks only)
+
+    @property
+    def one_chunk(self) -> bool:
+        """At most one chunk: assembled in one write, in a batch of such files (_Assembler)."""
+        return len(self.entry.chunks) <= 1
 
     def missing(self) -> list[int]:
         return [i for i in range(len(self.entry.chunks)) if i not in self.have]
@@ -363,7 +378,7 @@ def _scan_partials(partial_dir: Path) -> list[Path]:
     return found
 
 
-def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
+def _chunks_in_place(path: str | Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
     """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
     ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
     present: set[int] = set()
@@ -383,7 +398,7 @@ def _chunks_in_place(path: Path, entry: mf.FileEntry, offsets: list[int], advanc
     return present
 
 
-def _set_mode(path: Path, mode: int) -> None:
+def _set_mode(path: str | Path, mode: int) -> None:
     try:
         fd = _open_regular(path, os.O_RDONLY)
         try:
@@ -405,12 +420,12 @@ class _LocalSources:
         self.index: dict[str, tuple[str, int, int]] = {}
         self.lock = threading.Lock()
 
-    def add(self, path: Path, chunks) -> None:
+    def add(self, path: str | Path, chunks) -> None:
         with self.lock:
             for digest, offset, size in chunks:
                 self.index.setdefault(digest, (str(path), offset, size))
 
-    def add_file(self, path: Path) -> None:
+    def add_file(self, path: str | Path) -> None:
         if not _regular_file(path):
             return
         try:
@@ -437,26 +452,61 @@ class _LocalSources:
         return data
 
 
-def _regular_file(path: Path) -> bool:
+def _regular_file(path: str | Path) -> bool:
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def _plan_file(entry: mf.FileEntry, final: Path, partial: Path, sources: _LocalSources, references,
-               advance) -> _FilePlan | None:
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A file of the version, where it goes, and what the one pass over DEST saw of it."""
+    entry: mf.FileEntry
+    final: str
+    partial: str
+    final_listed: bool  # a name is (or may be) at the final path, of any type
+    partial_listed: bool  # a partial file of this file's is in the partial directory
+
+
+class _DestNames:
+    """The names in each directory of DEST that the version writes into, read once: one listdir
+    per directory instead of an lstat per file (most of which, in a fresh pull, find nothing).
+    DEST is locked, so no other pull adds a name meanwhile. Names are compared folded, so that
+    a filesystem that ignores case or normalises Unicode (it would find "a.bin" for "A.bin")
+    still has its file looked at; a folded match that is not the file costs one lstat."""
+
+    def __init__(self):
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def may_have(self, directory: Path, name: str) -> bool:
+        names = self._names.get(directory)
+        if names is None:
+            try:
+                names = frozenset(_fold(n) for n in os.listdir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                names = frozenset()
+            except OSError as e:
+                raise _dest_error(e, directory) from None
+            self._names[directory] = names
+        return _fold(name) in names
+
+
+def _plan_file(target: _Target, sources: _LocalSources, references, advance) -> _FilePlan | None:
     """What DEST holds of one file: None if the file at the final path is complete (the right
     size, and every chunk right at its offset: a file of another size is never complete, even
     one with no chunks), else its plan, with the chunks its partial file already holds. The
     final file and the references are indexed as sources of the chunks still missing."""
+    entry, final, partial = target.entry, target.final, target.partial
     plan = _FilePlan(entry, final, partial, _offsets(entry))
-    try:
-        st = os.lstat(final)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise _dest_error(e, final) from None
+    st = None
+    if target.final_listed:
+        try:
+            st = os.lstat(final)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _dest_error(e, final) from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
                          "move it away or pull elsewhere")
@@ -472,7 +522,7 @@ def _plan_file(entry: mf.FileEntry, final: Path, partial: Path, sources: _LocalS
         sources.add(final, [(entry.chunks[i][0], plan.offsets[i], entry.chunks[i][1]) for i in in_place])
         if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
             sources.add_file(final)
-    if _regular_file(partial):
+    if target.partial_listed:  # a regular file of ours (_scan_partials); reopened without following links
         plan.have = _chunks_in_place(partial, entry, plan.offsets, advance)
     if len(plan.have) < len(entry.chunks):
         for ref_dir in references:
@@ -487,24 +537,38 @@ def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
     _make_work_dir(partial_dir)
     dirs = _DestDirs(dest)
-    finals = [(e, dirs.parent_of(e.path, create=False) / e.path.rsplit("/", 1)[-1], partial_dir / _partial_name(e))
-              for e in m.files]
+    parents = [dirs.parent_of(e.path, create=False) for e in m.files]  # one Path per directory, shared
     check_case_clashes([e.path for e in m.files], lambda: _ignores_case(dest / WORK_DIR))
-    current = {partial.name for _, _, partial in finals}
-    leftovers = [p for p in _scan_partials(partial_dir) if p.name not in current]
+    partials = {p.name: p for p in _scan_partials(partial_dir)}
+    names = _DestNames()
+    targets = []
+    current = set()
+    for e, parent in zip(m.files, parents):
+        name, partial_name = e.path.rsplit("/", 1)[-1], _partial_name(e)
+        targets.append(_Target(e, os.path.join(parent, name), os.path.join(partial_dir, partial_name),
+                               names.may_have(parent, name), partial_name in partials))
+        current.add(partial_name)
+    leftovers = [p for name, p in partials.items() if name not in current]
     sources = _LocalSources(repo.params())
 
     # Checking a large model already on disk takes a while: it gets a bar of its own.
-    on_disk = sum(e.size for e, final, partial in finals if _regular_file(final) or _regular_file(partial))
+    on_disk = sum(t.entry.size for t in targets if t.final_listed or t.partial_listed)
     if on_disk:
         progress.start("check", on_disk)
-    with ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(finals) + len(leftovers))),
+
+    def plan_batch(batch: list[_Target]) -> list[_FilePlan | None]:
+        return [_plan_file(t, sources, references, progress.advance) for t in batch]
+
+    # In batches (a big file alone in its own): a task per small file would cost more than its plan.
+    threads = os.cpu_count() or 2
+    work = list(batches(targets, lambda t: t.entry.size, workers=threads))
+    with ThreadPoolExecutor(max(1, min(threads, len(work) + len(leftovers))),
                             thread_name_prefix="aim-plan") as planners:
         for leftover in leftovers:
             planners.submit(sources.add_file, leftover)
-        plans = list(planners.map(lambda f: _plan_file(*f, sources, references, progress.advance), finals))
+        plans = [plan for batch in planners.map(plan_batch, work) for plan in batch]
     progress.close()
-    kept = [e for (e, _, _), plan in zip(finals, plans) if plan is None]
+    kept = [t.entry for t, plan in zip(targets, plans) if plan is None]
     return _Plan([p for p in plans if p is not None], len(kept), sum(e.size for e in kept), sources, leftovers)
 
 
@@ -583,8 +647,9 @@ def _pull_locked(repo, m: mf.Manifest, dest: Path, result: PullResult, jobs: int
 
 class _Assembler:
     """Puts each missing chunk in place from the cheapest verified source, and verifies each file
-    once its last chunk is written. One task per missing chunk on ``jobs`` threads: at most
-    ``jobs`` chunks are in memory at once. Counts what came from where into the result."""
+    once its last chunk is written. One task per missing chunk of a file of several chunks, one
+    task per batch of files of at most one chunk, on ``jobs`` threads: at most ``jobs`` chunks
+    are in memory at once. Counts what came from where into the result."""
 
     def __init__(self, repo, m: mf.Manifest, sources: _LocalSources, cache, result: PullResult, progress):
         self.repo = repo
@@ -600,14 +665,21 @@ class _Assembler:
     def run(self, plans: list[_FilePlan], jobs: int) -> None:
         # The main thread only submits: its syscalls would contend for the GIL with the workers'.
         pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
-        futures = []
         try:
+            # Small files first: each batch completes files as it goes, so a pull cut off later
+            # leaves them verified, to get their final names all the same.
+            small = [p for p in plans if p.one_chunk]
+            futures = [pool.submit(self.fill_small, batch)
+                       for batch in batches(small, lambda p: p.entry.size, workers=jobs)]
             for plan in plans:
+                if plan.one_chunk:
+                    continue
                 missing = plan.missing()
                 if not missing:
                     futures.append(pool.submit(self.finalize, plan))
                     continue
                 plan.remaining = len(missing)
+                plan.lock = threading.Lock()
                 futures.extend(pool.submit(self.fill, plan, i) for i in missing)
             wait(futures, return_when=FIRST_EXCEPTION)
             for fut in futures:
@@ -655,6 +727,41 @@ class _Assembler:
             last = plan.remaining == 0
         if last:
             self.finalize(plan)
+
+    def fill_small(self, batch: list[_FilePlan]) -> None:
+        """Assemble files of at most one chunk, one after the other in this task. Such a file's
+        bytes are its chunk's, so its whole-file digest is the chunk digest, verified on the
+        bytes in memory before they are written: each partial is written whole (one open, one
+        write, one close) and never re-read. No writeback is started per file: the syncfs
+        before the renames writes them all at once."""
+        written = 0
+        try:
+            for plan in batch:
+                if self._stop.is_set():
+                    return
+                written += self._assemble_one_chunk(plan)
+                with self._lock:
+                    self.verified.append(plan)
+        finally:
+            self.progress.advance(written)
+
+    def _assemble_one_chunk(self, plan: _FilePlan) -> int:
+        """Bytes fetched (or taken from a local source) to write the file of ``plan``."""
+        entry = plan.entry
+        digest, size = entry.chunks[0] if entry.chunks else (EMPTY_DIGEST, 0)
+        if digest != entry.blake3:  # no bytes could match both: fetch nothing
+            content = "its only chunk" if entry.chunks else "an empty file"
+            raise IntegrityError(
+                f"manifest {self.m.model}:{self.m.tag} is inconsistent: the digest of {entry.path} is not "
+                f"the digest of {content}",
+                "the version is corrupt or was not written by aim_cli; run `aim_cli repo check`",
+            )
+        if plan.have:  # already right at offset 0 of the partial (checked in _plan), which may hold more
+            _truncate_partial(plan)
+            return 0
+        data = self._chunk(digest, size, entry.path) if size else b""  # verified against ``digest``
+        _write_at(plan.partial, 0, data, whole=True)
+        return size
 
     def finalize(self, plan: _FilePlan) -> None:
         """Check the assembled file against its whole-file digest; the rename comes at the end."""
@@ -718,11 +825,12 @@ def _truncate_partial(plan: _FilePlan) -> None:
         raise _dest_error(e, plan.partial) from None
 
 
-def _write_at(path: Path, offset: int, data: bytes) -> None:
+def _write_at(path: str | Path, offset: int, data: bytes, *, whole: bool = False) -> None:
     """Write a chunk at its offset, creating the partial file on its first write. Files are
-    opened per write, not held open: a model of many files would exhaust the descriptor limit."""
+    opened per write, not held open: a model of many files would exhaust the descriptor limit.
+    ``whole``: ``data`` is the entire file; whatever the partial held before is cut off."""
     try:
-        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT)
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if whole else 0))
         try:
             view = memoryview(data)
             while view:

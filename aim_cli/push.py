@@ -1,9 +1,12 @@
 """The push pipeline: walk, chunk and hash in parallel, store only missing chunks, commit last.
 
-    walk DIR -> per file (one thread each, pyfastcdc + blake3 release the GIL):
+    walk DIR (one stat per entry) -> per file of at least the minimum chunk size (one thread
+    each, pyfastcdc + blake3 release the GIL):
         cut_stream -> BLAKE3 each chunk -> not seen in this push and not stored?
             -> copy -> upload pool (``jobs`` wide, bounded in-flight bytes)
-    all uploads done -> backend.sync() (one durability barrier) -> exclusive create of the manifest
+    smaller files (one chunk each) in batches, one task per batch (``jobs`` batches at once):
+        read whole -> BLAKE3 (chunk digest = file digest) -> not seen, not stored? -> store inline
+    all stored -> backend.sync() (one durability barrier) -> exclusive create of the manifest
 
 A version is visible only once every blob it names is durable. A push that dies at any point
 leaves at most orphan blobs, which ``repo gc`` frees.
@@ -11,6 +14,7 @@ leaves at most orphan blobs, which ``repo gc`` frees.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import socket
@@ -27,7 +31,7 @@ import blake3
 
 from aim_cli import leases
 from aim_cli import manifest as mf
-from aim_cli.chunking import ChunkingParams, iter_chunks
+from aim_cli.chunking import ChunkingParams, batches, hash_bytes, is_one_chunk, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.fsutil import display_path
@@ -35,7 +39,7 @@ from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many
 class SourceFile:
     path: str  # relative, '/'-separated: the manifest path
     abspath: str  # what to read (the link's target under --follow-symlinks)
@@ -167,15 +171,20 @@ class _Uploader:
         self.new_chunks = 0
         self.failed = threading.Event()
 
-    def offer(self, digest: str, data: memoryview) -> None:
+    def _claim(self, digest: str) -> bool:
+        """Whether this push must see to it that ``digest`` is stored: uploading, the first offer
+        of it in this push, and not in the index of stored blobs (if there is one)."""
         if self._index is None:
-            self.progress.advance(len(data))
-            return
+            return False
         with self.lock:
-            known = digest in self.seen
+            if digest in self.seen:
+                return False
             self.seen.add(digest)
         index = self._index.result()
-        if known or (index is not None and digest in index):
+        return index is None or digest not in index
+
+    def offer(self, digest: str, data: memoryview) -> None:
+        if not self._claim(digest):
             self.progress.advance(len(data))
             return
         payload = bytes(data)  # the stream buffer is reused after this call returns
@@ -187,21 +196,29 @@ class _Uploader:
         with self.lock:
             self.futures.append(fut)
 
+    def store_inline(self, digest: str, data: bytes) -> None:
+        """Store a small file's only chunk in the calling thread (a batch task): no copy, no
+        future. The caller advances the progress, once per batch."""
+        if self._claim(digest):
+            self._put_missing(digest, data)
+
     def _store(self, digest: str, payload: bytes) -> None:
         try:
-            if self._index.result() is None and self.repo.has_blob(digest):
-                self.progress.advance(len(payload))
-                return
-            self.repo.put_blob(digest, payload)
+            self._put_missing(digest, payload)
             self.progress.advance(len(payload))
-            with self.lock:
-                self.new_bytes += len(payload)
-                self.new_chunks += 1
         except BaseException:
             self.failed.set()
             raise
         finally:
             self.slots.release()
+
+    def _put_missing(self, digest: str, payload) -> None:
+        if self._index.result() is None and self.repo.has_blob(digest):
+            return
+        self.repo.put_blob(digest, payload)
+        with self.lock:
+            self.new_bytes += len(payload)
+            self.new_chunks += 1
 
     def finish(self) -> None:
         for fut in self.futures:
@@ -214,6 +231,43 @@ class _Uploader:
 
 class _Aborted(Exception):
     """Raised inside a chunking thread to stop it when another part of the push failed."""
+
+
+def _changed(sf: SourceFile) -> UsageError:
+    return UsageError(f"{display_path(sf.abspath)} changed while it was being pushed", "push again once it is stable")
+
+
+def _unreadable(sf: SourceFile, e: OSError) -> UsageError:
+    if e.errno == errno.ELOOP:  # a symlink now, where the scan saw a regular file
+        return _changed(sf)
+    return UsageError(f"cannot read {display_path(sf.abspath)}: {e.strerror}", "check the file")
+
+
+def _read_small(sf: SourceFile) -> bytes:
+    """The whole content of a file smaller than a chunk: one open, one read, one fstat. The
+    fstat after the read stands for the stat after chunking of bigger files: a file written to
+    since the scan (its size or mtime moved) is refused. Never through a symlink that replaced
+    the file since the scan, never blocking on a FIFO; at most ``size + 1`` bytes are read."""
+    try:
+        fd = os.open(sf.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise _unreadable(sf, e) from None
+    try:
+        data = os.read(fd, sf.size + 1)
+        while 0 < len(data) < sf.size:  # a short read before the end (rare on a regular file)
+            more = os.read(fd, sf.size + 1 - len(data))
+            if not more:
+                break
+            data += more
+        st = os.fstat(fd)
+    except OSError as e:
+        raise _unreadable(sf, e) from None
+    finally:
+        os.close(fd)
+    if (len(data) != sf.size or not stat.S_ISREG(st.st_mode) or st.st_size != sf.size
+            or st.st_mtime_ns != sf.mtime_ns):
+        raise _changed(sf)
+    return data
 
 
 def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, message: str = "",
@@ -275,17 +329,37 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         except StorageError:
             raise  # an upload failed (StorageError is an OSError): not a file we cannot read
         except OSError as e:
-            raise UsageError(f"cannot read {display_path(sf.abspath)}: {e.strerror}", "check the file") from None
+            raise _unreadable(sf, e) from None
         size = sum(s for _, s in chunks)
         after = os.stat(sf.abspath)
         if size != sf.size or after.st_size != sf.size or after.st_mtime_ns != sf.mtime_ns:
-            raise UsageError(f"{display_path(sf.abspath)} changed while it was being pushed", "push again once it is stable")
+            raise _changed(sf)
         entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
 
-    hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(files))), thread_name_prefix="aim-chunk")
+    def push_small(batch: list[SourceFile]) -> None:
+        """Files of one chunk, one after the other: read whole, hash once (the chunk digest is
+        the file digest), store inline. Local puts are cheap; remote ones overlap across batches."""
+        done = 0
+        for sf in batch:
+            if stop.is_set():
+                raise _Aborted
+            data = _read_small(sf)
+            digest = hash_bytes(data)
+            if data:
+                uploader.store_inline(digest, data)
+            entries[sf.path] = mf.FileEntry(sf.path, sf.size, sf.mode, digest, [(digest, sf.size)] if data else [])
+            done += sf.size
+        progress.advance(done)
+
+    small = [sf for sf in files if is_one_chunk(sf.size, params)]
+    large = sorted((sf for sf in files if not is_one_chunk(sf.size, params)), key=lambda f: -f.size)
+    small_batches = list(batches(small, lambda sf: sf.size, workers=jobs))
+    hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(large))), thread_name_prefix="aim-chunk")
+    batchers = ThreadPoolExecutor(max(1, min(jobs, len(small_batches))), thread_name_prefix="aim-small")
     try:
         # Largest files first: the last thread to finish is not left with the biggest shard.
-        futures = [hashers.submit(chunk_one, sf) for sf in sorted(files, key=lambda f: -f.size)]
+        futures = [hashers.submit(chunk_one, sf) for sf in large]
+        futures += [batchers.submit(push_small, batch) for batch in small_batches]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failures = [f.exception() for f in done if f.exception() is not None]
         for exc in failures:
@@ -300,10 +374,12 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         stop.set()
         uploader.close()
         hashers.shutdown(wait=True, cancel_futures=True)
+        batchers.shutdown(wait=True, cancel_futures=True)
         lister.shutdown(wait=True, cancel_futures=True)
         progress.close()
         raise
     hashers.shutdown()
+    batchers.shutdown()
     lister.shutdown()
     uploader.close()
     progress.close()

@@ -74,7 +74,9 @@ def test_bad_source_directories(repo, tmp_path, case):
     assert e.value.exit_code == 2
 
 
-def test_a_failed_upload_commits_nothing(tmp_path):
+@pytest.mark.parametrize("files", [{"a.bin": 8 * MiB}, {f"d{i % 5}/f{i}.txt": 100 + i for i in range(600)}],
+                         ids=["chunks of a big file", "batches of small files"])
+def test_a_failed_upload_commits_nothing(tmp_path, files):
     class FailingPuts(LocalBackend):
         puts = 0
 
@@ -85,7 +87,7 @@ def test_a_failed_upload_commits_nothing(tmp_path):
             super().put(key, data, hedge=hedge)
 
     repo = Repository(FailingPuts(tmp_path / "repo"), "r", jobs=2)
-    src = write_model(tmp_path / "src", {"a.bin": random_bytes(8 * MiB, 5)})
+    src = write_model(tmp_path / "src", {path: random_bytes(size, i) for i, (path, size) in enumerate(files.items())})
     with pytest.raises(StorageError, match="injected"):
         push(repo, "m", "v1", src)
     assert not (tmp_path / "repo" / "models").exists()

@@ -38,6 +38,10 @@ from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLarge
 from aim_cli.fsutil import start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
+# Writeback is started early only for objects of this size or more. For a small one it costs
+# more than it saves: one tiny write submitted per object, where the syncfs before the commit
+# writes them together (push of 5,000 files of 4 KiB: 0.72 s with it, 0.55 s without, median of 6).
+WRITEBACK_MIN_BYTES = 256 * 1024
 #: Exactly the names ``_write_temp`` gives: ``.tmp-<target name>.<12 hex>``.
 TMP_NAME = re.compile(r"\.tmp-.+\.[0-9a-f]{12}", re.DOTALL)
 
@@ -184,12 +188,13 @@ class LocalBackend:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
         try:
             view = memoryview(data)
+            size = view.nbytes
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
             if fsync:
                 os.fsync(fd)
-            else:
+            elif size >= WRITEBACK_MIN_BYTES:
                 start_writeback(fd)
         except BaseException:
             os.close(fd)
