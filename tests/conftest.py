@@ -1,3 +1,30 @@
-"""Shared fixtures. The S3 server fixtures live in tests/s3_fixtures.py."""
+"""Shared fixtures (pytest finds them without imports). The S3 server fixtures live in
+tests/s3_fixtures.py; the helpers in tests/helpers.py."""
+
+import pytest
+
+from aim_cli import api
+from aim_cli.chunking import ChunkingParams
+from tests.helpers import BACKENDS, NAME, RepoEnv
 
 pytest_plugins = ["tests.s3_fixtures"]
+
+
+@pytest.fixture(params=BACKENDS)
+def repo(request, tmp_path) -> RepoEnv:
+    """A repository named ``audit`` with small chunks (avg 4 KiB, so that a model of a few
+    hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
+    exist, on S3 (moto) too; ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one. A test
+    module that defines its own ``repo`` fixture (test_pull, test_push, test_store) uses that."""
+    if request.param == "s3":
+        from tests.s3_fixtures import s3_repo_yaml
+
+        text = s3_repo_yaml(NAME, request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"))
+    else:
+        text = f"repos:\n  {NAME}: {{type: local, path: {tmp_path / 'store'}}}\n"
+    config = tmp_path / "model_repos.yaml"
+    config.write_text(text)
+    repository = api.open_repository(NAME, config=str(config))
+    repository.init(ChunkingParams.for_average(4096))
+    yield RepoEnv(request.param, NAME, config, tmp_path, repository)
+    repository.backend.close()

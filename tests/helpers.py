@@ -1,13 +1,113 @@
-"""Small shared test helpers: model trees, tree comparison, a counting/faulty backend wrapper."""
+"""The shared test helpers (pytest fixtures live in tests/conftest.py), by section:
+
+- the console script: ``AIM``, ``run`` it as a user would, check its output (``ok``,
+  ``one_line_error``) and parse it (``PUSH_LINE``, ``parse_size``);
+- model directories: ``write_model``, ``write_file``, ``random_bytes(n, seed)``,
+  ``make_mixed_model`` (files of every kind and mode), ``make_variant_model`` (variants that
+  share most chunks);
+- directory snapshots: ``tree`` (every entry, by digest), ``files_of``, ``assert_same_tree``,
+  ``file_contents`` (regular files with their bytes);
+- audit repositories: ``RepoEnv`` (what the ``repo`` fixture yields), ``BACKENDS``, ``LOCAL_ONLY``;
+- backend wrappers and clocks: ``CountingBackend``, ``HookedBackend``, ``FaultyBackend``,
+  ``FakeClock``, ``dead_pid``, ``drop_dac_caps``.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import importlib.util
+import json
 import os
 import random
+import re
+import shutil
+import stat
+import subprocess
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 
+from aim_cli import push as pushmod
+from aim_cli.backends.base import ObjectInfo
+from aim_cli.errors import ObjectTooLargeError, StorageError
+from aim_cli.store import Repository, blob_key
+
+# -- the console script -----------------------------------------------------------------------
+#: The console script a user runs: ``<venv>/bin/aim_cli``, next to the test's Python.
+AIM = Path(sys.executable).parent / "aim_cli"
+
+#: Variables that change how aim_cli finds its config or cache: never inherited by a test run.
+_SCRUBBED_ENV = ("AIM_CONFIG", "AIM_CACHE_DIR")
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run: this process's (so the S3 fixture's AWS variables are
+    inherited) without AIM_CONFIG / AIM_CACHE_DIR, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env.update(extra)
+    return env
+
+
+def run(args, *, cwd, env: dict[str, str] | None = None, prefix=(), timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``aim_cli ARGS`` with no terminal on stdin and both outputs captured as text."""
+    return subprocess.run(
+        [*prefix, str(AIM), *map(str, args)],
+        cwd=cwd,
+        env=base_env() if env is None else env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def describe(res: subprocess.CompletedProcess) -> str:
+    return f"exit {res.returncode}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
+
+
+def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert res.returncode == 0, describe(res)
+    assert "Traceback" not in res.stderr, describe(res)
+    return res
+
+
+def one_line_error(res: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    """Assert exit ``code``, exactly one line on stderr (no traceback), nothing on stdout, and
+    that the line contains every one of ``needles`` (case-insensitive). Return the line."""
+    assert res.returncode == code, describe(res)
+    assert "Traceback" not in res.stderr, describe(res)
+    line = res.stderr.strip()
+    assert line, describe(res)
+    assert line.count("\n") == 0, f"stderr is not one line:\n{describe(res)}"
+    assert res.stdout == "", describe(res)
+    # "what went wrong; what to do": the CLI's one-line format carries a hint after "; ".
+    assert line.startswith("error: ") and "; " in line, f"no hint in {line!r}"
+    for needle in needles:
+        assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
+    return line
+
+
+_UNITS = {"byte": 1, "bytes": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(text: str) -> float:
+    """'2.9 MiB' -> 3040870.4; '0 Bytes' -> 0 (humanize's binary units)."""
+    m = re.fullmatch(r"([\d.]+)\s*(\w+)", text.strip())
+    assert m, text
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+PUSH_LINE = re.compile(
+    r"pushed (?P<model>[^:\s]+):(?P<tag>\S+): (?P<files>\d+) files, (?P<total>[\d.]+ \w+), "
+    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
+)
+
+
+# -- model directories ------------------------------------------------------------------------
 def write_model(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         p = root / rel
@@ -16,12 +116,87 @@ def write_model(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
 def random_bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def tree(root: Path) -> dict[str, tuple[bytes, int]]:
-    """{relative path: (content, permission bits)} of regular files, ignoring aim_cli's .aim dir."""
+def make_mixed_model(root: Path, *, seed: int = 1, weights: int = 2 * 1024 * 1024) -> Path:
+    """A small model directory of every kind of file: a large random 'weights' file, a second
+    binary, text files with different modes, an empty file and a nested directory."""
+    write_file(root / "weights" / "model.safetensors", random_bytes(weights, seed))
+    write_file(root / "weights" / "extra.bin", random_bytes(300 * 1024, seed + 1000))
+    write_file(root / "config.json", b'{"hidden_size": 768, "layers": 12}\n')
+    write_file(root / "run.sh", b"#!/bin/sh\necho run\n", 0o755)
+    write_file(root / "secret.key", b"not really a secret\n", 0o600)
+    write_file(root / "empty.txt", b"")
+    write_file(root / "deep" / "a" / "b" / "c.txt", b"deep file\n", 0o640)
+    return root
+
+
+def make_variant_model(root: Path, seed: int = 1, variant: int = 0, size: int = 100_000) -> Path:
+    """A model directory: ``weights.bin`` (``size`` random bytes from ``seed``; a ``variant`` > 0
+    rewrites 1 KiB of it, so variants share most chunks) and a small ``config.json``."""
+    data = bytearray(random_bytes(size, seed))
+    if variant:
+        at = (variant * 7919) % (size - 1024)
+        data[at : at + 1024] = random_bytes(1024, 10_000 + variant)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "weights.bin").write_bytes(bytes(data))
+    (root / "config.json").write_text(json.dumps({"seed": seed, "variant": variant}))
+    return root
+
+
+# -- directory snapshots ----------------------------------------------------------------------
+def tree(root: Path, *, mtimes: bool = False, skip_aim: bool = False) -> dict[str, tuple]:
+    """Every entry under ``root`` (not following symlinks): directories, files (mode, size,
+    sha256, optionally mtime) and symlinks (their target). ``skip_aim`` leaves out the entries
+    of ``root`` whose name starts with ``.aim`` (aim_cli's working directory)."""
+    out: dict[str, tuple] = {}
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if skip_aim and Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".aim")]
+            filenames = [f for f in filenames if not f.startswith(".aim")]
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", st.st_mtime_ns) if mtimes else ("dir",)
+            elif stat.S_ISREG(st.st_mode):
+                entry = ("file", stat.S_IMODE(st.st_mode), st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+                out[rel] = entry + (st.st_mtime_ns,) if mtimes else entry
+            else:
+                out[rel] = ("special", stat.S_IFMT(st.st_mode))
+    return out
+
+
+def files_of(root: Path) -> dict[str, tuple]:
+    """Regular files only (mode, size, sha256) outside aim_cli's ``.aim`` working directory."""
+    return {k: v for k, v in tree(root, skip_aim=True).items() if v[0] == "file"}
+
+
+def assert_same_tree(src: Path, dest: Path) -> None:
+    """``dest`` holds exactly the files of ``src``, byte for byte and mode for mode, the same
+    directories, and no aim_cli working files."""
+    a, b = tree(src), tree(dest)
+    assert a.keys() == b.keys(), f"only in source: {sorted(a.keys() - b.keys())}; only in dest: {sorted(b.keys() - a.keys())}"
+    for k in a:
+        assert a[k] == b[k], f"{k}: {a[k]} != {b[k]}"
+
+
+def file_contents(root: Path) -> dict[str, tuple[bytes, int]]:
+    """{relative path: (content, permission bits)} of the files (directories left out), ignoring
+    aim_cli's .aim dir: a test checks each file's bytes, or compares two of these."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
@@ -33,6 +208,53 @@ def tree(root: Path) -> dict[str, tuple[bytes, int]]:
     return out
 
 
+# -- audit repositories (the ``repo`` fixture of tests/conftest.py) ---------------------------
+NAME = "audit"
+S3_AVAILABLE = (Path(__file__).with_name("s3_fixtures.py").exists()
+                and importlib.util.find_spec("aim_cli.backends.s3") is not None)
+BACKENDS = ["local", "s3"] if S3_AVAILABLE else ["local"]
+#: Marks a test whose subject never touches the storage: it runs on the local backend only.
+LOCAL_ONLY = pytest.mark.parametrize("repo", ["local"], indirect=True)
+
+
+@dataclass
+class RepoEnv:
+    kind: str
+    name: str
+    config: Path
+    tmp: Path
+    repository: Repository
+
+    def cli(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the real console script, as a user would."""
+        return subprocess.run([AIM, "--config", str(self.config), *args], capture_output=True, text=True,
+                              env=None if env is None else os.environ | env, timeout=timeout)
+
+    def push(self, model: str, source: Path, tag: str):
+        return pushmod.push(self.repository, model, tag, source)
+
+    # Raw storage access, for planting faults (both backends speak the same contract).
+    def flip_byte(self, digest: str, offset: int = 0) -> None:
+        backend = self.repository.backend
+        raw = bytearray(backend.get(blob_key(digest)))
+        raw[offset % len(raw)] ^= 0x01
+        backend.put(blob_key(digest), bytes(raw))
+
+    def delete_blob(self, digest: str) -> None:
+        self.repository.backend.delete(blob_key(digest))
+
+    def blobs(self) -> dict[str, int]:
+        return dict(self.repository.iter_blobs())
+
+    def manifest(self, model: str, tag: str):
+        return self.repository.get_version(model, tag).manifest
+
+
+def chunks_of(manifest) -> dict[str, int]:
+    return {d: s for f in manifest.files for d, s in f.chunks}
+
+
+# -- backend wrappers and clocks --------------------------------------------------------------
 class CountingBackend:
     """Delegates to a real backend; counts gets (and the bytes they return) and can fail the
     get number ``fail_after`` + 1 onwards, to simulate a pull cut off midway."""
@@ -115,18 +337,14 @@ class FakeClock:
 
 def dead_pid() -> int:
     """The pid of a process of this host that has exited (and been reaped)."""
-    import subprocess
-    import sys
-
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
 
+
 def drop_dac_caps() -> list[str]:
     """A command prefix under which root obeys file permissions (as a user would): without
     CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, mode 000 denies root too. Empty when not root."""
-    import shutil
-
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
@@ -136,14 +354,6 @@ def drop_dac_caps() -> list[str]:
 
 
 # -- a fault-injecting backend (like kopia's blobtesting and restic's test backends) ------------
-# Imported here, not at the top: this section was appended (other sections append too).
-import fnmatch  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from aim_cli.backends.base import ObjectInfo  # noqa: E402
-from aim_cli.errors import ObjectTooLargeError, StorageError  # noqa: E402
-
-
 @dataclass
 class Fault:
     """One fault to inject. It strikes the calls of Backend method ``op`` ("get", "put",

@@ -12,12 +12,12 @@ import blake3
 import humanize
 
 from aim_cli import leases
-from tests.audit_helpers import LOCAL_ONLY, chunks_of, make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model
 
 
 @LOCAL_ONLY  # reads one manifest: nothing backend-specific
 def test_model_info_shows_digest_and_every_file(repo, tmp_path):  # noqa: F811
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
     digest = repo.repository.get_version("m", "v1").digest
 
@@ -34,7 +34,7 @@ def test_model_info_shows_digest_and_every_file(repo, tmp_path):  # noqa: F811
 
 
 def test_verify_and_check_exit_5_on_damage(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "src"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     weights = repo.manifest("m", "v1").files[1]
     assert weights.path == "weights.bin"
     intact = repo.cli("model", "verify", repo.name, "m", "--tag", "v1")
@@ -58,7 +58,7 @@ def test_verify_and_check_exit_5_on_damage(repo, tmp_path):  # noqa: F811
 
 @LOCAL_ONLY  # the command is the same on S3; test_verify.py pins the digest on both
 def test_pull_with_a_wrong_digest_refuses_and_the_right_one_pulls(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "src"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     digest = repo.repository.get_version("m", "v1").digest
     dest = tmp_path / "dest"
     wrong = ("f" if digest[0] != "f" else "e") + digest[1:]
@@ -72,7 +72,7 @@ def test_pull_with_a_wrong_digest_refuses_and_the_right_one_pulls(repo, tmp_path
 
 @LOCAL_ONLY
 def test_verify_local_lists_each_difference(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "src"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     dest = tmp_path / "deploy"
     assert repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v1", "-q").returncode == 0
     same = repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--local", str(dest))
@@ -89,8 +89,8 @@ def test_verify_local_lists_each_difference(repo, tmp_path):  # noqa: F811
 
 
 def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "v1", variant=1), "v1")
-    repo.push("m", make_model(tmp_path / "v2", variant=2), "v2")
+    repo.push("m", make_variant_model(tmp_path / "v1", variant=1), "v1")
+    repo.push("m", make_variant_model(tmp_path / "v2", variant=2), "v2")
     only_v1 = set(chunks_of(repo.manifest("m", "v1")).items()) - set(chunks_of(repo.manifest("m", "v2")).items())
     freed = sum(s for _, s in only_v1)
 
@@ -123,7 +123,7 @@ def test_lease_conflicts_exit_4(repo, tmp_path):  # noqa: F811
         repo.repository.backend.put(leases.lease_key(kind), json.dumps(body).encode())
 
     plant(leases.EXCLUSIVE)  # a gc in progress (this test process is alive)
-    pushed = repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "src")), "--tag", "v1",
+    pushed = repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1",
                       env={"AIM_PUSH_WAIT": "0.2"})
     assert pushed.returncode == 4 and f"gc by pid {os.getpid()}" in pushed.stderr
     assert not repo.repository.has_version("m", "v1")

@@ -22,9 +22,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from tests.e2e_helpers import (AIM, PUSH_LINE, assert_same_tree, base_env, describe, files_of, make_model, ok,
-                               one_line_error, parse_size, random_bytes, run, tree, write_file)
-from tests.helpers import drop_dac_caps
+from tests.helpers import (AIM, PUSH_LINE, assert_same_tree, base_env, describe, drop_dac_caps, files_of,
+                           make_mixed_model, ok, one_line_error, parse_size, random_bytes, run, tree, write_file)
 
 REPO = "team-repo"
 CHUNK = "64KiB"  # small chunks: a 3 MiB model has dozens of them, so dedup is visible
@@ -200,7 +199,7 @@ def test_seed_workflow(aim_env, tmp_path):
     assert str(env.config) in info and "repositories: 1" in info and REPO in info
 
     # Developer: v1.0, then a near-identical v2.0.
-    v1 = make_model(tmp_path / "checkpoint_v1", seed=1)
+    v1 = make_mixed_model(tmp_path / "checkpoint_v1", seed=1)
     v2 = tmp_path / "checkpoint_v2"
     shutil.copytree(v1, v2)
     weights = bytearray((v2 / "weights" / "model.safetensors").read_bytes())
@@ -283,7 +282,7 @@ def test_config_found_in_parent_and_by_flag(repo_setup, tmp_path):
     """Commands work from a subdirectory (config in a parent) and from elsewhere with --config or
     $AIM_CONFIG; a relative local path stays relative to the config file, not to the cwd."""
     env = repo_setup
-    src = write_file(tmp_path / "m" / "w.bin", random_bytes(3, 100_000)).parent
+    src = write_file(tmp_path / "m" / "w.bin", random_bytes(100_000, 3)).parent
     sub = env.cwd / "a" / "b"
     sub.mkdir(parents=True)
     ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1", cwd=sub))
@@ -300,7 +299,7 @@ def test_config_found_in_parent_and_by_flag(repo_setup, tmp_path):
 # -- push: already pushed, conflicts ----------------------------------------------------------------
 def test_push_same_tag_identical_content_writes_nothing(repo_setup, tmp_path):
     env = repo_setup
-    src = make_model(tmp_path / "src", weights=500_000)
+    src = make_mixed_model(tmp_path / "src", weights=500_000)
     digest = push_model(env, "m", src, "v1")
     before = env.storage_snapshot()
     res = ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1", "-m", "another message"))
@@ -310,7 +309,7 @@ def test_push_same_tag_identical_content_writes_nothing(repo_setup, tmp_path):
 
 def test_push_same_tag_other_content_conflicts(repo_setup, tmp_path):
     env = repo_setup
-    src = make_model(tmp_path / "src", weights=500_000)
+    src = make_mixed_model(tmp_path / "src", weights=500_000)
     push_model(env, "m", src, "v1")
     before = env.storage_snapshot()
     (src / "config.json").write_bytes(b"{}\n")
@@ -497,7 +496,7 @@ def test_push_dir_problems(local_repo, tmp_path):
 
 def test_symlinks_refused_then_followed(repo_setup, tmp_path):
     env = repo_setup
-    target = write_file(tmp_path / "hf-cache" / "blobs" / "abc123", random_bytes(7, 300_000), 0o640)
+    target = write_file(tmp_path / "hf-cache" / "blobs" / "abc123", random_bytes(300_000, 7), 0o640)
     src = tmp_path / "snapshot"
     write_file(src / "config.json", b"{}\n")
     (src / "weights").mkdir()
@@ -530,7 +529,7 @@ def _manifest(env: AimEnv, model: str, tag: str) -> dict:
 def test_altered_blob_fails_the_pull(repo_setup, tmp_path):
     env = repo_setup
     src = tmp_path / "src"
-    write_file(src / "a.bin", random_bytes(11, 400_000))
+    write_file(src / "a.bin", random_bytes(400_000, 11))
     write_file(src / "b.txt", b"small file\n")
     push_model(env, "m", src, "v1")
     files = {f["path"]: f for f in _manifest(env, "m", "v1")["files"]}
@@ -773,7 +772,7 @@ def test_repo_create_from_a_subdirectory_records_the_path_the_user_meant(tmp_pat
 def test_pull_into_a_read_only_destination_is_one_line(local_repo, tmp_path):
     """Permissions obeyed even when root: a DEST the user may not write is exit 6, one line."""
     env = local_repo
-    src = make_model(tmp_path / "src")
+    src = make_mixed_model(tmp_path / "src")
     ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1"))
     dest = tmp_path / "ro"
     dest.mkdir()
@@ -790,7 +789,7 @@ def test_pull_into_a_read_only_subdirectory_is_one_line(local_repo, tmp_path):
     """DEST is writable but one directory the version writes into is not: the rename fails late,
     still as one line with exit 6, and the files that could be placed are complete."""
     env = local_repo
-    src = make_model(tmp_path / "src")
+    src = make_mixed_model(tmp_path / "src")
     ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1"))
     dest = tmp_path / "dest"
     (dest / "weights").mkdir(parents=True)

@@ -16,7 +16,7 @@ import pytest
 
 from aim_cli import config as cfgmod
 from aim_cli.errors import ConfigError
-from tests.e2e_helpers import base_env, ok, one_line_error, run
+from tests.helpers import base_env, ok, one_line_error, run
 
 CONFIG = "model_repos.yaml"
 GUARD = 20  # seconds: a hang fails the test through the subprocess timeout

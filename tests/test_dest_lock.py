@@ -19,9 +19,7 @@ from hypothesis import strategies as st
 from aim_cli import dest_lock
 from aim_cli.dest_lock import LOCK_NAME, TAKEOVER_NAME, DestLock, LockOwner, parse_lock
 from aim_cli.errors import LockHeldError, UsageError
-from tests.audit_helpers import LOCAL_ONLY, make_model, repo  # noqa: F401  (repo is a fixture)
-from tests.e2e_helpers import files_of, ok, one_line_error
-from tests.helpers import dead_pid
+from tests.helpers import LOCAL_ONLY, dead_pid, files_of, make_variant_model, ok, one_line_error
 
 
 def lock_bytes(pid: int, host: str | None = None) -> bytes:
@@ -192,7 +190,7 @@ def test_a_symlink_in_place_of_the_work_directory_is_refused(tmp_path):
 # -- through the console script ----------------------------------------------------------------------
 @pytest.fixture
 def pushed(repo, tmp_path):  # noqa: F811
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
     return repo, src
 

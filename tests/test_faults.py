@@ -27,8 +27,7 @@ from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.errors import BlobCorruptError, ConflictError, IntegrityError, StorageError
 from aim_cli.store import Repository, blob_key, manifest_key
-from tests.audit_helpers import BACKENDS, chunks_of, make_model
-from tests.helpers import Fault, FaultyBackend
+from tests.helpers import BACKENDS, Fault, FaultyBackend, chunks_of, make_variant_model
 
 PARAMS = ChunkingParams.for_average(4096)
 
@@ -57,7 +56,7 @@ def pushed(inner, tmp_path, *versions: int) -> Repository:
     """A repository holding m:v<i> for each variant i (variants share most chunks)."""
     repo = Repository(inner, "plain", jobs=4)
     for i in versions:
-        pushmod.push(repo, "m", f"v{i}", make_model(tmp_path / f"src{i}", variant=i), params=PARAMS)
+        pushmod.push(repo, "m", f"v{i}", make_variant_model(tmp_path / f"src{i}", variant=i), params=PARAMS)
     return repo
 
 
@@ -68,7 +67,7 @@ def pushed(inner, tmp_path, *versions: int) -> Repository:
 def test_a_failing_write_aborts_push_before_the_manifest_exists(inner, tmp_path, kind, op, pattern, nth):
     Repository(inner).init(PARAMS)
     repo, backend = faulty(inner, Fault(op, kind, pattern, nth=nth))
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     with pytest.raises((StorageError, ConnectionResetError)):
         pushmod.push(repo, "m", "v1", src, jobs=4)
     assert backend.struck and backend.struck[0][0] == op
@@ -83,7 +82,7 @@ def test_a_failing_write_aborts_push_before_the_manifest_exists(inner, tmp_path,
 def test_a_failing_blob_listing_aborts_push(inner, tmp_path):
     Repository(inner).init(PARAMS)
     repo, _ = faulty(inner, Fault("list", "storage", "blobs/*", times=None))
-    src = make_model(tmp_path / "src", size=400_000)  # enough chunks that push lists blobs/
+    src = make_variant_model(tmp_path / "src", size=400_000)  # enough chunks that push lists blobs/
     with pytest.raises(StorageError):
         pushmod.push(repo, "m", "v1", src, jobs=4)
     assert not inner.exists(manifest_key("m", "v1"))
@@ -241,9 +240,9 @@ def test_every_read_from_storage_is_bounded(inner, tmp_path):
     without a bound: blobs by their chunk's size, manifests by MAX_MANIFEST_BYTES, aim-repo.json by
     MAX_REPO_META_BYTES, summaries by MAX_SUMMARY_BYTES. (locks/ belongs to leases.py and is left out here.)"""
     repo, backend = faulty(inner)
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     pushmod.push(repo, "m", "v1", src, params=PARAMS)
-    pushmod.push(repo, "m", "v2", make_model(tmp_path / "src2", variant=2), params=PARAMS)
+    pushmod.push(repo, "m", "v2", make_variant_model(tmp_path / "src2", variant=2), params=PARAMS)
     pullmod.pull(repo, "m", tmp_path / "dest")
     repo.list_versions("m")
     repo.list_models()

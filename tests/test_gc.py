@@ -15,12 +15,12 @@ import pytest
 from aim_cli import api, gc, leases, verify
 from aim_cli import push as pushmod
 from aim_cli.errors import IntegrityError
-from tests.audit_helpers import AIM, chunks_of, make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.helpers import AIM, chunks_of, make_variant_model
 
 
 def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "v1", variant=1), "v1")
-    repo.push("m", make_model(tmp_path / "v2", variant=2), "v2")
+    repo.push("m", make_variant_model(tmp_path / "v1", variant=1), "v1")
+    repo.push("m", make_variant_model(tmp_path / "v2", variant=2), "v2")
     only_v1 = {d: s for d, s in chunks_of(repo.manifest("m", "v1")).items()
                if d not in chunks_of(repo.manifest("m", "v2"))}
     assert 0 < len(only_v1) < len(chunks_of(repo.manifest("m", "v1"))) / 2  # most chunks are shared
@@ -43,8 +43,8 @@ def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
 
 
 def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_path):  # noqa: F811
-    repo.push("a", make_model(tmp_path / "a", variant=1), "v1")
-    repo.push("b", make_model(tmp_path / "b", variant=2), "v1")
+    repo.push("a", make_variant_model(tmp_path / "a", variant=1), "v1")
+    repo.push("b", make_variant_model(tmp_path / "b", variant=2), "v1")
     only_a = set(chunks_of(repo.manifest("a", "v1"))) - set(chunks_of(repo.manifest("b", "v1")))
     deleted = api.delete_versions(repo.name, "a", config=str(repo.config))
     assert deleted.tags == ["v1"] and deleted.reclaimable_blobs == len(only_a) > 0
@@ -53,7 +53,7 @@ def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_p
 
 
 def test_gc_refuses_when_a_manifest_cannot_be_read(repo, tmp_path):  # noqa: F811
-    repo.push("m", make_model(tmp_path / "v1"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "v1"), "v1")
     repo.repository.delete_version("m", "v1")
     repo.repository.backend.put("models/m/versions/v2.json", b"{broken")
     before = repo.blobs()
@@ -78,9 +78,9 @@ def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):  # 
     manifest) and gc taking its lease first (the push must wait, then upload again)."""
     rounds = 24 if repo.kind == "local" else 6
     repository = repo.repository
-    repo.push("m", make_model(tmp_path / "v0", seed=5, variant=0, size=120_000), "v0")
+    repo.push("m", make_variant_model(tmp_path / "v0", seed=5, variant=0, size=120_000), "v0")
     for i in range(1, rounds + 1):
-        src = make_model(tmp_path / f"v{i}", seed=5, variant=i, size=120_000)
+        src = make_variant_model(tmp_path / f"v{i}", seed=5, variant=i, size=120_000)
         repository.delete_version("m", f"v{i - 1}")
         mode = ("race", "push-first", "gc-first")[i % 3]
         start = threading.Barrier(2)

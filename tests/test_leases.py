@@ -25,9 +25,7 @@ from aim_cli import gc, leases
 from aim_cli import push as pushmod
 from aim_cli.errors import LockHeldError, StorageError, UsageError
 from aim_cli.store import Repository
-from tests.audit_helpers import LOCAL_ONLY, make_model, repo  # noqa: F401  (repo is a fixture)
-from tests.e2e_helpers import one_line_error
-from tests.helpers import FakeClock, HookedBackend
+from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
 
 
 def lease_body(kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted",
@@ -63,7 +61,7 @@ def poll(condition, what: str, deadline: float = 15.0):
 @pytest.fixture
 def garbage(repo, tmp_path):  # noqa: F811
     """A repository whose only version was deleted: every blob is garbage. Returns (env, digests)."""
-    repo.push("m", make_model(tmp_path / "src"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     repo.repository.delete_version("m", "v1")
     return repo, set(repo.blobs())
 
@@ -122,7 +120,7 @@ def test_a_lease_records_its_holder_s_timeout(repo, monkeypatch):  # noqa: F811
 def test_a_push_waits_for_gc_then_gives_up(repo, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("AIM_PUSH_WAIT", "0.2")
     plant(repo, leases.EXCLUSIVE, pid=os.getpid())  # a live gc on this host
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     with pytest.raises(LockHeldError, match="gc by pid"):
         repo.push("m", src, "v1")
     assert not repo.repository.has_version("m", "v1") and repo.blobs() == {}
@@ -177,7 +175,7 @@ def test_a_push_whose_lease_was_removed_does_not_commit(repo, tmp_path):  # noqa
 
     hooked = Repository(HookedBackend(repo.repository.backend, before=steal), repo.name)
     with pytest.raises(LockHeldError, match="lost its shared lease"):
-        pushmod.push(hooked, "m", "v1", make_model(tmp_path / "src"))
+        pushmod.push(hooked, "m", "v1", make_variant_model(tmp_path / "src"))
     assert len(stolen) == 1
     assert not repo.repository.has_version("m", "v1")
 
@@ -346,7 +344,7 @@ def test_an_unreadable_lease_blocks_gc_naming_its_key_but_not_push(repo, tmp_pat
         gc.collect(repo.repository, wait=0)
     assert "\n" not in str(e.value) and "delete locks/junk.json" in e.value.hint
     assert [(x.id, x.kind) for x in leases.read_leases(repo.repository)] == [("junk", leases.UNKNOWN)]
-    repo.push("m", make_model(tmp_path / "src"), "v1")
+    repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     assert repo.repository.has_version("m", "v1")
 
 

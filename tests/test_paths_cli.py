@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aim_cli import manifest as mf
-from tests.e2e_helpers import assert_same_tree, ok, one_line_error, run, write_file
+from tests.helpers import assert_same_tree, ok, one_line_error, run, write_file
 
 REPO = "r"
 

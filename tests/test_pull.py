@@ -13,7 +13,7 @@ from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageErr
 from aim_cli.pull import pull
 from aim_cli.push import push
 from aim_cli.store import Repository
-from tests.helpers import CountingBackend, random_bytes, tree, write_model
+from tests.helpers import CountingBackend, file_contents, random_bytes, write_model
 
 MiB = 1 << 20
 
@@ -40,7 +40,7 @@ def test_pull_is_byte_identical_with_modes(repo, v1, tmp_path):
     os.chmod(v1 / "config.json", 0o600)
     push(repo, "m", "v1", v1)
     r = pull(repo, "m", tmp_path / "out", tag="v1")
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
     assert r.fetched_bytes == r.total_size and r.reused_bytes == 0
     assert not (tmp_path / "out" / ".aim").exists()
 
@@ -60,12 +60,12 @@ def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_p
     with pytest.raises(ConnectionAbortedError):
         pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
     # Nothing incomplete under a final name; the partial files stay for the rerun.
-    for rel, (data, _) in tree(tmp_path / "out").items():
+    for rel, (data, _) in file_contents(tmp_path / "out").items():
         assert data == (v1 / rel).read_bytes()
     assert any((tmp_path / "out/.aim/partial").iterdir())
     rerun = CountingBackend(local)
     r = pull(Repository(rerun, "r", jobs=2), "m", tmp_path / "out", tag="v1")
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
     assert rerun.gets == total_chunks - cut.gets
     assert r.fetched_bytes == rerun.get_bytes < r.total_size
     assert not (tmp_path / "out/.aim").exists()
@@ -83,7 +83,7 @@ def test_corrupted_partial_file_is_detected_and_refetched(local, v1, tmp_path):
             f.seek(0)
             f.write(bytes([b[0] ^ 0xFF]) if b else b"")
     pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
 
 
 def test_pulling_v2_over_v1_fetches_only_changed_chunks(local, v1, tmp_path):
@@ -96,7 +96,7 @@ def test_pulling_v2_over_v1_fetches_only_changed_chunks(local, v1, tmp_path):
     pull(repo, "m", tmp_path / "out", tag="v1")
     counting = CountingBackend(local)
     r = pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
-    assert tree(tmp_path / "out") == tree(v2)
+    assert file_contents(tmp_path / "out") == file_contents(v2)
     assert r.fetched_bytes == counting.get_bytes <= r2.new_bytes
     assert r.kept_files == 3  # model-2.bin, config.json and empty were already right
 
@@ -106,7 +106,7 @@ def test_reference_directories_provide_chunks(local, v1, tmp_path):
     push(repo, "m", "v1", v1)
     counting = CountingBackend(local)
     r = pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v1", references=[v1])
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
     assert counting.gets == 0 and r.reused_bytes == r.total_size
     # A reference whose bytes differ is verified and not used.
     bad = tmp_path / "bad"
@@ -114,7 +114,7 @@ def test_reference_directories_provide_chunks(local, v1, tmp_path):
     (bad / "model-2.bin").write_bytes(random_bytes(6 * MiB, 9))
     counting = CountingBackend(local)
     pull(Repository(counting, "r"), "m", tmp_path / "out2", tag="v1", references=[bad])
-    assert tree(tmp_path / "out2") == tree(v1)
+    assert file_contents(tmp_path / "out2") == file_contents(v1)
     assert counting.get_bytes >= 6 * MiB - 2 * 4 * MiB  # model-2 had to come from the repository
 
 
@@ -131,7 +131,7 @@ def test_altered_blob_fails_and_leaves_no_final_file(repo, v1, tmp_path):
     assert e.value.exit_code == 5
     assert not (tmp_path / "out/model-2.bin").exists()
     # Files that completed and verified before the failure have their final names, intact.
-    pulled = tree(tmp_path / "out")
+    pulled = file_contents(tmp_path / "out")
     assert "config.json" in pulled and "empty" in pulled
     for rel, (data, _) in pulled.items():
         assert data == (v1 / rel).read_bytes()
@@ -179,7 +179,7 @@ def test_a_second_pull_into_the_same_dest_refuses_while_the_first_runs(repo, v1,
         holder.wait()
     # The holder is gone: its lock is stale and taken over.
     pull(repo, "m", dest, tag="v1")
-    assert tree(dest) == tree(v1)
+    assert file_contents(dest) == file_contents(v1)
 
 
 def test_not_enough_space_is_refused_before_fetching(repo, v1, tmp_path, monkeypatch):
@@ -203,7 +203,7 @@ def test_wrong_digest_downloads_nothing(repo, v1, tmp_path):
     with pytest.raises(UsageError):
         pull(repo, "m", tmp_path / "out", tag="v1", digest=r.digest[:12])
     pull(repo, "m", tmp_path / "out", tag="v1", digest=r.digest.upper())
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
 
 
 def test_files_already_right_are_kept_and_others_left_alone(repo, v1, tmp_path):
@@ -230,7 +230,7 @@ def test_partials_of_another_versions_interrupted_pull_are_used_then_removed(loc
         pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
     counting = CountingBackend(local)
     pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
-    assert tree(tmp_path / "out") == tree(v1)
+    assert file_contents(tmp_path / "out") == file_contents(v1)
     assert counting.gets < sum(len(f.chunks) for f in repo.get_version("m", "v2").manifest.files) - 5
     assert not (tmp_path / "out/.aim").exists()
 
@@ -256,13 +256,13 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
         pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")
     partials = {p: p.stat().st_mode & 0o7777 for p in (tmp_path / "out/.aim/partial").iterdir()}
     assert len(partials) == 3 and set(partials.values()) == {0o600}, partials
-    assert tree(tmp_path / "out") == {}  # nothing under a final name
+    assert file_contents(tmp_path / "out") == {}  # nothing under a final name
     with pytest.raises(StorageError, match="syncfs failed"):  # verified from the partials, then refused
         pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
     assert {p.stat().st_mode & 0o7777 for p in (tmp_path / "out/.aim/partial").iterdir()} == {0o600}
     monkeypatch.undo()
     r = pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
-    assert tree(tmp_path / "out") == tree(src) and r.fetched_bytes == 0
+    assert file_contents(tmp_path / "out") == file_contents(src) and r.fetched_bytes == 0
     assert not (tmp_path / "out/.aim").exists()
 
 
@@ -284,5 +284,5 @@ def test_a_complete_file_with_other_names_is_replaced_not_chmodded(repo, tmp_pat
     (tmp_path / "out").mkdir()
     os.link(elsewhere, tmp_path / "out/run.sh")
     r = pull(repo, "m", tmp_path / "out", tag="v1")
-    assert tree(tmp_path / "out") == tree(src) and r.fetched_bytes == 0
+    assert file_contents(tmp_path / "out") == file_contents(src) and r.fetched_bytes == 0
     assert elsewhere.stat().st_mode & 0o777 == 0o600 and elsewhere.stat().st_nlink == 1

@@ -14,8 +14,7 @@ import blake3
 import pytest
 
 from aim_cli import manifest as mf
-from tests.e2e_helpers import describe, files_of, ok, one_line_error, run, tree, write_file
-from tests.helpers import drop_dac_caps, random_bytes
+from tests.helpers import describe, drop_dac_caps, files_of, ok, one_line_error, random_bytes, run, tree, write_file
 
 REPO = "r"
 MiB = 1 << 20

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e_helpers import base_env, make_model, ok, one_line_error, run, tree
+from tests.helpers import base_env, make_mixed_model, ok, one_line_error, run, tree
 from tests.s3_fixtures import s3_region
 
 #: A hand-edited, git-reviewed config: its comments and order must survive `repo create`.
@@ -77,7 +77,7 @@ def test_create_initialises_the_prefix_and_records_the_entry(work, tmp_path, s3_
     assert "vision" in listing and path in listing and f"endpoint={s3_endpoint}" in listing
 
     # The round trip on the new repository, byte for byte.
-    src = make_model(tmp_path / "ckpt", seed=7)
+    src = make_mixed_model(tmp_path / "ckpt", seed=7)
     pushed = ok(run(["model", "push", "vision", "resnet", src, "--tag", "v1", "--quiet", "--json"], cwd=work))
     digest = json.loads(pushed.stdout)["digest"]
     assert keys_under(s3_client, s3_bucket, "team/vision/models/") == ["team/vision/models/resnet/summaries/v1.json",
@@ -156,7 +156,7 @@ def test_no_check_records_the_entry_without_contacting_anything(work, tmp_path, 
     ok(run(create_args("vision", path, s3_endpoint, "--no-check"), cwd=work, env=env))
     assert keys_under(s3_client, s3_bucket, "") == []
     assert "profile" not in entries(work / "model_repos.yaml")["vision"]
-    src = make_model(tmp_path / "ckpt", seed=3, weights=300_000)
+    src = make_mixed_model(tmp_path / "ckpt", seed=3, weights=300_000)
     ok(run(["model", "push", "vision", "m", src, "--tag", "v1", "--quiet"], cwd=work))
     assert "vision/aim-repo.json" in keys_under(s3_client, s3_bucket, "")
     ok(run(["model", "pull", "vision", "m", tmp_path / "pulled", "--quiet"], cwd=work))

@@ -23,8 +23,7 @@ from aim_cli.errors import IntegrityError, TagExistsError
 from aim_cli.pull import pull
 from aim_cli.push import PushResult, push
 from aim_cli.store import Repository, manifest_key
-from tests.e2e_helpers import AIM, PUSH_LINE, base_env, describe
-from tests.helpers import random_bytes, tree, write_model
+from tests.helpers import AIM, PUSH_LINE, base_env, describe, file_contents, random_bytes, write_model
 from tests.s3_fixtures import s3_region, s3_repo_yaml
 
 PREFIX = "repo"
@@ -40,11 +39,11 @@ def make_source(root: Path, seed: int) -> dict[str, tuple[bytes, int]]:
         "sub/extra.bin": random_bytes(300_000, seed + 10_000),
         "config.json": b'{"seed": %d}\n' % seed,
     })
-    return tree(root)
+    return file_contents(root)
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    return {rel: blake3.blake3(data).hexdigest() for rel, (data, _) in tree(root).items()}
+    return {rel: blake3.blake3(data).hexdigest() for rel, (data, _) in file_contents(root).items()}
 
 
 class RecordingBackend(S3Backend):
@@ -141,7 +140,7 @@ def test_concurrent_pushes_of_one_tag_exactly_one_wins(tmp_path, s3_endpoint, s3
             dest = tmp_path / f"r{rnd}" / "pulled"
             got = pull(repos[loser], model, dest, tag="v1", digest=won.digest, jobs=4)
             assert got.digest == won.digest
-            assert tree(dest) == trees[w]
+            assert file_contents(dest) == trees[w]
     finally:
         for b in backends:
             b.close()
@@ -193,7 +192,7 @@ def test_concurrent_cli_pushes_exit_0_and_4(tmp_path, s3_endpoint, s3_bucket, s3
             cwd=tmp_path, env=base_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT,
         )
         assert res.returncode == 0, describe(res)
-        assert tree(dest) == trees[w]
+        assert file_contents(dest) == trees[w]
 
 
 # -- a server that ignores If-None-Match ------------------------------------------------------------
@@ -264,7 +263,7 @@ def test_ignored_condition_read_back_catches_an_overwrite_before_it(tmp_path, s3
         assert mf.digest_of(raw) == last.digest
         assert {f.path: f.blake3 for f in stored.files} == file_digests(src_last)
         pull(first_repo, "m", tmp_path / "pulled", tag="v1", digest=last.digest, jobs=4)
-        assert tree(tmp_path / "pulled") == last_tree
+        assert file_contents(tmp_path / "pulled") == last_tree
     finally:
         first_backend.close()
         last_backend.close()
@@ -317,7 +316,7 @@ def test_overwrite_after_the_read_back(tmp_path, s3_endpoint, s3_bucket, s3_clie
             assert early.digest[:16] in late.message
             assert mf.digest_of(raw) == early.digest
             pull(early_repo, "m", tmp_path / "pulled", tag="v1", digest=early.digest, jobs=4)
-            assert tree(tmp_path / "pulled") == early_tree
+            assert file_contents(tmp_path / "pulled") == early_tree
         else:
             # The limitation, pinned: both succeed and the stored manifest is late's.
             assert isinstance(late, PushResult), late

@@ -21,8 +21,8 @@ from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.pull import pull
 from aim_cli.push import push, scan_source
 from aim_cli.store import Repository, blob_key
-from tests.e2e_helpers import assert_same_tree, ok, one_line_error, run
-from tests.helpers import CountingBackend, random_bytes, tree, write_model
+from tests.helpers import (CountingBackend, assert_same_tree, file_contents, ok, one_line_error, random_bytes, run,
+                           write_model)
 
 KiB = 1024
 MODES = (0o644, 0o755, 0o600, 0o444, 0o640)
@@ -91,7 +91,7 @@ def test_corrupt_small_blob_fails_the_pull_with_exit_5_and_no_final_file(config,
     one_line_error(run(["model", "pull", "r", "m", dest, "--tag", "v1", "--jobs", "2"], cwd=config), 5,
                    victim.blake3, "corrupt")
     assert not os.path.lexists(dest / victim.path)
-    for rel, (data, mode) in tree(dest).items():  # what did get a final name is verified and whole
+    for rel, (data, mode) in file_contents(dest).items():  # what did get a final name is verified and whole
         assert data == (src / rel).read_bytes() and mode == os.stat(src / rel).st_mode & 0o777
 
 
@@ -141,7 +141,7 @@ def test_no_task_and_no_stat_per_small_file(local, tmp_path, monkeypatch):
     assert len(submits) <= 4 + max(3, os.cpu_count() or 2) + 2, len(submits)
     assert len(stats) <= 5 * dirs + 20, stats
     monkeypatch.undo()
-    assert tree(tmp_path / "out") == tree(src)
+    assert file_contents(tmp_path / "out") == file_contents(src)
 
 
 @pytest.mark.parametrize("jobs", [1, 4])
@@ -153,13 +153,13 @@ def test_interrupted_small_files_pull_resumes_without_refetching(local, tmp_path
     dest = tmp_path / "out"
     with pytest.raises(ConnectionAbortedError):
         pull(Repository(cut, "r", jobs=jobs), "m", dest, tag="v1", jobs=jobs)
-    done = tree(dest)
+    done = file_contents(dest)
     for rel, (data, mode) in done.items():  # complete and verified, with their modes
         assert data == (src / rel).read_bytes() and mode == os.stat(src / rel).st_mode & 0o777
-    assert 0 < len(done) < len(tree(src))
+    assert 0 < len(done) < len(file_contents(src))
     rerun = CountingBackend(local)
     r = pull(Repository(rerun, "r", jobs=jobs), "m", dest, tag="v1", jobs=jobs)
-    assert tree(dest) == tree(src)
+    assert file_contents(dest) == file_contents(src)
     assert rerun.gets == total - cut.gets  # nothing fetched twice
     assert r.kept_files == len(done)
     assert not (dest / ".aim").exists()
@@ -180,14 +180,14 @@ def test_verified_partials_are_found_by_the_rerun(local, tmp_path, monkeypatch):
     with pytest.raises(StorageError, match="syncfs failed"):
         pull(Repository(local, "r"), "m", dest, tag="v1")
     partials = list((dest / ".aim/partial").iterdir())
-    assert tree(dest) == {} and len(partials) == 30
+    assert file_contents(dest) == {} and len(partials) == 30
     assert {p.stat().st_mode & 0o777 for p in partials} == {0o600}
     with open(max(partials, key=lambda p: p.stat().st_size), "ab") as f:
         f.write(b"garbage after the file's bytes")
     monkeypatch.undo()
     counting = CountingBackend(local)
     r = pull(Repository(counting, "r"), "m", dest, tag="v1")
-    assert tree(dest) == tree(src) and counting.gets == 0 and r.fetched_bytes == 0
+    assert file_contents(dest) == file_contents(src) and counting.gets == 0 and r.fetched_bytes == 0
 
 
 def test_a_final_small_file_of_another_size_is_replaced(local, tmp_path):
@@ -196,7 +196,7 @@ def test_a_final_small_file_of_another_size_is_replaced(local, tmp_path):
     dest = write_model(tmp_path / "out", {"a.txt": b"hello\n!", "b.txt": b"world\n"})
     counting = CountingBackend(local)
     r = pull(Repository(counting, "r"), "m", dest, tag="v1")
-    assert tree(dest) == tree(src) and r.kept_files == 1 and counting.gets == 1
+    assert file_contents(dest) == file_contents(src) and r.kept_files == 1 and counting.gets == 1
 
 
 def test_a_manifest_whose_only_chunk_is_not_the_file_fetches_nothing(local, tmp_path):
@@ -210,7 +210,7 @@ def test_a_manifest_whose_only_chunk_is_not_the_file_fetches_nothing(local, tmp_
     counting = CountingBackend(local)
     with pytest.raises(IntegrityError, match="inconsistent") as e:
         pull(Repository(counting, "r"), "m", tmp_path / "out", tag="evil")
-    assert e.value.exit_code == 5 and counting.gets == 0 and tree(tmp_path / "out") == {}
+    assert e.value.exit_code == 5 and counting.gets == 0 and file_contents(tmp_path / "out") == {}
 
 
 @pytest.mark.parametrize("change", ["rewritten", "symlink", "fifo", "grown"])
@@ -256,6 +256,6 @@ def test_dest_names_that_a_filesystem_may_fold_are_looked_at(local, tmp_path):
     names = _DestNames()
     assert names.may_have(dest, "A.bin") and names.may_have(dest, "caf\u00e9.txt")
     assert not names.may_have(dest, "b.bin") and not names.may_have(dest / "absent", "a.bin")
-    mine = tree(dest)
+    mine = file_contents(dest)
     pull(Repository(local, "r"), "m", dest, tag="v1")
-    assert tree(dest) == {**tree(src), **mine}
+    assert file_contents(dest) == {**file_contents(src), **mine}

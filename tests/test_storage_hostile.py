@@ -2,7 +2,7 @@
 not look the way aim_cli wrote it (links, FIFOs, stray names, hostile aim-repo.json), and operator
 mistakes (gc, check or cache prune on the wrong directory, a new repository over other data or
 inside another repository). Each test runs on the local backend and, where the case exists
-there, on S3 (tests/audit_helpers.py ``repo``)."""
+there, on S3 (the ``repo`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from aim_cli.cache import ChunkCache
 from aim_cli.chunking import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
 from aim_cli.store import Repository, blob_key, manifest_key
-from tests.audit_helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_model, repo  # noqa: F401  (repo is a fixture)
-from tests.e2e_helpers import one_line_error, ok, tree
+from tests.helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_variant_model, ok, one_line_error, tree
 
 
 def _v1(repo, tmp_path, tag="v1", variant=1):  # noqa: F811
-    repo.push("m", make_model(tmp_path / f"src-{tag}", variant=variant), tag)
+    repo.push("m", make_variant_model(tmp_path / f"src-{tag}", variant=variant), tag)
     return repo.manifest("m", tag)
 
 
@@ -90,7 +89,8 @@ def test_the_root_itself_may_be_a_link(repo, tmp_path):  # noqa: F811
     root = _root(repo)
     root.rename(tmp_path / "real-store")
     root.symlink_to(tmp_path / "real-store")
-    ok(repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "v2", variant=2)), "--tag", "v2", "-q"))
+    ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "v2", variant=2)), "--tag", "v2",
+                "-q"))
     ok(repo.cli("model", "delete-version", repo.name, "m", "--tag", "v2"))
     ok(repo.cli("repo", "gc", repo.name))
     ok(repo.cli("repo", "check", repo.name, "--read-data"))
@@ -144,7 +144,7 @@ BAD_META = {
 def test_a_hostile_aim_repo_json_is_exit_5(repo, tmp_path, case):  # noqa: F811
     repo.repository.backend.put("aim-repo.json", BAD_META[case])
     one_line_error(repo.cli("repo", "gc", repo.name), 5, "aim-repo.json")
-    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "src")), "--tag", "v1"),
+    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
                    5, "aim-repo.json")
     assert not repo.repository.has_version("m", "v1")
 
@@ -356,7 +356,7 @@ def test_a_first_push_into_a_foreign_root_writes_nothing(repo, tmp_path):  # noq
     repo.repository.backend.delete("aim-repo.json")
     repo.repository.backend.put("their/file.bin", b"someone's")
     before = _keys(repo)
-    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "src")), "--tag", "v1"),
+    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
                    4, "not empty", "no repository")
     assert _keys(repo) == before
     if repo.kind == "local":
@@ -366,7 +366,7 @@ def test_a_first_push_into_a_foreign_root_writes_nothing(repo, tmp_path):  # noq
 # == defect 9: stray names under versions/ =====================================================
 def test_stray_names_are_skipped_reported_kept_and_removable(repo, tmp_path):  # noqa: F811
     v1 = _v1(repo, tmp_path)
-    repo.push("m", make_model(tmp_path / "src-v2", variant=2), "v2")
+    repo.push("m", make_variant_model(tmp_path / "src-v2", variant=2), "v2")
     backend = repo.repository.backend
     raw_v1 = backend.get(manifest_key("m", "v1"))
     strays = {"models/m/versions/v1 copy.json": raw_v1, "models/m/versions/.DS_Store": b"\0\0\0\1Bud1",

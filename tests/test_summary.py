@@ -1,6 +1,6 @@
 """Per-version summaries (issue 9, "listing without reading manifests"): summary.py's strict
-decoding, and the store's use of them on the local backend and on S3 (tests/audit_helpers.py
-``repo``), through the library and through the installed console script.
+decoding, and the store's use of them on the local backend and on S3 (the ``repo`` fixture of
+tests/conftest.py), through the library and through the installed console script.
 
 What must hold: listings and the newest-tag resolution read summaries, not manifests; a missing
 summary is rebuilt from its manifest; a hostile or disagreeing one makes a listing show at worst
@@ -23,9 +23,7 @@ from aim_cli import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.pull import resolve_version
 from aim_cli.store import (Repository, SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key)
-from tests.audit_helpers import LOCAL_ONLY, make_model, repo  # noqa: F401  (repo is a fixture)
-from tests.e2e_helpers import one_line_error, ok
-from tests.helpers import Fault, FaultyBackend
+from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H = "ab" * 32
@@ -38,7 +36,7 @@ def _valid_doc(**changes) -> dict:
 
 
 def _push(repo, tmp_path, tag: str, variant: int):  # noqa: F811
-    return repo.push("m", make_model(tmp_path / f"src-{tag}", variant=variant), tag)
+    return repo.push("m", make_variant_model(tmp_path / f"src-{tag}", variant=variant), tag)
 
 
 def _counted(repo) -> tuple[Repository, FaultyBackend]:  # noqa: F811
@@ -264,7 +262,7 @@ def test_a_failed_summary_write_is_a_warning_and_push_succeeds(repo, tmp_path, c
     backend = FaultyBackend(repo.repository.backend, Fault("put", "storage", "models/*/summaries/*"))
     from aim_cli import push as pushmod
 
-    result = pushmod.push(Repository(backend, repo.name), "m", "v1", make_model(tmp_path / "src", variant=1))
+    result = pushmod.push(Repository(backend, repo.name), "m", "v1", make_variant_model(tmp_path / "src", variant=1))
     assert result.digest == repo.repository.get_version("m", "v1").digest
     assert "its summary could not be written" in caplog.text
     assert summary_key("m", "v1") not in _keys(repo)
@@ -442,7 +440,7 @@ def test_a_link_in_place_of_summaries_is_damage(repo, tmp_path):  # noqa: F811
 
 # == through the console script ===================================================================
 def test_versions_table_shows_a_message_on_one_line(repo, tmp_path):  # noqa: F811
-    ok(repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "src")), "--tag", "v1", "-q",
+    ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1", "-q",
                 "--message", "line one\nline two\x1b[31m"))
     rows = ok(repo.cli("model", "versions", repo.name, "m")).stdout.splitlines()
     assert len(rows) == 2 and rows[1].endswith("line one\\nline two\\x1b[31m")
@@ -461,7 +459,8 @@ def test_push_warns_when_its_summary_cannot_be_written(repo, tmp_path):  # noqa:
     root = Path(repo.repository.backend.root)
     (root / "models/m").mkdir(parents=True)
     (root / "models/m/summaries").write_bytes(b"in the way")
-    pushed = ok(repo.cli("model", "push", repo.name, "m", str(make_model(tmp_path / "src")), "--tag", "v1", "-q"))
+    pushed = ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1",
+                         "-q"))
     assert pushed.stderr.count("\n") == 1 and "its summary could not be written" in pushed.stderr
     listed = json.loads(ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout)
     assert [v["tag"] for v in listed] == ["v1"]

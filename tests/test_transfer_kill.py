@@ -9,8 +9,7 @@ import signal
 import subprocess
 import time
 
-from tests.e2e_helpers import AIM, base_env, describe
-from tests.helpers import random_bytes, tree, write_model
+from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, write_model
 
 MiB = 1 << 20
 
@@ -59,7 +58,7 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     # Nothing incomplete under a final name; the dead process's lock is left behind.
-    for rel, (data, _) in tree(dest).items():
+    for rel, (data, _) in file_contents(dest).items():
         assert data == (src / rel).read_bytes()
     assert (dest / ".aim" / "pull.lock").exists()
 
@@ -68,7 +67,7 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
     result = json.loads(rerun.stdout)
     assert result["fetched_bytes"] <= result["total_size"] - 16 * MiB + 4 * MiB  # at most a chunk re-fetched
     assert result["reused_bytes"] >= 16 * MiB - 4 * MiB
-    assert tree(dest) == tree(src)
+    assert file_contents(dest) == file_contents(src)
     assert not (dest / ".aim").exists()
 
 

@@ -9,13 +9,13 @@ from aim_cli import pull as pullmod
 from aim_cli import verify
 from aim_cli.errors import IntegrityError
 from aim_cli.store import Repository
-from tests.audit_helpers import LOCAL_ONLY, CountingBackend, make_model, repo  # noqa: F401  (repo is a fixture)
+from tests.helpers import LOCAL_ONLY, CountingBackend, make_variant_model
 
 
 @pytest.fixture
 def pushed(repo, tmp_path):  # noqa: F811
     """``m:v1`` pushed from a model directory; returns (env, source dir, VersionRef)."""
-    src = make_model(tmp_path / "src")
+    src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
     return repo, src, repo.repository.get_version("m", "v1")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import tests.s3_fixtures as s3_fixtures
-from tests.e2e_helpers import base_env, describe, make_model, ok, one_line_error, run, tree
+from tests.helpers import base_env, describe, make_mixed_model, ok, one_line_error, run, tree
 from tests.s3_fixtures import REGION, STARTUP_DEADLINE, _read_port, _wait_until_answering
 
 #: Every error must be reported within this many seconds (the issue's requirement).
@@ -179,7 +179,7 @@ def pushed(auth_server, tmp_path_factory) -> Pushed:
     env = cli_env(auth_server, auth_server.writer)
     location = f"s3://{auth_server.bucket}/team"
     ok(run(create_args("team", location, auth_server), cwd=work, env=env, timeout=60))
-    src = make_model(tmp / "ckpt", seed=11, weights=512 * 1024)
+    src = make_mixed_model(tmp / "ckpt", seed=11, weights=512 * 1024)
     res = ok(run(["model", "push", "team", "resnet", src, "--tag", "v1", "--quiet", "--json"],
                  cwd=work, env=env, timeout=60))
     return Pushed(work, src, json.loads(res.stdout)["digest"], location)

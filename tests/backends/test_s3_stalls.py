@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from aim_cli.backends.s3 import STALL_ENV, STALL_SECONDS_RANGE, TransferStats, stall_seconds_from_env
 from aim_cli.errors import ConfigError, ObjectTooLargeError
 from tests.backends.test_s3_faults import FaultyProxy, new_backend
-from tests.e2e_helpers import assert_same_tree, base_env, make_model, ok, one_line_error, run
-from tests.helpers import random_bytes
+from tests.helpers import assert_same_tree, base_env, make_mixed_model, ok, one_line_error, random_bytes, run
 from tests.s3_fixtures import s3_repo_yaml_entry
 
 KiB = 1024
@@ -213,7 +212,7 @@ def test_cli_pull_through_a_link_that_stalls_every_first_get(tmp_path, make_prox
         "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
     }
     (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
-    src = make_model(tmp_path / "src", seed=5)
+    src = make_mixed_model(tmp_path / "src", seed=5)
     ok(run(["model", "push", "direct", "m", src, "--tag", "v1", "--quiet"], cwd=tmp_path))
 
     env = base_env(**{STALL_ENV: "1"})
@@ -238,7 +237,7 @@ def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_prox
         "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
     }
     (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
-    src = make_model(tmp_path / "src", seed=6)
+    src = make_mixed_model(tmp_path / "src", seed=6)
 
     env = base_env(**{STALL_ENV: "1"})
     ok(run(["model", "push", "stalling", "m", src, "--tag", "v1", "--quiet", "--jobs", "4"], cwd=tmp_path, env=env))
