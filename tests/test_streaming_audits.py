@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc as pygc
 import json
+import threading
 import tracemalloc
 
 import pytest
@@ -19,7 +20,7 @@ from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.store import Repository, blob_key
 from tests.e2e_helpers import ok, run
-from tests.helpers import Fault, FaultyBackend, commit_versions
+from tests.helpers import Fault, FaultyBackend, HookedBackend, commit_versions
 
 
 def _repository(tmp_path, *, jobs: int = 4) -> Repository:
@@ -78,6 +79,23 @@ def test_read_ahead_passes_other_reads_and_calls_through(objects):
         assert ahead.get(keys[1], max_size=100) == b"\x01\x01"
         assert ahead.exists(keys[5]) and [i.key for i in ahead.list("k/0")] != []
     assert ("get", keys[1], 1) in backend.calls
+
+
+def test_audits_read_each_manifest_once_on_the_read_ahead_threads(tmp_path):
+    repository = _repository(tmp_path)
+    commit_versions(repository, "m", [f"v{i:02d}" for i in range(10)], chunks=20)
+    reads: list[tuple[str, str]] = []  # (key, thread) of every manifest read
+
+    def record(op: str, key: str) -> None:
+        if op == "get" and key.startswith("models/"):
+            reads.append((key, threading.current_thread().name))
+
+    audited = Repository(HookedBackend(repository.backend, before=record), "r", jobs=3)
+    for audit in (gc.plan_gc, verify.check_repo):
+        reads.clear()
+        audit(audited)
+        assert sorted(key for key, _ in reads) == [f"models/m/versions/v{i:02d}.json" for i in range(10)]
+        assert all(thread.startswith("aim-readahead") for _, thread in reads), reads
 
 
 # -- memory: one manifest at a time --------------------------------------------------------------------
