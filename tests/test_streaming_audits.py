@@ -100,12 +100,13 @@ def test_audits_read_each_manifest_once_on_the_read_ahead_threads(tmp_path):
 
 # -- memory: one manifest at a time --------------------------------------------------------------------
 def _live_manifests() -> int:
-    return sum(1 for o in pygc.get_objects() if isinstance(o, mf.Manifest))
+    # type(), not isinstance(): the heap may hold weak proxies whose object is gone.
+    return sum(1 for o in pygc.get_objects() if type(o) is mf.Manifest)
 
 
-@pytest.fixture
-def count_manifests(monkeypatch):
-    """The most Manifest objects alive right after any decode (store.py decodes through mf.decode)."""
+def _count_manifests_at_each_decode(monkeypatch) -> list[int]:
+    """From now on, the Manifest objects alive right after each decode (store.py decodes through
+    mf.decode), appended to the list returned."""
     seen: list[int] = []
     decode = mf.decode
 
@@ -127,7 +128,7 @@ AUDITS = {  # each over a repository, with a manifest decoded beforehand (the de
 
 
 @pytest.mark.parametrize("audit", AUDITS)
-def test_audits_keep_no_manifest_alive(tmp_path, count_manifests, audit):
+def test_audits_keep_no_manifest_alive(tmp_path, monkeypatch, audit):
     repository = _repository(tmp_path)
     shared = commit_versions(repository, "m", [f"v{i:02d}" for i in range(12)], chunks=40, unique=2)
     if "damaged" in audit:
@@ -135,7 +136,7 @@ def test_audits_keep_no_manifest_alive(tmp_path, count_manifests, audit):
     deleted = repository.get_version("m", "v00").manifest
     pygc.collect()
     baseline = _live_manifests()
-    count_manifests.clear()
+    count_manifests = _count_manifests_at_each_decode(monkeypatch)
     result = AUDITS[audit](repository, deleted)
     assert len(count_manifests) >= 12  # every manifest was read (twice when damaged)
     assert max(count_manifests) - baseline <= 1, count_manifests  # the one just decoded, never more
