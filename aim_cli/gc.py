@@ -1,8 +1,9 @@
 """Garbage collection: free the blobs that no manifest names. Plan, then execute.
 
-    plan_gc(repo)   read every key below models/ as a manifest (one unreadable: refuse, gc cannot
-                    know what it names), list every blob; the plan is the unreferenced ones and
-                    their bytes. Read-only.
+    plan_gc(repo)   read every key below models/ as a manifest, one at a time (one unreadable:
+                    refuse, gc cannot know what it names), list every blob; the plan is the
+                    unreferenced ones and their bytes. Read-only. Memory grows with the distinct
+                    chunks, not with versions x chunks: manifests are streamed (scan_manifests).
     collect(repo)   refuse a root that is not a repository (before writing anything), take the
                     exclusive lease (leases.py: wait for the pushes in progress, make later ones
                     wait), plan under it, list models/ again (a key the plan did not read stops
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 
-from aim_cli import leases
+from aim_cli import leases, store
 from aim_cli import manifest as mf
+from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
 from aim_cli.store import Repository, VersionKey
 
@@ -32,7 +36,7 @@ DELETE_BATCH = 1000
 class GcPlan:
     blobs: dict[str, int]  # digest -> size: what gc deletes
     versions: int  # manifests read
-    referenced: int  # distinct blobs they name
+    referenced: int  # stored blobs they name: what gc keeps
     stored: int  # blobs stored
     manifest_keys: frozenset[str] = frozenset()  # every key below models/ the plan read
 
@@ -52,9 +56,10 @@ class GcResult:
 
 @dataclass(frozen=True)
 class ManifestScan:
-    """Everything below ``models/``, read. Strays are keys aim_cli never writes (store.py)."""
+    """What one pass over everything below ``models/`` found. Strays are keys aim_cli never writes
+    (store.py). The manifests themselves are not kept: each went to the pass's visitor."""
 
-    manifests: list[mf.Manifest]  # every readable manifest: versions, and strays that parse as one
+    readable: int  # manifests read: versions, and strays that parse as one
     broken: list[tuple[str, str]]  # (model:tag, why) of versions that cannot be read
     strays: list[tuple[VersionKey, str | None]]  # each stray, with why it cannot be read as a manifest
     keys: frozenset[str] = frozenset()  # every key listed below models/
@@ -65,43 +70,70 @@ class ManifestScan:
         return self.broken + [(vk.key, why) for vk, why in self.strays if why is not None]
 
 
-def read_manifests(repo: Repository) -> ManifestScan:
-    """Read every key below ``models/`` as a manifest, whatever its name: gc's safety must not
-    depend on the tree looking the way aim_cli wrote it. A version deleted while we read is
-    skipped; a link or special file stops the scan (DamagedStorageError)."""
+def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None]) -> ManifestScan:
+    """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
+    depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
+    in key order.
 
-    def read(vk: VersionKey):
-        try:
-            return repo.read_key(vk).manifest
-        except NotFoundError:
-            return None
-        except DamagedStorageError:
-            raise
-        except AimError as e:  # IntegrityError: unparsable, invalid, too large
-            return e.message
-
+    Streaming: one manifest is decoded at a time, handed to ``visit`` and dropped, while the next
+    ``jobs`` are read ahead (ReadAhead). Memory is what ``visit`` keeps plus ``jobs`` manifests'
+    bytes, never versions x chunks: 100 versions of a 70B model's manifests, all decoded at once,
+    took 2.3 GB. A version deleted while we read is skipped; a link or special file stops the
+    scan (DamagedStorageError)."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
-    scan = ManifestScan([], [], [], frozenset(vk.key for vk in keys))
-    for vk, result in zip(keys, repo.map_parallel(read, keys)):
-        if isinstance(result, mf.Manifest):
-            scan.manifests.append(result)
-        if vk.tag is None:
-            scan.strays.append((vk, result if isinstance(result, str) else None))
-        elif isinstance(result, str):
-            scan.broken.append((vk.label, result))
-    return scan
+    results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
+    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=store.MAX_MANIFEST_BYTES,
+                   jobs=repo.jobs) as ahead:
+        reader = Repository(ahead, repo.name, jobs=repo.jobs)
+        for vk in keys:
+            try:
+                manifest = reader.read_key(vk).manifest
+            except NotFoundError:
+                results.append(None)
+                continue
+            except DamagedStorageError:
+                raise
+            except AimError as e:  # IntegrityError: unparsable, invalid, too large
+                results.append(e.message)
+                continue
+            visit(manifest)
+            del manifest  # before the next one is decoded
+            results.append(True)
+    return ManifestScan(
+        readable=results.count(True),
+        broken=[(vk.label, r) for vk, r in zip(keys, results) if vk.tag is not None and isinstance(r, str)],
+        strays=[(vk, r if isinstance(r, str) else None) for vk, r in zip(keys, results) if vk.tag is None],
+        keys=frozenset(vk.key for vk in keys),
+    )
+
+
+def strike_off(unreferenced: set[str], manifest: mf.Manifest) -> None:
+    """Remove from ``unreferenced`` every digest that ``manifest`` names. In C, one probe per
+    chunk: once a digest is struck off, the probes of its later references meet an emptied slot
+    and compare no string. (Adding every reference to a set of referenced digests instead
+    compares each one with the stored string: 1.6-2.7x slower over 100 manifests of 112k chunks.)"""
+    for f in manifest.files:
+        unreferenced.difference_update(map(itemgetter(0), f.chunks))
 
 
 def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
     """digest -> size of every blob the manifests name."""
-    return {digest: size for m in manifests for f in m.files for digest, size in f.chunks}
+    referenced: dict[str, int] = {}
+    for m in manifests:
+        for f in m.files:
+            referenced.update(f.chunks)
+    return referenced
 
 
 def plan_gc(repo: Repository) -> GcPlan:
     """What gc would delete: every blob no readable manifest names. Refuses when something below
     ``models/`` cannot be read (the blobs it names are unknown). Strays that parse as manifests
     keep their blobs, with a warning."""
-    scan = read_manifests(repo)
+    # The blobs first, then each manifest strikes off the ones it names: what is left is garbage.
+    # (Listing first is safe: plan_gc runs under the exclusive lease, or deletes nothing.)
+    stored = dict(repo.iter_blobs())
+    unreferenced = set(stored)
+    scan = scan_manifests(repo, partial(strike_off, unreferenced))
     unreadable = scan.unreadable
     if unreadable:
         names = ", ".join(name for name, _ in unreadable[:3]) + (
@@ -111,10 +143,8 @@ def plan_gc(repo: Repository) -> GcPlan:
             f"blobs they name are unknown", f"run `aim_cli repo check {repo.name}` and repair or delete them first")
     for vk, _ in scan.strays:
         repo.warn_stray(vk)  # its blobs are kept: it parses as a manifest
-    referenced = referenced_blobs(scan.manifests)
-    stored = dict(repo.iter_blobs())
-    garbage = {d: size for d, size in stored.items() if d not in referenced}
-    return GcPlan(garbage, len(scan.manifests), len(referenced), len(stored), scan.keys)
+    garbage = {d: stored[d] for d in unreferenced}
+    return GcPlan(garbage, scan.readable, len(stored) - len(garbage), len(stored), scan.keys)
 
 
 def confirm_listing(repo: Repository, plan: GcPlan) -> None:
@@ -164,10 +194,10 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
 
 
 def reclaimable(repo: Repository, deleted: Iterable[mf.Manifest]) -> tuple[int, int]:
-    """(blobs, bytes) named by the ``deleted`` manifests and by no remaining readable one."""
+    """(blobs, bytes) named by the ``deleted`` manifests and by no remaining readable one. The
+    remaining manifests are streamed (``scan_manifests``): memory holds the deleted ones' chunks."""
     freed = referenced_blobs(deleted)
-    if not freed:
-        return 0, 0
-    for digest in referenced_blobs(read_manifests(repo).manifests):
-        freed.pop(digest, None)
-    return len(freed), sum(freed.values())
+    unreferenced = set(freed)
+    if unreferenced:
+        scan_manifests(repo, partial(strike_off, unreferenced))
+    return len(unreferenced), sum(freed[d] for d in unreferenced)

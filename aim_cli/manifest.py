@@ -9,6 +9,8 @@ A manifest that fails any check is an ``IntegrityError`` (exit 5), never a parti
 from __future__ import annotations
 
 import re
+from operator import itemgetter
+from typing import Annotated
 
 import blake3
 import msgspec
@@ -38,13 +40,25 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 # Only a drive letter makes a path absolute on Windows ("C:" or "C:/..."); "1:2.txt" is a name.
 _DRIVE_RE = re.compile(r"[A-Za-z]:(/|$)")
 
+# A manifest of a 70B model names ~112k chunks, and audits decode every manifest of a repository,
+# so the per-chunk rules run in msgspec's C decoder as it parses: each digest's length and each
+# size's range. The hex digits are checked by one C-speed pass per file (``_chunks_valid``):
+# msgspec's ``pattern`` runs a regex per digest, which costs more than the Python loop did.
+# Measured on one 8 MB manifest of 112k chunks (CPU, best of 25): decode + validate 55 ms with
+# a regex per chunk in Python, 21 ms now (msgspec's part 13 ms; with ``pattern`` it took 74 ms).
+# (Constructing a FileEntry checks nothing: ``validate`` checks everything for manifests that
+# were not decoded.)
+ChunkDigest = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]
+ChunkSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_CHUNK_SIZE)]
+_HEX_DIGITS = b"0123456789abcdef"
+
 
 class FileEntry(msgspec.Struct, array_like=False, forbid_unknown_fields=True):
     path: str
     size: int
     mode: int
     blake3: str
-    chunks: list[tuple[str, int]]
+    chunks: list[tuple[ChunkDigest, ChunkSize]]
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True):
@@ -127,46 +141,76 @@ def _file_dir_clash(paths: list[str]) -> str | None:
     return None
 
 
-def validate(manifest: Manifest, *, where: str) -> Manifest:
-    """Raise IntegrityError unless ``manifest`` is well formed and safe to materialise."""
+def _chunks_valid(chunks: list[tuple[str, int]], *, decoded: bool) -> bool:
+    """Whether every chunk is (64 lowercase hex digits, 0 < size <= MAX_CHUNK_SIZE), in a few
+    passes that run in C (no Python step per chunk). ``decoded``: msgspec already checked each
+    digest's length and each size's range (ChunkDigest, ChunkSize)."""
+    if not chunks:
+        return True
+    if not decoded and not all(type(d) is str and len(d) == 64 and type(n) is int and 0 < n <= MAX_CHUNK_SIZE
+                               for d, n in chunks):
+        return False
+    joined = "".join(map(itemgetter(0), chunks))
+    return joined.isascii() and not joined.encode("ascii").translate(None, _HEX_DIGITS)
 
-    def bad(why: str) -> IntegrityError:
-        return IntegrityError(
-            f"manifest {where} is invalid: {why}",
-            "the version is corrupt or was not written by aim_cli; do not use it (run `aim_cli repo check`)",
-        )
 
+def _bad(where: str, why: str) -> IntegrityError:
+    return IntegrityError(
+        f"manifest {where} is invalid: {why}",
+        "the version is corrupt or was not written by aim_cli; do not use it (run `aim_cli repo check`)",
+    )
+
+
+def validate(manifest: Manifest, *, where: str, decoded: bool = False) -> Manifest:
+    """Raise IntegrityError unless ``manifest`` is well formed and safe to materialise.
+    ``decoded``: it comes from ``decode``, whose msgspec types already checked part of each chunk."""
     if manifest.format != FORMAT:
-        raise bad(f"unknown format {_number(manifest.format)}")
+        raise _bad(where, f"unknown format {_number(manifest.format)}")
     if not CREATED_AT.fullmatch(manifest.created_at):
-        raise bad(f"created_at {quoted(manifest.created_at)} is not an RFC 3339 UTC time")
+        raise _bad(where, f"created_at {quoted(manifest.created_at)} is not an RFC 3339 UTC time")
     total = 0
     previous = None
     for f in manifest.files:
         why = check_path(f.path)
         if why:
-            raise bad(f"{why}: {quoted(f.path)}")
+            raise _bad(where, f"{why}: {quoted(f.path)}")
         if previous is not None and f.path <= previous:
-            raise bad(f"paths are not sorted and unique at {quoted(f.path)}")
+            raise _bad(where, f"paths are not sorted and unique at {quoted(f.path)}")
         previous = f.path
         if f.size < 0 or not HEX64.fullmatch(f.blake3):
-            raise bad(f"bad size or digest for {quoted(f.path)}")
+            raise _bad(where, f"bad size or digest for {quoted(f.path)}")
         if not 0 <= f.mode <= MODE_MASK:
-            raise bad(f"bad mode {_number(f.mode, '#o')} for {quoted(f.path)}")
-        chunk_total = 0
-        for digest, size in f.chunks:
-            if not HEX64.fullmatch(digest) or not 0 < size <= MAX_CHUNK_SIZE:
-                raise bad(f"bad chunk in {quoted(f.path)}")
-            chunk_total += size
+            raise _bad(where, f"bad mode {_number(f.mode, '#o')} for {quoted(f.path)}")
+        if not _chunks_valid(f.chunks, decoded=decoded):
+            raise _bad(where, f"bad chunk in {quoted(f.path)}")
+        chunk_total = sum(map(itemgetter(1), f.chunks))
         if chunk_total != f.size:
-            raise bad(f"chunks of {quoted(f.path)} add up to {chunk_total} bytes, not {_number(f.size)}")
+            raise _bad(where, f"chunks of {quoted(f.path)} add up to {chunk_total} bytes, not {_number(f.size)}")
         total += f.size
     clash = _file_dir_clash([f.path for f in manifest.files])
     if clash is not None:
-        raise bad(f"{quoted(clash)} is both a file and a directory")
+        raise _bad(where, f"{quoted(clash)} is both a file and a directory")
     if total != manifest.total_size:
-        raise bad(f"total_size {_number(manifest.total_size)} does not match the files ({total})")
+        raise _bad(where, f"total_size {_number(manifest.total_size)} does not match the files ({total})")
     return manifest
+
+
+# Where msgspec's message places a refused chunk: "... - at `$.files[3].chunks[7][0]`".
+_CHUNK_AT = re.compile(r"at `\$\.files\[(\d+)\]\.chunks\[")
+
+
+def _refused_chunk(data: bytes, error: msgspec.ValidationError) -> str | None:
+    """validate's reason ("bad chunk in <path>") when msgspec's types refused a chunk, else None.
+    The file's path comes from a second, untyped parse: this runs only for a refused manifest."""
+    at = _CHUNK_AT.search(str(error))
+    if at is None:
+        return None
+    index = int(at[1])
+    try:
+        path = msgspec.json.decode(data)["files"][index]["path"]
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, LookupError, TypeError):
+        path = None  # the document is malformed further on (msgspec stopped at the chunk)
+    return f"bad chunk in {quoted(path) if isinstance(path, str) else f'file number {index + 1}'}"
 
 
 def decode(data: bytes, *, where: str) -> Manifest:
@@ -176,8 +220,13 @@ def decode(data: bytes, *, where: str) -> Manifest:
         raise IntegrityError(f"manifest {where} is larger than {MAX_MANIFEST_BYTES} bytes", hint)
     try:
         manifest = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        why = _refused_chunk(data, e)
+        if why is None:
+            raise IntegrityError(f"manifest {where} cannot be parsed: {printable(str(e))}", hint) from None
+        raise _bad(where, why) from None
     # Malformed JSON, a wrong type, an int beyond any size; invalid UTF-8 in a key is a
     # UnicodeDecodeError. msgspec's message may quote the input: escaped, never raw.
     except (msgspec.MsgspecError, UnicodeDecodeError) as e:
         raise IntegrityError(f"manifest {where} cannot be parsed: {printable(str(e))}", hint) from None
-    return validate(manifest, where=where)
+    return validate(manifest, where=where, decoded=True)

@@ -10,23 +10,32 @@
                                 ``read_data`` every stored blob is re-hashed.
                                 Also counts the unreferenced blobs that `repo gc` would free.
 
-Memory stays bounded: at most ``jobs`` blobs are in memory at once.
+Memory stays bounded: at most ``jobs`` blobs are in memory at once, and `repo check` holds one
+manifest at a time plus the set of chunks they name (gc.scan_manifests): memory grows with the
+distinct chunks, never with versions x chunks.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
+from typing import TypeVar
 
 from aim_cli import manifest as mf
 from aim_cli.chunking import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, UsageError
-from aim_cli.gc import read_manifests
+from aim_cli.gc import referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
 from aim_cli.store import REPO_META_KEY, Repository, VersionKey, VersionRef
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,29 @@ class CheckReport:
         return not (self.broken or self.problems)
 
 
+class ChunkIndex:
+    """The chunks that manifests name, as (digest, size) pairs, folded in one manifest at a time:
+    memory grows with the distinct chunks, not with the manifests that name them. Folding runs in
+    C (``set.update`` with the manifest's own tuples), with no Python step per chunk."""
+
+    def __init__(self) -> None:
+        self._pairs: set[tuple[str, int]] = set()
+
+    def add(self, manifest: mf.Manifest) -> None:
+        for f in manifest.files:
+            self._pairs.update(f.chunks)
+
+    def sizes(self) -> dict[str, int]:
+        """digest -> size of every chunk named (one of the sizes, where manifests disagree)."""
+        return dict(self._pairs)
+
+    def disagreeing(self, sizes: dict[str, int]) -> set[str]:
+        """The digests that manifests name with different sizes (``sizes`` is ``self.sizes()``)."""
+        if len(sizes) == len(self._pairs):
+            return set()
+        return {digest for digest, size in self._pairs if sizes[digest] != size}
+
+
 def _read_blob(repo: Repository, digest: str, size: int) -> tuple[str, str] | None:
     """None if the blob is stored, intact and of ``size`` bytes; else (problem, detail). At most
     ``size + 1`` bytes are read: an oversized object is refused, not loaded."""
@@ -96,21 +128,37 @@ def _read_blob(repo: Repository, digest: str, size: int) -> tuple[str, str] | No
     return None
 
 
-def _users(manifests: list[mf.Manifest], digests: set[str], *, qualified: bool) -> dict[str, list[str]]:
-    users: dict[str, list[str]] = {d: [] for d in digests}
-    for m in manifests:
-        for f in m.files:
-            for digest, _ in f.chunks:
-                if digest in users:
-                    name = f"{m.model}:{m.tag}/{f.path}" if qualified else f.path
-                    if name not in users[digest]:
-                        users[digest].append(name)
-    return users
+def _map_bounded(fn: Callable[[T], R], items: Iterable[T], jobs: int, name: str) -> Iterator[tuple[T, R]]:
+    """(item, fn(item)) in the order of ``items``, on ``jobs`` threads, with at most ``2 x jobs``
+    calls submitted at once (``Executor.map`` would hold a future for every one of a 70B
+    model's ~112k chunks, and every result until the end)."""
+    jobs = max(1, jobs)
+    with ThreadPoolExecutor(jobs, thread_name_prefix=name) as pool:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * jobs:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def _add_users(users: dict[str, list[str]], m: mf.Manifest, *, qualified: bool) -> None:
+    """Append to ``users[digest]`` each file of ``m`` that holds that digest (only digests
+    already in ``users`` are looked for)."""
+    for f in m.files:
+        # The intersection runs in C over the file's chunks: no Python step per chunk.
+        for digest in users.keys() & map(itemgetter(0), f.chunks):
+            name = f"{m.model}:{m.tag}/{f.path}" if qualified else f.path
+            if name not in users[digest]:
+                users[digest].append(name)
 
 
 def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress=None) -> VersionReport:
     m = ref.manifest
-    sizes = {digest: size for f in m.files for digest, size in f.chunks}
+    sizes = referenced_blobs([m])
     progress = progress or NullProgress()
     progress.start("verify", sum(sizes.values()))
 
@@ -119,14 +167,12 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress
         progress.advance(sizes[digest])
         return found
 
-    ordered = sorted(sizes)
     try:
-        with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-verify") as pool:
-            results = list(pool.map(check, ordered))
+        bad = {d: found for d, found in _map_bounded(check, sorted(sizes), jobs, "aim-verify") if found is not None}
     finally:
         progress.close()
-    bad = {d: r for d, r in zip(ordered, results) if r is not None}
-    users = _users([m], set(bad), qualified=False)
+    users: dict[str, list[str]] = {d: [] for d in bad}
+    _add_users(users, m, qualified=False)
     problems = [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
     return VersionReport(m.model, m.tag, ref.digest, len(sizes), sum(sizes.values()), problems)
 
@@ -198,19 +244,15 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
         repo.params()
     except (IntegrityError, ConfigError) as e:
         report.broken.append((REPO_META_KEY, e.message))
-    scan = read_manifests(repo)
-    manifests = scan.manifests
+    index = ChunkIndex()
+    scan = scan_manifests(repo, index.add)
     report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
+    report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
+    referenced = index.sizes()
+    sizes_disagree = index.disagreeing(referenced)
+    del index  # the pairs: sizes and disagreements are all the check needs of them
     report.broken += repo.summary_problems()  # a summary without its version, unreadable, or disagreeing
-    report.versions = len(manifests) - sum(1 for _, why in scan.strays if why is None)
 
-    referenced: dict[str, int] = {}
-    sizes_disagree: set[str] = set()
-    for m in manifests:
-        for f in m.files:
-            for digest, size in f.chunks:
-                if referenced.setdefault(digest, size) != size:
-                    sizes_disagree.add(digest)
     stored: dict[str, int] = {}
     for key, digest, size in repo.iter_blob_keys():
         if digest is None:
@@ -239,17 +281,24 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
             return found
 
         try:
-            with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-check") as pool:
-                for digest, found in zip(to_read, pool.map(check, to_read)):
-                    if found is None:
-                        report.read += 1
-                    elif found[0] == "corrupt" or digest in referenced:
-                        bad[digest] = found  # an unreferenced blob that vanished was just collected
+            for digest, found in _map_bounded(check, to_read, jobs, "aim-check"):
+                if found is None:
+                    report.read += 1
+                elif found[0] == "corrupt" or digest in referenced:
+                    bad[digest] = found  # an unreferenced blob that vanished was just collected
         finally:
             progress.close()
 
-    users = _users(manifests, set(bad), qualified=True)
-    report.problems = [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
+    report.problems = _problems(repo, bad)
     garbage = [size for d, size in stored.items() if d not in referenced]
     report.unreferenced, report.unreferenced_bytes = len(garbage), sum(garbage)
     return report
+
+
+def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> list[BlobProblem]:
+    """A BlobProblem for each bad digest, with the files that use it ("model:tag/path"). Found by
+    a second pass over the manifests, only when there is damage: the first pass keeps none."""
+    users: dict[str, list[str]] = {d: [] for d in bad}
+    if users:
+        scan_manifests(repo, lambda m: _add_users(users, m, qualified=True))
+    return [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]

@@ -29,8 +29,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import pytest
 
+from aim_cli import manifest as mf
 from aim_cli import push as pushmod
 from aim_cli.backends.base import ObjectInfo
 from aim_cli.errors import ObjectTooLargeError, StorageError
@@ -462,3 +464,30 @@ class FaultyBackend:
 
     def __getattr__(self, name):  # sync, clean_incomplete, check_access, find_in_parents, close
         return getattr(self.inner, name)
+
+
+def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: int = 1, files: int = 3,
+                    chunk_size: int = 64) -> list[str]:
+    """Commit one version per tag without chunking (benchmarks/scale_bench.py does the same at
+    scale): each manifest names ``chunks`` stored blobs of ``chunk_size`` bytes over ``files``
+    files, shared by every version but ``unique`` per version (near-identical checkpoints, cheap
+    to make in any number). Files' whole digests are made up: pulls would refuse them, audits
+    never read them. Returns the digests every version shares."""
+    def blob(seed: int) -> tuple[str, int]:
+        data = random_bytes(chunk_size, seed)
+        digest = blake3.blake3(data).hexdigest()
+        repo.put_blob(digest, data)
+        return digest, chunk_size
+
+    shared = [blob(i) for i in range(chunks - unique)]
+    for v, tag in enumerate(tags):
+        named = shared + [blob(10**9 + v * unique + i) for i in range(unique)]
+        per_file = -(-len(named) // files)
+        entries = []
+        for f in range(files):
+            part = named[f * per_file:(f + 1) * per_file]
+            whole = blake3.blake3(f"{tag}/{f}".encode()).hexdigest()
+            entries.append(mf.FileEntry(f"shard-{f:03d}.bin", sum(s for _, s in part), 0o644, whole, part))
+        repo.commit(mf.Manifest(mf.FORMAT, model, tag, f"2026-01-01T00:00:00.{v:06d}Z", "test@host", "",
+                                sum(e.size for e in entries), entries))
+    return [d for d, _ in shared]

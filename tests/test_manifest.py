@@ -167,3 +167,48 @@ def test_a_manifest_beyond_the_bound_is_refused_before_parsing(monkeypatch):
         mf.decode(raw, where="m:t")
     monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", len(raw))
     assert mf.decode(raw, where="m:t").files[0].path == "a"
+
+
+# -- issue 9: per-chunk rules checked by msgspec's decoder, same refusals -----------------------------
+def _with_chunk(digest, size) -> bytes:
+    """A valid one-file manifest whose only chunk is (digest, size), as stored JSON."""
+    data = msgspec.json.decode(mf.encode(make([("w.bin", 5)])))
+    data["files"][0]["chunks"] = [[digest, size]]
+    return msgspec.json.encode(data)
+
+
+@pytest.mark.parametrize("digest, size", [
+    (H[:-1], 5), (H + "a", 5), ("", 5),  # lengths: refused by msgspec's type
+    (H, 0), (H, -5), (H, mf.MAX_CHUNK_SIZE + 1),  # ranges: refused by msgspec's type
+    ("A" * 64, 5), ("g" * 64, 5), ("../" * 21 + "a", 5), ("é" * 64, 5), (" " * 64, 5),  # not lowercase hex
+])
+def test_a_bad_chunk_is_refused_by_decode_with_the_file_named(digest, size):
+    with pytest.raises(IntegrityError) as e:
+        mf.decode(_with_chunk(digest, size), where="m:t")
+    assert e.value.exit_code == 5
+    assert e.value.message == "manifest m:t is invalid: bad chunk in 'w.bin'"
+
+
+def test_a_chunk_refused_before_malformed_json_names_the_file_by_number():
+    raw = _with_chunk(H, 0)
+    assert raw.endswith(b"]]}]}")
+    with pytest.raises(IntegrityError, match="bad chunk in file number 1"):
+        mf.decode(raw[:-5] + b"]]}]x", where="m:t")  # msgspec stops at the chunk; the rest does not parse
+
+
+def test_validate_refuses_bad_chunks_of_a_manifest_that_was_not_decoded():
+    """msgspec checks types only when decoding: validate() checks constructed manifests itself."""
+    for chunk in [(H[:-1], 5), (H, 0), ("A" * 64, 5), (5, 5), (H, "5"), (H, True)]:
+        m = make([("a", 5)])
+        m.files[0].chunks = [chunk]
+        with pytest.raises(IntegrityError, match="bad chunk in 'a'"):
+            mf.validate(m, where="m:t")
+
+
+def test_many_chunks_round_trip_byte_for_byte():
+    digests = [f"{i:064x}" for i in range(1, 5001)]
+    m = make([("a", 5000), ("b", 0)])
+    m.files[0].chunks = [(d, 1) for d in digests]
+    raw = mf.encode(m)
+    assert mf.decode(raw, where="m:t") == m
+    assert mf.encode(mf.decode(raw, where="m:t")) == raw
