@@ -25,6 +25,7 @@ from operator import itemgetter
 
 from aim_cli import leases, store
 from aim_cli import manifest as mf
+from aim_cli import summary as sm
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
 from aim_cli.store import Repository, VersionKey
@@ -70,7 +71,8 @@ class ManifestScan:
         return self.broken + [(vk.key, why) for vk, why in self.strays if why is not None]
 
 
-def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None]) -> ManifestScan:
+def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
+                   summaries: dict[str, sm.Summary] | None = None) -> ManifestScan:
     """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
     depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
     in key order.
@@ -79,7 +81,9 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None]) -> Ma
     ``jobs`` are read ahead (ReadAhead). Memory is what ``visit`` keeps plus ``jobs`` manifests'
     bytes, never versions x chunks: 100 versions of a 70B model's manifests, all decoded at once,
     took 2.3 GB. A version deleted while we read is skipped; a link or special file stops the
-    scan (DamagedStorageError)."""
+    scan (DamagedStorageError). ``summaries``, if given, receives the summary each readable
+    version's manifest gives (by manifest key), so `repo check` compares the stored summaries
+    with them without reading any manifest a second time."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
     results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
     with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=store.MAX_MANIFEST_BYTES,
@@ -87,7 +91,11 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None]) -> Ma
         reader = Repository(ahead, repo.name, jobs=repo.jobs)
         for vk in keys:
             try:
-                manifest = reader.read_key(vk).manifest
+                ref = reader.read_key(vk)
+                if summaries is not None and vk.tag is not None:
+                    summaries[vk.key] = sm.of_manifest(ref.manifest, ref.digest, where=vk.label)
+                manifest = ref.manifest
+                del ref  # its raw bytes: only the decoded manifest is visited
             except NotFoundError:
                 results.append(None)
                 continue

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from aim_cli import manifest as mf
+from aim_cli import summary as sm
 from aim_cli.chunking import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, UsageError
 from aim_cli.gc import referenced_blobs, scan_manifests
@@ -245,13 +246,15 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     except (IntegrityError, ConfigError) as e:
         report.broken.append((REPO_META_KEY, e.message))
     index = ChunkIndex()
-    scan = scan_manifests(repo, index.add)
+    from_manifests: dict[str, sm.Summary] = {}
+    scan = scan_manifests(repo, index.add, summaries=from_manifests)
     report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
     report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
     referenced = index.sizes()
     sizes_disagree = index.disagreeing(referenced)
     del index  # the pairs: sizes and disagreements are all the check needs of them
-    report.broken += repo.summary_problems()  # a summary without its version, unreadable, or disagreeing
+    # A summary without its version, unreadable, or disagreeing with the manifest just read.
+    report.broken += repo.summary_problems(known=from_manifests)
 
     stored: dict[str, int] = {}
     for key, digest, size in repo.iter_blob_keys():
