@@ -155,8 +155,8 @@ class LocalBackend:
             raise self._damaged(key, st.st_mode)
         return st
 
-    def _open_regular(self, key: str) -> int:
-        """A read-only fd of the regular file at ``key``, never opening anything else."""
+    def _open_regular(self, key: str) -> tuple[int, os.stat_result]:
+        """A read-only fd of the regular file at ``key`` and its fstat, never opening anything else."""
         parts = self._parts(key)
         try:
             dfd = self._open_dir(parts[:-1])
@@ -177,11 +177,11 @@ class LocalBackend:
             raise
         finally:
             os.close(dfd)
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):  # swapped since the lstat (O_NONBLOCK: a FIFO did not block)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped since the lstat (O_NONBLOCK: a FIFO did not block)
             os.close(fd)
-            raise self._damaged(key, mode)
-        return fd
+            raise self._damaged(key, st.st_mode)
+        return fd, st
 
     def _write_temp(self, dfd: int, name: str, data: Bytes, *, fsync: bool) -> str:
         tmp = f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
@@ -206,9 +206,13 @@ class LocalBackend:
     # -- the Backend protocol ------------------------------------------------------------------
     def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
-            fd = self._open_regular(key)
+            fd, st = self._open_regular(key)
             with open(fd, "rb") as f:
-                data = f.read() if max_size is None else f.read(max_size + 1)
+                if max_size is not None and st.st_size > max_size:
+                    raise ObjectTooLargeError(key, max_size)  # refused unread
+                # Read what fstat says plus one byte (a file growing meanwhile is caught below),
+                # not max_size + 1: read(n) allocates n up front, 256 MiB for every manifest.
+                data = f.read() if max_size is None else f.read(min(st.st_size, max_size) + 1)
         except OSError as e:
             raise self._storage_error(e, f"reading {key}") from None
         if max_size is not None and len(data) > max_size:
