@@ -18,10 +18,10 @@ that a push found stored and skipped is named by that push's manifest before gc 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from operator import itemgetter
+from itertools import compress
+from operator import itemgetter, ne
 
 from aim_cli import leases, store
 from aim_cli import manifest as mf
@@ -115,13 +115,48 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
     )
 
 
-def strike_off(unreferenced: set[str], manifest: mf.Manifest) -> None:
-    """Remove from ``unreferenced`` every digest that ``manifest`` names. In C, one probe per
-    chunk: once a digest is struck off, the probes of its later references meet an emptied slot
-    and compare no string. (Adding every reference to a set of referenced digests instead
-    compares each one with the stored string: 1.6-2.7x slower over 100 manifests of 112k chunks.)"""
-    for f in manifest.files:
-        unreferenced.difference_update(map(itemgetter(0), f.chunks))
+class ChangedChunks:
+    """Feeds a streaming audit each manifest's chunks less those it has already seen at the same
+    place: the same index of the same path in the manifest before. Versions of one model come
+    one after the other (keys are sorted) and near-identical checkpoints keep most chunks in
+    place, so most references are settled by comparing two tuples in C, where a set must hash a
+    freshly decoded 64-character digest for each (11.2M references over 100 versions of a 70B
+    model: 3.5 s in set operations).
+
+    Exact, whatever the manifests hold: a chunk is skipped only if it equals one of the previous
+    manifest, which this audit was fed whole (its own skipped chunks equal earlier fed ones, by
+    induction). Memory: the previous manifest's chunk lists, not the manifest."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, list[tuple[str, int]]] = {}
+
+    def of(self, manifest: mf.Manifest) -> Iterator[list[tuple[str, int]]]:
+        """Per file, the chunks not already fed at the same place."""
+        last: dict[str, list[tuple[str, int]]] = {}
+        for f in manifest.files:
+            before = self._last.get(f.path)
+            if before is None:
+                yield f.chunks
+            else:
+                yield [*compress(f.chunks, map(ne, f.chunks, before)), *f.chunks[len(before):]]
+            last[f.path] = f.chunks
+        self._last = last
+
+
+class StrikeOff:
+    """Removes from ``unreferenced`` every digest that the manifests it is fed name. In C, one
+    probe per chunk: once a digest is struck off, the probes of its later references meet an
+    emptied slot and compare no string. (Adding every reference to a set of referenced digests
+    instead compares each one with the stored string: 1.6-2.7x slower over 100 manifests of 112k
+    chunks.) Chunks in place since the manifest before are skipped (ChangedChunks)."""
+
+    def __init__(self, unreferenced: set[str]) -> None:
+        self.unreferenced = unreferenced
+        self._changed = ChangedChunks()
+
+    def __call__(self, manifest: mf.Manifest) -> None:
+        for chunks in self._changed.of(manifest):
+            self.unreferenced.difference_update(map(itemgetter(0), chunks))
 
 
 def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
@@ -141,7 +176,7 @@ def plan_gc(repo: Repository) -> GcPlan:
     # (Listing first is safe: plan_gc runs under the exclusive lease, or deletes nothing.)
     stored = dict(repo.iter_blobs())
     unreferenced = set(stored)
-    scan = scan_manifests(repo, partial(strike_off, unreferenced))
+    scan = scan_manifests(repo, StrikeOff(unreferenced))
     unreadable = scan.unreadable
     if unreadable:
         names = ", ".join(name for name, _ in unreadable[:3]) + (
@@ -207,5 +242,5 @@ def reclaimable(repo: Repository, deleted: Iterable[mf.Manifest]) -> tuple[int, 
     freed = referenced_blobs(deleted)
     unreferenced = set(freed)
     if unreferenced:
-        scan_manifests(repo, partial(strike_off, unreferenced))
+        scan_manifests(repo, StrikeOff(unreferenced))
     return len(unreferenced), sum(freed[d] for d in unreferenced)

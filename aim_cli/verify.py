@@ -31,7 +31,7 @@ from aim_cli import manifest as mf
 from aim_cli import summary as sm
 from aim_cli.chunking import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, UsageError
-from aim_cli.gc import referenced_blobs, scan_manifests
+from aim_cli.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
 from aim_cli.store import REPO_META_KEY, Repository, VersionKey, VersionRef
 
@@ -101,10 +101,11 @@ class ChunkIndex:
 
     def __init__(self) -> None:
         self._pairs: set[tuple[str, int]] = set()
+        self._changed = ChangedChunks()
 
     def add(self, manifest: mf.Manifest) -> None:
-        for f in manifest.files:
-            self._pairs.update(f.chunks)
+        for chunks in self._changed.of(manifest):  # those in place since the manifest before are in
+            self._pairs.update(chunks)
 
     def sizes(self) -> dict[str, int]:
         """digest -> size of every chunk named (one of the sizes, where manifests disagree)."""

@@ -12,6 +12,8 @@ import threading
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aim_cli import gc, store, verify
 from aim_cli import manifest as mf
@@ -223,3 +225,42 @@ def test_cli_audits_of_many_versions(tmp_path):
     assert problem["digest"] == shared[7] and problem["problem"] == "missing"
     assert [u.split("/")[0] for u in problem["used_by"]] == [f"m:{t}" for t in tags[1:]]
     assert report["versions"] == 19 and report["unreferenced"] == 2
+
+
+# -- chunks in place since the manifest before ------------------------------------------------------
+_chunk = st.tuples(st.sampled_from(["a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64]), st.integers(1, 3))
+_files = st.dictionaries(st.sampled_from(["x.bin", "y.bin", "z/w.bin"]), st.lists(_chunk, max_size=8), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_files, max_size=6))
+def test_changed_chunks_feed_every_distinct_chunk_of_any_sequence_of_manifests(versions):
+    """Skipping what is in place since the manifest before loses nothing, whatever the manifests
+    hold (same paths with other chunks, insertions that shift the rest, shorter and longer lists,
+    paths that come and go): what is fed is every chunk of every manifest."""
+    changed = gc.ChangedChunks()
+    fed: set[tuple[str, int]] = set()
+    named: set[tuple[str, int]] = set()
+    for files in versions:
+        m = mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 0,
+                        [mf.FileEntry(path, 0, 0o644, "0" * 64, chunks) for path, chunks in sorted(files.items())])
+        for chunks in changed.of(m):
+            fed.update(chunks)
+        named.update(c for f in m.files for c in f.chunks)
+        assert fed == named
+
+
+def test_changed_chunks_skip_what_is_in_place():
+    """A near-identical version feeds only its changed chunks (the point of it)."""
+    a = [(f"{i:064x}", 10) for i in range(100)]
+    b = list(a)
+    b[7] = ("f" * 64, 10)
+    changed = gc.ChangedChunks()
+
+    def files(chunks):
+        return mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 0,
+                           [mf.FileEntry("w.bin", 0, 0o644, "0" * 64, chunks)])
+
+    assert list(changed.of(files(a))) == [a]
+    assert list(changed.of(files(b))) == [[("f" * 64, 10)]]
+    assert list(changed.of(files(b + [("e" * 64, 3)]))) == [[("e" * 64, 3)]]
