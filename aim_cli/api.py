@@ -238,11 +238,12 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
 
     repository = open_repository(repo, config=config)
     if tags is None:
-        deleted = repository.delete_model(model)
+        deleted = [repository.delete_model(model)]
     else:
         deleted = [repository.delete_version(model, t) for t in tags]
-    blobs, nbytes = gc.reclaimable(repository, [d.manifest for d in deleted if d.manifest is not None])
-    return DeleteResult(model, [d.name for d in deleted], blobs, nbytes)
+    freed = {digest: size for d in deleted for digest, size in d.chunks.items()}
+    blobs, nbytes = gc.reclaimable(repository, freed)
+    return DeleteResult(model, [name for d in deleted for name in d.names], blobs, nbytes)
 
 
 # -- the chunk cache ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ that a push found stored and skipped is named by that push's manifest before gc 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter, ne
@@ -236,10 +236,10 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
     return GcResult(plan, deleted, freed, False, incomplete)
 
 
-def reclaimable(repo: Repository, deleted: Iterable[mf.Manifest]) -> tuple[int, int]:
-    """(blobs, bytes) named by the ``deleted`` manifests and by no remaining readable one. The
-    remaining manifests are streamed (``scan_manifests``): memory holds the deleted ones' chunks."""
-    freed = referenced_blobs(deleted)
+def reclaimable(repo: Repository, freed: Mapping[str, int]) -> tuple[int, int]:
+    """(blobs, bytes) of ``freed`` (digest -> size, what deleted versions named: store.Deleted)
+    that no remaining readable manifest names. The remaining manifests are streamed
+    (``scan_manifests``): memory holds the deleted ones' chunks, not their manifests."""
     unreferenced = set(freed)
     if unreferenced:
         scan_manifests(repo, StrikeOff(unreferenced))

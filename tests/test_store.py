@@ -137,7 +137,7 @@ def test_versions_models_and_deletion(repo):
         repo.get_version("nope", "v1")
     repo.delete_version("m", "v1")
     assert repo.list_tags("m") == ["v2"]
-    assert [d.name for d in repo.delete_model("m")] == ["v2"]
+    assert repo.delete_model("m").names == ["v2"]
     assert repo.list_models() == []
     with pytest.raises(NotFoundError):
         repo.delete_model("m")

@@ -124,7 +124,8 @@ AUDITS = {  # each over a repository, with a manifest decoded beforehand (the de
     "gc plan": lambda r, _: gc.plan_gc(r),
     "check": lambda r, _: verify.check_repo(r),
     "check, damaged (second pass)": lambda r, _: verify.check_repo(r),
-    "reclaimable": lambda r, deleted: gc.reclaimable(r, [deleted]),
+    "reclaimable": lambda r, deleted: gc.reclaimable(r, gc.referenced_blobs([deleted])),
+    "model delete": lambda r, _: r.delete_model("m"),  # what it deleted, folded one manifest at a time
 }
 
 
@@ -195,9 +196,9 @@ def test_gc_and_reclaimable_count_what_no_remaining_version_names(tmp_path):
     repository = _repository(tmp_path)
     shared = commit_versions(repository, "m", [f"v{i}" for i in range(6)], chunks=30, unique=3)
     repository.backend.delete(blob_key(shared[0]))  # a referenced blob gone: gc neither counts nor frees it
-    v0 = repository.delete_version("m", "v0").manifest
-    only_v0 = {d for f in v0.files for d, _ in f.chunks} - set(shared)
-    assert gc.reclaimable(repository, [v0]) == (3, 3 * 64)
+    v0 = repository.delete_version("m", "v0").chunks
+    only_v0 = set(v0) - set(shared)
+    assert gc.reclaimable(repository, v0) == (3, 3 * 64)
     plan = gc.plan_gc(repository)
     assert set(plan.blobs) == only_v0 and plan.versions == 5
     assert plan.referenced == plan.stored - 3 == len(shared) - 1 + 5 * 3
