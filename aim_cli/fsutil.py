@@ -5,6 +5,9 @@ from __future__ import annotations
 import ctypes
 import os
 from functools import cache
+from pathlib import Path
+
+from aim_cli.errors import UsageError
 
 
 @cache
@@ -52,6 +55,14 @@ def start_writeback(fd: int) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass  # advice only
+
+
+def directory_argument(value: str | os.PathLike, what: str) -> Path:
+    """A directory named on the command line. The empty string is refused: Path("") means the
+    current directory, which the user did not name."""
+    if os.fspath(value) in ("", b""):
+        raise UsageError(f"{what} is the empty string", "name a directory (use . for the current one)")
+    return Path(value)
 
 
 def display_path(path: str | os.PathLike) -> str:

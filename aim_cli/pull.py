@@ -46,7 +46,7 @@ from aim_cli.chunking import batches, file_digest, hash_bytes, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.dest_lock import DestLock
 from aim_cli.errors import IntegrityError, StorageError, UsageError
-from aim_cli.fsutil import display_path, fsync_dir, start_writeback, sync_filesystem
+from aim_cli.fsutil import directory_argument, display_path, fsync_dir, start_writeback, sync_filesystem
 from aim_cli.progress import NullProgress
 from aim_cli.store import REPO_META_KEY, Repository, VersionRef
 
@@ -109,14 +109,6 @@ def _make_work_dir(path: Path) -> None:
 
 
 # -- the destination -------------------------------------------------------------------------------
-def directory_argument(value: str | os.PathLike, what: str) -> Path:
-    """A directory named on the command line. The empty string is refused: Path("") means the
-    current directory, which the user did not name."""
-    if os.fspath(value) in ("", b""):
-        raise UsageError(f"{what} is the empty string", "name a directory (use . for the current one)")
-    return Path(value)
-
-
 def _is_repository(directory: Path) -> bool:
     return os.path.lexists(directory / REPO_META_KEY)
 

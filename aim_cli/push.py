@@ -34,7 +34,7 @@ from aim_cli import manifest as mf
 from aim_cli.chunking import ChunkingParams, batches, hash_bytes, is_one_chunk, iter_chunks
 from aim_cli.config import check_name
 from aim_cli.errors import StorageError, UsageError
-from aim_cli.fsutil import display_path
+from aim_cli.fsutil import directory_argument, display_path
 from aim_cli.progress import NullProgress
 from aim_cli.store import Repository
 
@@ -74,9 +74,7 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
     manifest cannot represent faithfully: symlinks (unless followed to a regular file), special
     files, unreadable files, names that are not valid manifest paths (manifest.check_path: not
     UTF-8, too long, too deep). ``on_skip(name)`` hears of each top-level ``.aim*`` name left out."""
-    if os.fspath(root) in ("", b""):
-        raise UsageError("DIR is the empty string", "name the model directory (use . for the current one)")
-    root = Path(root)
+    root = directory_argument(root, "DIR")
     if not root.exists():
         raise UsageError(f"directory {display_path(root)} does not exist", "check the path to the model directory")
     if not root.is_dir():
