@@ -367,9 +367,6 @@ class Repository:
     def has_blob(self, digest: str) -> bool:
         return self.backend.exists(blob_key(digest))
 
-    def blob_size(self, digest: str) -> int | None:
-        return self.backend.size(blob_key(digest))
-
     def stored_blob_index(self, expected_lookups: int) -> set[str] | None:
         """All stored blob digests when listing them is cheaper than ``expected_lookups`` single
         existence checks, else None (then ask blob by blob with ``has_blob``).
