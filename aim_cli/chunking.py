@@ -63,6 +63,9 @@ class Chunk:
     offset: int
     size: int
     digest: str
+    #: What the bytes are, for the codec (blob_codec.encode): 2 for bf16/f16 tensor data, 4 for
+    #: f32, 1 for anything else. Only format 2's tensor-aware chunker sets it.
+    element_size: int = 1
 
 
 def hash_bytes(data) -> str:
