@@ -71,6 +71,14 @@ def encode(data, element_size: int = 1, params: CodecParams = CodecParams()) -> 
     return _HEADER.pack(MAGIC, Codec.RAW, b"\0\0\0", len(raw)) + raw, Codec.RAW
 
 
+def raw_size_of(blob: bytes) -> int:
+    """The raw size in ``blob``'s header (for a blob no manifest names): CorruptBlob if it has
+    no header. ``decode`` checks the rest."""
+    if len(blob) < HEADER_SIZE:
+        raise CorruptBlob(f"{len(blob)} bytes is shorter than a blob header")
+    return _HEADER.unpack_from(blob)[3]
+
+
 def decode(blob: bytes, raw_size: int) -> bytes:
     """The raw bytes of ``blob``, which must decode to exactly ``raw_size`` bytes. Never holds
     more than about ``raw_size`` bytes of output, whatever the blob claims. CorruptBlob otherwise."""

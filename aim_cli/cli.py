@@ -177,7 +177,7 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
         _out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
         return
     _out(f"pushed {r.model}:{r.tag}: {r.files} files, {_size(r.total_size)}, {_size(r.new_bytes)} new "
-         f"({r.dedup_ratio:.1%} deduplicated), digest {r.digest}, {r.elapsed:.2f}s")
+         f"({r.dedup_ratio:.1%} deduplicated), {_size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s")
 
 
 @model.command("pull")
@@ -206,7 +206,8 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     newest = " (newest)" if r.newest else ""
     cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
     _out(f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {_size(r.total_size)}; "
-         f"fetched {_size(r.fetched_bytes)}, reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.2f}s")
+         f"fetched {_size(r.fetched_bytes)} (stored size; {_size(r.fetched_raw_bytes)} of chunks), "
+         f"reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.2f}s")
 
 
 @model.command("list")
@@ -365,6 +366,7 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
     else:
         read = f", {r.read} read and intact" if read_data else ""
         _out(f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}")
+        _out(f"referenced: {_size(r.raw_bytes)} of chunks in {_size(r.stored_bytes)} stored")
         _out(f"unreferenced: {r.unreferenced} blobs, {_size(r.unreferenced_bytes)}"
              + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else ""))
         for name, why in r.broken:

@@ -97,11 +97,13 @@ class BlobMissingError(IntegrityError):
 
 
 class BlobCorruptError(IntegrityError):
-    """A stored blob whose bytes do not match its digest, or whose size is not the expected one."""
+    """A stored blob whose bytes do not match its digest, or whose size is not the expected one,
+    or that does not decode (format 2). ``reason`` says which, for reports that list many."""
 
-    def __init__(self, message: str, hint: str | None = None, *, digest: str):
+    def __init__(self, message: str, hint: str | None = None, *, digest: str, reason: str = ""):
         super().__init__(message, hint)
         self.digest = digest
+        self.reason = reason
 
 
 class ObjectTooLargeError(IntegrityError):

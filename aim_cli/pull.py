@@ -66,13 +66,14 @@ class PullResult:
     digest: str
     files: int
     total_size: int
-    fetched_bytes: int = 0  # downloaded from the repository
+    fetched_bytes: int = 0  # downloaded from the repository, as stored (on the wire; format 2 compresses)
     reused_bytes: int = 0  # taken from DEST, --reference directories or kept files
     cached_bytes: int = 0  # taken from the chunk cache
     fetched_chunks: int = 0
     kept_files: int = 0  # already complete and verified in DEST
     newest: bool = False  # the tag was chosen as the newest version
     elapsed: float = 0.0
+    fetched_raw_bytes: int = 0  # the chunk bytes those downloads gave
 
 
 def resolve_version(repo: Repository, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
@@ -693,18 +694,19 @@ class _Assembler:
         if self.cache is not None and (data := self.cache.get(digest, size)) is not None:
             self._count(cached=size)
             return data
-        data = self.repo.get_blob(digest, size, context=f"{self.m.model}:{self.m.tag}/{path}")
-        self._count(fetched=size)
+        data, stored = self.repo.fetch_blob(digest, size, context=f"{self.m.model}:{self.m.tag}/{path}")
+        self._count(fetched=stored, fetched_raw=size)
         if self.cache is not None:
             self.cache.put(digest, data)
         return data
 
-    def _count(self, *, reused: int = 0, cached: int = 0, fetched: int = 0) -> None:
+    def _count(self, *, reused: int = 0, cached: int = 0, fetched: int = 0, fetched_raw: int = 0) -> None:
         with self._lock:
             self.result.reused_bytes += reused
             self.result.cached_bytes += cached
-            if fetched:
+            if fetched_raw:
                 self.result.fetched_bytes += fetched
+                self.result.fetched_raw_bytes += fetched_raw
                 self.result.fetched_chunks += 1
 
     def fill(self, plan: _FilePlan, index: int) -> None:

@@ -31,7 +31,7 @@ import blake3
 
 from aim_cli import leases
 from aim_cli import manifest as mf
-from aim_cli.chunking import ChunkingParams, batches, hash_bytes, is_one_chunk, iter_chunks
+from aim_cli.chunking import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
 from aim_cli.config import check_name
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.fsutil import directory_argument, display_path
@@ -55,12 +55,13 @@ class PushResult:
     digest: str
     files: int
     total_size: int
-    new_bytes: int
+    new_bytes: int  # raw bytes of the chunks this push stored
     new_chunks: int
     chunks: int
     already_pushed: bool
     elapsed: float
     skipped: tuple[str, ...] = ()  # top-level .aim* names of DIR, left out (aim_cli's own)
+    new_stored_bytes: int = 0  # what they take in storage (format 2 compresses; format 1: = new_bytes)
 
     @property
     def dedup_ratio(self) -> float:
@@ -166,6 +167,7 @@ class _Uploader:
         self.seen: set[str] = set()
         self.futures: list[Future] = []
         self.new_bytes = 0
+        self.new_stored_bytes = 0
         self.new_chunks = 0
         self.failed = threading.Event()
 
@@ -181,8 +183,8 @@ class _Uploader:
         index = self._index.result()
         return index is None or digest not in index
 
-    def offer(self, digest: str, data: memoryview) -> None:
-        if not self._claim(digest):
+    def offer(self, chunk: Chunk, data: memoryview) -> None:
+        if not self._claim(chunk.digest):
             self.progress.advance(len(data))
             return
         payload = bytes(data)  # the stream buffer is reused after this call returns
@@ -190,7 +192,8 @@ class _Uploader:
         if self.failed.is_set():
             self.slots.release()
             raise _Aborted
-        fut = self.pool.submit(self._store, digest, payload)
+        # Encoding (format 2 compresses) runs in the upload threads, beside the chunking threads.
+        fut = self.pool.submit(self._store, chunk.digest, payload, chunk.element_size)
         with self.lock:
             self.futures.append(fut)
 
@@ -200,9 +203,9 @@ class _Uploader:
         if self._claim(digest):
             self._put_missing(digest, data)
 
-    def _store(self, digest: str, payload: bytes) -> None:
+    def _store(self, digest: str, payload: bytes, element_size: int) -> None:
         try:
-            self._put_missing(digest, payload)
+            self._put_missing(digest, payload, element_size)
             self.progress.advance(len(payload))
         except BaseException:
             self.failed.set()
@@ -210,12 +213,13 @@ class _Uploader:
         finally:
             self.slots.release()
 
-    def _put_missing(self, digest: str, payload) -> None:
+    def _put_missing(self, digest: str, payload, element_size: int = 1) -> None:
         if self._index.result() is None and self.repo.has_blob(digest):
             return
-        self.repo.put_blob(digest, payload)
+        stored = self.repo.put_blob(digest, payload, element_size)
         with self.lock:
             self.new_bytes += len(payload)
+            self.new_stored_bytes += stored
             self.new_chunks += 1
 
     def finish(self) -> None:
@@ -300,7 +304,8 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
           started: float, message: str, jobs: int, progress, params: ChunkingParams | None) -> PushResult:
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
-    params = repo.params()
+    fmt = repo.format()
+    params = fmt.chunking
 
     # An existing tag: hash without uploading, then it is either "already pushed" or a conflict.
     # Nothing is written either way.
@@ -319,8 +324,7 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         whole = blake3.blake3()
         chunks: list[tuple[str, int]] = []
         try:
-            for c in iter_chunks(sf.abspath, params, whole=whole,
-                                 on_chunk=lambda c, data: uploader.offer(c.digest, data)):
+            for c in fmt.chunk_file(sf.abspath, whole=whole, on_chunk=uploader.offer):
                 if stop.is_set():
                     raise _Aborted
                 chunks.append((c.digest, c.size))
@@ -394,7 +398,7 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
     repo.sync()  # every blob durable before the manifest that names it exists
     lease.check()  # a lease judged stale may have let gc free blobs this push skipped: do not commit
     result = repo.commit(manifest)
-    new_bytes = uploader.new_bytes if result.created else 0
-    return PushResult(model, tag, result.digest, len(files), total, new_bytes,
-                      uploader.new_chunks if result.created else 0, n_chunks, not result.created,
-                      time.monotonic() - started)
+    created = result.created
+    return PushResult(model, tag, result.digest, len(files), total, uploader.new_bytes if created else 0,
+                      uploader.new_chunks if created else 0, n_chunks, not created, time.monotonic() - started,
+                      new_stored_bytes=uploader.new_stored_bytes if created else 0)

@@ -48,6 +48,8 @@ from aim_cli import summary as sm
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.chunking import ChunkingParams
+from aim_cli.blob_codec import CorruptBlob
+from aim_cli.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS, RepoFormat
 from aim_cli.config import NAME_RE, check_name
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
                             KeyNotFoundError, NotARepositoryError, NotEmptyError, NotFoundError,
@@ -58,7 +60,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-REPO_FORMAT = 1
 REPO_META_KEY = "aim-repo.json"
 #: aim-repo.json holds a few hundred bytes; anything larger is not one (and is not read whole).
 MAX_REPO_META_BYTES = 64 * 1024
@@ -185,8 +186,8 @@ def is_empty(backend: Backend) -> bool:
     return True
 
 
-def _parse_meta(raw: bytes, name: str) -> ChunkingParams:
-    """aim-repo.json's chunking parameters. Anything malformed, numbers out of range included
+def _parse_meta(raw: bytes, name: str) -> RepoFormat:
+    """aim-repo.json's format and parameters. Anything malformed, numbers out of range included
     (1e400, NaN, -5, a 5000-digit integer), is an IntegrityError; a format this client does not
     know is a ConfigError (upgrade)."""
 
@@ -201,13 +202,12 @@ def _parse_meta(raw: bytes, name: str) -> ChunkingParams:
         raise malformed() from None
     if type(fmt) is not int or fmt < 1:
         raise malformed()
-    if fmt != REPO_FORMAT:
-        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows format {REPO_FORMAT}",
+    if fmt not in KNOWN_FORMATS:
+        known = " and ".join(str(f) for f in KNOWN_FORMATS)
+        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows formats {known}",
                           "upgrade aim_cli")
     try:
-        if meta.get("hash") != "blake3":
-            raise ValueError("hash")
-        return ChunkingParams.from_dict(meta["chunking"]).validate()
+        return RepoFormat.from_meta(meta)
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         raise malformed() from None
 
@@ -258,7 +258,7 @@ class Repository:
         self.backend = backend
         self.name = name or backend.location
         self.jobs = jobs
-        self._params: ChunkingParams | None = None
+        self._format: RepoFormat | None = None
 
     def map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` on up to ``jobs`` threads (each call is a storage request)."""
@@ -268,16 +268,16 @@ class Repository:
             return list(pool.map(fn, items))
 
     # -- repository metadata ---------------------------------------------------------------------
-    def init(self, params: ChunkingParams | None = None) -> ChunkingParams:
+    def init(self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT) -> ChunkingParams:
         """Write aim-repo.json if absent (exclusive create: two first pushes agree on one), then
-        return the repository's chunking parameters, which may be another client's. A new
-        repository's root must be empty and must not lie inside another one: NotEmptyError."""
-        params = (params or ChunkingParams()).validate()
-        meta = {"format": REPO_FORMAT, "chunking": params.as_dict(), "hash": "blake3"}
+        return the repository's chunking parameters, which may be another client's (and so may
+        its format be). A new repository's root must be empty and must not lie inside another
+        one: NotEmptyError."""
+        meta = RepoFormat.new(version, params).meta()
         if not self.backend.exists(REPO_META_KEY):  # a HEAD is cheaper than a refused conditional PUT
             self._check_new_root()
             self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
-        self._params = None
+        self._format = None
         return self.params()
 
     def _check_new_root(self) -> None:
@@ -321,12 +321,17 @@ class Repository:
     def exists(self) -> bool:
         return self.backend.exists(REPO_META_KEY)
 
+    def format(self) -> RepoFormat:
+        """The storage format pinned in aim-repo.json. NotARepositoryError if there is none:
+        every command that needs a repository (gc and check too) asks this first, and every
+        command that reads a blob asks it before (a format 2 blob read as format 1 is "corrupt")."""
+        if self._format is None:
+            self._format = _parse_meta(self._read_meta(), self.name)
+        return self._format
+
     def params(self) -> ChunkingParams:
-        """The chunking parameters pinned in aim-repo.json. NotARepositoryError if there is none:
-        every command that needs a repository (gc and check too) asks this first."""
-        if self._params is None:
-            self._params = _parse_meta(self._read_meta(), self.name)
-        return self._params
+        """The chunking parameters pinned in aim-repo.json (``format().chunking``)."""
+        return self.format().chunking
 
     # -- blobs -------------------------------------------------------------------------------------
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -334,17 +339,31 @@ class Repository:
         consoles create): no key of the layout ends with "/", and an empty object names nothing."""
         return (info for info in self.backend.list(prefix) if not (info.size == 0 and info.key.endswith("/")))
 
-    def put_blob(self, digest: str, data) -> None:
-        self.backend.put(blob_key(digest), data)
+    def put_blob(self, digest: str, data, element_size: int = 1) -> int:
+        """Store the chunk ``data`` (raw bytes, named ``digest``) in the repository's format;
+        return the bytes stored. ``element_size`` is the chunker's hint for the codec."""
+        stored = self.format().encode(data, element_size)
+        self.backend.put(blob_key(digest), stored)
+        return len(stored)
 
     def get_blob(self, digest: str, size: int, *, context: str = "") -> bytes:
-        """The chunk's bytes, verified against ``digest`` and ``size`` (what a manifest names). A
-        stored object larger than ``size`` is refused after reading ``size + 1`` bytes, so memory
-        stays bounded whatever the storage holds. Missing: BlobMissingError; altered, truncated or
-        oversized: BlobCorruptError; both name the blob and carry its digest."""
+        """The chunk's raw bytes, verified against ``digest`` and ``size`` (what a manifest names)."""
+        return self.fetch_blob(digest, size, context=context)[0]
+
+    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, int]:
+        """(the chunk's raw bytes, the bytes read from storage), verified against ``digest`` and
+        ``size``. Reads stop past the largest object that can hold ``size`` bytes in this
+        repository's format, so memory stays bounded whatever the storage holds; decoding is
+        bounded by ``size`` too. Missing: BlobMissingError; altered, truncated, oversized or
+        undecodable: BlobCorruptError; both name the blob and carry its digest."""
         where = f" (needed by {context})" if context else ""
+        fmt = self.format()
+        stored = self._get_stored(digest, fmt.max_stored_size(size), where)
+        return self._decoded(digest, stored, size, where), len(stored)
+
+    def _get_stored(self, digest: str, max_size: int, where: str) -> bytes:
         try:
-            data = self.backend.get(blob_key(digest), max_size=size)
+            return self.backend.get(blob_key(digest), max_size=max_size)
         except KeyNotFoundError:
             raise BlobMissingError(
                 f"blob {digest} is missing from repository {self.name!r}{where}",
@@ -352,17 +371,38 @@ class Repository:
                 digest=digest,
             ) from None
         except ObjectTooLargeError:
-            data = None
-        if data is None or len(data) != size or blake3.blake3(data).hexdigest() != digest:
-            what = "its content does not match its hash" if data is not None and len(data) == size else (
-                f"it is not the {size} bytes expected")
-            raise BlobCorruptError(
-                f"blob {digest} in repository {self.name!r} is corrupt: {what}{where}",
-                "delete that blob, then push the same files again (under a new tag) to restore it; "
-                "`aim_cli repo check --read-data` lists all damage",
-                digest=digest,
-            )
+            raise self._corrupt(digest, f"it is larger than {max_size} bytes, the most its chunk can take",
+                                where) from None
+
+    def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> bytes:
+        try:
+            data = self.format().decode(stored, size)
+        except CorruptBlob as e:
+            raise self._corrupt(digest, str(e), where) from None
+        if blake3.blake3(data).hexdigest() != digest:
+            raise self._corrupt(digest, "its content does not match its hash", where)
         return data
+
+    def read_stored_blob(self, digest: str, stored_size: int) -> int:
+        """Read and verify a stored blob that no manifest may name (`repo check --read-data`):
+        its raw size comes from the object itself. Returns the raw size; BlobMissingError or
+        BlobCorruptError as ``fetch_blob``."""
+        fmt = self.format()
+        stored = self._get_stored(digest, min(stored_size, fmt.max_stored_size(mf.MAX_CHUNK_SIZE)), "")
+        try:
+            size = fmt.raw_size_of(stored)
+        except CorruptBlob as e:
+            raise self._corrupt(digest, str(e), "") from None
+        self._decoded(digest, stored, size, "")
+        return size
+
+    def _corrupt(self, digest: str, what: str, where: str) -> BlobCorruptError:
+        return BlobCorruptError(
+            f"blob {digest} in repository {self.name!r} is corrupt: {what}{where}",
+            "delete that blob, then push the same files again (under a new tag) to restore it; "
+            "`aim_cli repo check --read-data` lists all damage",
+            digest=digest, reason=what,
+        )
 
     def has_blob(self, digest: str) -> bool:
         return self.backend.exists(blob_key(digest))

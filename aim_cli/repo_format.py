@@ -1,0 +1,104 @@
+"""A repository's storage format: what its aim-repo.json pins, and what differs between formats.
+
+Format 1 (DESIGN.md section 2) stores each chunk's raw bytes and cuts every file as plain bytes.
+Format 2 (section 9) cuts safetensors files at tensor boundaries (tensor_chunking.py) and stores
+each chunk as ``header || payload`` (blob_codec.py). Both name a blob by the BLAKE3 of the chunk's
+raw bytes, and their manifests are the same, so a manifest is valid in a repository of either
+format. Everything that differs between them is a method here; the store asks its format.
+
+    format 1: {"format": 1, "chunking": {...}, "hash": "blake3"}
+    format 2: {"format": 2, "chunking": {...}, "hash": "blake3", "tensor_chunking": {...}, "codecs": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from aim_cli import blob_codec
+from aim_cli.chunking import Chunk, ChunkingParams, iter_chunks
+from aim_cli.tensor_chunking import TensorChunkingParams, iter_file_chunks
+
+#: The formats this aim_cli reads and writes; new repositories get the last one.
+KNOWN_FORMATS = (1, 2)
+DEFAULT_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class RepoFormat:
+    version: int
+    chunking: ChunkingParams
+    tensors: TensorChunkingParams | None = None  # format 2
+    codecs: blob_codec.CodecParams | None = None  # format 2
+
+    @classmethod
+    def new(cls, version: int = DEFAULT_FORMAT, chunking: ChunkingParams | None = None) -> "RepoFormat":
+        if version not in KNOWN_FORMATS:
+            raise ValueError(f"unknown format {version}")
+        chunking = (chunking or ChunkingParams()).validate()
+        if version == 1:
+            return cls(1, chunking)
+        return cls(2, chunking, TensorChunkingParams(), blob_codec.CodecParams())
+
+    def meta(self) -> dict:
+        """The content of aim-repo.json."""
+        meta: dict = {"format": self.version, "chunking": self.chunking.as_dict(), "hash": "blake3"}
+        if self.version == 2:
+            meta["tensor_chunking"] = self.tensors.as_dict()
+            meta["codecs"] = self.codecs.as_dict()
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "RepoFormat":
+        """The format of a parsed aim-repo.json whose ``format`` is one of KNOWN_FORMATS.
+        ValueError, KeyError, TypeError or AttributeError when anything is not what ``meta``
+        writes: every client must cut and encode alike, so nothing is guessed."""
+        version = meta["format"]
+        expected = set(cls.new(version).meta())
+        if set(meta) != expected or meta["hash"] != "blake3":
+            raise ValueError(f"unexpected keys {sorted(set(meta) ^ expected)!r}")
+        chunking = ChunkingParams.from_dict(meta["chunking"]).validate()
+        if version == 1:
+            return cls(1, chunking)
+        return cls(2, chunking, TensorChunkingParams.from_dict(meta["tensor_chunking"]),
+                   blob_codec.CodecParams.from_dict(meta["codecs"]))
+
+    # -- chunks -------------------------------------------------------------------------------------
+    def chunk_file(self, path: str | os.PathLike, *, on_chunk: Callable[[Chunk, memoryview], None] | None = None,
+                   whole=None) -> Iterator[Chunk]:
+        """The chunks of the file at ``path`` as this format cuts them (chunking.iter_chunks' contract)."""
+        if self.tensors is None:
+            return iter_chunks(path, self.chunking, on_chunk=on_chunk, whole=whole)
+        return iter_file_chunks(path, self.chunking, self.tensors, on_chunk=on_chunk, whole=whole)
+
+    # -- blobs --------------------------------------------------------------------------------------
+    def max_stored_size(self, raw_size: int) -> int:
+        """The largest object that can hold a chunk of ``raw_size`` bytes: reads stop past it."""
+        return raw_size if self.codecs is None else blob_codec.max_stored_size(raw_size)
+
+    def stored_size_fits(self, stored_size: int, raw_size: int) -> bool:
+        """Whether an object of ``stored_size`` bytes can hold a chunk of ``raw_size`` bytes
+        (what `repo check` can tell from a listing, without reading)."""
+        if self.codecs is None:
+            return stored_size == raw_size
+        return blob_codec.HEADER_SIZE < stored_size <= blob_codec.max_stored_size(raw_size)
+
+    def encode(self, data, element_size: int = 1):
+        """The object to store for the chunk ``data``."""
+        if self.codecs is None:
+            return data
+        return blob_codec.encode(data, element_size, self.codecs)[0]
+
+    def raw_size_of(self, stored: bytes) -> int:
+        """The raw size a stored object claims (checked by ``decode``): CorruptBlob if none."""
+        return len(stored) if self.codecs is None else blob_codec.raw_size_of(stored)
+
+    def decode(self, stored: bytes, raw_size: int) -> bytes:
+        """The chunk's raw bytes from its stored object: blob_codec.CorruptBlob if they cannot be
+        ``raw_size`` bytes (their digest is checked by the caller)."""
+        if self.codecs is None:
+            if len(stored) != raw_size:
+                raise blob_codec.CorruptBlob(f"it is not the {raw_size} bytes expected")
+            return stored
+        return blob_codec.decode(stored, raw_size)
