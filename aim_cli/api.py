@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking import ChunkingParams
+from aim_cli.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.config import Config, RepoConfig, check_name
 from aim_cli.errors import ConfigError, UsageError
 from aim_cli.pull import PullResult
@@ -51,10 +52,18 @@ def open_repository(name: str, *, config=None, jobs: int = DEFAULT_JOBS) -> Repo
 def create_repo(name: str, repo_type: str, path: str, *, region: str | None = None,
                 endpoint_url: str | None = None, profile: str | None = None,
                 addressing_style: str | None = None, chunk_size: int | None = None,
-                check: bool = True, config=None) -> tuple[RepoConfig, bool]:
+                storage_format: int | None = None, check: bool = True, config=None) -> tuple[RepoConfig, bool]:
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
-    reached, write its aim-repo.json. Returns (entry, initialised)."""
+    reached, write its aim-repo.json: ``storage_format`` 1 or 2 (the default, DEFAULT_FORMAT).
+    Returns (entry, initialised)."""
     check_name("repository", name)
+    if storage_format is not None and storage_format not in KNOWN_FORMATS:
+        raise UsageError(f"--format {storage_format} is not a storage format this aim_cli writes",
+                         f"choose one of {', '.join(map(str, KNOWN_FORMATS))}")
+    if not check and (chunk_size or storage_format is not None):
+        # With --no-check the first push writes aim-repo.json, with the defaults: they would be lost.
+        raise UsageError("--chunk-size and --format need the storage, which --no-check does not reach",
+                         "drop --no-check (or create the repository when its storage is reachable)")
     cfg = get_config(config, must_exist=False)
     cfgmod.check_unused(cfg, name)  # before touching any storage
     params = None
@@ -82,7 +91,7 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
         backend = open_backend(entry)
         backend.check_access()  # StorageError: nothing is written to the config
         repo = Repository(backend, name)
-        repo.init(params)
+        repo.init(params, version=storage_format or DEFAULT_FORMAT)
         repo.check_conditional_writes()
         initialised = True
     cfgmod.add_repo(cfg, entry, path)
@@ -106,11 +115,13 @@ class VersionInfo:
     total_size: int
     files: int
     chunks: int  # chunk references (a chunk shared by two files counts twice)
+    stored_size: int | None = None  # its distinct chunks in storage, as push measured (format 2; else None)
 
     @classmethod
     def from_summary(cls, s: Summary) -> "VersionInfo":
         """``message`` and ``created_by`` are cut as summary.py says; `version_details` has them whole."""
-        return cls(s.model, s.tag, s.digest, s.created_at, s.created_by, s.message, s.total_size, s.files, s.chunks)
+        return cls(s.model, s.tag, s.digest, s.created_at, s.created_by, s.message, s.total_size, s.files, s.chunks,
+                   s.stored_size)
 
 
 def list_models(repo: str, *, config=None) -> list[str]:
@@ -171,6 +182,10 @@ class VersionDetails:
     message: str
     total_size: int
     files: list[FileInfo]
+    format: int = 1  # the repository's storage format
+    distinct_size: int = 0  # the bytes of its distinct chunks (a chunk used twice counts once)
+    stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
+    missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
 
 
 @dataclass(frozen=True)
@@ -190,10 +205,15 @@ def _resolve(repository: Repository, model: str, tag: str | None, digest: str | 
 def version_details(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
                     config=None) -> VersionDetails:
     """One version's manifest: digest, author, message, files with sizes and BLAKE3 (newest without tag)."""
-    ref = _resolve(open_repository(repo, config=config), model, tag, digest)
+    repository = open_repository(repo, config=config)
+    ref = _resolve(repository, model, tag, digest)
     m = ref.manifest
     files = [FileInfo(f.path, f.size, f.mode, f.blake3, len(f.chunks)) for f in m.files]
-    return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files)
+    chunks = {d: s for f in m.files for d, s in f.chunks}
+    stored = repository.stored_sizes(chunks)  # one listing or a HEAD per chunk, whichever is cheaper
+    return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files,
+                          repository.format().version, sum(chunks.values()), sum(stored.values()),
+                          len(chunks) - len(stored))
 
 
 def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,

@@ -105,12 +105,17 @@ def _chunk_size(text: str | None) -> int | None:
 @click.option("--profile", help="AWS profile for credentials.")
 @click.option("--addressing-style", type=click.Choice(["auto", "virtual", "path"]), help="S3 addressing style.")
 @click.option("--chunk-size", metavar="SIZE", help="Average chunk size of a new repository (default 1MiB).")
+@click.option("--format", "storage_format", type=click.Choice(["1", "2"]),
+              help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
+                   "compresses; 1 stores raw chunks, readable by older aim_cli.")
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
-def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing_style, chunk_size, no_check):
+def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing_style, chunk_size, storage_format,
+                no_check):
     """Add repository NAME to model_repos.yaml and initialise its storage."""
     entry, initialised = _api().create_repo(
         name, repo_type, path, region=region, endpoint_url=endpoint_url, profile=profile,
-        addressing_style=addressing_style, chunk_size=_chunk_size(chunk_size), check=not no_check,
+        addressing_style=addressing_style, chunk_size=_chunk_size(chunk_size),
+        storage_format=None if storage_format is None else int(storage_format), check=not no_check,
         config=_config(),
     )
     state = "initialised" if initialised else "not checked (--no-check); the first push initialises it"
@@ -240,9 +245,10 @@ def model_versions(repo_name, model_name, as_json):
         _json([asdict(v) for v in versions])
         return
     # The message came from storage: one printable line, whatever it holds.
-    rows = [(v.tag, v.created_at[:19].replace("T", " "), _size(v.total_size), f"{v.files} files", v.digest[:12],
+    rows = [(v.tag, v.created_at[:19].replace("T", " "), _size(v.total_size),
+             "-" if v.stored_size is None else _size(v.stored_size), f"{v.files} files", v.digest[:12],
              printable(v.message)) for v in versions]
-    header = ("TAG", "CREATED (UTC)", "SIZE", "FILES", "DIGEST", "MESSAGE")
+    header = ("TAG", "CREATED (UTC)", "SIZE", "STORED", "FILES", "DIGEST", "MESSAGE")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         _out("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
@@ -276,7 +282,7 @@ def model_delete(repo_name, model_name, yes):
 
 
 def _reclaimable(r, repo_name: str) -> str:
-    return (f"{_size(r.reclaimable_bytes)} in {r.reclaimable_blobs} blobs no other version uses became "
+    return (f"{r.reclaimable_blobs} blobs ({_size(r.reclaimable_bytes)} of chunks) that no other version uses became "
             f"reclaimable: `aim_cli repo gc {repo_name}` frees them")
 
 
@@ -300,6 +306,9 @@ def model_info(repo_name, model_name, tag, as_json):
     _out(f"created:  {v.created_at} by {printable(v.created_by, len(v.created_by))}")
     _out(f"message:  {printable(v.message, len(v.message)) or '-'}")
     _out(f"size:     {_size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
+    missing = f"; {v.missing_blobs} blobs missing (run `aim_cli repo check`)" if v.missing_blobs else ""
+    _out(f"stored:   {_size(v.stored_size)} for {_size(v.distinct_size)} of distinct chunks "
+         f"(format {v.format}){missing}")
     for f in v.files:
         _out(f"{_size(f.size):>11}  {f.blake3}  {f.path}")
 

@@ -62,6 +62,7 @@ class PushResult:
     elapsed: float
     skipped: tuple[str, ...] = ()  # top-level .aim* names of DIR, left out (aim_cli's own)
     new_stored_bytes: int = 0  # what they take in storage (format 2 compresses; format 1: = new_bytes)
+    stored_size: int | None = None  # what the version's distinct chunks take in storage (None: not measured)
 
     @property
     def dedup_ratio(self) -> float:
@@ -169,6 +170,8 @@ class _Uploader:
         self.new_bytes = 0
         self.new_stored_bytes = 0
         self.new_chunks = 0
+        # digest -> stored bytes of every distinct chunk of the version: its stored size.
+        self.stored: dict[str, int] = {}
         self.failed = threading.Event()
 
     def _claim(self, digest: str) -> bool:
@@ -181,7 +184,11 @@ class _Uploader:
                 return False
             self.seen.add(digest)
         index = self._index.result()
-        return index is None or digest not in index
+        if index is not None and digest in index:
+            with self.lock:
+                self.stored[digest] = index[digest]
+            return False
+        return True
 
     def offer(self, chunk: Chunk, data: memoryview) -> None:
         if not self._claim(chunk.digest):
@@ -214,10 +221,13 @@ class _Uploader:
             self.slots.release()
 
     def _put_missing(self, digest: str, payload, element_size: int = 1) -> None:
-        if self._index.result() is None and self.repo.has_blob(digest):
+        if self._index.result() is None and (stored := self.repo.stored_size(digest)) is not None:
+            with self.lock:
+                self.stored[digest] = stored
             return
         stored = self.repo.put_blob(digest, payload, element_size)
         with self.lock:
+            self.stored[digest] = stored
             self.new_bytes += len(payload)
             self.new_stored_bytes += stored
             self.new_chunks += 1
@@ -397,8 +407,11 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
                           time.monotonic() - started)
     repo.sync()  # every blob durable before the manifest that names it exists
     lease.check()  # a lease judged stale may have let gc free blobs this push skipped: do not commit
-    result = repo.commit(manifest)
+    distinct = {d for e in manifest.files for d, _ in e.chunks}
+    # Every distinct chunk was either found stored (with its size) or stored by this push.
+    stored_size = sum(uploader.stored.values()) if uploader.stored.keys() == distinct else None
+    result = repo.commit(manifest, stored_size=stored_size)
     created = result.created
     return PushResult(model, tag, result.digest, len(files), total, uploader.new_bytes if created else 0,
                       uploader.new_chunks if created else 0, n_chunks, not created, time.monotonic() - started,
-                      new_stored_bytes=uploader.new_stored_bytes if created else 0)
+                      new_stored_bytes=uploader.new_stored_bytes if created else 0, stored_size=stored_size)

@@ -407,8 +407,22 @@ class Repository:
     def has_blob(self, digest: str) -> bool:
         return self.backend.exists(blob_key(digest))
 
-    def stored_blob_index(self, expected_lookups: int) -> set[str] | None:
-        """All stored blob digests when listing them is cheaper than ``expected_lookups`` single
+    def stored_size(self, digest: str) -> int | None:
+        """The bytes the blob takes in storage, or None if it is not stored (one HEAD)."""
+        return self.backend.size(blob_key(digest))
+
+    def stored_sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        """digest -> stored bytes of those of ``digests`` that are stored, asked in bulk
+        (listing or parallel HEADs, whichever is cheaper)."""
+        wanted = set(digests)
+        index = self.stored_blob_index(len(wanted))
+        if index is not None:
+            return {d: index[d] for d in wanted if d in index}
+        ordered = sorted(wanted)
+        return {d: n for d, n in zip(ordered, self.map_parallel(self.stored_size, ordered)) if n is not None}
+
+    def stored_blob_index(self, expected_lookups: int) -> dict[str, int] | None:
+        """digest -> stored size of all stored blobs when listing them is cheaper than ``expected_lookups`` single
         existence checks, else None (then ask blob by blob with ``has_blob``).
 
         A check costs one request; a listing one request per ~1000 blobs. Like dvc's
@@ -419,14 +433,14 @@ class Repository:
         estimate = 256 * sum(1 for _ in self.backend.list(f"{BLOBS}{sample}/"))
         if estimate / 1000 >= expected_lookups / 4:
             return None
-        return {digest for digest, _ in self.iter_blobs()}
+        return dict(self.iter_blobs())
 
     def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """Which of ``digests`` the repository lacks, asked in bulk (listing or parallel checks)."""
         wanted = set(digests)
         index = self.stored_blob_index(len(wanted))
         if index is not None:
-            return wanted - index
+            return wanted - index.keys()
         ordered = sorted(wanted)
         return {d for d, ok in zip(ordered, self.map_parallel(self.has_blob, ordered)) if not ok}
 
@@ -454,10 +468,11 @@ class Repository:
         return self.backend.clean_incomplete(older_than, WRITE_DIRS)
 
     # -- manifests ---------------------------------------------------------------------------------
-    def commit(self, manifest: mf.Manifest) -> CommitResult:
+    def commit(self, manifest: mf.Manifest, *, stored_size: int | None = None) -> CommitResult:
         """Create the version: the exclusive create of its manifest is the commit point.
 
-        The caller has stored (and synced) every blob first. If the tag exists with the same
+        The caller has stored (and synced) every blob first; ``stored_size`` is what they take
+        (for the summary; ignored in format 1, see summary.py). If the tag exists with the same
         files, nothing is written and the stored digest is returned. Once created, the manifest is
         read back: a server that ignored the condition would show another writer's bytes here."""
         raw = mf.encode(manifest)
@@ -468,16 +483,16 @@ class Repository:
         if stored.raw == raw:
             # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
             # first answer was lost saw 412 for our own write.
-            self._write_summary_after_commit(stored)
+            self._write_summary_after_commit(stored, stored_size if self.format().codecs is not None else None)
             return CommitResult(stored.digest, True)
         return self.against_stored(stored, manifest)
 
-    def _write_summary_after_commit(self, ref: VersionRef) -> None:
+    def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None) -> None:
         """The summary comes second: the manifest is the commit point, and a version whose summary
         was not written (a failure here, a kill) gets it rebuilt by the next listing. So a failure
         is a warning, never a failed push."""
         try:
-            self.put_summary(self.summary_of(ref))
+            self.put_summary(self.summary_of(ref, stored_size))
         except (StorageError, DamagedStorageError) as e:
             log.warning("warning: %s:%s is pushed, but its summary could not be written (%s); the next listing "
                         "rebuilds it", ref.manifest.model, ref.manifest.tag, e.message)
@@ -585,9 +600,9 @@ class Repository:
                                     f"run `aim_cli model list {self.name}`", model=model)
 
     # -- summaries (summary.py): what listings read instead of manifests -----------------------------
-    def summary_of(self, ref: VersionRef) -> sm.Summary:
+    def summary_of(self, ref: VersionRef, stored_size: int | None = None) -> sm.Summary:
         m = ref.manifest
-        return sm.of_manifest(m, ref.digest, where=f"{m.model}:{m.tag}")
+        return sm.of_manifest(m, ref.digest, where=f"{m.model}:{m.tag}", stored_size=stored_size)
 
     def put_summary(self, summary: sm.Summary) -> None:
         """A plain put: a summary is derived from its manifest, so any writer writes the same bytes."""

@@ -4,7 +4,14 @@ A manifest of a 70B model is ~8 MB of JSON; listing 100 of them read 824 MB and 
 3.4 GB. The summary is the manifest's header, its counts and its digest, a few hundred bytes:
 
     {"format": 1, "model": "m", "tag": "v1", "digest": "<manifest digest>",
-     "created_at": "...", "created_by": "...", "message": "...", "total_size": N, "files": N, "chunks": N}
+     "created_at": "...", "created_by": "...", "message": "...", "total_size": N, "files": N, "chunks": N,
+     "stored_size": N}
+
+``stored_size`` (format 2 repositories only; absent where it is unknown) is what the version's
+distinct chunks take in storage, as push measured it. It is the one field not derived from the
+manifest, so it is for display only: nothing decides anything by it, and `repo check` does not
+compare it (a version's stored size would take a listing of every blob). A format 1 repository's
+summaries never carry it, so that older clients, whose reader refuses unknown fields, read them.
 
 It is derived data: ``of_manifest`` computes it from the manifest and its digest alone, so anybody
 may (re)write it with a plain put, and the manifest stays the commit point (its bytes and digest
@@ -34,7 +41,7 @@ MAX_CREATED_BY_CHARS = 256
 MAX_COUNT = 2**63 - 1  # sizes and counts fit an int64, as every reader of them assumes
 
 
-class Summary(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class Summary(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     # Field order is the key order on disk.
     format: int
     model: str
@@ -46,6 +53,7 @@ class Summary(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     total_size: int
     files: int
     chunks: int
+    stored_size: int | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -69,8 +77,8 @@ def _problem(summary: Summary) -> str | None:
         return f"created_at {quoted(summary.created_at)} is not an RFC 3339 UTC time"
     if len(summary.created_by) > MAX_CREATED_BY_CHARS or len(summary.message) > MAX_MESSAGE_CHARS:
         return "created_by or message is too long"
-    for field in ("total_size", "files", "chunks"):
-        if not 0 <= getattr(summary, field) <= MAX_COUNT:
+    for field in ("total_size", "files", "chunks", "stored_size"):
+        if not 0 <= (getattr(summary, field) or 0) <= MAX_COUNT:
             return f"{field} is out of range"
     return None
 
@@ -95,12 +103,13 @@ def decode(data: bytes, *, where: str) -> Summary:
     return summary
 
 
-def of_manifest(manifest, digest: str, *, where: str) -> Summary:
+def of_manifest(manifest, digest: str, *, where: str, stored_size: int | None = None) -> Summary:
     """The summary of ``manifest`` (a manifest.Manifest, or a ManifestHead) whose stored bytes
     have ``digest``. IntegrityError if the manifest's own fields cannot make a valid one."""
     summary = Summary(FORMAT, manifest.model, manifest.tag, digest, manifest.created_at,
                       manifest.created_by[:MAX_CREATED_BY_CHARS], manifest.message[:MAX_MESSAGE_CHARS],
-                      manifest.total_size, len(manifest.files), sum(len(f.chunks) for f in manifest.files))
+                      manifest.total_size, len(manifest.files), sum(len(f.chunks) for f in manifest.files),
+                      stored_size)
     why = _problem(summary)
     if why:
         raise IntegrityError(f"manifest {where} is invalid: {why}",
@@ -143,5 +152,6 @@ def of_manifest_bytes(raw: bytes, *, model: str, tag: str, where: str) -> Summar
 
 
 def differences(stored: Summary, expected: Summary) -> list[str]:
-    """The fields in which a stored summary differs from the one its manifest gives."""
-    return [f for f in Summary.__struct_fields__ if getattr(stored, f) != getattr(expected, f)]
+    """The fields in which a stored summary differs from the one its manifest gives (all but
+    ``stored_size``, which no manifest gives)."""
+    return [f for f in Summary.__struct_fields__ if f != "stored_size" and getattr(stored, f) != getattr(expected, f)]

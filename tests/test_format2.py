@@ -1,0 +1,159 @@
+"""Storage formats end to end (issue 10, DESIGN.md section 9): `repo create --format`, format 2
+the default, format 1 kept exactly as it was, an unknown format refused before any blob is
+read, and stored bytes reported beside raw bytes. Through the real console script."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aim_cli import api
+from aim_cli import blob_codec
+from aim_cli.store import REPO_META_KEY, blob_key, manifest_key, summary_key
+from tests.helpers import file_contents, make_mixed_model, ok, one_line_error, run
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "model_repos.yaml"
+    config.write_text("repos: {}\n")
+    return config
+
+
+def _create(tmp_path: Path, name: str, *extra: str) -> Path:
+    ok(run(["--config", _config_path(tmp_path), "repo", "create", name, "--type", "local", "--path",
+            tmp_path / name, *extra], cwd=tmp_path))
+    return tmp_path / name
+
+
+def _config_path(tmp_path: Path) -> Path:
+    config = tmp_path / "model_repos.yaml"
+    if not config.exists():
+        config.write_text("repos: {}\n")
+    return config
+
+
+def _aim(tmp_path: Path, *args):
+    return run(["--config", _config_path(tmp_path), *args], cwd=tmp_path)
+
+
+def _meta(root: Path) -> dict:
+    return json.loads((root / REPO_META_KEY).read_text())
+
+
+def _blob_files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (root / "blobs").glob("*/*")}
+
+
+def test_new_repositories_are_format_2_and_format_1_stays_available(tmp_path):
+    assert _meta(_create(tmp_path, "new"))["format"] == 2
+    old = _meta(_create(tmp_path, "old", "--format", "1"))
+    # Format 1's aim-repo.json is exactly what it always was: older clients read it.
+    assert old == {"format": 1, "chunking": {"algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576,
+                                             "max_size": 4194304, "normalization": 1, "seed": 0}, "hash": "blake3"}
+
+
+def test_format_and_chunk_size_are_refused_with_no_check(tmp_path):
+    for extra in (["--format", "1"], ["--chunk-size", "512KiB"]):
+        res = _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r", "--no-check", *extra)
+        one_line_error(res, 2, "--no-check")
+        assert not (tmp_path / "r").exists() and "r:" not in (tmp_path / "model_repos.yaml").read_text()
+    assert _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r",
+                "--format", "3").returncode == 2
+
+
+@pytest.mark.parametrize("storage_format", ["1", "2"])
+def test_a_format_unknown_to_this_client_is_refused_before_any_blob_is_read(tmp_path, storage_format):
+    root = _create(tmp_path, "r", "--format", storage_format)
+    src = make_mixed_model(tmp_path / "src", weights=600_000)
+    ok(_aim(tmp_path, "model", "push", "r", "m", src, "--tag", "v1"))
+    meta = _meta(root)
+    meta["format"] = 3
+    (root / REPO_META_KEY).write_text(json.dumps(meta))
+    blobs = _blob_files(root)
+    for args in (["model", "pull", "r", "m", tmp_path / "out"], ["model", "verify", "r", "m"],
+                 ["repo", "check", "r", "--read-data"], ["repo", "gc", "r"],
+                 ["model", "push", "r", "m", src, "--tag", "v2"]):
+        one_line_error(_aim(tmp_path, *args), 7, "storage format 3", "upgrade aim_cli")
+    assert not (tmp_path / "out").exists() and _blob_files(root) == blobs
+
+
+def test_format_1_repositories_keep_raw_blobs_and_summaries_older_clients_read(tmp_path):
+    root = _create(tmp_path, "old", "--format", "1")
+    src = make_mixed_model(tmp_path / "src")
+    pushed = json.loads(ok(_aim(tmp_path, "model", "push", "old", "m", src, "--tag", "v1", "--json")).stdout)
+    manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
+    chunks = {d: s for f in manifest["files"] for d, s in f["chunks"]}
+    blobs = _blob_files(root)
+    # Raw chunks, as format 1 always stored them: each blob file is the chunk itself.
+    assert {d: len(b) for d, b in blobs.items()} == chunks
+    assert pushed["new_stored_bytes"] == pushed["new_bytes"] == sum(chunks.values())
+    # No stored_size in the summary: an older client's strict reader refuses unknown fields.
+    assert "stored_size" not in json.loads((root / summary_key("m", "v1")).read_bytes())
+    pulled = json.loads(ok(_aim(tmp_path, "model", "pull", "old", "m", tmp_path / "out", "--json")).stdout)
+    assert file_contents(tmp_path / "out") == file_contents(src)
+    assert pulled["fetched_bytes"] == pulled["fetched_raw_bytes"] == sum(chunks.values())
+    ok(_aim(tmp_path, "repo", "check", "old", "--read-data"))
+
+
+def test_format_2_reports_stored_bytes_beside_raw_bytes(tmp_path):
+    root = _create(tmp_path, "new")
+    src = make_mixed_model(tmp_path / "src")
+    (src / "notes.txt").write_bytes(b"the same line of text, again and again\n" * 20_000)  # compressible
+    pushed = json.loads(ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1", "--json")).stdout)
+    manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
+    chunks = {d: s for f in manifest["files"] for d, s in f["chunks"]}
+    blobs = _blob_files(root)
+    assert set(blobs) == set(chunks) and all(b[:4] == blob_codec.MAGIC for b in blobs.values())
+    stored = sum(len(b) for b in blobs.values())
+    assert pushed["new_bytes"] == sum(chunks.values()) and pushed["new_stored_bytes"] == pushed["stored_size"] == stored
+
+    [version] = json.loads(ok(_aim(tmp_path, "model", "versions", "new", "m", "--json")).stdout)
+    assert version["stored_size"] == stored
+    info = json.loads(ok(_aim(tmp_path, "model", "info", "new", "m", "--json")).stdout)
+    assert (info["format"], info["distinct_size"], info["stored_size"], info["missing_blobs"]) == (
+        2, sum(chunks.values()), stored, 0)
+    check = json.loads(ok(_aim(tmp_path, "repo", "check", "new", "--read-data", "--json")).stdout)
+    assert (check["raw_bytes"], check["stored_bytes"], check["read"]) == (sum(chunks.values()), stored, len(chunks))
+    pulled = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--json")).stdout)
+    assert file_contents(tmp_path / "out") == file_contents(src)
+    assert (pulled["fetched_bytes"], pulled["fetched_raw_bytes"]) == (stored, sum(chunks.values()))
+    text = ok(_aim(tmp_path, "model", "versions", "new", "m")).stdout
+    assert "STORED" in text.splitlines()[0]
+
+
+def test_a_manifest_is_valid_in_either_format_with_the_same_digest(tmp_path):
+    """The manifest names raw chunks: its exact bytes, put in a repository of the other format
+    beside the same chunks stored that format's way, make the same version with the same digest."""
+    old, new = _create(tmp_path, "old", "--format", "1"), _create(tmp_path, "new")
+    src = make_mixed_model(tmp_path / "src")
+    ok(_aim(tmp_path, "model", "push", "old", "m", src, "--tag", "v1"))
+    config = str(_config_path(tmp_path))
+    source, target = api.open_repository("old", config=config), api.open_repository("new", config=config)
+    ref = source.get_version("m", "v1")
+    for digest, size in {d: s for f in ref.manifest.files for d, s in f.chunks}.items():
+        target.put_blob(digest, source.get_blob(digest, size))
+    target.backend.put_if_absent(manifest_key("m", "v1"), ref.raw)
+    assert target.get_version("m", "v1").digest == ref.digest
+    pulled = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--digest", ref.digest,
+                                "--json")).stdout)
+    assert pulled["digest"] == ref.digest and file_contents(tmp_path / "out") == file_contents(src)
+    assert _blob_files(new).keys() == _blob_files(old).keys()
+
+
+def test_a_format_1_blob_in_a_format_2_repository_is_corrupt(tmp_path):
+    """A raw chunk where format 2 expects header || payload (a blob copied by hand between
+    repositories of different formats): exit 5 naming the blob, nothing under a final name."""
+    root = _create(tmp_path, "new")
+    src = make_mixed_model(tmp_path / "src")
+    ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1"))
+    manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
+    entry = next(f for f in manifest["files"] if f["path"] == "weights/extra.bin")
+    [(digest, _)] = entry["chunks"]
+    (root / blob_key(digest)).write_bytes((src / "weights" / "extra.bin").read_bytes())
+    one_line_error(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out"), 5, digest, "corrupt")
+    assert not (tmp_path / "out" / "weights" / "extra.bin").exists()
+    for args in (["model", "verify", "new", "m"], ["repo", "check", "new", "--read-data"]):
+        audit = _aim(tmp_path, *args)
+        assert audit.returncode == 5 and f"corrupt   blob {digest}" in audit.stdout, audit
