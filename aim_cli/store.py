@@ -383,6 +383,17 @@ class Repository:
             raise self._corrupt(digest, "its content does not match its hash", where)
         return data
 
+    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, bytes]:
+        """(the stored object, the chunk's raw bytes), verified as ``fetch_blob`` verifies: for
+        copying a blob between repositories of the same format as it is (``put_stored_blob``)."""
+        where = f" (needed by {context})" if context else ""
+        stored = self._get_stored(digest, self.format().max_stored_size(size), where)
+        return stored, self._decoded(digest, stored, size, where)
+
+    def put_stored_blob(self, digest: str, stored: bytes) -> None:
+        """Store an object that ``get_stored_blob`` of a repository of this format returned."""
+        self.backend.put(blob_key(digest), stored)
+
     def read_stored_blob(self, digest: str, stored_size: int) -> int:
         """Read and verify a stored blob that no manifest may name (`repo check --read-data`):
         its raw size comes from the object itself. Returns the raw size; BlobMissingError or
