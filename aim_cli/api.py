@@ -52,10 +52,10 @@ def open_repository(name: str, *, config=None, jobs: int = DEFAULT_JOBS) -> Repo
 def create_repo(name: str, repo_type: str, path: str, *, region: str | None = None,
                 endpoint_url: str | None = None, profile: str | None = None,
                 addressing_style: str | None = None, chunk_size: int | None = None,
-                storage_format: int | None = None, check: bool = True, config=None) -> tuple[RepoConfig, bool]:
+                storage_format: int | None = None, check: bool = True, config=None) -> RepoCreated:
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
-    reached, write its aim-repo.json: ``storage_format`` 1 or 2 (the default, DEFAULT_FORMAT).
-    Returns (entry, initialised)."""
+    reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1 or 2 (the
+    default, DEFAULT_FORMAT), or keep the one already there."""
     check_name("repository", name)
     if storage_format is not None and storage_format not in KNOWN_FORMATS:
         raise UsageError(f"--format {storage_format} is not a storage format this aim_cli writes",
@@ -86,16 +86,23 @@ def create_repo(name: str, repo_type: str, path: str, *, region: str | None = No
         entry = cfgmod.parse_entry(cfg.path, name, raw, where=f"repository {name!r}")
     except ConfigError as e:  # the values came from the command line: it must change (exit 2)
         raise UsageError(e.message, e.hint) from None
-    initialised = False
+    found_format = None
     if check:
         backend = open_backend(entry)
         backend.check_access()  # StorageError: nothing is written to the config
         repo = Repository(backend, name)
         repo.init(params, version=storage_format or DEFAULT_FORMAT)
         repo.check_conditional_writes()
-        initialised = True
+        found_format = repo.format().version
     cfgmod.add_repo(cfg, entry, path)
-    return entry, initialised
+    return RepoCreated(entry, found_format is not None, found_format)
+
+
+@dataclass(frozen=True)
+class RepoCreated:
+    entry: RepoConfig
+    initialised: bool  # its storage was reached and holds aim-repo.json (False with check=False)
+    format: int | None  # the storage format it holds (an existing repository keeps its own)
 
 
 def delete_repo(name: str, *, config=None) -> RepoConfig:

@@ -109,17 +109,21 @@ def _chunk_size(text: str | None) -> int | None:
               help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
                    "compresses; 1 stores raw chunks, readable by older aim_cli.")
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
+@json_option
 def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing_style, chunk_size, storage_format,
-                no_check):
+                no_check, as_json):
     """Add repository NAME to model_repos.yaml and initialise its storage."""
-    entry, initialised = _api().create_repo(
+    r = _api().create_repo(
         name, repo_type, path, region=region, endpoint_url=endpoint_url, profile=profile,
         addressing_style=addressing_style, chunk_size=_chunk_size(chunk_size),
         storage_format=None if storage_format is None else int(storage_format), check=not no_check,
         config=_config(),
     )
-    state = "initialised" if initialised else "not checked (--no-check); the first push initialises it"
-    _out(f"created repository {name!r} ({entry.type}, {entry.path}): {state}")
+    if as_json:
+        _json(asdict(r.entry) | {"initialised": r.initialised, "format": r.format})
+        return
+    state = f"initialised (format {r.format})" if r.initialised else "not checked (--no-check); the first push initialises it"
+    _out(f"created repository {name!r} ({r.entry.type}, {r.entry.path}): {state}")
 
 
 @repo.command("list")
@@ -142,9 +146,13 @@ def repo_list(as_json):
 
 @repo.command("delete")
 @click.argument("name")
-def repo_delete(name):
+@json_option
+def repo_delete(name, as_json):
     """Remove repository NAME from model_repos.yaml (the stored data is not touched)."""
     entry = _api().delete_repo(name, config=_config())
+    if as_json:
+        _json(asdict(entry))
+        return
     _out(f"removed repository {name!r} from the config; the data at {entry.path} is untouched")
 
 
@@ -258,11 +266,15 @@ def model_versions(repo_name, model_name, as_json):
 @click.argument("repo_name", metavar="REPO")
 @click.argument("model_name", metavar="MODEL")
 @click.option("--tag", "-t", required=True, help="Version to delete.")
-def model_delete_version(repo_name, model_name, tag):
+@json_option
+def model_delete_version(repo_name, model_name, tag, as_json):
     """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
 
     --tag may also name a stray file that `repo check` reports, exactly as it shows it."""
     r = _api().delete_versions(repo_name, model_name, [tag], config=_config())
+    if as_json:
+        _json(asdict(r))
+        return
     _out(f"deleted {r.model}:{tag}; {_reclaimable(r, repo_name)}")
 
 
@@ -270,7 +282,8 @@ def model_delete_version(repo_name, model_name, tag):
 @click.argument("repo_name", metavar="REPO")
 @click.argument("model_name", metavar="MODEL")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def model_delete(repo_name, model_name, yes):
+@json_option
+def model_delete(repo_name, model_name, yes, as_json):
     """Delete MODEL and all its versions."""
     if not yes:
         if not sys.stdin.isatty():
@@ -278,6 +291,9 @@ def model_delete(repo_name, model_name, yes):
                              "pass --yes to delete it from a script")
         click.confirm(f"Delete model {model_name!r} and ALL its versions from {repo_name!r}?", abort=True)
     r = _api().delete_versions(repo_name, model_name, config=_config())
+    if as_json:
+        _json(asdict(r))
+        return
     _out(f"deleted model {model_name} ({len(r.tags)} versions); {_reclaimable(r, repo_name)}")
 
 
