@@ -18,9 +18,10 @@ How each figure is measured:
 - new raw chunk bytes of a version: from the manifests (models/m/versions/<tag>.json), the raw
   sizes of the chunks it names and v1 does not; new stored bytes: the blob files of those chunks;
 - pull v2 into a copy of the pulled v1 directory, stored bytes fetched: the pull's own count when
-  its JSON reports one (a key with "fetched" and "stored"); else the blob files of the chunks it
-  fetched, which are the entries of a fresh `--cache-dir` (pull puts there exactly the chunks it
-  gets from the repository), checked against the pull's raw fetched bytes. The table says which;
+  its JSON reports one (``fetched_bytes`` beside ``fetched_raw_bytes``), cross-checked; else the
+  blob files of the chunks it fetched, which are the entries of a fresh `--cache-dir` (pull puts
+  there exactly the chunks it gets from the repository), checked against the pull's raw fetched
+  bytes. The table says which;
 - push / pull against `cp -r SRC DST && sync` of the same model, timed right after; every timed
   command starts after a sync, pulls and their cp with the page cache dropped when allowed;
 - CPU-seconds per GiB: user + system time of the command and its children per GiB of model;
@@ -155,18 +156,27 @@ def fetched_chunks(cache: Path) -> dict[str, int]:
     return {digest: p.stat().st_size for p, digest in entries if digest}
 
 
+def fetched_raw(pull_json: dict) -> int:
+    """Raw bytes a pull fetched: ``fetched_raw_bytes`` where the pull also reports stored bytes
+    (it then counts ``fetched_bytes`` as stored), else ``fetched_bytes``."""
+    return pull_json.get("fetched_raw_bytes", pull_json["fetched_bytes"])
+
+
 def fetched_stored(b: FormatBench, pull_json: dict, fetched: dict[str, int]) -> tuple[int, str]:
     """Stored bytes a pull fetched, and how we know (see the module docstring)."""
-    for key, value in pull_json.items():
-        if "fetched" in key and "stored" in key and isinstance(value, int):
-            return value, f"the pull's `{key}`"
-    raw, stored = pull_json["fetched_bytes"], b.stored_size(fetched)
+    raw, from_cache = fetched_raw(pull_json), b.stored_size(fetched)
+    exact = sum(fetched.values()) == raw  # the cache holds every chunk fetched, each once
+    if "fetched_raw_bytes" in pull_json:
+        reported = pull_json["fetched_bytes"]
+        agree = "agree" if exact and from_cache == reported else f"say {from_cache}"
+        return reported, f"the pull's stored count, fetched_bytes; the blobs of the chunks in its --cache-dir {agree}"
     how = "stored size of the blobs the pull fetched (the entries of its --cache-dir)"
-    if sum(fetched.values()) == raw:
-        return stored, how
+    if exact:
+        return from_cache, how
     # A chunk fetched twice, or a cache put that failed: scale to the pull's raw count.
-    estimate = round(stored * raw / sum(fetched.values())) if fetched else 0
-    return estimate, f"{how}, scaled to the pull's raw fetched bytes ({raw} of {sum(fetched.values())}): an estimate"
+    cached = sum(fetched.values())
+    return (round(from_cache * raw / cached) if cached else 0,
+            f"{how}, scaled to the pull's raw fetched bytes ({raw} of {cached}): an estimate")
 
 
 class Digests(dict):
@@ -221,7 +231,7 @@ def measure_local(b: FormatBench, ck: dict[str, dict], fmt: int, digests: Digest
         for path in (into, cache):
             rb.rmtree(path)
         deltas[variant] = Delta(ck[variant]["changed_bytes"], new_raw, new_stored, len(new), got, how, len(fetched),
-                                pull_json["fetched_bytes"], push_json, pull_json)
+                                fetched_raw(pull_json), push_json, pull_json)
     rb.rmtree(dest)
     return Local(actual, ck["v1"]["total_bytes"], stored, objects, push, cp_push, pull, cp_pull, push.json(), deltas)
 
@@ -395,7 +405,9 @@ def measure_models(b: FormatBench, work: Path, size: int, seed: int, where: str,
 
 
 def aim_revision() -> str:
-    out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
+    import aim_cli  # the package of this environment, whose console script runs
+
+    out = subprocess.run(["git", "-C", str(Path(aim_cli.__file__).parent), "describe", "--always", "--dirty"],
                          capture_output=True, text=True)
     return out.stdout.strip() or "unknown"
 
@@ -449,7 +461,8 @@ def main(argv=None) -> int:
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(f"format 2 benchmark, aim_cli {meta['aim_cli']}: " + "; ".join(f"{k}: {v}" for k, v in about.items()) + ". "
-          + ("" if b.format_option else "This aim_cli has no `repo create --format`: both columns are format 1. ")
+          + ("" if b.format_option else f"This aim_cli has no `repo create --format`: both columns are the format "
+             f"of a new repository ({', '.join(map(str, formats[1]))}). ")
           + (f"S3 through moto at {s3_size / MiB:.0f} MiB. " if s3 else "")
           + f"One run per figure; pulls {cache.state}. {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Targets are "
