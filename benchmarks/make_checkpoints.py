@@ -132,11 +132,12 @@ def tensor_blocks(seed: int, index: int, generation: int, nbytes: int):
         block += 1
 
 
-def safetensors_header(tensors: list[Tensor]) -> bytes:
+def safetensors_header(tensors: list[Tensor], dtype: str = "F16") -> bytes:
+    """u64 little-endian length, then the JSON header padded with spaces to a multiple of 8."""
     header: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in tensors:
-        header[t.name] = {"dtype": "F16", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        header[t.name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)

@@ -161,11 +161,14 @@ def time_row(figure: str, aim: list[Result], base: list[Result], limit: float | 
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ["figure", "aim_cli", "baseline: cp -r && sync", "ratio", "target", "met"]
+    print_markdown(["figure", "aim_cli", "baseline: cp -r && sync", "ratio", "target", "met"], [r.cells() for r in rows])
+
+
+def print_markdown(header: list[str], rows: list[list[str]]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        print("| " + " | ".join(r.cells()) + " |")
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
 
 
 def make(argv: list[str]) -> None:
@@ -190,17 +193,21 @@ class Bench:
 
     def fresh_repo(self, kind: str) -> None:
         """An empty repository named ``bench``: a new directory, or a new bucket."""
+        entry = self.new_location(kind)
+        self.config.write_text("repos:\n  bench: {" + ", ".join(f"{k}: {v}" for k, v in entry.items()) + "}\n")
+
+    def new_location(self, kind: str) -> dict[str, str]:
+        """A new empty place for the repository: a directory (the previous one removed) or a new
+        bucket (the previous ones dropped); returns its config entry's fields."""
         if kind == "local":
             rmtree(self.work / "repo")
-            self.config.write_text(f"repos:\n  bench: {{type: local, path: {self.work / 'repo'}}}\n")
-            return
+            return {"type": "local", "path": str(self.work / "repo")}
         endpoint, client = self.s3
         self.drop_buckets()
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         client.create_bucket(Bucket=bucket)
         self.buckets.append(bucket)
-        self.config.write_text(f"repos:\n  bench: {{type: s3, path: s3://{bucket}/repo, "
-                               f"endpoint_url: {endpoint}, region: us-east-1}}\n")
+        return {"type": "s3", "path": f"s3://{bucket}/repo", "endpoint_url": endpoint, "region": "us-east-1"}
 
     def drop_buckets(self) -> None:
         if self.s3 is None:
@@ -253,6 +260,17 @@ def start_moto(bench: Bench) -> subprocess.Popen:
     os.environ.update({k: v for k, v in bench.env.items() if k.startswith("AWS_")})
     bench.s3 = (endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
     return proc
+
+
+def stop_moto(bench: Bench, proc: subprocess.Popen) -> None:
+    """Drop the buckets of ``bench`` (moto holds them in memory), then stop the server."""
+    bench.drop_buckets()
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- the figures -----------------------------------------------------------------------------------------
@@ -459,13 +477,7 @@ def main(argv=None) -> int:
         collect(lambda: fig_help(b))
     finally:
         if moto is not None:
-            b.drop_buckets()
-            moto.terminate()
-            try:
-                moto.wait(10)
-            except subprocess.TimeoutExpired:
-                moto.kill()
-                moto.wait()
+            stop_moto(b, moto)
         if not args.keep:
             rmtree(work)
 
