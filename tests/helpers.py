@@ -491,3 +491,17 @@ def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: i
         repo.commit(mf.Manifest(mf.FORMAT, model, tag, f"2026-01-01T00:00:00.{v:06d}Z", "test@host", "",
                                 sum(e.size for e in entries), entries))
     return [d for d, _ in shared]
+
+
+# -- safetensors files ------------------------------------------------------------------------
+def safetensors_bytes(tensors: list[tuple[str, str, list[int], bytes]], metadata: dict | None = None) -> bytes:
+    """A safetensors file of ``(name, dtype, shape, data)`` tensors, their data laid out in the
+    given order; the JSON header is padded with spaces to a multiple of 8, as safetensors does."""
+    header: dict = {"__metadata__": metadata} if metadata is not None else {}
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + b"".join(data for *_, data in tensors)
