@@ -39,7 +39,7 @@ class RepoFormat:
         chunking = (chunking or ChunkingParams()).validate()
         if version == 1:
             return cls(1, chunking)
-        return cls(2, chunking, TensorChunkingParams(), blob_codec.CodecParams())
+        return cls(2, chunking, TensorChunkingParams.for_chunking(chunking), blob_codec.CodecParams())
 
     def meta(self) -> dict:
         """The content of aim-repo.json."""
