@@ -290,7 +290,7 @@ HOSTILE = {
                                   16 * MiB),
     "zstd: truncated": (zstd_blob(zstd_frame([raw_block(b"abcdef")], 6)[:-2], 6), 6),
     "zstd: reserved block type": (zstd_blob(zstd_frame([(3, 6, b"abcdef")], 6), 6), 6),
-    "bg2: odd raw size": (header(2, 5) + stream_table((0, 2), (0, 3)) + bytes(5), 5),
+    "bg2: odd raw size": (header(2, 101) + stream_table((1, _RLE50_LEN), (1, _RLE50_LEN)) + _RLE50 * 2, 101),
     "bg2: table cut short": (header(2, 100) + stream_table((0, 50))[:-1], 100),
     "bg2: unknown stream mode": (_bg2(modes=(0, 2)), 100),
     "bg2: raw stream of the wrong length": (_bg2(lengths=(49, _RLE50_LEN), stream0=bytes(49)), 100),
