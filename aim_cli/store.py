@@ -404,6 +404,8 @@ class Repository:
             size = fmt.raw_size_of(stored)
         except CorruptBlob as e:
             raise self._corrupt(digest, str(e), "") from None
+        if size > mf.MAX_CHUNK_SIZE:  # no chunk is larger: never decode towards what a header claims
+            raise self._corrupt(digest, f"its header claims {size} bytes, more than any chunk", "")
         self._decoded(digest, stored, size, "")
         return size
 
