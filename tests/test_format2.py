@@ -157,3 +157,36 @@ def test_a_format_1_blob_in_a_format_2_repository_is_corrupt(tmp_path):
     for args in (["model", "verify", "new", "m"], ["repo", "check", "new", "--read-data"]):
         audit = _aim(tmp_path, *args)
         assert audit.returncode == 5 and f"corrupt   blob {digest}" in audit.stdout, audit
+
+
+def _bomb(raw_size: int, *, claimed: int | None = None) -> bytes:
+    """A format 2 blob whose zstd frame expands far beyond the chunk it stands for."""
+    import struct
+
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 * 1024 * 1024))
+    header = struct.pack("<4sB3sQ", blob_codec.MAGIC, blob_codec.Codec.ZSTD, b"\0\0\0", claimed or raw_size)
+    return header + frame
+
+
+def test_a_decompression_bomb_is_a_corrupt_blob_everywhere(tmp_path):
+    root = _create(tmp_path, "new")
+    src = make_mixed_model(tmp_path / "src")
+    ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1"))
+    manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
+    entry = next(f for f in manifest["files"] if f["path"] == "weights/extra.bin")
+    [(digest, size)] = entry["chunks"]
+    (root / blob_key(digest)).write_bytes(_bomb(size))
+    # An unreferenced blob whose header claims a terabyte: check --read-data must not believe it.
+    stray = "ab" * 32
+    (root / blob_key(stray)).parent.mkdir(exist_ok=True)
+    (root / blob_key(stray)).write_bytes(_bomb(0, claimed=2**40))
+
+    one_line_error(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out"), 5, digest, "corrupt")
+    assert not (tmp_path / "out" / "weights" / "extra.bin").exists()
+    verify = _aim(tmp_path, "model", "verify", "new", "m")
+    assert verify.returncode == 5 and f"corrupt   blob {digest}" in verify.stdout
+    check = _aim(tmp_path, "repo", "check", "new", "--read-data")
+    assert check.returncode == 5 and "Traceback" not in check.stderr
+    assert f"corrupt   blob {digest}" in check.stdout and f"corrupt   blob {stray}" in check.stdout
