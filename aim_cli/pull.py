@@ -42,7 +42,7 @@ from pathlib import Path
 import blake3
 
 from aim_cli import manifest as mf
-from aim_cli.chunking import batches, file_digest, hash_bytes, iter_chunks
+from aim_cli.chunking import batches, file_digest, hash_bytes
 from aim_cli.config import check_name
 from aim_cli.dest_lock import DestLock
 from aim_cli.errors import IntegrityError, StorageError, UsageError
@@ -404,12 +404,13 @@ def _set_mode(path: str | Path, mode: int) -> None:
 
 class _LocalSources:
     """Chunks found in local files (an earlier version at the final path, --reference dirs,
-    partial files of another version's pull), indexed by digest. Files are re-chunked with the
-    repository's parameters (content-defined: unchanged data cuts the same chunks even when it
-    moved); chunks already verified in place are added as they are."""
+    partial files of another version's pull), indexed by digest. Files are re-chunked as the
+    repository cuts them (its RepoFormat: content-defined, tensor-aligned in format 2, so
+    unchanged data cuts the same chunks even when it moved); chunks already verified in place are
+    added as they are."""
 
-    def __init__(self, params):
-        self.params = params
+    def __init__(self, fmt):
+        self.fmt = fmt
         self.index: dict[str, tuple[str, int, int]] = {}
         self.lock = threading.Lock()
 
@@ -422,7 +423,7 @@ class _LocalSources:
         if not _regular_file(path):
             return
         try:
-            self.add(path, [(c.digest, c.offset, c.size) for c in iter_chunks(path, self.params)])
+            self.add(path, [(c.digest, c.offset, c.size) for c in self.fmt.chunk_file(path)])
         except OSError:
             pass
 
@@ -542,7 +543,7 @@ def _plan(repo, m: mf.Manifest, dest: Path, references, progress) -> _Plan:
                                names.may_have(parent, name), partial_name in partials))
         current.add(partial_name)
     leftovers = [p for name, p in partials.items() if name not in current]
-    sources = _LocalSources(repo.params())
+    sources = _LocalSources(repo.format())
 
     # Checking a large model already on disk takes a while: it gets a bar of its own.
     on_disk = sum(t.entry.size for t in targets if t.final_listed or t.partial_listed)

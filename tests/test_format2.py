@@ -190,3 +190,26 @@ def test_a_decompression_bomb_is_a_corrupt_blob_everywhere(tmp_path):
     check = _aim(tmp_path, "repo", "check", "new", "--read-data")
     assert check.returncode == 5 and "Traceback" not in check.stderr
     assert f"corrupt   blob {digest}" in check.stdout and f"corrupt   blob {stray}" in check.stdout
+
+
+def test_pulling_a_version_whose_tensors_moved_reuses_them_from_dest(tmp_path):
+    """A tiny tensor inserted at the start shifts every offset of the shard: format 2 still cuts
+    the moved tensors into the same chunks, and pull finds them in DEST's older file (re-chunked
+    the repository's way), so it fetches only the header and the inserted tensor's group."""
+    from tests.helpers import random_bytes, safetensors_bytes
+
+    big = [(f"layer{i}.weight", "BF16", [640, 256], random_bytes(640 * 512, 100 + i)) for i in range(4)]
+    tiny = ("inserted.bias", "BF16", [8], random_bytes(16, 7))
+    for tag, tensors in (("v1", big), ("v2", [tiny, *big])):
+        (tmp_path / tag).mkdir()
+        (tmp_path / tag / "model.safetensors").write_bytes(safetensors_bytes(tensors))
+    _create(tmp_path, "new")
+    for tag in ("v1", "v2"):
+        ok(_aim(tmp_path, "model", "push", "new", "m", tmp_path / tag, "--tag", tag))
+    ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v1"))
+    again = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v2",
+                               "--json")).stdout)
+    assert file_contents(tmp_path / "out") == file_contents(tmp_path / "v2")
+    header = (tmp_path / "v2" / "model.safetensors").read_bytes()[:8]
+    assert again["fetched_raw_bytes"] <= 8 + int.from_bytes(header, "little") + 16
+    assert again["reused_bytes"] == sum(len(t[3]) for t in big)
