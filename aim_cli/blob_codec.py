@@ -139,21 +139,29 @@ class _PerThread(threading.local):
     context per thread is reused (a fresh one per call costs ~10 us and its allocations)."""
 
     def __init__(self) -> None:
-        self.compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self.compressors: dict[tuple[int, bool], zstandard.ZstdCompressor] = {}
         self.decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
 
 
 _per_thread = _PerThread()
 
 
-def _compressor(level: int) -> zstandard.ZstdCompressor:
+def _compressor(level: int, *, entropy_only: bool = False) -> zstandard.ZstdCompressor:
+    """The thread's zstd compressor at ``level``. ``entropy_only`` (for byte-grouped streams):
+    a 64-entry hash table and 7-byte minimum matches, so zstd finds almost no matches and
+    Huffman-codes the literals. A stream of bf16 exponent bytes has no long repeats, only a
+    skewed histogram; measured on N(0, 0.02) weights (4 MiB chunks): level 1 as is stores it in
+    0.369 of its size at ~420 MB/s, these parameters in 0.340 at ~1,200 MB/s."""
+    key = (level, entropy_only)
     compressors = _per_thread.compressors
-    if level not in compressors:
+    if key not in compressors:
         # Content size in every frame: decode checks it before allocating anything. No checksum:
         # the store hashes the decoded bytes with BLAKE3 anyway.
-        compressors[level] = zstandard.ZstdCompressor(level=level, write_content_size=True,
-                                                      write_checksum=False, write_dict_id=False)
-    return compressors[level]
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, **({"hash_log": 6, "min_match": 7} if entropy_only else {}),
+            write_content_size=True, write_checksum=False, write_dict_id=False)
+        compressors[key] = zstandard.ZstdCompressor(compression_params=params)
+    return compressors[key]
 
 
 # --- encode ---------------------------------------------------------------------------------
@@ -191,16 +199,16 @@ def _grouped_payload(view: memoryview, groups: int, params: CodecParams) -> list
     table, streams = [], []
     for i in range(groups):
         stream = raw[i::groups]
-        frame = _compress(stream, params) if worth[i] else None
+        frame = _compress(stream, params, entropy_only=True) if worth[i] else None
         mode, stored = (_Mode.RAW, stream) if frame is None else (_Mode.ZSTD, frame)
         table.append(_STREAM_HEADER.pack(mode, len(stored)))
         streams.append(stored)
     return table + streams
 
 
-def _compress(data, params: CodecParams) -> bytes | None:
+def _compress(data, params: CodecParams, *, entropy_only: bool = False) -> bytes | None:
     """A zstd frame of ``data`` if it saves ``min_saving`` of it, else None."""
-    frame = _compressor(params.zstd_level).compress(data)
+    frame = _compressor(params.zstd_level, entropy_only=entropy_only).compress(data)
     return frame if _saves_enough(len(frame), len(data), params.min_saving) else None
 
 
@@ -214,7 +222,7 @@ def _probe(view: memoryview, groups: int, params: CodecParams) -> list[bool]:
         return [size > 0] * groups
     step = (size - slice_size) // (_PROBE_SLICES - 1) // groups * groups
     sample = b"".join(view[i * step:i * step + slice_size] for i in range(_PROBE_SLICES))
-    compressor = _compressor(params.zstd_level)
+    compressor = _compressor(params.zstd_level, entropy_only=groups > 1)
     return [len(compressor.compress(part)) < len(part) * (1 - params.min_saving / 2)
             for part in (sample[i::groups] for i in range(groups))]
 

@@ -143,7 +143,7 @@ class _Recording:
 @pytest.mark.parametrize("element_size", [1, 2, 4])
 def test_incompressible_data_costs_a_sample_not_a_compression(monkeypatch, element_size):
     sizes, real = [], bc._compressor
-    monkeypatch.setattr(bc, "_compressor", lambda level: _Recording(real(level), sizes))
+    monkeypatch.setattr(bc, "_compressor", lambda level, **kw: _Recording(real(level, **kw), sizes))
     encode(random_bytes(MiB, 5), element_size)
     assert sizes and max(sizes) <= 16 * KiB  # the probe's sample, never the 1 MiB (or a stream)
     sizes.clear()
@@ -439,3 +439,15 @@ def test_params_round_trip_and_refusals():
                 {"zstd_level": 1.0, "min_saving": 0.03}]:
         with pytest.raises((ValueError, TypeError, KeyError)):
             CodecParams.from_dict(bad)
+
+
+def test_byte_grouped_streams_are_entropy_coded():
+    """The exponent stream of bf16 weights has a skewed histogram and no long repeats: the
+    entropy-only compressor stores it smaller than zstd level 1 as is (0.340 vs 0.369 of it)."""
+    import zstandard
+
+    data = bf16_weights(4 * MiB, 11)
+    high = data[1::2]
+    plain = len(zstandard.ZstdCompressor(level=1).compress(high))
+    blob, codec = encode(data, 2)
+    assert codec == Codec.BG2_ZSTD and len(blob) - HEADER_SIZE - 2 * 9 - len(high) < plain * 0.95
