@@ -588,8 +588,8 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
     progress = progress or NullProgress()
     dest = directory_argument(dest, "the destination")
     references = [directory_argument(r, "--reference") for r in references]
-    repo.format()  # a format this client cannot read is refused before DEST is touched
     ref, newest = resolve_version(repo, model, tag, digest)
+    repo.format()  # a format this client cannot read is refused before DEST is touched
     m = ref.manifest
     result = PullResult(model, m.tag, ref.digest, len(m.files), m.total_size, newest=newest)
 
