@@ -416,6 +416,52 @@ def repo_gc(repo_name, dry_run, as_json):
         _out(f"deleted {r.deleted} blobs, freed {_size(r.freed_bytes)}{extra}")
 
 
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/transfer_copy.py) ----------------------
+@model.command("diff")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("tag_a", metavar="TAG_A")
+@click.argument("tag_b", metavar="TAG_B")
+@click.option("--include", "include", multiple=True, metavar="PATTERN",
+              help="Compare only the files matching PATTERN (repeatable; '*' matches '/' too, 'dir/' a directory).")
+@click.option("--exclude", "exclude", multiple=True, metavar="PATTERN", help="Leave out the files matching PATTERN.")
+@json_option
+def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
+    """Show the files TAG_B added, removed and changed since TAG_A of MODEL, and what a pull of
+    TAG_B into a directory holding TAG_A fetches. Reads the two manifests only; exit 0 whether
+    or not they differ."""
+    r = _api().diff(repo_name, model_name, tag_a, tag_b, include=include, exclude=exclude, config=_config())
+    if as_json:
+        _json(asdict(r) | {"identical": r.identical})
+        return
+    from aim_cli.quoting import printable
+
+    _out(f"{r.model}: {r.tag_a} (digest {r.digest_a[:12]}) -> {r.tag_b} (digest {r.digest_b[:12]})")
+    for f in r.files:
+        _out(f"{f.status:<9}  {_diff_sizes(f):>24}  {printable(f.path, len(f.path))}{_diff_mode(f)}")
+    t = r.totals
+    _out(f"{t['added'].files} added ({_size(t['added'].bytes_b)}), {t['removed'].files} removed "
+         f"({_size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged; "
+         f"{_size(r.changed_bytes)} of {r.tag_b} in added or changed files")
+    unstored = (f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)"
+                if r.fetch.unstored_chunks else "")
+    _out(f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
+         f"{_size(r.fetch.stored_bytes)} stored ({_size(r.fetch.raw_bytes)} of chunks){unstored}")
+
+
+def _diff_sizes(f) -> str:
+    """A file's size, or both when it changed: "1.0 MiB", "1.0 MiB -> 1.1 MiB"."""
+    if f.size_a is None or f.size_b is None or f.size_a == f.size_b:
+        return _size(f.size_b if f.size_a is None else f.size_a)
+    return f"{_size(f.size_a)} -> {_size(f.size_b)}"
+
+
+def _diff_mode(f) -> str:
+    if f.mode_a is None or f.mode_b is None or f.mode_a == f.mode_b:
+        return ""
+    return f" (mode {f.mode_a:o} -> {f.mode_b:o})"
+
+
 # -- cache ------------------------------------------------------------------------------------------
 @cli.group()
 def cache():
