@@ -462,6 +462,63 @@ def _diff_mode(f) -> str:
     return f" (mode {f.mode_a:o} -> {f.mode_b:o})"
 
 
+@model.command("copy")
+@click.argument("src_repo", metavar="SRC_REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("dst_repo", metavar="DST_REPO")
+@click.option("--tag", "-t", "tags", multiple=True, help="Version to copy (repeatable; default: every version).")
+@click.option("--dry-run", is_flag=True, help="Print what would be copied; write nothing.")
+@jobs_option
+@quiet_option
+@json_option
+def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_json):
+    """Copy versions of MODEL from SRC_REPO into DST_REPO with the same manifest digests,
+    transferring only the blobs DST_REPO lacks; rerun to resume. A tag DST_REPO holds with
+    another digest is a conflict: the others are copied, then exit 4."""
+    from aim_cli.progress import make_progress
+
+    r = _api().copy(src_repo, model_name, dst_repo, tags=tags or None, jobs=jobs, dry_run=dry_run, config=_config(),
+                    progress=make_progress(quiet or as_json or dry_run))
+    if as_json:
+        _json(asdict(r) | {"reencoded": r.reencoded})
+    else:
+        _show_copy(r)
+    if r.conflicts:
+        from aim_cli.errors import TagExistsError
+
+        held = {v.tag: v for v in r.versions}
+        named = ", ".join(f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})"
+                          for t in r.conflicts)
+        raise TagExistsError(f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
+                             "versions are immutable: the other versions were copied; to replace one, delete it "
+                             f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again")
+
+
+def _show_copy(r) -> None:
+    would = "would copy" if r.dry_run else "copied"
+    for v in r.versions:
+        label = f"{r.model}:{v.tag}"
+        if v.status == "skipped":
+            _out(f"skipped   {label}  {r.dst!r} holds it with the same digest")
+        elif v.status == "conflict":
+            _out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
+        else:
+            stored = "" if v.stored_bytes is None else f" ({_size(v.stored_bytes)} stored)"
+            _out(f"{would:<9} {label}  {v.blobs} blobs, {_size(v.raw_bytes)} of chunks{stored}, "
+                 f"{v.present_blobs} already there; digest {v.digest}")
+    if r.reencoded:
+        note = (" (a format 1 repository records no dtypes: chunks compressed as plain bytes)"
+                if r.src_format == 1 else "")
+        _out(f"blobs {'would be ' if r.dry_run else ''}re-encoded from format {r.src_format} to format "
+             f"{r.dst_format}{note}")
+    created = f"; {'would create' if r.dry_run else 'created'} repository {r.dst!r}" if r.dst_created else ""
+    stored = "" if r.stored_bytes is None else f", {_size(r.stored_bytes)} stored"
+    dry = "; dry run: nothing written" if r.dry_run else ""
+    _out(f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
+         f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {_size(r.raw_bytes)} of "
+         f"chunks{stored}{created}; {r.elapsed:.2f}s{dry}")
+
+
 # -- cache ------------------------------------------------------------------------------------------
 @cli.group()
 def cache():

@@ -22,10 +22,12 @@ import os
 import random
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -491,3 +493,25 @@ def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: i
         repo.commit(mf.Manifest(mf.FORMAT, model, tag, f"2026-01-01T00:00:00.{v:06d}Z", "test@host", "",
                                 sum(e.size for e in entries), entries))
     return [d for d, _ in shared]
+
+
+# -- killing a running command ------------------------------------------------------------------
+def sigkill_when(args, reached, *, what: str, deadline: float = 60) -> None:
+    """Run ``aim_cli ARGS`` (quiet, no terminal) and SIGKILL it as soon as ``reached()`` is true,
+    polling; fail if it finishes first or ``deadline`` seconds pass. For "kill it midway, then
+    rerun" tests: the condition looks at what the command wrote (blobs stored, bytes written)."""
+    proc = subprocess.Popen([str(AIM), *map(str, args)], env=base_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until = time.monotonic() + deadline
+        while not reached():
+            assert proc.poll() is None, f"the {what} finished before it could be killed"
+            assert time.monotonic() < until, f"the {what} made no progress"
+            time.sleep(0.001)  # a polling interval, bounded by the deadline
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
