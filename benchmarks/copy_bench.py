@@ -65,9 +65,9 @@ def measure(repos: Repos, ck: dict, src: str, push_repo: str, dst: str) -> dict:
     v1, v2 = (Path(v["dir"]) for v in ck["versions"][:2])
     for tag, version in (("v1", v1), ("v2", v2)):
         repos.aim("model", "push", src, "m", str(version), "--tag", tag)
-    repos.aim("model", "push", push_repo, "m", str(v1), "--tag", "v1")
+    push1 = repos.aim("model", "push", push_repo, "m", str(v1), "--tag", "v1")
     push = repos.aim("model", "push", push_repo, "m", str(v2), "--tag", "v2")
-    repos.aim("model", "copy", src, "m", dst, "--tag", "v1")
+    copy1 = repos.aim("model", "copy", src, "m", dst, "--tag", "v1")
     copy = repos.aim("model", "copy", src, "m", dst, "--tag", "v2")
     p, c = push.json(), copy.json()
     src_digests = {v["tag"]: v["digest"] for v in repos.aim("model", "versions", src, "m").json()}
@@ -75,7 +75,8 @@ def measure(repos: Repos, ck: dict, src: str, push_repo: str, dst: str) -> dict:
     assert dst_digests == src_digests, (src_digests, dst_digests)
     return {"push_stored": p["new_stored_bytes"], "push_raw": p["new_bytes"], "push_s": push.seconds,
             "copy_stored": c["stored_bytes"], "copy_read": c["read_bytes"], "copy_raw": c["raw_bytes"],
-            "copy_blobs": c["blobs"], "copy_s": copy.seconds, "changed": ck["versions"][1]["changed_tensor_bytes"]}
+            "copy_blobs": c["blobs"], "copy_s": copy.seconds, "push1_s": push1.seconds, "copy1_s": copy1.seconds,
+            "v1_bytes": copy1.json()["raw_bytes"]}
 
 
 def rows(kind: str, m: dict) -> list[bench_run.Row]:
@@ -91,6 +92,9 @@ def rows(kind: str, m: dict) -> list[bench_run.Row]:
                       f"push's new chunks {bench_run.mib(m['push_raw'])}", f"{raw_ratio:.3f}x", "—", None),
         bench_run.Row(f"{kind}: wall time", f"{m['copy_s']:.2f} s", f"push {m['push_s']:.2f} s",
                       f"{m['copy_s'] / m['push_s']:.2f}x", "—", None),
+        bench_run.Row(f"{kind}: v1 ({bench_run.mib(m['v1_bytes'])}) into an empty repository, wall time",
+                      f"{m['copy1_s']:.2f} s", f"push {m['push1_s']:.2f} s", f"{m['copy1_s'] / m['push1_s']:.2f}x",
+                      "—", None),
     ]
 
 
