@@ -19,15 +19,18 @@ from aim_cli.backends import open_backend
 from aim_cli.chunking import ChunkingParams
 from aim_cli.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.config import Config, RepoConfig, check_name
+from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
 from aim_cli.pull import PullResult
 from aim_cli.push import PushResult
 from aim_cli.store import Repository, VersionRef
 from aim_cli.summary import Summary
+from aim_cli.transfer_copy import CopyResult
 
 DEFAULT_JOBS = 8
 
 __all__ = [
+    "CopyResult", "DiffResult", "copy", "diff",
     "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
     "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
     "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
@@ -167,6 +170,33 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
     local_roots = [r.path for r in cfg.repos.values() if r.type == "local"]  # DEST must stay out of them
     return pullmod.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
                         cache=cache, progress=progress, repo_roots=local_roots)
+
+
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/transfer_copy.py) -----------------------
+def diff(repo: str, model: str, tag_a: str, tag_b: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+         config=None) -> DiffResult:
+    """What changed from ``model:tag_a`` to ``model:tag_b``: an ``aim_cli.diff.DiffResult`` (files
+    added, removed, changed and unchanged with their sizes; what a pull of B over A fetches).
+    Reads the two manifests and asks storage the stored size of the chunks B adds; no blob."""
+    from aim_cli import diff as diffmod
+    from aim_cli.patterns import PathFilter
+
+    return diffmod.diff(open_repository(repo, config=config), model, tag_a, tag_b,
+                        paths=PathFilter.of(include, exclude))
+
+
+def copy(src_repo: str, model: str, dst_repo: str, *, tags: Sequence[str] | None = None, jobs: int = DEFAULT_JOBS,
+         dry_run: bool = False, config=None, progress=None) -> CopyResult:
+    """Copy versions of ``model`` (``tags``, or all) from ``src_repo`` into ``dst_repo`` with their
+    manifests' exact bytes, transferring only the blobs the destination lacks: an
+    ``aim_cli.transfer_copy.CopyResult``. A tag the destination holds with another digest does
+    not raise: it is listed in ``result.conflicts`` and the other versions are copied."""
+    from aim_cli import transfer_copy
+
+    cfg = get_config(config)
+    source = open_repository(src_repo, config=cfg, jobs=jobs)
+    dest = open_repository(dst_repo, config=cfg, jobs=jobs)
+    return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, progress=progress)
 
 
 # -- audits and garbage collection (aim_cli/verify.py, aim_cli/gc.py) --------------------------------

@@ -432,6 +432,109 @@ def repo_gc(repo_name, dry_run, as_json):
         _out(f"deleted {r.deleted} blobs, freed {_size(r.freed_bytes)}{extra}")
 
 
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/transfer_copy.py) ----------------------
+@model.command("diff")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("tag_a", metavar="TAG_A")
+@click.argument("tag_b", metavar="TAG_B")
+@click.option("--include", "include", multiple=True, metavar="PATTERN",
+              help="Compare only the files matching PATTERN (repeatable; '*' matches '/' too, 'dir/' a directory).")
+@click.option("--exclude", "exclude", multiple=True, metavar="PATTERN", help="Leave out the files matching PATTERN.")
+@json_option
+def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
+    """Show the files TAG_B added, removed and changed since TAG_A of MODEL, and what a pull of
+    TAG_B into a directory holding TAG_A fetches. Reads the two manifests only; exit 0 whether
+    or not they differ."""
+    r = _api().diff(repo_name, model_name, tag_a, tag_b, include=include, exclude=exclude, config=_config())
+    if as_json:
+        _json(asdict(r) | {"identical": r.identical})
+        return
+    from aim_cli.quoting import printable
+
+    _out(f"{r.model}: {r.tag_a} (digest {r.digest_a[:12]}) -> {r.tag_b} (digest {r.digest_b[:12]})")
+    for f in r.files:
+        _out(f"{f.status:<9}  {_diff_sizes(f):>24}  {printable(f.path, len(f.path))}{_diff_mode(f)}")
+    t = r.totals
+    _out(f"{t['added'].files} added ({_size(t['added'].bytes_b)}), {t['removed'].files} removed "
+         f"({_size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged; "
+         f"{_size(r.changed_bytes)} of {r.tag_b} in added or changed files")
+    unstored = (f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)"
+                if r.fetch.unstored_chunks else "")
+    _out(f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
+         f"{_size(r.fetch.stored_bytes)} stored ({_size(r.fetch.raw_bytes)} of chunks){unstored}")
+
+
+def _diff_sizes(f) -> str:
+    """A file's size, or both when it changed: "1.0 MiB", "1.0 MiB -> 1.1 MiB"."""
+    if f.size_a is None or f.size_b is None or f.size_a == f.size_b:
+        return _size(f.size_b if f.size_a is None else f.size_a)
+    return f"{_size(f.size_a)} -> {_size(f.size_b)}"
+
+
+def _diff_mode(f) -> str:
+    if f.mode_a is None or f.mode_b is None or f.mode_a == f.mode_b:
+        return ""
+    return f" (mode {f.mode_a:o} -> {f.mode_b:o})"
+
+
+@model.command("copy")
+@click.argument("src_repo", metavar="SRC_REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("dst_repo", metavar="DST_REPO")
+@click.option("--tag", "-t", "tags", multiple=True, help="Version to copy (repeatable; default: every version).")
+@click.option("--dry-run", is_flag=True, help="Print what would be copied; write nothing.")
+@jobs_option
+@quiet_option
+@json_option
+def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_json):
+    """Copy versions of MODEL from SRC_REPO into DST_REPO with the same manifest digests,
+    transferring only the blobs DST_REPO lacks; rerun to resume. A tag DST_REPO holds with
+    another digest is a conflict: the others are copied, then exit 4."""
+    from aim_cli.progress import make_progress
+
+    r = _api().copy(src_repo, model_name, dst_repo, tags=tags or None, jobs=jobs, dry_run=dry_run, config=_config(),
+                    progress=make_progress(quiet or as_json or dry_run))
+    if as_json:
+        _json(asdict(r) | {"reencoded": r.reencoded})
+    else:
+        _show_copy(r)
+    if r.conflicts:
+        from aim_cli.errors import TagExistsError
+
+        held = {v.tag: v for v in r.versions}
+        named = ", ".join(f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})"
+                          for t in r.conflicts)
+        raise TagExistsError(f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
+                             "versions are immutable: the other versions were copied; to replace one, delete it "
+                             f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again")
+
+
+def _show_copy(r) -> None:
+    would = "would copy" if r.dry_run else "copied"
+    for v in r.versions:
+        label = f"{r.model}:{v.tag}"
+        if v.status == "skipped":
+            _out(f"skipped   {label}  {r.dst!r} holds it with the same digest")
+        elif v.status == "conflict":
+            _out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
+        else:
+            stored = "" if v.stored_bytes is None else f" ({_size(v.stored_bytes)} stored)"
+            _out(f"{would:<9} {label}  {v.blobs} blobs, {_size(v.raw_bytes)} of chunks{stored}, "
+                 f"{v.present_blobs} already there; digest {v.digest}")
+    if r.reencoded:
+        note = (" (a format 1 repository records no dtypes: chunks compressed as plain bytes)"
+                if r.src_format == 1 else "")
+        _out(f"blobs {'would be ' if r.dry_run else ''}re-encoded from format {r.src_format} to format "
+             f"{r.dst_format}{note}")
+    created = f"; {'would create' if r.dry_run else 'created'} repository {r.dst!r}" if r.dst_created else ""
+    stored = "" if r.stored_bytes is None else f", {_size(r.stored_bytes)} stored"
+    dry = "; dry run: nothing written" if r.dry_run else ""
+    _out(f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
+         f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {_size(r.raw_bytes)} of "
+         f"chunks{stored}{created}; {r.elapsed:.2f}s{dry}")
+
+
 # -- cache ------------------------------------------------------------------------------------------
 @cli.group()
 def cache():

@@ -268,12 +268,14 @@ class Repository:
             return list(pool.map(fn, items))
 
     # -- repository metadata ---------------------------------------------------------------------
-    def init(self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT) -> ChunkingParams:
+    def init(self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT,
+             like: RepoFormat | None = None) -> ChunkingParams:
         """Write aim-repo.json if absent (exclusive create: two first pushes agree on one), then
         return the repository's chunking parameters, which may be another client's (and so may
         its format be). A new repository's root must be empty and must not lie inside another
-        one: NotEmptyError."""
-        meta = RepoFormat.new(version, params).meta()
+        one: NotEmptyError. ``like``: the whole format of another repository (`model copy`), so
+        that both cut the same chunks."""
+        meta = (like or RepoFormat.new(version, params)).meta()
         if not self.backend.exists(REPO_META_KEY):  # a HEAD is cheaper than a refused conditional PUT
             self._check_new_root()
             self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
@@ -488,17 +490,35 @@ class Repository:
         (for the summary; ignored in format 1, see summary.py). If the tag exists with the same
         files, nothing is written and the stored digest is returned. Once created, the manifest is
         read back: a server that ignored the condition would show another writer's bytes here."""
-        raw = mf.encode(manifest)
-        key = manifest_key(manifest.model, manifest.tag)
-        # Whatever put_if_absent answers, the read-back decides: the stored bytes are the truth.
-        self.backend.put_if_absent(key, raw)
-        stored = self.get_version(manifest.model, manifest.tag)
-        if stored.raw == raw:
-            # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
-            # first answer was lost saw 412 for our own write.
-            self._write_summary_after_commit(stored, stored_size if self.format().codecs is not None else None)
+        stored, ours = self._create_version(manifest.model, manifest.tag, mf.encode(manifest), stored_size)
+        return CommitResult(stored.digest, True) if ours else self.against_stored(stored, manifest)
+
+    def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
+        """Create a version from a manifest's exact bytes, as another repository stores them
+        (`model copy`), so that its digest is the same in both; as ``commit`` otherwise. The tag
+        held by other bytes is a TagExistsError, even with the same files: its digest differs."""
+        manifest = mf.decode(raw, where="the manifest to copy")
+        check_name("model", manifest.model)  # before they make a key
+        check_name("tag", manifest.tag)
+        stored, ours = self._create_version(manifest.model, manifest.tag, raw, stored_size)
+        if ours:
             return CommitResult(stored.digest, True)
-        return self.against_stored(stored, manifest)
+        raise TagExistsError(
+            f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} with another "
+            f"digest ({stored.digest[:16]}, not {mf.digest_of(raw)[:16]})", "versions are immutable")
+
+    def _create_version(self, model: str, tag: str, raw: bytes, stored_size: int | None) -> tuple[VersionRef, bool]:
+        """The exclusive create of manifest ``raw``, then its read-back: (the stored version,
+        whether it is ``raw``). When it is, its summary is written."""
+        # Whatever put_if_absent answers, the read-back decides: the stored bytes are the truth.
+        self.backend.put_if_absent(manifest_key(model, tag), raw)
+        stored = self.get_version(model, tag)
+        if stored.raw != raw:
+            return stored, False
+        # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
+        # first answer was lost saw 412 for our own write.
+        self._write_summary_after_commit(stored, stored_size if self.format().codecs is not None else None)
+        return stored, True
 
     def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None) -> None:
         """The summary comes second: the manifest is the commit point, and a version whose summary

@@ -22,10 +22,12 @@ import os
 import random
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -505,3 +507,25 @@ def safetensors_bytes(tensors: list[tuple[str, str, list[int], bytes]], metadata
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + b"".join(data for *_, data in tensors)
+
+
+# -- killing a running command ------------------------------------------------------------------
+def sigkill_when(args, reached, *, what: str, deadline: float = 60) -> None:
+    """Run ``aim_cli ARGS`` (quiet, no terminal) and SIGKILL it as soon as ``reached()`` is true,
+    polling; fail if it finishes first or ``deadline`` seconds pass. For "kill it midway, then
+    rerun" tests: the condition looks at what the command wrote (blobs stored, bytes written)."""
+    proc = subprocess.Popen([str(AIM), *map(str, args)], env=base_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until = time.monotonic() + deadline
+        while not reached():
+            assert proc.poll() is None, f"the {what} finished before it could be killed"
+            assert time.monotonic() < until, f"the {what} made no progress"
+            time.sleep(0.001)  # a polling interval, bounded by the deadline
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL

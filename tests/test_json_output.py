@@ -76,3 +76,27 @@ def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
     assert [set(v) for v in shown["model versions"]] == [VERSION]
     assert shown["repo create"]["format"] == 2 and shown["repo create"]["initialised"] is True
     assert shown["model delete"]["tags"] == ["v2"] and shown["model delete-version"]["tags"] == ["v1"]
+
+
+def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
+    (tmp_path / "model_repos.yaml").write_text("repos: {}\n")
+
+    def aim(*args) -> dict:
+        return json.loads(ok(run(["--config", tmp_path / "model_repos.yaml", *args, "--json"], cwd=tmp_path)).stdout)
+
+    aim("repo", "create", "r", "--type", "local", "--path", tmp_path / "store")
+    aim("repo", "create", "r2", "--type", "local", "--path", tmp_path / "store2")
+    for variant in (1, 2):
+        aim("model", "push", "r", "m", make_variant_model(tmp_path / f"v{variant}", variant=variant), "--tag",
+            f"v{variant}")
+    diff = aim("model", "diff", "r", "m", "v1", "v2")
+    assert set(diff) == {"repo", "model", "tag_a", "tag_b", "digest_a", "digest_b", "files", "totals",
+                         "changed_bytes", "fetch", "include", "exclude", "identical"}
+    assert all(set(f) == {"path", "status", "size_a", "size_b", "mode_a", "mode_b"} for f in diff["files"])
+    assert set(diff["fetch"]) == {"chunks", "raw_bytes", "stored_bytes", "unstored_chunks"}
+    copy = aim("model", "copy", "r", "m", "r2")
+    assert set(copy) == {"src", "dst", "model", "dry_run", "src_format", "dst_format", "dst_created", "reencoded",
+                         "versions", "copied", "skipped", "conflicts", "blobs", "raw_bytes", "read_bytes",
+                         "stored_bytes", "elapsed"}
+    assert [set(v) for v in copy["versions"]] == 2 * [{"tag", "digest", "status", "blobs", "raw_bytes", "read_bytes",
+                                                       "stored_bytes", "present_blobs", "dst_digest"}]

@@ -1,0 +1,244 @@
+"""`model copy`: versions of a model from one repository into another, byte for byte.
+
+    resolve the versions (every version of the model, oldest first, or the named tags: an
+    unknown tag is refused before anything is written)
+    initialise the destination if needed (with the source's format and chunking, so that later
+    pushes there cut the chunks the copied versions hold), then, under its shared lease (the
+    one push takes, leases.py), version by version:
+        the tag is there with the same manifest digest -> skipped
+        the tag is there with another digest -> a conflict: noted, on to the next version
+        the version's distinct chunks the destination lacks (asked in bulk, once per chunk per
+        run) -> read from the source and verified -> stored (``jobs`` threads, at most
+        2 x ``jobs`` blobs submitted at once, so memory stays bounded)
+        sync -> lease check -> exclusive create of the manifest's exact bytes
+
+The manifest is copied as stored, so its digest (what an auditor pins) is the same in both
+repositories. Blobs are named by the BLAKE3 of their raw bytes in every format, so any repository
+can hold any chunk: nothing is re-chunked. Between repositories of the same storage format a
+blob is copied as stored, once its raw bytes are verified. Across formats it is re-encoded:
+format 2 -> 1 stores the raw bytes; format 1 -> 2 compresses without a dtype hint (a format 1
+repository records none, so every chunk is encoded with element size 1), which saves less on
+bf16/f16 weights than a push into the format 2 repository would.
+
+A copy that stops (a kill, a lost connection) leaves complete blobs and committed versions
+only; the rerun finds them and copies the rest. A blob that fails verification stops the copy
+(IntegrityError, exit 5) before its version is committed. ``dry_run`` plans the same way and
+writes nothing: no repository, no lease, no blob.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aim_cli import leases
+from aim_cli.config import check_name
+from aim_cli.errors import TagExistsError
+from aim_cli.progress import NullProgress
+from aim_cli.store import Repository, VersionRef
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+COPIED, SKIPPED, CONFLICT = "copied", "skipped", "conflict"
+
+
+@dataclass(frozen=True)
+class VersionCopy:
+    """One version's outcome. In a dry run, COPIED means "would be copied" and the counts are
+    what the copy would transfer."""
+
+    tag: str
+    digest: str  # the manifest digest, the same in both repositories once copied
+    status: str  # COPIED, SKIPPED (the destination holds the same digest) or CONFLICT
+    blobs: int = 0  # blobs transferred
+    raw_bytes: int = 0  # their size as chunks
+    read_bytes: int = 0  # what the source stores for them (what was read)
+    stored_bytes: int | None = 0  # what the destination stores for them (dry run across formats: None)
+    present_blobs: int = 0  # its other distinct chunks: in the destination already, or copied for an earlier version
+    dst_digest: str | None = None  # a conflict: the digest the destination holds
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    src: str
+    dst: str
+    model: str
+    dry_run: bool
+    src_format: int
+    dst_format: int  # (a dry run into no repository yet: the format it would get)
+    dst_created: bool  # the destination repository was created (dry run: would be)
+    versions: list[VersionCopy]
+    copied: list[str]  # tags copied (would be, in a dry run)
+    skipped: list[str]  # tags the destination held with the same digest
+    conflicts: list[str]  # tags the destination holds with another digest: the CLI exits 4
+    blobs: int
+    raw_bytes: int
+    read_bytes: int
+    stored_bytes: int | None
+    elapsed: float
+
+    @property
+    def reencoded(self) -> bool:
+        """Blobs were re-encoded (the formats differ) instead of copied as stored."""
+        return self.src_format != self.dst_format
+
+
+def _result(src: Repository, dst: Repository, model: str, dry_run: bool, formats: tuple[int, int], created: bool,
+            versions: list[VersionCopy], started: float) -> CopyResult:
+    def tags(status: str) -> list[str]:
+        return [v.tag for v in versions if v.status == status]
+
+    stored = [v.stored_bytes for v in versions]
+    return CopyResult(src.name, dst.name, model, dry_run, formats[0], formats[1], created, versions, tags(COPIED),
+                      tags(SKIPPED), tags(CONFLICT), sum(v.blobs for v in versions),
+                      sum(v.raw_bytes for v in versions), sum(v.read_bytes for v in versions),
+                      None if None in stored else sum(stored), time.monotonic() - started)
+
+
+def _bounded(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
+    """``fn`` over ``items`` on ``pool``, at most ``limit`` submitted at once (a blob is held
+    only while its task runs: memory stays bounded however many there are); results as they
+    complete. The first failure is raised; the caller shuts the pool down."""
+    pending: set[Future] = set()
+
+    def collect() -> Iterator[R]:
+        nonlocal pending
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in done:
+            yield fut.result()
+
+    for item in items:
+        if len(pending) >= limit:
+            yield from collect()
+        pending.add(pool.submit(fn, item))
+    while pending:
+        yield from collect()
+
+
+def versions_to_copy(src: Repository, model: str, tags: Sequence[str] | None) -> list[str]:
+    """The tags to copy: every version of ``model``, oldest first, or ``tags`` (each once), every
+    one of which must exist (VersionNotFoundError, exit 3, before anything is written)."""
+    if not tags:
+        return [s.tag for s in src.list_versions(model)]
+    wanted = list(dict.fromkeys(check_name("tag", t) for t in tags))
+    for tag, found in zip(wanted, src.map_parallel(lambda t: src.has_version(model, t), wanted)):
+        if not found:
+            src.get_version(model, tag)  # raises VersionNotFoundError naming the model or the tag
+    return wanted
+
+
+class _Copier:
+    """Copies versions one at a time. ``known`` maps each chunk the destination holds (as far as
+    this run knows: asked once per chunk) to what it stores for it; None for a chunk a dry run
+    would copy."""
+
+    def __init__(self, src: Repository, dst: Repository, model: str, *, same_format: bool, dst_exists: bool,
+                 dry_run: bool, pool: ThreadPoolExecutor, jobs: int, progress):
+        self.src, self.dst, self.model = src, dst, model
+        self.same_format = same_format
+        self.dst_exists = dst_exists
+        self.dry_run = dry_run
+        self.pool = pool
+        self.jobs = jobs
+        self.progress = progress
+        self.known: dict[str, int | None] = {}
+        self.lock = threading.Lock()
+
+    def held_digest(self, tag: str) -> str | None:
+        """The digest of the destination's version ``tag``, or None if it has none."""
+        if not self.dst_exists or not self.dst.has_version(self.model, tag):
+            return None
+        return self.dst.get_version(self.model, tag).digest
+
+    def missing(self, chunks: dict[str, int]) -> dict[str, int]:
+        """digest -> size of ``chunks`` the destination lacks; learns what it holds of the others."""
+        unknown = [d for d in chunks if d not in self.known]
+        if unknown and self.dst_exists:
+            self.known.update(self.dst.stored_sizes(unknown))
+        return {d: chunks[d] for d in unknown if d not in self.known}
+
+    def version(self, tag: str, lease: leases.Lease | None) -> VersionCopy:
+        ref = self.src.get_version(self.model, tag)
+        held = self.held_digest(tag)
+        if held is not None:
+            return VersionCopy(tag, ref.digest, SKIPPED if held == ref.digest else CONFLICT,
+                               dst_digest=None if held == ref.digest else held)
+        chunks = {d: size for f in ref.manifest.files for d, size in f.chunks}
+        missing = self.missing(chunks)
+        if self.dry_run:
+            return self._planned(ref, tag, chunks, missing)
+        blobs, raw, read, written = self._transfer(tag, missing)
+        self.dst.sync()  # every blob durable before the manifest that names it exists
+        lease.check()  # a lease judged stale may have let gc free blobs this copy found: do not commit
+        try:
+            self.dst.commit_raw(ref.raw, stored_size=sum(self.known[d] for d in chunks))
+        except TagExistsError:  # another writer took the tag since we looked
+            return VersionCopy(tag, ref.digest, CONFLICT, dst_digest=self.held_digest(tag))
+        return VersionCopy(tag, ref.digest, COPIED, blobs, raw, read, written, len(chunks) - blobs)
+
+    def _planned(self, ref: VersionRef, tag: str, chunks: dict[str, int], missing: dict[str, int]) -> VersionCopy:
+        read = sum(self.src.stored_sizes(missing).values())
+        self.known.update(dict.fromkeys(missing))
+        return VersionCopy(tag, ref.digest, COPIED, len(missing), sum(missing.values()), read,
+                           read if self.same_format else None, len(chunks) - len(missing))
+
+    def _transfer(self, tag: str, missing: dict[str, int]) -> tuple[int, int, int, int]:
+        """Copy the ``missing`` blobs: (blobs, raw bytes, bytes read, bytes stored)."""
+        where = f"{self.model}:{tag}"
+        self.progress.start(f"copy {where}", sum(missing.values()))
+        read = written = 0
+        try:
+            for n_read, n_written in _bounded(self.pool, lambda item: self._move(*item, where), missing.items(),
+                                              2 * self.jobs):
+                read += n_read
+                written += n_written
+        finally:
+            self.progress.close()
+        return len(missing), sum(missing.values()), read, written
+
+    def _move(self, digest: str, size: int, where: str) -> tuple[int, int]:
+        """One blob from the source (verified) into the destination: (bytes read, bytes stored)."""
+        stored, raw = self.src.get_stored_blob(digest, size, context=where)
+        if self.same_format:
+            self.dst.put_stored_blob(digest, stored)
+            written = len(stored)
+        else:
+            written = self.dst.put_blob(digest, raw)  # element size 1: see the module docstring
+        with self.lock:
+            self.known[digest] = written
+        self.progress.advance(size)
+        return len(stored), written
+
+
+def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | None = None, *, jobs: int = 8,
+         dry_run: bool = False, progress=None) -> CopyResult:
+    """Copy ``tags`` of ``model`` (every version when None or empty) from ``src`` into ``dst``.
+    Conflicts do not raise: they are listed in the result (``conflicts``), the other versions
+    copied. Raises VersionNotFoundError for an unknown model or tag, IntegrityError for a
+    source blob that fails verification, LockHeldError if the destination's lease is lost."""
+    started = time.monotonic()
+    check_name("model", model)
+    src_format = src.format()  # not a repository, an unknown format: refused before anything else
+    names = versions_to_copy(src, model, tags)
+    dst_exists = dst.exists()
+    if not dry_run:
+        dst.init(like=src_format)  # like push: before the lease
+    dst_version = dst.format().version if dst_exists or not dry_run else src_format.version
+    formats = (src_format.version, dst_version)
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="aim-copy")
+    copier = _Copier(src, dst, model, same_format=formats[0] == formats[1], dst_exists=dst_exists or not dry_run,
+                     dry_run=dry_run, pool=pool, jobs=jobs, progress=progress or NullProgress())
+    try:
+        if dry_run:
+            versions = [copier.version(tag, None) for tag in names]
+        else:
+            with leases.acquire(dst, leases.SHARED, "copy") as lease:
+                versions = [copier.version(tag, lease) for tag in names]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return _result(src, dst, model, dry_run, formats, not dst_exists, versions, started)
