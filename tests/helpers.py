@@ -8,6 +8,8 @@
 - directory snapshots: ``tree`` (every entry, by digest), ``files_of``, ``assert_same_tree``,
   ``file_contents`` (regular files with their bytes);
 - audit repositories: ``RepoEnv`` (what the ``repo`` fixture yields), ``BACKENDS``, ``LOCAL_ONLY``;
+- stored blobs in either format: ``altered_blob`` (a corruption only the hash can tell),
+  ``stored_sizes``;
 - backend wrappers and clocks: ``CountingBackend``, ``HookedBackend``, ``FaultyBackend``,
   ``FakeClock``, ``dead_pid``, ``drop_dac_caps``.
 """
@@ -237,10 +239,9 @@ class RepoEnv:
 
     # Raw storage access, for planting faults (both backends speak the same contract).
     def flip_byte(self, digest: str, offset: int = 0) -> None:
+        """Alter one byte of the chunk (``altered_blob``): a valid blob of wrong content."""
         backend = self.repository.backend
-        raw = bytearray(backend.get(blob_key(digest)))
-        raw[offset % len(raw)] ^= 0x01
-        backend.put(blob_key(digest), bytes(raw))
+        backend.put(blob_key(digest), altered_blob(self.repository, backend.get(blob_key(digest)), offset, 0x01))
 
     def delete_blob(self, digest: str) -> None:
         self.repository.backend.delete(blob_key(digest))
@@ -491,3 +492,22 @@ def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: i
         repo.commit(mf.Manifest(mf.FORMAT, model, tag, f"2026-01-01T00:00:00.{v:06d}Z", "test@host", "",
                                 sum(e.size for e in entries), entries))
     return [d for d, _ in shared]
+
+
+# -- stored blobs in either format (format 1: the chunk's bytes; format 2: header || payload) -----
+def altered_blob(repository: Repository, stored: bytes, offset: int | None = None, mask: int = 0xFF) -> bytes:
+    """The stored blob ``stored`` with one byte of its CHUNK altered (at ``offset`` modulo its
+    size, by default the middle one), stored as ``repository``'s format stores chunks: the size
+    and, in format 2, the header are valid, so only the hash can tell (flipping a stored byte
+    could hit a format 2 header or make compressed data undecodable: a different fault)."""
+    fmt = repository.format()
+    raw = bytearray(fmt.decode(stored, fmt.raw_size_of(stored)))
+    raw[len(raw) // 2 if offset is None else offset % len(raw)] ^= mask
+    return bytes(fmt.encode(bytes(raw)))
+
+
+def stored_sizes(repository: Repository, digests) -> dict[str, int]:
+    """digest -> the size of its stored object (what gc frees and the backend sends), for the
+    stored ones of ``digests``."""
+    wanted = set(digests)
+    return {d: size for d, size in repository.iter_blobs() if d in wanted}
