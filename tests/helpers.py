@@ -511,3 +511,10 @@ def stored_sizes(repository: Repository, digests) -> dict[str, int]:
     stored ones of ``digests``."""
     wanted = set(digests)
     return {d: size for d, size in repository.iter_blobs() if d in wanted}
+
+
+def version_bytes(repository: Repository, model: str, tag: str) -> tuple[int, int]:
+    """(raw, stored) bytes of the distinct chunks of ``model:tag``: what a pull that fetches
+    each of them once gets as chunks (``fetched_raw_bytes``) and over the wire (``fetched_bytes``)."""
+    chunks = chunks_of(repository.get_version(model, tag).manifest)
+    return sum(chunks.values()), sum(stored_sizes(repository, chunks).values())
