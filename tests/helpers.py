@@ -259,14 +259,16 @@ def chunks_of(manifest) -> dict[str, int]:
 
 # -- backend wrappers and clocks --------------------------------------------------------------
 class CountingBackend:
-    """Delegates to a real backend; counts gets (and the bytes they return) and can fail the
-    get number ``fail_after`` + 1 onwards, to simulate a pull cut off midway."""
+    """Delegates to a real backend; counts gets of blobs (and the bytes they return; ``got``
+    lists their keys) and can fail the get number ``fail_after`` + 1 onwards, to simulate a
+    pull cut off midway."""
 
     def __init__(self, inner, fail_after: int | None = None):
         self.inner = inner
         self.location = inner.location
         self.gets = 0
         self.get_bytes = 0
+        self.got: list[str] = []
         self.fail_after = fail_after
         self._lock = threading.Lock()
 
@@ -280,6 +282,7 @@ class CountingBackend:
         if key.startswith("blobs/"):
             with self._lock:
                 self.get_bytes += len(data)
+                self.got.append(key)
         return data
 
     def __getattr__(self, name):
