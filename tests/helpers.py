@@ -107,7 +107,8 @@ def parse_size(text: str) -> float:
 
 PUSH_LINE = re.compile(
     r"pushed (?P<model>[^:\s]+):(?P<tag>\S+): (?P<files>\d+) files, (?P<total>[\d.]+ \w+), "
-    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
+    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), (?P<stored>[\d.]+ \w+) stored, "
+    r"digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
 )
 
 
