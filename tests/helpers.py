@@ -229,6 +229,7 @@ class RepoEnv:
     config: Path
     tmp: Path
     repository: Repository
+    format: int  # the repository's storage format (aim-repo.json): 1 for the "local-f1" repositories
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the real console script, as a user would."""
