@@ -41,10 +41,12 @@ def model_dir(tmp_path) -> Path:
     return src
 
 
-@pytest.fixture
-def counting_repo(tmp_path, model_dir):
+@pytest.fixture(params=[2, 1], ids=["format2", "format1"])
+def counting_repo(request, tmp_path, model_dir):
+    """``m:v1`` pushed into a repository of each format, its backend counting blob reads."""
     backend = CountingBackend(LocalBackend(tmp_path / "repo"))
     repo = Repository(backend, "test")
+    repo.init(SMALL_CHUNKS, version=request.param)
     pushmod.push(repo, "m", "v1", model_dir, params=SMALL_CHUNKS)
     backend.gets = backend.get_bytes = 0
     return repo, backend

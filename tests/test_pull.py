@@ -56,7 +56,9 @@ def test_newest_version_when_no_tag(repo, v1, tmp_path):
     assert r.tag == "v2" and r.newest
 
 
-def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_path):
+@pytest.mark.parametrize("version", [2, 1])
+def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_path, version):
+    Repository(local, "r").init(version=version)
     push(Repository(local, "r"), "m", "v1", v1)
     total_chunks = sum(len(f.chunks) for f in Repository(local, "r").get_version("m", "v1").manifest.files)
     cut = CountingBackend(local, fail_after=total_chunks // 2)
