@@ -278,7 +278,9 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     for digest, size in referenced.items():
         if digest not in stored:
             bad[digest] = ("missing", "not stored")
-        elif not fmt.stored_size_fits(stored[digest], size) and digest not in bad:
+        elif digest in bad:
+            continue
+        elif not fmt.stored_size_fits(stored[digest], size):
             bad[digest] = ("size", f"{stored[digest]} bytes stored cannot hold the {size} bytes the manifest says")
         else:
             report.raw_bytes += size

@@ -5,18 +5,23 @@ import pytest
 
 from aim_cli import api
 from aim_cli.chunking import ChunkingParams
+from aim_cli.repo_format import DEFAULT_FORMAT
 from tests.helpers import BACKENDS, NAME, RepoEnv
 
 pytest_plugins = ["tests.s3_fixtures"]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "local-f1"])
 def repo(request, tmp_path) -> RepoEnv:
     """A repository named ``audit`` with small chunks (avg 4 KiB, so that a model of a few
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
-    exist, on S3 (moto) too; ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one. A test
-    module that defines its own ``repo`` fixture (test_pull, test_push, test_store) uses that."""
-    if request.param == "s3":
+    exist, on S3 (moto) too, in the format new repositories get; and "local-f1": a local one of
+    format 1 (raw blobs), which stays readable and writable (``RepoEnv.format`` says which).
+    ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format. A test module
+    that defines its own ``repo`` fixture (test_pull, test_push, test_store) uses that."""
+    kind, _, version = request.param.partition("-f")
+    version = int(version) if version else DEFAULT_FORMAT
+    if kind == "s3":
         from tests.s3_fixtures import s3_repo_yaml
 
         text = s3_repo_yaml(NAME, request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"))
@@ -25,6 +30,7 @@ def repo(request, tmp_path) -> RepoEnv:
     config = tmp_path / "model_repos.yaml"
     config.write_text(text)
     repository = api.open_repository(NAME, config=str(config))
-    repository.init(ChunkingParams.for_average(4096))
-    yield RepoEnv(request.param, NAME, config, tmp_path, repository)
+    repository.init(ChunkingParams.for_average(4096), version=version)
+    assert repository.format().version == version
+    yield RepoEnv(kind, NAME, config, tmp_path, repository, version)
     repository.backend.close()

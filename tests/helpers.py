@@ -8,6 +8,8 @@
 - directory snapshots: ``tree`` (every entry, by digest), ``files_of``, ``assert_same_tree``,
   ``file_contents`` (regular files with their bytes);
 - audit repositories: ``RepoEnv`` (what the ``repo`` fixture yields), ``BACKENDS``, ``LOCAL_ONLY``;
+- stored blobs in either format: ``altered_blob`` (a corruption only the hash can tell),
+  ``stored_sizes``;
 - backend wrappers and clocks: ``CountingBackend``, ``HookedBackend``, ``FaultyBackend``,
   ``FakeClock``, ``dead_pid``, ``drop_dac_caps``.
 """
@@ -107,7 +109,8 @@ def parse_size(text: str) -> float:
 
 PUSH_LINE = re.compile(
     r"pushed (?P<model>[^:\s]+):(?P<tag>\S+): (?P<files>\d+) files, (?P<total>[\d.]+ \w+), "
-    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
+    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), (?P<stored>[\d.]+ \w+) stored, "
+    r"digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
 )
 
 
@@ -228,6 +231,7 @@ class RepoEnv:
     config: Path
     tmp: Path
     repository: Repository
+    format: int  # the repository's storage format (aim-repo.json): 1 for the "local-f1" repositories
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the real console script, as a user would."""
@@ -239,10 +243,9 @@ class RepoEnv:
 
     # Raw storage access, for planting faults (both backends speak the same contract).
     def flip_byte(self, digest: str, offset: int = 0) -> None:
+        """Alter one byte of the chunk (``altered_blob``): a valid blob of wrong content."""
         backend = self.repository.backend
-        raw = bytearray(backend.get(blob_key(digest)))
-        raw[offset % len(raw)] ^= 0x01
-        backend.put(blob_key(digest), bytes(raw))
+        backend.put(blob_key(digest), altered_blob(self.repository, backend.get(blob_key(digest)), offset, 0x01))
 
     def delete_blob(self, digest: str) -> None:
         self.repository.backend.delete(blob_key(digest))
@@ -260,14 +263,16 @@ def chunks_of(manifest) -> dict[str, int]:
 
 # -- backend wrappers and clocks --------------------------------------------------------------
 class CountingBackend:
-    """Delegates to a real backend; counts gets (and the bytes they return) and can fail the
-    get number ``fail_after`` + 1 onwards, to simulate a pull cut off midway."""
+    """Delegates to a real backend; counts gets of blobs (and the bytes they return; ``got``
+    lists their keys) and can fail the get number ``fail_after`` + 1 onwards, to simulate a
+    pull cut off midway."""
 
     def __init__(self, inner, fail_after: int | None = None):
         self.inner = inner
         self.location = inner.location
         self.gets = 0
         self.get_bytes = 0
+        self.got: list[str] = []
         self.fail_after = fail_after
         self._lock = threading.Lock()
 
@@ -281,6 +286,7 @@ class CountingBackend:
         if key.startswith("blobs/"):
             with self._lock:
                 self.get_bytes += len(data)
+                self.got.append(key)
         return data
 
     def __getattr__(self, name):
@@ -529,3 +535,29 @@ def sigkill_when(args, reached, *, what: str, deadline: float = 60) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+# -- stored blobs in either format (format 1: the chunk's bytes; format 2: header || payload) -----
+def altered_blob(repository: Repository, stored: bytes, offset: int | None = None, mask: int = 0xFF) -> bytes:
+    """The stored blob ``stored`` with one byte of its CHUNK altered (at ``offset`` modulo its
+    size, by default the middle one), stored as ``repository``'s format stores chunks: the size
+    and, in format 2, the header are valid, so only the hash can tell (flipping a stored byte
+    could hit a format 2 header or make compressed data undecodable: a different fault)."""
+    fmt = repository.format()
+    raw = bytearray(fmt.decode(stored, fmt.raw_size_of(stored)))
+    raw[len(raw) // 2 if offset is None else offset % len(raw)] ^= mask
+    return bytes(fmt.encode(bytes(raw)))
+
+
+def stored_sizes(repository: Repository, digests) -> dict[str, int]:
+    """digest -> the size of its stored object (what gc frees and the backend sends), for the
+    stored ones of ``digests``."""
+    wanted = set(digests)
+    return {d: size for d, size in repository.iter_blobs() if d in wanted}
+
+
+def version_bytes(repository: Repository, model: str, tag: str) -> tuple[int, int]:
+    """(raw, stored) bytes of the distinct chunks of ``model:tag``: what a pull that fetches
+    each of them once gets as chunks (``fetched_raw_bytes``) and over the wire (``fetched_bytes``)."""
+    chunks = chunks_of(repository.get_version(model, tag).manifest)
+    return sum(chunks.values()), sum(stored_sizes(repository, chunks).values())

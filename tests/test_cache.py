@@ -22,7 +22,7 @@ from aim_cli.backends.local import LocalBackend
 from aim_cli.cache import ChunkCache
 from aim_cli.chunking import ChunkingParams
 from aim_cli.store import Repository
-from tests.helpers import CountingBackend
+from tests.helpers import CountingBackend, stored_sizes, version_bytes
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data
 
@@ -41,10 +41,12 @@ def model_dir(tmp_path) -> Path:
     return src
 
 
-@pytest.fixture
-def counting_repo(tmp_path, model_dir):
+@pytest.fixture(params=[2, 1], ids=["format2", "format1"])
+def counting_repo(request, tmp_path, model_dir):
+    """``m:v1`` pushed into a repository of each format, its backend counting blob reads."""
     backend = CountingBackend(LocalBackend(tmp_path / "repo"))
     repo = Repository(backend, "test")
+    repo.init(SMALL_CHUNKS, version=request.param)
     pushmod.push(repo, "m", "v1", model_dir, params=SMALL_CHUNKS)
     backend.gets = backend.get_bytes = 0
     return repo, backend
@@ -189,7 +191,9 @@ def test_second_pull_into_an_empty_directory_fetches_nothing(tmp_path, counting_
     cache = ChunkCache(tmp_path / "cache")
     first = pullmod.pull(repo, "m", tmp_path / "a", tag="v1", cache=cache)
     total_blob_bytes = backend.get_bytes
-    assert first.fetched_bytes == total_blob_bytes == first.total_size
+    # Fetched: every blob once, counted as stored (on the wire); the cache holds the raw chunks.
+    assert (first.fetched_raw_bytes, first.fetched_bytes) == version_bytes(repo, "m", "v1")
+    assert first.fetched_bytes == total_blob_bytes and first.fetched_raw_bytes == first.total_size
     assert cache.info().bytes == first.total_size
 
     backend.gets = backend.get_bytes = 0
@@ -205,7 +209,8 @@ def test_without_cache_every_pull_fetches_everything(tmp_path, counting_repo, mo
     first = backend.get_bytes
     backend.gets = backend.get_bytes = 0
     result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1")
-    assert backend.get_bytes == first == result.fetched_bytes == result.total_size
+    assert (result.fetched_raw_bytes, result.fetched_bytes) == version_bytes(repo, "m", "v1")
+    assert backend.get_bytes == first == result.fetched_bytes and result.fetched_raw_bytes == result.total_size
     assert result.cached_bytes == 0
     assert same_tree(model_dir, tmp_path / "b")
 
@@ -221,8 +226,9 @@ def test_corrupted_cache_entry_is_fetched_again(tmp_path, counting_repo, model_d
 
     backend.gets = backend.get_bytes = 0
     result = pullmod.pull(repo, "m", tmp_path / "b", tag="v1", cache=cache)
-    assert backend.gets == 1 and backend.get_bytes == len(good)
-    assert result.fetched_bytes == len(good)
+    stored = stored_sizes(repo, [victim.name])[victim.name]  # a cache entry is named by its digest
+    assert backend.gets == 1 and backend.get_bytes == stored
+    assert (result.fetched_bytes, result.fetched_raw_bytes) == (stored, len(good))
     assert victim.read_bytes() == good  # the entry was replaced with the verified chunk
     assert same_tree(model_dir, tmp_path / "b")
 
@@ -234,7 +240,9 @@ def test_api_pull_uses_the_cache_dir(tmp_path, model_dir):
     cache_dir = tmp_path / "cache"
     first = api.pull("local", "m", tmp_path / "a", tag="v1", cache_dir=cache_dir, config=config)
     second = api.pull("local", "m", tmp_path / "b", tag="v1", cache_dir=cache_dir, config=config)
-    assert first.fetched_bytes == first.total_size and first.cached_bytes == 0
+    repository = api.open_repository("local", config=str(config))
+    assert (first.fetched_raw_bytes, first.fetched_bytes) == version_bytes(repository, "m", "v1")
+    assert first.fetched_raw_bytes == first.total_size and first.cached_bytes == 0
     assert second.fetched_bytes == 0 and second.cached_bytes == second.total_size
     assert api.cache_info(cache_dir).bytes == first.total_size
     assert api.cache_prune(cache_dir, 0).freed == first.total_size

@@ -22,8 +22,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from tests.helpers import (AIM, PUSH_LINE, assert_same_tree, base_env, describe, drop_dac_caps, files_of,
-                           make_mixed_model, ok, one_line_error, parse_size, random_bytes, run, tree, write_file)
+from tests.helpers import (AIM, PUSH_LINE, altered_blob, assert_same_tree, base_env, describe, drop_dac_caps,
+                           files_of, make_mixed_model, ok, one_line_error, parse_size, random_bytes, run, tree,
+                           version_bytes, write_file)
 
 REPO = "team-repo"
 CHUNK = "64KiB"  # small chunks: a 3 MiB model has dozens of them, so dedup is visible
@@ -79,19 +80,16 @@ class AimEnv:
                 for info in backend.list("") if not info.key.startswith("locks/")}
 
     def corrupt_blob(self, digest: str) -> None:
-        """Flip one byte of a stored blob, behind aim_cli's back."""
+        """Flip one byte of a stored blob's chunk, behind aim_cli's back (``altered_blob``: a
+        valid blob of the repository's format, whose content only the hash can tell wrong)."""
         from aim_cli.store import blob_key
 
         if self.kind == "local":
             path = self.local_root / blob_key(digest)
-            data = bytearray(path.read_bytes())
-            data[len(data) // 2] ^= 0xFF
-            path.write_bytes(bytes(data))
+            path.write_bytes(altered_blob(self.repository(), path.read_bytes()))
             return
         backend = self.repository().backend
-        data = bytearray(backend.get(blob_key(digest)))
-        data[len(data) // 2] ^= 0xFF
-        backend.put(blob_key(digest), bytes(data))
+        backend.put(blob_key(digest), altered_blob(self.repository(), backend.get(blob_key(digest))))
 
     def remove_blob(self, digest: str) -> None:
         from aim_cli.store import blob_key
@@ -250,9 +248,11 @@ def test_seed_workflow(aim_env, tmp_path):
     # Without --tag: the newest, named as such. Into the same DEST: only the changed chunks travel.
     res = ok(env.aim("model", "pull", REPO, "resnet50", dest))
     pulled = re.search(r"pulled resnet50:v2\.0 \(newest\) into .*: 7 files, ([\d.]+ \w+); "
-                       r"fetched ([\d.]+ \w+), reused ([\d.]+ \w+)", res.stdout)
+                       r"fetched ([\d.]+ \w+) \(stored size; ([\d.]+ \w+) of chunks\), reused ([\d.]+ \w+)",
+                       res.stdout)
     assert pulled, res.stdout
-    assert parse_size(pulled[2]) < total_v2 / 10 and parse_size(pulled[3]) > total_v2 * 0.8, res.stdout
+    fetched, fetched_chunks, reused = (parse_size(pulled[i]) for i in (2, 3, 4))
+    assert fetched < total_v2 / 10 and 0 < fetched_chunks < total_v2 / 10 and reused > total_v2 * 0.8, res.stdout
     assert_same_tree(v2, dest)
 
     # Maintenance: delete a version, then a model.
@@ -536,7 +536,8 @@ def test_altered_blob_fails_the_pull(repo_setup, tmp_path):
     bad = files["a.bin"]["chunks"][-1][0]
     env.corrupt_blob(bad)
     dest = tmp_path / "dest"
-    one_line_error(env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"), 5, bad, "corrupt")
+    one_line_error(env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"), 5, bad, "corrupt",
+                   "does not match its hash")
     assert not (dest / "a.bin").exists()
     for path, info in files_of(dest).items():  # whatever was completed is complete and verified
         assert info == files_of(src)[path]
@@ -720,7 +721,9 @@ def test_ctrl_c_during_pull_then_resume(local_repo, tmp_path):
 
     res = ok(env.aim("model", "pull", REPO, "big", dest, "--tag", "v1", "--json"))
     result = json.loads(res.stdout)
-    assert result["fetched_bytes"] < result["total_size"], f"the rerun fetched everything again: {result}"
+    raw, stored = version_bytes(env.repository(), "big", "v1")
+    assert result["fetched_raw_bytes"] < raw == result["total_size"], f"the rerun fetched everything again: {result}"
+    assert result["fetched_bytes"] < stored, f"the rerun fetched everything again: {result}"
     assert_same_tree(src, dest)
 
 

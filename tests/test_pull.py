@@ -12,8 +12,9 @@ from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
 from aim_cli.pull import pull
 from aim_cli.push import push
-from aim_cli.store import Repository
-from tests.helpers import CountingBackend, file_contents, random_bytes, write_model
+from aim_cli.store import Repository, blob_key
+from tests.helpers import (CountingBackend, altered_blob, chunks_of, file_contents, random_bytes, version_bytes,
+                           write_model)
 
 MiB = 1 << 20
 
@@ -41,7 +42,9 @@ def test_pull_is_byte_identical_with_modes(repo, v1, tmp_path):
     push(repo, "m", "v1", v1)
     r = pull(repo, "m", tmp_path / "out", tag="v1")
     assert file_contents(tmp_path / "out") == file_contents(v1)
-    assert r.fetched_bytes == r.total_size and r.reused_bytes == 0
+    # Every chunk fetched once: fetched_bytes counts the stored objects, fetched_raw_bytes the chunks.
+    assert (r.fetched_raw_bytes, r.fetched_bytes) == version_bytes(repo, "m", "v1")
+    assert r.fetched_raw_bytes == r.total_size and r.reused_bytes == 0
     assert not (tmp_path / "out" / ".aim").exists()
 
 
@@ -53,7 +56,9 @@ def test_newest_version_when_no_tag(repo, v1, tmp_path):
     assert r.tag == "v2" and r.newest
 
 
-def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_path):
+@pytest.mark.parametrize("version", [2, 1])
+def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_path, version):
+    Repository(local, "r").init(version=version)
     push(Repository(local, "r"), "m", "v1", v1)
     total_chunks = sum(len(f.chunks) for f in Repository(local, "r").get_version("m", "v1").manifest.files)
     cut = CountingBackend(local, fail_after=total_chunks // 2)
@@ -67,7 +72,9 @@ def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_p
     r = pull(Repository(rerun, "r", jobs=2), "m", tmp_path / "out", tag="v1")
     assert file_contents(tmp_path / "out") == file_contents(v1)
     assert rerun.gets == total_chunks - cut.gets
-    assert r.fetched_bytes == rerun.get_bytes < r.total_size
+    chunks = chunks_of(Repository(local, "r").get_version("m", "v1").manifest)
+    assert r.fetched_bytes == rerun.get_bytes
+    assert r.fetched_raw_bytes == sum(size for d, size in chunks.items() if blob_key(d) in rerun.got) < r.total_size
     assert not (tmp_path / "out/.aim").exists()
 
 
@@ -97,7 +104,8 @@ def test_pulling_v2_over_v1_fetches_only_changed_chunks(local, v1, tmp_path):
     counting = CountingBackend(local)
     r = pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
     assert file_contents(tmp_path / "out") == file_contents(v2)
-    assert r.fetched_bytes == counting.get_bytes <= r2.new_bytes
+    assert r.fetched_bytes == counting.get_bytes <= r2.new_stored_bytes
+    assert 0 < r.fetched_raw_bytes <= r2.new_bytes
     assert r.kept_files == 3  # model-2.bin, config.json and empty were already right
 
 
@@ -123,9 +131,7 @@ def test_altered_blob_fails_and_leaves_no_final_file(repo, v1, tmp_path):
     entry = next(f for f in repo.get_version("m", "v1").manifest.files if f.path == "model-2.bin")
     digest = entry.chunks[-1][0]
     blob = tmp_path / "repo/blobs" / digest[:2] / digest
-    data = bytearray(blob.read_bytes())
-    data[10] ^= 1
-    blob.write_bytes(bytes(data))
+    blob.write_bytes(altered_blob(repo, blob.read_bytes(), 10, 1))
     with pytest.raises(IntegrityError, match=digest) as e:
         pull(repo, "m", tmp_path / "out", tag="v1", jobs=1)
     assert e.value.exit_code == 5

@@ -13,8 +13,10 @@ from pathlib import Path
 import blake3
 import pytest
 
+from aim_cli import api
 from aim_cli import manifest as mf
-from tests.helpers import describe, drop_dac_caps, files_of, ok, one_line_error, random_bytes, run, tree, write_file
+from tests.helpers import (describe, drop_dac_caps, files_of, ok, one_line_error, random_bytes, run, tree,
+                           version_bytes, write_file)
 
 REPO = "r"
 MiB = 1 << 20
@@ -111,7 +113,10 @@ def test_cache_entries_of_the_wrong_size_are_not_used(env, tmp_path):
     dest = tmp_path / "dest"
     result = _json(ok(env.pull(dest, "--cache-dir", cache, "--json")))
     assert files_of(dest) == files_of(src)
-    assert result["cached_bytes"] == 0 and result["fetched_bytes"] == result["total_size"]
+    # Every chunk came from the repository: its stored objects over the wire, its chunks in full.
+    repository = api.open_repository(REPO, config=str(env.cwd / "model_repos.yaml"))
+    assert result["cached_bytes"] == 0 and result["fetched_raw_bytes"] == result["total_size"]
+    assert (result["fetched_raw_bytes"], result["fetched_bytes"]) == version_bytes(repository, "m", "v1")
 
 
 def test_reference_files_of_the_wrong_size_give_only_their_right_chunks(env, tmp_path):

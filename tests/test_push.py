@@ -32,8 +32,10 @@ def test_second_version_stores_only_changed_chunks(repo, tmp_path):
     # One 4 KiB edit touches one or two chunks (avg ~1.25 MiB) and the small config.
     assert 0 < r2.new_bytes <= 2 * 4 * MiB + 8
     assert r2.dedup_ratio > 0.6
+    # new_bytes counts the chunks, new_stored_bytes what storage holds for them (format 2 encodes).
     stored = sum(p.stat().st_size for p in blob_files(tmp_path))
-    assert stored == r1.new_bytes + r2.new_bytes
+    assert stored == r1.new_stored_bytes + r2.new_stored_bytes
+    assert len(blob_files(tmp_path)) == r1.new_chunks + r2.new_chunks
 
 
 def test_identical_repush_writes_nothing_and_other_content_conflicts(repo, tmp_path):
@@ -41,7 +43,7 @@ def test_identical_repush_writes_nothing_and_other_content_conflicts(repo, tmp_p
     first = push(repo, "m", "v1", src)
     before = sorted(p for p in (tmp_path / "repo").rglob("*"))
     again = push(repo, "m", "v1", src, message="a message does not count")
-    assert again.already_pushed and again.digest == first.digest and again.new_bytes == 0
+    assert again.already_pushed and again.digest == first.digest and again.new_bytes == again.new_stored_bytes == 0
     assert sorted(p for p in (tmp_path / "repo").rglob("*")) == before
     (src / "a.bin").write_bytes(random_bytes(MiB, 4))
     with pytest.raises(TagExistsError):

@@ -21,8 +21,8 @@ from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.pull import pull
 from aim_cli.push import push, scan_source
 from aim_cli.store import Repository, blob_key
-from tests.helpers import (CountingBackend, assert_same_tree, file_contents, ok, one_line_error, random_bytes, run,
-                           write_model)
+from tests.helpers import (CountingBackend, altered_blob, assert_same_tree, file_contents, ok, one_line_error,
+                           random_bytes, run, write_model)
 
 KiB = 1024
 MODES = (0o644, 0o755, 0o600, 0o444, 0o640)
@@ -84,12 +84,10 @@ def test_corrupt_small_blob_fails_the_pull_with_exit_5_and_no_final_file(config,
     repo = api.open_repository("r", config=str(config / "model_repos.yaml"))
     victim = next(f for f in repo.get_version("m", "v1").manifest.files if f.size > 10 and
                   sum(g.blake3 == f.blake3 for g in repo.get_version("m", "v1").manifest.files) == 1)
-    raw = bytearray(repo.backend.get(blob_key(victim.blake3)))
-    raw[len(raw) // 2] ^= 0xFF
-    repo.backend.put(blob_key(victim.blake3), bytes(raw))
+    repo.backend.put(blob_key(victim.blake3), altered_blob(repo, repo.backend.get(blob_key(victim.blake3))))
     dest = tmp_path / "out"
     one_line_error(run(["model", "pull", "r", "m", dest, "--tag", "v1", "--jobs", "2"], cwd=config), 5,
-                   victim.blake3, "corrupt")
+                   victim.blake3, "corrupt", "does not match its hash")
     assert not os.path.lexists(dest / victim.path)
     for rel, (data, mode) in file_contents(dest).items():  # what did get a final name is verified and whole
         assert data == (src / rel).read_bytes() and mode == os.stat(src / rel).st_mode & 0o777

@@ -1,11 +1,12 @@
-"""The repository layer over a real local backend. The first test pins the storage layout with
-literal keys: format 1 must not drift silently."""
+"""The repository layer over a real local backend. The first test pins the storage layout of
+both formats with literal keys: neither may drift silently."""
 
 import json
 
 import blake3
 import pytest
 
+from aim_cli import blob_codec
 from aim_cli import manifest as mf
 from aim_cli import store
 from aim_cli.backends.local import LocalBackend
@@ -15,7 +16,8 @@ from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, Int
                             VersionNotFoundError)
 from aim_cli.push import push
 from aim_cli.store import Repository
-from tests.helpers import write_model
+from aim_cli.tensor_chunking import TensorChunkingParams
+from tests.helpers import FaultyBackend, write_model
 
 
 @pytest.fixture
@@ -23,7 +25,17 @@ def repo(tmp_path):
     return Repository(LocalBackend(tmp_path / "repo"), "r")
 
 
-def test_storage_layout_is_pinned(repo, tmp_path):
+DEFAULT_CHUNKING = {"algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576, "max_size": 4194304,
+                    "normalization": 1, "seed": 0}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_storage_layout_is_pinned(repo, tmp_path, version):
+    """Format 1 stores each chunk's raw bytes; format 2 the same keys, each blob ``header ||
+    payload`` (its codec's bytes are blob_codec's to pin: only that it decodes is pinned here),
+    and aim-repo.json records the tensor chunking and codec parameters too."""
+    if version == 1:
+        repo.init(version=1)  # a new repository is format 2 unless asked
     src = write_model(tmp_path / "src", {"w.bin": b"hello weights", "sub/c.json": b"{}"})
     result = push(repo, "resnet", "v1.0", src)
     root = tmp_path / "repo"
@@ -33,16 +45,25 @@ def test_storage_layout_is_pinned(repo, tmp_path):
     assert keys == sorted(["aim-repo.json", f"blobs/{h1[:2]}/{h1}", f"blobs/{h2[:2]}/{h2}",
                            "models/resnet/versions/v1.0.json", "models/resnet/summaries/v1.0.json"])
     meta = json.loads((root / "aim-repo.json").read_bytes())
-    assert meta == {"format": 1, "hash": "blake3", "chunking": {
-        "algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576, "max_size": 4194304,
-        "normalization": 1, "seed": 0}}
+    if version == 1:
+        assert meta == {"format": 1, "hash": "blake3", "chunking": DEFAULT_CHUNKING}
+        assert list(meta) == ["format", "chunking", "hash"]
+    else:
+        # The two parameter sets belong to their modules (and are still changing): built from them.
+        assert meta == {"format": 2, "hash": "blake3", "chunking": DEFAULT_CHUNKING,
+                        "tensor_chunking": TensorChunkingParams().as_dict(), "codecs": blob_codec.CodecParams().as_dict()}
+        assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs"]
     raw = (root / "models/resnet/versions/v1.0.json").read_bytes()
     assert blake3.blake3(raw).hexdigest() == result.digest
     doc = json.loads(raw)
     assert list(doc) == ["format", "model", "tag", "created_at", "created_by", "message", "total_size", "files"]
     assert doc["files"][0] == {"path": "sub/c.json", "size": 2, "mode": 0o644, "blake3": h2, "chunks": [[h2, 2]]}
     assert doc["files"][1]["path"] == "w.bin"
-    assert (root / f"blobs/{h1[:2]}/{h1}").read_bytes() == b"hello weights"
+    stored = (root / f"blobs/{h1[:2]}/{h1}").read_bytes()
+    if version == 1:
+        assert stored == b"hello weights"
+    else:
+        assert stored[:4] == blob_codec.MAGIC and blob_codec.decode(stored, 13) == b"hello weights"
     summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
     assert summary == {"format": 1, "model": "resnet", "tag": "v1.0", "digest": result.digest,
                        "created_at": doc["created_at"], "created_by": doc["created_by"], "message": "",
@@ -51,15 +72,26 @@ def test_storage_layout_is_pinned(repo, tmp_path):
                              "total_size", "files", "chunks"]
 
 
-def test_init_is_exclusive_and_pins_the_first_parameters(repo):
-    first = repo.init(ChunkingParams.for_average(512 * 1024))
-    second = Repository(repo.backend, "r").init(ChunkingParams())
+@pytest.mark.parametrize("version", [1, 2])
+def test_init_is_exclusive_and_pins_the_first_parameters(repo, version):
+    first = repo.init(ChunkingParams.for_average(512 * 1024), version=version)
+    other = Repository(repo.backend, "r")
+    second = other.init(ChunkingParams(), version=3 - version)
     assert first == second == ChunkingParams.for_average(512 * 1024)
+    assert repo.format().version == other.format().version == version
 
 
 def test_unknown_format_is_refused(repo):
-    repo.backend.put("aim-repo.json", json.dumps({"format": 2, "chunking": {}, "hash": "blake3"}).encode())
-    with pytest.raises(ConfigError, match="format 2"):
+    repo.backend.put("aim-repo.json", json.dumps({"format": 3, "chunking": {}, "hash": "blake3"}).encode())
+    with pytest.raises(ConfigError, match="format 3"):
+        repo.params()
+
+
+def test_format_2_without_its_parameters_is_malformed(repo):
+    """A known format must carry every parameter it pins: nothing is guessed."""
+    meta = {"format": 2, "chunking": ChunkingParams().as_dict(), "hash": "blake3"}
+    repo.backend.put("aim-repo.json", json.dumps(meta).encode())
+    with pytest.raises(IntegrityError, match="malformed"):
         repo.params()
 
 
@@ -69,13 +101,16 @@ def test_a_root_without_aim_repo_json_is_not_a_repository(repo):
     assert err.value.exit_code == 3 and err.value.location == repo.backend.location
 
 
-def test_get_blob_verifies(repo):
+@pytest.mark.parametrize("version", [1, 2])
+def test_get_blob_verifies(repo, version):
+    repo.init(version=version)
     data = b"chunk bytes"
     digest = blake3.blake3(data).hexdigest()
     repo.put_blob(digest, data)
     assert repo.get_blob(digest, len(data)) == data
-    repo.backend.put(f"blobs/{digest[:2]}/{digest}", b"chunk bytez")
-    with pytest.raises(BlobCorruptError, match="corrupt") as err:
+    # Other bytes of the same size, stored as this format stores them: only the hash can tell.
+    repo.backend.put(f"blobs/{digest[:2]}/{digest}", repo.format().encode(b"chunk bytez"))
+    with pytest.raises(BlobCorruptError, match="corrupt: its content does not match its hash") as err:
         repo.get_blob(digest, len(data))
     assert err.value.digest == digest
     with pytest.raises(BlobMissingError, match="missing") as err:
@@ -83,21 +118,31 @@ def test_get_blob_verifies(repo):
     assert err.value.digest == "0" * 64
 
 
-def test_get_blob_refuses_an_oversized_object_without_reading_it_whole(repo):
+@pytest.mark.parametrize("version, bound", [(1, 5), (2, 5 + blob_codec.HEADER_SIZE)])
+def test_get_blob_refuses_an_oversized_object_without_reading_it_whole(tmp_path, version, bound):
     """A stored object far larger than the chunk a manifest names is refused after reading at
-    most size + 1 bytes: the backend reports it too large, the store calls the blob corrupt."""
+    most ``bound`` + 1 bytes (the largest object that can hold the chunk in the repository's
+    format): the backend reports it too large, the store calls the blob corrupt."""
+    backend = FaultyBackend(LocalBackend(tmp_path / "repo"))
+    repo = Repository(backend, "r")
+    repo.init(version=version)
     data = b"x" * 5
     digest = blake3.blake3(data).hexdigest()
-    repo.backend.put(f"blobs/{digest[:2]}/{digest}", b"y" * (4 * 1024 * 1024))
+    key = f"blobs/{digest[:2]}/{digest}"
+    backend.put(key, b"y" * (4 * 1024 * 1024))
     with pytest.raises(ObjectTooLargeError):
-        repo.backend.get(f"blobs/{digest[:2]}/{digest}", max_size=5)
-    with pytest.raises(BlobCorruptError, match="not the 5 bytes expected"):
+        backend.get(key, max_size=bound)
+    backend.calls.clear()
+    with pytest.raises(BlobCorruptError, match=f"corrupt: it is larger than {bound} bytes") as err:
         repo.get_blob(digest, 5)
+    assert err.value.digest == digest
+    assert [c for c in backend.calls if c[0] == "get"] == [("get", key, bound)]
 
 
 @pytest.mark.parametrize("stored", [10, 600])
 def test_missing_blobs_by_checks_and_by_listing(repo, stored):
     """Few wanted digests: asked one by one; many: a listing. Both give the same answer."""
+    repo.init()
     digests = [blake3.blake3(str(i).encode()).hexdigest() for i in range(stored + 300)]
     for d in digests[:stored]:
         repo.put_blob(d, b"x")

@@ -9,7 +9,7 @@ from aim_cli import pull as pullmod
 from aim_cli import verify
 from aim_cli.errors import IntegrityError
 from aim_cli.store import Repository
-from tests.helpers import LOCAL_ONLY, CountingBackend, make_variant_model
+from tests.helpers import LOCAL_ONLY, CountingBackend, chunks_of, make_variant_model, stored_sizes
 
 
 @pytest.fixture
@@ -66,14 +66,21 @@ def test_a_deleted_blob_is_caught_by_check_and_verify(pushed):
 
 def test_check_reports_broken_manifests_and_unreferenced_blobs(pushed):
     env, _, ref = pushed
-    assert verify.check_repo(env.repository, read_data=True).unreferenced == 0
+    intact = verify.check_repo(env.repository, read_data=True)
+    chunks = chunks_of(ref.manifest)
+    assert intact.unreferenced == 0 and intact.read == intact.stored == len(chunks)
+    # Each referenced chunk counted once, raw (its manifest size) and stored (its object's size).
+    assert (intact.raw_bytes, intact.stored_bytes) == (sum(chunks.values()),
+                                                       sum(stored_sizes(env.repository, chunks).values()))
     env.repository.backend.put("models/m/versions/v2.json", b'{"format": 1, "model": "m"')
-    env.repository.put_blob("ab" * 32, b"x")  # stored under a name that is not its hash: corrupt and unreferenced
+    # Stored under a name that is not its hash: corrupt and unreferenced.
+    stray_size = env.repository.put_blob("ab" * 32, b"x")
+    assert stray_size == env.blobs()["ab" * 32]
 
     checked = verify.check_repo(env.repository, read_data=True)
     assert [name for name, _ in checked.broken] == ["m:v2"]
     assert [(p.digest, p.problem, p.used_by) for p in checked.problems] == [("ab" * 32, "corrupt", [])]
-    assert (checked.unreferenced, checked.unreferenced_bytes) == (1, 1)
+    assert (checked.unreferenced, checked.unreferenced_bytes) == (1, stray_size)
     assert checked.versions == 1 and checked.read == checked.stored - 1
 
 
