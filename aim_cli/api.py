@@ -230,7 +230,8 @@ class DeleteResult:
     model: str
     tags: list[str]
     reclaimable_blobs: int  # named by the deleted versions and by no remaining one
-    reclaimable_bytes: int
+    reclaimable_bytes: int  # their chunk bytes
+    reclaimable_stored_bytes: int = 0  # what they take in storage: what `repo gc` frees
 
 
 def _resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
@@ -299,8 +300,8 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
     else:
         deleted = [repository.delete_version(model, t) for t in tags]
     freed = {digest: size for d in deleted for digest, size in d.chunks.items()}
-    blobs, nbytes = gc.reclaimable(repository, freed)
-    return DeleteResult(model, [name for d in deleted for name in d.names], blobs, nbytes)
+    blobs, nbytes, stored = gc.reclaimable(repository, freed)
+    return DeleteResult(model, [name for d in deleted for name in d.names], blobs, nbytes, stored)
 
 
 # -- the chunk cache ---------------------------------------------------------------------------------

@@ -298,8 +298,8 @@ def model_delete(repo_name, model_name, yes, as_json):
 
 
 def _reclaimable(r, repo_name: str) -> str:
-    return (f"{r.reclaimable_blobs} blobs ({_size(r.reclaimable_bytes)} of chunks) that no other version uses became "
-            f"reclaimable: `aim_cli repo gc {repo_name}` frees them")
+    return (f"{r.reclaimable_blobs} blobs ({_size(r.reclaimable_stored_bytes)} stored, {_size(r.reclaimable_bytes)} of "
+            f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them")
 
 
 # -- audits: model info/verify, repo check/gc (aim_cli/verify.py, aim_cli/gc.py) ---------------------

@@ -236,11 +236,14 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
     return GcResult(plan, deleted, freed, False, incomplete)
 
 
-def reclaimable(repo: Repository, freed: Mapping[str, int]) -> tuple[int, int]:
-    """(blobs, bytes) of ``freed`` (digest -> size, what deleted versions named: store.Deleted)
-    that no remaining readable manifest names. The remaining manifests are streamed
-    (``scan_manifests``): memory holds the deleted ones' chunks, not their manifests."""
+def reclaimable(repo: Repository, freed: Mapping[str, int]) -> tuple[int, int, int]:
+    """(blobs, chunk bytes, stored bytes) of ``freed`` (digest -> size, what deleted versions
+    named: store.Deleted) that no remaining readable manifest names: what `repo gc` can free.
+    The remaining manifests are streamed (``scan_manifests``): memory holds the deleted ones'
+    chunks, not their manifests. Stored sizes come from one listing or a HEAD per blob,
+    whichever is cheaper (format 2 compresses, so they are not the chunk sizes)."""
     unreferenced = set(freed)
     if unreferenced:
         scan_manifests(repo, StrikeOff(unreferenced))
-    return len(unreferenced), sum(freed[d] for d in unreferenced)
+    stored = repo.stored_sizes(unreferenced)
+    return len(unreferenced), sum(freed[d] for d in unreferenced), sum(stored.values())

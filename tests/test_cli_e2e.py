@@ -230,7 +230,7 @@ def test_seed_workflow(aim_env, tmp_path):
     versions = ok(env.aim("model", "versions", REPO, "resnet50")).stdout.splitlines()
     assert versions[0].split()[:2] == ["TAG", "CREATED"]
     assert [line.split()[0] for line in versions[1:]] == ["v1.0", "v2.0"]  # oldest first
-    row = re.compile(r"(v\d\.0)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+([\d.]+ \w+)\s+7 files\s+([0-9a-f]{12})")
+    row = re.compile(r"(v\d\.0)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+([\d.]+ \w+)\s+[\d.]+ \w+\s+7 files\s+([0-9a-f]{12})")
     r1, r2 = row.match(versions[1]), row.match(versions[2])
     assert r1 and r2, versions
     assert r1[3] == m1["total"] and r1[4] == m1["digest"][:12] and versions[1].rstrip().endswith("first")

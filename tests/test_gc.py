@@ -38,6 +38,7 @@ def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
 
     result = gc.collect(repo.repository)
     assert (result.deleted, result.freed_bytes) == (len(only_v1), sum(stored_only_v1.values()))
+    assert deleted.reclaimable_stored_bytes == result.freed_bytes  # what the deletion announced
     assert set(repo.blobs()) == set(before) - set(only_v1)
     report = verify.check_repo(repo.repository, read_data=True)
     assert report.ok and report.unreferenced == 0 and report.versions == 1

@@ -65,11 +65,13 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     else:
         assert stored[:4] == blob_codec.MAGIC and blob_codec.decode(stored, 13) == b"hello weights"
     summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
+    # Format 2 adds what the version's blobs take in storage; format 1 keeps the old keys only.
+    stored_size = {"stored_size": sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))} if version == 2 else {}
     assert summary == {"format": 1, "model": "resnet", "tag": "v1.0", "digest": result.digest,
                        "created_at": doc["created_at"], "created_by": doc["created_by"], "message": "",
-                       "total_size": 15, "files": 2, "chunks": 2}
+                       "total_size": 15, "files": 2, "chunks": 2, **stored_size}
     assert list(summary) == ["format", "model", "tag", "digest", "created_at", "created_by", "message",
-                             "total_size", "files", "chunks"]
+                             "total_size", "files", "chunks", *stored_size]
 
 
 @pytest.mark.parametrize("version", [1, 2])

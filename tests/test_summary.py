@@ -23,7 +23,7 @@ from aim_cli import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.pull import resolve_version
 from aim_cli.store import (Repository, SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key)
-from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error
+from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H = "ab" * 32
@@ -160,7 +160,7 @@ def test_mutated_summaries_decode_or_are_refused(changes):
     raw = json.dumps(_valid_doc(**changes)).encode()
     s = _decodes_or_refuses(raw)
     if s is not None:  # accepted: exactly the values written
-        assert msgspec.structs.asdict(s) == _valid_doc(**changes)
+        assert msgspec.structs.asdict(s) == {"stored_size": None} | _valid_doc(**changes)
 
 
 @FAST
@@ -211,7 +211,10 @@ def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):  # noqa: F8
     result = _push(repo, tmp_path, "v1", 1)
     stored = repo.repository.get_summary("m", "v1")
     ref = repo.repository.get_version("m", "v1")
-    assert stored == repo.repository.summary_of(ref) and stored.digest == result.digest
+    # stored_size is the one field push measures rather than derives (format 2 only).
+    assert stored == repo.repository.summary_of(ref, stored.stored_size) and stored.digest == result.digest
+    expected_stored = version_bytes(repo.repository, "m", "v1")[1] if repo.format == 2 else None
+    assert stored.stored_size == expected_stored
     assert (stored.files, stored.chunks) == (2, sum(len(f.chunks) for f in ref.manifest.files))
 
 
@@ -241,7 +244,8 @@ def test_a_repository_without_summaries_gets_them_rebuilt_by_the_first_listing(r
     counted, backend = _counted(repo)
     ref = counted.newest_version("m")
     assert ref.manifest.tag == "v3" and len(_gets(backend, "versions")) == 3 + 1
-    assert counted.list_versions("m") == expected
+    # A rebuilt summary is derived from its manifest alone: no stored size (shown as "-").
+    assert counted.list_versions("m") == [msgspec.structs.replace(s, stored_size=None) for s in expected]
     backend.calls.clear()
     assert counted.newest_version("m").digest == ref.digest
     assert _gets(backend, "versions") == [manifest_key("m", "v3")]
@@ -407,7 +411,8 @@ def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):  # 
     before = ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout
     repo.repository.backend.delete_many([summary_key("m", "v1"), summary_key("m", "v2")])
     listed = ok(repo.cli("model", "versions", repo.name, "m", "--json"))
-    assert listed.stdout == before and listed.stderr == ""
+    assert json.loads(listed.stdout) == [v | {"stored_size": None} for v in json.loads(before)]
+    assert listed.stderr == ""
     assert {summary_key("m", "v1"), summary_key("m", "v2")} <= _keys(repo)
 
 
