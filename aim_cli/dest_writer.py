@@ -73,6 +73,12 @@ def make_work_dir(path: Path) -> None:
         pass
     except OSError as e:
         raise StorageError(f"cannot create {path}: {e.strerror}", "check the destination's permissions") from None
+    check_work_dir(path)
+
+
+def check_work_dir(path: Path) -> None:
+    """Refuse one of pull's own directories that is a symlink or not a directory (a dry run,
+    which creates nothing, asks this of the ones that exist)."""
     if path.is_symlink() or not path.is_dir():
         raise UsageError(f"{path} is not a directory (a symlink or a file)",
                          "pull never writes through a symlink in its destination: remove it and rerun")

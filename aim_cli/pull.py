@@ -146,8 +146,11 @@ def _check_space(plan: PullPlan) -> None:
 
 def execute(plan: PullPlan, repo: Repository, *, jobs: int = 8, cache=None, progress=None) -> PullResult:
     """Carry out a plan made (without dry_run) under DEST's lock, still held."""
-    progress = progress or NullProgress()
     work = plan.work
+    if work is None:
+        raise UsageError("a dry run's plan was made without DEST's lock and cannot be carried out",
+                         "pull without --dry-run")
+    progress = progress or NullProgress()
     dest = Path(plan.dest)
     result = PullResult(plan.model, plan.tag, plan.digest, len(plan.files), plan.total_size,
                         kept_files=work.kept_files, newest=plan.newest)

@@ -41,7 +41,7 @@ import blake3
 from aim_cli import manifest as mf
 from aim_cli.chunk_sources import LocalFiles
 from aim_cli.chunking import batches
-from aim_cli.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, dest_error,
+from aim_cli.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, check_work_dir, dest_error,
                                  ignores_case, make_work_dir, open_regular)
 from aim_cli.errors import UsageError
 from aim_cli.fsutil import display_path
@@ -78,7 +78,7 @@ class PullPlan:
     delete_bytes: int
     space_needed: int
     space_available: int
-    #: What the executor needs; not part of the plan's shape.
+    #: What the executor needs (None for a dry run's plan, made without the lock); not part of the plan's shape.
     work: PlanWork | None = field(default=None, repr=False, compare=False)
 
     def _sum(self, action: str | None, attr: str) -> int:
@@ -355,10 +355,12 @@ def _plan_file(target: _Target, dest_files: LocalFiles, references: LocalFiles, 
     return plan
 
 
-def _extra_files(dest: Path, version_paths: AbstractSet[str], selection: PathFilter) -> list[tuple[str, int]]:
+def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter) -> list[tuple[str, int]]:
     """(path, size) of the regular files under DEST that --delete removes: not in the version,
     selected by the patterns. Symlinks (to files or directories) are neither followed nor
-    listed, nor are special files; DEST/.aim* is pull's own."""
+    listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
+    version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
+    them it is the version's file itself."""
     from aim_cli.verify import _walk as walk_tree  # the walk verify --local compares DEST by
 
     try:
@@ -367,8 +369,9 @@ def _extra_files(dest: Path, version_paths: AbstractSet[str], selection: PathFil
         return []  # DEST does not exist yet (a dry run)
     except OSError as e:
         raise dest_error(e, e.filename or dest) from None
+    folded = {_fold(path) for path in version_paths}
     return sorted((path, st.st_size) for path, st in found.items()
-                  if stat.S_ISREG(st.st_mode) and path not in version_paths and selection.selects(path))
+                  if stat.S_ISREG(st.st_mode) and _fold(path) not in folded and selection.selects(path))
 
 
 def free_space(dest: Path) -> int:
@@ -394,6 +397,10 @@ def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = Path
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
     if not dry_run:
         make_work_dir(partial_dir)
+    else:  # read nothing through a symlink the pull itself would refuse
+        for work_dir in (dest / WORK_DIR, partial_dir):
+            if os.path.lexists(work_dir):
+                check_work_dir(work_dir)
     dirs = DestDirs(dest)
     parents = [dirs.parent_of(e.path, create=False) for e in selected]  # one Path per directory, shared
     probe = _ignores_case_read_only if dry_run else lambda d: ignores_case(d / WORK_DIR)
@@ -409,7 +416,7 @@ def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = Path
     # another version's: sources of chunks, removed at the end.
     version_partials = {partial_name(e) for e in m.files}
     leftovers = [p for name, p in partials.items() if name not in version_partials]
-    doomed = _extra_files(dest, {e.path for e in m.files}, selection) if delete else []
+    doomed = _extra_files(dest, [e.path for e in m.files], selection) if delete else []
     dest_files, ref_files = LocalFiles("dest", repo.params()), LocalFiles("reference", repo.params())
 
     # Checking a large model already on disk takes a while: it gets a bar of its own.
@@ -446,7 +453,8 @@ def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = Path
     return PullPlan(
         m.model, m.tag, ref.digest, newest, str(dest), list(selection.include), list(selection.exclude), planned,
         [path for path, _ in doomed], sum(size for _, size in doomed), space_needed, free_space(dest),
-        PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files], leftovers))
+        None if dry_run else PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files],
+                                      leftovers))
 
 
 def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) -> PlannedFile:

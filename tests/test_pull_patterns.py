@@ -112,7 +112,8 @@ def test_delete_stays_within_the_patterns(repo, tmp_path):
 def test_delete_removes_only_regular_files_inside_dest_never_work_files_or_through_links(repo, tmp_path):
     pushed(repo, tmp_path)
     outside = write_model(tmp_path / "outside", {"precious.bin": b"keep me\n", "sub/also.bin": b"me too\n"})
-    dest = write_model(tmp_path / "out", {".aim-notes": b"pull's namespace\n", "extra.bin": b"x\n"})
+    dest = write_model(tmp_path / "out", {".aim-notes": b"pull's namespace\n", "extra.bin": b"x\n",
+                                          "CONFIG.JSON": b"the version's file, where case is ignored\n"})
     os.symlink(outside, dest / "linked-dir")
     os.symlink(outside / "precious.bin", dest / "linked-file.bin")
     os.mkfifo(dest / "fifo.bin")
@@ -123,7 +124,7 @@ def test_delete_removes_only_regular_files_inside_dest_never_work_files_or_throu
     assert tree(outside, mtimes=True) == before_outside
     assert (dest / ".aim-notes").read_bytes() == b"pull's namespace\n"
     assert os.path.islink(dest / "linked-dir") and os.path.islink(dest / "linked-file.bin")
-    assert (dest / "fifo.bin").exists()
+    assert (dest / "fifo.bin").exists() and (dest / "CONFIG.JSON").exists()
 
     # A pattern reaching outside DEST matches no file of the version: refused, nothing touched.
     res = pull(repo, dest, "--delete", "--include", "../*")

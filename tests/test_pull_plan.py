@@ -183,3 +183,16 @@ def test_local_files_hand_out_only_verified_bytes(tmp_path):
     assert files.read(chunk.digest, chunk.size, "f.bin") == data[chunk.offset:chunk.offset + chunk.size]
     path.write_bytes(b"\0" * 50_000)  # changed since it was indexed: not handed out
     assert files.read(chunk.digest, chunk.size, "f.bin") is None and files.read("0" * 64, 1, "f.bin") is None
+
+
+@LOCAL_ONLY
+def test_a_dry_run_refuses_a_symlinked_work_dir_as_the_pull_does(repo, tmp_path):
+    versions(repo, tmp_path)
+    elsewhere = write_model(tmp_path / "elsewhere", {"partial/" + "0" * 32: b"not DEST's\n"})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / ".aim").symlink_to(elsewhere)
+    before = tree(elsewhere, mtimes=True)
+    one_line_error(dry_run(repo, dest), 2, "symlink")
+    one_line_error(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v2"), 2, "symlink")
+    assert tree(elsewhere, mtimes=True) == before
