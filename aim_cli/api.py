@@ -22,6 +22,7 @@ from aim_cli.config import Config, RepoConfig, check_name
 from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
 from aim_cli.pull import PullResult
+from aim_cli.pull_plan import PullPlan
 from aim_cli.push import PushResult
 from aim_cli.store import Repository, VersionRef
 from aim_cli.summary import Summary
@@ -31,7 +32,7 @@ DEFAULT_JOBS = 8
 
 __all__ = [
     "CopyResult", "DiffResult", "copy", "diff",
-    "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
+    "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullPlan", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
     "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
     "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
     "verify_version", "version_details",
@@ -157,19 +158,29 @@ def push(repo: str, model: str, source: str | os.PathLike, *, tag: str, message:
 
 def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = None, digest: str | None = None,
          jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (), cache_dir=None,
-         config=None, progress=None) -> PullResult:
+         config=None, progress=None, include: Sequence[str] = (), exclude: Sequence[str] = (),
+         delete: bool = False, dry_run: bool = False) -> PullResult | PullPlan:
+    """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
+
+    ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
+    ``ignore_patterns`` semantics (aim_cli/patterns.py): an include matching no file raises
+    UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
+    files of ``dest`` (within the patterns) that the version does not hold. ``dry_run``: change
+    nothing and return the ``PullPlan`` instead (aim_cli/pull_plan.py; ``plan.to_json()`` is
+    the shape `model pull --dry-run --json` prints)."""
     from aim_cli import pull as pullmod
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
     cache = None
-    if cache_dir:
+    if cache_dir and not dry_run:
         from aim_cli.cache import ChunkCache
 
         cache = ChunkCache(cache_dir)
     local_roots = [r.path for r in cfg.repos.values() if r.type == "local"]  # DEST must stay out of them
     return pullmod.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
-                        cache=cache, progress=progress, repo_roots=local_roots)
+                        cache=cache, progress=progress, repo_roots=local_roots, include=include, exclude=exclude,
+                        delete=delete, dry_run=dry_run)
 
 
 # -- comparing and copying versions (aim_cli/diff.py, aim_cli/transfer_copy.py) -----------------------
@@ -264,12 +275,15 @@ def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str
 
 
 def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: str | None = None,
-                 digest: str | None = None, jobs: int = DEFAULT_JOBS, config=None):
-    """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.verify.LocalReport``."""
+                 digest: str | None = None, jobs: int = DEFAULT_JOBS, config=None, include: Sequence[str] = (),
+                 exclude: Sequence[str] = ()):
+    """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.verify.LocalReport``.
+    ``include``/``exclude`` select the files compared (as for `pull`); extra files are reported
+    only inside the patterns."""
     from aim_cli import verify
 
     ref = _resolve(open_repository(repo, config=config), model, tag, digest)
-    return verify.verify_local(ref, directory, jobs=jobs)
+    return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude)
 
 
 def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config=None, progress=None):

@@ -193,6 +193,15 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
          f"({r.dedup_ratio:.1%} deduplicated), {_size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s")
 
 
+def patterns_option(f):
+    """--include/--exclude PATTERN, repeatable (aim_cli/patterns.py: huggingface_hub's semantics)."""
+    f = click.option("--exclude", "exclude", multiple=True, metavar="PATTERN",
+                     help="Leave out the files matching PATTERN (repeatable; as --include).")(f)
+    return click.option("--include", "include", multiple=True, metavar="PATTERN",
+                        help="Only the files matching PATTERN (repeatable): fnmatch on the path, '*' also "
+                             "matches '/', 'dir/' is everything under dir.")(f)
+
+
 @model.command("pull")
 @click.argument("repo_name", metavar="REPO")
 @click.argument("model_name", metavar="MODEL")
@@ -202,15 +211,24 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
 @click.option("--reference", "references", multiple=True, metavar="DIR",
               help="Local directory to take verified chunks from (repeatable).")
 @click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="Shared chunk cache (off by default).")
+@patterns_option
+@click.option("--delete", is_flag=True,
+              help="Remove regular files of DEST (within the patterns) that the version does not hold.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
 @jobs_option
 @quiet_option
 @json_option
-def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, jobs, quiet, as_json):
+def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, include, exclude, delete, dry_run,
+               jobs, quiet, as_json):
     """Pull a version of MODEL into DEST, verified; rerun to resume."""
     from aim_cli.progress import make_progress
 
     r = _api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
-                    cache_dir=cache_dir or None, config=_config(), progress=make_progress(quiet or as_json))
+                    cache_dir=cache_dir or None, config=_config(), progress=make_progress(quiet or as_json),
+                    include=include, exclude=exclude, delete=delete, dry_run=dry_run)
+    if dry_run:
+        _show_pull_plan(r, dest, as_json)
+        return
     if as_json:
         _json(asdict(r) | {"dest": os.path.abspath(dest)})
         return
@@ -218,9 +236,34 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
 
     newest = " (newest)" if r.newest else ""
     cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
+    deleted = f"; deleted {len(r.deleted)} files the version does not hold" if delete else ""
     _out(f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {_size(r.total_size)}; "
          f"fetched {_size(r.fetched_bytes)} (stored size; {_size(r.fetched_raw_bytes)} of chunks), "
-         f"reused {_size(r.reused_bytes)}{cached}; {r.elapsed:.2f}s")
+         f"reused {_size(r.reused_bytes)}{cached}{deleted}; {r.elapsed:.2f}s")
+
+
+def _show_pull_plan(plan, dest: str, as_json: bool) -> None:
+    """`model pull --dry-run`: one line per file (its action), one per file --delete would
+    remove, then the totals."""
+    doc = plan.to_json()
+    if as_json:
+        _json(doc)
+        return
+    from aim_cli.fsutil import display_path
+
+    for f in plan.files:
+        _out(f"{f.action:<6}  {_size(f.size):>11}  {display_path(f.path)}")
+    for path in plan.delete:
+        _out(f"{'delete':<6}  {'':>11}  {display_path(path)}")
+    t = doc["totals"]
+    newest = " (newest)" if plan.newest else ""
+    space = "" if t["space_needed"] <= t["space_available"] else " (NOT ENOUGH: the pull would stop, exit 6)"
+    deletes = f"; delete {t['delete_files']} files ({_size(t['delete_bytes'])})" if plan.delete else ""
+    _out(f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {t['files']} files, "
+         f"{_size(t['size'])}; keep {t['keep_files']}, write {t['local_files']} from local files, "
+         f"fetch {t['fetch_files']}; fetch {_size(t['fetch_raw_bytes'])} of chunks (raw size; stored size "
+         f"known only after fetching), reuse {_size(t['reuse_bytes'])}; space needed "
+         f"{_size(t['space_needed'])} of {_size(t['space_available'])} free{space}{deletes}; nothing changed")
 
 
 @model.command("list")
@@ -336,15 +379,21 @@ def model_info(repo_name, model_name, tag, as_json):
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
 @click.option("--local", "local_dir", metavar="DIR",
               help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.")
+@patterns_option
 @jobs_option
 @quiet_option
 @json_option
-def model_verify(repo_name, model_name, tag, digest, local_dir, jobs, quiet, as_json):
-    """Re-read every blob of a version and check its hash (exit 5 on any problem)."""
+def model_verify(repo_name, model_name, tag, digest, local_dir, include, exclude, jobs, quiet, as_json):
+    """Re-read every blob of a version and check its hash (exit 5 on any problem).
+    --include/--exclude select the files --local compares."""
     from aim_cli.progress import make_progress
 
+    if (include or exclude) and not local_dir:
+        raise UsageError("--include and --exclude select the files of --local DIR",
+                         "add --local DIR, or drop the patterns to check every blob")
     if local_dir:
-        r = _api().verify_local(repo_name, model_name, local_dir, tag=tag, digest=digest, jobs=jobs, config=_config())
+        r = _api().verify_local(repo_name, model_name, local_dir, tag=tag, digest=digest, jobs=jobs, config=_config(),
+                                include=include, exclude=exclude)
         if as_json:
             _json(asdict(r) | {"ok": r.ok})
         else:
@@ -438,9 +487,7 @@ def repo_gc(repo_name, dry_run, as_json):
 @click.argument("model_name", metavar="MODEL")
 @click.argument("tag_a", metavar="TAG_A")
 @click.argument("tag_b", metavar="TAG_B")
-@click.option("--include", "include", multiple=True, metavar="PATTERN",
-              help="Compare only the files matching PATTERN (repeatable; '*' matches '/' too, 'dir/' a directory).")
-@click.option("--exclude", "exclude", multiple=True, metavar="PATTERN", help="Leave out the files matching PATTERN.")
+@patterns_option
 @json_option
 def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
     """Show the files TAG_B added, removed and changed since TAG_A of MODEL, and what a pull of

@@ -203,18 +203,27 @@ def _walk(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8) -> LocalReport:
+def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8, include: Iterable[str] = (),
+                 exclude: Iterable[str] = ()) -> LocalReport:
+    """``include``/``exclude`` (aim_cli/patterns.py) select the files compared: ``files`` counts
+    them, and only files the patterns select can be missing, modified or extra."""
+    import logging
+
+    from aim_cli.patterns import PathFilter
+
+    selection = PathFilter.of(include, exclude)
+    m = ref.manifest
+    selection.check([f.path for f in m.files], logging.getLogger(__name__).warning)
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory", "pass the directory the version was pulled into")
-    m = ref.manifest
     try:
         found = _walk(root)
     except PermissionError as e:
         raise UsageError(f"cannot read {e.filename}", "check its permissions") from None
-    expected = {f.path: f for f in m.files}
+    expected = {f.path: f for f in m.files if selection.selects(f.path)}
     missing = sorted(p for p in expected if p not in found)
-    extra = sorted(p for p in found if p not in expected)
+    extra = sorted(p for p in found if p not in expected and selection.selects(p))
     modified: list[str] = []
     to_hash = []
     for path, entry in expected.items():
@@ -234,7 +243,7 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
 
     with ThreadPoolExecutor(max(1, min(jobs, len(to_hash) or 1)), thread_name_prefix="aim-hash") as pool:
         modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash)) if bad]
-    return LocalReport(m.model, m.tag, ref.digest, str(root), len(m.files), sorted(modified), missing, extra)
+    return LocalReport(m.model, m.tag, ref.digest, str(root), len(expected), sorted(modified), missing, extra)
 
 
 def _stray_why(vk: VersionKey, unreadable: str | None) -> str:

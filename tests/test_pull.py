@@ -190,10 +190,8 @@ def test_a_second_pull_into_the_same_dest_refuses_while_the_first_runs(repo, v1,
 
 def test_not_enough_space_is_refused_before_fetching(repo, v1, tmp_path, monkeypatch):
     push(repo, "m", "v1", v1)
-    import aim_cli.pull as pullmod
-
     real = shutil.disk_usage
-    monkeypatch.setattr(pullmod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     counting = CountingBackend(repo.backend)
     with pytest.raises(StorageError, match="not enough space") as e:
         pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v1")
@@ -245,7 +243,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
     """A pull cut off after files verified but before their renames leaves partial files the
     owner can read and write (0600), never with the manifest's mode: a 0444 partial wedged every
     rerun as a user, a 0200 one could not be re-read for verification."""
-    import aim_cli.pull as pullmod
+    from aim_cli import dest_writer
 
     src = write_model(tmp_path / "src", {"a-ro.txt": b"read only\n", "b-wo.bin": random_bytes(100_000, 3),
                                          "z-big.bin": random_bytes(10 * MiB, 4)})
@@ -256,7 +254,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
     def no_sync(path):
         raise OSError(errno.EIO, "injected: syncfs failed")
 
-    monkeypatch.setattr(pullmod, "sync_filesystem", no_sync)  # fails every commit, after verification
+    monkeypatch.setattr(dest_writer, "sync_filesystem", no_sync)  # fails every commit, after verification
     cut = CountingBackend(local, fail_after=4)  # the two small files, then part of the big one
     with pytest.raises(ConnectionAbortedError):
         pull(Repository(cut, "r", jobs=1), "m", tmp_path / "out", tag="v1")

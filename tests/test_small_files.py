@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-import aim_cli.pull as pullmod
+from aim_cli import dest_writer
 from aim_cli import api
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking import BATCH_FILES, ChunkingParams, file_digest, is_one_chunk, iter_chunks
@@ -173,7 +173,7 @@ def test_verified_partials_are_found_by_the_rerun(local, tmp_path, monkeypatch):
     def failing_sync(path):
         raise OSError(errno.EIO, "injected: syncfs failed")
 
-    monkeypatch.setattr(pullmod, "sync_filesystem", failing_sync)
+    monkeypatch.setattr(dest_writer, "sync_filesystem", failing_sync)
     dest = tmp_path / "out"
     with pytest.raises(StorageError, match="syncfs failed"):
         pull(Repository(local, "r"), "m", dest, tag="v1")

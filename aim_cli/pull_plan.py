@@ -1,0 +1,472 @@
+"""Plan a pull: read DEST (never writing to it) and say, for each selected file of the version,
+what the pull will do, before it does anything.
+
+    keep    the file at its final path is complete: every chunk right at its offset (its mode
+            is set if that alone differs)
+    local   it is written from local sources only: chunks already in its partial file, in files
+            of DEST (an earlier version, another version's partial files, files --delete will
+            remove) or in --reference directories
+    fetch   some of its chunks come from the chunk cache or the repository
+
+Byte counts are of raw chunk bytes, as the manifest names them: what a fetch costs as stored
+(format 2 compresses) is known only once fetched, and a chunk the cache holds is counted as
+fetched here. The space needed is what the files still to be written take beyond the bytes
+their partial files already hold.
+
+``plan_pull`` returns a ``PullPlan``: the public, typed plan (``PullPlan.to_json`` is the shape
+`model pull --dry-run --json` prints, documented in the README), carrying in ``PullPlan.work``
+what the executor (pull.py) needs: the files to assemble, the local chunk sources, the modes to
+set, leftover partial files and the files to delete. With ``dry_run`` nothing is written: no
+lock, no work directory, no case probe file, no mode change.
+
+Files of at most one chunk (most files of a model but its weights) are planned in batches: DEST
+is read with one listdir per directory, not an lstat per file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from aim_cli import manifest as mf
+from aim_cli.chunk_sources import LocalFiles
+from aim_cli.chunking import batches
+from aim_cli.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, check_work_dir, dest_error,
+                                 ignores_case, make_work_dir, open_regular)
+from aim_cli.errors import UsageError
+from aim_cli.fsutil import display_path
+from aim_cli.patterns import PathFilter
+from aim_cli.progress import NullProgress
+from aim_cli.store import VersionRef
+
+KEEP, LOCAL, FETCH = "keep", "local", "fetch"
+
+
+# -- the typed plan ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PlannedFile:
+    path: str
+    size: int
+    action: str  # KEEP, LOCAL or FETCH (the module docstring says what each means)
+    reuse_bytes: int  # bytes written from DEST's partial file, DEST's other files or --reference
+    fetch_raw_bytes: int  # raw bytes of the chunks to take from the cache or the repository
+    fetch_chunks: int
+
+
+@dataclass
+class PullPlan:
+    """What a pull of ``model:tag`` into ``dest`` will do (see the module docstring)."""
+    model: str
+    tag: str
+    digest: str
+    newest: bool  # the tag was chosen as the newest version
+    dest: str  # absolute
+    include: list[str]
+    exclude: list[str]
+    files: list[PlannedFile]  # the selected files, in the manifest's order
+    delete: list[str]  # files --delete removes: regular files of DEST the version does not hold, selected
+    delete_bytes: int
+    space_needed: int
+    space_available: int
+    #: What the executor needs (None for a dry run's plan, made without the lock); not part of the plan's shape.
+    work: PlanWork | None = field(default=None, repr=False, compare=False)
+
+    def _sum(self, action: str | None, attr: str) -> int:
+        return sum(getattr(f, attr) for f in self.files if action is None or f.action == action)
+
+    def _count(self, action: str) -> int:
+        return sum(1 for f in self.files if f.action == action)
+
+    @property
+    def total_size(self) -> int:
+        return self._sum(None, "size")
+
+    @property
+    def reuse_bytes(self) -> int:
+        return self._sum(None, "reuse_bytes")
+
+    @property
+    def fetch_raw_bytes(self) -> int:
+        return self._sum(None, "fetch_raw_bytes")
+
+    def to_json(self) -> dict:
+        """The stable shape of `model pull --dry-run --json` (README, "JSON output")."""
+        return {
+            "dry_run": True, "model": self.model, "tag": self.tag, "digest": self.digest, "newest": self.newest,
+            "dest": self.dest, "include": self.include, "exclude": self.exclude,
+            "files": [{"path": f.path, "size": f.size, "action": f.action, "reuse_bytes": f.reuse_bytes,
+                       "fetch_raw_bytes": f.fetch_raw_bytes} for f in self.files],
+            "delete": self.delete,
+            "totals": {
+                "files": len(self.files), "size": self.total_size,
+                "keep_files": self._count(KEEP), "keep_bytes": self._sum(KEEP, "size"),
+                "local_files": self._count(LOCAL), "fetch_files": self._count(FETCH),
+                "reuse_bytes": self.reuse_bytes, "fetch_raw_bytes": self.fetch_raw_bytes,
+                "fetch_chunks": self._sum(None, "fetch_chunks"),
+                "delete_files": len(self.delete), "delete_bytes": self.delete_bytes,
+                "space_needed": self.space_needed, "space_available": self.space_available,
+            },
+        }
+
+
+@dataclass
+class PlanWork:
+    """The executor's part of a plan."""
+    files: list[FilePlan]  # to assemble
+    modes: list[tuple[str, int]]  # complete files whose mode alone differs: (final path, mode)
+    kept_files: int
+    kept_bytes: int
+    local_sources: list[LocalFiles]  # DEST's files, then --reference directories
+    leftovers: list[Path]  # partial files of another version's pull: removed at the end
+
+
+def _offsets(entry: mf.FileEntry) -> list[int]:
+    out, pos = [], 0
+    for _, size in entry.chunks:
+        out.append(pos)
+        pos += size
+    return out
+
+
+@dataclass(slots=True)  # slots, and no lock or set until needed: a pull of 100,000 files holds as many
+class FilePlan:
+    """One file to assemble under its partial name, then rename to ``final``."""
+    entry: mf.FileEntry
+    final: str  # paths as str: a Path object costs four times the memory
+    partial: str
+    offsets: list[int]
+    have: AbstractSet[int] = frozenset()  # indexes of chunks already right in the partial
+    remaining: int = 0  # chunks still to write (counted down by the assembler's threads)
+    lock: threading.Lock | None = None  # guards ``remaining`` (files of several chunks only)
+
+    @property
+    def one_chunk(self) -> bool:
+        """At most one chunk: assembled in one write, in a batch of such files (pull._Assembler)."""
+        return len(self.entry.chunks) <= 1
+
+    def missing(self) -> list[int]:
+        return [i for i in range(len(self.entry.chunks)) if i not in self.have]
+
+    def bytes_present(self) -> int:
+        return sum(self.entry.chunks[i][1] for i in self.have)
+
+
+# -- case-insensitive filesystems --------------------------------------------------------------------
+def _fold(path: str) -> str:
+    """``path`` as a filesystem that ignores case compares it (case, and Unicode normalisation,
+    which such filesystems ignore too)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
+
+
+def case_clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of manifest paths that name one file (or a file and a directory) on a filesystem
+    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in paths:
+        key = _fold(path)
+        if key in seen:
+            clashes.append((seen[key], path))
+        else:
+            seen[key] = path
+    # a file whose folded path is a folded directory of another file
+    folded_dirs: dict[str, str] = {}
+    for key, path in seen.items():
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            folded_dirs.setdefault("/".join(parts[:i]), path)
+    for key, path in seen.items():
+        if key in folded_dirs:
+            clashes.append((path, folded_dirs[key]))
+    return clashes
+
+
+def check_case_clashes(paths: Sequence[str], ignores_case: Callable[[], bool]) -> None:
+    """Refuse (UsageError) a version whose paths collide on DEST's case-insensitive filesystem:
+    one file would overwrite the other. A case-sensitive DEST takes any version. ``ignores_case``
+    probes DEST, only when the version has such a pair."""
+    clashes = case_clashes(paths)
+    if clashes and ignores_case():
+        a, b = clashes[0]
+        more = f" (and {len(clashes) - 1} more pairs)" if len(clashes) > 1 else ""
+        raise UsageError(
+            f"the version has paths that differ only by case, {display_path(a)!r} and {display_path(b)!r}{more}, "
+            f"and the destination's filesystem ignores case",
+            "pull onto a case-sensitive filesystem (most Linux filesystems are)")
+
+
+
+
+def _ignores_case_read_only(dest: Path) -> bool:
+    """Whether DEST's filesystem ignores case, without writing: look a name of DEST (or of its
+    nearest existing parent) up in another case. False when no name there can tell."""
+    directory = dest
+    while not directory.is_dir() and directory.parent != directory:
+        directory = directory.parent
+    try:
+        names = set(os.listdir(directory))
+    except OSError:
+        return False
+    for name in names:
+        other = name.swapcase()
+        if other != name and other not in names:
+            return os.path.lexists(directory / other)
+    return False
+
+
+# -- reading DEST ------------------------------------------------------------------------------------
+def partial_name(entry: mf.FileEntry) -> str:
+    return blake3.blake3(f"{entry.path}\0{entry.blake3}".encode()).hexdigest()[:32]
+
+
+def _scan_partials(partial_dir: Path, *, dry_run: bool) -> list[Path]:
+    """The partial files left in DEST/.aim/partial. Anything there that aim_cli does not write
+    (a directory, a symlink, a FIFO, a second hard link to some file) is refused rather than
+    followed or deleted. A partial an older aim_cli left read-only (it applied the file's mode
+    before the rename) is made the owner's again, so the rerun can re-read and finish it (not
+    in a dry run, which writes nothing: such a partial then just holds no chunk)."""
+    found = []
+    try:
+        entries = list(os.scandir(partial_dir))
+    except OSError as e:
+        if dry_run and isinstance(e, FileNotFoundError):
+            return found  # no pull has run there
+        raise dest_error(e, partial_dir) from None
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise UsageError(f"{display_path(path)} is not a partial file of aim_cli (a directory, a link or a "
+                             f"special file)", "remove it and rerun the pull")
+        if stat.S_IMODE(st.st_mode) != PARTIAL_MODE and not dry_run:
+            try:
+                os.chmod(path, PARTIAL_MODE)  # a regular file, just checked, in the directory we hold the lock of
+            except OSError as e:
+                raise dest_error(e, path) from None
+        found.append(path)
+    return found
+
+
+def chunks_in_place(path: str | Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
+    """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
+    ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
+    present: set[int] = set()
+    try:
+        fd = open_regular(path, os.O_RDONLY)
+    except OSError:
+        return present
+    try:
+        for i, ((digest, size), offset) in enumerate(zip(entry.chunks, offsets)):
+            data = os.pread(fd, size, offset)
+            if len(data) == size and blake3.blake3(data).hexdigest() == digest:
+                present.add(i)
+            if advance is not None:
+                advance(size)
+    finally:
+        os.close(fd)
+    return present
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A file of the version, where it goes, and what the one pass over DEST saw of it."""
+    entry: mf.FileEntry
+    final: str
+    partial: str
+    final_listed: bool  # a name is (or may be) at the final path, of any type
+    partial_listed: bool  # a partial file of this file's is in the partial directory
+
+
+class DestNames:
+    """The names in each directory of DEST that the version writes into, read once: one listdir
+    per directory instead of an lstat per file (most of which, in a fresh pull, find nothing).
+    DEST is locked, so no other pull adds a name meanwhile. Names are compared folded, so that
+    a filesystem that ignores case or normalises Unicode (it would find "a.bin" for "A.bin")
+    still has its file looked at; a folded match that is not the file costs one lstat."""
+
+    def __init__(self):
+        self._names: dict[Path, frozenset[str]] = {}
+
+    def may_have(self, directory: Path, name: str) -> bool:
+        names = self._names.get(directory)
+        if names is None:
+            try:
+                names = frozenset(_fold(n) for n in os.listdir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                names = frozenset()
+            except OSError as e:
+                raise dest_error(e, directory) from None
+            self._names[directory] = names
+        return _fold(name) in names
+
+
+_COMPLETE, _SET_MODE = "complete", "set-mode"
+
+
+def _plan_file(target: _Target, dest_files: LocalFiles, references: LocalFiles, reference_dirs: Sequence[Path],
+               advance) -> FilePlan | str:
+    """What DEST holds of one file: _COMPLETE if the file at the final path is complete (the
+    right size, and every chunk right at its offset: a file of another size is never complete,
+    even one with no chunks), _SET_MODE if only its mode differs, else its plan, with the chunks
+    its partial file already holds. The final file and the references are indexed as sources of
+    the chunks still missing."""
+    entry, final, partial = target.entry, target.final, target.partial
+    plan = FilePlan(entry, final, partial, _offsets(entry))
+    st = None
+    if target.final_listed:
+        try:
+            st = os.lstat(final)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise dest_error(e, final) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
+                         "move it away or pull elsewhere")
+    if st is not None and stat.S_ISREG(st.st_mode):
+        same_size = st.st_size == entry.size
+        in_place = chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
+        if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
+            if stat.S_IMODE(st.st_mode) == entry.mode:
+                return _COMPLETE
+            if st.st_nlink == 1:  # a file with other names is replaced, not chmodded under them all
+                return _SET_MODE
+        dest_files.add(final, [(entry.chunks[i][0], plan.offsets[i]) for i in in_place])
+        if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
+            dest_files.add_file(final)
+    if target.partial_listed:  # a regular file of ours (_scan_partials); reopened without following links
+        plan.have = chunks_in_place(partial, entry, plan.offsets, advance)
+    if len(plan.have) < len(entry.chunks):
+        for ref_dir in reference_dirs:
+            references.add_file(ref_dir / entry.path)
+    return plan
+
+
+def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter) -> list[tuple[str, int]]:
+    """(path, size) of the regular files under DEST that --delete removes: not in the version,
+    selected by the patterns. Symlinks (to files or directories) are neither followed nor
+    listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
+    version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
+    them it is the version's file itself."""
+    from aim_cli.verify import _walk as walk_tree  # the walk verify --local compares DEST by
+
+    try:
+        found = walk_tree(dest)
+    except FileNotFoundError:
+        return []  # DEST does not exist yet (a dry run)
+    except OSError as e:
+        raise dest_error(e, e.filename or dest) from None
+    folded = {_fold(path) for path in version_paths}
+    return sorted((path, st.st_size) for path, st in found.items()
+                  if stat.S_ISREG(st.st_mode) and _fold(path) not in folded and selection.selects(path))
+
+
+def free_space(dest: Path) -> int:
+    """Free bytes on the filesystem DEST is (or will be) on."""
+    directory = dest
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    return shutil.disk_usage(directory).free
+
+
+# -- the planner -------------------------------------------------------------------------------------
+def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = PathFilter(), newest: bool = False,
+              references: Sequence[Path] = (), delete: bool = False, dry_run: bool = False,
+              progress=None) -> PullPlan:
+    """Plan the pull of ``ref``'s selected files into ``dest`` (absolute). Without ``dry_run``
+    it runs under DEST's lock (pull.py) and may create the work directories, probe the case
+    of DEST's filesystem and give partial files their owner's mode; with it, it writes nothing
+    and takes no lock. Files are hashed and re-chunked in parallel threads (blake3 and pyfastcdc
+    release the GIL)."""
+    progress = progress or NullProgress()
+    m = ref.manifest
+    selected = [e for e in m.files if selection.selects(e.path)]
+    partial_dir = dest / WORK_DIR / PARTIAL_DIR
+    if not dry_run:
+        make_work_dir(partial_dir)
+    else:  # read nothing through a symlink the pull itself would refuse
+        for work_dir in (dest / WORK_DIR, partial_dir):
+            if os.path.lexists(work_dir):
+                check_work_dir(work_dir)
+    dirs = DestDirs(dest)
+    parents = [dirs.parent_of(e.path, create=False) for e in selected]  # one Path per directory, shared
+    probe = _ignores_case_read_only if dry_run else lambda d: ignores_case(d / WORK_DIR)
+    check_case_clashes([e.path for e in selected], lambda: probe(dest))
+    partials = {p.name: p for p in _scan_partials(partial_dir, dry_run=dry_run)}
+    names = DestNames()
+    targets = []
+    for e, parent in zip(selected, parents):
+        name, partial = e.path.rsplit("/", 1)[-1], partial_name(e)
+        targets.append(_Target(e, os.path.join(parent, name), os.path.join(partial_dir, partial),
+                               names.may_have(parent, name), partial in partials))
+    # Partials of the version's unselected files stay for a later pull of them; others are
+    # another version's: sources of chunks, removed at the end.
+    version_partials = {partial_name(e) for e in m.files}
+    leftovers = [p for name, p in partials.items() if name not in version_partials]
+    doomed = _extra_files(dest, [e.path for e in m.files], selection) if delete else []
+    dest_files, ref_files = LocalFiles("dest", repo.format()), LocalFiles("reference", repo.format())
+
+    # Checking a large model already on disk takes a while: it gets a bar of its own.
+    on_disk = sum(t.entry.size for t in targets if t.final_listed or t.partial_listed)
+    if on_disk:
+        progress.start("check", on_disk)
+
+    def plan_batch(batch: list[_Target]) -> list[FilePlan | str]:
+        return [_plan_file(t, dest_files, ref_files, references, progress.advance) for t in batch]
+
+    # In batches (a big file alone in its own): a task per small file would cost more than its plan.
+    threads = os.cpu_count() or 2
+    work = list(batches(targets, lambda t: t.entry.size, workers=threads))
+    # Files that will go (another version's partials, --delete's) are read as sources too: a
+    # renamed file is not fetched again.
+    to_index = [*leftovers, *(dest / path for path, _ in doomed)]
+    with ThreadPoolExecutor(max(1, min(threads, len(work) + len(to_index))), thread_name_prefix="aim-plan") as planners:
+        for path in to_index:
+            planners.submit(dest_files.add_file, path)
+        outcomes = [outcome for batch in planners.map(plan_batch, work) for outcome in batch]
+    progress.close()
+
+    planned, to_assemble, modes = [], [], []
+    for t, outcome in zip(targets, outcomes):
+        if isinstance(outcome, FilePlan):
+            to_assemble.append(outcome)
+            planned.append(_classify(outcome, dest_files, ref_files))
+            continue
+        if outcome == _SET_MODE:
+            modes.append((t.final, t.entry.mode))
+        planned.append(PlannedFile(t.entry.path, t.entry.size, KEEP, 0, 0, 0))
+    kept = [f for f in planned if f.action == KEEP]
+    space_needed = sum(p.entry.size - p.bytes_present() for p in to_assemble)
+    return PullPlan(
+        m.model, m.tag, ref.digest, newest, str(dest), list(selection.include), list(selection.exclude), planned,
+        [path for path, _ in doomed], sum(size for _, size in doomed), space_needed, free_space(dest),
+        None if dry_run else PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files],
+                                      leftovers))
+
+
+def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) -> PlannedFile:
+    """The planned action of a file to assemble: each missing chunk is either in a local source
+    (``reuse``) or to be fetched."""
+    entry = plan.entry
+    reuse, fetch, chunks = plan.bytes_present(), 0, 0
+    for i in plan.missing():
+        digest, size = entry.chunks[i]
+        if digest in dest_files or digest in references:
+            reuse += size
+        else:
+            fetch += size
+            chunks += 1
+    return PlannedFile(entry.path, entry.size, FETCH if chunks else LOCAL, reuse, fetch, chunks)
