@@ -9,6 +9,7 @@ import pytest
 
 from aim_cli import api
 from aim_cli.chunk_sources import CacheSource, LocalFiles, RepositorySource, SourceChain
+from aim_cli.repo_format import RepoFormat
 from aim_cli.chunking import ChunkingParams, iter_chunks
 from aim_cli.errors import BlobMissingError
 from aim_cli.pull import pull
@@ -177,7 +178,7 @@ def test_local_files_hand_out_only_verified_bytes(tmp_path):
     params = ChunkingParams.for_average(4096)
     data = random_bytes(50_000, 4)
     path = write_model(tmp_path, {"f.bin": data}) / "f.bin"
-    files = LocalFiles("reference", params)
+    files = LocalFiles("reference", RepoFormat.new(1, params))
     files.add_file(path)
     chunk = next(iter_chunks(path, params))
     assert files.read(chunk.digest, chunk.size, "f.bin") == data[chunk.offset:chunk.offset + chunk.size]
