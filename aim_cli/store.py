@@ -69,6 +69,10 @@ BLOBS = "blobs/"
 MODELS = "models/"
 VERSIONS = "versions"
 SUMMARIES = "summaries"
+SIGNATURES = "signatures"
+SIGNATURE_SUFFIX = ".sig"
+#: A Sigstore bundle of a version is a few KiB (a certificate chain included); a bound on reads.
+MAX_SIGNATURE_BYTES = 1024 * 1024
 MANIFEST_SUFFIX = ".json"
 #: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
 SHARDS = tuple(f"{i:02x}" for i in range(256))
@@ -105,9 +109,20 @@ def summary_key(model: str, tag: str) -> str:
     return f"{model_prefix(model)}{SUMMARIES}/{tag}{MANIFEST_SUFFIX}"
 
 
+def signatures_prefix(model: str, tag: str) -> str:
+    return f"{model_prefix(model)}{SIGNATURES}/{tag}/"
+
+
+def signature_key(model: str, tag: str, hint: str) -> str:
+    """``models/<model>/signatures/<tag>/<hint>.sig``: one signer's Sigstore bundle of the
+    version (issue 12). Outside versions/: a signature never changes the manifest or its digest."""
+    return f"{signatures_prefix(model, tag)}{hint}{SIGNATURE_SUFFIX}"
+
+
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
 #: ("locks" is leases.py's directory; "*" is every model.)
-WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}")
+WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}",
+              f"{MODELS}*/{SIGNATURES}/*")
 
 
 def _valid_name(name: str) -> bool:
@@ -156,13 +171,29 @@ class SummaryKey:
     tag: str
 
 
-def parse_model_key(key: str) -> VersionKey | SummaryKey:
-    """A key below ``models/``: a summary's, else a version's or a stray (``parse_version_key``)."""
+@dataclass(frozen=True)
+class SignatureKey:
+    """``models/<model>/signatures/<tag>/<hint>.sig`` with valid names: the store's own, never
+    a stray, never read by gc (a signature names no blob)."""
+
+    key: str
+    model: str
+    tag: str
+    hint: str
+
+
+def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
+    """A key below ``models/``: a summary's or a signature's, else a version's or a stray
+    (``parse_version_key``)."""
     parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
     if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
         model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
         if _valid_name(model) and _valid_name(tag):
             return SummaryKey(key, model, tag)
+    if len(parts) == 4 and parts[1] == SIGNATURES and parts[3].endswith(SIGNATURE_SUFFIX):
+        model, tag, hint = parts[0], parts[2], parts[3][: -len(SIGNATURE_SUFFIX)]
+        if _valid_name(model) and _valid_name(tag) and _valid_name(hint):
+            return SignatureKey(key, model, tag, hint)
     return parse_version_key(key)
 
 
@@ -586,7 +617,7 @@ class Repository:
         raw = self._manifest_bytes(vk.key, vk.key)
         return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
 
-    def _model_keys(self, prefix: str) -> Iterator[VersionKey | SummaryKey]:
+    def _model_keys(self, prefix: str) -> Iterator[VersionKey | SummaryKey | SignatureKey]:
         """Every object below ``prefix`` (in ``models/``), parsed. A link or special file there
         raises DamagedStorageError (backends)."""
         for info in self._list(prefix):
@@ -658,6 +689,8 @@ class Repository:
         Each stray is skipped with a warning on stderr."""
         tags, summarised = [], set()
         for key in self._model_keys(model_prefix(check_name("model", model))):
+            if isinstance(key, SignatureKey):
+                continue
             if isinstance(key, SummaryKey):
                 summarised.add(key.tag)
             elif key.tag is not None:
@@ -731,6 +764,8 @@ class Repository:
         key to the summary of the manifest that the caller read already, sparing a second read."""
         manifests, summaries = set(), []
         for key in self._model_keys(MODELS):
+            if isinstance(key, SignatureKey):
+                continue
             if isinstance(key, SummaryKey):
                 summaries.append(key)
             elif key.tag is not None:
@@ -798,6 +833,30 @@ class Repository:
                 del manifest  # before the next one is decoded
         return chunks
 
+    # -- signatures (issue 12; signing.py makes and checks them) ----------------------------------
+    def put_signature(self, model: str, tag: str, hint: str, bundle: bytes) -> bool:
+        """Store one signer's bundle of the version, exclusively: False when that signer's is
+        already there (signing again is "already signed"; a bundle is never replaced)."""
+        return self.backend.put_if_absent(signature_key(model, tag, check_name("signer hint", hint)), bundle)
+
+    def list_signatures(self, model: str, tag: str) -> list[str]:
+        """The signer hints of the version's stored signatures, sorted. Anything else in its
+        signatures/ directory is not a signature aim_cli wrote: `repo check` reports it."""
+        prefix = signatures_prefix(check_name("model", model), check_name("tag", tag))
+        return sorted(k.hint for k in self._model_keys(prefix) if isinstance(k, SignatureKey))
+
+    def get_signature(self, model: str, tag: str, hint: str) -> bytes:
+        """One stored bundle, read bounded by MAX_SIGNATURE_BYTES (larger is damage, exit 5)."""
+        key = signature_key(model, tag, hint)
+        try:
+            return self.backend.get(key, max_size=MAX_SIGNATURE_BYTES)
+        except KeyNotFoundError:
+            raise NotFoundError(f"no signature {hint!r} of {model}:{tag} in repository {self.name!r}",
+                                f"`aim_cli model info {self.name} {model} --tag {tag}` lists its signatures") from None
+        except ObjectTooLargeError:
+            raise IntegrityError(f"signature {key} is larger than {MAX_SIGNATURE_BYTES} bytes, so it is not one",
+                                 "remove it from the storage and sign the version again") from None
+
     def delete_version(self, model: str, tag: str) -> Deleted:
         """Delete the one key ``tag`` names (``find_version_key``: a stray too), and a version's
         summary. The manifest is returned when it could be read, and deleted all the same when
@@ -815,6 +874,7 @@ class Repository:
             return Deleted([tag], {})
         deleted = Deleted([tag], self._chunks_named([vk]))
         if vk.tag is not None:
+            self.backend.delete_many([signature_key(model, vk.tag, h) for h in self.list_signatures(model, vk.tag)])
             self.backend.delete(summary_key(model, vk.tag))
         self.backend.delete(vk.key)
         return deleted
@@ -823,10 +883,13 @@ class Repository:
         """Delete every key in ``model``'s versions/ (readable or not, strays too) and every
         summary; summaries first (see ``delete_version``). The deleted versions are returned."""
         keys = [k for k in self._model_keys(model_prefix(check_name("model", model)))
-                if isinstance(k, SummaryKey) or k.model is not None]
-        if not keys:
-            raise self._model_not_found(model)
+                if not isinstance(k, VersionKey) or k.model is not None]
         versions = [k for k in keys if isinstance(k, VersionKey)]
+        if not versions and not any(isinstance(k, SummaryKey) for k in keys):
+            raise self._model_not_found(model)
         deleted = Deleted([vk.tag or vk.name for vk in versions], self._chunks_named(versions))
+        # Signatures first, then summaries, then manifests: a delete killed midway leaves a
+        # version unsigned or unsummarised, never a signature or summary without its version.
+        self.backend.delete_many([k.key for k in keys if isinstance(k, SignatureKey)])
         self.backend.delete_many([k.key for k in keys if isinstance(k, SummaryKey)] + [vk.key for vk in versions])
         return deleted

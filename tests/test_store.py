@@ -242,7 +242,8 @@ def test_blob_keys_are_pinned():
     for stray in (f"cd/{h}", f"ab/{h}/x", "ab/.DS_Store", f"ab/{h.upper()}", h):
         assert store.digest_of_shard_key(stray) is None
     assert store.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in store.WRITE_DIRS and "blobs/ff" in store.WRITE_DIRS
-    assert store.WRITE_DIRS[-2:] == ("models/*/versions", "models/*/summaries") and len(store.WRITE_DIRS) == 2 + 256 + 2
+    assert store.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
+    assert len(store.WRITE_DIRS) == 2 + 256 + 3
 
 
 def test_not_found_errors_carry_model_and_tag(repo):
@@ -297,3 +298,25 @@ def test_delete_version_refuses_names_that_are_not_one_key_segment(repo, name):
         repo.delete_version("m", name)
     with pytest.raises(UsageError):
         repo.delete_version(name or "/", "v1")
+
+
+def test_signature_keys_are_the_stores_own_and_leave_with_their_version(repo):
+    """models/<m>/signatures/<tag>/<hint>.sig: never a stray, never a version; exclusive per
+    signer; delete-version and model delete remove them with the version."""
+    from aim_cli.store import SignatureKey, manifest_key, parse_model_key, signature_key
+
+    repo.init()
+    key = signature_key("m", "v1", "abc123")
+    assert key == "models/m/signatures/v1/abc123.sig"
+    assert parse_model_key(key) == SignatureKey(key, "m", "v1", "abc123")
+    assert not isinstance(parse_model_key("models/m/signatures/v1/x.txt"), SignatureKey)
+    for tag in ("v1", "v2"):
+        repo.backend.put(manifest_key("m", tag), b"{}")
+        assert repo.put_signature("m", tag, "abc123", b"bundle") and not repo.put_signature("m", tag, "abc123", b"x")
+    repo.put_signature("m", "v1", "def456", b"bundle 2")
+    assert repo.list_signatures("m", "v1") == ["abc123", "def456"] and repo.get_signature("m", "v1", "def456") == b"bundle 2"
+    assert repo.list_tags("m") == ["v1", "v2"]
+    repo.delete_version("m", "v1")
+    assert repo.list_signatures("m", "v1") == [] and repo.list_signatures("m", "v2") == ["abc123"]
+    repo.delete_model("m")
+    assert list(repo.backend.list("models/")) == []
