@@ -238,9 +238,10 @@ def raw_size_of(blob: bytes) -> int:
     return _HEADER.unpack_from(blob)[3]
 
 
-def decode(blob: bytes, raw_size: int) -> bytes:
-    """The raw bytes of ``blob``, which must decode to exactly ``raw_size`` bytes. Never holds
-    more than about ``raw_size`` bytes of output, whatever the blob claims. CorruptBlob otherwise."""
+def decode(blob: bytes, raw_size: int) -> bytes | bytearray | memoryview:
+    """The raw bytes of ``blob``, which must decode to exactly ``raw_size`` bytes, as a
+    bytes-like object (a view into ``blob`` for codec raw: no copy). Never holds more than about
+    ``raw_size`` bytes of output, whatever the blob claims. CorruptBlob otherwise."""
     if len(blob) < HEADER_SIZE or len(blob) > max_stored_size(raw_size):
         raise CorruptBlob(f"{len(blob)} bytes stored for a chunk of {raw_size} bytes")
     magic, codec_id, reserved, size = _HEADER.unpack_from(blob)
@@ -256,13 +257,13 @@ def decode(blob: bytes, raw_size: int) -> bytes:
     if codec == Codec.RAW:
         if len(payload) != raw_size:
             raise CorruptBlob(f"its payload is {len(payload)} bytes, not {raw_size}")
-        return bytes(payload)
+        return payload  # no copy: pull writes and hashes it where it lies
     if codec == Codec.ZSTD:
         return _unzstd(payload, raw_size)
     return _ungroup(payload, raw_size, _GROUPS[codec])
 
 
-def _ungroup(payload: memoryview, raw_size: int, groups: int) -> bytes:
+def _ungroup(payload: memoryview, raw_size: int, groups: int) -> bytearray:
     if raw_size % groups:
         raise CorruptBlob(f"a byte-grouped chunk of {raw_size} bytes, not a multiple of {groups}")
     stream_size = raw_size // groups
@@ -270,7 +271,7 @@ def _ungroup(payload: memoryview, raw_size: int, groups: int) -> bytes:
     out = bytearray(raw_size)
     for i, (mode, stored) in enumerate(streams):
         out[i::groups] = stored if mode == _Mode.RAW else _unzstd(stored, stream_size)
-    return bytes(out)
+    return out  # not copied into bytes: a 4 MiB copy per chunk, for callers that only write and hash it
 
 
 def _stream_table(payload: memoryview, groups: int, stream_size: int) -> list[tuple[int, memoryview]]:
