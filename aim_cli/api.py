@@ -31,7 +31,7 @@ from aim_cli.transfer_copy import CopyResult
 DEFAULT_JOBS = 8
 
 __all__ = [
-    "CopyResult", "DiffResult", "copy", "diff",
+    "CopyResult", "DiffResult", "Info", "copy", "diff", "info",
     "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullPlan", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
     "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
     "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
@@ -50,6 +50,23 @@ def open_repository(name: str, *, config=None, jobs: int = DEFAULT_JOBS) -> Repo
     backend = open_backend(repo_cfg, max_connections=jobs)
     backend.check_access()
     return Repository(backend, name, jobs=jobs)
+
+
+@dataclass(frozen=True)
+class Info:
+    version: str
+    config: str | None  # the model_repos.yaml in use, None when none is found
+    repos: list[RepoConfig]
+
+
+def info(*, config=None) -> Info:
+    """The aim_cli version, the config file in use (``config``, else found as the CLI finds it)
+    and its repositories. No storage is reached."""
+    from aim_cli import __version__
+
+    path = cfgmod.find_config_path(config)
+    cfg = cfgmod.load_config(path) if path else None
+    return Info(__version__, str(path) if path else None, list(cfg.repos.values()) if cfg else [])
 
 
 # -- repositories -----------------------------------------------------------------------------------

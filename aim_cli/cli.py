@@ -70,19 +70,15 @@ def cli(config_path, verbose):
 @json_option
 def info(as_json):
     """Show the version, the config file in use and its repositories."""
-    from aim_cli.config import find_config_path, load_config
-
-    path = find_config_path(_config())
-    cfg = load_config(path) if path else None
-    repos = [asdict(r) for r in cfg.repos.values()] if cfg else []
+    r = _api().info(config=_config())
     if as_json:
-        _json({"version": __version__, "config": str(path) if path else None, "repos": repos})
+        _json({"version": r.version, "config": r.config, "repos": [asdict(e) for e in r.repos]})
         return
-    _out(f"aim_cli {__version__}")
-    _out(f"config: {path if path else 'none found (create one with `aim_cli repo create`)'}")
-    _out(f"repositories: {len(repos)}")
-    for r in repos:
-        _out(f"  {r['name']}  {r['type']}  {r['path']}")
+    _out(f"aim_cli {r.version}")
+    _out(f"config: {r.config or 'none found (create one with `aim_cli repo create`)'}")
+    _out(f"repositories: {len(r.repos)}")
+    for e in r.repos:
+        _out(f"  {e.name}  {e.type}  {e.path}")
 
 
 # -- repo -------------------------------------------------------------------------------------------
