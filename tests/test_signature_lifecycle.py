@@ -252,6 +252,71 @@ def test_valid_signatures_are_no_damage_and_check_counts_versions_alone(repo):  
     assert _json(res)["versions"] == 1 and _json(res)["broken"] == [] and res.stderr == ""
 
 
+# == model copy ==================================================================================
+def _with_local(repo, name: str) -> None:  # noqa: F811
+    """Add a local repository ``name`` beside the fixture's, in its config."""
+    path = repo.tmp / name
+    repo.config.write_text(repo.config.read_text() + f"  {name}: {{type: local, path: {path}}}\n")
+
+
+def test_copy_carries_signatures_onto_copied_and_skipped_tags_never_onto_conflicts(repo):  # noqa: F811
+    """The fixture's repository is the destination: signatures are written by exclusive create
+    on S3 too."""
+    _with_local(repo, "src")
+    src = lambda *a: ok(repo.cli(*a))  # noqa: E731
+    for tag, variant in (("v1", 1), ("v2", 2), ("v3", 3)):
+        src("model", "push", "src", "m", make_variant_model(repo.tmp / f"s-{tag}", variant=variant), "--tag", tag, "-q")
+    ok(repo.cli("model", "copy", "src", "m", repo.name, "--tag", "v1", "-q"))  # v1 unsigned, before signing
+    _push(repo, "v3", 9)  # another v3 there: a conflict
+    from aim_cli import api
+
+    source = api.open_repository("src", config=str(repo.config))
+    planted = {"v1": _sign(source, "v1", "alice", "bob"), "v2": _sign(source, "v2", "alice"),
+               "v3": _sign(source, "v3", "alice")}
+    before = _keys(repo)
+
+    plan = repo.cli("model", "copy", "src", "m", repo.name, "--dry-run", "--json")
+    assert plan.returncode == 4 and _keys(repo) == before  # conflict exits 4; a dry run writes nothing
+    shown = {v["tag"]: (v["status"], v["signatures"]) for v in _json(plan)["versions"]}
+    assert shown == {"v1": ("skipped", 2), "v2": ("copied", 1), "v3": ("conflict", 0)}
+    assert _json(plan)["signatures"] == 3
+    text = repo.cli("model", "copy", "src", "m", repo.name, "--dry-run").stdout
+    assert "skipped   m:v1" in text and "same digest; would copy 2 signatures" in text
+    assert ", 3 signatures;" in text
+
+    done = repo.cli("model", "copy", "src", "m", repo.name, "--json", "-q")
+    assert done.returncode == 4
+    assert {v["tag"]: v["signatures"] for v in _json(done)["versions"]} == {"v1": 2, "v2": 1, "v3": 0}
+    for tag in ("v1", "v2"):
+        assert repo.repository.list_signatures("m", tag) == sorted(planted[tag])
+        for hint, data in planted[tag].items():
+            assert repo.repository.get_signature("m", tag, hint) == data  # exact bytes
+    assert repo.repository.list_signatures("m", "v3") == []
+    assert _broken(repo) == {}
+
+    # A new signer on v1: the rerun copies that one only (the others are held already).
+    extra = _sign(source, "v1", "carol")
+    again = _json(repo.cli("model", "copy", "src", "m", repo.name, "--json", "-q"))
+    assert {v["tag"]: v["signatures"] for v in again["versions"]} == {"v1": 1, "v2": 0, "v3": 0}
+    assert again["signatures"] == 1 and again["blobs"] == 0
+    assert repo.repository.get_signature("m", "v1", "carol") == extra["carol"]
+
+
+def test_copy_out_of_the_repository_carries_signatures_and_reruns_copy_none(repo):  # noqa: F811
+    """The fixture's repository is the source (signatures listed and read on S3 too)."""
+    _with_local(repo, "dst")
+    _push(repo, "v1", 1)
+    planted = _sign(repo.repository, "v1", "alice", "bob")
+    first = _json(ok(repo.cli("model", "copy", repo.name, "m", "dst", "--json", "-q")))
+    assert first["copied"] == ["v1"] and first["signatures"] == 2
+    from aim_cli import api
+
+    dst = api.open_repository("dst", config=str(repo.config))
+    assert {h: dst.get_signature("m", "v1", h) for h in dst.list_signatures("m", "v1")} == planted
+    rerun = _json(ok(repo.cli("model", "copy", repo.name, "m", "dst", "--json", "-q")))
+    assert rerun["skipped"] == ["v1"] and rerun["signatures"] == 0
+
+
 # == listings ====================================================================================
 def test_listings_do_not_see_signatures_and_never_warn_about_them(repo):  # noqa: F811
     _push(repo, "v1", 1)
