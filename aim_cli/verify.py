@@ -253,7 +253,7 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
 
 
 def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
-    if in_signatures(vk.key):  # what it reads as as a manifest is noise here
+    if in_signatures(vk.key):  # why it does not parse as a manifest is noise here
         return ("not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
                 "names); remove it from the storage by hand")
     what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
@@ -389,7 +389,7 @@ def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozen
     except IntegrityError as e:  # larger than any bundle
         return f"{e.message}; {e.hint}"
     if orphan:
-        return (f"a signature without its version (a delete was interrupted or raced a signing); `aim_cli model "
+        return (f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
                 f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it")
     why = judge(data)
     if why is not None:
