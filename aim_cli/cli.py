@@ -557,14 +557,15 @@ def _show_copy(r) -> None:
     would = "would copy" if r.dry_run else "copied"
     for v in r.versions:
         label = f"{r.model}:{v.tag}"
+        signed = f"; {would} {v.signatures} signatures" if v.signatures else ""
         if v.status == "skipped":
-            _out(f"skipped   {label}  {r.dst!r} holds it with the same digest")
+            _out(f"skipped   {label}  {r.dst!r} holds it with the same digest{signed}")
         elif v.status == "conflict":
             _out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
         else:
             stored = "" if v.stored_bytes is None else f" ({_size(v.stored_bytes)} stored)"
             _out(f"{would:<9} {label}  {v.blobs} blobs, {_size(v.raw_bytes)} of chunks{stored}, "
-                 f"{v.present_blobs} already there; digest {v.digest}")
+                 f"{v.present_blobs} already there; digest {v.digest}{signed}")
     if r.reencoded:
         note = (" (a format 1 repository records no dtypes: chunks compressed as plain bytes)"
                 if r.src_format == 1 else "")
@@ -575,7 +576,7 @@ def _show_copy(r) -> None:
     dry = "; dry run: nothing written" if r.dry_run else ""
     _out(f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
          f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {_size(r.raw_bytes)} of "
-         f"chunks{stored}{created}; {r.elapsed:.2f}s{dry}")
+         f"chunks{stored}, {r.signatures} signatures{created}; {r.elapsed:.2f}s{dry}")
 
 
 # -- cache ------------------------------------------------------------------------------------------

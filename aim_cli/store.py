@@ -125,6 +125,13 @@ WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}"
               f"{MODELS}*/{SIGNATURES}/*")
 
 
+def in_signatures(key: str) -> bool:
+    """Whether ``key`` lies in some model's signatures/ directory: a stray there is a malformed
+    signature (`repo check` says so), not a misplaced version."""
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    return len(parts) > 2 and parts[1] == SIGNATURES
+
+
 def _valid_name(name: str) -> bool:
     try:
         check_name("name", name)
@@ -845,6 +852,10 @@ class Repository:
         prefix = signatures_prefix(check_name("model", model), check_name("tag", tag))
         return sorted(k.hint for k in self._model_keys(prefix) if isinstance(k, SignatureKey))
 
+    def iter_signature_keys(self) -> Iterator[SignatureKey]:
+        """Every signature of the repository (one listing of models/), for `repo check`."""
+        return (k for k in self._model_keys(MODELS) if isinstance(k, SignatureKey))
+
     def get_signature(self, model: str, tag: str, hint: str) -> bytes:
         """One stored bundle, read bounded by MAX_SIGNATURE_BYTES (larger is damage, exit 5)."""
         key = signature_key(model, tag, hint)
@@ -863,14 +874,18 @@ class Repository:
         not: a broken manifest must not block `repo gc` until its whole model is deleted.
 
         The summary goes first: a delete killed in between leaves a version whose summary the
-        next listing rebuilds, never a summary without its version. A summary already without
-        one (a listing rebuilt it while a delete ran) is deleted by its tag."""
+        next listing rebuilds, never a summary without its version. A summary or signatures
+        already without one (a listing rebuilt it, or a signer stored one, while a delete ran)
+        are deleted by the tag."""
         try:
             vk = self.find_version_key(model, tag)
         except VersionNotFoundError:
-            if not self.backend.exists(summary_key(model, tag)):  # names valid: find_version_key checked
+            # What an interrupted delete left (names valid: find_version_key checked): deleted by its tag.
+            left = [signature_key(model, tag, h) for h in self.list_signatures(model, tag)]
+            left += [summary_key(model, tag)] if self.backend.exists(summary_key(model, tag)) else []
+            if not left:
                 raise
-            self.backend.delete(summary_key(model, tag))
+            self.backend.delete_many(left)
             return Deleted([tag], {})
         deleted = Deleted([tag], self._chunks_named([vk]))
         if vk.tag is not None:
@@ -885,7 +900,7 @@ class Repository:
         keys = [k for k in self._model_keys(model_prefix(check_name("model", model)))
                 if not isinstance(k, VersionKey) or k.model is not None]
         versions = [k for k in keys if isinstance(k, VersionKey)]
-        if not versions and not any(isinstance(k, SummaryKey) for k in keys):
+        if not keys:
             raise self._model_not_found(model)
         deleted = Deleted([vk.tag or vk.name for vk in versions], self._chunks_named(versions))
         # Signatures first, then summaries, then manifests: a delete killed midway leaves a

@@ -11,6 +11,8 @@
         run) -> read from the source and verified -> stored (``jobs`` threads, at most
         2 x ``jobs`` blobs submitted at once, so memory stays bounded)
         sync -> lease check -> exclusive create of the manifest's exact bytes
+        then each signature of the version the destination lacks, exact bytes, exclusive create
+        (onto a skipped tag too: it holds the same files; never onto a conflicting one)
 
 The manifest is copied as stored, so its digest (what an auditor pins) is the same in both
 repositories. Blobs are named by the BLAKE3 of their raw bytes in every format, so any repository
@@ -21,7 +23,8 @@ repository records none, so every chunk is encoded with element size 1), which s
 bf16/f16 weights than a push into the format 2 repository would.
 
 A copy that stops (a kill, a lost connection) leaves complete blobs and committed versions
-only; the rerun finds them and copies the rest. A blob that fails verification stops the copy
+only; the rerun finds them and copies the rest, signatures included. A signature is written only
+after its version is committed: never one without its version. A blob that fails verification stops the copy
 (IntegrityError, exit 5) before its version is committed. ``dry_run`` plans the same way and
 writes nothing: no repository, no lease, no blob.
 """
@@ -32,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from aim_cli import leases
@@ -61,6 +64,7 @@ class VersionCopy:
     stored_bytes: int | None = 0  # what the destination stores for them (dry run across formats: None)
     present_blobs: int = 0  # its other distinct chunks: in the destination already, or copied for an earlier version
     dst_digest: str | None = None  # a conflict: the digest the destination holds
+    signatures: int = 0  # signatures stored (would be, in a dry run) that the destination lacked
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class CopyResult:
     read_bytes: int
     stored_bytes: int | None
     elapsed: float
+    signatures: int = 0  # signatures copied, over all versions
 
     @property
     def reencoded(self) -> bool:
@@ -97,7 +102,8 @@ def _result(src: Repository, dst: Repository, model: str, dry_run: bool, formats
     return CopyResult(src.name, dst.name, model, dry_run, formats[0], formats[1], created, versions, tags(COPIED),
                       tags(SKIPPED), tags(CONFLICT), sum(v.blobs for v in versions),
                       sum(v.raw_bytes for v in versions), sum(v.read_bytes for v in versions),
-                      None if None in stored else sum(stored), time.monotonic() - started)
+                      None if None in stored else sum(stored), time.monotonic() - started,
+                      sum(v.signatures for v in versions))
 
 
 def _bounded(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
@@ -163,6 +169,28 @@ class _Copier:
         return {d: chunks[d] for d in unknown if d not in self.known}
 
     def version(self, tag: str, lease: leases.Lease | None) -> VersionCopy:
+        """The version, then (copied or skipped: the destination holds the same manifest) its signatures."""
+        done = self._version(tag, lease)
+        if done.status == CONFLICT:
+            return done  # a signature covers files: never put onto another version's
+        return replace(done, signatures=self.signatures(tag))
+
+    def signatures(self, tag: str) -> int:
+        """Store each signature of the version the destination lacks, exact bytes, exclusively (a
+        signer's bundle is never replaced): how many were stored (would be, in a dry run)."""
+        hints = self.src.list_signatures(self.model, tag)
+        if hints and self.dst_exists:
+            held = set(self.dst.list_signatures(self.model, tag))
+            hints = [h for h in hints if h not in held]
+        if self.dry_run or not hints:
+            return len(hints)
+
+        def put(hint: str) -> bool:
+            return self.dst.put_signature(self.model, tag, hint, self.src.get_signature(self.model, tag, hint))
+
+        return sum(self.src.map_parallel(put, hints))
+
+    def _version(self, tag: str, lease: leases.Lease | None) -> VersionCopy:
         ref = self.src.get_version(self.model, tag)
         held = self.held_digest(tag)
         if held is not None:

@@ -8,7 +8,10 @@
     check_repo(repo)            every manifest parses and validates, every blob it names is stored with
                                 the size it says, nothing below models/ or blobs/ is a stray; with
                                 ``read_data`` every stored blob is re-hashed.
-                                Also counts the unreferenced blobs that `repo gc` would free.
+                                Also counts the unreferenced blobs that `repo gc` would free,
+                                and checks every signature's structure (not its cryptography:
+                                `model verify --public-key` does that): one per version that
+                                exists, bounded, a Sigstore bundle.
 
 Memory stays bounded: at most ``jobs`` blobs are in memory at once, and `repo check` holds one
 manifest at a time plus the set of chunks they name (gc.scan_manifests): memory grows with the
@@ -17,6 +20,7 @@ distinct chunks, never with versions x chunks.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections import deque
@@ -30,10 +34,12 @@ from typing import TypeVar
 from aim_cli import manifest as mf
 from aim_cli import summary as sm
 from aim_cli.chunking import file_digest
-from aim_cli.errors import BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, UsageError
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError,
+                            UsageError)
 from aim_cli.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
-from aim_cli.store import REPO_META_KEY, Repository, VersionKey, VersionRef
+from aim_cli.store import (MAX_SIGNATURE_BYTES, REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef,
+                           in_signatures, manifest_key)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -247,6 +253,9 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
 
 
 def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
+    if in_signatures(vk.key):  # why it does not parse as a manifest is noise here
+        return ("not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
+                "names); remove it from the storage by hand")
     what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
     if vk.model is None:
         return f"{what}; remove it from the storage by hand"
@@ -272,6 +281,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     del index  # the pairs: sizes and disagreements are all the check needs of them
     # A summary without its version, unreadable, or disagreeing with the manifest just read.
     report.broken += repo.summary_problems(known=from_manifests)
+    report.broken += signature_problems(repo, scan.keys)
 
     stored: dict[str, int] = {}
     for key, digest, size in repo.iter_blob_keys():
@@ -318,6 +328,74 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     garbage = [size for d, size in stored.items() if d not in referenced]
     report.unreferenced, report.unreferenced_bytes = len(garbage), sum(garbage)
     return report
+
+
+#: What a stored signature must look like before anything reads it as one (Sigstore bundle v0.x).
+SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
+
+
+def _bundle_problem_fallback(data: bytes) -> str | None:
+    """Why ``data`` is not a Sigstore bundle in structure, or None: bounded, a JSON object with a
+    Sigstore bundle media type and a DSSE envelope. Used until aim_cli.signing provides its own."""
+    if len(data) > MAX_SIGNATURE_BYTES:
+        return f"larger than {MAX_SIGNATURE_BYTES} bytes"
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    media = doc.get("mediaType")
+    if not (isinstance(media, str) and media.startswith(SIGSTORE_BUNDLE_MEDIA_TYPE)):
+        return f"no Sigstore bundle media type ({SIGSTORE_BUNDLE_MEDIA_TYPE}...)"
+    if not isinstance(doc.get("dsseEnvelope"), dict):
+        return "no DSSE envelope"
+    return None
+
+
+def bundle_validator() -> Callable[[bytes], str | None]:
+    """aim_cli.signing.bundle_problem, the one judge of a bundle's structure, when that module is
+    installed; the fallback above otherwise. Imported at call time, not with this module:
+    signing may import verify, and a cycle must not silently pick the fallback."""
+    try:
+        import aim_cli.signing as signing
+    except ModuleNotFoundError as e:
+        if e.name != "aim_cli.signing":
+            raise  # signing is there but cannot load: not a reason to judge bundles otherwise
+        return _bundle_problem_fallback
+    return signing.bundle_problem
+
+
+def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[tuple[str, str]]:
+    """(key, why) of every damaged signature: one without its version, one larger than any
+    bundle, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a listing of
+    models/ taken before this one (a version signed since is looked up again). Signatures are
+    few and small: each is read, in parallel."""
+    keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
+    judge = bundle_validator()
+    found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
+    return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
+
+
+def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str],
+                       judge: Callable[[bytes], str | None]) -> str | None:
+    # The version first, then the signature: a delete removes them in the other order, so a
+    # signature still there once its version is gone is one that no delete in progress removes.
+    orphan = manifest_key(sk.model, sk.tag) not in manifest_keys and not repo.has_version(sk.model, sk.tag)
+    try:
+        data = repo.get_signature(sk.model, sk.tag, sk.hint)
+    except NotFoundError:
+        return None
+    except IntegrityError as e:  # larger than any bundle
+        return f"{e.message}; {e.hint}"
+    if orphan:
+        return (f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
+                f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it")
+    why = judge(data)
+    if why is not None:
+        return (f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
+                f"the version again")
+    return None
 
 
 def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> list[BlobProblem]:

@@ -561,3 +561,21 @@ def version_bytes(repository: Repository, model: str, tag: str) -> tuple[int, in
     each of them once gets as chunks (``fetched_raw_bytes``) and over the wire (``fetched_bytes``)."""
     chunks = chunks_of(repository.get_version(model, tag).manifest)
     return sum(chunks.values()), sum(stored_sizes(repository, chunks).values())
+
+
+# -- signatures (issue 12) --------------------------------------------------------------------
+def sigstore_bundle_bytes(seed: int) -> bytes:
+    """Bytes shaped like a Sigstore bundle (media type, verification material, DSSE envelope) that
+    verify nothing: what the lifecycle (delete, gc, copy, `repo check`'s structure) handles as
+    opaque bytes. Different per ``seed``."""
+    import base64
+
+    def b64(n: int) -> str:
+        return base64.b64encode(random_bytes(n, seed)).decode()
+
+    return json.dumps({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": b64(32)}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": b64(200), "payloadType": "application/vnd.in-toto+json",
+                         "signatures": [{"sig": b64(72)}]},
+    }).encode()

@@ -98,6 +98,7 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
     copy = aim("model", "copy", "r", "m", "r2")
     assert set(copy) == {"src", "dst", "model", "dry_run", "src_format", "dst_format", "dst_created", "reencoded",
                          "versions", "copied", "skipped", "conflicts", "blobs", "raw_bytes", "read_bytes",
-                         "stored_bytes", "elapsed"}
+                         "stored_bytes", "elapsed", "signatures"}
     assert [set(v) for v in copy["versions"]] == 2 * [{"tag", "digest", "status", "blobs", "raw_bytes", "read_bytes",
-                                                       "stored_bytes", "present_blobs", "dst_digest"}]
+                                                       "stored_bytes", "present_blobs", "dst_digest",
+                                                       "signatures"}]
