@@ -142,15 +142,21 @@ def test_a_manifest_is_valid_in_either_format_with_the_same_digest(tmp_path):
     assert _blob_files(new).keys() == _blob_files(old).keys()
 
 
-def test_a_format_1_blob_in_a_format_2_repository_is_corrupt(tmp_path):
-    """A raw chunk where format 2 expects header || payload (a blob copied by hand between
-    repositories of different formats): exit 5 naming the blob, nothing under a final name."""
+def _pushed_one_chunk_file(tmp_path: Path) -> tuple[Path, Path, str, int]:
+    """A format 2 repository holding a mixed model: (root, source, digest and size of the one
+    chunk of weights/extra.bin), for planting a bad blob in its place."""
     root = _create(tmp_path, "new")
     src = make_mixed_model(tmp_path / "src")
     ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1"))
     manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
-    entry = next(f for f in manifest["files"] if f["path"] == "weights/extra.bin")
-    [(digest, _)] = entry["chunks"]
+    [(digest, size)] = next(f for f in manifest["files"] if f["path"] == "weights/extra.bin")["chunks"]
+    return root, src, digest, size
+
+
+def test_a_format_1_blob_in_a_format_2_repository_is_corrupt(tmp_path):
+    """A raw chunk where format 2 expects header || payload (a blob copied by hand between
+    repositories of different formats): exit 5 naming the blob, nothing under a final name."""
+    root, src, digest, _ = _pushed_one_chunk_file(tmp_path)
     (root / blob_key(digest)).write_bytes((src / "weights" / "extra.bin").read_bytes())
     one_line_error(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out"), 5, digest, "corrupt")
     assert not (tmp_path / "out" / "weights" / "extra.bin").exists()
@@ -171,12 +177,7 @@ def _bomb(raw_size: int, *, claimed: int | None = None) -> bytes:
 
 
 def test_a_decompression_bomb_is_a_corrupt_blob_everywhere(tmp_path):
-    root = _create(tmp_path, "new")
-    src = make_mixed_model(tmp_path / "src")
-    ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1"))
-    manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
-    entry = next(f for f in manifest["files"] if f["path"] == "weights/extra.bin")
-    [(digest, size)] = entry["chunks"]
+    root, _, digest, size = _pushed_one_chunk_file(tmp_path)
     (root / blob_key(digest)).write_bytes(_bomb(size))
     # An unreferenced blob whose header claims a terabyte: check --read-data must not believe it.
     stray = "ab" * 32

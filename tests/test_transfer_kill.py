@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from aim_cli import blob_codec
-from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, write_model
+from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, sigkill_when, write_model
 
 MiB = 1 << 20
 
@@ -32,32 +32,18 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
     assert _aim(cfg, "model", "push", "r", "m", str(src), "--tag", "v1", "--quiet").returncode == 0
     dest = tmp_path / "dest"
     partial = dest / ".aim" / "partial"
-    proc = subprocess.Popen([str(AIM), "--config", str(cfg), "model", "pull", "r", "m", str(dest), "--tag", "v1",
-                             "--quiet", "--jobs", "1"], env=base_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        def written() -> int:  # allocated blocks: partial files are sparse until filled
-            total = 0
-            for p in partial.glob("*") if partial.exists() else ():
-                try:
-                    total += p.stat().st_blocks * 512
-                except FileNotFoundError:  # completed and renamed meanwhile
-                    pass
-            return total
+    def written() -> int:  # allocated blocks: partial files are sparse until filled
+        total = 0
+        for p in partial.glob("*") if partial.exists() else ():
+            try:
+                total += p.stat().st_blocks * 512
+            except FileNotFoundError:  # completed and renamed meanwhile
+                pass
+        return total
 
-        while written() < 16 * MiB:  # kill once a quarter of the bytes are written
-            assert proc.poll() is None, "the pull finished before it could be killed"
-            assert time.monotonic() < deadline, "the pull wrote nothing"
-            time.sleep(0.001)  # a polling interval, bounded by the deadline
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # Killed once a quarter of the bytes are written.
+    sigkill_when(["--config", cfg, "model", "pull", "r", "m", dest, "--tag", "v1", "--quiet", "--jobs", "1"],
+                 lambda: written() >= 16 * MiB, what="pull")
     # Nothing incomplete under a final name; the dead process's lock is left behind.
     for rel, (data, _) in file_contents(dest).items():
         assert data == (src / rel).read_bytes()
