@@ -439,7 +439,8 @@ def check_resources(statement: Statement, actual: Mapping[str, str], what: str) 
     missing = sorted(set(signed) - set(actual), key=upstream_order)
     extra = sorted(set(actual) - set(signed), key=upstream_order)
     if missing or extra:
-        first = f"not signed: {extra[0]!r}" if extra else f"signed but absent: {missing[0]!r}"
+        first = ", ".join(([f"not signed: {extra[0]!r}"] if extra else [])
+                          + ([f"signed but absent: {missing[0]!r}"] if missing else []))
         raise IntegrityError(f"the signature covers other files than {what} ({len(extra)} unsigned, "
                              f"{len(missing)} signed but absent; {first})",
                              "the signature is for another version or directory")
@@ -579,3 +580,151 @@ def signatures_of(repository, ref) -> list[SignatureInfo]:
         except IntegrityError:
             out.append(SignatureInfo(hint, "damaged", "damaged", None))
     return out
+
+
+# -- files the user names (keys, certificates, bundles) and the export ------------------------------------
+MAX_KEY_FILE_BYTES = 1024 * 1024
+
+
+def read_user_file(path: str | os.PathLike, what: str, max_size: int = MAX_KEY_FILE_BYTES) -> bytes:
+    """A key, certificate or bundle file named on the command line, read bounded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_size + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {os.fspath(path)!r}: {e.strerror or e}", "check the path") from None
+    if len(data) > max_size:
+        raise UsageError(f"{what} {os.fspath(path)!r} is larger than {max_size} bytes", f"pass a {what}")
+    return data
+
+
+def is_encrypted(pem: bytes) -> bool:
+    """PKCS#8 ("ENCRYPTED PRIVATE KEY") or traditional OpenSSL ("Proc-Type: 4,ENCRYPTED") encryption."""
+    return b"ENCRYPTED" in pem
+
+
+def import_bundle(repository, ref, data: bytes) -> SignResult:
+    """Attach a bundle made elsewhere (model_signing on the pushed directory, any method) once
+    its resources are exactly the version's files and digests (for another algorithm than
+    BLAKE3, hashed from the verified blobs; the bundle's ignore paths are honoured). A
+    certificate's signature is checked against the certificate's key; a key bundle cannot be
+    checked without the key (`model verify --public-key` does)."""
+    m = ref.manifest
+    bundle = parse_bundle(data, max_size=max_bundle_bytes(m))
+    statement = parse_statement(bundle.payload)
+    if bundle.certificates:
+        _check_signature(bundle, x509.load_der_x509_certificate(bundle.certificates[0]).public_key())
+    check_resources(statement, expected_digests(repository, ref, statement), f"{m.model}:{m.tag}")
+    signer = signer_of(bundle) or hashlib.sha256(bundle.signature).hexdigest()[:SIGNER_HEX]
+    hint = stored_hint(signer, statement.kind)
+    created = repository.put_signature(m.model, m.tag, hint, data)
+    return SignResult(m.model, m.tag, hint, statement.kind, bundle.method, created)
+
+
+def choose_signature(hints: Sequence[str], kind: str, signer: str | None, where: str) -> str:
+    """The stored name ``export-signature`` writes: the signer's signature of ``kind``, or the
+    only one of that kind."""
+    if signer is not None:
+        wanted = stored_hint(signer, kind)
+        if wanted not in hints:
+            raise _not_signed(f"no {kind} signature by signer {signer!r} of {where}", where)
+        return wanted
+    of_kind = [h for h in hints if (h.rpartition(".")[2] if "." in h else BLAKE3) == kind]
+    if len(of_kind) == 1:
+        return of_kind[0]
+    if not of_kind:
+        raise _not_signed(f"no {kind} signature of {where}", where)
+    raise UsageError(f"{len(of_kind)} signers signed {where} ({', '.join(of_kind)})", "pick one with --signer HINT")
+
+
+def _not_signed(message: str, where: str):
+    from aim_cli.errors import NotFoundError
+
+    return NotFoundError(message, f"sign {where} with `aim_cli model sign` (`model info` lists its signatures)")
+
+
+def write_new_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: never half-written under its name."""
+    path = os.fspath(path)
+    tmp = f"{path}.aim-tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- the certificate method ------------------------------------------------------------------------------
+def _pem_certificates(path: str | os.PathLike, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(read_user_file(path, what))
+    except ValueError:
+        raise UsageError(f"cannot read {what} {os.fspath(path)!r} as PEM certificates", f"pass a PEM {what}") from None
+    return certs
+
+
+def load_certificates(private_key, certificate: str | os.PathLike,
+                      chain: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
+    """The signing certificate (its key must be ``private_key``'s) followed by its chain."""
+    leaf = _pem_certificates(certificate, "certificate")
+    if len(leaf) != 1:
+        raise UsageError(f"{os.fspath(certificate)!r} holds {len(leaf)} certificates", "pass the signing certificate alone")
+    if leaf[0].public_key() != private_key.public_key():
+        raise UsageError("the certificate is not for the signing key", "pass the certificate issued for --key")
+    rest = [c for path in chain for c in _pem_certificates(path, "certificate chain")]
+    if len(rest) + 1 > MAX_CERTIFICATES:
+        raise UsageError(f"more than {MAX_CERTIFICATES} certificates", "pass the chain up to the root only")
+    return [leaf[0], *rest]
+
+
+def load_trust_roots(paths: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
+    return [c for path in paths for c in _pem_certificates(path, "certificate chain")]
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
+        return False
+    return True
+
+
+def check_chain(ders: Sequence[bytes], roots: Sequence[x509.Certificate]):
+    """The leaf's public key, if the bundle's chain leads to one of ``roots``: each link's
+    signature checked, each certificate valid when the leaf was issued (model_signing checks
+    at that time too, as a signature outlives its certificate)."""
+    certs = [x509.load_der_x509_certificate(d) for d in ders]
+    at = certs[0].not_valid_before_utc
+    current, intermediates = certs[0], certs[1:]
+    for _ in range(MAX_CERTIFICATES + 1):
+        if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
+            break
+        if current in roots or any(_issued_by(current, r) for r in roots):
+            return certs[0].public_key()
+        parent = next((c for c in intermediates if _issued_by(current, c)), None)
+        if parent is None:
+            break
+        intermediates.remove(parent)
+        current = parent
+    raise IntegrityError("the signature's certificate chain does not lead to the trusted roots",
+                         "pass the root certificate of the signer's PKI with --certificate-chain")
+
+
+def verify_version_certificates(repository, ref, roots: Sequence[x509.Certificate], *,
+                                local: str | os.PathLike | None = None) -> VerifyResult:
+    """Like ``verify_version_signature``, for certificate signatures trusted through ``roots``."""
+    m = ref.manifest
+    first_error: IntegrityError | None = None
+    for hint in repository.list_signatures(m.model, m.tag):
+        try:
+            bundle = parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(m))
+            if bundle.method != "certificate":
+                continue
+            return _verify_one(repository, ref, hint, check_chain(bundle.certificates, roots), local)
+        except IntegrityError as e:
+            first_error = first_error or e
+    raise first_error or IntegrityError(f"no certificate signature of {m.model}:{m.tag}",
+                                        "sign it with --certificate and --certificate-chain")

@@ -1,0 +1,161 @@
+"""`model sign`, `model verify --public-key`, `model export-signature`, `model info` signatures,
+through the installed console script; model_signing's CLI (its own console script in the venv)
+is the oracle for the SHA-256 kind and the signer for --import."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from aim_cli import signing
+from aim_cli.store import signature_key
+from tests.helpers import LOCAL_ONLY, describe, ok, one_line_error, write_file
+from tests.test_signing import make_signed_tree, upstream_verify, write_keys
+
+MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
+
+
+@pytest.fixture
+def pushed(repo, tmp_path):
+    src = make_signed_tree(tmp_path / "model")
+    ok(repo.cli("model", "push", repo.name, "m", str(src), "--tag", "v1", "-q"))
+    key, pem, pub = write_keys(tmp_path / "keys")
+    return repo, src, key, pem, pub
+
+
+def upstream_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MODEL_SIGNING), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_sign_verify_export_info(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    signer = signing.key_hint(key.public_key())[:16]
+    out = ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem))).stdout
+    assert out.startswith("signed m:v1: signer " + signer)
+    again = ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--json"))
+    assert json.loads(again.stdout)["created"] is False
+    assert "already signed" in ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem))).stdout
+
+    info = json.loads(ok(env.cli("model", "info", env.name, "m", "--tag", "v1", "--json")).stdout)
+    assert info["signatures"] == [{"hint": signer, "kind": "blake3", "method": "key", "signer": signer}]
+    assert f"signed:   by {signer} (blake3, key method)" in ok(env.cli("model", "info", env.name, "m")).stdout
+
+    res = ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub), "--json"))
+    assert json.loads(res.stdout) | {} == {"model": "m", "tag": "v1", "hint": signer, "kind": "blake3",
+                                           "method": "key", "files": 7, "checked": "repository", "ok": True}
+    dest = tmp_path / "dest"
+    ok(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1", "-q"))
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub), "--local", str(dest)))
+
+    bundle = tmp_path / "out" / "m.sig"
+    bundle.parent.mkdir()
+    ok(env.cli("model", "export-signature", env.name, "m", "--tag", "v1", "-o", str(bundle)))
+    assert bundle.read_bytes() == env.repository.get_signature("m", "v1", signer)
+    upstream_verify(dest, bundle.read_bytes(), pub, "blake3", tmp_path)
+    # the upstream CLI always re-hashes with SHA-256, so it rejects the BLAKE3 kind (issue 12)
+    assert upstream_cli("verify", "key", dest, "--signature", bundle, "--public_key", pub).returncode != 0
+
+    one_line_error(env.cli("model", "export-signature", env.name, "m", "--tag", "v1", "--sha256", "-o",
+                           str(tmp_path / "x.sig")), 3, "no sha256 signature")
+    (dest / "B").write_bytes(b"changed")
+    one_line_error(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub), "--local",
+                           str(dest)), 5, "digest of 'B'")
+
+
+def test_sha256_kind_verifies_with_the_upstream_cli(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    signer = signing.key_hint(key.public_key())[:16]
+    r = json.loads(ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--sha256",
+                              "--json")).stdout)
+    assert (r["hint"], r["kind"], r["created"]) == (signer + ".sha256", "sha256", True)
+    dest = tmp_path / "dest"
+    ok(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1", "-q"))
+    bundle = tmp_path / "m.sig"
+    ok(env.cli("model", "export-signature", env.name, "m", "--tag", "v1", "--sha256", "--signer", signer, "-o",
+               str(bundle)))
+    res = upstream_cli("verify", "key", dest, "--signature", bundle, "--public_key", pub)
+    assert res.returncode == 0, describe(res)
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub)))
+
+    (dest / "a.txt").write_bytes(b"tampered\n")
+    assert upstream_cli("verify", "key", dest, "--signature", bundle, "--public_key", pub).returncode != 0
+
+
+@LOCAL_ONLY
+def test_encrypted_key(pushed, tmp_path):
+    env, _, _, _, _ = pushed
+    key, pem, pub = write_keys(tmp_path / "enc", ec.SECP384R1, password=b"s3cret")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem)), 2, "encrypted",
+                   "--password-env")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--password-env", "PW",
+                           env={"PW": "wrong"}), 2, "password")
+    ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--password-env", "PW",
+               env={"PW": "s3cret"}))
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub)))
+
+
+@LOCAL_ONLY
+def test_bad_inputs_are_one_line(pushed, tmp_path):
+    env, _, _, pem, pub = pushed
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v9", "--key", str(pem)), 3, "v9")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(tmp_path / "nope.pem")), 2,
+                   "nope.pem")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pub)), 2, "private key")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1"), 2, "--key")
+    rsa = tmp_path / "ed.pem"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    rsa.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(rsa)), 2, "P-256")
+    one_line_error(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub)), 5,
+                   "no signature of m:v1 by this key")
+
+
+def plant(env, hint: str, data: bytes) -> None:
+    env.repository.backend.put(signature_key("m", "v1", hint), data)
+
+
+@LOCAL_ONLY
+def test_tampered_signatures_fail_with_one_line_naming_the_check(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    signer = signing.key_hint(key.public_key())[:16]
+    ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem)))
+    good = env.repository.get_signature("m", "v1", signer)
+    verify = ("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub))
+
+    def replace(data: bytes) -> None:
+        env.repository.backend.delete(signature_key("m", "v1", signer))
+        plant(env, signer, data)
+
+    # a changed file digest in the payload (subject digest kept consistent): the ECDSA check fails
+    doc = json.loads(good)
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    digests = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+    digests["a.txt"] = "0" * 64
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(
+        signing.payload_bytes(signing.build_statement("m", digests, "blake3"))).decode()
+    replace(json.dumps(doc).encode())
+    one_line_error(env.cli(*verify), 5, "ECDSA signature does not match")
+    # a signature by another key under this signer's name
+    other = ec.generate_private_key(ec.SECP256R1())
+    replace(signing.sign_payload(other, base64.b64decode(json.loads(good)["dsseEnvelope"]["payload"])))
+    one_line_error(env.cli(*verify), 5, "another key")
+    # a bundle for a version with other files, correctly signed
+    replace(signing.sign_payload(key, signing.payload_bytes(signing.build_statement("m", {"x.bin": "1" * 64},
+                                                                                    "blake3"))))
+    one_line_error(env.cli(*verify), 5, "covers other files", "x.bin")
+    # truncated
+    replace(good[:-40])
+    one_line_error(env.cli(*verify), 5, "malformed signature bundle")
+    # info still lists it, as damaged
+    assert "damaged" in ok(env.cli("model", "info", env.name, "m")).stdout
+    replace(good)
+    ok(env.cli(*verify))
