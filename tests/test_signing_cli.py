@@ -159,3 +159,50 @@ def test_tampered_signatures_fail_with_one_line_naming_the_check(pushed, tmp_pat
     assert "damaged" in ok(env.cli("model", "info", env.name, "m")).stdout
     replace(good)
     ok(env.cli(*verify))
+
+
+# -- --import: a bundle made by model_signing on the pushed directory ------------------------------------
+def test_import_of_a_model_signing_bundle_verifies(repo, tmp_path):
+    src = make_signed_tree(tmp_path / "model")
+    key, pem, pub = write_keys(tmp_path / "keys")
+    # upstream's default place for the signature is inside the model: it lists it in ignore_paths
+    res = upstream_cli("sign", "key", src, "--signature", src / "model.sig", "--private_key", pem)
+    assert res.returncode == 0, describe(res)
+    ok(repo.cli("model", "push", repo.name, "m", str(src), "--tag", "v1", "-q"))
+    bundle = src / "model.sig"
+    r = json.loads(ok(repo.cli("model", "sign", repo.name, "m", "--tag", "v1", "--import", str(bundle),
+                               "--json")).stdout)
+    signer = signing.key_hint(key.public_key())[:16]
+    assert (r["hint"], r["kind"], r["method"], r["created"]) == (signer + ".sha256", "sha256", "key", True)
+    assert "already signed" in ok(repo.cli("model", "sign", repo.name, "m", "--tag", "v1", "--import",
+                                           str(bundle))).stdout
+    ok(repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--public-key", str(pub)))
+    dest = tmp_path / "dest"
+    ok(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v1", "-q"))
+    ok(repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--public-key", str(pub), "--local", str(dest)))
+    other = write_keys(tmp_path / "other")[2]
+    one_line_error(repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--public-key", str(other)), 5,
+                   "no signature")
+
+
+@LOCAL_ONLY
+def test_import_refuses_bundles_of_other_content(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    other = make_signed_tree(tmp_path / "other")
+    write_file(other / "extra.bin", b"more")
+    sig = tmp_path / "other.sig"
+    assert upstream_cli("sign", "key", other, "--signature", sig, "--private_key", pem).returncode == 0
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(sig)), 5,
+                   "covers other files", "extra.bin")
+    (other / "extra.bin").unlink()
+    (other / "a.txt").write_bytes(b"other text\n")
+    assert upstream_cli("sign", "key", other, "--signature", sig, "--private_key", pem).returncode == 0
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(sig)), 5,
+                   "sha256 digest of 'a.txt'")
+    truncated = tmp_path / "t.sig"
+    truncated.write_bytes(sig.read_bytes()[:100])
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(truncated)), 5,
+                   "malformed signature bundle")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(sig), "--key", str(pem)),
+                   2, "--import")
+    assert env.repository.list_signatures("m", "v1") == []
