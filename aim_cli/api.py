@@ -160,7 +160,8 @@ def push(repo: str, model: str, source: str | os.PathLike, *, tag: str, message:
 def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = None, digest: str | None = None,
          jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (), cache_dir=None,
          config=None, progress=None, include: Sequence[str] = (), exclude: Sequence[str] = (),
-         delete: bool = False, dry_run: bool = False) -> PullResult | PullPlan:
+         delete: bool = False, dry_run: bool = False,
+         require_signature: str | os.PathLike | None = None) -> PullResult | PullPlan:
     """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
 
     ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
@@ -168,11 +169,21 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
     UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
     files of ``dest`` (within the patterns) that the version does not hold. ``dry_run``: change
     nothing and return the ``PullPlan`` instead (aim_cli/pull_plan.py; ``plan.to_json()`` is
-    the shape `model pull --dry-run --json` prints)."""
+    the shape `model pull --dry-run --json` prints). ``require_signature``: a public key (PEM) whose
+    signature (either kind) must cover exactly the version's files, checked before anything is
+    written; the pull is then pinned to the verified manifest's digest."""
     from aim_cli import pull as pullmod
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    if require_signature is not None:
+        from aim_cli import signing
+
+        key = signing.load_public_key(signing.read_user_file(require_signature, "public key"),
+                                      os.fspath(require_signature))
+        ref = _resolve(repository, model, tag, digest)
+        signing.verify_version_signature(repository, ref, key)
+        tag, digest = ref.manifest.tag, ref.digest
     cache = None
     if cache_dir and not dry_run:
         from aim_cli.cache import ChunkCache

@@ -215,17 +215,20 @@ def patterns_option(f):
 @click.option("--delete", is_flag=True,
               help="Remove regular files of DEST (within the patterns) that the version does not hold.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
+@click.option("--require-signature", metavar="KEY.pub",
+              help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.")
 @jobs_option
 @quiet_option
 @json_option
 def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, include, exclude, delete, dry_run,
-               jobs, quiet, as_json):
+               require_signature, jobs, quiet, as_json):
     """Pull a version of MODEL into DEST, verified; rerun to resume."""
     from aim_cli.progress import make_progress
 
     r = _api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
                     cache_dir=cache_dir or None, config=_config(), progress=make_progress(quiet or as_json),
-                    include=include, exclude=exclude, delete=delete, dry_run=dry_run)
+                    include=include, exclude=exclude, delete=delete, dry_run=dry_run,
+                    require_signature=require_signature)
     if dry_run:
         _show_pull_plan(r, dest, as_json)
         return

@@ -206,3 +206,35 @@ def test_import_refuses_bundles_of_other_content(pushed, tmp_path):
     one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(sig), "--key", str(pem)),
                    2, "--import")
     assert env.repository.list_signatures("m", "v1") == []
+
+
+# -- pull --require-signature ------------------------------------------------------------------------------
+def test_pull_requires_a_signature_before_writing_anything(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    dest = tmp_path / "dest"
+    one_line_error(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1", "--require-signature", str(pub)),
+                   5, "no signature of m:v1 by this key")
+    assert not dest.exists()
+    ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--sha256"))
+    ok(env.cli("model", "pull", env.name, "m", str(dest), "--require-signature", str(pub), "-q"))
+    upstream = upstream_cli("verify", "key", dest, "--signature",
+                            _export(env, tmp_path, "--sha256"), "--public_key", pub)
+    assert upstream.returncode == 0, describe(upstream)
+    # a signature by another key does not count; a tampered one neither
+    other = write_keys(tmp_path / "other")[2]
+    dest2 = tmp_path / "dest2"
+    one_line_error(env.cli("model", "pull", env.name, "m", str(dest2), "--tag", "v1", "--require-signature",
+                           str(other)), 5, "no signature")
+    signer = signing.key_hint(key.public_key())[:16] + ".sha256"
+    env.repository.backend.delete(signature_key("m", "v1", signer))
+    plant(env, signer, signing.sign_payload(key, signing.payload_bytes(
+        signing.build_statement("m", {"x.bin": "1" * 64}, "sha256"))))
+    one_line_error(env.cli("model", "pull", env.name, "m", str(dest2), "--tag", "v1", "--require-signature",
+                           str(pub)), 5, "covers other files")
+    assert not dest2.exists()
+
+
+def _export(env, tmp_path: Path, *args: str) -> Path:
+    out = tmp_path / "exported.sig"
+    ok(env.cli("model", "export-signature", env.name, "m", "--tag", "v1", *args, "-o", str(out)))
+    return out
