@@ -692,6 +692,20 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def _can_sign(cert: x509.Certificate) -> bool:
+    """model_signing's test: key usage digitalSignature, or extended key usage codeSigning."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return True
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        return x509.oid.ExtendedKeyUsageOID.CODE_SIGNING in cert.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+
+
 def check_chain(ders: Sequence[bytes], roots: Sequence[x509.Certificate]):
     """The leaf's public key, if the bundle's chain leads to one of ``roots``: each link's
     signature checked, each certificate valid when the leaf was issued (model_signing checks
@@ -703,6 +717,9 @@ def check_chain(ders: Sequence[bytes], roots: Sequence[x509.Certificate]):
         if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
             break
         if current in roots or any(_issued_by(current, r) for r in roots):
+            if not _can_sign(certs[0]):
+                raise IntegrityError("the signature's certificate is not for signing (no digitalSignature key "
+                                     "usage nor codeSigning extended key usage)", "sign with a signing certificate")
             return certs[0].public_key()
         parent = next((c for c in intermediates if _issued_by(current, c)), None)
         if parent is None:

@@ -17,57 +17,8 @@ from aim_cli import pull as pullmod
 from aim_cli import signing
 from aim_cli.errors import IntegrityError
 from aim_cli.store import Repository
-from tests.helpers import LOCAL_ONLY, CountingBackend, random_bytes, write_file
-
-
-def write_keys(directory: Path, curve=ec.SECP256R1, name: str = "key", password: bytes | None = None):
-    """A private key (PEM, PKCS8) and its public key (PEM SPKI) as files; returns (key, pem, pub)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(curve())
-    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    pem = directory / f"{name}.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
-    pub = directory / f"{name}.pub"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key, pem, pub
-
-
-def make_signed_tree(root: Path) -> Path:
-    """Files whose upstream order differs from string order ("a/b" < "a.txt"), git files that
-    upstream ignores (.gitattributes, .github/) and ones it does not (.gitmodules, sub/.gitignore)."""
-    write_file(root / "a" / "b", b"nested\n")
-    write_file(root / "a.txt", b"a text\n")
-    write_file(root / "B", b"capital\n")
-    write_file(root / "weights.bin", random_bytes(150_000, 3))
-    write_file(root / ".gitattributes", b"*.bin filter=lfs\n")
-    write_file(root / ".github" / "ci.yml", b"on: push\n")
-    write_file(root / ".gitmodules", b"\n")
-    write_file(root / "sub" / ".gitignore", b"*.tmp\n")
-    write_file(root / "caf\u00e9.json", b"{}\n")
-    return root
-
-
-def upstream_payload(directory: Path, key_pem: Path, algorithm: str, tmp: Path) -> dict:
-    """What model_signing itself signs for ``directory`` (its Python API, key method)."""
-    import model_signing
-
-    out = tmp / f"upstream-{algorithm}.sig"
-    hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
-    model_signing.signing.Config().use_elliptic_key_signer(private_key=key_pem).set_hashing_config(hc).sign(
-        directory, out)
-    bundle = json.loads(out.read_text())
-    return bundle, json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-
-
-def upstream_verify(directory: Path, bundle: bytes, pub: Path, algorithm: str, tmp: Path) -> None:
-    import model_signing
-
-    path = tmp / "to-verify.sig"
-    path.write_bytes(bundle)
-    hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
-    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub).set_hashing_config(hc).verify(
-        directory, path)
+from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify,
+                           write_keys)
 
 
 @pytest.fixture

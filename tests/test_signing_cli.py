@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli import signing
 from aim_cli.store import signature_key
-from tests.helpers import LOCAL_ONLY, describe, ok, one_line_error, write_file
-from tests.test_signing import make_signed_tree, upstream_verify, write_keys
+from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_error, upstream_verify, write_file,
+                           write_keys, write_pki)
 
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
 
@@ -238,3 +238,40 @@ def _export(env, tmp_path: Path, *args: str) -> Path:
     out = tmp_path / "exported.sig"
     ok(env.cli("model", "export-signature", env.name, "m", "--tag", "v1", *args, "-o", str(out)))
     return out
+
+
+# -- the certificate method ----------------------------------------------------------------------------------
+def test_certificate_method_verifies_here_and_upstream(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    leaf, mid, root = write_pki(tmp_path / "pki", key)
+    r = json.loads(ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--sha256",
+                              "--certificate", str(leaf), "--certificate-chain", str(mid),
+                              "--certificate-chain", str(root), "--json")).stdout)
+    assert (r["method"], r["kind"]) == ("certificate", "sha256")
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--certificate-chain", str(root)))
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub)))
+    dest = tmp_path / "dest"
+    ok(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1", "-q"))
+    ok(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--certificate-chain", str(root), "--local", str(dest)))
+    res = upstream_cli("verify", "certificate", dest, "--signature", _export(env, tmp_path, "--sha256"),
+                       "--certificate_chain", root)
+    assert res.returncode == 0, describe(res)
+    # another PKI's root does not vouch for it
+    other_root = write_pki(tmp_path / "other", key)[2]
+    one_line_error(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--certificate-chain", str(other_root)),
+                   5, "does not lead to the trusted roots")
+
+
+@LOCAL_ONLY
+def test_certificate_refusals(pushed, tmp_path):
+    env, src, key, pem, pub = pushed
+    leaf, mid, root = write_pki(tmp_path / "pki", key, leaf_usage=False)
+    ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--certificate", str(leaf),
+               "--certificate-chain", str(mid)))
+    one_line_error(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--certificate-chain", str(root)), 5,
+                   "not for signing")
+    other_key = write_keys(tmp_path / "k2", name="other")[1]
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(other_key), "--certificate",
+                           str(leaf)), 2, "not for the signing key")
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--certificate",
+                           str(pem)), 2, "PEM certificates")
