@@ -625,7 +625,7 @@ def choose_signature(hints: Sequence[str], kind: str, signer: str | None, where:
     """The stored name ``export-signature`` writes: the signer's signature of ``kind``, or the
     only one of that kind."""
     if signer is not None:
-        wanted = stored_hint(signer, kind)
+        wanted = signer if signer in hints and "." in signer else stored_hint(signer, kind)
         if wanted not in hints:
             raise _not_signed(f"no {kind} signature by signer {signer!r} of {where}", where)
         return wanted
