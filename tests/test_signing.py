@@ -209,3 +209,35 @@ def test_describe_and_problems():
     assert "2 signatures" in signing.bundle_problem(json.dumps(doc).encode())
     assert "larger" not in (signing.bundle_problem(b"[" * 100_000) or "")
     assert "more than" in str(pytest.raises(IntegrityError, signing.parse_bundle, VALID, max_size=10).value)
+
+
+# -- size bounds ---------------------------------------------------------------------------------------------
+def test_bundle_bound_holds_for_the_worst_paths():
+    from aim_cli import manifest as mf
+
+    names = ["\u00e9" * 120 + f"/{i}" for i in range(50)] + ["\U0001f600" * 60 + f"{i}" for i in range(50)] + ["a"]
+    files = [mf.FileEntry(n, 0, 0o644, "0" * 64, []) for n in names]
+    m = mf.Manifest(1, "m", "v1", "2026-01-01T00:00:00Z", "t", "", 0, files)
+    key = ec.generate_private_key(ec.SECP521R1())
+    for algorithm in ("blake3", "blake2"):
+        digests = {f.path: ("0" * signing.ALGORITHMS[algorithm]) for f in files}
+        bundle = signing.sign_payload(key, signing.payload_bytes(signing.build_statement("m", digests, algorithm)))
+        assert len(bundle) - signing.BUNDLE_OVERHEAD < signing.max_bundle_bytes(m) - signing.BUNDLE_OVERHEAD
+
+
+@LOCAL_ONLY
+def test_a_version_of_8000_files_has_a_bundle_over_1_mib_that_verifies(repo):
+    import blake3
+
+    from aim_cli import manifest as mf
+
+    data = b"one chunk"
+    digest = blake3.blake3(data).hexdigest()
+    repo.repository.put_blob(digest, data)
+    files = [mf.FileEntry(f"f{i:05d}.bin", len(data), 0o644, digest, [(digest, len(data))]) for i in range(8000)]
+    repo.repository.commit(mf.Manifest(mf.FORMAT, "m", "v1", "2026-01-01T00:00:00Z", "t", "", 8000 * len(data), files))
+    ref = repo.repository.get_version("m", "v1")
+    key = ec.generate_private_key(ec.SECP256R1())
+    hint = signing.sign_version(repo.repository, ref, key).hint
+    assert len(signing.read_bundle(repo.repository, ref, hint)) > 1024 * 1024
+    assert signing.verify_version_signature(repo.repository, ref, key.public_key()).files == 8000
