@@ -457,6 +457,9 @@ def local_digests(directory: str | os.PathLike, algorithm: str, ignore_paths: It
     ignore = tuple(ignore_paths)
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        # an ignored directory (.git, .github) is not entered: a clone's history can be large
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        dirnames[:] = [d for d in dirnames if not is_ignored(d if rel_dir == "." else f"{rel_dir}/{d}", ignore)]
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
             if os.path.islink(full):

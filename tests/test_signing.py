@@ -17,7 +17,7 @@ from aim_cli import pull as pullmod
 from aim_cli import signing
 from aim_cli.errors import IntegrityError
 from aim_cli.store import Repository
-from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify,
+from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify, write_file,
                            write_keys)
 
 
@@ -241,3 +241,26 @@ def test_a_version_of_8000_files_has_a_bundle_over_1_mib_that_verifies(repo):
     hint = signing.sign_version(repo.repository, ref, key).hint
     assert len(signing.read_bundle(repo.repository, ref, hint)) > 1024 * 1024
     assert signing.verify_version_signature(repo.repository, ref, key.public_key()).files == 8000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                        st.sampled_from(["_type", "subject", "predicateType", "predicate", "serialization",
+                                         "resources", "name", "digest", "algorithm", "method", "hash_type",
+                                         "ignore_paths", "sha256"]), c, max_size=5),
+                    max_leaves=25))
+def test_any_signed_payload_parses_or_raises_integrity_error(doc):
+    """A validly signed envelope around any JSON: the statement parser answers or refuses, never crashes."""
+    try:
+        statement = signing.parse_statement(json.dumps(doc).encode())
+    except IntegrityError:
+        return
+    assert statement.kind in signing.ALGORITHMS
+
+
+def test_local_digests_skip_ignored_directories(tmp_path):
+    write_file(tmp_path / "d" / ".git" / "objects" / "x", b"history")
+    write_file(tmp_path / ".git" / "HEAD", b"ref")
+    write_file(tmp_path / "d" / "w.bin", b"w")
+    assert set(signing.local_digests(tmp_path, "sha256", signing.DEFAULT_IGNORE_PATHS)) == {"d/.git/objects/x", "d/w.bin"}
