@@ -508,17 +508,39 @@ def sign_version(repository, ref, private_key: ec.EllipticCurvePrivateKey, *, ki
     bundle = sign_payload(private_key, payload_bytes(build_statement(m.model, digests, kind)), certificates)
     hint = stored_hint(key_hint(private_key.public_key())[:SIGNER_HEX], kind)
     created = repository.put_signature(m.model, m.tag, hint, bundle)
+    if not created:
+        _check_already_signed(repository, ref, hint, private_key.public_key(), digests)
     return SignResult(m.model, m.tag, hint, kind, "certificate" if certificates else "key", created)
+
+
+def _check_already_signed(repository, ref, hint: str, public_key, digests: Mapping[str, str]) -> None:
+    """"Already signed" only if the stored bundle under this signer's name is a valid signature
+    by this key of these files: a bundle imported under a forged key hint, or a damaged one,
+    must not pass for the signer's own."""
+    m = ref.manifest
+    try:
+        statement = verify_with_key(parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(m)),
+                                    public_key)
+        check_resources(statement, digests, f"{m.model}:{m.tag}")
+    except IntegrityError as e:
+        key = signature_key_of(m, hint)
+        raise IntegrityError(f"the signature stored as {hint} does not verify with this key ({e.message})",
+                             f"remove {key} from the storage, then sign again") from None
+
+
+def signature_key_of(m: mf.Manifest, hint: str) -> str:
+    from aim_cli.store import signature_key
+
+    return signature_key(m.model, m.tag, hint)
 
 
 def read_bundle(repository, ref, hint: str) -> bytes:
     """One stored bundle, bounded by what a signature of this version can take (the store's
     fixed 1 MiB bound is too small for a version of ~5,000 files or more)."""
     from aim_cli.errors import KeyNotFoundError, NotFoundError, ObjectTooLargeError
-    from aim_cli.store import signature_key
 
     m = ref.manifest
-    key = signature_key(m.model, m.tag, hint)
+    key = signature_key_of(m, hint)
     try:
         return repository.backend.get(key, max_size=max_bundle_bytes(m))
     except KeyNotFoundError:
@@ -621,6 +643,12 @@ def import_bundle(repository, ref, data: bytes) -> SignResult:
     signer = signer_of(bundle) or hashlib.sha256(bundle.signature).hexdigest()[:SIGNER_HEX]
     hint = stored_hint(signer, statement.kind)
     created = repository.put_signature(m.model, m.tag, hint, data)
+    if not created and read_bundle(repository, ref, hint) != data:
+        from aim_cli.errors import ConflictError
+
+        raise ConflictError(f"another bundle of signer {hint} is stored for {m.model}:{m.tag}",
+                            f"compare it (`aim_cli model export-signature --signer {hint}`); remove "
+                            f"{signature_key_of(m, hint)} from the storage to replace it")
     return SignResult(m.model, m.tag, hint, statement.kind, bundle.method, created)
 
 

@@ -275,3 +275,25 @@ def test_certificate_refusals(pushed, tmp_path):
                            str(leaf)), 2, "not for the signing key")
     one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--certificate",
                            str(pem)), 2, "PEM certificates")
+
+
+@LOCAL_ONLY
+def test_a_forged_bundle_in_the_signers_slot_is_not_already_signed(pushed, tmp_path):
+    """An imported bundle that claims the release key's hint must not make `model sign` with the
+    real key report "already signed"; a second, different import for the slot is a conflict."""
+    env, src, key, pem, pub = pushed
+    forger = ec.generate_private_key(ec.SECP256R1())
+    ref = env.repository.get_version("m", "v1")
+    doc = json.loads(signing.sign_payload(forger, signing.payload_bytes(
+        signing.build_statement("m", signing.blake3_digests(ref.manifest), "blake3"))))
+    doc["verificationMaterial"]["publicKey"]["hint"] = signing.key_hint(key.public_key())
+    forged = tmp_path / "forged.sig"
+    forged.write_text(json.dumps(doc))
+    ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(forged)))
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem)), 5,
+                   "does not verify with this key", "remove")
+    one_line_error(env.cli("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub)), 5, "ECDSA")
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"0" * 70).decode()
+    forged.write_text(json.dumps(doc))
+    one_line_error(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(forged)), 4,
+                   "another bundle")
