@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
@@ -36,6 +36,7 @@ __all__ = [
     "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
     "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
     "verify_version", "version_details",
+    "ExportResult", "export_signature", "list_signatures", "sign_version", "verify_signature",
 ]
 
 
@@ -176,7 +177,8 @@ def push(repo: str, model: str, source: str | os.PathLike, *, tag: str, message:
 def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = None, digest: str | None = None,
          jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (), cache_dir=None,
          config=None, progress=None, include: Sequence[str] = (), exclude: Sequence[str] = (),
-         delete: bool = False, dry_run: bool = False) -> PullResult | PullPlan:
+         delete: bool = False, dry_run: bool = False,
+         require_signature: str | os.PathLike | None = None) -> PullResult | PullPlan:
     """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
 
     ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
@@ -184,11 +186,21 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
     UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
     files of ``dest`` (within the patterns) that the version does not hold. ``dry_run``: change
     nothing and return the ``PullPlan`` instead (aim_cli/pull_plan.py; ``plan.to_json()`` is
-    the shape `model pull --dry-run --json` prints)."""
+    the shape `model pull --dry-run --json` prints). ``require_signature``: a public key (PEM) whose
+    signature (either kind) must cover exactly the version's files, checked before anything is
+    written; the pull is then pinned to the verified manifest's digest."""
     from aim_cli import pull as pullmod
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    if require_signature is not None:
+        from aim_cli import signing
+
+        key = signing.load_public_key(signing.read_user_file(require_signature, "public key"),
+                                      os.fspath(require_signature))
+        ref = _resolve(repository, model, tag, digest)
+        signing.verify_version_signature(repository, ref, key)
+        tag, digest = ref.manifest.tag, ref.digest
     cache = None
     if cache_dir and not dry_run:
         from aim_cli.cache import ChunkCache
@@ -251,6 +263,7 @@ class VersionDetails:
     distinct_size: int = 0  # the bytes of its distinct chunks (a chunk used twice counts once)
     stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
     missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
+    signatures: list = field(default_factory=list)  # aim_cli.signing.SignatureInfo of each stored signature
 
 
 @dataclass(frozen=True)
@@ -277,9 +290,11 @@ def version_details(repo: str, model: str, *, tag: str | None = None, digest: st
     files = [FileInfo(f.path, f.size, f.mode, f.blake3, len(f.chunks)) for f in m.files]
     chunks = {d: s for f in m.files for d, s in f.chunks}
     stored = repository.stored_sizes(chunks)  # one listing or a HEAD per chunk, whichever is cheaper
+    from aim_cli import signing
+
     return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files,
                           repository.format().version, sum(chunks.values()), sum(stored.values()),
-                          len(chunks) - len(stored))
+                          len(chunks) - len(stored), signing.signatures_of(repository, ref))
 
 
 def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
@@ -349,3 +364,80 @@ def cache_prune(cache_dir: str | os.PathLike, max_size: int = 0, *, dry_run: boo
     from aim_cli.cache import ChunkCache
 
     return ChunkCache(cache_dir).prune(max_size, dry_run=dry_run)
+
+
+# -- signatures (aim_cli/signing.py, issue 12) ---------------------------------------------------------
+@dataclass(frozen=True)
+class ExportResult:
+    model: str
+    tag: str
+    hint: str
+    output: str
+    bytes: int
+
+
+def sign_version(repo: str, model: str, *, tag: str, key: str | os.PathLike | None = None,
+                 password: str | None = None, sha256: bool = False, certificate: str | os.PathLike | None = None,
+                 certificate_chain: Sequence[str | os.PathLike] = (), import_bundle: str | os.PathLike | None = None,
+                 jobs: int = DEFAULT_JOBS, config=None):
+    """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
+    the bundle: an ``aim_cli.signing.SignResult`` (``created`` False: already signed by that key).
+    BLAKE3 (default) reads only the manifest; ``sha256`` streams the verified blobs.
+    ``certificate`` (+ ``certificate_chain``): model_signing's certificate method.
+    ``import_bundle``: attach a bundle made elsewhere instead, after checking its files."""
+    from aim_cli import signing
+
+    repository = open_repository(repo, config=config, jobs=jobs)
+    ref = repository.get_version(model, tag)
+    if import_bundle is not None:
+        data = signing.read_user_file(import_bundle, "bundle", signing.max_bundle_bytes(ref.manifest))
+        return signing.import_bundle(repository, ref, data)
+    if key is None:
+        raise UsageError("no signing key", "pass --key KEY.pem (or --import BUNDLE)")
+    private_key = signing.load_private_key(signing.read_user_file(key, "key"), password, os.fspath(key))
+    certificates = signing.load_certificates(private_key, certificate, certificate_chain) if certificate else ()
+    return signing.sign_version(repository, ref, private_key, kind="sha256" if sha256 else "blake3",
+                                certificates=certificates)
+
+
+def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.PathLike | None = None,
+                     certificate_chain: Sequence[str | os.PathLike] = (), local: str | os.PathLike | None = None,
+                     jobs: int = DEFAULT_JOBS, config=None):
+    """A signature by ``public_key`` (PEM), or by a certificate that ``certificate_chain`` (trust
+    roots) vouches for, covering exactly the version's files and digests (or those of the
+    directory ``local``): an ``aim_cli.signing.VerifyResult``; IntegrityError otherwise."""
+    from aim_cli import signing
+
+    repository = open_repository(repo, config=config, jobs=jobs)
+    ref = repository.get_version(model, tag)
+    if public_key is not None:
+        key = signing.load_public_key(signing.read_user_file(public_key, "public key"), os.fspath(public_key))
+        return signing.verify_version_signature(repository, ref, key, local=local)
+    if certificate_chain:
+        roots = signing.load_trust_roots(certificate_chain)
+        return signing.verify_version_certificates(repository, ref, roots, local=local)
+    raise UsageError("no key to verify with", "pass --public-key KEY.pub or --certificate-chain ROOTS.pem")
+
+
+def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: str, sha256: bool = False,
+                     signer: str | None = None, config=None) -> ExportResult:
+    """Write a stored bundle of ``model:tag`` to ``output`` for the upstream tools: the
+    ``signer``'s (16 hex; the only one when None) of the BLAKE3 or the ``sha256`` kind."""
+    from aim_cli import signing
+
+    repository = open_repository(repo, config=config)
+    ref = repository.get_version(model, tag)
+    hint = signing.choose_signature(repository.list_signatures(model, tag), "sha256" if sha256 else "blake3",
+                                    signer, f"{model}:{tag}")
+    data = signing.read_bundle(repository, ref, hint)
+    signing.parse_bundle(data, max_size=signing.max_bundle_bytes(ref.manifest))
+    signing.write_new_file(output, data)
+    return ExportResult(model, tag, hint, os.fspath(output), len(data))
+
+
+def list_signatures(repo: str, model: str, *, tag: str, config=None):
+    """The version's stored signatures: ``aim_cli.signing.SignatureInfo`` (hint, kind, method)."""
+    from aim_cli import signing
+
+    repository = open_repository(repo, config=config)
+    return signing.signatures_of(repository, repository.get_version(model, tag))

@@ -211,17 +211,20 @@ def patterns_option(f):
 @click.option("--delete", is_flag=True,
               help="Remove regular files of DEST (within the patterns) that the version does not hold.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
+@click.option("--require-signature", metavar="KEY.pub",
+              help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.")
 @jobs_option
 @quiet_option
 @json_option
 def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, include, exclude, delete, dry_run,
-               jobs, quiet, as_json):
+               require_signature, jobs, quiet, as_json):
     """Pull a version of MODEL into DEST, verified; rerun to resume."""
     from aim_cli.progress import make_progress
 
     r = _api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
                     cache_dir=cache_dir or None, config=_config(), progress=make_progress(quiet or as_json),
-                    include=include, exclude=exclude, delete=delete, dry_run=dry_run)
+                    include=include, exclude=exclude, delete=delete, dry_run=dry_run,
+                    require_signature=require_signature)
     if dry_run:
         _show_pull_plan(r, dest, as_json)
         return
@@ -366,6 +369,8 @@ def model_info(repo_name, model_name, tag, as_json):
          f"(format {v.format}){missing}")
     for f in v.files:
         _out(f"{_size(f.size):>11}  {f.blake3}  {f.path}")
+    for sig in v.signatures:
+        _out(f"signed:   by {sig.hint} ({sig.kind}, {sig.method} method)")
 
 
 @model.command("verify")
@@ -375,14 +380,26 @@ def model_info(repo_name, model_name, tag, as_json):
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
 @click.option("--local", "local_dir", metavar="DIR",
               help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.")
+@click.option("--public-key", metavar="KEY.pub",
+              help="Check a signature by this EC public key (PEM) instead: it must cover exactly the version's "
+                   "files and digests (or those of --local DIR).")
+@click.option("--certificate-chain", "trust_roots", multiple=True, metavar="ROOTS.pem",
+              help="Check a certificate-method signature whose chain leads to these trusted roots (repeatable).")
 @patterns_option
 @jobs_option
 @quiet_option
 @json_option
-def model_verify(repo_name, model_name, tag, digest, local_dir, include, exclude, jobs, quiet, as_json):
+def model_verify(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include, exclude, jobs,
+                 quiet, as_json):
     """Re-read every blob of a version and check its hash (exit 5 on any problem).
-    --include/--exclude select the files --local compares."""
+    --include/--exclude select the files --local compares. With --public-key or
+    --certificate-chain: check the version's signature instead."""
     from aim_cli.progress import make_progress
+
+    if public_key or trust_roots:
+        _verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include or exclude,
+                          jobs, as_json)
+        return
 
     if (include or exclude) and not local_dir:
         raise UsageError("--include and --exclude select the files of --local DIR",
@@ -417,6 +434,87 @@ def model_verify(repo_name, model_name, tag, digest, local_dir, include, exclude
             f"{len(r.problems)} of {r.blobs} blobs of {r.model}:{r.tag} are missing or corrupt in {repo_name!r}",
             "push a good copy under a new tag to restore missing blobs (delete corrupt ones from storage first), "
             "or delete this version")
+
+
+def _verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, patterns, jobs,
+                      as_json) -> None:
+    if not tag or digest or patterns:
+        raise UsageError("a signature check takes --tag and no --digest, --include or --exclude",
+                         "name the version with --tag; a signature covers all its files")
+    r = _api().verify_signature(repo_name, model_name, tag=tag, public_key=public_key, certificate_chain=trust_roots,
+                                local=local_dir, jobs=jobs, config=_config())
+    if as_json:
+        _json(asdict(r) | {"ok": True})
+        return
+    what = local_dir if local_dir else f"{r.model}:{r.tag}"
+    _out(f"{what}: signature {r.hint} ({r.kind}, {r.method} method) verified; it covers exactly its {r.files} files")
+
+
+@model.command("sign")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", required=True, help="Version to sign.")
+@click.option("--key", metavar="KEY.pem", help="EC private key (PEM; P-256, P-384 or P-521).")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the key's password (else a prompt).")
+@click.option("--sha256", is_flag=True,
+              help="Sign SHA-256 file digests (streams the verified blobs), which `model_signing verify` checks as is.")
+@click.option("--certificate", metavar="CERT.pem", help="Signing certificate of --key (model_signing's certificate method).")
+@click.option("--certificate-chain", multiple=True, metavar="CHAIN.pem", help="Its chain (repeatable).")
+@click.option("--import", "import_path", metavar="BUNDLE",
+              help="Attach a bundle made elsewhere (e.g. `model_signing sign`) once its files match the version's.")
+@jobs_option
+@json_option
+def model_sign(repo_name, model_name, tag, key, password_env, sha256, certificate, certificate_chain, import_path,
+               jobs, as_json):
+    """Sign a version (OpenSSF model-signing format) from its manifest: no file is read."""
+    if import_path and (key or sha256 or certificate or certificate_chain):
+        raise UsageError("--import takes no key options", "the bundle carries its own signature")
+    if not import_path and not key:
+        raise UsageError("no signing key", "pass --key KEY.pem (or --import BUNDLE)")
+    if certificate_chain and not certificate:
+        raise UsageError("--certificate-chain needs --certificate", "pass the signing certificate too")
+    r = _api().sign_version(repo_name, model_name, tag=tag, key=key, password=_key_password(key, password_env),
+                            sha256=sha256, certificate=certificate, certificate_chain=certificate_chain,
+                            import_bundle=import_path, jobs=jobs, config=_config())
+    if as_json:
+        _json(asdict(r))
+        return
+    verb = ("imported" if import_path else "signed") if r.created else "already signed"
+    _out(f"{verb} {r.model}:{r.tag}: signer {r.hint} ({r.kind}, {r.method} method)")
+
+
+def _key_password(key: str | None, password_env: str | None) -> str | None:
+    """--password-env's variable, else a prompt for an encrypted key (a script gets an error)."""
+    if password_env:
+        if password_env not in os.environ:
+            raise UsageError(f"environment variable {password_env} is not set", "export it with the key's password")
+        return os.environ[password_env]
+    if not key:
+        return None
+    from aim_cli import signing
+
+    if not signing.is_encrypted(signing.read_user_file(key, "key")):
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError(f"{key} is encrypted", "pass --password-env VAR naming a variable that holds its password")
+    return click.prompt(f"password for {key}", hide_input=True)
+
+
+@model.command("export-signature")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", required=True, help="Version whose signature to export.")
+@click.option("--sha256", is_flag=True, help="The SHA-256 kind (checked by `model_signing verify`).")
+@click.option("--signer", metavar="HINT", help="Signer (16 hex, as `model info` lists); needed when several signed.")
+@click.option("--output", "-o", required=True, metavar="FILE", help="Where to write the Sigstore bundle.")
+@json_option
+def model_export_signature(repo_name, model_name, tag, sha256, signer, output, as_json):
+    """Write a stored signature for the upstream tools (`model_signing verify key --signature FILE`)."""
+    r = _api().export_signature(repo_name, model_name, output, tag=tag, sha256=sha256, signer=signer, config=_config())
+    if as_json:
+        _json(asdict(r))
+        return
+    _out(f"wrote signature {r.hint} of {r.model}:{r.tag} to {r.output} ({r.bytes} bytes)")
 
 
 @repo.command("check")

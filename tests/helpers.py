@@ -579,3 +579,96 @@ def sigstore_bundle_bytes(seed: int) -> bytes:
         "dsseEnvelope": {"payload": b64(200), "payloadType": "application/vnd.in-toto+json",
                          "signatures": [{"sig": b64(72)}]},
     }).encode()
+
+
+# -- signing (issue 12): keys, a small PKI, and model_signing as the oracle -----------------------------
+def write_keys(directory: Path, curve=None, name: str = "key", password: bytes | None = None):
+    """A private key (PEM, PKCS8) and its public key (PEM SPKI) as files; returns (key, pem, pub)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key((curve or ec.SECP256R1)())
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    pem = directory / f"{name}.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+    pub = directory / f"{name}.pub"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pem, pub
+
+
+def make_signed_tree(root: Path) -> Path:
+    """Files whose upstream order differs from string order ("a/b" < "a.txt"), git files that
+    upstream ignores (.gitattributes, .github/) and ones it does not (.gitmodules, sub/.gitignore)."""
+    write_file(root / "a" / "b", b"nested\n")
+    write_file(root / "a.txt", b"a text\n")
+    write_file(root / "B", b"capital\n")
+    write_file(root / "weights.bin", random_bytes(150_000, 3))
+    write_file(root / ".gitattributes", b"*.bin filter=lfs\n")
+    write_file(root / ".github" / "ci.yml", b"on: push\n")
+    write_file(root / ".gitmodules", b"\n")
+    write_file(root / "sub" / ".gitignore", b"*.tmp\n")
+    write_file(root / "caf\u00e9.json", b"{}\n")
+    return root
+
+
+def upstream_payload(directory: Path, key_pem: Path, algorithm: str, tmp: Path) -> dict:
+    """What model_signing itself signs for ``directory`` (its Python API, key method)."""
+    import base64
+
+    import model_signing
+
+    out = tmp / f"upstream-{algorithm}.sig"
+    hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=key_pem).set_hashing_config(hc).sign(
+        directory, out)
+    bundle = json.loads(out.read_text())
+    return bundle, json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+
+
+def upstream_verify(directory: Path, bundle: bytes, pub: Path, algorithm: str, tmp: Path) -> None:
+    import model_signing
+
+    path = tmp / "to-verify.sig"
+    path.write_bytes(bundle)
+    hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub).set_hashing_config(hc).verify(
+        directory, path)
+
+
+
+
+def write_pki(directory: Path, key, *, leaf_usage: bool = True) -> tuple[Path, Path, Path]:
+    """A root CA, an intermediate CA and a signing certificate for ``key`` (PEM files):
+    returns (leaf, intermediate, root). ``leaf_usage`` False: a leaf without digitalSignature."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(name: str, public_key, issuer_name: str, issuer_key, ca: bool, usage: bool):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+             .public_key(public_key).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=usage, content_commitment=False, key_encipherment=False,
+                                          data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                          crl_sign=ca, encipher_only=False, decipher_only=False), critical=True))
+        return b.sign(issuer_key, hashes.SHA256())
+
+    root_key, mid_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = cert("test root", root_key.public_key(), "test root", root_key, True, False)
+    mid = cert("test intermediate", mid_key.public_key(), "test root", root_key, True, False)
+    leaf = cert("test signer", key.public_key(), "test intermediate", mid_key, False, leaf_usage)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, c in (("leaf", leaf), ("intermediate", mid), ("root", root)):
+        paths.append(directory / f"{name}.crt")
+        paths[-1].write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    return tuple(paths)

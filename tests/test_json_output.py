@@ -19,7 +19,7 @@ SHAPES = {
     "model list": None,  # a list of model names
     "model versions": None,  # a list of VERSION
     "model info": {"model", "tag", "digest", "created_at", "created_by", "message", "total_size", "files",
-                   "format", "distinct_size", "stored_size", "missing_blobs"},
+                   "format", "distinct_size", "stored_size", "missing_blobs", "signatures"},
     "model verify": {"model", "tag", "digest", "blobs", "bytes", "problems", "ok"},
     "model verify --local": {"model", "tag", "digest", "directory", "files", "modified", "missing", "extra", "ok"},
     "model pull": {"model", "tag", "digest", "files", "total_size", "fetched_bytes", "fetched_raw_bytes",
