@@ -535,20 +535,9 @@ def signature_key_of(m: mf.Manifest, hint: str) -> str:
 
 
 def read_bundle(repository, ref, hint: str) -> bytes:
-    """One stored bundle, bounded by what a signature of this version can take (the store's
-    fixed 1 MiB bound is too small for a version of ~5,000 files or more)."""
-    from aim_cli.errors import KeyNotFoundError, NotFoundError, ObjectTooLargeError
-
+    """One stored bundle, bounded by what a signature of this version can take."""
     m = ref.manifest
-    key = signature_key_of(m, hint)
-    try:
-        return repository.backend.get(key, max_size=max_bundle_bytes(m))
-    except KeyNotFoundError:
-        raise NotFoundError(f"no signature {hint!r} of {m.model}:{m.tag} in repository {repository.name!r}",
-                            f"`aim_cli model info {repository.name} {m.model} --tag {m.tag}` lists its signatures") from None
-    except ObjectTooLargeError:
-        raise IntegrityError(f"signature {key} is larger than any signature of this version can be",
-                             "remove it from the storage and sign the version again") from None
+    return repository.get_signature(m.model, m.tag, hint, max_size=max_bundle_bytes(m))
 
 
 def expected_digests(repository, ref, statement: Statement) -> dict[str, str]:

@@ -71,8 +71,11 @@ VERSIONS = "versions"
 SUMMARIES = "summaries"
 SIGNATURES = "signatures"
 SIGNATURE_SUFFIX = ".sig"
-#: A Sigstore bundle of a version is a few KiB (a certificate chain included); a bound on reads.
-MAX_SIGNATURE_BYTES = 1024 * 1024
+#: The bound on reading a signature when its version's own bound is not at hand (`repo check`,
+#: `model copy`): a bundle lists every file of the version (~300 bytes of base64 JSON each, so
+#: ~2 MB for 10,000 files), so it is bounded like a big manifest. signing.max_bundle_bytes gives
+#: the tighter bound of one version.
+MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
 MANIFEST_SUFFIX = ".json"
 #: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
 SHARDS = tuple(f"{i:02x}" for i in range(256))
@@ -856,16 +859,16 @@ class Repository:
         """Every signature of the repository (one listing of models/), for `repo check`."""
         return (k for k in self._model_keys(MODELS) if isinstance(k, SignatureKey))
 
-    def get_signature(self, model: str, tag: str, hint: str) -> bytes:
-        """One stored bundle, read bounded by MAX_SIGNATURE_BYTES (larger is damage, exit 5)."""
+    def get_signature(self, model: str, tag: str, hint: str, *, max_size: int = MAX_SIGNATURE_BYTES) -> bytes:
+        """One stored bundle, read bounded by ``max_size`` (larger is damage, exit 5)."""
         key = signature_key(model, tag, hint)
         try:
-            return self.backend.get(key, max_size=MAX_SIGNATURE_BYTES)
+            return self.backend.get(key, max_size=max_size)
         except KeyNotFoundError:
             raise NotFoundError(f"no signature {hint!r} of {model}:{tag} in repository {self.name!r}",
                                 f"`aim_cli model info {self.name} {model} --tag {tag}` lists its signatures") from None
         except ObjectTooLargeError:
-            raise IntegrityError(f"signature {key} is larger than {MAX_SIGNATURE_BYTES} bytes, so it is not one",
+            raise IntegrityError(f"signature {key} is larger than {max_size} bytes, so it is not one",
                                  "remove it from the storage and sign the version again") from None
 
     def delete_version(self, model: str, tag: str) -> Deleted:

@@ -330,49 +330,13 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
     return report
 
 
-#: What a stored signature must look like before anything reads it as one (Sigstore bundle v0.x).
-SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"
-
-
-def _bundle_problem_fallback(data: bytes) -> str | None:
-    """Why ``data`` is not a Sigstore bundle in structure, or None: bounded, a JSON object with a
-    Sigstore bundle media type and a DSSE envelope. Used until aim_cli.signing provides its own."""
-    if len(data) > MAX_SIGNATURE_BYTES:
-        return f"larger than {MAX_SIGNATURE_BYTES} bytes"
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return "not JSON"
-    if not isinstance(doc, dict):
-        return "not a JSON object"
-    media = doc.get("mediaType")
-    if not (isinstance(media, str) and media.startswith(SIGSTORE_BUNDLE_MEDIA_TYPE)):
-        return f"no Sigstore bundle media type ({SIGSTORE_BUNDLE_MEDIA_TYPE}...)"
-    if not isinstance(doc.get("dsseEnvelope"), dict):
-        return "no DSSE envelope"
-    return None
-
-
-def bundle_validator() -> Callable[[bytes], str | None]:
-    """aim_cli.signing.bundle_problem, the one judge of a bundle's structure, when that module is
-    installed; the fallback above otherwise. Imported at call time, not with this module:
-    signing may import verify, and a cycle must not silently pick the fallback."""
-    try:
-        import aim_cli.signing as signing
-    except ModuleNotFoundError as e:
-        if e.name != "aim_cli.signing":
-            raise  # signing is there but cannot load: not a reason to judge bundles otherwise
-        return _bundle_problem_fallback
-    return signing.bundle_problem
-
-
 def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[tuple[str, str]]:
     """(key, why) of every damaged signature: one without its version, one larger than any
     bundle, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a listing of
     models/ taken before this one (a version signed since is looked up again). Signatures are
     few and small: each is read, in parallel."""
     keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
-    judge = bundle_validator()
+    from aim_cli.signing import bundle_problem as judge  # imported here: check without signatures never loads it
     found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
     return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
 

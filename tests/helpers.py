@@ -565,20 +565,16 @@ def version_bytes(repository: Repository, model: str, tag: str) -> tuple[int, in
 
 # -- signatures (issue 12) --------------------------------------------------------------------
 def sigstore_bundle_bytes(seed: int) -> bytes:
-    """Bytes shaped like a Sigstore bundle (media type, verification material, DSSE envelope) that
-    verify nothing: what the lifecycle (delete, gc, copy, `repo check`'s structure) handles as
-    opaque bytes. Different per ``seed``."""
-    import base64
+    """A well-formed Sigstore bundle (what `repo check` accepts as a signature's structure) that
+    verifies nothing of any version here: a key derived from ``seed`` signing one made-up file.
+    What the lifecycle (delete, gc, copy, check) handles as opaque bytes; different per seed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
 
-    def b64(n: int) -> str:
-        return base64.b64encode(random_bytes(n, seed)).decode()
+    from aim_cli import signing
 
-    return json.dumps({
-        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {"publicKey": {"hint": b64(32)}, "tlogEntries": []},
-        "dsseEnvelope": {"payload": b64(200), "payloadType": "application/vnd.in-toto+json",
-                         "signatures": [{"sig": b64(72)}]},
-    }).encode()
+    key = ec.derive_private_key(1000 + seed, ec.SECP256R1())
+    statement = signing.build_statement("m", {f"file-{seed}.bin": "ab" * 32}, "blake3")
+    return signing.sign_payload(key, signing.payload_bytes(statement))
 
 
 # -- signing (issue 12): keys, a small PKI, and model_signing as the oracle -----------------------------
