@@ -122,9 +122,10 @@ def stall_seconds_from_env() -> float:
         value = math.nan
     low, high = STALL_SECONDS_RANGE
     if not low <= value <= high:  # also refuses nan and inf
-        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        from aim_cli.quoting import quoted
+
         raise ConfigError(
-            f"{STALL_ENV}={shown!r} is not a number of seconds from {low:g} to {high:g}",
+            f"{STALL_ENV}={quoted(raw, 10)} is not a number of seconds from {low:g} to {high:g}",
             f"unset {STALL_ENV} (default {DEFAULT_STALL_SECONDS:g}) or set it to a number of seconds such as 10",
         )
     return value

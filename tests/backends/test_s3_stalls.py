@@ -14,7 +14,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aim_cli.backends.s3 import STALL_ENV, STALL_SECONDS_RANGE, TransferStats, stall_seconds_from_env
@@ -178,6 +178,7 @@ def test_a_bounded_get_stops_reading_a_server_that_lies(make_proxy, backends, s3
 
 # -- the stall deadline's setting --------------------------------------------------------------
 @given(st.text(max_size=60).filter(lambda t: "\0" not in t))
+@example("\U000e0001" * 60)  # escapes to 10 characters each: the message must stay short anyway
 def test_the_stall_setting_is_a_bounded_number_or_a_one_line_error(text):
     low, high = STALL_SECONDS_RANGE
     with pytest.MonkeyPatch.context() as env:
