@@ -17,8 +17,10 @@ def repo(request, tmp_path) -> RepoEnv:
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
     exist, on S3 (moto) too, in the format new repositories get; and "local-f1": a local one of
     format 1 (raw blobs), which stays readable and writable (``RepoEnv.format`` says which).
-    ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format. A test module
-    that defines its own ``repo`` fixture (test_pull, test_push, test_store) uses that."""
+    ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a module that
+    sets ``FORMAT_NEUTRAL = True`` (its code never reads or writes a blob's bytes) is not run on
+    "local-f1" (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
+    fixture (test_pull, test_push, test_store) uses that."""
     kind, _, version = request.param.partition("-f")
     version = int(version) if version else DEFAULT_FORMAT
     if kind == "s3":
@@ -34,3 +36,19 @@ def repo(request, tmp_path) -> RepoEnv:
     assert repository.format().version == version
     yield RepoEnv(kind, NAME, config, tmp_path, repository, version)
     repository.backend.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the "local-f1" runs of FORMAT_NEUTRAL modules: they would repeat tests of code
+    that does not depend on the storage format (signatures, patterns, leases, summaries), and
+    the suite must stay well under CI's 10 minutes."""
+
+    def format_1_run_of_neutral_module(item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        return (callspec is not None and callspec.params.get("repo") == "local-f1"
+                and getattr(item.module, "FORMAT_NEUTRAL", False))
+
+    neutral = [item for item in items if format_1_run_of_neutral_module(item)]
+    if neutral:
+        config.hook.pytest_deselected(items=neutral)
+        items[:] = [item for item in items if not format_1_run_of_neutral_module(item)]

@@ -7,6 +7,9 @@ import os
 from aim_cli import api
 from tests.helpers import LOCAL_ONLY, chunks_of, ok, one_line_error, random_bytes, write_file
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 KiB = 1024
 
 

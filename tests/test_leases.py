@@ -27,6 +27,9 @@ from aim_cli.errors import LockHeldError, StorageError, UsageError
 from aim_cli.store import Repository
 from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 
 def lease_body(kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted",
                timeout: float | None = None, now: float | None = None) -> dict:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from tests.helpers import LOCAL_ONLY, file_contents, ok, one_line_error, random_bytes, tree, write_model
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 MODEL = {
     "config.json": b'{"hidden": 8}\n',
     "model-00001-of-00002.safetensors": random_bytes(40_000, 1),

@@ -26,6 +26,9 @@ from tests.helpers import (
     write_model,
 )
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 FILE_KEYS = {"path", "size", "action", "reuse_bytes", "fetch_raw_bytes"}
 TOTAL_KEYS = {"files", "size", "keep_files", "keep_bytes", "local_files", "fetch_files", "reuse_bytes",
               "fetch_raw_bytes", "fetch_chunks", "delete_files", "delete_bytes", "space_needed", "space_available"}

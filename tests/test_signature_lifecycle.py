@@ -27,6 +27,9 @@ from aim_cli.store import MAX_SIGNATURE_BYTES, Repository, manifest_key, signatu
 from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
                            sigstore_bundle_bytes)
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 
 def _push(repo, tag: str, variant: int, model: str = "m"):  # noqa: F811
     return repo.push(model, make_variant_model(repo.tmp / f"src-{model}-{tag}", variant=variant), tag)

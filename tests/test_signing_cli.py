@@ -18,6 +18,9 @@ from aim_cli.store import signature_key
 from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_error, upstream_verify, write_file,
                            write_keys, write_pki)
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
 
 

@@ -25,6 +25,9 @@ from aim_cli.pull import resolve_version
 from aim_cli.store import (Repository, SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key)
 from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
 
+#: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
+FORMAT_NEUTRAL = True
+
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H = "ab" * 32
 
