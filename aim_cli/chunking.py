@@ -52,7 +52,7 @@ class ChunkingParams:
         return self
 
 
-def _chunker(params: ChunkingParams):
+def fastcdc(params: ChunkingParams):
     from pyfastcdc import FastCDC  # imported here: `aim_cli --help` must not load it
 
     return FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
@@ -119,7 +119,7 @@ def iter_chunks(path: str | os.PathLike, params: ChunkingParams,
     stream buffer is reused). ``whole``, if given, is updated with every byte (the file digest).
     A file smaller than the minimum is one chunk; an empty file has none.
     """
-    cdc = _chunker(params)
+    cdc = fastcdc(params)
     with open(path, "rb", buffering=0) as f:
         reader = _Reader(f)
         for c in cdc.cut_stream(reader):

@@ -39,14 +39,11 @@ from aim_cli.chunking import batches, file_digest, hash_bytes
 from aim_cli.config import check_name
 from aim_cli.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, open_regular,
                                  refuse_repository_dest, set_mode, truncate_partial, write_at)
-from aim_cli.dest_writer import ignores_case as _ignores_case  # noqa: F401  (tests probe it here)
 from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.fsutil import directory_argument, display_path, start_writeback
 from aim_cli.patterns import PathFilter
 from aim_cli.progress import NullProgress
 from aim_cli.pull_plan import FilePlan, PullPlan, plan_pull
-from aim_cli.pull_plan import DestNames as _DestNames  # noqa: F401  (tests use it from here)
-from aim_cli.pull_plan import case_clashes, check_case_clashes  # noqa: F401  (part of this module's interface)
 from aim_cli.store import Repository, VersionRef
 
 log = logging.getLogger(__name__)

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli import manifest as mf
 from aim_cli.errors import IntegrityError, UsageError
+from aim_cli.store import signature_key
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -519,25 +520,23 @@ def _check_already_signed(repository, ref, hint: str, public_key, digests: Mappi
     must not pass for the signer's own."""
     m = ref.manifest
     try:
-        statement = verify_with_key(parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(m)),
-                                    public_key)
+        statement = verify_with_key(stored_bundle(repository, ref, hint), public_key)
         check_resources(statement, digests, f"{m.model}:{m.tag}")
     except IntegrityError as e:
-        key = signature_key_of(m, hint)
+        key = signature_key(m.model, m.tag, hint)
         raise IntegrityError(f"the signature stored as {hint} does not verify with this key ({e.message})",
                              f"remove {key} from the storage, then sign again") from None
-
-
-def signature_key_of(m: mf.Manifest, hint: str) -> str:
-    from aim_cli.store import signature_key
-
-    return signature_key(m.model, m.tag, hint)
 
 
 def read_bundle(repository, ref, hint: str) -> bytes:
     """One stored bundle, bounded by what a signature of this version can take."""
     m = ref.manifest
     return repository.get_signature(m.model, m.tag, hint, max_size=max_bundle_bytes(m))
+
+
+def stored_bundle(repository, ref, hint: str) -> Bundle:
+    """One stored bundle, read (``read_bundle``) and parsed."""
+    return parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(ref.manifest))
 
 
 def expected_digests(repository, ref, statement: Statement) -> dict[str, str]:
@@ -564,15 +563,14 @@ def verify_version_signature(repository, ref, public_key, *, local: str | os.Pat
     first_error: IntegrityError | None = None
     for hint in hints:
         try:
-            return _verify_one(repository, ref, hint, public_key, local)
+            return _verify_one(repository, ref, hint, stored_bundle(repository, ref, hint), public_key, local)
         except IntegrityError as e:
             first_error = first_error or e
     raise first_error
 
 
-def _verify_one(repository, ref, hint: str, public_key, local) -> VerifyResult:
+def _verify_one(repository, ref, hint: str, bundle: Bundle, public_key, local) -> VerifyResult:
     m = ref.manifest
-    bundle = parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(m))
     statement = verify_with_key(bundle, public_key)
     if local is None:
         actual, what = expected_digests(repository, ref, statement), f"{m.model}:{m.tag}"
@@ -637,7 +635,7 @@ def import_bundle(repository, ref, data: bytes) -> SignResult:
 
         raise ConflictError(f"another bundle of signer {hint} is stored for {m.model}:{m.tag}",
                             f"compare it (`aim_cli model export-signature --signer {hint}`); remove "
-                            f"{signature_key_of(m, hint)} from the storage to replace it")
+                            f"{signature_key(m.model, m.tag, hint)} from the storage to replace it")
     return SignResult(m.model, m.tag, hint, statement.kind, bundle.method, created)
 
 
@@ -757,10 +755,10 @@ def verify_version_certificates(repository, ref, roots: Sequence[x509.Certificat
     first_error: IntegrityError | None = None
     for hint in repository.list_signatures(m.model, m.tag):
         try:
-            bundle = parse_bundle(read_bundle(repository, ref, hint), max_size=max_bundle_bytes(m))
+            bundle = stored_bundle(repository, ref, hint)
             if bundle.method != "certificate":
                 continue
-            return _verify_one(repository, ref, hint, check_chain(bundle.certificates, roots), local)
+            return _verify_one(repository, ref, hint, bundle, check_chain(bundle.certificates, roots), local)
         except IntegrityError as e:
             first_error = first_error or e
     raise first_error or IntegrityError(f"no certificate signature of {m.model}:{m.tag}",

@@ -36,8 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -214,6 +215,23 @@ def parse_version_key(key: str) -> VersionKey:
     model, last = parts[0], parts[2]
     tag = last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) else None
     return VersionKey(key, model, tag if tag is not None and _valid_name(tag) else None)
+
+
+def map_bounded(fn: Callable[[T], R], items: Iterable[T], jobs: int, name: str) -> Iterator[tuple[T, R]]:
+    """(item, fn(item)) in the order of ``items``, on ``jobs`` threads, with at most ``2 x jobs``
+    calls submitted at once (``Executor.map`` would hold a future for every one of a 70B
+    model's ~112k chunks, and every result until the end)."""
+    jobs = max(1, jobs)
+    with ThreadPoolExecutor(jobs, thread_name_prefix=name) as pool:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * jobs:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def is_empty(backend: Backend) -> bool:
@@ -479,7 +497,7 @@ class Repository:
 
     def stored_blob_index(self, expected_lookups: int) -> dict[str, int] | None:
         """digest -> stored size of all stored blobs when listing them is cheaper than ``expected_lookups`` single
-        existence checks, else None (then ask blob by blob with ``has_blob``).
+        existence checks, else None (then ask blob by blob with ``stored_size``).
 
         A check costs one request; a listing one request per ~1000 blobs. Like dvc's
         ``oids_exist``, estimate the number of stored blobs from one of the 256 prefixes."""
@@ -494,11 +512,7 @@ class Repository:
     def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """Which of ``digests`` the repository lacks, asked in bulk (listing or parallel checks)."""
         wanted = set(digests)
-        index = self.stored_blob_index(len(wanted))
-        if index is not None:
-            return wanted - index.keys()
-        ordered = sorted(wanted)
-        return {d for d, ok in zip(ordered, self.map_parallel(self.has_blob, ordered)) if not ok}
+        return wanted - self.stored_sizes(wanted).keys()
 
     def iter_blob_keys(self) -> Iterator[tuple[str, str | None, int]]:
         """(key, digest, size) of every object below blobs/; digest None for a key that is not

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 import blake3 as _blake3
 
-from aim_cli.chunking import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParams, KiB, MiB, _chunker
+from aim_cli.chunking import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParams, KiB, MiB, fastcdc
 from aim_cli.safetensors_header import Layout, Tensor, read_layout
 
 ALGORITHM = "safetensors-v1"
@@ -144,7 +144,7 @@ class _Cutter:
     """Cuts one open file along a plan of spans; yields chunks in file order."""
 
     def __init__(self, f, params: ChunkingParams, tensors: TensorChunkingParams, on_chunk, whole):
-        self._cdc = _chunker(params)
+        self._cdc = fastcdc(params)
         self._max = params.max_size
         self._tensors = tensors
         self._on_chunk = on_chunk

@@ -33,19 +33,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from aim_cli import leases
 from aim_cli.config import check_name
 from aim_cli.errors import TagExistsError
 from aim_cli.progress import NullProgress
-from aim_cli.store import Repository, VersionRef
+from aim_cli.store import Repository, VersionRef, map_bounded
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 COPIED, SKIPPED, CONFLICT = "copied", "skipped", "conflict"
 
@@ -106,26 +102,6 @@ def _result(src: Repository, dst: Repository, model: str, dry_run: bool, formats
                       sum(v.signatures for v in versions))
 
 
-def _bounded(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], limit: int) -> Iterator[R]:
-    """``fn`` over ``items`` on ``pool``, at most ``limit`` submitted at once (a blob is held
-    only while its task runs: memory stays bounded however many there are); results as they
-    complete. The first failure is raised; the caller shuts the pool down."""
-    pending: set[Future] = set()
-
-    def collect() -> Iterator[R]:
-        nonlocal pending
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for fut in done:
-            yield fut.result()
-
-    for item in items:
-        if len(pending) >= limit:
-            yield from collect()
-        pending.add(pool.submit(fn, item))
-    while pending:
-        yield from collect()
-
-
 def versions_to_copy(src: Repository, model: str, tags: Sequence[str] | None) -> list[str]:
     """The tags to copy: every version of ``model``, oldest first, or ``tags`` (each once), every
     one of which must exist (VersionNotFoundError, exit 3, before anything is written)."""
@@ -144,12 +120,11 @@ class _Copier:
     would copy."""
 
     def __init__(self, src: Repository, dst: Repository, model: str, *, same_format: bool, dst_exists: bool,
-                 dry_run: bool, pool: ThreadPoolExecutor, jobs: int, progress):
+                 dry_run: bool, jobs: int, progress):
         self.src, self.dst, self.model = src, dst, model
         self.same_format = same_format
         self.dst_exists = dst_exists
         self.dry_run = dry_run
-        self.pool = pool
         self.jobs = jobs
         self.progress = progress
         self.known: dict[str, int | None] = {}
@@ -221,8 +196,9 @@ class _Copier:
         self.progress.start(f"copy {where}", sum(missing.values()))
         read = written = 0
         try:
-            for n_read, n_written in _bounded(self.pool, lambda item: self._move(*item, where), missing.items(),
-                                              2 * self.jobs):
+            # At most 2 x jobs blobs in flight: memory stays bounded however many there are.
+            for _, (n_read, n_written) in map_bounded(lambda item: self._move(*item, where), missing.items(),
+                                                      self.jobs, "aim-copy"):
                 read += n_read
                 written += n_written
         finally:
@@ -258,15 +234,11 @@ def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | Non
         dst.init(like=src_format)  # like push: before the lease
     dst_version = dst.format().version if dst_exists or not dry_run else src_format.version
     formats = (src_format.version, dst_version)
-    pool = ThreadPoolExecutor(jobs, thread_name_prefix="aim-copy")
     copier = _Copier(src, dst, model, same_format=formats[0] == formats[1], dst_exists=dst_exists or not dry_run,
-                     dry_run=dry_run, pool=pool, jobs=jobs, progress=progress or NullProgress())
-    try:
-        if dry_run:
-            versions = [copier.version(tag, None) for tag in names]
-        else:
-            with leases.acquire(dst, leases.SHARED, "copy") as lease:
-                versions = [copier.version(tag, lease) for tag in names]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+                     dry_run=dry_run, jobs=jobs, progress=progress or NullProgress())
+    if dry_run:
+        versions = [copier.version(tag, None) for tag in names]
+    else:
+        with leases.acquire(dst, leases.SHARED, "copy") as lease:
+            versions = [copier.version(tag, lease) for tag in names]
     return _result(src, dst, model, dry_run, formats, not dst_exists, versions, started)

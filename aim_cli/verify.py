@@ -20,29 +20,22 @@ distinct chunks, never with versions x chunks.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import TypeVar
 
 from aim_cli import manifest as mf
 from aim_cli import summary as sm
 from aim_cli.chunking import file_digest
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotFoundError,
-                            UsageError)
+from aim_cli.errors import BlobCorruptError, BlobMissingError, IntegrityError, NotFoundError, UsageError
 from aim_cli.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
-from aim_cli.store import (MAX_SIGNATURE_BYTES, REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef,
-                           in_signatures, manifest_key)
-
-T = TypeVar("T")
-R = TypeVar("R")
+from aim_cli.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef, in_signatures,
+                           manifest_key, map_bounded)
 
 
 @dataclass(frozen=True)
@@ -142,23 +135,6 @@ def _read_blob(repo: Repository, digest: str, size: int | None, stored_size: int
     return None
 
 
-def _map_bounded(fn: Callable[[T], R], items: Iterable[T], jobs: int, name: str) -> Iterator[tuple[T, R]]:
-    """(item, fn(item)) in the order of ``items``, on ``jobs`` threads, with at most ``2 x jobs``
-    calls submitted at once (``Executor.map`` would hold a future for every one of a 70B
-    model's ~112k chunks, and every result until the end)."""
-    jobs = max(1, jobs)
-    with ThreadPoolExecutor(jobs, thread_name_prefix=name) as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= 2 * jobs:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-
-
 def _add_users(users: dict[str, list[str]], m: mf.Manifest, *, qualified: bool) -> None:
     """Append to ``users[digest]`` each file of ``m`` that holds that digest (only digests
     already in ``users`` are looked for)."""
@@ -182,7 +158,7 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress
         return found
 
     try:
-        bad = {d: found for d, found in _map_bounded(check, sorted(sizes), jobs, "aim-verify") if found is not None}
+        bad = {d: found for d, found in map_bounded(check, sorted(sizes), jobs, "aim-verify") if found is not None}
     finally:
         progress.close()
     users: dict[str, list[str]] = {d: [] for d in bad}
@@ -316,7 +292,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, prog
             return found
 
         try:
-            for digest, found in _map_bounded(check, to_read, jobs, "aim-check"):
+            for digest, found in map_bounded(check, to_read, jobs, "aim-check"):
                 if found is None:
                     report.read += 1
                 elif found[0] == "corrupt" or digest in referenced:

@@ -271,7 +271,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
 
 
 def test_the_case_probe_answers_for_this_filesystem_and_leaves_nothing(tmp_path):
-    from aim_cli.pull import _ignores_case
+    from aim_cli.dest_writer import ignores_case as _ignores_case
 
     assert _ignores_case(tmp_path) is False  # ext4, tmpfs, xfs: case-sensitive
     assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,6 @@ missing ones); listings do not see them.
 from __future__ import annotations
 
 import json
-import sys
-import types
 import zlib
 
 import pytest
@@ -195,7 +193,7 @@ def test_check_reports_a_signature_that_is_not_a_sigstore_bundle(repo, data, why
     repo.repository.put_signature("m", "v1", "mallory", data)
     broken = _broken(repo)
     assert list(broken) == [signature_key("m", "v1", "mallory")]
-    assert broken[signature_key("m", "v1", "mallory")].startswith(f"not a Sigstore bundle of a signature (")
+    assert broken[signature_key("m", "v1", "mallory")].startswith("not a Sigstore bundle of a signature (")
     assert why in broken[signature_key("m", "v1", "mallory")] and "sign the version again" in \
         broken[signature_key("m", "v1", "mallory")]
 

@@ -246,7 +246,7 @@ def test_dest_names_that_a_filesystem_may_fold_are_looked_at(local, tmp_path):
     filesystem that ignores case or normalises Unicode would open it for the version's name) is
     looked at with an lstat. Here, on a case-sensitive filesystem, they are other files: left
     alone, and the version's files written beside them."""
-    from aim_cli.pull import _DestNames
+    from aim_cli.pull_plan import DestNames as _DestNames
 
     src = write_model(tmp_path / "src", {"A.bin": b"version\n", "caf\u00e9.txt": b"nfc\n"})
     push(Repository(local, "r"), "m", "v1", src)

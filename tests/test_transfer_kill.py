@@ -5,9 +5,7 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
-import time
 
 from aim_cli import blob_codec
 from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, sigkill_when, write_model
