@@ -1,3 +1,3 @@
-from aim_cli.cli import main
+from aim_cli.cli.main import main
 
 main()

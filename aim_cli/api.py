@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 
 from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
-from aim_cli.chunking import ChunkingParams
-from aim_cli.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
+from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.config import Config, RepoConfig, check_name
 from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
-from aim_cli.pull import PullResult
-from aim_cli.pull_plan import PullPlan
+from aim_cli.pull.pipeline import PullResult
+from aim_cli.pull.plan import PullPlan
 from aim_cli.push import PushResult
-from aim_cli.store import Repository, VersionRef
-from aim_cli.summary import Summary
-from aim_cli.transfer_copy import CopyResult
+from aim_cli.repository.store import Repository, VersionRef
+from aim_cli.format.summary import Summary
+from aim_cli.copy import CopyResult
 
 DEFAULT_JOBS = 8
 
@@ -189,12 +189,12 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
     the shape `model pull --dry-run --json` prints). ``require_signature``: a public key (PEM) whose
     signature (either kind) must cover exactly the version's files, checked before anything is
     written; the pull is then pinned to the verified manifest's digest."""
-    from aim_cli import pull as pullmod
+    from aim_cli.pull import pipeline as pullmod
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
     if require_signature is not None:
-        from aim_cli import signing
+        from aim_cli.signing import core as signing
 
         key = signing.load_public_key(signing.read_user_file(require_signature, "public key"),
                                       os.fspath(require_signature))
@@ -203,7 +203,7 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
         tag, digest = ref.manifest.tag, ref.digest
     cache = None
     if cache_dir and not dry_run:
-        from aim_cli.cache import ChunkCache
+        from aim_cli.pull.cache import ChunkCache
 
         cache = ChunkCache(cache_dir)
     local_roots = [r.path for r in cfg.repos.values() if r.type == "local"]  # DEST must stay out of them
@@ -219,7 +219,7 @@ def diff(repo: str, model: str, tag_a: str, tag_b: str, *, include: Sequence[str
     added, removed, changed and unchanged with their sizes; what a pull of B over A fetches).
     Reads the two manifests and asks storage the stored size of the chunks B adds; no blob."""
     from aim_cli import diff as diffmod
-    from aim_cli.patterns import PathFilter
+    from aim_cli.util.patterns import PathFilter
 
     return diffmod.diff(open_repository(repo, config=config), model, tag_a, tag_b,
                         paths=PathFilter.of(include, exclude))
@@ -229,9 +229,9 @@ def copy(src_repo: str, model: str, dst_repo: str, *, tags: Sequence[str] | None
          dry_run: bool = False, config=None, progress=None) -> CopyResult:
     """Copy versions of ``model`` (``tags``, or all) from ``src_repo`` into ``dst_repo`` with their
     manifests' exact bytes, transferring only the blobs the destination lacks: an
-    ``aim_cli.transfer_copy.CopyResult``. A tag the destination holds with another digest does
+    ``aim_cli.copy.CopyResult``. A tag the destination holds with another digest does
     not raise: it is listed in ``result.conflicts`` and the other versions are copied."""
-    from aim_cli import transfer_copy
+    from aim_cli import copy as transfer_copy
 
     cfg = get_config(config)
     source = open_repository(src_repo, config=cfg, jobs=jobs)
@@ -239,7 +239,7 @@ def copy(src_repo: str, model: str, dst_repo: str, *, tags: Sequence[str] | None
     return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, progress=progress)
 
 
-# -- audits and garbage collection (aim_cli/verify.py, aim_cli/gc.py) --------------------------------
+# -- audits and garbage collection (aim_cli/audit/) --------------------------------
 @dataclass(frozen=True)
 class FileInfo:
     path: str
@@ -263,7 +263,7 @@ class VersionDetails:
     distinct_size: int = 0  # the bytes of its distinct chunks (a chunk used twice counts once)
     stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
     missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
-    signatures: list = field(default_factory=list)  # aim_cli.signing.SignatureInfo of each stored signature
+    signatures: list = field(default_factory=list)  # aim_cli.signing.core.SignatureInfo of each stored signature
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ class DeleteResult:
 
 
 def _resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
-    from aim_cli.pull import resolve_version
+    from aim_cli.pull.pipeline import resolve_version
 
     return resolve_version(repository, model, tag, digest)[0]
 
@@ -290,7 +290,7 @@ def version_details(repo: str, model: str, *, tag: str | None = None, digest: st
     files = [FileInfo(f.path, f.size, f.mode, f.blake3, len(f.chunks)) for f in m.files]
     chunks = {d: s for f in m.files for d, s in f.chunks}
     stored = repository.stored_sizes(chunks)  # one listing or a HEAD per chunk, whichever is cheaper
-    from aim_cli import signing
+    from aim_cli.signing import core as signing
 
     return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files,
                           repository.format().version, sum(chunks.values()), sum(stored.values()),
@@ -299,8 +299,8 @@ def version_details(repo: str, model: str, *, tag: str | None = None, digest: st
 
 def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
                    jobs: int = DEFAULT_JOBS, config=None, progress=None):
-    """Re-read and re-hash every blob of the version: an ``aim_cli.verify.VersionReport``."""
-    from aim_cli import verify
+    """Re-read and re-hash every blob of the version: an ``aim_cli.audit.verify.VersionReport``."""
+    from aim_cli.audit import verify
 
     repository = open_repository(repo, config=config, jobs=jobs)
     return verify.verify_version(repository, _resolve(repository, model, tag, digest), jobs=jobs, progress=progress)
@@ -309,27 +309,27 @@ def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str
 def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: str | None = None,
                  digest: str | None = None, jobs: int = DEFAULT_JOBS, config=None, include: Sequence[str] = (),
                  exclude: Sequence[str] = ()):
-    """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.verify.LocalReport``.
+    """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.audit.verify.LocalReport``.
     ``include``/``exclude`` select the files compared (as for `pull`); extra files are reported
     only inside the patterns."""
-    from aim_cli import verify
+    from aim_cli.audit import verify
 
     ref = _resolve(open_repository(repo, config=config), model, tag, digest)
     return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude)
 
 
 def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config=None, progress=None):
-    """Check every manifest and the blobs they name: an ``aim_cli.verify.CheckReport``."""
-    from aim_cli import verify
+    """Check every manifest and the blobs they name: an ``aim_cli.audit.verify.CheckReport``."""
+    from aim_cli.audit import verify
 
     return verify.check_repo(open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs,
                              progress=progress)
 
 
 def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=None):
-    """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.gc.GcResult``.
+    """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.audit.gc.GcResult``.
     ``on_plan(plan)`` sees the plan before anything is deleted."""
-    from aim_cli import gc
+    from aim_cli.audit import gc
 
     return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan)
 
@@ -338,7 +338,7 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
     """Delete these versions of ``model`` (all of them, readable or not, when ``tags`` is None) and
     measure what `repo gc` can now free. A tag may also name a stray key exactly (``"v1 copy"``
     for ``versions/v1 copy.json``, ``".DS_Store"``): `repo check` lists them."""
-    from aim_cli import gc
+    from aim_cli.audit import gc
 
     repository = open_repository(repo, config=config)
     if tags is None:
@@ -352,21 +352,21 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
 
 # -- the chunk cache ---------------------------------------------------------------------------------
 def cache_info(cache_dir: str | os.PathLike):
-    """(entries, bytes) of the chunk cache at ``cache_dir`` (an ``aim_cli.cache.CacheInfo``)."""
-    from aim_cli.cache import ChunkCache
+    """(entries, bytes) of the chunk cache at ``cache_dir`` (an ``aim_cli.pull.cache.CacheInfo``)."""
+    from aim_cli.pull.cache import ChunkCache
 
     return ChunkCache(cache_dir).info()
 
 
 def cache_prune(cache_dir: str | os.PathLike, max_size: int = 0, *, dry_run: bool = False):
     """Delete the least recently used chunks until the cache holds at most ``max_size`` bytes
-    (0 empties it). Returns an ``aim_cli.cache.PruneResult`` (removed, freed, entries, bytes)."""
-    from aim_cli.cache import ChunkCache
+    (0 empties it). Returns an ``aim_cli.pull.cache.PruneResult`` (removed, freed, entries, bytes)."""
+    from aim_cli.pull.cache import ChunkCache
 
     return ChunkCache(cache_dir).prune(max_size, dry_run=dry_run)
 
 
-# -- signatures (aim_cli/signing.py, issue 12) ---------------------------------------------------------
+# -- signatures (aim_cli/signing/) ---------------------------------------------------------
 @dataclass(frozen=True)
 class ExportResult:
     model: str
@@ -381,11 +381,11 @@ def sign_version(repo: str, model: str, *, tag: str, key: str | os.PathLike | No
                  certificate_chain: Sequence[str | os.PathLike] = (), import_bundle: str | os.PathLike | None = None,
                  jobs: int = DEFAULT_JOBS, config=None):
     """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
-    the bundle: an ``aim_cli.signing.SignResult`` (``created`` False: already signed by that key).
+    the bundle: an ``aim_cli.signing.core.SignResult`` (``created`` False: already signed by that key).
     BLAKE3 (default) reads only the manifest; ``sha256`` streams the verified blobs.
     ``certificate`` (+ ``certificate_chain``): model_signing's certificate method.
     ``import_bundle``: attach a bundle made elsewhere instead, after checking its files."""
-    from aim_cli import signing
+    from aim_cli.signing import core as signing
 
     repository = open_repository(repo, config=config, jobs=jobs)
     ref = repository.get_version(model, tag)
@@ -405,8 +405,8 @@ def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.Pa
                      jobs: int = DEFAULT_JOBS, config=None):
     """A signature by ``public_key`` (PEM), or by a certificate that ``certificate_chain`` (trust
     roots) vouches for, covering exactly the version's files and digests (or those of the
-    directory ``local``): an ``aim_cli.signing.VerifyResult``; IntegrityError otherwise."""
-    from aim_cli import signing
+    directory ``local``): an ``aim_cli.signing.core.VerifyResult``; IntegrityError otherwise."""
+    from aim_cli.signing import core as signing
 
     repository = open_repository(repo, config=config, jobs=jobs)
     ref = repository.get_version(model, tag)
@@ -423,7 +423,7 @@ def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: s
                      signer: str | None = None, config=None) -> ExportResult:
     """Write a stored bundle of ``model:tag`` to ``output`` for the upstream tools: the
     ``signer``'s (16 hex; the only one when None) of the BLAKE3 or the ``sha256`` kind."""
-    from aim_cli import signing
+    from aim_cli.signing import core as signing
 
     repository = open_repository(repo, config=config)
     ref = repository.get_version(model, tag)
@@ -436,8 +436,8 @@ def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: s
 
 
 def list_signatures(repo: str, model: str, *, tag: str, config=None):
-    """The version's stored signatures: ``aim_cli.signing.SignatureInfo`` (hint, kind, method)."""
-    from aim_cli import signing
+    """The version's stored signatures: ``aim_cli.signing.core.SignatureInfo`` (hint, kind, method)."""
+    from aim_cli.signing import core as signing
 
     repository = open_repository(repo, config=config)
     return signing.signatures_of(repository, repository.get_version(model, tag))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
-from aim_cli.quoting import has_control, printable, quoted
+from aim_cli.util.quoting import has_control, printable, quoted
 
 CONFIG_NAME = "model_repos.yaml"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

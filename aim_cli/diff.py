@@ -21,9 +21,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aim_cli import manifest as mf
-from aim_cli.patterns import PathFilter
-from aim_cli.store import Repository
+from aim_cli.format import manifest as mf
+from aim_cli.util.patterns import PathFilter
+from aim_cli.repository.store import Repository
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ import blake3
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import AIM, PageCache, Result, rmtree, run  # noqa: E402
 
-from aim_cli import manifest as mf  # noqa: E402
+from aim_cli.format import manifest as mf  # noqa: E402
 from aim_cli.backends.local import LocalBackend  # noqa: E402
-from aim_cli.pull import resolve_version  # noqa: E402
-from aim_cli.store import Repository  # noqa: E402
+from aim_cli.pull.pipeline import resolve_version  # noqa: E402
+from aim_cli.repository.store import Repository  # noqa: E402
 
 FILES_PER_VERSION = 30
 CHUNKS_PER_VERSION = 112_000

@@ -13,7 +13,7 @@ its own (FaultyProxy of tests/backends/test_s3_faults.py) on 127.0.0.1:
 - stalling: a ``--stall-rate`` share of GET responses, drawn from a generator seeded with
   ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the
   body and keep the connection open and silent until the client closes it (a hung load balancer).
-A pull is the whole pipeline: ``aim_cli.api.open_repository`` and ``aim_cli.pull.pull`` (what
+A pull is the whole pipeline: ``aim_cli.api.open_repository`` and ``aim_cli.pull.pipeline.pull`` (what
 ``aim_cli.api.pull`` runs), or with ``--cli`` the console script ``aim_cli model pull``. Every
 pulled file is compared with its source byte for byte. The stall deadline is the default one
 (start_moto unsets every AIM_* variable, AIM_S3_STALL_SECONDS included). The table shows the
@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from aim_cli.backends.s3 import DEFAULT_STALL_SECONDS  # noqa: E402
+from aim_cli.backends.s3.backend import DEFAULT_STALL_SECONDS  # noqa: E402
 from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, stop  # noqa: E402
 from tests.backends.test_s3_faults import FaultyProxy  # noqa: E402
 
@@ -66,7 +66,7 @@ def pull(args, config: Path, repo: str, dest: Path) -> tuple[float, Counter]:
                        stdout=subprocess.DEVNULL)
         return time.perf_counter() - started, Counter()
     from aim_cli import api
-    from aim_cli import pull as pullmod
+    from aim_cli.pull import pipeline as pullmod
 
     repository = api.open_repository(repo, config=config, jobs=args.jobs)
     try:
@@ -155,7 +155,7 @@ def main() -> None:
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
-    how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pull` (in process)"
+    how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pipeline.pull` (in process)"
     print(f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
           f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
           f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "

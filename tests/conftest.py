@@ -4,8 +4,8 @@ tests/s3_fixtures.py; the helpers in tests/helpers.py."""
 import pytest
 
 from aim_cli import api
-from aim_cli.chunking import ChunkingParams
-from aim_cli.repo_format import DEFAULT_FORMAT
+from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.format.repo_format import DEFAULT_FORMAT
 from tests.helpers import BACKENDS, NAME, RepoEnv
 
 pytest_plugins = ["tests.s3_fixtures"]

@@ -36,11 +36,11 @@ from pathlib import Path
 import blake3
 import pytest
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from aim_cli import push as pushmod
 from aim_cli.backends.base import ObjectInfo
 from aim_cli.errors import ObjectTooLargeError, StorageError
-from aim_cli.store import Repository, blob_key
+from aim_cli.repository.store import Repository, blob_key
 
 # -- the console script -----------------------------------------------------------------------
 #: The console script a user runs: ``<venv>/bin/aim_cli``, next to the test's Python.
@@ -218,7 +218,7 @@ def file_contents(root: Path) -> dict[str, tuple[bytes, int]]:
 # -- audit repositories (the ``repo`` fixture of tests/conftest.py) ---------------------------
 NAME = "audit"
 S3_AVAILABLE = (Path(__file__).with_name("s3_fixtures.py").exists()
-                and importlib.util.find_spec("aim_cli.backends.s3") is not None)
+                and importlib.util.find_spec("aim_cli.backends.s3.backend") is not None)
 BACKENDS = ["local", "s3"] if S3_AVAILABLE else ["local"]
 #: Marks a test whose subject never touches the storage: it runs on the local backend only.
 LOCAL_ONLY = pytest.mark.parametrize("repo", ["local"], indirect=True)
@@ -570,7 +570,7 @@ def sigstore_bundle_bytes(seed: int) -> bytes:
     What the lifecycle (delete, gc, copy, check) handles as opaque bytes; different per seed."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from aim_cli import signing
+    from aim_cli.signing import core as signing
 
     key = ec.derive_private_key(1000 + seed, ec.SECP256R1())
     statement = signing.build_statement("m", {f"file-{seed}.bin": "ab" * 32}, "blake3")

@@ -230,7 +230,7 @@ def s3_bucket(s3_client):
 @pytest.fixture
 def s3_backend(s3_endpoint, s3_bucket):
     """An S3Backend on a fresh bucket, under the prefix ``repo/``."""
-    from aim_cli.backends.s3 import S3Backend
+    from aim_cli.backends.s3.backend import S3Backend
 
     backend = S3Backend(s3_bucket, "repo/", endpoint_url=s3_endpoint, region=s3_region(), max_connections=32)
     yield backend

@@ -11,7 +11,7 @@ import time
 import blake3
 import humanize
 
-from aim_cli import leases
+from aim_cli.repository import leases
 from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model
 
 

@@ -19,8 +19,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli import blob_codec as bc
-from aim_cli.blob_codec import HEADER_SIZE, Codec, CodecParams, CorruptBlob, decode, encode, max_stored_size
+from aim_cli.format import blob_codec as bc
+from aim_cli.format.blob_codec import HEADER_SIZE, Codec, CodecParams, CorruptBlob, decode, encode, max_stored_size
 from tests.helpers import random_bytes
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024

@@ -16,12 +16,12 @@ import blake3
 import pytest
 
 from aim_cli import api
-from aim_cli import pull as pullmod
+from aim_cli.pull import pipeline as pullmod
 from aim_cli import push as pushmod
 from aim_cli.backends.local import LocalBackend
-from aim_cli.cache import ChunkCache
-from aim_cli.chunking import ChunkingParams
-from aim_cli.store import Repository
+from aim_cli.pull.cache import ChunkCache
+from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.repository.store import Repository
 from tests.helpers import CountingBackend, stored_sizes, version_bytes
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data

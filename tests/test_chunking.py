@@ -6,7 +6,7 @@ import random
 import blake3
 import pytest
 
-from aim_cli.chunking import ChunkingParams, file_digest, iter_chunks
+from aim_cli.chunking.cdc import ChunkingParams, file_digest, iter_chunks
 
 GOLDEN_SEED = 20261127
 GOLDEN_SIZE = 6 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""aim_cli.dest_lock: one pull at a time per DEST; stale locks taken over by exactly one pull;
+"""aim_cli.pull.dest_lock: one pull at a time per DEST; stale locks taken over by exactly one pull;
 nothing but a regular file ever opened; every lock file parsed with bounds.
 
 Races are interleaved deterministically: ``_step`` is where another process may act, and a test
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli import dest_lock
-from aim_cli.dest_lock import LOCK_NAME, TAKEOVER_NAME, DestLock, LockOwner, parse_lock
+from aim_cli.pull import dest_lock
+from aim_cli.pull.dest_lock import LOCK_NAME, TAKEOVER_NAME, DestLock, LockOwner, parse_lock
 from aim_cli.errors import LockHeldError, UsageError
 from tests.helpers import LOCAL_ONLY, dead_pid, files_of, make_variant_model, ok, one_line_error
 

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import pytest
 
-from aim_cli import gc, leases, verify
-from aim_cli import manifest as mf
-from aim_cli import pull as pullmod
+from aim_cli.audit import gc
+from aim_cli.repository import leases
+from aim_cli.audit import verify
+from aim_cli.format import manifest as mf
+from aim_cli.pull import pipeline as pullmod
 from aim_cli import push as pushmod
-from aim_cli import store
-from aim_cli import summary
+from aim_cli.repository import store
+from aim_cli.format import summary
 from aim_cli.backends.local import LocalBackend
-from aim_cli.chunking import ChunkingParams
+from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import BlobCorruptError, ConflictError, IntegrityError, StorageError
-from aim_cli.store import Repository, blob_key, manifest_key
+from aim_cli.repository.store import Repository, blob_key, manifest_key
 from tests.helpers import BACKENDS, Fault, FaultyBackend, chunks_of, make_variant_model
 
 PARAMS = ChunkingParams.for_average(4096)
@@ -38,7 +40,7 @@ def inner(request, tmp_path):
     if request.param == "local":
         backend = LocalBackend(tmp_path / "store")
     else:
-        from aim_cli.backends.s3 import S3Backend
+        from aim_cli.backends.s3.backend import S3Backend
         from tests.s3_fixtures import s3_region
 
         backend = S3Backend(request.getfixturevalue("s3_bucket"), "repo",

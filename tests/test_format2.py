@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aim_cli import api
-from aim_cli import blob_codec
-from aim_cli.store import REPO_META_KEY, blob_key, manifest_key, summary_key
+from aim_cli.format import blob_codec
+from aim_cli.repository.store import REPO_META_KEY, blob_key, manifest_key, summary_key
 from tests.helpers import file_contents, make_mixed_model, ok, one_line_error, run
 
 

@@ -1,4 +1,4 @@
-"""aim_cli.gc: plan, then delete exactly the blobs no manifest names; never a blob that a
+"""aim_cli.audit.gc: plan, then delete exactly the blobs no manifest names; never a blob that a
 concurrent push relies on; a push killed midway leaves only garbage that gc collects."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-from aim_cli import api, gc, leases, verify
+from aim_cli import api
+from aim_cli.audit import gc
+from aim_cli.repository import leases
+from aim_cli.audit import verify
 from aim_cli import push as pushmod
 from aim_cli.errors import IntegrityError
 from tests.helpers import AIM, chunks_of, make_variant_model
@@ -154,9 +157,9 @@ def test_a_push_killed_midway_leaves_garbage_that_gc_collects(repo, tmp_path):  
 def test_gc_removes_old_temp_files_of_killed_writes_only(tmp_path, monkeypatch):
     """A local push killed between writing a blob's temp file and renaming it leaves the temp
     file, invisible to list(); gc removes it once older than the lease timeout, never a young one."""
-    from aim_cli import gc
+    from aim_cli.audit import gc
     from aim_cli.backends.local import LocalBackend
-    from aim_cli.store import Repository
+    from aim_cli.repository.store import Repository
 
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "60")
     repository = Repository(LocalBackend(tmp_path / "repo"), "r")

@@ -1,4 +1,4 @@
-"""aim_cli.leases: shared push leases, the exclusive gc lease, refresh, staleness, take-over.
+"""aim_cli.repository.leases: shared push leases, the exclusive gc lease, refresh, staleness, take-over.
 
 Leases are planted by writing their JSON under ``locks/`` as another process would. Races are
 interleaved deterministically: a HookedBackend runs "the other process" (a real gc) at the exact
@@ -21,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli import gc, leases
+from aim_cli.audit import gc
+from aim_cli.repository import leases
 from aim_cli import push as pushmod
 from aim_cli.errors import LockHeldError, StorageError, UsageError
-from aim_cli.store import Repository
+from aim_cli.repository.store import Repository
 from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).

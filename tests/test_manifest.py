@@ -1,7 +1,7 @@
 import msgspec
 import pytest
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from aim_cli.errors import IntegrityError
 
 H = "a" * 64

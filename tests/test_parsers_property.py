@@ -17,11 +17,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from aim_cli.config import NAME_RE, REPO_TYPES, Config, parse_config
 from aim_cli.errors import ConfigError, IntegrityError, UsageError
-from aim_cli.quoting import has_control
-from aim_cli.sizes import MAX_SIZE, parse_size
+from aim_cli.util.quoting import has_control
+from aim_cli.util.sizes import MAX_SIZE, parse_size
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H = "b" * 64

@@ -1,6 +1,6 @@
 """Manifest paths through the installed console script (issue 8, defects 10 and 12): names with a
 colon round-trip, and push refuses up front what pull could not write (the limits of
-aim_cli.manifest), while pull refuses a stored manifest that breaks them (exit 5, one line)."""
+aim_cli.format.manifest), while pull refuses a stored manifest that breaks them (exit 5, one line)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from tests.helpers import assert_same_tree, ok, one_line_error, run, write_file
 
 REPO = "r"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aim_cli.errors import UsageError
-from aim_cli.patterns import PathFilter
+from aim_cli.util.patterns import PathFilter
 
 PATHS = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
          "tokenizer/vocab.json", "tokenizer/merges.txt", "onnx/model.onnx", "onnx/sub/weights.bin"]

@@ -10,9 +10,9 @@ import pytest
 
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
-from aim_cli.pull import pull
+from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
-from aim_cli.store import Repository, blob_key
+from aim_cli.repository.store import Repository, blob_key
 from tests.helpers import (CountingBackend, altered_blob, chunks_of, file_contents, random_bytes, version_bytes,
                            write_model)
 
@@ -243,7 +243,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
     """A pull cut off after files verified but before their renames leaves partial files the
     owner can read and write (0600), never with the manifest's mode: a 0444 partial wedged every
     rerun as a user, a 0200 one could not be re-read for verification."""
-    from aim_cli import dest_writer
+    from aim_cli.pull import dest_writer
 
     src = write_model(tmp_path / "src", {"a-ro.txt": b"read only\n", "b-wo.bin": random_bytes(100_000, 3),
                                          "z-big.bin": random_bytes(10 * MiB, 4)})
@@ -271,7 +271,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
 
 
 def test_the_case_probe_answers_for_this_filesystem_and_leaves_nothing(tmp_path):
-    from aim_cli.dest_writer import ignores_case as _ignores_case
+    from aim_cli.pull.dest_writer import ignores_case as _ignores_case
 
     assert _ignores_case(tmp_path) is False  # ext4, tmpfs, xfs: case-sensitive
     assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ import blake3
 import pytest
 
 from aim_cli import api
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from tests.helpers import (describe, drop_dac_caps, files_of, ok, one_line_error, random_bytes, run, tree,
                            version_bytes, write_file)
 
@@ -65,7 +65,7 @@ def _model(root: Path) -> Path:
 
 
 def _partial(dest: Path, entry: mf.FileEntry) -> Path:
-    """Where pull assembles ``entry`` (the layout of aim_cli/pull.py's docstring)."""
+    """Where pull assembles ``entry`` (the layout of aim_cli/pull/pipeline.py's docstring)."""
     name = blake3.blake3(f"{entry.path}\0{entry.blake3}".encode()).hexdigest()[:32]
     return dest / ".aim" / "partial" / name
 
@@ -303,7 +303,7 @@ def test_paths_differing_by_case_pull_on_a_case_sensitive_destination(env, tmp_p
 
 
 def test_case_clashes_are_refused_only_where_case_is_ignored():
-    from aim_cli.pull_plan import case_clashes, check_case_clashes
+    from aim_cli.pull.plan import case_clashes, check_case_clashes
 
     paths = ["A.bin", "B/x", "a.bin", "b", "c/D.txt", "c/d.txt", "e/f"]
     assert case_clashes(paths) == [("A.bin", "a.bin"), ("c/D.txt", "c/d.txt"), ("b", "B/x")]
@@ -340,7 +340,7 @@ def test_a_destination_name_that_is_not_utf8_is_shown_escaped(env, tmp_path):
 
 
 def test_display_path_is_one_printable_line():
-    from aim_cli.fsutil import display_path
+    from aim_cli.util.fs import display_path
 
     assert display_path("weights/model.safetensors") == "weights/model.safetensors"
     assert display_path("caf\u00e9/a\nb\udcff\t") == "caf\u00e9/a\\nb\\xff\\t"

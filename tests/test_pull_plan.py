@@ -8,13 +8,13 @@ import json
 import pytest
 
 from aim_cli import api
-from aim_cli.chunk_sources import CacheSource, LocalFiles, RepositorySource, SourceChain
-from aim_cli.repo_format import RepoFormat
-from aim_cli.chunking import ChunkingParams, iter_chunks
+from aim_cli.pull.sources import CacheSource, LocalFiles, RepositorySource, SourceChain
+from aim_cli.format.repo_format import RepoFormat
+from aim_cli.chunking.cdc import ChunkingParams, iter_chunks
 from aim_cli.errors import BlobMissingError
-from aim_cli.pull import pull
-from aim_cli.pull_plan import FETCH, KEEP, LOCAL, PullPlan
-from aim_cli.store import Repository
+from aim_cli.pull.pipeline import pull
+from aim_cli.pull.plan import FETCH, KEEP, LOCAL, PullPlan
+from aim_cli.repository.store import Repository
 from tests.helpers import (
     LOCAL_ONLY,
     CountingBackend,

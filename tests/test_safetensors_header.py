@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli.safetensors_header import LENGTH_BYTES, Layout, Tensor, parse_header, read_layout
+from aim_cli.chunking.safetensors import LENGTH_BYTES, Layout, Tensor, parse_header, read_layout
 from tests.helpers import random_bytes, safetensors_bytes
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli import gc, verify
+from aim_cli.audit import gc
+from aim_cli.audit import verify
 from aim_cli.errors import StorageError
-from aim_cli.store import MAX_SIGNATURE_BYTES, Repository, manifest_key, signature_key, summary_key
+from aim_cli.repository.store import MAX_SIGNATURE_BYTES, Repository, manifest_key, signature_key, summary_key
 from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
                            sigstore_bundle_bytes)
 
@@ -220,7 +221,7 @@ def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(r
         st.sampled_from(["mediaType", "dsseEnvelope", "verificationMaterial", "x"]), inner, max_size=4),
 ).map(lambda doc: json.dumps(doc).encode())))
 def test_the_bundle_judge_of_repo_check_returns_a_reason_or_none_for_any_bytes(data):
-    from aim_cli.signing import bundle_problem
+    from aim_cli.signing.core import bundle_problem
 
     why = bundle_problem(data)
     assert why is None or (isinstance(why, str) and why and "\n" not in why)

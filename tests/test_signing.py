@@ -1,4 +1,4 @@
-"""aim_cli.signing: the model_signing v1.0 payload built from a manifest, DSSE/Sigstore bundles,
+"""aim_cli.signing.core: the model_signing v1.0 payload built from a manifest, DSSE/Sigstore bundles,
 verification, and the strict bundle parser. model_signing's own Python API is the oracle."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli import pull as pullmod
-from aim_cli import signing
+from aim_cli.pull import pipeline as pullmod
+from aim_cli.signing import core as signing
 from aim_cli.errors import IntegrityError
-from aim_cli.store import Repository
+from aim_cli.repository.store import Repository
 from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify, write_file,
                            write_keys)
 
@@ -211,7 +211,7 @@ def test_describe_and_problems():
 
 # -- size bounds ---------------------------------------------------------------------------------------------
 def test_bundle_bound_holds_for_the_worst_paths():
-    from aim_cli import manifest as mf
+    from aim_cli.format import manifest as mf
 
     names = ["\u00e9" * 120 + f"/{i}" for i in range(50)] + ["\U0001f600" * 60 + f"{i}" for i in range(50)] + ["a"]
     files = [mf.FileEntry(n, 0, 0o644, "0" * 64, []) for n in names]
@@ -227,7 +227,7 @@ def test_bundle_bound_holds_for_the_worst_paths():
 def test_a_version_of_8000_files_has_a_bundle_over_1_mib_that_verifies(repo):
     import blake3
 
-    from aim_cli import manifest as mf
+    from aim_cli.format import manifest as mf
 
     data = b"one chunk"
     digest = blake3.blake3(data).hexdigest()

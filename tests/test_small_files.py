@@ -13,14 +13,14 @@ import random
 
 import pytest
 
-from aim_cli import dest_writer
+from aim_cli.pull import dest_writer
 from aim_cli import api
 from aim_cli.backends.local import LocalBackend
-from aim_cli.chunking import BATCH_FILES, ChunkingParams, file_digest, is_one_chunk, iter_chunks
+from aim_cli.chunking.cdc import BATCH_FILES, ChunkingParams, file_digest, is_one_chunk, iter_chunks
 from aim_cli.errors import IntegrityError, StorageError, UsageError
-from aim_cli.pull import pull
+from aim_cli.pull.pipeline import pull
 from aim_cli.push import push, scan_source
-from aim_cli.store import Repository, blob_key
+from aim_cli.repository.store import Repository, blob_key
 from tests.helpers import (CountingBackend, altered_blob, assert_same_tree, file_contents, ok, one_line_error,
                            random_bytes, run, write_model)
 
@@ -246,7 +246,7 @@ def test_dest_names_that_a_filesystem_may_fold_are_looked_at(local, tmp_path):
     filesystem that ignores case or normalises Unicode would open it for the version's name) is
     looked at with an lstat. Here, on a case-sensitive filesystem, they are other files: left
     alone, and the version's files written beside them."""
-    from aim_cli.pull_plan import DestNames as _DestNames
+    from aim_cli.pull.plan import DestNames as _DestNames
 
     src = write_model(tmp_path / "src", {"A.bin": b"version\n", "caf\u00e9.txt": b"nfc\n"})
     push(Repository(local, "r"), "m", "v1", src)

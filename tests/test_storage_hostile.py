@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli import store
+from aim_cli.repository import store
 from aim_cli.backends.local import LocalBackend
-from aim_cli.cache import ChunkCache
-from aim_cli.chunking import ChunkingParams
+from aim_cli.pull.cache import ChunkCache
+from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
-from aim_cli.store import Repository, blob_key, manifest_key
+from aim_cli.repository.store import Repository, blob_key, manifest_key
 from tests.helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_variant_model, ok, one_line_error, tree
 
 

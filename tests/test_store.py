@@ -6,17 +6,17 @@ import json
 import blake3
 import pytest
 
-from aim_cli import blob_codec
-from aim_cli import manifest as mf
-from aim_cli import store
+from aim_cli.format import blob_codec
+from aim_cli.format import manifest as mf
+from aim_cli.repository import store
 from aim_cli.backends.local import LocalBackend
-from aim_cli.chunking import ChunkingParams
+from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError,
                             NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
                             VersionNotFoundError)
 from aim_cli.push import push
-from aim_cli.store import Repository
-from aim_cli.tensor_chunking import TensorChunkingParams
+from aim_cli.repository.store import Repository
+from aim_cli.chunking.tensors import TensorChunkingParams
 from tests.helpers import FaultyBackend, write_model
 
 
@@ -303,7 +303,7 @@ def test_delete_version_refuses_names_that_are_not_one_key_segment(repo, name):
 def test_signature_keys_are_the_stores_own_and_leave_with_their_version(repo):
     """models/<m>/signatures/<tag>/<hint>.sig: never a stray, never a version; exclusive per
     signer; delete-version and model delete remove them with the version."""
-    from aim_cli.store import SignatureKey, manifest_key, parse_model_key, signature_key
+    from aim_cli.repository.store import SignatureKey, manifest_key, parse_model_key, signature_key
 
     repo.init()
     key = signature_key("m", "v1", "abc123")

@@ -15,12 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli import gc, store, verify
-from aim_cli import manifest as mf
+from aim_cli.audit import gc
+from aim_cli.repository import store
+from aim_cli.audit import verify
+from aim_cli.format import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.store import Repository, blob_key
+from aim_cli.repository.store import Repository, blob_key
 from tests.helpers import Fault, FaultyBackend, HookedBackend, commit_versions, ok, run
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli.chunking import Chunk, ChunkingParams, iter_chunks
-from aim_cli.safetensors_header import read_layout
-from aim_cli.tensor_chunking import TensorChunkingParams, iter_file_chunks
+from aim_cli.chunking.cdc import Chunk, ChunkingParams, iter_chunks
+from aim_cli.chunking.safetensors import read_layout
+from aim_cli.chunking.tensors import TensorChunkingParams, iter_file_chunks
 from tests.helpers import random_bytes, safetensors_bytes
 
 KiB = 1024

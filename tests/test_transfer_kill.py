@@ -7,7 +7,7 @@ import pty
 import select
 import subprocess
 
-from aim_cli import blob_codec
+from aim_cli.format import blob_codec
 from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, sigkill_when, write_model
 
 MiB = 1 << 20

@@ -1,14 +1,14 @@
-"""aim_cli.verify: a version's blobs re-read from storage, a local directory against its manifest,
+"""aim_cli.audit.verify: a version's blobs re-read from storage, a local directory against its manifest,
 the whole repository; and the `--digest` pin of pull, which must refuse before any download."""
 
 from __future__ import annotations
 
 import pytest
 
-from aim_cli import pull as pullmod
-from aim_cli import verify
+from aim_cli.pull import pipeline as pullmod
+from aim_cli.audit import verify
 from aim_cli.errors import IntegrityError
-from aim_cli.store import Repository
+from aim_cli.repository.store import Repository
 from tests.helpers import LOCAL_ONLY, CountingBackend, chunks_of, make_variant_model, stored_sizes
 
 

@@ -16,7 +16,7 @@ def open_backend(repo, *, max_connections: int = 16) -> Backend:
 
         return LocalBackend(repo.path)
     if repo.type == "s3":
-        from aim_cli.backends.s3 import S3Backend
+        from aim_cli.backends.s3.backend import S3Backend
 
         return S3Backend.from_config(repo, max_connections=max_connections)
     raise ValueError(f"unknown repository type {repo.type!r}")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.fsutil import start_writeback, sync_filesystem
+from aim_cli.util.fs import start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
 # Writeback is started early only for objects of this size or more. For a small one it costs

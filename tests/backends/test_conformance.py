@@ -34,7 +34,7 @@ def backend_factory(request, tmp_path):
             return backend
 
     else:
-        from aim_cli.backends.s3 import S3Backend
+        from aim_cli.backends.s3.backend import S3Backend
         from tests.s3_fixtures import s3_region
 
         endpoint = request.getfixturevalue("s3_endpoint")

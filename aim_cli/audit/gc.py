@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter, ne
 
-from aim_cli import leases, store
-from aim_cli import manifest as mf
-from aim_cli import summary as sm
+from aim_cli.repository import leases
+from aim_cli.repository import store
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
-from aim_cli.store import Repository, VersionKey
+from aim_cli.repository.store import Repository, VersionKey
 
 DELETE_BATCH = 1000
 

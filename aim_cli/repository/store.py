@@ -44,13 +44,13 @@ from typing import TypeVar
 
 import blake3
 
-from aim_cli import manifest as mf
-from aim_cli import summary as sm
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.readahead import ReadAhead
-from aim_cli.chunking import ChunkingParams
-from aim_cli.blob_codec import CorruptBlob
-from aim_cli.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS, RepoFormat
+from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.format.blob_codec import CorruptBlob
+from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS, RepoFormat
 from aim_cli.config import NAME_RE, check_name
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
                             KeyNotFoundError, NotARepositoryError, NotEmptyError, NotFoundError,

@@ -16,9 +16,9 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from aim_cli import blob_codec
-from aim_cli.chunking import Chunk, ChunkingParams, iter_chunks
-from aim_cli.tensor_chunking import TensorChunkingParams, iter_file_chunks
+from aim_cli.format import blob_codec
+from aim_cli.chunking.cdc import Chunk, ChunkingParams, iter_chunks
+from aim_cli.chunking.tensors import TensorChunkingParams, iter_file_chunks
 
 #: The formats this aim_cli reads and writes; new repositories get the last one.
 KNOWN_FORMATS = (1, 2)

@@ -15,9 +15,9 @@ from typing import Annotated
 import blake3
 import msgspec
 
-from aim_cli import chunking
+from aim_cli.chunking import cdc as chunking
 from aim_cli.errors import IntegrityError
-from aim_cli.quoting import has_control, printable, quoted
+from aim_cli.util.quoting import has_control, printable, quoted
 
 FORMAT = 1
 HEX64 = re.compile(r"[0-9a-f]{64}")

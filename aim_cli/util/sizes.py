@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from aim_cli.errors import UsageError
-from aim_cli.quoting import quoted
+from aim_cli.util.quoting import quoted
 
 MAX_SIZE = 2**63 - 1  # what a signed 64-bit size field (os, S3, a manifest) can hold
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aim_cli.errors import AimError, LockHeldError, StorageError, UsageError
-from aim_cli.leases import decode_json, owner_is_gone, parse_owner
+from aim_cli.repository.leases import decode_json, owner_is_gone, parse_owner
 
 WORK_DIR = ".aim"
 LOCK_NAME = "pull.lock"

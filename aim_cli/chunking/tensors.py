@@ -37,8 +37,8 @@ from dataclasses import dataclass, fields
 
 import blake3 as _blake3
 
-from aim_cli.chunking import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParams, KiB, MiB, fastcdc
-from aim_cli.safetensors_header import Layout, Tensor, read_layout
+from aim_cli.chunking.cdc import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParams, KiB, MiB, fastcdc
+from aim_cli.chunking.safetensors import Layout, Tensor, read_layout
 
 ALGORITHM = "safetensors-v1"
 

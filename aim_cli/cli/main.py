@@ -18,7 +18,7 @@ import click
 
 from aim_cli import __version__
 from aim_cli.errors import AimError, IntegrityError, UsageError
-from aim_cli.sizes import parse_size
+from aim_cli.util.sizes import parse_size
 
 DEFAULT_JOBS = 8  # mirrors api.DEFAULT_JOBS without importing the api at start-up
 _state = {"verbose": False}
@@ -175,7 +175,7 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
     r = _api().push(repo_name, model_name, directory, tag=tag, message=message, jobs=jobs,
                     follow_symlinks=follow_symlinks, config=_config(), progress=make_progress(quiet or as_json))
     if r.skipped:
-        from aim_cli.fsutil import display_path
+        from aim_cli.util.fs import display_path
 
         click.echo(f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
                    f"top of DIR are aim_cli's own (a pull's working files); rename them to push them", err=True)
@@ -231,7 +231,7 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     if as_json:
         _json(asdict(r) | {"dest": os.path.abspath(dest)})
         return
-    from aim_cli.fsutil import display_path
+    from aim_cli.util.fs import display_path
 
     newest = " (newest)" if r.newest else ""
     cached = f", {_size(r.cached_bytes)} from cache" if r.cached_bytes else ""
@@ -248,7 +248,7 @@ def _show_pull_plan(plan, dest: str, as_json: bool) -> None:
     if as_json:
         _json(doc)
         return
-    from aim_cli.fsutil import display_path
+    from aim_cli.util.fs import display_path
 
     for f in plan.files:
         _out(f"{f.action:<6}  {_size(f.size):>11}  {display_path(f.path)}")
@@ -288,7 +288,7 @@ def model_versions(repo_name, model_name, as_json):
     """List the versions of MODEL, oldest first: tag, created, size, files, digest, message.
 
     Read from each version's small summary, not from its manifest."""
-    from aim_cli.quoting import printable
+    from aim_cli.util.quoting import printable
 
     versions = _api().list_versions(repo_name, model_name, config=_config())
     if as_json:
@@ -344,7 +344,7 @@ def _reclaimable(r, repo_name: str) -> str:
             f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them")
 
 
-# -- audits: model info/verify, repo check/gc (aim_cli/verify.py, aim_cli/gc.py) ---------------------
+# -- audits: model info/verify, repo check/gc (aim_cli/audit/) ---------------------
 @model.command("info")
 @click.argument("repo_name", metavar="REPO")
 @click.argument("model_name", metavar="MODEL")
@@ -358,7 +358,7 @@ def model_info(repo_name, model_name, tag, as_json):
         return
     _out(f"{v.model}:{v.tag}")
     _out(f"digest:   {v.digest}")
-    from aim_cli.quoting import printable
+    from aim_cli.util.quoting import printable
 
     # Author and message came from storage: escaped (a newline would forge an output line), never cut.
     _out(f"created:  {v.created_at} by {printable(v.created_by, len(v.created_by))}")
@@ -491,7 +491,7 @@ def _key_password(key: str | None, password_env: str | None) -> str | None:
         return os.environ[password_env]
     if not key:
         return None
-    from aim_cli import signing
+    from aim_cli.signing import core as signing
 
     if not signing.is_encrypted(signing.read_user_file(key, "key")):
         return None
@@ -591,7 +591,7 @@ def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
     if as_json:
         _json(asdict(r) | {"identical": r.identical})
         return
-    from aim_cli.quoting import printable
+    from aim_cli.util.quoting import printable
 
     _out(f"{r.model}: {r.tag_a} (digest {r.digest_a[:12]}) -> {r.tag_b} (digest {r.digest_b[:12]})")
     for f in r.files:

@@ -68,7 +68,7 @@ import uuid
 from dataclasses import dataclass
 
 from aim_cli.errors import KeyNotFoundError, LockHeldError, ObjectTooLargeError, UsageError
-from aim_cli.store import LOCKS, Repository, lease_id_of, lease_key
+from aim_cli.repository.store import LOCKS, Repository, lease_id_of, lease_key
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from aim_cli import manifest as mf
-from aim_cli import summary as sm
-from aim_cli.chunking import file_digest
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
+from aim_cli.chunking.cdc import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, IntegrityError, NotFoundError, UsageError
-from aim_cli.gc import ChangedChunks, referenced_blobs, scan_manifests
+from aim_cli.audit.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
-from aim_cli.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef, in_signatures,
+from aim_cli.repository.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef, in_signatures,
                            manifest_key, map_bounded)
 
 
@@ -191,7 +191,7 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
     them, and only files the patterns select can be missing, modified or extra."""
     import logging
 
-    from aim_cli.patterns import PathFilter
+    from aim_cli.util.patterns import PathFilter
 
     selection = PathFilter.of(include, exclude)
     m = ref.manifest
@@ -312,7 +312,7 @@ def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[
     models/ taken before this one (a version signed since is looked up again). Signatures are
     few and small: each is read, in parallel."""
     keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
-    from aim_cli.signing import bundle_problem as judge  # imported here: check without signatures never loads it
+    from aim_cli.signing.core import bundle_problem as judge  # imported here: check without signatures never loads it
     found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
     return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
 

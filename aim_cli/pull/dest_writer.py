@@ -30,13 +30,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aim_cli.dest_lock import DestLock
+from aim_cli.pull.dest_lock import DestLock
 from aim_cli.errors import StorageError, UsageError
-from aim_cli.fsutil import display_path, fsync_dir, sync_filesystem
-from aim_cli.store import REPO_META_KEY
+from aim_cli.util.fs import display_path, fsync_dir, sync_filesystem
+from aim_cli.repository.store import REPO_META_KEY
 
 if TYPE_CHECKING:
-    from aim_cli.pull_plan import FilePlan
+    from aim_cli.pull.plan import FilePlan
 
 WORK_DIR = ".aim"
 PARTIAL_DIR = "partial"

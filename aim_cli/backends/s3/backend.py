@@ -122,7 +122,7 @@ def stall_seconds_from_env() -> float:
         value = math.nan
     low, high = STALL_SECONDS_RANGE
     if not low <= value <= high:  # also refuses nan and inf
-        from aim_cli.quoting import quoted
+        from aim_cli.util.quoting import quoted
 
         raise ConfigError(
             f"{STALL_ENV}={quoted(raw, 10)} is not a number of seconds from {low:g} to {high:g}",

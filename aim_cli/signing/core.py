@@ -49,9 +49,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from aim_cli.errors import IntegrityError, UsageError
-from aim_cli.store import signature_key
+from aim_cli.repository.store import signature_key
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

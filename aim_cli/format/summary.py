@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import msgspec
 
-from aim_cli import manifest as mf
+from aim_cli.format import manifest as mf
 from aim_cli.config import NAME_RE
 from aim_cli.errors import IntegrityError
-from aim_cli.quoting import printable, quoted
+from aim_cli.util.quoting import printable, quoted
 
 FORMAT = 1
 #: A summary is at most ~30 KiB (a 4096-character message of escaped control characters is 24 KiB).

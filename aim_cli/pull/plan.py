@@ -38,16 +38,16 @@ from pathlib import Path
 
 import blake3
 
-from aim_cli import manifest as mf
-from aim_cli.chunk_sources import LocalFiles
-from aim_cli.chunking import batches
-from aim_cli.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, check_work_dir, dest_error,
+from aim_cli.format import manifest as mf
+from aim_cli.pull.sources import LocalFiles
+from aim_cli.chunking.cdc import batches
+from aim_cli.pull.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, check_work_dir, dest_error,
                                  ignores_case, make_work_dir, open_regular)
 from aim_cli.errors import UsageError
-from aim_cli.fsutil import display_path
-from aim_cli.patterns import PathFilter
+from aim_cli.util.fs import display_path
+from aim_cli.util.patterns import PathFilter
 from aim_cli.progress import NullProgress
-from aim_cli.store import VersionRef
+from aim_cli.repository.store import VersionRef
 
 KEEP, LOCAL, FETCH = "keep", "local", "fetch"
 
@@ -361,7 +361,7 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
     version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
     them it is the version's file itself."""
-    from aim_cli.verify import _walk as walk_tree  # the walk verify --local compares DEST by
+    from aim_cli.audit.verify import _walk as walk_tree  # the walk verify --local compares DEST by
 
     try:
         found = walk_tree(dest)

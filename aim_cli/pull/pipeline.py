@@ -33,18 +33,18 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aim_cli import manifest as mf
-from aim_cli.chunk_sources import CacheSource, RepositorySource, SourceChain
-from aim_cli.chunking import batches, file_digest, hash_bytes
+from aim_cli.format import manifest as mf
+from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
+from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
 from aim_cli.config import check_name
-from aim_cli.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, open_regular,
+from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, open_regular,
                                  refuse_repository_dest, set_mode, truncate_partial, write_at)
 from aim_cli.errors import IntegrityError, StorageError, UsageError
-from aim_cli.fsutil import directory_argument, display_path, start_writeback
-from aim_cli.patterns import PathFilter
+from aim_cli.util.fs import directory_argument, display_path, start_writeback
+from aim_cli.util.patterns import PathFilter
 from aim_cli.progress import NullProgress
-from aim_cli.pull_plan import FilePlan, PullPlan, plan_pull
-from aim_cli.store import Repository, VersionRef
+from aim_cli.pull.plan import FilePlan, PullPlan, plan_pull
+from aim_cli.repository.store import Repository, VersionRef
 
 log = logging.getLogger(__name__)
 EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which has no chunks
