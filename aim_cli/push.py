@@ -326,16 +326,38 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
     lister = ThreadPoolExecutor(1, thread_name_prefix="aim-list")
     index = None if existing else lister.submit(repo.stored_blob_index, expected_chunks)
     uploader = _Uploader(repo, jobs, index, progress)
-    stop = threading.Event()
-    entries: dict[str, mf.FileEntry] = {}
     progress.start("push", total)
+    try:
+        entries = _FileHasher(fmt, uploader, progress).run(files, jobs)
+    except BaseException:
+        lister.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+        raise
+    lister.shutdown()
+    uploader.close()
+    progress.close()
+    return _commit(repo, model, tag, files, entries, existing=existing, uploader=uploader, lease=lease,
+                   started=started, message=message, total=total)
 
-    def chunk_one(sf: SourceFile) -> None:
+
+class _FileHasher:
+    """Cuts and hashes every file of a push, handing each chunk to the uploader as it is cut.
+    Large files go to one thread per core (pyfastcdc and blake3 release the GIL); files of one
+    chunk are read whole in batches. The first failure stops every other worker."""
+
+    def __init__(self, fmt, uploader: _Uploader, progress):
+        self.fmt = fmt
+        self.uploader = uploader
+        self.progress = progress
+        self.stop = threading.Event()
+        self.entries: dict[str, mf.FileEntry] = {}
+
+    def chunk_one(self, sf: SourceFile) -> None:
         whole = blake3.blake3()
         chunks: list[tuple[str, int]] = []
         try:
-            for c in fmt.chunk_file(sf.abspath, whole=whole, on_chunk=uploader.offer):
-                if stop.is_set():
+            for c in self.fmt.chunk_file(sf.abspath, whole=whole, on_chunk=self.uploader.offer):
+                if self.stop.is_set():
                     raise _Aborted
                 chunks.append((c.digest, c.size))
         except StorageError:
@@ -346,56 +368,63 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
         after = os.stat(sf.abspath)
         if size != sf.size or after.st_size != sf.size or after.st_mtime_ns != sf.mtime_ns:
             raise _changed(sf)
-        entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
+        self.entries[sf.path] = mf.FileEntry(sf.path, size, sf.mode, whole.hexdigest(), chunks)
 
-    def push_small(batch: list[SourceFile]) -> None:
+    def push_small(self, batch: list[SourceFile]) -> None:
         """Files of one chunk, one after the other: read whole, hash once (the chunk digest is
         the file digest), store inline. Local puts are cheap; remote ones overlap across batches."""
         done = 0
         for sf in batch:
-            if stop.is_set():
+            if self.stop.is_set():
                 raise _Aborted
             data = _read_small(sf)
             digest = hash_bytes(data)
             if data:
-                uploader.store_inline(digest, data)
-            entries[sf.path] = mf.FileEntry(sf.path, sf.size, sf.mode, digest, [(digest, sf.size)] if data else [])
+                self.uploader.store_inline(digest, data)
+            self.entries[sf.path] = mf.FileEntry(sf.path, sf.size, sf.mode, digest,
+                                                 [(digest, sf.size)] if data else [])
             done += sf.size
-        progress.advance(done)
+        self.progress.advance(done)
 
-    small = [sf for sf in files if is_one_chunk(sf.size, params)]
-    large = sorted((sf for sf in files if not is_one_chunk(sf.size, params)), key=lambda f: -f.size)
-    small_batches = list(batches(small, lambda sf: sf.size, workers=jobs))
-    hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(large))), thread_name_prefix="aim-chunk")
-    batchers = ThreadPoolExecutor(max(1, min(jobs, len(small_batches))), thread_name_prefix="aim-small")
-    try:
-        # Largest files first: the last thread to finish is not left with the biggest shard.
-        futures = [hashers.submit(chunk_one, sf) for sf in large]
-        futures += [batchers.submit(push_small, batch) for batch in small_batches]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failures = [f.exception() for f in done if f.exception() is not None]
-        for exc in failures:
-            if not isinstance(exc, _Aborted):
-                raise exc
-        if failures:
-            uploader.finish()  # raises the upload failure that aborted the chunking
-        for fut in futures:
-            fut.result()
-        uploader.finish()
-    except BaseException:
-        stop.set()
-        uploader.close()
-        hashers.shutdown(wait=True, cancel_futures=True)
-        batchers.shutdown(wait=True, cancel_futures=True)
-        lister.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-        raise
-    hashers.shutdown()
-    batchers.shutdown()
-    lister.shutdown()
-    uploader.close()
-    progress.close()
+    def run(self, files: list[SourceFile], jobs: int) -> dict[str, mf.FileEntry]:
+        """Every file's entry by path, once every chunk is stored; on any failure the uploader is
+        closed and the workers have stopped before the exception propagates."""
+        params = self.fmt.chunking
+        small = [sf for sf in files if is_one_chunk(sf.size, params)]
+        large = sorted((sf for sf in files if not is_one_chunk(sf.size, params)), key=lambda f: -f.size)
+        small_batches = list(batches(small, lambda sf: sf.size, workers=jobs))
+        hashers = ThreadPoolExecutor(max(1, min(os.cpu_count() or 2, len(large))), thread_name_prefix="aim-chunk")
+        batchers = ThreadPoolExecutor(max(1, min(jobs, len(small_batches))), thread_name_prefix="aim-small")
+        try:
+            # Largest files first: the last thread to finish is not left with the biggest shard.
+            futures = [hashers.submit(self.chunk_one, sf) for sf in large]
+            futures += [batchers.submit(self.push_small, batch) for batch in small_batches]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failures = [f.exception() for f in done if f.exception() is not None]
+            for exc in failures:
+                if not isinstance(exc, _Aborted):
+                    raise exc
+            if failures:
+                self.uploader.finish()  # raises the upload failure that aborted the chunking
+            for fut in futures:
+                fut.result()
+            self.uploader.finish()
+        except BaseException:
+            self.stop.set()
+            self.uploader.close()  # first: a hasher blocked on a full upload queue is released
+            hashers.shutdown(wait=True, cancel_futures=True)
+            batchers.shutdown(wait=True, cancel_futures=True)
+            raise
+        hashers.shutdown()
+        batchers.shutdown()
+        return self.entries
 
+
+def _commit(repo: Repository, model: str, tag: str, files: list[SourceFile], entries: dict[str, mf.FileEntry], *,
+            existing, uploader: _Uploader, lease: leases.Lease, started: float, message: str,
+            total: int) -> PushResult:
+    """Write the manifest (the commit point) once every blob is durable, or compare with the
+    version already stored under the tag."""
     manifest = mf.Manifest(
         format=mf.FORMAT, model=model, tag=tag, created_at=_now_rfc3339(), created_by=_created_by(),
         message=message, total_size=total, files=[entries[f.path] for f in files],
