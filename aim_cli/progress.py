@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """What long operations report to: ``start`` once with a label and the total (bytes, or
+    items), ``advance`` from any worker thread as work completes, ``close`` once at the end
+    (also after a failure). API functions take any object of this shape as ``progress``."""
+
+    def start(self, label: str, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class NullProgress:
@@ -22,7 +35,7 @@ class NullProgress:
 class BarProgress:
     """A byte progress bar (bytes, rate, ETA); safe to advance from worker threads."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._progress = None
         self._task = None
         self._lock = threading.Lock()
@@ -50,7 +63,7 @@ class BarProgress:
                 self._progress = None
 
 
-def make_progress(quiet: bool):
+def make_progress(quiet: bool) -> Progress:
     if quiet or not sys.stderr.isatty():
         return NullProgress()
     return BarProgress()
