@@ -590,7 +590,7 @@ def test_no_credentials_is_a_storage_error(tmp_path, s3_endpoint, s3_bucket):
 
 # -- start-up cost -----------------------------------------------------------------------------
 def test_importing_the_module_does_not_import_boto3():
-    modules = "aim_cli.backends.s3.backend, aim_cli.backends.s3.resilience, aim_cli.backends.s3.errors, aim_cli.backends.s3.client"
+    modules = ", ".join(f"aim_cli.backends.s3.{name}" for name in ("backend", "resilience", "errors", "client"))
     code = f"import sys, {modules}; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
