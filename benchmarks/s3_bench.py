@@ -87,7 +87,7 @@ def client(endpoint: str, jobs: int):
     import boto3
     from botocore.config import Config
 
-    from aim_cli.backends.s3 import backend as s3mod
+    from aim_cli.backends.s3 import client as s3mod
 
     config = Config(
         retries={"mode": "standard", "max_attempts": s3mod.BOTOCORE_MAX_ATTEMPTS},

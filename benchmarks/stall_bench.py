@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from aim_cli.backends.s3.backend import DEFAULT_STALL_SECONDS  # noqa: E402
+from aim_cli.backends.s3.resilience import DEFAULT_STALL_SECONDS  # noqa: E402
 from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, stop  # noqa: E402
 from tests.backends.test_s3_faults import FaultyProxy  # noqa: E402
 

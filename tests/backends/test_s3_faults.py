@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from aim_cli.backends.s3.backend import S3Backend, storage_error_from
+from aim_cli.backends.s3.backend import S3Backend
+from aim_cli.backends.s3.errors import storage_error_from
 from aim_cli.config import RepoConfig
 from aim_cli.errors import KeyNotFoundError, StorageError
 from tests.s3_fixtures import s3_region
 
 ROOT = Path(__file__).resolve().parents[2]
-S3_LOGGER = "aim_cli.backends.s3.backend"
+S3_LOGGER = "aim_cli.backends.s3"
 
 
 # -- a proxy that breaks connections -----------------------------------------------------------
@@ -589,7 +590,8 @@ def test_no_credentials_is_a_storage_error(tmp_path, s3_endpoint, s3_bucket):
 
 # -- start-up cost -----------------------------------------------------------------------------
 def test_importing_the_module_does_not_import_boto3():
-    code = "import sys, aim_cli.backends.s3.backend; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    modules = ", ".join(f"aim_cli.backends.s3.{name}" for name in ("backend", "resilience", "errors", "client"))
+    code = f"import sys, {modules}; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

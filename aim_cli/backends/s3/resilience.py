@@ -1,0 +1,431 @@
+"""How the S3 backend survives links that break, go silent or straggle: the stall deadline from the
+environment, retries with backoff, and hedged requests (``RequestRunner``).
+
+Retries. botocore retries every request ("standard" mode) when the connection fails or the server
+answers 5xx, but only until the response headers arrive: a connection that breaks while a GET's body
+is being read surfaces as an exception from ``Body.read()`` and is never retried by botocore. So
+``get``, ``put`` and ``put_if_absent`` go through one retry helper (``RequestRunner.run``) that
+repeats the whole request when its connection broke, with jittered backoff. Connection
+*establishment* failures (refused, connect timeout) and headers that never came (botocore already
+retried those) are not retried a second time: an unreachable endpoint must be reported within
+seconds, not minutes.
+
+Stalls. A hung proxy or load balancer can keep a connection open and silent mid-body; botocore's
+default 60 s read timeout then holds a whole pull. Two layers deal with it:
+- Silence: the socket read timeout is the stall deadline (``AIM_S3_STALL_SECONDS``, default 5 s).
+  Progress means bytes arriving, so a slow link that keeps moving is never cut, however long one
+  object takes; a connection silent past the deadline is closed (never returned to the pool) and
+  the request retried on a fresh one. The deadline is a floor and not a multiple of the observed
+  throughput because a moving TCP stream delivers a segment every few milliseconds at any useful
+  speed: seconds of silence mean a dead peer, whatever the link's throughput.
+- Stragglers: ``get`` and ``put`` run as hedged requests. When one has taken much longer than
+  recent requests of its size (``HEDGE_FACTOR`` x the time the throughput observed so far by this
+  backend predicts, and at least a tenth of the stall deadline), an identical request starts on
+  another connection (and a third if that one straggles too); the first copy to complete wins and
+  the others are closed. So one stalled request costs a fraction of a second instead of the stall
+  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``Race``), so
+  a slow endpoint never sees its load doubled.
+Only requests that are safe to repeat are hedged: a GET, and a plain PUT (idempotent: the same bytes
+under the same key). ``put_if_absent`` (a conditional PUT, the commit of a tag or a lock) is never
+hedged: it still gets the silence deadline and the retry, whose second answer (412 for our own
+object) its callers already handle. A key that must not be written twice concurrently (a lease)
+must not go through ``put``. ``stats`` counts what happened (stalls, abandoned requests, hedges).
+
+botocore is imported only by ``Failures.load``, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from aim_cli.errors import ConfigError, StorageError
+
+# One logger for the whole S3 backend, whichever of its modules logs.
+log = logging.getLogger("aim_cli.backends.s3")
+
+#: The stall deadline: seconds of silence after which a connection is abandoned (the socket read
+#: timeout). Read from STALL_ENV; tests lower it to keep stalls short.
+STALL_ENV = "AIM_S3_STALL_SECONDS"
+DEFAULT_STALL_SECONDS = 5.0
+STALL_SECONDS_RANGE = (0.1, 600.0)
+#: A request is a straggler, and gets a hedge, after HEDGE_FACTOR x its expected time, and never
+#: before HEDGE_FLOOR_SHARE x the stall deadline (0.5 s by default): below that, latency noise of
+#: a busy machine or endpoint would start hedges that only add load.
+HEDGE_FACTOR = 4.0
+HEDGE_FLOOR_SHARE = 0.1
+#: Copies of one request at most (the first and two hedges): with 15% of responses stalling, all
+#: three stall for 0.3% of requests, which then wait for the stall deadline.
+MAX_COPIES = 3
+#: Our own attempts around a whole get/put whose connection broke (see the module docstring).
+ATTEMPTS = 5
+BACKOFF_START = 0.1
+BACKOFF_CAP = 2.0
+
+
+def backoff(attempt: int) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential from BACKOFF_START, with jitter
+    so that parallel workers that failed together do not retry together."""
+    return min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def stall_seconds_from_env() -> float:
+    """The stall deadline from STALL_ENV (default DEFAULT_STALL_SECONDS); ConfigError (exit 7)
+    for anything but a number of seconds in STALL_SECONDS_RANGE."""
+    raw = os.environ.get(STALL_ENV, "")
+    if not raw.strip():
+        return DEFAULT_STALL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    low, high = STALL_SECONDS_RANGE
+    if not low <= value <= high:  # also refuses nan and inf
+        from aim_cli.util.quoting import quoted
+
+        raise ConfigError(
+            f"{STALL_ENV}={quoted(raw, 10)} is not a number of seconds from {low:g} to {high:g}",
+            f"unset {STALL_ENV} (default {DEFAULT_STALL_SECONDS:g}) or set it to a number of seconds such as 10",
+        )
+    return value
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    """What the stall handling did, since the backend was made (``S3Backend.stats``)."""
+
+    #: requests that went silent past the stall deadline: their connection was closed and the
+    #: request retried (botocore's retries of headers that never came included)
+    stalls: int = 0
+    #: requests given up before they finished: stalled ones, and those a hedge beat
+    abandoned: int = 0
+    #: second requests started for stragglers, and how many of them finished first
+    hedges: int = 0
+    hedges_won: int = 0
+
+
+class Cancelled(Exception):
+    """Raised in a request whose twin already completed: nobody waits for its result."""
+
+
+class Retryable(Exception):
+    """A failure that deserves a whole new request (a body cut or silent mid-read, a 409 from a
+    concurrent conditional write): carries botocore's exception for the final message."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Failures:
+    """The exception classes that decide what happens to a failed request."""
+
+    #: every botocore failure we map; raised by client calls
+    errors: tuple[type[BaseException], ...]
+    #: a connection that broke after it was established: worth a whole new attempt
+    broken: tuple[type[BaseException], ...]
+    #: reading a GET's body: botocore never retried it, so a read timeout is worth one too
+    broken_body: tuple[type[BaseException], ...]
+    read_timeout: type[BaseException]
+
+    @classmethod
+    def load(cls) -> Failures:
+        from botocore import exceptions as bx
+        from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+        # Connect failures (EndpointConnectionError, ConnectTimeoutError) are deliberately absent
+        # from ``broken``.
+        broken = (
+            bx.ConnectionClosedError,
+            bx.ResponseStreamingError,
+            bx.IncompleteReadError,
+            Urllib3HTTPError,
+            ConnectionError,  # the builtin: ConnectionResetError and friends
+            Retryable,
+        )
+        return cls((bx.BotoCoreError, bx.ClientError), broken, (*broken, bx.ReadTimeoutError), bx.ReadTimeoutError)
+
+
+class Pace:
+    """How long requests of one kind (GET or PUT) take here, recently: an exponentially weighted
+    mean of seconds per byte. A request shorter than PACE_MIN_BYTES counts as that size, because
+    its time is mostly latency; so the expected time of any size is never below one such request.
+    """
+
+    PACE_MIN_BYTES = 256 * 1024
+    WEIGHT = 0.25  # of the newest observation
+
+    def __init__(self) -> None:
+        self._seconds_per_byte: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, size: int, seconds: float) -> None:
+        rate = seconds / max(size, self.PACE_MIN_BYTES)
+        with self._lock:
+            old = self._seconds_per_byte
+            self._seconds_per_byte = rate if old is None else old + self.WEIGHT * (rate - old)
+
+    def expected(self, size: int | None) -> float | None:
+        """Seconds a request of ``size`` bytes should take, or None before any observation."""
+        with self._lock:
+            per_byte = self._seconds_per_byte
+        return None if per_byte is None else per_byte * max(size or 0, self.PACE_MIN_BYTES)
+
+
+class Attempt:
+    """One HTTP request of a get or put, which a twin may race. ``cancel`` stops it: a GET whose
+    body is being read has its socket shut down (the blocked read returns at once, and the
+    connection is closed rather than pooled); a request not yet sent is refused by the
+    ``before-send`` hook, which also stops botocore from retrying a cancelled request."""
+
+    def __init__(self, size: int | None):
+        self.size = size  # bytes moved: the body's, once known
+        self.cancelled = False
+        self._body = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise Cancelled()
+
+    def reading(self, body) -> None:
+        """Record the body being read, so that ``cancel`` can interrupt the read."""
+        with self._lock:
+            self.check()
+            self._body = body
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            body, self._body = self._body, None
+        if body is not None:
+            _shut_down(body)
+
+
+def _shut_down(body) -> None:
+    """Unblock a read of ``body`` running in another thread (urllib3's documented way); the reader
+    then fails, and closes the connection."""
+    raw = getattr(body, "_raw_stream", None)  # botocore's StreamingBody wraps urllib3's response
+    try:
+        raw.shutdown()
+    except (AttributeError, ValueError, RuntimeError, OSError):
+        pass  # already released or closed: there is no read left to interrupt
+
+
+class Race:
+    """The copies of one hedged request. A race takes one hedge slot for all its hedges, and gives
+    it back only when every copy has ended (a cancelled PUT may run on until its answer or its
+    deadline): at most ``slots`` requests have hedges at once, each at most MAX_COPIES - 1, so a
+    slow endpoint never carries more than that many extra requests. One slot per race rather than
+    per hedge lets a request whose hedge stalled too start its third copy at once: when stalls
+    come in bursts, slots taken per hedge ran out and left requests waiting for the deadline."""
+
+    def __init__(self, slots: threading.BoundedSemaphore):
+        self.started = 0
+        self._slots = slots
+        self._held = 0
+        self._running = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def take_slot(self) -> bool:
+        """True if this race holds a hedge slot (taking one now if there is one free)."""
+        with self._lock:
+            if self._held:
+                return True
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            self._held += 1
+        return True
+
+    def add(self, copies: dict, future: Future, attempt: Attempt) -> None:
+        copies[future] = attempt
+        with self._lock:
+            self.started += 1
+            self._running += 1
+        future.add_done_callback(self._ended)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._release_if_over()
+
+    def _ended(self, _future: Future) -> None:
+        with self._lock:
+            self._running -= 1
+        self._release_if_over()
+
+    def _release_if_over(self) -> None:
+        with self._lock:
+            held = self._held if self._closed and self._running == 0 else 0
+            self._held -= held
+        for _ in range(held):
+            self._slots.release()
+
+
+#: The attempt the current thread runs, for the before-send hook.
+_CURRENT = threading.local()
+
+
+class RequestRunner:
+    """Runs the requests of one backend: retried while their connection breaks, hedged when they
+    straggle, counted in ``stats``. ``error`` maps a failure of ``action`` to the StorageError to
+    raise; ``location`` names the backend in log lines.
+
+    ``max_connections`` is what callers run at once; hedges need up to ``extra_connections`` more,
+    which the client's connection pool must allow for.
+    """
+
+    def __init__(self, location: str, stall_seconds: float, max_connections: int, failures: Failures,
+                 error: Callable[[BaseException, str], StorageError]):
+        self.location = location
+        self.stall_seconds = stall_seconds
+        self._failures = failures
+        self._error = error
+        self._hedge_floor = HEDGE_FLOOR_SHARE * stall_seconds
+        hedge_limit = max_connections // 4 + 1
+        self._hedge_slots = threading.BoundedSemaphore(hedge_limit)
+        self.extra_connections = (MAX_COPIES - 1) * hedge_limit  # copies beyond one per caller, at most
+        self._paces = {"GET": Pace(), "PUT": Pace()}
+        self._stats = TransferStats()
+        self._stats_lock = threading.Lock()
+        # Hedged requests run here, so that the caller can return with the first copy to complete
+        # while the other is being stopped. Threads start only when needed.
+        self._pool = ThreadPoolExecutor(2 * max_connections + self.extra_connections, thread_name_prefix="aim-s3")
+
+    @property
+    def stats(self) -> TransferStats:
+        """A snapshot of the stall and hedge counters."""
+        with self._stats_lock:
+            return self._stats
+
+    def close(self) -> None:
+        """Stop starting copies; requests still racing are not waited for."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            self._stats = replace(self._stats, **{k: getattr(self._stats, k) + n for k, n in increments.items()})
+
+    def _retry_or_raise(self, exc: BaseException, attempt: int, action: str) -> None:
+        """Sleep before the next attempt, or raise the mapped error after the last one."""
+        if attempt >= ATTEMPTS:
+            raise self._error(exc, action) from None
+        if isinstance(exc, Retryable):
+            exc = exc.cause
+        delay = backoff(attempt)
+        log.debug(
+            "%s in %s failed (%r); retry %d/%d in %.2fs", action, self.location, exc, attempt, ATTEMPTS - 1, delay
+        )
+        time.sleep(delay)
+
+    def run(self, action: str, request: Callable[[Attempt], T], *, hedged: str | None = None,
+            size: int | None = None) -> T:
+        """``request`` (one HTTP request; ``size`` is its body's size when known), repeated while
+        its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
+        ``hedged`` ("GET" or "PUT") races stragglers against a twin: only for requests that are
+        safe to repeat (see the module docstring)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                if hedged is None:
+                    return request(Attempt(size))
+                return self._hedged(request, self._paces[hedged], size, action)
+            except self._failures.broken as e:
+                self._retry_or_raise(e, attempt, action)
+            except self._failures.errors as e:
+                raise self._error(e, action) from None
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    # -- stalls and hedges ---------------------------------------------------------------------
+    def refuse_cancelled(self, **kwargs) -> None:
+        """botocore's before-send hook: a request whose twin won is not sent (nor re-sent)."""
+        attempt = getattr(_CURRENT, "attempt", None)
+        if attempt is not None:
+            attempt.check()
+
+    def notice_stall(self, caught_exception=None, **kwargs) -> None:
+        """botocore's needs-retry hook: count the read timeouts that botocore itself retries
+        (headers that never came); the retry decision stays botocore's."""
+        if isinstance(caught_exception, self._failures.read_timeout):
+            self.stalled(f"{getattr(kwargs.get('operation'), 'name', 'a')} request")
+
+    def stalled(self, what: str) -> None:
+        """Count a request that went silent past the stall deadline and was abandoned."""
+        self._count(stalls=1, abandoned=1)
+        log.debug("%s in %s went silent for %gs: abandoned", what, self.location, self.stall_seconds)
+
+    def _run_copy(self, request: Callable[[Attempt], T], attempt: Attempt, pace: Pace) -> T:
+        """One copy of a hedged request, on a pool thread; its time feeds ``pace``."""
+        _CURRENT.attempt = attempt
+        started = time.monotonic()
+        try:
+            result = request(attempt)
+        finally:
+            _CURRENT.attempt = None
+        if not attempt.cancelled:
+            pace.observe(attempt.size or 0, time.monotonic() - started)
+        return result
+
+    def _until_straggler(self, pace: Pace, size: int | None, started: float) -> float | None:
+        """Seconds left before a request started at ``started`` becomes a straggler (<= 0: it is
+        one); None while this backend has not seen a request complete (nothing to compare with)."""
+        expected = pace.expected(size)
+        if expected is None:
+            return None
+        return started + max(self._hedge_floor, HEDGE_FACTOR * expected) - time.monotonic()
+
+    def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str) -> T:
+        """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
+        another copy on a fresh connection (MAX_COPIES in all: a hedge may stall too). The first
+        copy to succeed wins and the others are cancelled. A copy whose connection broke or went
+        silent waits for the others; any other failure (not found, too large) is final at once."""
+        race = Race(self._hedge_slots)
+        copies: dict[Future, Attempt] = {}
+        first = Attempt(size)
+        newest = started = time.monotonic()
+        race.add(copies, self._pool.submit(self._run_copy, request, first, pace), first)
+        try:
+            while copies:
+                timeout = None
+                if race.started < MAX_COPIES:
+                    left = self._until_straggler(pace, first.size, newest)
+                    if left is not None and left <= 0 and race.take_slot():
+                        hedge = Attempt(first.size)
+                        race.add(copies, self._pool.submit(self._run_copy, request, hedge, pace), hedge)
+                        newest = time.monotonic()
+                        self._count(hedges=1)
+                        log.debug("%s in %s: no answer after %.2fs: hedged (copy %d)", action, self.location,
+                                  newest - started, race.started)
+                        left = self._until_straggler(pace, first.size, newest)
+                    # Not a straggler yet, or no slot free: look again then, or after a hedge floor.
+                    timeout = left if left is not None and left > 0 else self._hedge_floor
+                done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    attempt = copies.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        if attempt is not first:
+                            self._count(hedges_won=1)
+                        return future.result()
+                    if not copies or not isinstance(error, self._failures.broken_body):
+                        raise error
+                    # Its connection broke or went silent: another copy may still complete.
+            raise AssertionError("unreachable")  # the last copy to end returns or raises
+        finally:
+            for attempt in copies.values():  # the losers, or every copy when we leave on an error
+                attempt.cancel()
+                self._count(abandoned=1)
+            race.close()
