@@ -46,6 +46,7 @@ from aim_cli.pull.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestD
 from aim_cli.errors import UsageError
 from aim_cli.util.fs import display_path
 from aim_cli.util.patterns import PathFilter
+from aim_cli.util.walk import walk_tree
 from aim_cli.progress import NullProgress
 from aim_cli.repository.store import VersionRef
 
@@ -361,10 +362,8 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
     version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
     them it is the version's file itself."""
-    from aim_cli.audit.verify import _walk as walk_tree  # the walk verify --local compares DEST by
-
     try:
-        found = walk_tree(dest)
+        found = walk_tree(dest)  # the walk verify --local compares DEST by
     except FileNotFoundError:
         return []  # DEST does not exist yet (a dry run)
     except OSError as e:
