@@ -319,11 +319,11 @@ def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: st
 
 
 def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config=None, progress=None):
-    """Check every manifest and the blobs they name: an ``aim_cli.audit.verify.CheckReport``."""
-    from aim_cli.audit import verify
+    """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``."""
+    from aim_cli.audit import check
 
-    return verify.check_repo(open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs,
-                             progress=progress)
+    return check.check_repo(open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs,
+                            progress=progress)
 
 
 def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=None):

@@ -20,6 +20,7 @@ import pytest
 from aim_cli.audit import gc
 from aim_cli.repository import leases
 from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
 from aim_cli.format import manifest as mf
 from aim_cli.pull import pipeline as pullmod
 from aim_cli import push as pushmod
@@ -188,7 +189,7 @@ def test_listings_with_extra_entries_or_missing_blobs_only_free_less(inner, tmp_
     assert set(result.plan.blobs) == (set(garbage) - {missed}) | {"0" * 64}
     left = dict(plain.iter_blobs())
     assert set(left) == set(stored) - set(garbage) | {missed}
-    assert verify.check_repo(plain, read_data=True).ok
+    assert check_repo(plain, read_data=True).ok
     assert gc.collect(plain).deleted == 1  # a sound listing frees the rest
 
 
@@ -218,7 +219,7 @@ def test_a_failing_delete_leaves_every_referenced_blob(inner, tmp_path):
     repo, _ = faulty(inner, Fault("delete_many", "storage", "blobs/*"))
     with pytest.raises(StorageError):
         gc.collect(repo)
-    report = verify.check_repo(plain, read_data=True)
+    report = check_repo(plain, read_data=True)
     assert report.ok and report.versions == 1
 
 
@@ -233,7 +234,7 @@ def test_a_manifest_every_listing_misses_is_invisible_to_gc(inner, tmp_path):
     result = gc.collect(repo)
     assert set(result.plan.blobs) == set(only_v2)
     assert shared and shared <= set(dict(plain.iter_blobs()))
-    assert {p.digest for p in verify.check_repo(plain).problems} == set(only_v2)
+    assert {p.digest for p in check_repo(plain).problems} == set(only_v2)
 
 
 # -- bounded reads ------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_every_read_from_storage_is_bounded(inner, tmp_path):
     repo.list_versions("m")
     repo.list_models()
     verify.verify_version(repo, repo.get_version("m", "v1"))
-    verify.check_repo(repo, read_data=True)
+    check_repo(repo, read_data=True)
     sizes = {d: s for tag in ("v1", "v2") for f in repo.get_version("m", tag).manifest.files for d, s in f.chunks}
     repo.delete_version("m", "v1")
     gc.collect(repo)

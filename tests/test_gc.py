@@ -15,7 +15,7 @@ import pytest
 from aim_cli import api
 from aim_cli.audit import gc
 from aim_cli.repository import leases
-from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
 from aim_cli import push as pushmod
 from aim_cli.errors import IntegrityError
 from tests.helpers import AIM, chunks_of, make_variant_model
@@ -43,7 +43,7 @@ def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
     assert (result.deleted, result.freed_bytes) == (len(only_v1), sum(stored_only_v1.values()))
     assert deleted.reclaimable_stored_bytes == result.freed_bytes  # what the deletion announced
     assert set(repo.blobs()) == set(before) - set(only_v1)
-    report = verify.check_repo(repo.repository, read_data=True)
+    report = check_repo(repo.repository, read_data=True)
     assert report.ok and report.unreferenced == 0 and report.versions == 1
     assert leases.read_leases(repo.repository) == []
 
@@ -55,7 +55,7 @@ def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_p
     deleted = api.delete_versions(repo.name, "a", config=str(repo.config))
     assert deleted.tags == ["v1"] and deleted.reclaimable_blobs == len(only_a) > 0
     assert gc.collect(repo.repository).deleted == len(only_a)
-    assert verify.check_repo(repo.repository, read_data=True).ok
+    assert check_repo(repo.repository, read_data=True).ok
 
 
 def test_gc_refuses_when_a_manifest_cannot_be_read(repo, tmp_path):  # noqa: F811
@@ -112,7 +112,7 @@ def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):  # 
         for t in threads:
             t.join()
         assert not failures, failures
-        report = verify.check_repo(repository, read_data=True)
+        report = check_repo(repository, read_data=True)
         assert report.ok, (i, mode, report.broken, report.problems)
         assert report.versions == 1 and repository.has_version("m", f"v{i}")
     assert leases.read_leases(repository) == []

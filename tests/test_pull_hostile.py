@@ -303,7 +303,7 @@ def test_paths_differing_by_case_pull_on_a_case_sensitive_destination(env, tmp_p
 
 
 def test_case_clashes_are_refused_only_where_case_is_ignored():
-    from aim_cli.pull.plan import case_clashes, check_case_clashes
+    from aim_cli.pull.case import case_clashes, check_case_clashes
 
     paths = ["A.bin", "B/x", "a.bin", "b", "c/D.txt", "c/d.txt", "e/f"]
     assert case_clashes(paths) == [("A.bin", "a.bin"), ("c/D.txt", "c/d.txt"), ("b", "B/x")]

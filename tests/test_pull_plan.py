@@ -200,3 +200,23 @@ def test_a_dry_run_refuses_a_symlinked_work_dir_as_the_pull_does(repo, tmp_path)
     one_line_error(dry_run(repo, dest), 2, "symlink")
     one_line_error(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v2"), 2, "symlink")
     assert tree(elsewhere, mtimes=True) == before
+
+
+def test_dest_is_prepared_by_the_writer_and_only_inspected_for_a_dry_run(tmp_path):
+    """The planner reads only: what DEST needs written first (the work directories, partial files
+    given their owner's mode) is done by prepare_dest under the lock; a dry run's inspect_dest
+    learns the same facts and changes nothing."""
+    from aim_cli.pull.dest_access import inspect_dest
+    from aim_cli.pull.dest_writer import prepare_dest
+    from aim_cli.pull.layout import PARTIAL_DIR, PARTIAL_MODE, WORK_DIR
+
+    dest = tmp_path / "dest"
+    partial = dest / WORK_DIR / PARTIAL_DIR / ("0" * 32)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"left by an older aim_cli")
+    partial.chmod(0o400)
+    facts = inspect_dest(dest, ["a", "b/c"])
+    assert facts.partials == (partial,) and not facts.locked and partial.stat().st_mode & 0o777 == 0o400
+    assert inspect_dest(tmp_path / "absent", ["a"]).partials == () and not (tmp_path / "absent").exists()
+    facts = prepare_dest(dest, ["a", "b/c"])
+    assert facts.partials == (partial,) and facts.locked and partial.stat().st_mode & 0o777 == PARTIAL_MODE

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aim_cli.audit import gc
-from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
 from aim_cli.errors import StorageError
 from aim_cli.repository.store import MAX_SIGNATURE_BYTES, Repository, manifest_key, signature_key, summary_key
 from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
@@ -205,7 +205,7 @@ def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(r
     big = sigstore_bundle_bytes(4)
     repo.repository.put_signature("m", "v1", "huge", big + b" " * (MAX_SIGNATURE_BYTES + 1 - len(big)))
     counted = FaultyBackend(repo.repository.backend)
-    report = verify.check_repo(Repository(counted, repo.name, jobs=4))
+    report = check_repo(Repository(counted, repo.name, jobs=4))
     gets = sorted((key, size) for op, key, size in counted.calls if op == "get" and "/signatures/" in key)
     assert gets == [(signature_key("m", "v1", h), MAX_SIGNATURE_BYTES) for h in ("alice", "bob", "huge")]
     assert [(key, why.split(";")[0]) for key, why in report.broken] == [

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from aim_cli.audit import gc
 from aim_cli.repository import store
-from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
+from aim_cli.audit import scan
 from aim_cli.format import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.backends.readahead import ReadAhead
@@ -94,7 +95,7 @@ def test_audits_read_each_manifest_once_on_the_read_ahead_threads(tmp_path):
             reads.append((key, threading.current_thread().name))
 
     audited = Repository(HookedBackend(repository.backend, before=record), "r", jobs=3)
-    for audit in (gc.plan_gc, verify.check_repo):
+    for audit in (gc.plan_gc, check_repo):
         reads.clear()
         audit(audited)
         assert sorted(key for key, _ in reads) == [f"models/m/versions/v{i:02d}.json" for i in range(10)]
@@ -124,9 +125,9 @@ def _count_manifests_at_each_decode(monkeypatch) -> list[int]:
 
 AUDITS = {  # each over a repository, with a manifest decoded beforehand (the deleted one, for reclaimable)
     "gc plan": lambda r, _: gc.plan_gc(r),
-    "check": lambda r, _: verify.check_repo(r),
-    "check, damaged (second pass)": lambda r, _: verify.check_repo(r),
-    "reclaimable": lambda r, deleted: gc.reclaimable(r, gc.referenced_blobs([deleted])),
+    "check": lambda r, _: check_repo(r),
+    "check, damaged (second pass)": lambda r, _: check_repo(r),
+    "reclaimable": lambda r, deleted: gc.reclaimable(r, scan.referenced_blobs([deleted])),
     "model delete": lambda r, _: r.delete_model("m"),  # what it deleted, folded one manifest at a time
 }
 
@@ -188,7 +189,7 @@ def test_sizes_that_manifests_disagree_on_are_reported(tmp_path):
     m.total_size -= 1
     m.tag = "v2"
     repository.commit(m)
-    report = verify.check_repo(repository)
+    report = check_repo(repository)
     assert [(p.digest, p.problem, p.detail) for p in report.problems] == [
         (digest, "size", "manifests disagree on its size")]
     assert report.problems[0].used_by == [f"m:v1/{entry.path}", f"m:v2/{entry.path}"]
@@ -243,7 +244,7 @@ def test_changed_chunks_feed_every_distinct_chunk_of_any_sequence_of_manifests(v
     """Skipping what is in place since the manifest before loses nothing, whatever the manifests
     hold (same paths with other chunks, insertions that shift the rest, shorter and longer lists,
     paths that come and go): what is fed is every chunk of every manifest."""
-    changed = gc.ChangedChunks()
+    changed = scan.ChangedChunks()
     fed: set[tuple[str, int]] = set()
     named: set[tuple[str, int]] = set()
     for files in versions:
@@ -260,7 +261,7 @@ def test_changed_chunks_skip_what_is_in_place():
     a = [(f"{i:064x}", 10) for i in range(100)]
     b = list(a)
     b[7] = ("f" * 64, 10)
-    changed = gc.ChangedChunks()
+    changed = scan.ChangedChunks()
 
     def files(chunks):
         return mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 0,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aim_cli.audit import gc
-from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
@@ -395,7 +395,7 @@ def test_gc_never_reads_summaries_and_keeps_them(repo, tmp_path):  # noqa: F811
     result = gc.collect(counted)
     assert result.plan.versions == 2 and _gets(backend, "summaries") == []
     assert {summary_key("m", "v1"), summary_key("m", "v2")} <= _keys(repo)
-    assert verify.check_repo(repo.repository).ok
+    assert check_repo(repo.repository).ok
     assert repo.repository.get_summary("m", "v1").digest == v1.digest
 
 

@@ -1,5 +1,5 @@
-"""aim_cli.audit.verify: a version's blobs re-read from storage, a local directory against its manifest,
-the whole repository; and the `--digest` pin of pull, which must refuse before any download."""
+"""aim_cli.audit.verify and aim_cli.audit.check: a version's blobs re-read from storage, a local directory against
+its manifest, the whole repository; and the `--digest` pin of pull, which must refuse before any download."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from aim_cli.pull import pipeline as pullmod
 from aim_cli.audit import verify
+from aim_cli.audit.check import check_repo
 from aim_cli.errors import IntegrityError
 from aim_cli.repository.store import Repository
 from tests.helpers import LOCAL_ONLY, CountingBackend, chunks_of, make_variant_model, stored_sizes
@@ -41,11 +42,11 @@ def test_a_flipped_byte_is_caught_by_verify_by_check_and_by_pull(pushed, tmp_pat
     report = verify.verify_version(env.repository, ref, jobs=4)
     assert [(p.digest, p.problem, p.used_by) for p in report.problems] == [(bad, "corrupt", ["weights.bin"])]
 
-    checked = verify.check_repo(env.repository, read_data=True)
+    checked = check_repo(env.repository, read_data=True)
     assert [(p.digest, p.problem, p.used_by) for p in checked.problems] == [(bad, "corrupt", ["m:v1/weights.bin"])]
     assert not checked.ok
     # Without --read-data the size still matches: only reading the data finds a flipped byte.
-    assert verify.check_repo(env.repository).ok
+    assert check_repo(env.repository).ok
 
     dest = tmp_path / "dest"
     with pytest.raises(IntegrityError, match=bad):
@@ -58,7 +59,7 @@ def test_a_deleted_blob_is_caught_by_check_and_verify(pushed):
     gone = weights_blob(ref)
     env.delete_blob(gone)
 
-    checked = verify.check_repo(env.repository)
+    checked = check_repo(env.repository)
     assert [(p.digest, p.problem, p.used_by) for p in checked.problems] == [(gone, "missing", ["m:v1/weights.bin"])]
     report = verify.verify_version(env.repository, ref)
     assert [(p.digest, p.problem) for p in report.problems] == [(gone, "missing")]
@@ -66,7 +67,7 @@ def test_a_deleted_blob_is_caught_by_check_and_verify(pushed):
 
 def test_check_reports_broken_manifests_and_unreferenced_blobs(pushed):
     env, _, ref = pushed
-    intact = verify.check_repo(env.repository, read_data=True)
+    intact = check_repo(env.repository, read_data=True)
     chunks = chunks_of(ref.manifest)
     assert intact.unreferenced == 0 and intact.read == intact.stored == len(chunks)
     # Each referenced chunk counted once, raw (its manifest size) and stored (its object's size).
@@ -77,7 +78,7 @@ def test_check_reports_broken_manifests_and_unreferenced_blobs(pushed):
     stray_size = env.repository.put_blob("ab" * 32, b"x")
     assert stray_size == env.blobs()["ab" * 32]
 
-    checked = verify.check_repo(env.repository, read_data=True)
+    checked = check_repo(env.repository, read_data=True)
     assert [name for name, _ in checked.broken] == ["m:v2"]
     assert [(p.digest, p.problem, p.used_by) for p in checked.problems] == [("ab" * 32, "corrupt", [])]
     assert (checked.unreferenced, checked.unreferenced_bytes) == (1, stray_size)

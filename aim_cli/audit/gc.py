@@ -3,7 +3,7 @@
     plan_gc(repo)   read every key below models/ as a manifest, one at a time (one unreadable:
                     refuse, gc cannot know what it names), list every blob; the plan is the
                     unreferenced ones and their bytes. Read-only. Memory grows with the distinct
-                    chunks, not with versions x chunks: manifests are streamed (scan_manifests).
+                    chunks, not with versions x chunks: manifests are streamed (scan.py).
     collect(repo)   refuse a root that is not a repository (before writing anything), take the
                     exclusive lease (leases.py: wait for the pushes in progress, make later ones
                     wait), plan under it, list models/ again (a key the plan did not read stops
@@ -18,18 +18,15 @@ that a push found stored and skipped is named by that push's manifest before gc 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import compress
-from operator import itemgetter, ne
+from operator import itemgetter
 
 from aim_cli.repository import leases
-from aim_cli.repository import store
 from aim_cli.format import manifest as mf
-from aim_cli.format import summary as sm
-from aim_cli.backends.readahead import ReadAhead
-from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
-from aim_cli.repository.store import Repository, VersionKey
+from aim_cli.audit.scan import ChangedChunks, scan_manifests
+from aim_cli.errors import ConflictError, IntegrityError
+from aim_cli.repository.store import Repository
 
 DELETE_BATCH = 1000
 
@@ -56,94 +53,6 @@ class GcResult:
     incomplete: tuple[int, int] = (0, 0)  # abandoned partial writes removed: (count, bytes)
 
 
-@dataclass(frozen=True)
-class ManifestScan:
-    """What one pass over everything below ``models/`` found. Strays are keys aim_cli never writes
-    (store.py). The manifests themselves are not kept: each went to the pass's visitor."""
-
-    readable: int  # manifests read: versions, and strays that parse as one
-    broken: list[tuple[str, str]]  # (model:tag, why) of versions that cannot be read
-    strays: list[tuple[VersionKey, str | None]]  # each stray, with why it cannot be read as a manifest
-    keys: frozenset[str] = frozenset()  # every key listed below models/
-
-    @property
-    def unreadable(self) -> list[tuple[str, str]]:
-        """(name, why) of everything whose blobs are unknown: broken versions, unreadable strays."""
-        return self.broken + [(vk.key, why) for vk, why in self.strays if why is not None]
-
-
-def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
-                   summaries: dict[str, sm.Summary] | None = None) -> ManifestScan:
-    """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
-    depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
-    in key order.
-
-    Streaming: one manifest is decoded at a time, handed to ``visit`` and dropped, while the next
-    ``jobs`` are read ahead (ReadAhead). Memory is what ``visit`` keeps plus ``jobs`` manifests'
-    bytes, never versions x chunks: 100 versions of a 70B model's manifests, all decoded at once,
-    took 2.3 GB. A version deleted while we read is skipped; a link or special file stops the
-    scan (DamagedStorageError). ``summaries``, if given, receives the summary each readable
-    version's manifest gives (by manifest key), so `repo check` compares the stored summaries
-    with them without reading any manifest a second time."""
-    keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
-    results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
-    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=store.MAX_MANIFEST_BYTES,
-                   jobs=repo.jobs) as ahead:
-        reader = Repository(ahead, repo.name, jobs=repo.jobs)
-        for vk in keys:
-            try:
-                ref = reader.read_key(vk)
-                if summaries is not None and vk.tag is not None:
-                    summaries[vk.key] = sm.of_manifest(ref.manifest, ref.digest, where=vk.label)
-                manifest = ref.manifest
-                del ref  # its raw bytes: only the decoded manifest is visited
-            except NotFoundError:
-                results.append(None)
-                continue
-            except DamagedStorageError:
-                raise
-            except AimError as e:  # IntegrityError: unparsable, invalid, too large
-                results.append(e.message)
-                continue
-            visit(manifest)
-            del manifest  # before the next one is decoded
-            results.append(True)
-    return ManifestScan(
-        readable=results.count(True),
-        broken=[(vk.label, r) for vk, r in zip(keys, results) if vk.tag is not None and isinstance(r, str)],
-        strays=[(vk, r if isinstance(r, str) else None) for vk, r in zip(keys, results) if vk.tag is None],
-        keys=frozenset(vk.key for vk in keys),
-    )
-
-
-class ChangedChunks:
-    """Feeds a streaming audit each manifest's chunks less those it has already seen at the same
-    place: the same index of the same path in the manifest before. Versions of one model come
-    one after the other (keys are sorted) and near-identical checkpoints keep most chunks in
-    place, so most references are settled by comparing two tuples in C, where a set must hash a
-    freshly decoded 64-character digest for each (11.2M references over 100 versions of a 70B
-    model: 3.5 s in set operations).
-
-    Exact, whatever the manifests hold: a chunk is skipped only if it equals one of the previous
-    manifest, which this audit was fed whole (its own skipped chunks equal earlier fed ones, by
-    induction). Memory: the previous manifest's chunk lists, not the manifest."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, list[tuple[str, int]]] = {}
-
-    def of(self, manifest: mf.Manifest) -> Iterator[list[tuple[str, int]]]:
-        """Per file, the chunks not already fed at the same place."""
-        last: dict[str, list[tuple[str, int]]] = {}
-        for f in manifest.files:
-            before = self._last.get(f.path)
-            if before is None:
-                yield f.chunks
-            else:
-                yield [*compress(f.chunks, map(ne, f.chunks, before)), *f.chunks[len(before):]]
-            last[f.path] = f.chunks
-        self._last = last
-
-
 class StrikeOff:
     """Removes from ``unreferenced`` every digest that the manifests it is fed name. In C, one
     probe per chunk: once a digest is struck off, the probes of its later references meet an
@@ -158,15 +67,6 @@ class StrikeOff:
     def __call__(self, manifest: mf.Manifest) -> None:
         for chunks in self._changed.of(manifest):
             self.unreferenced.difference_update(map(itemgetter(0), chunks))
-
-
-def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
-    """digest -> size of every blob the manifests name."""
-    referenced: dict[str, int] = {}
-    for m in manifests:
-        for f in m.files:
-            referenced.update(f.chunks)
-    return referenced
 
 
 def plan_gc(repo: Repository) -> GcPlan:

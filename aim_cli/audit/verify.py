@@ -1,41 +1,31 @@
-"""Audits. Each one reads, compares and returns a report; none of them writes.
+"""Audits of one version. Each reads, compares and returns a report; none of them writes.
 
     verify_version(repo, ref)   re-read every blob of one version from storage, in parallel, and check
                                 its BLAKE3 and size: missing or corrupt blobs and the files they hold.
     verify_local(ref, DIR)      compare DIR with the manifest by whole-file digests (no blob reads):
                                 modified, missing and extra files. DIR/.aim* (pull's working files) is
                                 not part of the comparison.
-    check_repo(repo)            every manifest parses and validates, every blob it names is stored with
-                                the size it says, nothing below models/ or blobs/ is a stray; with
-                                ``read_data`` every stored blob is re-hashed.
-                                Also counts the unreferenced blobs that `repo gc` would free,
-                                and checks every signature's structure (not its cryptography:
-                                `model verify --public-key` does that): one per version that
-                                exists, bounded, a Sigstore bundle.
 
-Memory stays bounded: at most ``jobs`` blobs are in memory at once, and `repo check` holds one
-manifest at a time plus the set of chunks they name (gc.scan_manifests): memory grows with the
-distinct chunks, never with versions x chunks.
+Memory stays bounded: at most ``jobs`` blobs are in memory at once. `repo check` (check.py) reads
+blobs the same way (``read_blob``) and reports them as ``BlobProblem``s too.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from operator import itemgetter
+from dataclasses import dataclass
 from pathlib import Path
 
 from aim_cli.format import manifest as mf
-from aim_cli.format import summary as sm
 from aim_cli.chunking.cdc import file_digest
-from aim_cli.errors import BlobCorruptError, BlobMissingError, IntegrityError, NotFoundError, UsageError
-from aim_cli.audit.gc import ChangedChunks, referenced_blobs, scan_manifests
+from aim_cli.errors import BlobCorruptError, BlobMissingError, UsageError
+from aim_cli.audit.scan import add_users, referenced_blobs
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef, in_signatures,
-                           manifest_key, map_bounded)
+from aim_cli.repository.store import Repository, VersionRef, map_bounded
+from aim_cli.util.walk import walk_tree
 
 
 @dataclass(frozen=True)
@@ -76,50 +66,7 @@ class LocalReport:
         return not (self.modified or self.missing or self.extra)
 
 
-@dataclass
-class CheckReport:
-    repo: str
-    versions: int = 0
-    referenced: int = 0  # distinct blobs named by the readable manifests
-    stored: int = 0
-    read: int = 0  # blobs re-hashed (--read-data)
-    unreferenced: int = 0
-    unreferenced_bytes: int = 0
-    raw_bytes: int = 0  # the referenced chunks' bytes (each distinct chunk once)
-    stored_bytes: int = 0  # what storage holds for them (format 2 compresses; format 1: the same)
-    broken: list[tuple[str, str]] = field(default_factory=list)  # (model:tag or aim-repo.json, why)
-    problems: list[BlobProblem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.broken or self.problems)
-
-
-class ChunkIndex:
-    """The chunks that manifests name, as (digest, size) pairs, folded in one manifest at a time:
-    memory grows with the distinct chunks, not with the manifests that name them. Folding runs in
-    C (``set.update`` with the manifest's own tuples), with no Python step per chunk."""
-
-    def __init__(self) -> None:
-        self._pairs: set[tuple[str, int]] = set()
-        self._changed = ChangedChunks()
-
-    def add(self, manifest: mf.Manifest) -> None:
-        for chunks in self._changed.of(manifest):  # those in place since the manifest before are in
-            self._pairs.update(chunks)
-
-    def sizes(self) -> dict[str, int]:
-        """digest -> size of every chunk named (one of the sizes, where manifests disagree)."""
-        return dict(self._pairs)
-
-    def disagreeing(self, sizes: dict[str, int]) -> set[str]:
-        """The digests that manifests name with different sizes (``sizes`` is ``self.sizes()``)."""
-        if len(sizes) == len(self._pairs):
-            return set()
-        return {digest for digest, size in self._pairs if sizes[digest] != size}
-
-
-def _read_blob(repo: Repository, digest: str, size: int | None, stored_size: int | None = None) -> tuple[str, str] | None:
+def read_blob(repo: Repository, digest: str, size: int | None, stored_size: int | None = None) -> tuple[str, str] | None:
     """None if the blob is stored, intact and holds ``size`` bytes; else (problem, detail). A
     blob no manifest names (``size`` None) is read as ``stored_size`` bytes and must hold what
     its own header says. Reads are bounded: an oversized object is refused, not loaded."""
@@ -135,17 +82,6 @@ def _read_blob(repo: Repository, digest: str, size: int | None, stored_size: int
     return None
 
 
-def _add_users(users: dict[str, list[str]], m: mf.Manifest, *, qualified: bool) -> None:
-    """Append to ``users[digest]`` each file of ``m`` that holds that digest (only digests
-    already in ``users`` are looked for)."""
-    for f in m.files:
-        # The intersection runs in C over the file's chunks: no Python step per chunk.
-        for digest in users.keys() & map(itemgetter(0), f.chunks):
-            name = f"{m.model}:{m.tag}/{f.path}" if qualified else f.path
-            if name not in users[digest]:
-                users[digest].append(name)
-
-
 def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress=None) -> VersionReport:
     m = ref.manifest
     sizes = referenced_blobs([m])
@@ -153,7 +89,7 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress
     progress.start("verify", sum(sizes.values()))
 
     def check(digest: str):
-        found = _read_blob(repo, digest, sizes[digest])
+        found = read_blob(repo, digest, sizes[digest])
         progress.advance(sizes[digest])
         return found
 
@@ -162,28 +98,9 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress
     finally:
         progress.close()
     users: dict[str, list[str]] = {d: [] for d in bad}
-    _add_users(users, m, qualified=False)
+    add_users(users, m, qualified=False)
     problems = [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
     return VersionReport(m.model, m.tag, ref.digest, len(sizes), sum(sizes.values()), problems)
-
-
-def _walk(root: Path) -> dict[str, os.stat_result]:
-    """Every non-directory entry under ``root`` (symlinks not followed), by relative path."""
-    found: dict[str, os.stat_result] = {}
-    stack = [(root, "")]
-    while stack:
-        directory, rel = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if not rel and entry.name.startswith(".aim"):
-                    continue  # pull's lock and partial files
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((Path(entry.path), f"{rel}{entry.name}/"))
-                else:
-                    found[f"{rel}{entry.name}"] = st
-    return found
-
 
 def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8, include: Iterable[str] = (),
                  exclude: Iterable[str] = ()) -> LocalReport:
@@ -200,7 +117,7 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory", "pass the directory the version was pulled into")
     try:
-        found = _walk(root)
+        found = walk_tree(root)
     except PermissionError as e:
         raise UsageError(f"cannot read {e.filename}", "check its permissions") from None
     expected = {f.path: f for f in m.files if selection.selects(f.path)}
@@ -227,121 +144,3 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8
         modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash)) if bad]
     return LocalReport(m.model, m.tag, ref.digest, str(root), len(expected), sorted(modified), missing, extra)
 
-
-def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
-    if in_signatures(vk.key):  # why it does not parse as a manifest is noise here
-        return ("not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
-                "names); remove it from the storage by hand")
-    what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
-    if vk.model is None:
-        return f"{what}; remove it from the storage by hand"
-    return f"{what}; `aim_cli model delete-version REPO {vk.model} --tag {vk.name!r}` removes it"
-
-
-def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, progress=None) -> CheckReport:
-    """NotARepositoryError (exit 3) for a root without aim-repo.json; DamagedStorageError when a
-    listing meets a link or special file; everything else is reported."""
-    report = CheckReport(repo.name)
-    try:
-        fmt = repo.format()  # a format this client does not know: ConfigError (upgrade), not damage
-    except IntegrityError as e:
-        report.broken.append((REPO_META_KEY, e.message))
-        return report  # without the format no blob can be judged; the rest would be noise
-    index = ChunkIndex()
-    from_manifests: dict[str, sm.Summary] = {}
-    scan = scan_manifests(repo, index.add, summaries=from_manifests)
-    report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
-    report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
-    referenced = index.sizes()
-    sizes_disagree = index.disagreeing(referenced)
-    del index  # the pairs: sizes and disagreements are all the check needs of them
-    # A summary without its version, unreadable, or disagreeing with the manifest just read.
-    report.broken += repo.summary_problems(known=from_manifests)
-    report.broken += signature_problems(repo, scan.keys)
-
-    stored: dict[str, int] = {}
-    for key, digest, size in repo.iter_blob_keys():
-        if digest is None:
-            report.broken.append((key, "not a blob key aim_cli writes; remove it from the storage by hand"))
-        else:
-            stored[digest] = size
-    report.referenced, report.stored = len(referenced), len(stored)
-
-    bad: dict[str, tuple[str, str]] = {}
-    for digest in sorted(sizes_disagree):
-        bad[digest] = ("size", "manifests disagree on its size")
-    for digest, size in referenced.items():
-        if digest not in stored:
-            bad[digest] = ("missing", "not stored")
-        elif digest in bad:
-            continue
-        elif not fmt.stored_size_fits(stored[digest], size):
-            bad[digest] = ("size", f"{stored[digest]} bytes stored cannot hold the {size} bytes the manifest says")
-        else:
-            report.raw_bytes += size
-            report.stored_bytes += stored[digest]
-
-    if read_data:
-        to_read = sorted(d for d in stored if d not in bad)
-        progress = progress or NullProgress()
-        progress.start("check", sum(stored[d] for d in to_read))
-
-        def check(digest: str):
-            found = _read_blob(repo, digest, referenced.get(digest), stored[digest])
-            progress.advance(stored[digest])
-            return found
-
-        try:
-            for digest, found in map_bounded(check, to_read, jobs, "aim-check"):
-                if found is None:
-                    report.read += 1
-                elif found[0] == "corrupt" or digest in referenced:
-                    bad[digest] = found  # an unreferenced blob that vanished was just collected
-        finally:
-            progress.close()
-
-    report.problems = _problems(repo, bad)
-    garbage = [size for d, size in stored.items() if d not in referenced]
-    report.unreferenced, report.unreferenced_bytes = len(garbage), sum(garbage)
-    return report
-
-
-def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[tuple[str, str]]:
-    """(key, why) of every damaged signature: one without its version, one larger than any
-    bundle, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a listing of
-    models/ taken before this one (a version signed since is looked up again). Signatures are
-    few and small: each is read, in parallel."""
-    keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
-    from aim_cli.signing.core import bundle_problem as judge  # imported here: check without signatures never loads it
-    found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
-    return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
-
-
-def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str],
-                       judge: Callable[[bytes], str | None]) -> str | None:
-    # The version first, then the signature: a delete removes them in the other order, so a
-    # signature still there once its version is gone is one that no delete in progress removes.
-    orphan = manifest_key(sk.model, sk.tag) not in manifest_keys and not repo.has_version(sk.model, sk.tag)
-    try:
-        data = repo.get_signature(sk.model, sk.tag, sk.hint)
-    except NotFoundError:
-        return None
-    except IntegrityError as e:  # larger than any bundle
-        return f"{e.message}; {e.hint}"
-    if orphan:
-        return (f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
-                f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it")
-    why = judge(data)
-    if why is not None:
-        return (f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
-                f"the version again")
-    return None
-
-
-def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> list[BlobProblem]:
-    """A BlobProblem for each bad digest, with the files that use it ("model:tag/path"). Found by
-    a second pass over the manifests, only when there is damage: the first pass keeps none."""
-    users: dict[str, list[str]] = {d: [] for d in bad}
-    if users:
-        scan_manifests(repo, lambda m: _add_users(users, m, qualified=True))
-    return [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aim_cli.errors import AimError, LockHeldError, StorageError, UsageError
+from aim_cli.pull.layout import WORK_DIR
 from aim_cli.repository.leases import decode_json, owner_is_gone, parse_owner
 
-WORK_DIR = ".aim"
 LOCK_NAME = "pull.lock"
 TAKEOVER_NAME = "pull.lock.takeover"
 READ_LIMIT = 64 * 1024  # a lock is ~90 bytes

@@ -1,49 +1,37 @@
-"""Everything pull writes into DEST, and the checks that keep those writes inside it.
-
-Layout inside DEST while a pull runs (names starting with ``.aim`` never appear in a manifest):
-
-    DEST/.aim/pull.lock                   one pull at a time (aim_cli/dest_lock.py says how)
-    DEST/.aim/partial/<id>                a file being assembled; id = BLAKE3(path NUL file digest)[:32]
-    DEST/.aim/case-probe                  for an instant: does DEST's filesystem ignore case?
-
-The partial names are deterministic, so a rerun after a kill finds them and re-hashes their chunks
-against the manifest: only what is still missing is fetched, and no second copy of the model is
-made. A partial file is always the owner's, mode 0600: the manifest's mode is applied only after
-the rename, so a read-only or write-only file can be re-read for verification and rewritten by a
-rerun.
+"""Everything pull writes into DEST, and the checks that keep those writes inside it (dest_access.py).
+DEST's own layout (the lock, partial files, their mode) is in layout.py.
 
 The writes: ``locked_dest`` (the lock, and the work directories removed when empty),
-``write_at`` / ``truncate_partial`` (partial files), ``commit_files`` (one syncfs, then the
-renames, then the modes), ``set_mode`` (a complete file whose mode alone is wrong) and
-``delete_files`` (``--delete``: regular files only, reached through directory descriptors opened
-without following a symlink, so a link swapped in for a directory never leads outside DEST).
-Nothing here decides what to write: pull_plan.py does, reading DEST without writing to it.
+``prepare_dest`` (under the lock, before planning: the work directories, the case probe, partial
+files given their owner's mode again), ``write_at`` / ``truncate_partial`` (partial files),
+``commit_files`` (one syncfs, then the renames, then the modes), ``set_mode`` (a complete file
+whose mode alone is wrong) and ``delete_files`` (``--delete``: regular files only, reached through
+directory descriptors opened without following a symlink, so a link swapped in for a directory
+never leads outside DEST). Nothing here decides what to write: plan.py does, reading DEST without
+writing to it.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aim_cli.pull.case import check_case_clashes
+from aim_cli.pull.dest_access import (DestDirs, check_work_dir, dest_error, is_repository, open_regular,
+                                      scan_partials)
 from aim_cli.pull.dest_lock import DestLock
+from aim_cli.pull.layout import CASE_PROBE, PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.util.fs import display_path, fsync_dir, sync_filesystem
-from aim_cli.repository.store import REPO_META_KEY
 
 if TYPE_CHECKING:
     from aim_cli.pull.plan import FilePlan
 
-WORK_DIR = ".aim"
-PARTIAL_DIR = "partial"
-CASE_PROBE = "case-probe"
-PARTIAL_MODE = 0o600  # what a partial file always has: readable and writable by its owner only
-# Opening a file of DEST: never through a symlink, never blocking on a FIFO planted there.
-_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK
+# Opening a directory of DEST (--delete): never through a symlink.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -76,16 +64,26 @@ def make_work_dir(path: Path) -> None:
     check_work_dir(path)
 
 
-def check_work_dir(path: Path) -> None:
-    """Refuse one of pull's own directories that is a symlink or not a directory (a dry run,
-    which creates nothing, asks this of the ones that exist)."""
-    if path.is_symlink() or not path.is_dir():
-        raise UsageError(f"{path} is not a directory (a symlink or a file)",
-                         "pull never writes through a symlink in its destination: remove it and rerun")
-
-
-def is_repository(directory: Path) -> bool:
-    return os.path.lexists(directory / REPO_META_KEY)
+def prepare_dest(dest: Path, paths: Sequence[str]) -> DestFacts:
+    """Make DEST (absolute, locked) ready to be planned, and say what was found: pull's work
+    directories are created (never through a symlink), a version whose ``paths`` clash where
+    case is ignored is refused (UsageError) if DEST's filesystem ignores it (probed only when
+    there is such a pair), and every partial file is listed and made the owner's again: a partial
+    an older aim_cli left read-only (it applied the file's mode before the rename) can then be
+    re-read and finished. Anything in the partial directory that is not a partial file is refused
+    before any mode changes."""
+    work_dir = dest / WORK_DIR
+    partial_dir = work_dir / PARTIAL_DIR
+    make_work_dir(partial_dir)
+    check_case_clashes(paths, lambda: ignores_case(work_dir))
+    partials = scan_partials(partial_dir)
+    for path, mode in partials:
+        if mode != PARTIAL_MODE:
+            try:
+                os.chmod(path, PARTIAL_MODE)  # a regular file, just checked, in the directory we hold the lock of
+            except OSError as e:
+                raise dest_error(e, path) from None
+    return DestFacts(tuple(path for path, _ in partials), locked=True)
 
 
 def refuse_repository_dest(dest: Path, repo_roots: Iterable[str | os.PathLike] = ()) -> None:
@@ -137,76 +135,6 @@ def make_dirs(path: Path) -> None:
             pass
         except OSError as e:
             raise dest_error(e, directory) from None
-
-
-class DestDirs:
-    """The directories of DEST that files go into, each checked once per instance: never a
-    symlink (pull never writes through one), never a file in the way, never a repository's
-    directory. Missing ones are created one level at a time when asked (no recursion)."""
-
-    def __init__(self, dest: Path):
-        self.dest = dest
-        self._checked: set[Path] = set()
-        self._absent: set[Path] = set()  # found missing when not asked to create (DEST is locked)
-
-    def parent_of(self, rel: str, *, create: bool) -> Path:
-        parts = rel.split("/")[:-1]
-        parent = self.dest
-        for part in parts:
-            parent = parent / part
-            if parent in self._checked:
-                continue
-            if (not create and parent in self._absent) or not self._check(parent, create):
-                self._absent.add(parent)
-                return self.dest.joinpath(*parts)  # absent: nothing below it exists either
-            self._checked.add(parent)
-        return parent
-
-    @staticmethod
-    def _check(directory: Path, create: bool) -> bool:
-        try:
-            st = os.lstat(directory)
-        except FileNotFoundError:
-            if not create:
-                return False
-            try:
-                os.mkdir(directory)
-            except FileExistsError:
-                pass  # created meanwhile: checked below like any other
-            except OSError as e:
-                raise dest_error(e, directory) from None
-            st = os.lstat(directory)
-        except OSError as e:
-            raise dest_error(e, directory) from None
-        if stat.S_ISLNK(st.st_mode):
-            raise UsageError(f"{display_path(directory)} is a symlink; pull never writes through a symlink in its "
-                             f"destination", "remove the link or pull into another directory")
-        if not stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{display_path(directory)} exists and is not a directory", "move it away or pull elsewhere")
-        if is_repository(directory):
-            raise UsageError(f"{display_path(directory)} is a repository's directory; pull never writes into one",
-                             "pull into a directory outside every repository")
-        return True
-
-
-def open_regular(path: str | Path, flags: int) -> int:
-    """An open descriptor of the regular file at ``path`` (created PARTIAL_MODE with O_CREAT):
-    never through a symlink, never a FIFO or device (which could block or be endless)."""
-    fd = os.open(path, flags | _OPEN_FLAGS, PARTIAL_MODE)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return fd
-
-
-def dest_error(e: OSError, path: str | Path) -> Exception:
-    if e.errno == errno.ELOOP:
-        return UsageError(f"{display_path(path)} is a symlink; pull never writes through one", "remove it and rerun")
-    if e.errno == errno.ENAMETOOLONG:
-        return UsageError(f"{display_path(path)}: {e.strerror}", "pull into a directory with a shorter path")
-    if e.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {display_path(path)}", "free some space and rerun: the pull resumes")
-    return StorageError(f"cannot write {display_path(path)}: {e.strerror}", "check the destination's permissions")
 
 
 def ignores_case(work_dir: Path) -> bool:

@@ -3,15 +3,16 @@ each file into place only once its whole-file digest matches, then give it its m
 
 Three modules, three stages:
 
-    pull_plan.py      ``plan_pull`` reads DEST (what is complete, what each partial file holds,
+    plan.py           ``plan_pull`` reads DEST (what is complete, what each partial file holds,
                       which local files can provide chunks, what --delete removes) and returns a
                       typed ``PullPlan``; ``--dry-run`` prints it and stops there.
-    pull.py           ``execute`` runs a plan: ``_Assembler`` puts each missing chunk in place
+    pipeline.py       ``execute`` runs a plan: ``_Assembler`` puts each missing chunk in place
                       from the first source of a ``SourceChain`` (chunk_sources.py: DEST's files,
                       --reference directories, the chunk cache, the repository) that has it, and
                       verifies each file once its last chunk is written.
-    dest_writer.py    every write into DEST: the lock, partial files, the renames (one syncfs
-                      first), modes, --delete.
+    dest_writer.py    every write into DEST: the lock, DEST prepared for planning (work
+                      directories, case probe, partial files' mode), partial files, the renames
+                      (one syncfs first), modes, --delete.
 
 Every chunk's BLAKE3 is checked before it is written; a local source that does not match is skipped.
 Files of at most one chunk (most files of a model but its weights) go in batches, one task each,
@@ -37,8 +38,9 @@ from aim_cli.format import manifest as mf
 from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
 from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
 from aim_cli.config import check_name
-from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, open_regular,
-                                 refuse_repository_dest, set_mode, truncate_partial, write_at)
+from aim_cli.pull.dest_access import inspect_dest, open_regular
+from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, prepare_dest,
+                                      refuse_repository_dest, set_mode, truncate_partial, write_at)
 from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.util.fs import directory_argument, display_path, start_writeback
 from aim_cli.util.patterns import PathFilter
@@ -118,12 +120,13 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
             raise UsageError(f"--reference {display_path(ref_dir)} is not a directory", "check the path")
     refuse_repository_dest(dest, repo_roots)
     plan_args = dict(selection=selection, newest=newest, references=references, delete=delete, progress=progress)
+    paths = [e.path for e in ref.manifest.files if selection.selects(e.path)]
     if dry_run:
-        return plan_pull(repo, ref, dest.absolute(), dry_run=True, **plan_args)
+        return plan_pull(repo, ref, dest.absolute(), inspect_dest(dest.absolute(), paths), **plan_args)
     make_dirs(dest)
     dest = dest.absolute()
     with locked_dest(dest):
-        plan = plan_pull(repo, ref, dest, **plan_args)
+        plan = plan_pull(repo, ref, dest, prepare_dest(dest, paths), **plan_args)
         result = execute(plan, repo, jobs=jobs, cache=cache, progress=progress)
     result.elapsed = time.monotonic() - started
     return result

@@ -15,9 +15,12 @@ their partial files already hold.
 
 ``plan_pull`` returns a ``PullPlan``: the public, typed plan (``PullPlan.to_json`` is the shape
 `model pull --dry-run --json` prints, documented in the README), carrying in ``PullPlan.work``
-what the executor (pull.py) needs: the files to assemble, the local chunk sources, the modes to
-set, leftover partial files and the files to delete. With ``dry_run`` nothing is written: no
-lock, no work directory, no case probe file, no mode change.
+what the executor (pipeline.py) needs: the files to assemble, the local chunk sources, the modes
+to set, leftover partial files and the files to delete. The planner only reads, in a pull as in a
+dry run: what has to be written into DEST before it can be planned (the work directory, partial
+files' modes, the case probe) is written by dest_writer.prepare_dest under DEST's lock, which
+hands the planner a ``DestFacts`` (layout.py); a dry run's come from dest_access.inspect_dest,
+which writes nothing and takes no lock, and its plan has no ``work``.
 
 Files of at most one chunk (most files of a model but its weights) are planned in batches: DEST
 is read with one listdir per directory, not an lstat per file.
@@ -29,8 +32,7 @@ import os
 import shutil
 import stat
 import threading
-import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,11 +43,13 @@ import blake3
 from aim_cli.format import manifest as mf
 from aim_cli.pull.sources import LocalFiles
 from aim_cli.chunking.cdc import batches
-from aim_cli.pull.dest_writer import (PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestDirs, check_work_dir, dest_error,
-                                 ignores_case, make_work_dir, open_regular)
+from aim_cli.pull.case import fold
+from aim_cli.pull.dest_access import DestDirs, dest_error, open_regular
+from aim_cli.pull.layout import PARTIAL_DIR, WORK_DIR, DestFacts, partial_name
 from aim_cli.errors import UsageError
 from aim_cli.util.fs import display_path
 from aim_cli.util.patterns import PathFilter
+from aim_cli.util.walk import walk_tree
 from aim_cli.progress import NullProgress
 from aim_cli.repository.store import VersionRef
 
@@ -161,105 +165,7 @@ class FilePlan:
         return sum(self.entry.chunks[i][1] for i in self.have)
 
 
-# -- case-insensitive filesystems --------------------------------------------------------------------
-def _fold(path: str) -> str:
-    """``path`` as a filesystem that ignores case compares it (case, and Unicode normalisation,
-    which such filesystems ignore too)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())
-
-
-def case_clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
-    """Pairs of manifest paths that name one file (or a file and a directory) on a filesystem
-    that ignores case: ``A.bin`` and ``a.bin``; ``A`` and ``a/x``."""
-    seen: dict[str, str] = {}
-    clashes = []
-    for path in paths:
-        key = _fold(path)
-        if key in seen:
-            clashes.append((seen[key], path))
-        else:
-            seen[key] = path
-    # a file whose folded path is a folded directory of another file
-    folded_dirs: dict[str, str] = {}
-    for key, path in seen.items():
-        parts = key.split("/")
-        for i in range(1, len(parts)):
-            folded_dirs.setdefault("/".join(parts[:i]), path)
-    for key, path in seen.items():
-        if key in folded_dirs:
-            clashes.append((path, folded_dirs[key]))
-    return clashes
-
-
-def check_case_clashes(paths: Sequence[str], ignores_case: Callable[[], bool]) -> None:
-    """Refuse (UsageError) a version whose paths collide on DEST's case-insensitive filesystem:
-    one file would overwrite the other. A case-sensitive DEST takes any version. ``ignores_case``
-    probes DEST, only when the version has such a pair."""
-    clashes = case_clashes(paths)
-    if clashes and ignores_case():
-        a, b = clashes[0]
-        more = f" (and {len(clashes) - 1} more pairs)" if len(clashes) > 1 else ""
-        raise UsageError(
-            f"the version has paths that differ only by case, {display_path(a)!r} and {display_path(b)!r}{more}, "
-            f"and the destination's filesystem ignores case",
-            "pull onto a case-sensitive filesystem (most Linux filesystems are)")
-
-
-
-
-def _ignores_case_read_only(dest: Path) -> bool:
-    """Whether DEST's filesystem ignores case, without writing: look a name of DEST (or of its
-    nearest existing parent) up in another case. False when no name there can tell."""
-    directory = dest
-    while not directory.is_dir() and directory.parent != directory:
-        directory = directory.parent
-    try:
-        names = set(os.listdir(directory))
-    except OSError:
-        return False
-    for name in names:
-        other = name.swapcase()
-        if other != name and other not in names:
-            return os.path.lexists(directory / other)
-    return False
-
-
 # -- reading DEST ------------------------------------------------------------------------------------
-def partial_name(entry: mf.FileEntry) -> str:
-    return blake3.blake3(f"{entry.path}\0{entry.blake3}".encode()).hexdigest()[:32]
-
-
-def _scan_partials(partial_dir: Path, *, dry_run: bool) -> list[Path]:
-    """The partial files left in DEST/.aim/partial. Anything there that aim_cli does not write
-    (a directory, a symlink, a FIFO, a second hard link to some file) is refused rather than
-    followed or deleted. A partial an older aim_cli left read-only (it applied the file's mode
-    before the rename) is made the owner's again, so the rerun can re-read and finish it (not
-    in a dry run, which writes nothing: such a partial then just holds no chunk)."""
-    found = []
-    try:
-        entries = list(os.scandir(partial_dir))
-    except OSError as e:
-        if dry_run and isinstance(e, FileNotFoundError):
-            return found  # no pull has run there
-        raise dest_error(e, partial_dir) from None
-    for entry in entries:
-        path = Path(entry.path)
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise UsageError(f"{display_path(path)} is not a partial file of aim_cli (a directory, a link or a "
-                             f"special file)", "remove it and rerun the pull")
-        if stat.S_IMODE(st.st_mode) != PARTIAL_MODE and not dry_run:
-            try:
-                os.chmod(path, PARTIAL_MODE)  # a regular file, just checked, in the directory we hold the lock of
-            except OSError as e:
-                raise dest_error(e, path) from None
-        found.append(path)
-    return found
-
-
 def chunks_in_place(path: str | Path, entry: mf.FileEntry, offsets: list[int], advance=None) -> set[int]:
     """Indexes of the chunks of ``entry`` whose bytes are already right at their offsets in
     ``path`` (a partial file, or an earlier file at the final path). One sequential read."""
@@ -304,13 +210,13 @@ class DestNames:
         names = self._names.get(directory)
         if names is None:
             try:
-                names = frozenset(_fold(n) for n in os.listdir(directory))
+                names = frozenset(fold(n) for n in os.listdir(directory))
             except (FileNotFoundError, NotADirectoryError):
                 names = frozenset()
             except OSError as e:
                 raise dest_error(e, directory) from None
             self._names[directory] = names
-        return _fold(name) in names
+        return fold(name) in names
 
 
 _COMPLETE, _SET_MODE = "complete", "set-mode"
@@ -347,7 +253,7 @@ def _plan_file(target: _Target, dest_files: LocalFiles, references: LocalFiles, 
         dest_files.add(final, [(entry.chunks[i][0], plan.offsets[i]) for i in in_place])
         if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
             dest_files.add_file(final)
-    if target.partial_listed:  # a regular file of ours (_scan_partials); reopened without following links
+    if target.partial_listed:  # a regular file of ours (dest_access.scan_partials); reopened without following links
         plan.have = chunks_in_place(partial, entry, plan.offsets, advance)
     if len(plan.have) < len(entry.chunks):
         for ref_dir in reference_dirs:
@@ -361,17 +267,15 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
     version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
     them it is the version's file itself."""
-    from aim_cli.audit.verify import _walk as walk_tree  # the walk verify --local compares DEST by
-
     try:
-        found = walk_tree(dest)
+        found = walk_tree(dest)  # the walk verify --local compares DEST by
     except FileNotFoundError:
         return []  # DEST does not exist yet (a dry run)
     except OSError as e:
         raise dest_error(e, e.filename or dest) from None
-    folded = {_fold(path) for path in version_paths}
+    folded = {fold(path) for path in version_paths}
     return sorted((path, st.st_size) for path, st in found.items()
-                  if stat.S_ISREG(st.st_mode) and _fold(path) not in folded and selection.selects(path))
+                  if stat.S_ISREG(st.st_mode) and fold(path) not in folded and selection.selects(path))
 
 
 def free_space(dest: Path) -> int:
@@ -383,29 +287,19 @@ def free_space(dest: Path) -> int:
 
 
 # -- the planner -------------------------------------------------------------------------------------
-def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = PathFilter(), newest: bool = False,
-              references: Sequence[Path] = (), delete: bool = False, dry_run: bool = False,
-              progress=None) -> PullPlan:
-    """Plan the pull of ``ref``'s selected files into ``dest`` (absolute). Without ``dry_run``
-    it runs under DEST's lock (pull.py) and may create the work directories, probe the case
-    of DEST's filesystem and give partial files their owner's mode; with it, it writes nothing
-    and takes no lock. Files are hashed and re-chunked in parallel threads (blake3 and pyfastcdc
-    release the GIL)."""
+def plan_pull(repo, ref: VersionRef, dest: Path, facts: DestFacts, *, selection: PathFilter = PathFilter(), newest: bool = False,
+              references: Sequence[Path] = (), delete: bool = False, progress=None) -> PullPlan:
+    """Plan the pull of ``ref``'s selected files into ``dest`` (absolute), from what ``facts``
+    say of it (prepare_dest under DEST's lock, or inspect_dest for a dry run: then the plan has
+    no ``work``). Writes nothing. Files are hashed and re-chunked in parallel threads (blake3
+    and pyfastcdc release the GIL)."""
     progress = progress or NullProgress()
     m = ref.manifest
     selected = [e for e in m.files if selection.selects(e.path)]
     partial_dir = dest / WORK_DIR / PARTIAL_DIR
-    if not dry_run:
-        make_work_dir(partial_dir)
-    else:  # read nothing through a symlink the pull itself would refuse
-        for work_dir in (dest / WORK_DIR, partial_dir):
-            if os.path.lexists(work_dir):
-                check_work_dir(work_dir)
     dirs = DestDirs(dest)
     parents = [dirs.parent_of(e.path, create=False) for e in selected]  # one Path per directory, shared
-    probe = _ignores_case_read_only if dry_run else lambda d: ignores_case(d / WORK_DIR)
-    check_case_clashes([e.path for e in selected], lambda: probe(dest))
-    partials = {p.name: p for p in _scan_partials(partial_dir, dry_run=dry_run)}
+    partials = {p.name: p for p in facts.partials}
     names = DestNames()
     targets = []
     for e, parent in zip(selected, parents):
@@ -453,8 +347,8 @@ def plan_pull(repo, ref: VersionRef, dest: Path, *, selection: PathFilter = Path
     return PullPlan(
         m.model, m.tag, ref.digest, newest, str(dest), list(selection.include), list(selection.exclude), planned,
         [path for path, _ in doomed], sum(size for _, size in doomed), space_needed, free_space(dest),
-        None if dry_run else PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files],
-                                      leftovers))
+        PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files], leftovers)
+        if facts.locked else None)
 
 
 def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) -> PlannedFile:

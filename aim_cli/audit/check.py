@@ -1,0 +1,188 @@
+"""`repo check`: every manifest parses and validates, every blob it names is stored with the size
+it says, nothing below models/ or blobs/ is a stray; with ``read_data`` every stored blob is
+re-hashed. It reads and reports; it never writes.
+
+Also counts the unreferenced blobs that `repo gc` would free, and checks every signature's
+structure (not its cryptography: `model verify --public-key` does that): one per version that
+exists, bounded, a Sigstore bundle.
+
+Memory stays bounded: at most ``jobs`` blobs are in memory at once, and the check holds one
+manifest at a time plus the set of chunks they name (scan.scan_manifests): memory grows with the
+distinct chunks, never with versions x chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
+from aim_cli.errors import IntegrityError, NotFoundError
+from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
+from aim_cli.audit.verify import BlobProblem, read_blob
+from aim_cli.progress import NullProgress
+from aim_cli.repository.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, in_signatures, manifest_key,
+                                      map_bounded)
+
+
+@dataclass
+class CheckReport:
+    repo: str
+    versions: int = 0
+    referenced: int = 0  # distinct blobs named by the readable manifests
+    stored: int = 0
+    read: int = 0  # blobs re-hashed (--read-data)
+    unreferenced: int = 0
+    unreferenced_bytes: int = 0
+    raw_bytes: int = 0  # the referenced chunks' bytes (each distinct chunk once)
+    stored_bytes: int = 0  # what storage holds for them (format 2 compresses; format 1: the same)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (model:tag or aim-repo.json, why)
+    problems: list[BlobProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.broken or self.problems)
+
+
+class ChunkIndex:
+    """The chunks that manifests name, as (digest, size) pairs, folded in one manifest at a time:
+    memory grows with the distinct chunks, not with the manifests that name them. Folding runs in
+    C (``set.update`` with the manifest's own tuples), with no Python step per chunk."""
+
+    def __init__(self) -> None:
+        self._pairs: set[tuple[str, int]] = set()
+        self._changed = ChangedChunks()
+
+    def add(self, manifest: mf.Manifest) -> None:
+        for chunks in self._changed.of(manifest):  # those in place since the manifest before are in
+            self._pairs.update(chunks)
+
+    def sizes(self) -> dict[str, int]:
+        """digest -> size of every chunk named (one of the sizes, where manifests disagree)."""
+        return dict(self._pairs)
+
+    def disagreeing(self, sizes: dict[str, int]) -> set[str]:
+        """The digests that manifests name with different sizes (``sizes`` is ``self.sizes()``)."""
+        if len(sizes) == len(self._pairs):
+            return set()
+        return {digest for digest, size in self._pairs if sizes[digest] != size}
+
+
+def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
+    if in_signatures(vk.key):  # why it does not parse as a manifest is noise here
+        return ("not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
+                "names); remove it from the storage by hand")
+    what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
+    if vk.model is None:
+        return f"{what}; remove it from the storage by hand"
+    return f"{what}; `aim_cli model delete-version REPO {vk.model} --tag {vk.name!r}` removes it"
+
+
+def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, progress=None) -> CheckReport:
+    """NotARepositoryError (exit 3) for a root without aim-repo.json; DamagedStorageError when a
+    listing meets a link or special file; everything else is reported."""
+    report = CheckReport(repo.name)
+    try:
+        fmt = repo.format()  # a format this client does not know: ConfigError (upgrade), not damage
+    except IntegrityError as e:
+        report.broken.append((REPO_META_KEY, e.message))
+        return report  # without the format no blob can be judged; the rest would be noise
+    index = ChunkIndex()
+    from_manifests: dict[str, sm.Summary] = {}
+    scan = scan_manifests(repo, index.add, summaries=from_manifests)
+    report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
+    report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
+    referenced = index.sizes()
+    sizes_disagree = index.disagreeing(referenced)
+    del index  # the pairs: sizes and disagreements are all the check needs of them
+    # A summary without its version, unreadable, or disagreeing with the manifest just read.
+    report.broken += repo.summary_problems(known=from_manifests)
+    report.broken += signature_problems(repo, scan.keys)
+
+    stored: dict[str, int] = {}
+    for key, digest, size in repo.iter_blob_keys():
+        if digest is None:
+            report.broken.append((key, "not a blob key aim_cli writes; remove it from the storage by hand"))
+        else:
+            stored[digest] = size
+    report.referenced, report.stored = len(referenced), len(stored)
+
+    bad: dict[str, tuple[str, str]] = {}
+    for digest in sorted(sizes_disagree):
+        bad[digest] = ("size", "manifests disagree on its size")
+    for digest, size in referenced.items():
+        if digest not in stored:
+            bad[digest] = ("missing", "not stored")
+        elif digest in bad:
+            continue
+        elif not fmt.stored_size_fits(stored[digest], size):
+            bad[digest] = ("size", f"{stored[digest]} bytes stored cannot hold the {size} bytes the manifest says")
+        else:
+            report.raw_bytes += size
+            report.stored_bytes += stored[digest]
+
+    if read_data:
+        to_read = sorted(d for d in stored if d not in bad)
+        progress = progress or NullProgress()
+        progress.start("check", sum(stored[d] for d in to_read))
+
+        def check(digest: str):
+            found = read_blob(repo, digest, referenced.get(digest), stored[digest])
+            progress.advance(stored[digest])
+            return found
+
+        try:
+            for digest, found in map_bounded(check, to_read, jobs, "aim-check"):
+                if found is None:
+                    report.read += 1
+                elif found[0] == "corrupt" or digest in referenced:
+                    bad[digest] = found  # an unreferenced blob that vanished was just collected
+        finally:
+            progress.close()
+
+    report.problems = _problems(repo, bad)
+    garbage = [size for d, size in stored.items() if d not in referenced]
+    report.unreferenced, report.unreferenced_bytes = len(garbage), sum(garbage)
+    return report
+
+
+def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[tuple[str, str]]:
+    """(key, why) of every damaged signature: one without its version, one larger than any
+    bundle, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a listing of
+    models/ taken before this one (a version signed since is looked up again). Signatures are
+    few and small: each is read, in parallel."""
+    keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
+    from aim_cli.signing.core import bundle_problem as judge  # imported here: check without signatures never loads it
+    found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
+    return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
+
+
+def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str],
+                       judge: Callable[[bytes], str | None]) -> str | None:
+    # The version first, then the signature: a delete removes them in the other order, so a
+    # signature still there once its version is gone is one that no delete in progress removes.
+    orphan = manifest_key(sk.model, sk.tag) not in manifest_keys and not repo.has_version(sk.model, sk.tag)
+    try:
+        data = repo.get_signature(sk.model, sk.tag, sk.hint)
+    except NotFoundError:
+        return None
+    except IntegrityError as e:  # larger than any bundle
+        return f"{e.message}; {e.hint}"
+    if orphan:
+        return (f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
+                f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it")
+    why = judge(data)
+    if why is not None:
+        return (f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
+                f"the version again")
+    return None
+
+
+def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> list[BlobProblem]:
+    """A BlobProblem for each bad digest, with the files that use it ("model:tag/path"). Found by
+    a second pass over the manifests, only when there is damage: the first pass keeps none."""
+    users: dict[str, list[str]] = {d: [] for d in bad}
+    if users:
+        scan_manifests(repo, lambda m: add_users(users, m, qualified=True))
+    return [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
