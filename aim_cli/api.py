@@ -194,12 +194,13 @@ def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = No
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
     if require_signature is not None:
-        from aim_cli.signing import core as signing
+        from aim_cli.signing.files import read_user_file
+        from aim_cli.signing.keys import load_public_key
+        from aim_cli.signing.verify import verify_version_signature
 
-        key = signing.load_public_key(signing.read_user_file(require_signature, "public key"),
-                                      os.fspath(require_signature))
+        key = load_public_key(read_user_file(require_signature, "public key"), os.fspath(require_signature))
         ref = _resolve(repository, model, tag, digest)
-        signing.verify_version_signature(repository, ref, key)
+        verify_version_signature(repository, ref, key)
         tag, digest = ref.manifest.tag, ref.digest
     cache = None
     if cache_dir and not dry_run:
@@ -263,7 +264,7 @@ class VersionDetails:
     distinct_size: int = 0  # the bytes of its distinct chunks (a chunk used twice counts once)
     stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
     missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
-    signatures: list = field(default_factory=list)  # aim_cli.signing.core.SignatureInfo of each stored signature
+    signatures: list = field(default_factory=list)  # aim_cli.signing.bundle.SignatureInfo of each stored signature
 
 
 @dataclass(frozen=True)
@@ -290,11 +291,11 @@ def version_details(repo: str, model: str, *, tag: str | None = None, digest: st
     files = [FileInfo(f.path, f.size, f.mode, f.blake3, len(f.chunks)) for f in m.files]
     chunks = {d: s for f in m.files for d, s in f.chunks}
     stored = repository.stored_sizes(chunks)  # one listing or a HEAD per chunk, whichever is cheaper
-    from aim_cli.signing import core as signing
+    from aim_cli.signing.verify import signatures_of
 
     return VersionDetails(m.model, m.tag, ref.digest, m.created_at, m.created_by, m.message, m.total_size, files,
                           repository.format().version, sum(chunks.values()), sum(stored.values()),
-                          len(chunks) - len(stored), signing.signatures_of(repository, ref))
+                          len(chunks) - len(stored), signatures_of(repository, ref))
 
 
 def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
@@ -381,23 +382,27 @@ def sign_version(repo: str, model: str, *, tag: str, key: str | os.PathLike | No
                  certificate_chain: Sequence[str | os.PathLike] = (), import_bundle: str | os.PathLike | None = None,
                  jobs: int = DEFAULT_JOBS, config=None):
     """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
-    the bundle: an ``aim_cli.signing.core.SignResult`` (``created`` False: already signed by that key).
+    the bundle: an ``aim_cli.signing.sign.SignResult`` (``created`` False: already signed by that key).
     BLAKE3 (default) reads only the manifest; ``sha256`` streams the verified blobs.
     ``certificate`` (+ ``certificate_chain``): model_signing's certificate method.
     ``import_bundle``: attach a bundle made elsewhere instead, after checking its files."""
-    from aim_cli.signing import core as signing
+    from aim_cli.signing import sign
+    from aim_cli.signing.bundle import max_bundle_bytes
+    from aim_cli.signing.certificates import load_certificates
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import load_private_key
 
     repository = open_repository(repo, config=config, jobs=jobs)
     ref = repository.get_version(model, tag)
     if import_bundle is not None:
-        data = signing.read_user_file(import_bundle, "bundle", signing.max_bundle_bytes(ref.manifest))
-        return signing.import_bundle(repository, ref, data)
+        data = read_user_file(import_bundle, "bundle", max_bundle_bytes(ref.manifest))
+        return sign.import_bundle(repository, ref, data)
     if key is None:
         raise UsageError("no signing key", "pass --key KEY.pem (or --import BUNDLE)")
-    private_key = signing.load_private_key(signing.read_user_file(key, "key"), password, os.fspath(key))
-    certificates = signing.load_certificates(private_key, certificate, certificate_chain) if certificate else ()
-    return signing.sign_version(repository, ref, private_key, kind="sha256" if sha256 else "blake3",
-                                certificates=certificates)
+    private_key = load_private_key(read_user_file(key, "key"), password, os.fspath(key))
+    certificates = load_certificates(private_key, certificate, certificate_chain) if certificate else ()
+    return sign.sign_version(repository, ref, private_key, kind="sha256" if sha256 else "blake3",
+                             certificates=certificates)
 
 
 def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.PathLike | None = None,
@@ -405,17 +410,20 @@ def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.Pa
                      jobs: int = DEFAULT_JOBS, config=None):
     """A signature by ``public_key`` (PEM), or by a certificate that ``certificate_chain`` (trust
     roots) vouches for, covering exactly the version's files and digests (or those of the
-    directory ``local``): an ``aim_cli.signing.core.VerifyResult``; IntegrityError otherwise."""
-    from aim_cli.signing import core as signing
+    directory ``local``): an ``aim_cli.signing.verify.VerifyResult``; IntegrityError otherwise."""
+    from aim_cli.signing.certificates import load_trust_roots
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import load_public_key
+    from aim_cli.signing.verify import verify_version_certificates, verify_version_signature
 
     repository = open_repository(repo, config=config, jobs=jobs)
     ref = repository.get_version(model, tag)
     if public_key is not None:
-        key = signing.load_public_key(signing.read_user_file(public_key, "public key"), os.fspath(public_key))
-        return signing.verify_version_signature(repository, ref, key, local=local)
+        key = load_public_key(read_user_file(public_key, "public key"), os.fspath(public_key))
+        return verify_version_signature(repository, ref, key, local=local)
     if certificate_chain:
-        roots = signing.load_trust_roots(certificate_chain)
-        return signing.verify_version_certificates(repository, ref, roots, local=local)
+        roots = load_trust_roots(certificate_chain)
+        return verify_version_certificates(repository, ref, roots, local=local)
     raise UsageError("no key to verify with", "pass --public-key KEY.pub or --certificate-chain ROOTS.pem")
 
 
@@ -423,21 +431,23 @@ def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: s
                      signer: str | None = None, config=None) -> ExportResult:
     """Write a stored bundle of ``model:tag`` to ``output`` for the upstream tools: the
     ``signer``'s (16 hex; the only one when None) of the BLAKE3 or the ``sha256`` kind."""
-    from aim_cli.signing import core as signing
+    from aim_cli.signing.bundle import max_bundle_bytes, parse_bundle
+    from aim_cli.signing.files import write_new_file
+    from aim_cli.signing.verify import choose_signature, read_bundle
 
     repository = open_repository(repo, config=config)
     ref = repository.get_version(model, tag)
-    hint = signing.choose_signature(repository.list_signatures(model, tag), "sha256" if sha256 else "blake3",
-                                    signer, f"{model}:{tag}")
-    data = signing.read_bundle(repository, ref, hint)
-    signing.parse_bundle(data, max_size=signing.max_bundle_bytes(ref.manifest))
-    signing.write_new_file(output, data)
+    hint = choose_signature(repository.list_signatures(model, tag), "sha256" if sha256 else "blake3",
+                            signer, f"{model}:{tag}")
+    data = read_bundle(repository, ref, hint)
+    parse_bundle(data, max_size=max_bundle_bytes(ref.manifest))
+    write_new_file(output, data)
     return ExportResult(model, tag, hint, os.fspath(output), len(data))
 
 
 def list_signatures(repo: str, model: str, *, tag: str, config=None):
-    """The version's stored signatures: ``aim_cli.signing.core.SignatureInfo`` (hint, kind, method)."""
-    from aim_cli.signing import core as signing
+    """The version's stored signatures: ``aim_cli.signing.bundle.SignatureInfo`` (hint, kind, method)."""
+    from aim_cli.signing.verify import signatures_of
 
     repository = open_repository(repo, config=config)
-    return signing.signatures_of(repository, repository.get_version(model, tag))
+    return signatures_of(repository, repository.get_version(model, tag))

@@ -570,11 +570,12 @@ def sigstore_bundle_bytes(seed: int) -> bytes:
     What the lifecycle (delete, gc, copy, check) handles as opaque bytes; different per seed."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from aim_cli.signing import core as signing
+    from aim_cli.signing.bundle import sign_payload
+    from aim_cli.signing.statement import build_statement, payload_bytes
 
     key = ec.derive_private_key(1000 + seed, ec.SECP256R1())
-    statement = signing.build_statement("m", {f"file-{seed}.bin": "ab" * 32}, "blake3")
-    return signing.sign_payload(key, signing.payload_bytes(statement))
+    statement = build_statement("m", {f"file-{seed}.bin": "ab" * 32}, "blake3")
+    return sign_payload(key, payload_bytes(statement))
 
 
 # -- signing (issue 12): keys, a small PKI, and model_signing as the oracle -----------------------------

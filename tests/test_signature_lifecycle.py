@@ -221,7 +221,7 @@ def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(r
         st.sampled_from(["mediaType", "dsseEnvelope", "verificationMaterial", "x"]), inner, max_size=4),
 ).map(lambda doc: json.dumps(doc).encode())))
 def test_the_bundle_judge_of_repo_check_returns_a_reason_or_none_for_any_bytes(data):
-    from aim_cli.signing.core import bundle_problem
+    from aim_cli.signing.bundle import bundle_problem
 
     why = bundle_problem(data)
     assert why is None or (isinstance(why, str) and why and "\n" not in why)

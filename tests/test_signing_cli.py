@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from aim_cli.signing import core as signing
+from aim_cli.signing.bundle import sign_payload
+from aim_cli.signing.keys import key_hint
+from aim_cli.signing.statement import blake3_digests, build_statement, payload_bytes
 from aim_cli.repository.store import signature_key
 from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_error, upstream_verify, write_file,
                            write_keys, write_pki)
@@ -38,7 +40,7 @@ def upstream_cli(*args) -> subprocess.CompletedProcess:
 
 def test_sign_verify_export_info(pushed, tmp_path):
     env, src, key, pem, pub = pushed
-    signer = signing.key_hint(key.public_key())[:16]
+    signer = key_hint(key.public_key())[:16]
     out = ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem))).stdout
     assert out.startswith("signed m:v1: signer " + signer)
     again = ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--json"))
@@ -73,7 +75,7 @@ def test_sign_verify_export_info(pushed, tmp_path):
 
 def test_sha256_kind_verifies_with_the_upstream_cli(pushed, tmp_path):
     env, src, key, pem, pub = pushed
-    signer = signing.key_hint(key.public_key())[:16]
+    signer = key_hint(key.public_key())[:16]
     r = json.loads(ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--sha256",
                               "--json")).stdout)
     assert (r["hint"], r["kind"], r["created"]) == (signer + ".sha256", "sha256", True)
@@ -129,7 +131,7 @@ def plant(env, hint: str, data: bytes) -> None:
 @LOCAL_ONLY
 def test_tampered_signatures_fail_with_one_line_naming_the_check(pushed, tmp_path):
     env, src, key, pem, pub = pushed
-    signer = signing.key_hint(key.public_key())[:16]
+    signer = key_hint(key.public_key())[:16]
     ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem)))
     good = env.repository.get_signature("m", "v1", signer)
     verify = ("model", "verify", env.name, "m", "--tag", "v1", "--public-key", str(pub))
@@ -144,15 +146,15 @@ def test_tampered_signatures_fail_with_one_line_naming_the_check(pushed, tmp_pat
     digests = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
     digests["a.txt"] = "0" * 64
     doc["dsseEnvelope"]["payload"] = base64.b64encode(
-        signing.payload_bytes(signing.build_statement("m", digests, "blake3"))).decode()
+        payload_bytes(build_statement("m", digests, "blake3"))).decode()
     replace(json.dumps(doc).encode())
     one_line_error(env.cli(*verify), 5, "ECDSA signature does not match")
     # a signature by another key under this signer's name
     other = ec.generate_private_key(ec.SECP256R1())
-    replace(signing.sign_payload(other, base64.b64decode(json.loads(good)["dsseEnvelope"]["payload"])))
+    replace(sign_payload(other, base64.b64decode(json.loads(good)["dsseEnvelope"]["payload"])))
     one_line_error(env.cli(*verify), 5, "another key")
     # a bundle for a version with other files, correctly signed
-    replace(signing.sign_payload(key, signing.payload_bytes(signing.build_statement("m", {"x.bin": "1" * 64},
+    replace(sign_payload(key, payload_bytes(build_statement("m", {"x.bin": "1" * 64},
                                                                                     "blake3"))))
     one_line_error(env.cli(*verify), 5, "covers other files", "x.bin")
     # truncated
@@ -175,7 +177,7 @@ def test_import_of_a_model_signing_bundle_verifies(repo, tmp_path):
     bundle = src / "model.sig"
     r = json.loads(ok(repo.cli("model", "sign", repo.name, "m", "--tag", "v1", "--import", str(bundle),
                                "--json")).stdout)
-    signer = signing.key_hint(key.public_key())[:16]
+    signer = key_hint(key.public_key())[:16]
     assert (r["hint"], r["kind"], r["method"], r["created"]) == (signer + ".sha256", "sha256", "key", True)
     assert "already signed" in ok(repo.cli("model", "sign", repo.name, "m", "--tag", "v1", "--import",
                                            str(bundle))).stdout
@@ -228,10 +230,10 @@ def test_pull_requires_a_signature_before_writing_anything(pushed, tmp_path):
     dest2 = tmp_path / "dest2"
     one_line_error(env.cli("model", "pull", env.name, "m", str(dest2), "--tag", "v1", "--require-signature",
                            str(other)), 5, "no signature")
-    signer = signing.key_hint(key.public_key())[:16] + ".sha256"
+    signer = key_hint(key.public_key())[:16] + ".sha256"
     env.repository.backend.delete(signature_key("m", "v1", signer))
-    plant(env, signer, signing.sign_payload(key, signing.payload_bytes(
-        signing.build_statement("m", {"x.bin": "1" * 64}, "sha256"))))
+    plant(env, signer, sign_payload(key, payload_bytes(
+        build_statement("m", {"x.bin": "1" * 64}, "sha256"))))
     one_line_error(env.cli("model", "pull", env.name, "m", str(dest2), "--tag", "v1", "--require-signature",
                            str(pub)), 5, "covers other files")
     assert not dest2.exists()
@@ -287,9 +289,9 @@ def test_a_forged_bundle_in_the_signers_slot_is_not_already_signed(pushed, tmp_p
     env, src, key, pem, pub = pushed
     forger = ec.generate_private_key(ec.SECP256R1())
     ref = env.repository.get_version("m", "v1")
-    doc = json.loads(signing.sign_payload(forger, signing.payload_bytes(
-        signing.build_statement("m", signing.blake3_digests(ref.manifest), "blake3"))))
-    doc["verificationMaterial"]["publicKey"]["hint"] = signing.key_hint(key.public_key())
+    doc = json.loads(sign_payload(forger, payload_bytes(
+        build_statement("m", blake3_digests(ref.manifest), "blake3"))))
+    doc["verificationMaterial"]["publicKey"]["hint"] = key_hint(key.public_key())
     forged = tmp_path / "forged.sig"
     forged.write_text(json.dumps(doc))
     ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--import", str(forged)))

@@ -153,7 +153,7 @@ def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[
     models/ taken before this one (a version signed since is looked up again). Signatures are
     few and small: each is read, in parallel."""
     keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
-    from aim_cli.signing.core import bundle_problem as judge  # imported here: check without signatures never loads it
+    from aim_cli.signing.bundle import bundle_problem as judge  # imported here: check without signatures never loads it
     found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
     return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
 

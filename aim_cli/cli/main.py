@@ -491,9 +491,10 @@ def _key_password(key: str | None, password_env: str | None) -> str | None:
         return os.environ[password_env]
     if not key:
         return None
-    from aim_cli.signing import core as signing
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import is_encrypted
 
-    if not signing.is_encrypted(signing.read_user_file(key, "key")):
+    if not is_encrypted(read_user_file(key, "key")):
         return None
     if not sys.stdin.isatty():
         raise UsageError(f"{key} is encrypted", "pass --password-env VAR naming a variable that holds its password")
