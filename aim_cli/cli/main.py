@@ -10,6 +10,7 @@ commands that need them: ``aim_cli --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -18,6 +19,7 @@ import click
 from aim_cli import __version__
 from aim_cli.cli.cache import cache
 from aim_cli.cli.model import model
+from aim_cli.cli.render import StdoutClosed
 from aim_cli.cli.repo import info, repo
 from aim_cli.errors import AimError
 
@@ -47,6 +49,14 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (a test's capture): nothing to flush
+        pass
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="aim_cli", standalone_mode=False)
@@ -70,9 +80,11 @@ def main(argv=None) -> None:
         _fail(f"error: {e.strerror or e}{where}; check the path, its permissions and the free space", 6)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume: what was already transferred is kept", 130)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(1)
+    except StdoutClosed:
+        # As `git log | head -1`: the reader has what it wanted, nothing failed. Python flushes stdout
+        # at exit; pointed at devnull, that flush cannot fail again and print "Exception ignored".
+        _discard_stdout()
+        sys.exit(0)
     except Exception as e:  # a bug: say so, keep it one line unless -v
         _fail(f"error: unexpected {type(e).__name__}: {e}; this is a bug in aim_cli, "
               f"please report it with the output of `aim_cli -v ...`", 1)

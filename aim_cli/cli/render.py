@@ -14,12 +14,21 @@ def size(n: int) -> str:
     return humanize.naturalsize(n, binary=True)
 
 
+class StdoutClosed(Exception):
+    """Whoever read stdout has gone (`aim_cli model info ... | head -1`): main() exits 0 quietly.
+
+    Not an OSError: click takes any EPIPE raised in a command for its own and exits 1."""
+
+
 def out(text: str) -> None:
-    click.echo(text)
+    try:
+        click.echo(text)
+    except BrokenPipeError as e:
+        raise StdoutClosed from e
 
 
 def out_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    out(json.dumps(obj, indent=2, default=str))
 
 
 def show_pull_plan(plan, dest: str, as_json: bool) -> None:
