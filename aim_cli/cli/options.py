@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-DEFAULT_JOBS = 8  # mirrors api.DEFAULT_JOBS without importing the api at start-up
+from aim_cli.defaults import DEFAULT_JOBS
 
 jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=DEFAULT_JOBS, show_default=True,
                            help="Parallel transfers.")
