@@ -7,6 +7,7 @@ assert the exit code of DESIGN.md section 7, one line on stderr (no traceback) a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -725,6 +726,32 @@ def test_ctrl_c_during_pull_then_resume(local_repo, tmp_path):
     assert result["fetched_raw_bytes"] < raw == result["total_size"], f"the rerun fetched everything again: {result}"
     assert result["fetched_bytes"] < stored, f"the rerun fetched everything again: {result}"
     assert_same_tree(src, dest)
+
+
+# -- stdout closed early ----------------------------------------------------------------------------
+def test_output_into_a_pipe_closed_early_exits_0_quietly(local_repo, tmp_path):
+    """`aim_cli model info ... | head -1`: the reader left once it had what it wanted. As for
+    `git log | head -1`, that is exit 0 with nothing on stderr, not the "bug" exit 1. The output
+    outgrows the pipe's buffer, so the writes after the reader left do fail."""
+    env = local_repo
+    src = tmp_path / "many"
+    src.mkdir()
+    files = 3000
+    for i in range(files):
+        (src / f"file-{i:05d}.bin").write_bytes(i.to_bytes(4, "big"))
+    ok(env.aim("model", "push", REPO, "many", src, "--tag", "v1", "--quiet"))
+    for extra in ([], ["--json"]):
+        proc = subprocess.Popen([str(AIM), "model", "info", REPO, "many", "--tag", "v1", *extra], cwd=env.cwd,
+                                env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        if hasattr(fcntl, "F_GETPIPE_SZ"):  # each file's line holds at least its 64 hex digits
+            assert files * 64 > 2 * fcntl.fcntl(proc.stdout, fcntl.F_GETPIPE_SZ), "the output would fit the pipe"
+        first = os.read(proc.stdout.fileno(), 100)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+        assert first.startswith(b"{" if extra else b"many:v1"), first
+        assert (code, err) == (0, b""), f"{extra}: exit {code}, stderr {err!r}"
 
 
 # -- start-up ---------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""The audit commands (aim_cli/audit/): ``model info`` and ``model verify`` read a version,
+``repo check`` and ``repo gc`` a whole repository. model.py and repo.py attach them to their
+groups. A failed check raises IntegrityError after listing its problems: exit 5."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
+from aim_cli.cli.render import out, out_json, size
+from aim_cli.cli.signatures import verify_signature
+from aim_cli.errors import IntegrityError, UsageError
+
+
+@click.command("info")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", help="Version to show (default: the newest).")
+@json_option
+def model_info(repo_name, model_name, tag, as_json):
+    """Show a version: manifest digest, author, message, each file's size and BLAKE3."""
+    v = api().version_details(repo_name, model_name, tag=tag, config=config())
+    if as_json:
+        out_json(asdict(v))
+        return
+    out(f"{v.model}:{v.tag}")
+    out(f"digest:   {v.digest}")
+    from aim_cli.util.quoting import printable
+
+    # Author and message came from storage: escaped (a newline would forge an output line), never cut.
+    out(f"created:  {v.created_at} by {printable(v.created_by, len(v.created_by))}")
+    out(f"message:  {printable(v.message, len(v.message)) or '-'}")
+    out(f"size:     {size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
+    missing = f"; {v.missing_blobs} blobs missing (run `aim_cli repo check`)" if v.missing_blobs else ""
+    out(f"stored:   {size(v.stored_size)} for {size(v.distinct_size)} of distinct chunks "
+        f"(format {v.format}){missing}")
+    for f in v.files:
+        out(f"{size(f.size):>11}  {f.blake3}  {f.path}")
+    for sig in v.signatures:
+        out(f"signed:   by {sig.hint} ({sig.kind}, {sig.method} method)")
+
+
+@click.command("verify")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", help="Version to verify (default: the newest).")
+@click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
+@click.option("--local", "local_dir", metavar="DIR",
+              help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.")
+@click.option("--public-key", metavar="KEY.pub",
+              help="Check a signature by this EC public key (PEM) instead: it must cover exactly the version's "
+                   "files and digests (or those of --local DIR).")
+@click.option("--certificate-chain", "trust_roots", multiple=True, metavar="ROOTS.pem",
+              help="Check a certificate-method signature whose chain leads to these trusted roots (repeatable).")
+@patterns_option
+@jobs_option
+@quiet_option
+@json_option
+def model_verify(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include, exclude, jobs,
+                 quiet, as_json):
+    """Re-read every blob of a version and check its hash (exit 5 on any problem).
+    --include/--exclude select the files --local compares. With --public-key or
+    --certificate-chain: check the version's signature instead."""
+    from aim_cli.progress import make_progress
+
+    if public_key or trust_roots:
+        verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include or exclude,
+                         jobs, as_json)
+        return
+
+    if (include or exclude) and not local_dir:
+        raise UsageError("--include and --exclude select the files of --local DIR",
+                         "add --local DIR, or drop the patterns to check every blob")
+    if local_dir:
+        _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json)
+        return
+    r = api().verify_version(repo_name, model_name, tag=tag, digest=digest, jobs=jobs, config=config(),
+                             progress=make_progress(quiet or as_json))
+    if as_json:
+        out_json(asdict(r) | {"ok": r.ok})
+    else:
+        for p in r.problems:
+            out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); files: {', '.join(p.used_by)}")
+        if r.ok:
+            out(f"{r.model}:{r.tag} (digest {r.digest}): all {r.blobs} blobs ({size(r.bytes)}) intact")
+    if not r.ok:
+        raise IntegrityError(
+            f"{len(r.problems)} of {r.blobs} blobs of {r.model}:{r.tag} are missing or corrupt in {repo_name!r}",
+            "push a good copy under a new tag to restore missing blobs (delete corrupt ones from storage first), "
+            "or delete this version")
+
+
+def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json) -> None:
+    """`model verify --local DIR`: compare DIR's files with the version by digest."""
+    r = api().verify_local(repo_name, model_name, local_dir, tag=tag, digest=digest, jobs=jobs, config=config(),
+                           include=include, exclude=exclude)
+    if as_json:
+        out_json(asdict(r) | {"ok": r.ok})
+    else:
+        for kind, paths in (("modified", r.modified), ("missing", r.missing), ("extra", r.extra)):
+            for path in paths:
+                out(f"{kind:<8}  {path}")
+        if r.ok:
+            out(f"{local_dir} matches {r.model}:{r.tag} (digest {r.digest}): {r.files} files")
+    if not r.ok:
+        raise IntegrityError(
+            f"{local_dir} differs from {r.model}:{r.tag}: {len(r.modified)} modified, {len(r.missing)} missing, "
+            f"{len(r.extra)} extra files", "pull the version into it again to restore it; remove extra files by hand")
+
+
+@click.command("check")
+@click.argument("repo_name", metavar="REPO")
+@click.option("--read-data", is_flag=True, help="Also re-read every blob and check its hash (reads everything).")
+@jobs_option
+@quiet_option
+@json_option
+def repo_check(repo_name, read_data, jobs, quiet, as_json):
+    """Check that every version is readable and complete (exit 5 if not); count unreferenced blobs."""
+    from aim_cli.progress import make_progress
+
+    r = api().check_repo(repo_name, read_data=read_data, jobs=jobs, config=config(),
+                         progress=make_progress(quiet or as_json))
+    if as_json:
+        out_json(asdict(r) | {"ok": r.ok})
+    else:
+        read = f", {r.read} read and intact" if read_data else ""
+        out(f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}")
+        out(f"referenced: {size(r.raw_bytes)} of chunks in {size(r.stored_bytes)} stored")
+        out(f"unreferenced: {r.unreferenced} blobs, {size(r.unreferenced_bytes)}"
+            + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else ""))
+        for name, why in r.broken:
+            out(f"broken    {name}: {why}")
+        for p in r.problems:
+            out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}")
+    if not r.ok:
+        first = r.broken[0][0] if r.broken else f"blob {r.problems[0].digest}"
+        raise IntegrityError(
+            f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above (first: {first})",
+            "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
+            "(delete corrupt ones from storage first); then check again")
+
+
+@click.command("gc")
+@click.argument("repo_name", metavar="REPO")
+@click.option("--dry-run", is_flag=True, help="Print the plan, delete nothing (takes no lease).")
+@json_option
+def repo_gc(repo_name, dry_run, as_json):
+    """Delete the blobs no version references, safely while pushes run (see `repo check`)."""
+
+    def show(plan):
+        if not as_json:
+            out(f"plan: delete {len(plan.blobs)} unreferenced blobs ({size(plan.bytes)}); keep {plan.referenced} "
+                f"blobs referenced by {plan.versions} versions")
+
+    r = api().collect_garbage(repo_name, dry_run=dry_run, config=config(), on_plan=show)
+    if as_json:
+        out_json({"dry_run": r.dry_run, "blobs": len(r.plan.blobs), "bytes": r.plan.bytes, "deleted": r.deleted,
+                  "freed_bytes": r.freed_bytes, "versions": r.plan.versions, "referenced": r.plan.referenced,
+                  "stored": r.plan.stored, "incomplete_removed": r.incomplete[0],
+                  "incomplete_bytes": r.incomplete[1]})
+    elif dry_run:
+        out("dry run: nothing deleted")
+    else:
+        extra = (f"; removed {r.incomplete[0]} temp files of interrupted writes ({size(r.incomplete[1])})"
+                 if r.incomplete[0] else "")
+        out(f"deleted {r.deleted} blobs, freed {size(r.freed_bytes)}{extra}")

@@ -1,0 +1,230 @@
+"""The ``model`` group: push, pull, list, versions, delete-version, delete, diff and copy. Its
+audits (info, verify) come from audit.py, its signatures (sign, export-signature) from
+signatures.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+
+import click
+
+from aim_cli.cli import audit, signatures
+from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
+from aim_cli.cli.render import out, out_json, show_copy, show_diff, show_pull_plan, size
+from aim_cli.errors import UsageError
+
+
+@click.group()
+def model():
+    """Push, pull, list and delete models and their versions."""
+
+
+@model.command("push")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("directory", metavar="DIR")
+@click.option("--tag", "-t", required=True, help="Version tag (immutable).")
+@click.option("--message", "-m", default="", help="A note stored with the version.")
+@click.option("--follow-symlinks", is_flag=True, help="Store the content of symlinks to files (e.g. a Hugging Face snapshot).")
+@jobs_option
+@quiet_option
+@json_option
+def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json):
+    """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
+    from aim_cli.progress import make_progress
+
+    r = api().push(repo_name, model_name, directory, tag=tag, message=message, jobs=jobs,
+                   follow_symlinks=follow_symlinks, config=config(), progress=make_progress(quiet or as_json))
+    if r.skipped:
+        from aim_cli.util.fs import display_path
+
+        click.echo(f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
+                   f"top of DIR are aim_cli's own (a pull's working files); rename them to push them", err=True)
+    if as_json:
+        out_json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
+        return
+    if r.already_pushed:
+        out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
+        return
+    out(f"pushed {r.model}:{r.tag}: {r.files} files, {size(r.total_size)}, {size(r.new_bytes)} new "
+        f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s")
+
+
+@model.command("pull")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("dest", metavar="DEST")
+@click.option("--tag", "-t", help="Version to pull (default: the newest).")
+@click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
+@click.option("--reference", "references", multiple=True, metavar="DIR",
+              help="Local directory to take verified chunks from (repeatable).")
+@click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="Shared chunk cache (off by default).")
+@patterns_option
+@click.option("--delete", is_flag=True,
+              help="Remove regular files of DEST (within the patterns) that the version does not hold.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
+@click.option("--require-signature", metavar="KEY.pub",
+              help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.")
+@jobs_option
+@quiet_option
+@json_option
+def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, include, exclude, delete, dry_run,
+               require_signature, jobs, quiet, as_json):
+    """Pull a version of MODEL into DEST, verified; rerun to resume."""
+    from aim_cli.progress import make_progress
+
+    r = api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
+                   cache_dir=cache_dir or None, config=config(), progress=make_progress(quiet or as_json),
+                   include=include, exclude=exclude, delete=delete, dry_run=dry_run,
+                   require_signature=require_signature)
+    if dry_run:
+        show_pull_plan(r, dest, as_json)
+        return
+    if as_json:
+        out_json(asdict(r) | {"dest": os.path.abspath(dest)})
+        return
+    from aim_cli.util.fs import display_path
+
+    newest = " (newest)" if r.newest else ""
+    cached = f", {size(r.cached_bytes)} from cache" if r.cached_bytes else ""
+    deleted = f"; deleted {len(r.deleted)} files the version does not hold" if delete else ""
+    out(f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {size(r.total_size)}; "
+        f"fetched {size(r.fetched_bytes)} (stored size; {size(r.fetched_raw_bytes)} of chunks), "
+        f"reused {size(r.reused_bytes)}{cached}{deleted}; {r.elapsed:.2f}s")
+
+
+@model.command("list")
+@click.argument("repo_name", metavar="REPO")
+@json_option
+def model_list(repo_name, as_json):
+    """List the models of REPO."""
+    models = api().list_models(repo_name, config=config())
+    if as_json:
+        out_json(models)
+    elif not models:
+        out(f"no models in {repo_name!r}")
+    else:
+        for name in models:
+            out(name)
+
+
+@model.command("versions")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@json_option
+def model_versions(repo_name, model_name, as_json):
+    """List the versions of MODEL, oldest first: tag, created, size, files, digest, message.
+
+    Read from each version's small summary, not from its manifest."""
+    from aim_cli.util.quoting import printable
+
+    versions = api().list_versions(repo_name, model_name, config=config())
+    if as_json:
+        out_json([asdict(v) for v in versions])
+        return
+    # The message came from storage: one printable line, whatever it holds.
+    rows = [(v.tag, v.created_at[:19].replace("T", " "), size(v.total_size),
+             "-" if v.stored_size is None else size(v.stored_size), f"{v.files} files", v.digest[:12],
+             printable(v.message)) for v in versions]
+    header = ("TAG", "CREATED (UTC)", "SIZE", "STORED", "FILES", "DIGEST", "MESSAGE")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        out("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+@model.command("delete-version")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--tag", "-t", required=True, help="Version to delete.")
+@json_option
+def model_delete_version(repo_name, model_name, tag, as_json):
+    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
+
+    --tag may also name a stray file that `repo check` reports, exactly as it shows it."""
+    r = api().delete_versions(repo_name, model_name, [tag], config=config())
+    if as_json:
+        out_json(asdict(r))
+        return
+    out(f"deleted {r.model}:{tag}; {_reclaimable(r, repo_name)}")
+
+
+@model.command("delete")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def model_delete(repo_name, model_name, yes, as_json):
+    """Delete MODEL and all its versions."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete model {model_name!r} without confirmation",
+                             "pass --yes to delete it from a script")
+        click.confirm(f"Delete model {model_name!r} and ALL its versions from {repo_name!r}?", abort=True)
+    r = api().delete_versions(repo_name, model_name, config=config())
+    if as_json:
+        out_json(asdict(r))
+        return
+    out(f"deleted model {model_name} ({len(r.tags)} versions); {_reclaimable(r, repo_name)}")
+
+
+def _reclaimable(r, repo_name: str) -> str:
+    return (f"{r.reclaimable_blobs} blobs ({size(r.reclaimable_stored_bytes)} stored, {size(r.reclaimable_bytes)} of "
+            f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them")
+
+
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -------------------------------
+@model.command("diff")
+@click.argument("repo_name", metavar="REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("tag_a", metavar="TAG_A")
+@click.argument("tag_b", metavar="TAG_B")
+@patterns_option
+@json_option
+def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
+    """Show the files TAG_B added, removed and changed since TAG_A of MODEL, and what a pull of
+    TAG_B into a directory holding TAG_A fetches. Reads the two manifests only; exit 0 whether
+    or not they differ."""
+    r = api().diff(repo_name, model_name, tag_a, tag_b, include=include, exclude=exclude, config=config())
+    if as_json:
+        out_json(asdict(r) | {"identical": r.identical})
+        return
+    show_diff(r)
+
+
+@model.command("copy")
+@click.argument("src_repo", metavar="SRC_REPO")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("dst_repo", metavar="DST_REPO")
+@click.option("--tag", "-t", "tags", multiple=True, help="Version to copy (repeatable; default: every version).")
+@click.option("--dry-run", is_flag=True, help="Print what would be copied; write nothing.")
+@jobs_option
+@quiet_option
+@json_option
+def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_json):
+    """Copy versions of MODEL from SRC_REPO into DST_REPO with the same manifest digests,
+    transferring only the blobs DST_REPO lacks; rerun to resume. A tag DST_REPO holds with
+    another digest is a conflict: the others are copied, then exit 4."""
+    from aim_cli.progress import make_progress
+
+    r = api().copy(src_repo, model_name, dst_repo, tags=tags or None, jobs=jobs, dry_run=dry_run, config=config(),
+                   progress=make_progress(quiet or as_json or dry_run))
+    if as_json:
+        out_json(asdict(r) | {"reencoded": r.reencoded})
+    else:
+        show_copy(r)
+    if r.conflicts:
+        from aim_cli.errors import TagExistsError
+
+        held = {v.tag: v for v in r.versions}
+        named = ", ".join(f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})"
+                          for t in r.conflicts)
+        raise TagExistsError(f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
+                             "versions are immutable: the other versions were copied; to replace one, delete it "
+                             f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again")
+
+
+# The commands on a version's integrity and signatures live with their kind.
+for _command in (audit.model_info, audit.model_verify, signatures.model_sign, signatures.model_export_signature):
+    model.add_command(_command)

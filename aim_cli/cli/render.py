@@ -1,0 +1,113 @@
+"""How results look on stdout: sizes, plain lines, JSON, and the printers of the results too long
+for their command (a pull's plan, a diff, a copy). Progress and errors go to stderr elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def size(n: int) -> str:
+    import humanize
+
+    return humanize.naturalsize(n, binary=True)
+
+
+class StdoutClosed(Exception):
+    """Whoever read stdout has gone (`aim_cli model info ... | head -1`): main() exits 0 quietly.
+
+    Not an OSError: click takes any EPIPE raised in a command for its own and exits 1."""
+
+
+def out(text: str) -> None:
+    try:
+        click.echo(text)
+    except BrokenPipeError as e:
+        raise StdoutClosed from e
+
+
+def out_json(obj) -> None:
+    out(json.dumps(obj, indent=2, default=str))
+
+
+def show_pull_plan(plan, dest: str, as_json: bool) -> None:
+    """`model pull --dry-run`: one line per file (its action), one per file --delete would
+    remove, then the totals."""
+    doc = plan.to_json()
+    if as_json:
+        out_json(doc)
+        return
+    from aim_cli.util.fs import display_path
+
+    for f in plan.files:
+        out(f"{f.action:<6}  {size(f.size):>11}  {display_path(f.path)}")
+    for path in plan.delete:
+        out(f"{'delete':<6}  {'':>11}  {display_path(path)}")
+    t = doc["totals"]
+    newest = " (newest)" if plan.newest else ""
+    space = "" if t["space_needed"] <= t["space_available"] else " (NOT ENOUGH: the pull would stop, exit 6)"
+    deletes = f"; delete {t['delete_files']} files ({size(t['delete_bytes'])})" if plan.delete else ""
+    out(f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {t['files']} files, "
+        f"{size(t['size'])}; keep {t['keep_files']}, write {t['local_files']} from local files, "
+        f"fetch {t['fetch_files']}; fetch {size(t['fetch_raw_bytes'])} of chunks (raw size; stored size "
+        f"known only after fetching), reuse {size(t['reuse_bytes'])}; space needed "
+        f"{size(t['space_needed'])} of {size(t['space_available'])} free{space}{deletes}; nothing changed")
+
+
+def show_diff(r) -> None:
+    """`model diff`: one line per file (status, size, path, mode change), the totals, and what a
+    pull of TAG_B into TAG_A would fetch."""
+    from aim_cli.util.quoting import printable
+
+    out(f"{r.model}: {r.tag_a} (digest {r.digest_a[:12]}) -> {r.tag_b} (digest {r.digest_b[:12]})")
+    for f in r.files:
+        out(f"{f.status:<9}  {_diff_sizes(f):>24}  {printable(f.path, len(f.path))}{_diff_mode(f)}")
+    t = r.totals
+    out(f"{t['added'].files} added ({size(t['added'].bytes_b)}), {t['removed'].files} removed "
+        f"({size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged; "
+        f"{size(r.changed_bytes)} of {r.tag_b} in added or changed files")
+    unstored = (f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)"
+                if r.fetch.unstored_chunks else "")
+    out(f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
+        f"{size(r.fetch.stored_bytes)} stored ({size(r.fetch.raw_bytes)} of chunks){unstored}")
+
+
+def _diff_sizes(f) -> str:
+    """A file's size, or both when it changed: "1.0 MiB", "1.0 MiB -> 1.1 MiB"."""
+    if f.size_a is None or f.size_b is None or f.size_a == f.size_b:
+        return size(f.size_b if f.size_a is None else f.size_a)
+    return f"{size(f.size_a)} -> {size(f.size_b)}"
+
+
+def _diff_mode(f) -> str:
+    if f.mode_a is None or f.mode_b is None or f.mode_a == f.mode_b:
+        return ""
+    return f" (mode {f.mode_a:o} -> {f.mode_b:o})"
+
+
+def show_copy(r) -> None:
+    """`model copy`: one line per version (skipped, conflict, copied), then the totals."""
+    would = "would copy" if r.dry_run else "copied"
+    for v in r.versions:
+        label = f"{r.model}:{v.tag}"
+        signed = f"; {would} {v.signatures} signatures" if v.signatures else ""
+        if v.status == "skipped":
+            out(f"skipped   {label}  {r.dst!r} holds it with the same digest{signed}")
+        elif v.status == "conflict":
+            out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
+        else:
+            stored = "" if v.stored_bytes is None else f" ({size(v.stored_bytes)} stored)"
+            out(f"{would:<9} {label}  {v.blobs} blobs, {size(v.raw_bytes)} of chunks{stored}, "
+                f"{v.present_blobs} already there; digest {v.digest}{signed}")
+    if r.reencoded:
+        note = (" (a format 1 repository records no dtypes: chunks compressed as plain bytes)"
+                if r.src_format == 1 else "")
+        out(f"blobs {'would be ' if r.dry_run else ''}re-encoded from format {r.src_format} to format "
+            f"{r.dst_format}{note}")
+    created = f"; {'would create' if r.dry_run else 'created'} repository {r.dst!r}" if r.dst_created else ""
+    stored = "" if r.stored_bytes is None else f", {size(r.stored_bytes)} stored"
+    dry = "; dry run: nothing written" if r.dry_run else ""
+    out(f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
+        f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {size(r.raw_bytes)} of "
+        f"chunks{stored}, {r.signatures} signatures{created}; {r.elapsed:.2f}s{dry}")
