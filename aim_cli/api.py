@@ -18,9 +18,10 @@ from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
-from aim_cli.config import Config, RepoConfig, check_name
+from aim_cli.config import Config, RepoConfig
 from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
+from aim_cli.names import check_name
 from aim_cli.pull.pipeline import PullResult
 from aim_cli.pull.plan import PullPlan
 from aim_cli.push import PushResult

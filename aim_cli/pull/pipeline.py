@@ -36,7 +36,7 @@ from pathlib import Path
 from aim_cli.format import manifest as mf
 from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
 from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
-from aim_cli.config import check_name
+from aim_cli.names import check_name
 from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, open_regular,
                                  refuse_repository_dest, set_mode, truncate_partial, write_at)
 from aim_cli.errors import IntegrityError, StorageError, UsageError

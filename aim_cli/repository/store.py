@@ -51,7 +51,7 @@ from aim_cli.backends.readahead import ReadAhead
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.format.blob_codec import CorruptBlob
 from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS, RepoFormat
-from aim_cli.config import NAME_RE, check_name
+from aim_cli.names import NAME_RE, check_name
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
                             KeyNotFoundError, NotARepositoryError, NotEmptyError, NotFoundError,
                             ObjectTooLargeError, StorageError, TagExistsError, UsageError,
