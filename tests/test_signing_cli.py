@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli.signing import core as signing
-from aim_cli.repository.store import signature_key
+from aim_cli.format.layout import signature_key
 from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_error, upstream_verify, write_file,
                            write_keys, write_pki)
 

@@ -22,7 +22,8 @@ from aim_cli.format import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.repository.store import Repository, blob_key
+from aim_cli.format.layout import blob_key
+from aim_cli.repository.store import Repository
 from tests.helpers import Fault, FaultyBackend, HookedBackend, commit_versions, ok, run
 
 

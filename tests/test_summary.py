@@ -23,7 +23,8 @@ from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.pull.pipeline import resolve_version
-from aim_cli.repository.store import (Repository, SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key)
+from aim_cli.format.layout import SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key
+from aim_cli.repository.store import Repository
 from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).

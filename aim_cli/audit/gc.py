@@ -29,7 +29,8 @@ from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, ConflictError, DamagedStorageError, IntegrityError, NotFoundError
-from aim_cli.repository.store import Repository, VersionKey
+from aim_cli.format.layout import VersionKey
+from aim_cli.repository.store import Repository
 
 DELETE_BATCH = 1000
 

@@ -34,8 +34,9 @@ from aim_cli.chunking.cdc import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, IntegrityError, NotFoundError, UsageError
 from aim_cli.audit.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, VersionRef, in_signatures,
-                           manifest_key, map_bounded)
+from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
+from aim_cli.repository.parallel import map_bounded
+from aim_cli.repository.store import Repository, VersionRef
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from aim_cli.pull.dest_lock import DestLock
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.util.fs import display_path, fsync_dir, sync_filesystem
-from aim_cli.repository.store import REPO_META_KEY
+from aim_cli.format.layout import REPO_META_KEY
 
 if TYPE_CHECKING:
     from aim_cli.pull.plan import FilePlan

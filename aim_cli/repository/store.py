@@ -23,7 +23,7 @@ delete) is ignored by listings and removed by `delete-version`; one that does no
 another version or disagrees with its manifest is damage (``summary_problems``, for `repo
 check`). gc never reads summaries: they name no blob.
 
-Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
+Keys are built and parsed only in format/layout.py. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
 or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
 file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
 with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
@@ -36,9 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -50,9 +49,13 @@ from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.format.blob_codec import CorruptBlob
-from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS, RepoFormat
-from aim_cli.names import NAME_RE, check_name
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, DamagedStorageError, IntegrityError,
+from aim_cli.format.layout import (BLOBS, MANIFEST_SUFFIX, MAX_REPO_META_BYTES, MAX_SIGNATURE_BYTES, MODELS,
+                                   REPO_META_KEY, SHARDS, WRITE_DIRS, SignatureKey, SummaryKey, VersionKey, blob_key,
+                                   digest_of_shard_key, manifest_key, model_prefix, parse_model_key, parse_version_key,
+                                   signature_key, signatures_prefix, summary_key, versions_prefix)
+from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat, parse_meta
+from aim_cli.names import check_name, valid_name
+from aim_cli.errors import (BlobCorruptError, BlobMissingError, DamagedStorageError, IntegrityError,
                             KeyNotFoundError, NotARepositoryError, NotEmptyError, NotFoundError,
                             ObjectTooLargeError, StorageError, TagExistsError, UsageError,
                             VersionNotFoundError)
@@ -61,87 +64,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-REPO_META_KEY = "aim-repo.json"
-#: aim-repo.json holds a few hundred bytes; anything larger is not one (and is not read whole).
-MAX_REPO_META_BYTES = 64 * 1024
 #: The bound on a manifest read. manifest.py owns the limit; this fallback holds until it has one.
 MAX_MANIFEST_BYTES: int = mf.MAX_MANIFEST_BYTES
-BLOBS = "blobs/"
-MODELS = "models/"
-VERSIONS = "versions"
-SUMMARIES = "summaries"
-SIGNATURES = "signatures"
-SIGNATURE_SUFFIX = ".sig"
-#: The bound on reading a signature when its version's own bound is not at hand (`repo check`,
-#: `model copy`): a bundle lists every file of the version (~300 bytes of base64 JSON each, so
-#: ~2 MB for 10,000 files), so it is bounded like a big manifest. signing.max_bundle_bytes gives
-#: the tighter bound of one version.
-MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
-MANIFEST_SUFFIX = ".json"
-#: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
-SHARDS = tuple(f"{i:02x}" for i in range(256))
-
-
-def shard_key(digest: str) -> str:
-    """``<h[0:2]>/<h>``: where a digest lives in a content-addressed store."""
-    return f"{digest[:2]}/{digest}"
-
-
-def digest_of_shard_key(key: str) -> str | None:
-    """The digest that ``key`` (relative to the store) holds, or None if it is no such key."""
-    shard, _, name = key.partition("/")
-    return name if mf.HEX64.fullmatch(name) and shard == name[:2] else None
-
-
-def blob_key(digest: str) -> str:
-    return BLOBS + shard_key(digest)
-
-
-def model_prefix(model: str) -> str:
-    return f"{MODELS}{model}/"
-
-
-def versions_prefix(model: str) -> str:
-    return f"{model_prefix(model)}{VERSIONS}/"
-
-
-def manifest_key(model: str, tag: str) -> str:
-    return f"{versions_prefix(model)}{tag}{MANIFEST_SUFFIX}"
-
-
-def summary_key(model: str, tag: str) -> str:
-    return f"{model_prefix(model)}{SUMMARIES}/{tag}{MANIFEST_SUFFIX}"
-
-
-def signatures_prefix(model: str, tag: str) -> str:
-    return f"{model_prefix(model)}{SIGNATURES}/{tag}/"
-
-
-def signature_key(model: str, tag: str, hint: str) -> str:
-    """``models/<model>/signatures/<tag>/<hint>.sig``: one signer's Sigstore bundle of the
-    version (issue 12). Outside versions/: a signature never changes the manifest or its digest."""
-    return f"{signatures_prefix(model, tag)}{hint}{SIGNATURE_SUFFIX}"
-
-
-#: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
-#: ("locks" is leases.py's directory; "*" is every model.)
-WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}",
-              f"{MODELS}*/{SIGNATURES}/*")
-
-
-def in_signatures(key: str) -> bool:
-    """Whether ``key`` lies in some model's signatures/ directory: a stray there is a malformed
-    signature (`repo check` says so), not a misplaced version."""
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
-    return len(parts) > 2 and parts[1] == SIGNATURES
-
-
-def _valid_name(name: str) -> bool:
-    try:
-        check_name("name", name)
-    except UsageError:
-        return False
-    return True
 
 
 def _check_segment(kind: str, name: str) -> str:
@@ -150,88 +74,6 @@ def _check_segment(kind: str, name: str) -> str:
         raise UsageError(f"invalid {kind} name {name!r}",
                          "give it as `aim_cli model versions` or `aim_cli repo check` shows it")
     return name
-
-
-@dataclass(frozen=True)
-class VersionKey:
-    """A key below ``models/``, parsed. ``tag`` is None for a stray (not a key aim_cli writes);
-    ``model`` is None unless the key lies in ``models/<valid model>/versions/``."""
-
-    key: str
-    model: str | None = None
-    tag: str | None = None
-
-    @property
-    def name(self) -> str:
-        """What ``model delete-version --tag`` takes for this key."""
-        last = self.key.rsplit("/", 1)[-1]
-        return last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) and last != MANIFEST_SUFFIX else last
-
-    @property
-    def label(self) -> str:
-        """``model:tag`` for a version, the key itself for a stray."""
-        return f"{self.model}:{self.tag}" if self.tag is not None else self.key
-
-
-@dataclass(frozen=True)
-class SummaryKey:
-    """``models/<model>/summaries/<tag>.json`` with valid names: the store's own, never a stray."""
-
-    key: str
-    model: str
-    tag: str
-
-
-@dataclass(frozen=True)
-class SignatureKey:
-    """``models/<model>/signatures/<tag>/<hint>.sig`` with valid names: the store's own, never
-    a stray, never read by gc (a signature names no blob)."""
-
-    key: str
-    model: str
-    tag: str
-    hint: str
-
-
-def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
-    """A key below ``models/``: a summary's or a signature's, else a version's or a stray
-    (``parse_version_key``)."""
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
-    if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
-        model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
-        if _valid_name(model) and _valid_name(tag):
-            return SummaryKey(key, model, tag)
-    if len(parts) == 4 and parts[1] == SIGNATURES and parts[3].endswith(SIGNATURE_SUFFIX):
-        model, tag, hint = parts[0], parts[2], parts[3][: -len(SIGNATURE_SUFFIX)]
-        if _valid_name(model) and _valid_name(tag) and _valid_name(hint):
-            return SignatureKey(key, model, tag, hint)
-    return parse_version_key(key)
-
-
-def parse_version_key(key: str) -> VersionKey:
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
-    if len(parts) != 3 or parts[1] != VERSIONS or not _valid_name(parts[0]):
-        return VersionKey(key)
-    model, last = parts[0], parts[2]
-    tag = last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) else None
-    return VersionKey(key, model, tag if tag is not None and _valid_name(tag) else None)
-
-
-def map_bounded(fn: Callable[[T], R], items: Iterable[T], jobs: int, name: str) -> Iterator[tuple[T, R]]:
-    """(item, fn(item)) in the order of ``items``, on ``jobs`` threads, with at most ``2 x jobs``
-    calls submitted at once (``Executor.map`` would hold a future for every one of a 70B
-    model's ~112k chunks, and every result until the end)."""
-    jobs = max(1, jobs)
-    with ThreadPoolExecutor(jobs, thread_name_prefix=name) as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= 2 * jobs:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
 
 
 def is_empty(backend: Backend) -> bool:
@@ -243,48 +85,6 @@ def is_empty(backend: Backend) -> bool:
     except DamagedStorageError:
         return False
     return True
-
-
-def _parse_meta(raw: bytes, name: str) -> RepoFormat:
-    """aim-repo.json's format and parameters. Anything malformed, numbers out of range included
-    (1e400, NaN, -5, a 5000-digit integer), is an IntegrityError; a format this client does not
-    know is a ConfigError (upgrade)."""
-
-    def malformed() -> IntegrityError:
-        return IntegrityError(f"{REPO_META_KEY} of repository {name!r} is malformed",
-                              "restore it from a backup or another client's copy")
-
-    try:
-        meta = json.loads(raw)
-        fmt = meta.get("format")
-    except (ValueError, RecursionError, AttributeError):
-        raise malformed() from None
-    if type(fmt) is not int or fmt < 1:
-        raise malformed()
-    if fmt not in KNOWN_FORMATS:
-        known = " and ".join(str(f) for f in KNOWN_FORMATS)
-        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows formats {known}",
-                          "upgrade aim_cli")
-    try:
-        return RepoFormat.from_meta(meta)
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
-        raise malformed() from None
-
-
-LOCKS = "locks/"
-
-
-def lease_key(lease_id: str) -> str:
-    return f"{LOCKS}{lease_id}.json"
-
-
-def lease_id_of(key: str) -> str | None:
-    """The lease id in ``locks/<id>.json``, or None for any other key (nested, another suffix, or
-    an id aim_cli never writes: it is shown in messages, so it must be a plain one-line name)."""
-    if not (key.startswith(LOCKS) and key.endswith(".json")):
-        return None
-    lease_id = key[len(LOCKS) : -len(".json")]
-    return lease_id if NAME_RE.fullmatch(lease_id) else None
 
 
 @dataclass(frozen=True)
@@ -387,7 +187,7 @@ class Repository:
         every command that needs a repository (gc and check too) asks this first, and every
         command that reads a blob asks it before (a format 2 blob read as format 1 is "corrupt")."""
         if self._format is None:
-            self._format = _parse_meta(self._read_meta(), self.name)
+            self._format = parse_meta(self._read_meta(), self.name)
         return self._format
 
     def params(self) -> ChunkingParams:
@@ -610,7 +410,7 @@ class Repository:
                 "`aim_cli model delete-version`") from None
 
     def _not_found(self, model: str, tag: str) -> VersionNotFoundError:
-        if not _valid_name(model) or not self.model_exists(model):
+        if not valid_name(model) or not self.model_exists(model):
             return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
                                         f"run `aim_cli model list {self.name}`", model=model)
         return VersionNotFoundError(f"version {tag!r} of model {model!r} not found in repository {self.name!r}",

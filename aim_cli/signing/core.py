@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli.format import manifest as mf
 from aim_cli.errors import IntegrityError, UsageError
-from aim_cli.repository.store import signature_key
+from aim_cli.format.layout import signature_key
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
