@@ -25,7 +25,7 @@ from aim_cli.names import check_name
 from aim_cli.pull.pipeline import PullResult
 from aim_cli.pull.plan import PullPlan
 from aim_cli.push import PushResult
-from aim_cli.repository.store import Repository, VersionRef
+from aim_cli.repository import Repository, VersionRef
 from aim_cli.format.summary import Summary
 from aim_cli.copy import CopyResult
 
@@ -277,9 +277,7 @@ class DeleteResult:
 
 
 def _resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
-    from aim_cli.pull.pipeline import resolve_version
-
-    return resolve_version(repository, model, tag, digest)[0]
+    return repository.resolve_version(model, tag, digest)[0]
 
 
 def version_details(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,

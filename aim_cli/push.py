@@ -36,7 +36,7 @@ from aim_cli.names import check_name
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.util.fs import directory_argument, display_path
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 
 
 @dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many

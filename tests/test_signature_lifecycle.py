@@ -23,7 +23,7 @@ from aim_cli.audit import gc
 from aim_cli.audit import verify
 from aim_cli.errors import StorageError
 from aim_cli.format.layout import MAX_SIGNATURE_BYTES, manifest_key, signature_key, summary_key
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
                            sigstore_bundle_bytes)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from aim_cli.pull import pipeline as pullmod
 from aim_cli.signing import core as signing
 from aim_cli.errors import IntegrityError
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify, write_file,
                            write_keys)
 

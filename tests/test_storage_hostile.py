@@ -17,14 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aim_cli.format import layout
+from aim_cli.format import manifest as mf
 from aim_cli.format.repo_format import parse_meta
-from aim_cli.repository import store
 from aim_cli.backends.local import LocalBackend
 from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
 from aim_cli.format.layout import blob_key, manifest_key
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_variant_model, ok, one_line_error, tree
 
 
@@ -196,7 +196,7 @@ def test_an_oversized_manifest_is_refused_after_reading_the_bound(tmp_path, monk
     backend = FaultyBackend(LocalBackend(tmp_path / "store"))
     repo = Repository(backend, "r")
     repo.init()
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
     backend.put(manifest_key("m", "v1"), b" " * 100_000)
     with pytest.raises(IntegrityError, match="larger than the 4096 bytes"):
         repo.get_version("m", "v1")

@@ -15,7 +15,7 @@ from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, Int
                             NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
                             VersionNotFoundError)
 from aim_cli.push import push
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from aim_cli.chunking.tensors import TensorChunkingParams
 from tests.helpers import FaultyBackend, write_model
 

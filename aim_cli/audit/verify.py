@@ -35,8 +35,8 @@ from aim_cli.errors import BlobCorruptError, BlobMissingError, IntegrityError, N
 from aim_cli.audit.gc import ChangedChunks, referenced_blobs, scan_manifests
 from aim_cli.progress import NullProgress
 from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
+from aim_cli.repository import Repository, VersionRef
 from aim_cli.repository.parallel import map_bounded
-from aim_cli.repository.store import Repository, VersionRef
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from aim_cli.errors import UsageError
 from aim_cli.util.fs import display_path
 from aim_cli.util.patterns import PathFilter
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import VersionRef
+from aim_cli.repository import VersionRef
 
 KEEP, LOCAL, FETCH = "keep", "local", "fetch"
 

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 
 from aim_cli.errors import KeyNotFoundError, LockHeldError, ObjectTooLargeError, UsageError
 from aim_cli.format.layout import LOCKS, lease_id_of, lease_key
-from aim_cli.repository.store import Repository
+from aim_cli.repository.facade import Repository
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
