@@ -18,13 +18,14 @@ from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
-from aim_cli.config import Config, RepoConfig, check_name
+from aim_cli.config import Config, RepoConfig
 from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
+from aim_cli.names import check_name
 from aim_cli.pull.pipeline import PullResult
 from aim_cli.pull.plan import PullPlan
 from aim_cli.push import PushResult
-from aim_cli.repository.store import Repository, VersionRef
+from aim_cli.repository import Repository, VersionRef
 from aim_cli.format.summary import Summary
 from aim_cli.copy import CopyResult
 
@@ -277,9 +278,7 @@ class DeleteResult:
 
 
 def _resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
-    from aim_cli.pull.pipeline import resolve_version
-
-    return resolve_version(repository, model, tag, digest)[0]
+    return repository.resolve_version(model, tag, digest)[0]
 
 
 def version_details(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,

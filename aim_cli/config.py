@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from aim_cli.names import check_name
 from aim_cli.util.quoting import has_control, printable, quoted
 
 CONFIG_NAME = "model_repos.yaml"
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REPO_TYPES = ("local", "s3")
 # Keys each repository type accepts; anything else is a typo we refuse rather than ignore.
 ALLOWED_KEYS = {
@@ -25,16 +25,6 @@ ALLOWED_KEYS = {
     "s3": {"type", "path", "region", "endpoint_url", "profile", "addressing_style"},
 }
 ADDRESSING_STYLES = ("auto", "virtual", "path")
-
-
-def check_name(kind: str, name: str) -> str:
-    """Validate a repository, model or tag name (DESIGN.md section 2)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise UsageError(
-            f"invalid {kind} name {quoted(name) if isinstance(name, str) else repr(name)}",
-            "use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -456,6 +446,8 @@ def _replace_file(target: Path, data: bytes) -> None:
     cannot redirect the write. It is fsynced before the rename and removed on any failure."""
     import tempfile  # only a write needs it: keep `repo list` and `--help` quick to start
 
+    from aim_cli.util.fs import fsync_dir  # and ctypes with it
+
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
@@ -472,21 +464,8 @@ def _replace_file(target: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename in ``path`` durable; a filesystem that cannot fsync a directory is let be."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory is let be
+        fsync_dir(target.parent)
 
 
 def check_unused(cfg: Config, name: str) -> None:

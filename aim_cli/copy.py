@@ -37,10 +37,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aim_cli.repository import leases
-from aim_cli.config import check_name
+from aim_cli.names import check_name
 from aim_cli.errors import TagExistsError
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import Repository, VersionRef, map_bounded
+from aim_cli.repository import Repository, VersionRef
+from aim_cli.repository.parallel import map_bounded
 
 
 COPIED, SKIPPED, CONFLICT = "copied", "skipped", "conflict"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from aim_cli.format import manifest as mf
 from aim_cli.util.patterns import PathFilter
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ import blake3
 from aim_cli.repository import leases
 from aim_cli.format import manifest as mf
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
-from aim_cli.config import check_name
+from aim_cli.names import check_name
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.util.fs import directory_argument, display_path
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 
 
 @dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many

@@ -50,7 +50,7 @@ import checkpoints  # noqa: E402
 import run as rb  # noqa: E402
 from make_checkpoints import parse_size  # noqa: E402
 
-from aim_cli.repository.store import REPO_META_KEY, blob_key, digest_of_shard_key, manifest_key  # noqa: E402
+from aim_cli.format.layout import REPO_META_KEY, blob_key, digest_of_shard_key, manifest_key  # noqa: E402
 
 MiB, GiB = rb.MiB, 1 << 30
 FORMATS = (1, 2)

@@ -44,8 +44,7 @@ from run import AIM, PageCache, Result, rmtree, run  # noqa: E402
 
 from aim_cli.format import manifest as mf  # noqa: E402
 from aim_cli.backends.local import LocalBackend  # noqa: E402
-from aim_cli.pull.pipeline import resolve_version  # noqa: E402
-from aim_cli.repository.store import Repository  # noqa: E402
+from aim_cli.repository import Repository  # noqa: E402
 
 FILES_PER_VERSION = 30
 CHUNKS_PER_VERSION = 112_000
@@ -112,7 +111,7 @@ class _ManifestReads:
 def manifests_read_by_newest_pull(repo_dir: Path) -> int:
     """How many manifests a pull without --tag reads to choose and load its version."""
     backend = _ManifestReads(LocalBackend(repo_dir))
-    resolve_version(Repository(backend, "scale"), "big", None, None)
+    Repository(backend, "scale").resolve_version("big", None, None)
     return backend.count
 
 

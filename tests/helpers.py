@@ -40,7 +40,8 @@ from aim_cli.format import manifest as mf
 from aim_cli import push as pushmod
 from aim_cli.backends.base import ObjectInfo
 from aim_cli.errors import ObjectTooLargeError, StorageError
-from aim_cli.repository.store import Repository, blob_key
+from aim_cli.format.layout import blob_key
+from aim_cli.repository import Repository
 
 # -- the console script -----------------------------------------------------------------------
 #: The console script a user runs: ``<venv>/bin/aim_cli``, next to the test's Python.

@@ -21,7 +21,7 @@ from aim_cli import push as pushmod
 from aim_cli.backends.local import LocalBackend
 from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import CountingBackend, stored_sizes, version_bytes
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data

@@ -83,7 +83,7 @@ class AimEnv:
     def corrupt_blob(self, digest: str) -> None:
         """Flip one byte of a stored blob's chunk, behind aim_cli's back (``altered_blob``: a
         valid blob of the repository's format, whose content only the hash can tell wrong)."""
-        from aim_cli.repository.store import blob_key
+        from aim_cli.format.layout import blob_key
 
         if self.kind == "local":
             path = self.local_root / blob_key(digest)
@@ -93,17 +93,17 @@ class AimEnv:
         backend.put(blob_key(digest), altered_blob(self.repository(), backend.get(blob_key(digest))))
 
     def remove_blob(self, digest: str) -> None:
-        from aim_cli.repository.store import blob_key
+        from aim_cli.format.layout import blob_key
 
         self.repository().backend.delete(blob_key(digest))
 
     def read_manifest(self, model: str, tag: str) -> bytes:
-        from aim_cli.repository.store import manifest_key
+        from aim_cli.format.layout import manifest_key
 
         return self.repository().backend.get(manifest_key(model, tag))
 
     def write_manifest(self, model: str, tag: str, raw: bytes) -> None:
-        from aim_cli.repository.store import manifest_key
+        from aim_cli.format.layout import manifest_key
 
         if self.kind == "local":  # by hand, as the brief of these tests says: a file on disk
             path = self.local_root / manifest_key(model, tag)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from aim_cli.config import (CONFIG_NAME, Config, RepoConfig, add_repo, check_name, find_config_path, load_config,
-                            parse_config, parse_entry, remove_repo)
+from aim_cli.config import (CONFIG_NAME, Config, RepoConfig, add_repo, find_config_path, load_config, parse_config,
+                            parse_entry, remove_repo)
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from aim_cli.names import check_name
 
 
 @pytest.fixture(autouse=True)

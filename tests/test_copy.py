@@ -8,7 +8,7 @@ import pytest
 
 from aim_cli import api
 from aim_cli.errors import TagExistsError
-from aim_cli.repository.store import REPO_META_KEY
+from aim_cli.format.layout import REPO_META_KEY
 from tests.helpers import (base_env, chunks_of, describe, file_contents, make_variant_model, ok, one_line_error,
                            random_bytes, run, sigkill_when, tree, write_model)
 
@@ -246,7 +246,7 @@ def test_a_manifest_is_copied_as_stored_even_when_another_encoder_wrote_it(tmp_p
     import msgspec
 
     from aim_cli.format import manifest as mf
-    from aim_cli.repository.store import manifest_key
+    from aim_cli.format.layout import manifest_key
 
     env = Env(tmp_path, local=["src", "dst"])
     _two_versions(env, "src")
@@ -278,7 +278,7 @@ def test_copy_takes_the_destinations_push_lease(tmp_path):
 def test_a_new_destination_gets_the_sources_whole_format(tmp_path):
     """Copy creates a missing destination with the source's aim-repo.json, tensor chunking and
     codec parameters included, so that pushes there cut the same chunks as in the source."""
-    from aim_cli.repository.store import REPO_META_KEY
+    from aim_cli.format.layout import REPO_META_KEY
     from tests.helpers import make_variant_model, ok, run
 
     config = tmp_path / "model_repos.yaml"

@@ -24,12 +24,13 @@ from aim_cli.audit.check import check_repo
 from aim_cli.format import manifest as mf
 from aim_cli.pull import pipeline as pullmod
 from aim_cli import push as pushmod
-from aim_cli.repository import store
+from aim_cli.format import layout
 from aim_cli.format import summary
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import BlobCorruptError, ConflictError, IntegrityError, StorageError
-from aim_cli.repository.store import Repository, blob_key, manifest_key
+from aim_cli.format.layout import blob_key, manifest_key
+from aim_cli.repository import Repository
 from tests.helpers import BACKENDS, Fault, FaultyBackend, chunks_of, make_variant_model
 
 PARAMS = ChunkingParams.for_average(4096)
@@ -258,14 +259,14 @@ def test_every_read_from_storage_is_bounded(inner, tmp_path):
     fmt = repo.format()
     gets = [(key, bound) for op, key, bound in backend.calls if op == "get" and not key.startswith("locks/")]
     assert {key for key, _ in gets} >= {"aim-repo.json", manifest_key("m", "v1"), manifest_key("m", "v2"),
-                                        store.summary_key("m", "v2")}
+                                        layout.summary_key("m", "v2")}
     for key, bound in gets:
         if key == "aim-repo.json":
-            assert bound == store.MAX_REPO_META_BYTES
+            assert bound == layout.MAX_REPO_META_BYTES
         elif "/summaries/" in key:
             assert bound == summary.MAX_SUMMARY_BYTES
         elif key.startswith("models/"):
-            assert bound == store.MAX_MANIFEST_BYTES
+            assert bound == mf.MAX_MANIFEST_BYTES
         else:
             digest = key.rsplit("/", 1)[-1]  # every blob is a chunk of v1 or v2: none is read unbounded
             assert bound == fmt.max_stored_size(sizes[digest]) <= fmt.max_stored_size(mf.MAX_CHUNK_SIZE), key

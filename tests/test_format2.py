@@ -11,7 +11,7 @@ import pytest
 
 from aim_cli import api
 from aim_cli.format import blob_codec
-from aim_cli.repository.store import REPO_META_KEY, blob_key, manifest_key, summary_key
+from aim_cli.format.layout import REPO_META_KEY, blob_key, manifest_key, summary_key
 from tests.helpers import file_contents, make_mixed_model, ok, one_line_error, run
 
 

@@ -159,7 +159,7 @@ def test_gc_removes_old_temp_files_of_killed_writes_only(tmp_path, monkeypatch):
     file, invisible to list(); gc removes it once older than the lease timeout, never a young one."""
     from aim_cli.audit import gc
     from aim_cli.backends.local import LocalBackend
-    from aim_cli.repository.store import Repository
+    from aim_cli.repository import Repository
 
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "60")
     repository = Repository(LocalBackend(tmp_path / "repo"), "r")

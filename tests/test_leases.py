@@ -25,7 +25,7 @@ from aim_cli.audit import gc
 from aim_cli.repository import leases
 from aim_cli import push as pushmod
 from aim_cli.errors import LockHeldError, StorageError, UsageError
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aim_cli.format import manifest as mf
-from aim_cli.config import NAME_RE, REPO_TYPES, Config, parse_config
+from aim_cli.config import REPO_TYPES, Config, parse_config
+from aim_cli.names import NAME_RE
 from aim_cli.errors import ConfigError, IntegrityError, UsageError
 from aim_cli.util.quoting import has_control
 from aim_cli.util.sizes import MAX_SIZE, parse_size

@@ -12,7 +12,8 @@ from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
-from aim_cli.repository.store import Repository, blob_key
+from aim_cli.format.layout import blob_key
+from aim_cli.repository import Repository
 from tests.helpers import (CountingBackend, altered_blob, chunks_of, file_contents, random_bytes, version_bytes,
                            write_model)
 

@@ -14,7 +14,7 @@ from aim_cli.chunking.cdc import ChunkingParams, iter_chunks
 from aim_cli.errors import BlobMissingError
 from aim_cli.pull.pipeline import pull
 from aim_cli.pull.plan import FETCH, KEEP, LOCAL, PullPlan
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import (
     LOCAL_ONLY,
     CountingBackend,

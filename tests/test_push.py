@@ -5,7 +5,7 @@ import pytest
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import StorageError, TagExistsError, UsageError
 from aim_cli.push import push, scan_source
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import random_bytes, write_model
 
 MiB = 1 << 20

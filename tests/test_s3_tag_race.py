@@ -22,7 +22,8 @@ from aim_cli.backends.s3.backend import S3Backend
 from aim_cli.errors import IntegrityError, TagExistsError
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import PushResult, push
-from aim_cli.repository.store import Repository, manifest_key
+from aim_cli.format.layout import manifest_key
+from aim_cli.repository import Repository
 from tests.helpers import AIM, PUSH_LINE, base_env, describe, file_contents, random_bytes, write_model
 from tests.s3_fixtures import s3_region, s3_repo_yaml
 

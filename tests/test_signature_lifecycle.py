@@ -1,6 +1,6 @@
 """The lifecycle of signatures (issue 12 item 5), on the local backend and on S3 (the ``repo``
 fixture), through the installed console script. A signature is a Sigstore bundle stored at
-``models/<model>/signatures/<tag>/<signer>.sig`` (store.py); here bundles are planted as opaque
+``models/<model>/signatures/<tag>/<signer>.sig`` (format/layout.py); here bundles are planted as opaque
 bytes (``Repository.put_signature``): what is tested is what happens to them around the versions.
 
 What must hold: deletions remove a version's signatures first (an interrupted one leaves no
@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from aim_cli.audit import gc
 from aim_cli.audit.check import check_repo
 from aim_cli.errors import StorageError
-from aim_cli.repository.store import MAX_SIGNATURE_BYTES, Repository, manifest_key, signature_key, summary_key
+from aim_cli.format.layout import MAX_SIGNATURE_BYTES, manifest_key, signature_key, summary_key
+from aim_cli.repository import Repository
 from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
                            sigstore_bundle_bytes)
 

@@ -21,7 +21,7 @@ from aim_cli.signing.statement import (ALGORITHMS, DEFAULT_IGNORE_PATHS, blake3_
 from aim_cli.signing.verify import (check_resources, expected_digests, read_bundle, verify_version_signature,
                                     verify_with_key)
 from aim_cli.errors import IntegrityError
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify, write_file,
                            write_keys)
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from aim_cli.signing.bundle import sign_payload
 from aim_cli.signing.keys import key_hint
 from aim_cli.signing.statement import blake3_digests, build_statement, payload_bytes
-from aim_cli.repository.store import signature_key
+from aim_cli.format.layout import signature_key
 from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_error, upstream_verify, write_file,
                            write_keys, write_pki)
 

@@ -20,7 +20,8 @@ from aim_cli.chunking.cdc import BATCH_FILES, ChunkingParams, file_digest, is_on
 from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push, scan_source
-from aim_cli.repository.store import Repository, blob_key
+from aim_cli.format.layout import blob_key
+from aim_cli.repository import Repository
 from tests.helpers import (CountingBackend, altered_blob, assert_same_tree, file_contents, ok, one_line_error,
                            random_bytes, run, write_model)
 

@@ -16,12 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli.repository import store
+from aim_cli.format import layout
+from aim_cli.format import manifest as mf
+from aim_cli.format.repo_format import parse_meta
 from aim_cli.backends.local import LocalBackend
 from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
-from aim_cli.repository.store import Repository, blob_key, manifest_key
+from aim_cli.format.layout import blob_key, manifest_key
+from aim_cli.repository import Repository
 from tests.helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_variant_model, ok, one_line_error, tree
 
 
@@ -173,7 +176,7 @@ _META = st.fixed_dictionaries({"format": st.just(1) | _SCALARS, "hash": st.just(
 def test_any_aim_repo_json_parses_or_is_refused_with_a_documented_error(value):
     raw = json.dumps(value).encode()
     try:
-        params = store._parse_meta(raw, "r")
+        params = parse_meta(raw, "r")
     except (IntegrityError, ConfigError) as e:
         assert e.exit_code in (5, 7)
     else:
@@ -184,7 +187,7 @@ def test_any_aim_repo_json_parses_or_is_refused_with_a_documented_error(value):
 @given(st.binary(max_size=300))
 def test_any_bytes_as_aim_repo_json_give_a_documented_error(raw):
     with pytest.raises((IntegrityError, ConfigError)):
-        store._parse_meta(raw, "r")
+        parse_meta(raw, "r")
 
 
 def test_an_oversized_manifest_is_refused_after_reading_the_bound(tmp_path, monkeypatch):
@@ -193,7 +196,7 @@ def test_an_oversized_manifest_is_refused_after_reading_the_bound(tmp_path, monk
     backend = FaultyBackend(LocalBackend(tmp_path / "store"))
     repo = Repository(backend, "r")
     repo.init()
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
     backend.put(manifest_key("m", "v1"), b" " * 100_000)
     with pytest.raises(IntegrityError, match="larger than the 4096 bytes"):
         repo.get_version("m", "v1")
@@ -427,7 +430,7 @@ def test_stray_key_reads_by_any_name(tmp_path, damage):
     """Library level: a stray's reading never raises anything but NotFound or Integrity."""
     repo = Repository(LocalBackend(tmp_path / "store"), "r")
     repo.init()
-    vk = store.parse_version_key("models/m/versions/weird name.json")
+    vk = layout.parse_version_key("models/m/versions/weird name.json")
     assert (vk.model, vk.tag, vk.name) == ("m", None, "weird name")
     if damage == "missing":
         with pytest.raises(KeyNotFoundError):

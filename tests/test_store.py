@@ -8,14 +8,14 @@ import pytest
 
 from aim_cli.format import blob_codec
 from aim_cli.format import manifest as mf
-from aim_cli.repository import store
+from aim_cli.format import layout
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError,
                             NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
                             VersionNotFoundError)
 from aim_cli.push import push
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from aim_cli.chunking.tensors import TensorChunkingParams
 from tests.helpers import FaultyBackend, write_model
 
@@ -228,22 +228,22 @@ def test_storage_that_ignores_exclusive_creates_is_refused(tmp_path):
     ("models/m//versions/v1.json", (None, None, "v1")),
 ])
 def test_version_keys_are_parsed_in_one_place(key, parsed):
-    vk = store.parse_version_key(key)
+    vk = layout.parse_version_key(key)
     assert (vk.model, vk.tag, vk.name) == parsed and vk.key == key
     assert vk.label == (f"{vk.model}:{vk.tag}" if vk.tag else key)
     if vk.tag:
-        assert store.manifest_key(vk.model, vk.tag) == key
+        assert layout.manifest_key(vk.model, vk.tag) == key
 
 
 def test_blob_keys_are_pinned():
     h = "ab" + "0" * 62
-    assert store.blob_key(h) == f"blobs/ab/{h}" and store.shard_key(h) == f"ab/{h}"
-    assert store.digest_of_shard_key(f"ab/{h}") == h
+    assert layout.blob_key(h) == f"blobs/ab/{h}" and layout.shard_key(h) == f"ab/{h}"
+    assert layout.digest_of_shard_key(f"ab/{h}") == h
     for stray in (f"cd/{h}", f"ab/{h}/x", "ab/.DS_Store", f"ab/{h.upper()}", h):
-        assert store.digest_of_shard_key(stray) is None
-    assert store.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in store.WRITE_DIRS and "blobs/ff" in store.WRITE_DIRS
-    assert store.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
-    assert len(store.WRITE_DIRS) == 2 + 256 + 3
+        assert layout.digest_of_shard_key(stray) is None
+    assert layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
+    assert layout.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
+    assert len(layout.WRITE_DIRS) == 2 + 256 + 3
 
 
 def test_not_found_errors_carry_model_and_tag(repo):
@@ -303,7 +303,7 @@ def test_delete_version_refuses_names_that_are_not_one_key_segment(repo, name):
 def test_signature_keys_are_the_stores_own_and_leave_with_their_version(repo):
     """models/<m>/signatures/<tag>/<hint>.sig: never a stray, never a version; exclusive per
     signer; delete-version and model delete remove them with the version."""
-    from aim_cli.repository.store import SignatureKey, manifest_key, parse_model_key, signature_key
+    from aim_cli.format.layout import SignatureKey, manifest_key, parse_model_key, signature_key
 
     repo.init()
     key = signature_key("m", "v1", "abc123")

@@ -16,14 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aim_cli.audit import gc
-from aim_cli.repository import store
 from aim_cli.audit.check import check_repo
 from aim_cli.audit import scan
 from aim_cli.format import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.repository.store import Repository, blob_key
+from aim_cli.format.layout import blob_key
+from aim_cli.repository import Repository
 from tests.helpers import Fault, FaultyBackend, HookedBackend, commit_versions, ok, run
 
 
@@ -109,7 +109,7 @@ def _live_manifests() -> int:
 
 
 def _count_manifests_at_each_decode(monkeypatch) -> list[int]:
-    """From now on, the Manifest objects alive right after each decode (store.py decodes through
+    """From now on, the Manifest objects alive right after each decode (the repository decodes through
     mf.decode), appended to the list returned."""
     seen: list[int] = []
     decode = mf.decode
@@ -171,7 +171,7 @@ def test_audit_memory_grows_with_distinct_chunks_not_with_versions(tmp_path, mon
     raw = few.get_version("m", "v00").raw
     # A bounded read allocates its bound before it reads (256 MiB for a manifest): a bound near
     # the manifests' size keeps that from hiding what the audit itself holds.
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", len(raw) + 1000)
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", len(raw) + 1000)
     one_manifest = _peak(lambda: mf.decode(raw, where="x"))
     peak_few, peak_many = _peak(lambda: AUDITS[audit](few, None)), _peak(lambda: AUDITS[audit](many, None))
     assert peak_many - peak_few < 3 * one_manifest, (peak_few, peak_many, one_manifest)

@@ -22,8 +22,8 @@ from aim_cli.audit.check import check_repo
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
-from aim_cli.pull.pipeline import resolve_version
-from aim_cli.repository.store import (Repository, SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key)
+from aim_cli.format.layout import SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key
+from aim_cli.repository import Repository
 from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
@@ -233,7 +233,7 @@ def test_listings_and_newest_pull_read_summaries_not_manifests(repo, tmp_path): 
     assert [op for op, key, _ in backend.calls if op == "list"] == ["list", "list"]  # one listing each
 
     backend.calls.clear()
-    ref, newest = resolve_version(counted, "m", None, None)
+    ref, newest = counted.resolve_version("m", None, None)
     assert newest and ref.manifest.tag == "v5"
     assert _gets(backend, "versions") == [manifest_key("m", "v5")]  # one manifest, not five
 

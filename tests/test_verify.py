@@ -9,7 +9,7 @@ from aim_cli.pull import pipeline as pullmod
 from aim_cli.audit import verify
 from aim_cli.audit.check import check_repo
 from aim_cli.errors import IntegrityError
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 from tests.helpers import LOCAL_ONLY, CountingBackend, chunks_of, make_variant_model, stored_sizes
 
 

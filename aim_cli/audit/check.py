@@ -22,8 +22,9 @@ from aim_cli.errors import IntegrityError, NotFoundError
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import (REPO_META_KEY, Repository, SignatureKey, VersionKey, in_signatures, manifest_key,
-                                      map_bounded)
+from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
+from aim_cli.repository import Repository
+from aim_cli.repository.parallel import map_bounded
 
 
 @dataclass

@@ -26,7 +26,7 @@ from aim_cli.repository import leases
 from aim_cli.format import manifest as mf
 from aim_cli.audit.scan import ChangedChunks, scan_manifests
 from aim_cli.errors import ConflictError, IntegrityError
-from aim_cli.repository.store import Repository
+from aim_cli.repository import Repository
 
 DELETE_BATCH = 1000
 
@@ -139,7 +139,7 @@ def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = Non
 
 def reclaimable(repo: Repository, freed: Mapping[str, int]) -> tuple[int, int, int]:
     """(blobs, chunk bytes, stored bytes) of ``freed`` (digest -> size, what deleted versions
-    named: store.Deleted) that no remaining readable manifest names: what `repo gc` can free.
+    named: repository.Deleted) that no remaining readable manifest names: what `repo gc` can free.
     The remaining manifests are streamed (``scan_manifests``): memory holds the deleted ones'
     chunks, not their manifests. Stored sizes come from one listing or a HEAD per blob,
     whichever is cheaper (format 2 compresses, so they are not the chunk sizes)."""

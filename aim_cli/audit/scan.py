@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter, ne
 
-from aim_cli.repository import store
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, DamagedStorageError, NotFoundError
-from aim_cli.repository.store import Repository, VersionKey
+from aim_cli.format.layout import VersionKey
+from aim_cli.repository import Repository
 
 
 @dataclass(frozen=True)
 class ManifestScan:
     """What one pass over everything below ``models/`` found. Strays are keys aim_cli never writes
-    (store.py). The manifests themselves are not kept: each went to the pass's visitor."""
+    (format/layout.py). The manifests themselves are not kept: each went to the pass's visitor."""
 
     readable: int  # manifests read: versions, and strays that parse as one
     broken: list[tuple[str, str]]  # (model:tag, why) of versions that cannot be read
@@ -55,7 +55,7 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
     with them without reading any manifest a second time."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
     results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
-    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=store.MAX_MANIFEST_BYTES,
+    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES,
                    jobs=repo.jobs) as ahead:
         reader = Repository(ahead, repo.name, jobs=repo.jobs)
         for vk in keys:

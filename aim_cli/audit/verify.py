@@ -24,7 +24,8 @@ from aim_cli.chunking.cdc import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, UsageError
 from aim_cli.audit.scan import add_users, referenced_blobs
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import Repository, VersionRef, map_bounded
+from aim_cli.repository import Repository, VersionRef
+from aim_cli.repository.parallel import map_bounded
 from aim_cli.util.walk import walk_tree
 
 

@@ -2,7 +2,8 @@
 
 Keys are '/'-separated relative strings such as ``blobs/ab/ab12...`` or
 ``models/m/versions/v1.json``. Everything about hashes, chunks and manifests lives above, in
-``store.py``. Every backend passes the same conformance suite (``tests/backends/``).
+the repository layer (``aim_cli/repository/``). Every backend passes the same conformance suite
+(``tests/backends/``).
 
 The contract every implementation must keep:
 

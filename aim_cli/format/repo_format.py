@@ -4,7 +4,7 @@ Format 1 (DESIGN.md section 2) stores each chunk's raw bytes and cuts every file
 Format 2 (section 9) cuts safetensors files at tensor boundaries (tensor_chunking.py) and stores
 each chunk as ``header || payload`` (blob_codec.py). Both name a blob by the BLAKE3 of the chunk's
 raw bytes, and their manifests are the same, so a manifest is valid in a repository of either
-format. Everything that differs between them is a method here; the store asks its format.
+format. Everything that differs between them is a method here; a repository asks its format.
 
     format 1: {"format": 1, "chunking": {...}, "hash": "blake3"}
     format 2: {"format": 2, "chunking": {...}, "hash": "blake3", "tensor_chunking": {...}, "codecs": {...}}
@@ -12,6 +12,7 @@ format. Everything that differs between them is a method here; the store asks it
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from aim_cli.format import blob_codec
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, iter_chunks
 from aim_cli.chunking.tensors import TensorChunkingParams, iter_file_chunks
+from aim_cli.errors import ConfigError, IntegrityError
+from aim_cli.format.layout import REPO_META_KEY
 
 #: The formats this aim_cli reads and writes; new repositories get the last one.
 KNOWN_FORMATS = (1, 2)
@@ -102,3 +105,29 @@ class RepoFormat:
                 raise blob_codec.CorruptBlob(f"it is not the {raw_size} bytes expected")
             return stored
         return blob_codec.decode(stored, raw_size)
+
+
+def parse_meta(raw: bytes, name: str) -> RepoFormat:
+    """aim-repo.json's format and parameters. Anything malformed, numbers out of range included
+    (1e400, NaN, -5, a 5000-digit integer), is an IntegrityError; a format this client does not
+    know is a ConfigError (upgrade)."""
+
+    def malformed() -> IntegrityError:
+        return IntegrityError(f"{REPO_META_KEY} of repository {name!r} is malformed",
+                              "restore it from a backup or another client's copy")
+
+    try:
+        meta = json.loads(raw)
+        fmt = meta.get("format")
+    except (ValueError, RecursionError, AttributeError):
+        raise malformed() from None
+    if type(fmt) is not int or fmt < 1:
+        raise malformed()
+    if fmt not in KNOWN_FORMATS:
+        known = " and ".join(str(f) for f in KNOWN_FORMATS)
+        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows formats {known}",
+                          "upgrade aim_cli")
+    try:
+        return RepoFormat.from_meta(meta)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        raise malformed() from None

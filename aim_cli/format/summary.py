@@ -21,7 +21,7 @@ characters so that a summary always fits MAX_SUMMARY_BYTES; `model info` shows t
 A summary comes from storage, so ``decode`` is as strict as the manifest's: bounded, no unknown
 field, every field checked. A hostile summary can at worst make a listing show wrong metadata:
 whatever uses a version reads its manifest, and the newest-tag resolution checks that the
-manifest it picked is the one the summary describes (store.Repository.newest_version).
+manifest it picked is the one the summary describes (Repository.newest_version).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import msgspec
 
 from aim_cli.format import manifest as mf
-from aim_cli.config import NAME_RE
+from aim_cli.names import NAME_RE
 from aim_cli.errors import IntegrityError
 from aim_cli.util.quoting import printable, quoted
 

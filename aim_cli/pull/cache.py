@@ -44,7 +44,8 @@ import blake3
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import AimError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError, UsageError
 from aim_cli.format.manifest import HEX64
-from aim_cli.repository.store import REPO_META_KEY, SHARDS, digest_of_shard_key, is_empty, shard_key
+from aim_cli.format.layout import REPO_META_KEY, SHARDS, digest_of_shard_key, shard_key
+from aim_cli.repository.meta import is_empty
 
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
 STALE_TMP_SECONDS = 3600

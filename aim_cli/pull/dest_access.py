@@ -20,7 +20,7 @@ from pathlib import Path
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.pull.case import check_case_clashes
 from aim_cli.pull.layout import PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
-from aim_cli.repository.store import REPO_META_KEY
+from aim_cli.format.layout import REPO_META_KEY
 from aim_cli.util.fs import display_path
 
 # Opening a file of DEST: never through a symlink, never blocking on a FIFO planted there.

@@ -34,10 +34,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aim_cli.format import manifest as mf
 from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
 from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
-from aim_cli.config import check_name
 from aim_cli.pull.dest_access import inspect_dest, open_regular
 from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, prepare_dest,
                                       refuse_repository_dest, set_mode, truncate_partial, write_at)
@@ -46,7 +44,7 @@ from aim_cli.util.fs import directory_argument, display_path, start_writeback
 from aim_cli.util.patterns import PathFilter
 from aim_cli.progress import NullProgress
 from aim_cli.pull.plan import FilePlan, PullPlan, plan_pull
-from aim_cli.repository.store import Repository, VersionRef
+from aim_cli.repository import Repository
 
 log = logging.getLogger(__name__)
 EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which has no chunks
@@ -72,25 +70,6 @@ class PullResult:
     deleted: list[str] = field(default_factory=list)  # files --delete removed (paths relative to DEST)
 
 
-def resolve_version(repo: Repository, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
-    """The version to pull, resolved once. Without a tag: the newest by created_at, chosen by the
-    versions' summaries, so one manifest is read, not all (``Repository.newest_version``)."""
-    check_name("model", model)
-    if digest is not None and not mf.HEX64.fullmatch(digest.lower()):
-        raise UsageError("--digest takes the full 64-hex-character manifest digest",
-                         "copy it from the push output or `aim_cli model versions`")
-    if tag is None:
-        ref, newest = repo.newest_version(model), True
-    else:
-        ref, newest = repo.get_version(model, tag), False
-    if digest is not None and ref.digest != digest.lower():
-        raise IntegrityError(
-            f"version {ref.manifest.tag!r} of model {model!r} has digest {ref.digest}, not the pinned {digest.lower()}",
-            "the version is not the one you pinned; nothing was downloaded",
-        )
-    return ref, newest
-
-
 # -- the pull ----------------------------------------------------------------------------------------
 def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
          digest: str | None = None, jobs: int = 8, references: Sequence[str | os.PathLike] = (),
@@ -109,7 +88,7 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
     selection = PathFilter.of(include, exclude)
     dest = directory_argument(dest, "the destination")
     references = [directory_argument(r, "--reference") for r in references]
-    ref, newest = resolve_version(repo, model, tag, digest)
+    ref, newest = repo.resolve_version(model, tag, digest)
     selection.check([e.path for e in ref.manifest.files], log.warning)
     repo.format()  # a format this client cannot read is refused before DEST is touched
 

@@ -51,7 +51,7 @@ from aim_cli.util.fs import display_path
 from aim_cli.util.patterns import PathFilter
 from aim_cli.util.walk import walk_tree
 from aim_cli.progress import NullProgress
-from aim_cli.repository.store import VersionRef
+from aim_cli.repository import VersionRef
 
 KEEP, LOCAL, FETCH = "keep", "local", "fetch"
 

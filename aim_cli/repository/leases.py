@@ -68,7 +68,8 @@ import uuid
 from dataclasses import dataclass
 
 from aim_cli.errors import KeyNotFoundError, LockHeldError, ObjectTooLargeError, UsageError
-from aim_cli.repository.store import LOCKS, Repository, lease_id_of, lease_key
+from aim_cli.format.layout import LOCKS, lease_id_of, lease_key
+from aim_cli.repository.facade import Repository
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"

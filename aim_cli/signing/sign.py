@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli.errors import ConflictError, IntegrityError
-from aim_cli.repository.store import signature_key
+from aim_cli.format.layout import signature_key
 from aim_cli.signing.bundle import leaf_key, max_bundle_bytes, parse_bundle, sign_payload, signer_of
 from aim_cli.signing.keys import SIGNER_HEX, ecdsa_verify, key_hint, stored_hint
 from aim_cli.signing.statement import BLAKE3, build_statement, parse_statement, payload_bytes, stored_digests

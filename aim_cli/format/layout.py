@@ -1,0 +1,176 @@
+"""The key layout of a repository (format 1, DESIGN.md section 2; pinned by tests/test_store.py):
+where each stored object lives, and what a stored key names. Pure functions and constants: no I/O.
+
+    aim-repo.json                               {"format": 1, "chunking": {...}, "hash": "blake3"}
+    blobs/<h[0:2]>/<h>                          one chunk; h = BLAKE3 hex of its bytes
+    models/<model>/versions/<tag>.json          one immutable manifest: the commit point
+    models/<model>/summaries/<tag>.json         its summary (summary.py): what listings read
+    models/<model>/signatures/<tag>/<hint>.sig  one signer's signature of the version
+    locks/<id>.json                             gc/push leases
+
+Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
+or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
+file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
+with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
+names if it parses as a manifest and refuses to run if it cannot tell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aim_cli.format import manifest as mf
+from aim_cli.names import NAME_RE, valid_name
+
+REPO_META_KEY = "aim-repo.json"
+#: aim-repo.json holds a few hundred bytes; anything larger is not one (and is not read whole).
+MAX_REPO_META_BYTES = 64 * 1024
+BLOBS = "blobs/"
+MODELS = "models/"
+VERSIONS = "versions"
+SUMMARIES = "summaries"
+SIGNATURES = "signatures"
+SIGNATURE_SUFFIX = ".sig"
+#: The bound on reading a signature when its version's own bound is not at hand (`repo check`,
+#: `model copy`): a bundle lists every file of the version (~300 bytes of base64 JSON each, so
+#: ~2 MB for 10,000 files), so it is bounded like a big manifest. signing.max_bundle_bytes gives
+#: the tighter bound of one version.
+MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
+MANIFEST_SUFFIX = ".json"
+#: The 256 shard directories of a content-addressed store (``blobs/<xx>/``, the chunk cache's ``<xx>/``).
+SHARDS = tuple(f"{i:02x}" for i in range(256))
+
+
+def shard_key(digest: str) -> str:
+    """``<h[0:2]>/<h>``: where a digest lives in a content-addressed store."""
+    return f"{digest[:2]}/{digest}"
+
+
+def digest_of_shard_key(key: str) -> str | None:
+    """The digest that ``key`` (relative to the store) holds, or None if it is no such key."""
+    shard, _, name = key.partition("/")
+    return name if mf.HEX64.fullmatch(name) and shard == name[:2] else None
+
+
+def blob_key(digest: str) -> str:
+    return BLOBS + shard_key(digest)
+
+
+def model_prefix(model: str) -> str:
+    return f"{MODELS}{model}/"
+
+
+def versions_prefix(model: str) -> str:
+    return f"{model_prefix(model)}{VERSIONS}/"
+
+
+def manifest_key(model: str, tag: str) -> str:
+    return f"{versions_prefix(model)}{tag}{MANIFEST_SUFFIX}"
+
+
+def summary_key(model: str, tag: str) -> str:
+    return f"{model_prefix(model)}{SUMMARIES}/{tag}{MANIFEST_SUFFIX}"
+
+
+def signatures_prefix(model: str, tag: str) -> str:
+    return f"{model_prefix(model)}{SIGNATURES}/{tag}/"
+
+
+def signature_key(model: str, tag: str, hint: str) -> str:
+    """``models/<model>/signatures/<tag>/<hint>.sig``: one signer's Sigstore bundle of the
+    version (issue 12). Outside versions/: a signature never changes the manifest or its digest."""
+    return f"{signatures_prefix(model, tag)}{hint}{SIGNATURE_SUFFIX}"
+
+
+#: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
+#: ("locks" is leases.py's directory; "*" is every model.)
+WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}",
+              f"{MODELS}*/{SIGNATURES}/*")
+
+
+def in_signatures(key: str) -> bool:
+    """Whether ``key`` lies in some model's signatures/ directory: a stray there is a malformed
+    signature (`repo check` says so), not a misplaced version."""
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    return len(parts) > 2 and parts[1] == SIGNATURES
+
+
+@dataclass(frozen=True)
+class VersionKey:
+    """A key below ``models/``, parsed. ``tag`` is None for a stray (not a key aim_cli writes);
+    ``model`` is None unless the key lies in ``models/<valid model>/versions/``."""
+
+    key: str
+    model: str | None = None
+    tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What ``model delete-version --tag`` takes for this key."""
+        last = self.key.rsplit("/", 1)[-1]
+        return last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) and last != MANIFEST_SUFFIX else last
+
+    @property
+    def label(self) -> str:
+        """``model:tag`` for a version, the key itself for a stray."""
+        return f"{self.model}:{self.tag}" if self.tag is not None else self.key
+
+
+@dataclass(frozen=True)
+class SummaryKey:
+    """``models/<model>/summaries/<tag>.json`` with valid names: the store's own, never a stray."""
+
+    key: str
+    model: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class SignatureKey:
+    """``models/<model>/signatures/<tag>/<hint>.sig`` with valid names: the store's own, never
+    a stray, never read by gc (a signature names no blob)."""
+
+    key: str
+    model: str
+    tag: str
+    hint: str
+
+
+def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
+    """A key below ``models/``: a summary's or a signature's, else a version's or a stray
+    (``parse_version_key``)."""
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
+        model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
+        if valid_name(model) and valid_name(tag):
+            return SummaryKey(key, model, tag)
+    if len(parts) == 4 and parts[1] == SIGNATURES and parts[3].endswith(SIGNATURE_SUFFIX):
+        model, tag, hint = parts[0], parts[2], parts[3][: -len(SIGNATURE_SUFFIX)]
+        if valid_name(model) and valid_name(tag) and valid_name(hint):
+            return SignatureKey(key, model, tag, hint)
+    return parse_version_key(key)
+
+
+def parse_version_key(key: str) -> VersionKey:
+    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    if len(parts) != 3 or parts[1] != VERSIONS or not valid_name(parts[0]):
+        return VersionKey(key)
+    model, last = parts[0], parts[2]
+    tag = last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) else None
+    return VersionKey(key, model, tag if tag is not None and valid_name(tag) else None)
+
+
+LOCKS = "locks/"
+
+
+def lease_key(lease_id: str) -> str:
+    return f"{LOCKS}{lease_id}.json"
+
+
+def lease_id_of(key: str) -> str | None:
+    """The lease id in ``locks/<id>.json``, or None for any other key (nested, another suffix, or
+    an id aim_cli never writes: it is shown in messages, so it must be a plain one-line name)."""
+    if not (key.startswith(LOCKS) and key.endswith(".json")):
+        return None
+    lease_id = key[len(LOCKS) : -len(".json")]
+    return lease_id if NAME_RE.fullmatch(lease_id) else None

@@ -1,0 +1,159 @@
+"""A repository's blobs role: content-addressed chunks below ``blobs/``, stored in the
+repository's format and verified on every read (re-hashed, bounded by the size the manifest
+names), asked about one by one or in bulk, listed, deleted."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+
+import blake3
+
+from aim_cli.backends.base import Backend
+from aim_cli.errors import BlobCorruptError, BlobMissingError, KeyNotFoundError, ObjectTooLargeError
+from aim_cli.format import manifest as mf
+from aim_cli.format.blob_codec import CorruptBlob
+from aim_cli.format.layout import BLOBS, SHARDS, blob_key, digest_of_shard_key
+from aim_cli.repository.keys import list_objects
+from aim_cli.repository.meta import RepoMeta
+from aim_cli.repository.parallel import map_parallel
+
+
+class Blobs:
+    """The blobs of the repository ``name`` in ``backend``, in the format ``meta`` reads; bulk
+    questions use up to ``jobs`` requests at once."""
+
+    def __init__(self, backend: Backend, name: str, meta: RepoMeta, jobs: int):
+        self.backend = backend
+        self.name = name
+        self.meta = meta
+        self.jobs = jobs
+
+    def put_blob(self, digest: str, data, element_size: int = 1) -> int:
+        """Store the chunk ``data`` (raw bytes, named ``digest``) in the repository's format;
+        return the bytes stored. ``element_size`` is the chunker's hint for the codec."""
+        stored = self.meta.format().encode(data, element_size)
+        self.backend.put(blob_key(digest), stored)
+        return len(stored)
+
+    def get_blob(self, digest: str, size: int, *, context: str = "") -> bytes:
+        """The chunk's raw bytes, verified against ``digest`` and ``size`` (what a manifest names)."""
+        return self.fetch_blob(digest, size, context=context)[0]
+
+    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, int]:
+        """(the chunk's raw bytes, the bytes read from storage), verified against ``digest`` and
+        ``size``. Reads stop past the largest object that can hold ``size`` bytes in this
+        repository's format, so memory stays bounded whatever the storage holds; decoding is
+        bounded by ``size`` too. Missing: BlobMissingError; altered, truncated, oversized or
+        undecodable: BlobCorruptError; both name the blob and carry its digest."""
+        where = f" (needed by {context})" if context else ""
+        fmt = self.meta.format()
+        stored = self._get_stored(digest, fmt.max_stored_size(size), where)
+        return self._decoded(digest, stored, size, where), len(stored)
+
+    def _get_stored(self, digest: str, max_size: int, where: str) -> bytes:
+        try:
+            return self.backend.get(blob_key(digest), max_size=max_size)
+        except KeyNotFoundError:
+            raise BlobMissingError(
+                f"blob {digest} is missing from repository {self.name!r}{where}",
+                "push the same files again (under a new tag) to restore it; `aim_cli repo check` lists all damage",
+                digest=digest,
+            ) from None
+        except ObjectTooLargeError:
+            raise self._corrupt(digest, f"it is larger than {max_size} bytes, the most its chunk can take",
+                                where) from None
+
+    def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> bytes:
+        try:
+            data = self.meta.format().decode(stored, size)
+        except CorruptBlob as e:
+            raise self._corrupt(digest, str(e), where) from None
+        if blake3.blake3(data).hexdigest() != digest:
+            raise self._corrupt(digest, "its content does not match its hash", where)
+        return data
+
+    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, bytes]:
+        """(the stored object, the chunk's raw bytes), verified as ``fetch_blob`` verifies: for
+        copying a blob between repositories of the same format as it is (``put_stored_blob``)."""
+        where = f" (needed by {context})" if context else ""
+        stored = self._get_stored(digest, self.meta.format().max_stored_size(size), where)
+        return stored, self._decoded(digest, stored, size, where)
+
+    def put_stored_blob(self, digest: str, stored: bytes) -> None:
+        """Store an object that ``get_stored_blob`` of a repository of this format returned."""
+        self.backend.put(blob_key(digest), stored)
+
+    def read_stored_blob(self, digest: str, stored_size: int) -> int:
+        """Read and verify a stored blob that no manifest may name (`repo check --read-data`):
+        its raw size comes from the object itself. Returns the raw size; BlobMissingError or
+        BlobCorruptError as ``fetch_blob``."""
+        fmt = self.meta.format()
+        stored = self._get_stored(digest, min(stored_size, fmt.max_stored_size(mf.MAX_CHUNK_SIZE)), "")
+        try:
+            size = fmt.raw_size_of(stored)
+        except CorruptBlob as e:
+            raise self._corrupt(digest, str(e), "") from None
+        if size > mf.MAX_CHUNK_SIZE:  # no chunk is larger: never decode towards what a header claims
+            raise self._corrupt(digest, f"its header claims {size} bytes, more than any chunk", "")
+        self._decoded(digest, stored, size, "")
+        return size
+
+    def _corrupt(self, digest: str, what: str, where: str) -> BlobCorruptError:
+        return BlobCorruptError(
+            f"blob {digest} in repository {self.name!r} is corrupt: {what}{where}",
+            "delete that blob, then push the same files again (under a new tag) to restore it; "
+            "`aim_cli repo check --read-data` lists all damage",
+            digest=digest, reason=what,
+        )
+
+    def has_blob(self, digest: str) -> bool:
+        return self.backend.exists(blob_key(digest))
+
+    def stored_size(self, digest: str) -> int | None:
+        """The bytes the blob takes in storage, or None if it is not stored (one HEAD)."""
+        return self.backend.size(blob_key(digest))
+
+    def stored_sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        """digest -> stored bytes of those of ``digests`` that are stored, asked in bulk
+        (listing or parallel HEADs, whichever is cheaper)."""
+        wanted = set(digests)
+        index = self.stored_blob_index(len(wanted))
+        if index is not None:
+            return {d: index[d] for d in wanted if d in index}
+        ordered = sorted(wanted)
+        return {d: n for d, n in zip(ordered, map_parallel(self.stored_size, ordered, self.jobs)) if n is not None}
+
+    def stored_blob_index(self, expected_lookups: int) -> dict[str, int] | None:
+        """digest -> stored size of all stored blobs when listing them is cheaper than ``expected_lookups`` single
+        existence checks, else None (then ask blob by blob with ``stored_size``).
+
+        A check costs one request; a listing one request per ~1000 blobs. Like dvc's
+        ``oids_exist``, estimate the number of stored blobs from one of the 256 prefixes."""
+        if expected_lookups < 16:
+            return None
+        sample = random.choice(SHARDS)
+        estimate = 256 * sum(1 for _ in self.backend.list(f"{BLOBS}{sample}/"))
+        if estimate / 1000 >= expected_lookups / 4:
+            return None
+        return dict(self.iter_blobs())
+
+    def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` the repository lacks, asked in bulk (listing or parallel checks)."""
+        wanted = set(digests)
+        return wanted - self.stored_sizes(wanted).keys()
+
+    def iter_blob_keys(self) -> Iterator[tuple[str, str | None, int]]:
+        """(key, digest, size) of every object below blobs/; digest None for a key that is not
+        ``blobs/<h[0:2]>/<h>`` (a stray: gc never deletes it, `repo check` reports it)."""
+        for info in list_objects(self.backend, BLOBS):
+            yield info.key, digest_of_shard_key(info.key[len(BLOBS):]), info.size
+
+    def iter_blobs(self) -> Iterator[tuple[str, int]]:
+        """(digest, size) of every stored blob."""
+        for _, digest, size in self.iter_blob_keys():
+            if digest is not None:
+                yield digest, size
+
+    def delete_blobs(self, digests: Iterable[str]) -> None:
+        self.backend.delete_many(blob_key(d) for d in digests)

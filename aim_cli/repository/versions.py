@@ -1,0 +1,225 @@
+"""A repository's versions role: the manifests below ``models/<model>/versions/``.
+
+The exclusive create of a manifest is a version's commit point, and its summary is written right
+after (summaries.py). A manifest is read within MAX_MANIFEST_BYTES, parsed and validated, and must
+name the version it is stored as. Listings of models and tags skip strays with a warning
+(format/layout.py); the newest version is chosen by the summaries and read from its manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aim_cli.backends.base import Backend
+from aim_cli.errors import (DamagedStorageError, IntegrityError, KeyNotFoundError, StorageError, TagExistsError,
+                            UsageError, VersionNotFoundError)
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
+from aim_cli.format.layout import MODELS, VersionKey, manifest_key, parse_version_key, summary_key, versions_prefix
+from aim_cli.names import check_name, valid_name
+from aim_cli.repository.keys import StoredKeys, list_objects
+from aim_cli.repository.meta import RepoMeta
+from aim_cli.repository.summaries import Summaries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A manifest resolved once: the immutable id every later step works from."""
+
+    manifest: mf.Manifest
+    digest: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    digest: str
+    created: bool  # False: the identical version was already there
+
+
+class Versions:
+    """The versions of the repository ``keys`` reads; ``meta`` gives its format (a commit's
+    summary depends on it) and ``summaries`` its summaries."""
+
+    def __init__(self, keys: StoredKeys, meta: RepoMeta, summaries: Summaries):
+        self.keys = keys
+        self.backend = keys.backend
+        self.name = keys.name
+        self.meta = meta
+        self.summaries = summaries
+
+    def reading_through(self, backend: Backend) -> Versions:
+        """These versions, read through ``backend`` (a ReadAhead over this repository's backend)."""
+        return Versions(StoredKeys(backend, self.name), self.meta, self.summaries)
+
+    # -- commit ------------------------------------------------------------------------------------
+    def commit(self, manifest: mf.Manifest, *, stored_size: int | None = None) -> CommitResult:
+        """Create the version: the exclusive create of its manifest is the commit point.
+
+        The caller has stored (and synced) every blob first; ``stored_size`` is what they take
+        (for the summary; ignored in format 1, see summary.py). If the tag exists with the same
+        files, nothing is written and the stored digest is returned. Once created, the manifest is
+        read back: a server that ignored the condition would show another writer's bytes here."""
+        stored, ours = self._create_version(manifest.model, manifest.tag, mf.encode(manifest), stored_size)
+        return CommitResult(stored.digest, True) if ours else self.against_stored(stored, manifest)
+
+    def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
+        """Create a version from a manifest's exact bytes, as another repository stores them
+        (`model copy`), so that its digest is the same in both; as ``commit`` otherwise. The tag
+        held by other bytes is a TagExistsError, even with the same files: its digest differs."""
+        manifest = mf.decode(raw, where="the manifest to copy")
+        check_name("model", manifest.model)  # before they make a key
+        check_name("tag", manifest.tag)
+        stored, ours = self._create_version(manifest.model, manifest.tag, raw, stored_size)
+        if ours:
+            return CommitResult(stored.digest, True)
+        raise TagExistsError(
+            f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} with another "
+            f"digest ({stored.digest[:16]}, not {mf.digest_of(raw)[:16]})", "versions are immutable")
+
+    def _create_version(self, model: str, tag: str, raw: bytes, stored_size: int | None) -> tuple[VersionRef, bool]:
+        """The exclusive create of manifest ``raw``, then its read-back: (the stored version,
+        whether it is ``raw``). When it is, its summary is written."""
+        # Whatever put_if_absent answers, the read-back decides: the stored bytes are the truth.
+        self.backend.put_if_absent(manifest_key(model, tag), raw)
+        stored = self.get_version(model, tag)
+        if stored.raw != raw:
+            return stored, False
+        # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
+        # first answer was lost saw 412 for our own write.
+        self._write_summary_after_commit(stored, stored_size if self.meta.format().codecs is not None else None)
+        return stored, True
+
+    def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None) -> None:
+        """The summary comes second: the manifest is the commit point, and a version whose summary
+        was not written (a failure here, a kill) gets it rebuilt by the next listing. So a failure
+        is a warning, never a failed push."""
+        try:
+            self.summaries.put_summary(self.summary_of(ref, stored_size))
+        except (StorageError, DamagedStorageError) as e:
+            log.warning("warning: %s:%s is pushed, but its summary could not be written (%s); the next listing "
+                        "rebuilds it", ref.manifest.model, ref.manifest.tag, e.message)
+
+    def against_stored(self, stored: VersionRef, manifest: mf.Manifest) -> CommitResult:
+        """The outcome of pushing ``manifest`` where ``stored`` already holds its tag: the same
+        files are "already pushed" (nothing written); other files are a TagExistsError."""
+        if stored.manifest.same_content(manifest):
+            return CommitResult(stored.digest, False)
+        raise TagExistsError(
+            f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} "
+            f"with other content (digest {stored.digest[:16]})",
+            "versions are immutable: push under a new --tag",
+        )
+
+    # -- reads -------------------------------------------------------------------------------------
+    def has_version(self, model: str, tag: str) -> bool:
+        return self.backend.exists(manifest_key(model, tag))
+
+    def not_found(self, model: str, tag: str) -> VersionNotFoundError:
+        if not valid_name(model) or not self.model_exists(model):
+            return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
+                                        f"run `aim_cli model list {self.name}`", model=model)
+        return VersionNotFoundError(f"version {tag!r} of model {model!r} not found in repository {self.name!r}",
+                                    f"run `aim_cli model versions {self.name} {model}`", model=model, tag=tag)
+
+    def get_version(self, model: str, tag: str) -> VersionRef:
+        check_name("model", model)
+        check_name("tag", tag)
+        where = f"{model}:{tag}"
+        try:
+            raw = self.keys.manifest_bytes(manifest_key(model, tag), where)
+        except KeyNotFoundError:
+            raise self.not_found(model, tag) from None
+        manifest = mf.decode(raw, where=where)
+        if manifest.model != model or manifest.tag != tag:
+            raise IntegrityError(
+                f"manifest {where} names {manifest.model}:{manifest.tag}",
+                "the repository is damaged; run `aim_cli repo check`",
+            )
+        return VersionRef(manifest, mf.digest_of(raw), raw)
+
+    def read_key(self, vk: VersionKey) -> VersionRef:
+        """The manifest under any key below models/: a version (``get_version``), or a stray read
+        as a manifest, whatever names it holds (it may be a copy of one). IntegrityError if it
+        does not parse; NotFoundError if it is gone."""
+        if vk.tag is not None:
+            return self.get_version(vk.model, vk.tag)
+        raw = self.keys.manifest_bytes(vk.key, vk.key)
+        return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
+
+    def summary_of(self, ref: VersionRef, stored_size: int | None = None) -> sm.Summary:
+        m = ref.manifest
+        return sm.of_manifest(m, ref.digest, where=f"{m.model}:{m.tag}", stored_size=stored_size)
+
+    # -- listings ----------------------------------------------------------------------------------
+    def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:
+        """Every object below ``models/`` (or below ``model``'s versions/), parsed: versions and
+        strays alike, without the summaries (the store's own keys, naming no blob)."""
+        if model is not None:
+            for info in list_objects(self.backend, versions_prefix(check_name("model", model))):
+                yield parse_version_key(info.key)
+            return
+        for key in self.keys.model_keys(MODELS):
+            if isinstance(key, VersionKey):
+                yield key
+
+    def _versions(self, model: str | None = None) -> list[VersionKey]:
+        """The version keys (of ``model``); each stray is skipped with a warning on stderr."""
+        found = []
+        for vk in self.iter_version_keys(model):
+            if vk.tag is None:
+                self.keys.warn_stray(vk)
+            else:
+                found.append(vk)
+        return found
+
+    def list_models(self) -> list[str]:
+        return sorted({vk.model for vk in self._versions()})
+
+    def list_tags(self, model: str) -> list[str]:
+        return sorted(vk.tag for vk in self._versions(model))
+
+    def model_exists(self, model: str) -> bool:
+        """Whether ``model`` has a version (quietly: strays are for listings to mention)."""
+        return any(vk.tag is not None for vk in self.iter_version_keys(model))
+
+    # -- the newest version --------------------------------------------------------------------------
+    def newest_version(self, model: str) -> VersionRef:
+        """The newest version of ``model`` (by created_at, then tag), chosen by the summaries and
+        read from its manifest: one manifest read (two when its summary was just rebuilt).
+        A summary can make a listing show wrong metadata, never make this return another version
+        than the one it describes: the manifest read must give the same summary, digest included,
+        else IntegrityError naming the summary's key."""
+        chosen = self.summaries.list_versions(model)[-1]
+        ref = self.get_version(model, chosen.tag)
+        differ = sm.differences(chosen, self.summary_of(ref))
+        if differ:
+            raise IntegrityError(
+                f"summary {summary_key(model, chosen.tag)} in repository {self.name!r} disagrees with its manifest "
+                f"({', '.join(differ)}), so the newest version of {model!r} is unknown",
+                f"name the version with --tag; `aim_cli repo check {self.name}` lists all damage")
+        return ref
+
+    def resolve_version(self, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
+        """The version to pull, resolved once: (it, whether it was chosen as the newest). Without
+        a tag: the newest by created_at, chosen by the versions' summaries, so one manifest is
+        read, not all (``newest_version``). ``digest`` pins the manifest's digest."""
+        check_name("model", model)
+        if digest is not None and not mf.HEX64.fullmatch(digest.lower()):
+            raise UsageError("--digest takes the full 64-hex-character manifest digest",
+                             "copy it from the push output or `aim_cli model versions`")
+        if tag is None:
+            ref, newest = self.newest_version(model), True
+        else:
+            ref, newest = self.get_version(model, tag), False
+        if digest is not None and ref.digest != digest.lower():
+            raise IntegrityError(
+                f"version {ref.manifest.tag!r} of model {model!r} has digest {ref.digest}, "
+                f"not the pinned {digest.lower()}",
+                "the version is not the one you pinned; nothing was downloaded",
+            )
+        return ref, newest
