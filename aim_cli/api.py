@@ -10,44 +10,86 @@ $AIM_CONFIG, then model_repos.yaml in the current directory or its parents).
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from aim_cli import config as cfgmod
 from aim_cli.backends import open_backend
 from aim_cli.chunking.cdc import ChunkingParams
-from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.config import Config, RepoConfig
+from aim_cli.copy import CopyResult
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.diff import DiffResult
 from aim_cli.errors import ConfigError, UsageError
+from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
+from aim_cli.format.summary import Summary
 from aim_cli.names import check_name
+from aim_cli.progress import Progress
 from aim_cli.pull.pipeline import PullResult
 from aim_cli.pull.plan import PullPlan
 from aim_cli.push import PushResult
 from aim_cli.repository import Repository, VersionRef
-from aim_cli.format.summary import Summary
-from aim_cli.copy import CopyResult
 
-DEFAULT_JOBS = 8
+if TYPE_CHECKING:
+    from aim_cli.audit.check import CheckReport
+    from aim_cli.audit.gc import GcPlan, GcResult
+    from aim_cli.audit.verify import LocalReport, VersionReport
+    from aim_cli.pull.cache import CacheInfo, PruneResult
+    from aim_cli.signing.bundle import SignatureInfo
+    from aim_cli.signing.sign import SignResult
+    from aim_cli.signing.verify import VerifyResult
+
+#: Path arguments: a string or any os.PathLike of one.
+PathArg = PathArg[str]
+#: ``config=``: a model_repos.yaml path, a loaded Config, or None (the usual search).
+ConfigArg = Config | PathArg | None
+
+# Result types of modules that import heavy libraries (cryptography) or that most commands do not
+# need: exported by name, imported on first use, so `import aim_cli.api` stays light.
+_LAZY_RESULTS = {
+    "CheckReport": "aim_cli.audit.check",
+    "GcPlan": "aim_cli.audit.gc",
+    "GcResult": "aim_cli.audit.gc",
+    "LocalReport": "aim_cli.audit.verify",
+    "VersionReport": "aim_cli.audit.verify",
+    "CacheInfo": "aim_cli.pull.cache",
+    "PruneResult": "aim_cli.pull.cache",
+    "SignatureInfo": "aim_cli.signing.bundle",
+    "SignResult": "aim_cli.signing.sign",
+    "VerifyResult": "aim_cli.signing.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_RESULTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
-    "CopyResult", "DiffResult", "Info", "copy", "diff", "info",
-    "DEFAULT_JOBS", "DeleteResult", "FileInfo", "PullPlan", "PullResult", "PushResult", "VersionDetails", "VersionInfo",
-    "cache_info", "cache_prune", "check_repo", "collect_garbage", "create_repo", "delete_repo", "delete_versions",
-    "get_config", "list_models", "list_versions", "open_repository", "pull", "push", "verify_local",
-    "verify_version", "version_details",
-    "ExportResult", "export_signature", "list_signatures", "sign_version", "verify_signature",
+    "DEFAULT_JOBS", "CacheInfo", "CheckReport", "Config", "ConfigArg", "CopyResult", "DeleteResult", "DiffResult",
+    "ExportResult", "FileInfo", "GcPlan", "GcResult", "Info", "LocalReport", "PathArg", "Progress", "PruneResult",
+    "PullPlan", "PullResult", "PushResult", "RepoConfig", "RepoCreated", "Repository", "SignResult",
+    "SignatureInfo", "VerifyResult", "VersionDetails", "VersionInfo", "VersionRef", "VersionReport",
+    "cache_info", "cache_prune", "check_repo", "collect_garbage", "copy", "create_repo", "delete_repo",
+    "delete_versions", "diff", "export_signature", "get_config", "info", "list_models", "list_signatures",
+    "list_versions", "open_repository", "plan_pull", "pull", "push", "sign_version", "verify_local",
+    "verify_signature", "verify_version", "version_details",
 ]
 
 
-def get_config(config: Config | str | os.PathLike | None = None, *, must_exist: bool = True) -> Config:
+def get_config(config: ConfigArg = None, *, must_exist: bool = True) -> Config:
     if isinstance(config, Config):
         return config
     return cfgmod.load_config(config, must_exist=must_exist)
 
 
-def open_repository(name: str, *, config=None, jobs: int = DEFAULT_JOBS) -> Repository:
+def open_repository(name: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> Repository:
     repo_cfg = get_config(config).repo(name)
     backend = open_backend(repo_cfg, max_connections=jobs)
     backend.check_access()
@@ -61,7 +103,7 @@ class Info:
     repos: list[RepoConfig]
 
 
-def info(*, config=None) -> Info:
+def info(*, config: ConfigArg = None) -> Info:
     """The aim_cli version, the config file in use (``config``, else found as the CLI finds it)
     and its repositories. No storage is reached."""
     from aim_cli import __version__
@@ -75,7 +117,7 @@ def info(*, config=None) -> Info:
 def create_repo(name: str, repo_type: str, path: str, *, region: str | None = None,
                 endpoint_url: str | None = None, profile: str | None = None,
                 addressing_style: str | None = None, chunk_size: int | None = None,
-                storage_format: int | None = None, check: bool = True, config=None) -> RepoCreated:
+                storage_format: int | None = None, check: bool = True, config: ConfigArg = None) -> RepoCreated:
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
     reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1 or 2 (the
     default, DEFAULT_FORMAT), or keep the one already there."""
@@ -128,7 +170,7 @@ class RepoCreated:
     format: int | None  # the storage format it holds (an existing repository keeps its own)
 
 
-def delete_repo(name: str, *, config=None) -> RepoConfig:
+def delete_repo(name: str, *, config: ConfigArg = None) -> RepoConfig:
     """Remove the config entry only; the stored data is not touched."""
     return cfgmod.remove_repo(get_config(config), name)
 
@@ -154,20 +196,20 @@ class VersionInfo:
                    s.stored_size)
 
 
-def list_models(repo: str, *, config=None) -> list[str]:
+def list_models(repo: str, *, config: ConfigArg = None) -> list[str]:
     """The models with at least one version: one listing, no manifest read."""
     return open_repository(repo, config=config).list_models()
 
 
-def list_versions(repo: str, model: str, *, config=None, jobs: int = DEFAULT_JOBS) -> list[VersionInfo]:
+def list_versions(repo: str, model: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> list[VersionInfo]:
     """Oldest first. Read from the versions' summaries (one listing, then small reads on ``jobs``
     threads); a version without one gets it rebuilt from its manifest."""
     return [VersionInfo.from_summary(s) for s in open_repository(repo, config=config, jobs=jobs).list_versions(model)]
 
 
 # -- transfers ---------------------------------------------------------------------------------------
-def push(repo: str, model: str, source: str | os.PathLike, *, tag: str, message: str = "",
-         jobs: int = DEFAULT_JOBS, follow_symlinks: bool = False, config=None, progress=None) -> PushResult:
+def push(repo: str, model: str, source: PathArg, *, tag: str, message: str = "",
+         jobs: int = DEFAULT_JOBS, follow_symlinks: bool = False, config: ConfigArg = None, progress: Progress | None = None) -> PushResult:
     from aim_cli import push as pushmod
 
     repository = open_repository(repo, config=config, jobs=jobs)
@@ -175,48 +217,97 @@ def push(repo: str, model: str, source: str | os.PathLike, *, tag: str, message:
                         follow_symlinks=follow_symlinks, progress=progress)
 
 
-def pull(repo: str, model: str, dest: str | os.PathLike, *, tag: str | None = None, digest: str | None = None,
-         jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (), cache_dir=None,
-         config=None, progress=None, include: Sequence[str] = (), exclude: Sequence[str] = (),
-         delete: bool = False, dry_run: bool = False,
-         require_signature: str | os.PathLike | None = None) -> PullResult | PullPlan:
-    """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
-
-    ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
-    ``ignore_patterns`` semantics (aim_cli/patterns.py): an include matching no file raises
-    UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
-    files of ``dest`` (within the patterns) that the version does not hold. ``dry_run``: change
-    nothing and return the ``PullPlan`` instead (aim_cli/pull_plan.py; ``plan.to_json()`` is
-    the shape `model pull --dry-run --json` prints). ``require_signature``: a public key (PEM) whose
-    signature (either kind) must cover exactly the version's files, checked before anything is
-    written; the pull is then pinned to the verified manifest's digest."""
-    from aim_cli.pull import pipeline as pullmod
+def plan_pull(repo: str, model: str, dest: PathArg, *, tag: str | None = None, digest: str | None = None,
+              jobs: int = DEFAULT_JOBS, references: Sequence[PathArg] = (), config: ConfigArg = None,
+              progress: Progress | None = None, include: Sequence[str] = (), exclude: Sequence[str] = (),
+              delete: bool = False, require_signature: PathArg | None = None) -> PullPlan:
+    """What ``pull`` with the same arguments would do, having created or changed nothing: the
+    ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints)."""
+    from aim_cli.pull import pipeline
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
-    if require_signature is not None:
-        from aim_cli.signing.files import read_user_file
-        from aim_cli.signing.keys import load_public_key
-        from aim_cli.signing.verify import verify_version_signature
+    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
+    return pipeline.dry_run(repository, model, dest, tag=tag, digest=digest, references=references,
+                            progress=progress, repo_roots=_local_roots(cfg), include=include, exclude=exclude,
+                            delete=delete)
 
-        key = load_public_key(read_user_file(require_signature, "public key"), os.fspath(require_signature))
-        ref = _resolve(repository, model, tag, digest)
-        verify_version_signature(repository, ref, key)
-        tag, digest = ref.manifest.tag, ref.digest
+
+@overload
+def pull(repo: str, model: str, dest: PathArg, *, tag: str | None = ..., digest: str | None = ...,
+         jobs: int = ..., references: Sequence[PathArg] = ..., cache_dir: PathArg | None = ...,
+         config: ConfigArg = ..., progress: Progress | None = ..., include: Sequence[str] = ...,
+         exclude: Sequence[str] = ..., delete: bool = ..., dry_run: Literal[False] = ...,
+         require_signature: PathArg | None = ...) -> PullResult: ...
+
+
+@overload
+def pull(repo: str, model: str, dest: PathArg, *, tag: str | None = ..., digest: str | None = ...,
+         jobs: int = ..., references: Sequence[PathArg] = ..., cache_dir: PathArg | None = ...,
+         config: ConfigArg = ..., progress: Progress | None = ..., include: Sequence[str] = ...,
+         exclude: Sequence[str] = ..., delete: bool = ..., dry_run: Literal[True],
+         require_signature: PathArg | None = ...) -> PullPlan: ...
+
+
+def pull(repo: str, model: str, dest: PathArg, *, tag: str | None = None, digest: str | None = None,
+         jobs: int = DEFAULT_JOBS, references: Sequence[PathArg] = (), cache_dir: PathArg | None = None,
+         config: ConfigArg = None, progress: Progress | None = None, include: Sequence[str] = (),
+         exclude: Sequence[str] = (), delete: bool = False, dry_run: bool = False,
+         require_signature: PathArg | None = None) -> PullResult | PullPlan:
+    """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
+
+    ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
+    ``ignore_patterns`` semantics (aim_cli/util/patterns.py): an include matching no file raises
+    UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
+    files of ``dest`` (within the patterns) that the version does not hold. ``require_signature``:
+    a public key (PEM) whose signature (either kind) must cover exactly the version's files,
+    checked before anything is written; the pull is then pinned to the verified manifest's digest.
+    ``dry_run=True`` is deprecated: it returns ``plan_pull(...)``'s plan."""
+    if dry_run:
+        warnings.warn("pull(dry_run=True) is deprecated: call plan_pull() for the plan", DeprecationWarning,
+                      stacklevel=2)
+        return plan_pull(repo, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
+                         config=config, progress=progress, include=include, exclude=exclude, delete=delete,
+                         require_signature=require_signature)
+    from aim_cli.pull import pipeline
+
+    cfg = get_config(config)
+    repository = open_repository(repo, config=cfg, jobs=jobs)
+    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
     cache = None
-    if cache_dir and not dry_run:
+    if cache_dir:
         from aim_cli.pull.cache import ChunkCache
 
         cache = ChunkCache(cache_dir)
-    local_roots = [r.path for r in cfg.repos.values() if r.type == "local"]  # DEST must stay out of them
-    return pullmod.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
-                        cache=cache, progress=progress, repo_roots=local_roots, include=include, exclude=exclude,
-                        delete=delete, dry_run=dry_run)
+    return pipeline.pull(repository, model, dest, tag=tag, digest=digest, jobs=jobs, references=references,
+                         cache=cache, progress=progress, repo_roots=_local_roots(cfg), include=include,
+                         exclude=exclude, delete=delete)
 
 
-# -- comparing and copying versions (aim_cli/diff.py, aim_cli/transfer_copy.py) -----------------------
+def _local_roots(cfg: Config) -> list[str]:
+    """The config's local repositories: DEST must stay out of them."""
+    return [r.path for r in cfg.repos.values() if r.type == "local"]
+
+
+def _pin_signed(repository: Repository, model: str, tag: str | None, digest: str | None,
+                require_signature: PathArg | None) -> tuple[str | None, str | None]:
+    """With ``require_signature``: verify a signature by that key before anything is written, and
+    pin the pull to the verified manifest (its tag and digest). Otherwise (tag, digest) as given."""
+    if require_signature is None:
+        return tag, digest
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import load_public_key
+    from aim_cli.signing.verify import verify_version_signature
+
+    key = load_public_key(read_user_file(require_signature, "public key"), os.fspath(require_signature))
+    ref = _resolve(repository, model, tag, digest)
+    verify_version_signature(repository, ref, key)
+    return ref.manifest.tag, ref.digest
+
+
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -----------------------
 def diff(repo: str, model: str, tag_a: str, tag_b: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-         config=None) -> DiffResult:
+         config: ConfigArg = None) -> DiffResult:
     """What changed from ``model:tag_a`` to ``model:tag_b``: an ``aim_cli.diff.DiffResult`` (files
     added, removed, changed and unchanged with their sizes; what a pull of B over A fetches).
     Reads the two manifests and asks storage the stored size of the chunks B adds; no blob."""
@@ -228,7 +319,7 @@ def diff(repo: str, model: str, tag_a: str, tag_b: str, *, include: Sequence[str
 
 
 def copy(src_repo: str, model: str, dst_repo: str, *, tags: Sequence[str] | None = None, jobs: int = DEFAULT_JOBS,
-         dry_run: bool = False, config=None, progress=None) -> CopyResult:
+         dry_run: bool = False, config: ConfigArg = None, progress: Progress | None = None) -> CopyResult:
     """Copy versions of ``model`` (``tags``, or all) from ``src_repo`` into ``dst_repo`` with their
     manifests' exact bytes, transferring only the blobs the destination lacks: an
     ``aim_cli.copy.CopyResult``. A tag the destination holds with another digest does
@@ -265,7 +356,7 @@ class VersionDetails:
     distinct_size: int = 0  # the bytes of its distinct chunks (a chunk used twice counts once)
     stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
     missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
-    signatures: list = field(default_factory=list)  # aim_cli.signing.bundle.SignatureInfo of each stored signature
+    signatures: list[SignatureInfo] = field(default_factory=list)  # each stored signature
 
 
 @dataclass(frozen=True)
@@ -282,7 +373,7 @@ def _resolve(repository: Repository, model: str, tag: str | None, digest: str | 
 
 
 def version_details(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
-                    config=None) -> VersionDetails:
+                    config: ConfigArg = None) -> VersionDetails:
     """One version's manifest: digest, author, message, files with sizes and BLAKE3 (newest without tag)."""
     repository = open_repository(repo, config=config)
     ref = _resolve(repository, model, tag, digest)
@@ -298,7 +389,8 @@ def version_details(repo: str, model: str, *, tag: str | None = None, digest: st
 
 
 def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str | None = None,
-                   jobs: int = DEFAULT_JOBS, config=None, progress=None):
+                   jobs: int = DEFAULT_JOBS, config: ConfigArg = None,
+                   progress: Progress | None = None) -> VersionReport:
     """Re-read and re-hash every blob of the version: an ``aim_cli.audit.verify.VersionReport``."""
     from aim_cli.audit import verify
 
@@ -306,9 +398,9 @@ def verify_version(repo: str, model: str, *, tag: str | None = None, digest: str
     return verify.verify_version(repository, _resolve(repository, model, tag, digest), jobs=jobs, progress=progress)
 
 
-def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: str | None = None,
-                 digest: str | None = None, jobs: int = DEFAULT_JOBS, config=None, include: Sequence[str] = (),
-                 exclude: Sequence[str] = ()):
+def verify_local(repo: str, model: str, directory: PathArg, *, tag: str | None = None,
+                 digest: str | None = None, jobs: int = DEFAULT_JOBS, config: ConfigArg = None, include: Sequence[str] = (),
+                 exclude: Sequence[str] = ()) -> LocalReport:
     """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.audit.verify.LocalReport``.
     ``include``/``exclude`` select the files compared (as for `pull`); extra files are reported
     only inside the patterns."""
@@ -318,7 +410,8 @@ def verify_local(repo: str, model: str, directory: str | os.PathLike, *, tag: st
     return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude)
 
 
-def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config=None, progress=None):
+def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, config: ConfigArg = None,
+               progress: Progress | None = None) -> CheckReport:
     """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``."""
     from aim_cli.audit import check
 
@@ -326,7 +419,8 @@ def check_repo(repo: str, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, 
                             progress=progress)
 
 
-def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=None):
+def collect_garbage(repo: str, *, dry_run: bool = False, config: ConfigArg = None,
+                    on_plan: Callable[[GcPlan], None] | None = None) -> GcResult:
     """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.audit.gc.GcResult``.
     ``on_plan(plan)`` sees the plan before anything is deleted."""
     from aim_cli.audit import gc
@@ -334,7 +428,7 @@ def collect_garbage(repo: str, *, dry_run: bool = False, config=None, on_plan=No
     return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan)
 
 
-def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *, config=None) -> DeleteResult:
+def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *, config: ConfigArg = None) -> DeleteResult:
     """Delete these versions of ``model`` (all of them, readable or not, when ``tags`` is None) and
     measure what `repo gc` can now free. A tag may also name a stray key exactly (``"v1 copy"``
     for ``versions/v1 copy.json``, ``".DS_Store"``): `repo check` lists them."""
@@ -351,14 +445,14 @@ def delete_versions(repo: str, model: str, tags: Sequence[str] | None = None, *,
 
 
 # -- the chunk cache ---------------------------------------------------------------------------------
-def cache_info(cache_dir: str | os.PathLike):
+def cache_info(cache_dir: PathArg) -> CacheInfo:
     """(entries, bytes) of the chunk cache at ``cache_dir`` (an ``aim_cli.pull.cache.CacheInfo``)."""
     from aim_cli.pull.cache import ChunkCache
 
     return ChunkCache(cache_dir).info()
 
 
-def cache_prune(cache_dir: str | os.PathLike, max_size: int = 0, *, dry_run: bool = False):
+def cache_prune(cache_dir: PathArg, max_size: int = 0, *, dry_run: bool = False) -> PruneResult:
     """Delete the least recently used chunks until the cache holds at most ``max_size`` bytes
     (0 empties it). Returns an ``aim_cli.pull.cache.PruneResult`` (removed, freed, entries, bytes)."""
     from aim_cli.pull.cache import ChunkCache
@@ -376,10 +470,10 @@ class ExportResult:
     bytes: int
 
 
-def sign_version(repo: str, model: str, *, tag: str, key: str | os.PathLike | None = None,
-                 password: str | None = None, sha256: bool = False, certificate: str | os.PathLike | None = None,
-                 certificate_chain: Sequence[str | os.PathLike] = (), import_bundle: str | os.PathLike | None = None,
-                 jobs: int = DEFAULT_JOBS, config=None):
+def sign_version(repo: str, model: str, *, tag: str, key: PathArg | None = None,
+                 password: str | None = None, sha256: bool = False, certificate: PathArg | None = None,
+                 certificate_chain: Sequence[PathArg] = (), import_bundle: PathArg | None = None,
+                 jobs: int = DEFAULT_JOBS, config: ConfigArg = None) -> SignResult:
     """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
     the bundle: an ``aim_cli.signing.sign.SignResult`` (``created`` False: already signed by that key).
     BLAKE3 (default) reads only the manifest; ``sha256`` streams the verified blobs.
@@ -404,9 +498,9 @@ def sign_version(repo: str, model: str, *, tag: str, key: str | os.PathLike | No
                              certificates=certificates)
 
 
-def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.PathLike | None = None,
-                     certificate_chain: Sequence[str | os.PathLike] = (), local: str | os.PathLike | None = None,
-                     jobs: int = DEFAULT_JOBS, config=None):
+def verify_signature(repo: str, model: str, *, tag: str, public_key: PathArg | None = None,
+                     certificate_chain: Sequence[PathArg] = (), local: PathArg | None = None,
+                     jobs: int = DEFAULT_JOBS, config: ConfigArg = None) -> VerifyResult:
     """A signature by ``public_key`` (PEM), or by a certificate that ``certificate_chain`` (trust
     roots) vouches for, covering exactly the version's files and digests (or those of the
     directory ``local``): an ``aim_cli.signing.verify.VerifyResult``; IntegrityError otherwise."""
@@ -426,8 +520,8 @@ def verify_signature(repo: str, model: str, *, tag: str, public_key: str | os.Pa
     raise UsageError("no key to verify with", "pass --public-key KEY.pub or --certificate-chain ROOTS.pem")
 
 
-def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: str, sha256: bool = False,
-                     signer: str | None = None, config=None) -> ExportResult:
+def export_signature(repo: str, model: str, output: PathArg, *, tag: str, sha256: bool = False,
+                     signer: str | None = None, config: ConfigArg = None) -> ExportResult:
     """Write a stored bundle of ``model:tag`` to ``output`` for the upstream tools: the
     ``signer``'s (16 hex; the only one when None) of the BLAKE3 or the ``sha256`` kind."""
     from aim_cli.signing.bundle import max_bundle_bytes, parse_bundle
@@ -444,7 +538,7 @@ def export_signature(repo: str, model: str, output: str | os.PathLike, *, tag: s
     return ExportResult(model, tag, hint, os.fspath(output), len(data))
 
 
-def list_signatures(repo: str, model: str, *, tag: str, config=None):
+def list_signatures(repo: str, model: str, *, tag: str, config: ConfigArg = None) -> list[SignatureInfo]:
     """The version's stored signatures: ``aim_cli.signing.bundle.SignatureInfo`` (hint, kind, method)."""
     from aim_cli.signing.verify import signatures_of
 

@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.repository import leases
 from aim_cli.names import check_name
 from aim_cli.errors import TagExistsError
@@ -220,7 +221,7 @@ class _Copier:
         return len(stored), written
 
 
-def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | None = None, *, jobs: int = 8,
+def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | None = None, *, jobs: int = DEFAULT_JOBS,
          dry_run: bool = False, progress=None) -> CopyResult:
     """Copy ``tags`` of ``model`` (every version when None or empty) from ``src`` into ``dst``.
     Conflicts do not raise: they are listed in the result (``conflicts``), the other versions

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import blake3
 
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.repository import leases
 from aim_cli.format import manifest as mf
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
@@ -283,7 +284,7 @@ def _read_small(sf: SourceFile) -> bytes:
 
 
 def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, message: str = "",
-         jobs: int = 8, follow_symlinks: bool = False, progress=None,
+         jobs: int = DEFAULT_JOBS, follow_symlinks: bool = False, progress=None,
          params: ChunkingParams | None = None) -> PushResult:
     """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
     `repo gc` cannot free a blob this push found stored and skipped."""

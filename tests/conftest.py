@@ -17,9 +17,9 @@ def repo(request, tmp_path) -> RepoEnv:
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
     exist, on S3 (moto) too, in the format new repositories get; and "local-f1": a local one of
     format 1 (raw blobs), which stays readable and writable (``RepoEnv.format`` says which).
-    ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a module that
-    sets ``FORMAT_NEUTRAL = True`` (its code never reads or writes a blob's bytes) is not run on
-    "local-f1" (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
+    ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a test marked
+    ``format_neutral`` (its code never reads or writes a blob's bytes) is not run on "local-f1"
+    (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
     fixture (test_pull, test_push, test_store) uses that."""
     kind, _, version = request.param.partition("-f")
     version = int(version) if version else DEFAULT_FORMAT
@@ -39,14 +39,14 @@ def repo(request, tmp_path) -> RepoEnv:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the "local-f1" runs of FORMAT_NEUTRAL modules: they would repeat tests of code
+    """Leave out the "local-f1" runs of tests marked ``format_neutral``: they would repeat tests of code
     that does not depend on the storage format (signatures, patterns, leases, summaries), and
     the suite must stay well under CI's 10 minutes."""
 
     def format_1_run_of_neutral_module(item) -> bool:
         callspec = getattr(item, "callspec", None)
         return (callspec is not None and callspec.params.get("repo") == "local-f1"
-                and getattr(item.module, "FORMAT_NEUTRAL", False))
+                and item.get_closest_marker("format_neutral") is not None)
 
     neutral = [item for item in items if format_1_run_of_neutral_module(item)]
     if neutral:

@@ -4,11 +4,13 @@ of B into a directory holding A fetches, through the console script on both back
 import json
 import os
 
+import pytest
+
 from aim_cli import api
 from tests.helpers import LOCAL_ONLY, chunks_of, ok, one_line_error, random_bytes, write_file
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 KiB = 1024
 

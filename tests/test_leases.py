@@ -29,7 +29,7 @@ from aim_cli.repository import Repository
 from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 
 def lease_body(kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted",
@@ -81,6 +81,7 @@ def test_a_stale_lease_of_a_killed_process_is_taken_over(garbage):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdin.close()
     result = gc.collect(env.repository, wait=0)  # the holder is gone: its lease is stale at once
     assert result.deleted == len(blobs) and env.blobs() == {}
     assert lease_ids(env) == []

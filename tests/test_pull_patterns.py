@@ -7,10 +7,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import LOCAL_ONLY, file_contents, ok, one_line_error, random_bytes, tree, write_model
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 MODEL = {
     "config.json": b'{"hidden": 8}\n',

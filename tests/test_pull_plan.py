@@ -12,7 +12,7 @@ from aim_cli.pull.sources import CacheSource, LocalFiles, RepositorySource, Sour
 from aim_cli.format.repo_format import RepoFormat
 from aim_cli.chunking.cdc import ChunkingParams, iter_chunks
 from aim_cli.errors import BlobMissingError
-from aim_cli.pull.pipeline import pull
+from aim_cli.pull.pipeline import dry_run, pull
 from aim_cli.pull.plan import FETCH, KEEP, LOCAL, PullPlan
 from aim_cli.repository import Repository
 from tests.helpers import (
@@ -27,7 +27,7 @@ from tests.helpers import (
 )
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 FILE_KEYS = {"path", "size", "action", "reuse_bytes", "fetch_raw_bytes"}
 TOTAL_KEYS = {"files", "size", "keep_files", "keep_bytes", "local_files", "fetch_files", "reuse_bytes",
@@ -106,7 +106,7 @@ def test_the_plan_counts_what_an_interrupted_pull_left(repo, tmp_path):
     with pytest.raises(ConnectionAbortedError):
         pull(Repository(cut, "r", jobs=1), "m", dest, tag="v1", jobs=1)
     before = tree(dest, mtimes=True)
-    plan = pull(repo.repository, "m", dest, tag="v1", dry_run=True)
+    plan = dry_run(repo.repository, "m", dest, tag="v1")
     assert isinstance(plan, PullPlan) and tree(dest, mtimes=True) == before
     [f] = plan.files
     assert f.action == FETCH and f.reuse_bytes > 0 and f.reuse_bytes + f.fetch_raw_bytes == 400_000
@@ -116,11 +116,11 @@ def test_the_plan_counts_what_an_interrupted_pull_left(repo, tmp_path):
 
 
 @LOCAL_ONLY
-def test_api_pull_takes_patterns_delete_and_dry_run(repo, tmp_path):
+def test_api_plan_pull_takes_patterns_and_delete(repo, tmp_path):
     versions(repo, tmp_path)
     dest = tmp_path / "out"
-    plan = api.pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"], dry_run=True,
-                    delete=True, config=str(repo.config))
+    plan = api.plan_pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"], delete=True,
+                         config=str(repo.config))
     assert isinstance(plan, PullPlan) and [f.path for f in plan.files] == ["big.bin"] and not dest.exists()
     assert plan.to_json()["include"] == ["*.bin"] and plan.to_json()["exclude"] == ["renamed*"]
     r = api.pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"],
@@ -220,3 +220,15 @@ def test_dest_is_prepared_by_the_writer_and_only_inspected_for_a_dry_run(tmp_pat
     assert inspect_dest(tmp_path / "absent", ["a"]).partials == () and not (tmp_path / "absent").exists()
     facts = prepare_dest(dest, ["a", "b/c"])
     assert facts.partials == (partial,) and facts.locked and partial.stat().st_mode & 0o777 == PARTIAL_MODE
+
+
+@LOCAL_ONLY
+def test_api_pull_dry_run_still_returns_the_plan_with_a_deprecation_warning(repo, tmp_path):
+    """The README documented ``pull(dry_run=True)``: it keeps working, and says what replaces it."""
+    versions(repo, tmp_path)
+    dest = tmp_path / "out"
+    with pytest.warns(DeprecationWarning, match="plan_pull"):
+        plan = api.pull(repo.name, "m", dest, tag="v2", include=["*.bin"], dry_run=True, config=str(repo.config))
+    assert isinstance(plan, PullPlan) and [f.path for f in plan.files] == ["big.bin"] and not dest.exists()
+    same = api.plan_pull(repo.name, "m", dest, tag="v2", include=["*.bin"], config=str(repo.config))
+    assert plan.to_json() == same.to_json()

@@ -28,7 +28,7 @@ from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make
                            sigstore_bundle_bytes)
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 
 def _push(repo, tag: str, variant: int, model: str = "m"):  # noqa: F811

@@ -21,7 +21,7 @@ from tests.helpers import (LOCAL_ONLY, describe, make_signed_tree, ok, one_line_
                            write_keys, write_pki)
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"
 

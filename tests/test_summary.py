@@ -27,7 +27,7 @@ from aim_cli.repository import Repository
 from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
-FORMAT_NEUTRAL = True
+pytestmark = pytest.mark.format_neutral
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H = "ab" * 32

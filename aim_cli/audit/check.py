@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.errors import IntegrityError, NotFoundError
@@ -80,7 +81,7 @@ def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
     return f"{what}; `aim_cli model delete-version REPO {vk.model} --tag {vk.name!r}` removes it"
 
 
-def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = 8, progress=None) -> CheckReport:
+def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT_JOBS, progress=None) -> CheckReport:
     """NotARepositoryError (exit 3) for a root without aim-repo.json; DamagedStorageError when a
     listing meets a link or special file; everything else is reported."""
     report = CheckReport(repo.name)

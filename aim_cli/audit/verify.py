@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
 from aim_cli.chunking.cdc import file_digest
 from aim_cli.errors import BlobCorruptError, BlobMissingError, UsageError
@@ -83,7 +84,7 @@ def read_blob(repo: Repository, digest: str, size: int | None, stored_size: int 
     return None
 
 
-def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress=None) -> VersionReport:
+def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = DEFAULT_JOBS, progress=None) -> VersionReport:
     m = ref.manifest
     sizes = referenced_blobs([m])
     progress = progress or NullProgress()
@@ -103,7 +104,7 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = 8, progress
     problems = [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
     return VersionReport(m.model, m.tag, ref.digest, len(sizes), sum(sizes.values()), problems)
 
-def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = 8, include: Iterable[str] = (),
+def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = DEFAULT_JOBS, include: Iterable[str] = (),
                  exclude: Iterable[str] = ()) -> LocalReport:
     """``include``/``exclude`` (aim_cli/patterns.py) select the files compared: ``files`` counts
     them, and only files the patterns select can be missing, modified or extra."""

@@ -75,13 +75,13 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     """Pull a version of MODEL into DEST, verified; rerun to resume."""
     from aim_cli.progress import make_progress
 
-    r = api().pull(repo_name, model_name, dest, tag=tag, digest=digest, jobs=jobs, references=references,
-                   cache_dir=cache_dir or None, config=config(), progress=make_progress(quiet or as_json),
-                   include=include, exclude=exclude, delete=delete, dry_run=dry_run,
-                   require_signature=require_signature)
+    common = dict(tag=tag, digest=digest, jobs=jobs, references=references, config=config(),
+                  progress=make_progress(quiet or as_json), include=include, exclude=exclude, delete=delete,
+                  require_signature=require_signature)
     if dry_run:
-        show_pull_plan(r, dest, as_json)
+        show_pull_plan(api().plan_pull(repo_name, model_name, dest, **common), dest, as_json)
         return
+    r = api().pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
     if as_json:
         out_json(asdict(r) | {"dest": os.path.abspath(dest)})
         return

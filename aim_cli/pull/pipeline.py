@@ -5,9 +5,9 @@ Three modules, three stages:
 
     plan.py           ``plan_pull`` reads DEST (what is complete, what each partial file holds,
                       which local files can provide chunks, what --delete removes) and returns a
-                      typed ``PullPlan``; ``--dry-run`` prints it and stops there.
+                      typed ``PullPlan``; ``dry_run`` (``--dry-run``) returns it and stops there.
     pipeline.py       ``execute`` runs a plan: ``_Assembler`` puts each missing chunk in place
-                      from the first source of a ``SourceChain`` (chunk_sources.py: DEST's files,
+                      from the first source of a ``SourceChain`` (sources.py: DEST's files,
                       --reference directories, the chunk cache, the repository) that has it, and
                       verifies each file once its last chunk is written.
     dest_writer.py    every write into DEST: the lock, DEST prepared for planning (work
@@ -19,7 +19,7 @@ Files of at most one chunk (most files of a model but its weights) go in batches
 at every stage: such a file is written whole in one open/write/close, verified from its bytes in
 memory (its digest is its only chunk's), and renamed after the one syncfs like every other file.
 
-``--include``/``--exclude`` (aim_cli/patterns.py) select the files planned: the free-space check,
+``--include``/``--exclude`` (aim_cli/util/patterns.py) select the files planned: the free-space check,
 progress and summary count those only, and --delete removes only files the patterns select.
 """
 
@@ -42,7 +42,9 @@ from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, m
 from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.util.fs import directory_argument, display_path, start_writeback
 from aim_cli.util.patterns import PathFilter
-from aim_cli.progress import NullProgress
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.progress import NullProgress, Progress
+from aim_cli.pull.cache import ChunkCache
 from aim_cli.pull.plan import FilePlan, PullPlan, plan_pull
 from aim_cli.repository import Repository
 
@@ -71,20 +73,21 @@ class PullResult:
 
 
 # -- the pull ----------------------------------------------------------------------------------------
-def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
-         digest: str | None = None, jobs: int = 8, references: Sequence[str | os.PathLike] = (),
-         cache=None, progress=None, repo_roots: Iterable[str | os.PathLike] = (),
-         include: Iterable[str] = (), exclude: Iterable[str] = (), delete: bool = False,
-         dry_run: bool = False) -> PullResult | PullPlan:
-    """Pull a version into ``dest``; with ``dry_run``, return its ``PullPlan`` instead, having
-    created or changed nothing. ``repo_roots``: the local repositories DEST must stay out of
-    (the config's), besides any directory holding an aim-repo.json (see refuse_repository_dest).
-    ``include``/``exclude``: patterns selecting the files (aim_cli/patterns.py); an include that
-    matches no file is a UsageError, an exclude that matches none a warning (logged).
-    ``delete``: remove the regular files of DEST, within the patterns, that the version does
-    not hold (after the pull's files are in place; directories this empties go too)."""
-    started = time.monotonic()
-    progress = progress or NullProgress()
+@dataclass(frozen=True)
+class _Request:
+    """A pull's arguments, checked: the version resolved once, DEST and the references
+    validated, the selected paths."""
+
+    ref: VersionRef
+    newest: bool
+    dest: Path
+    paths: list[str]
+    plan_args: dict
+
+
+def _request(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None, digest: str | None,
+             references: Sequence[str | os.PathLike], repo_roots: Iterable[str | os.PathLike],
+             include: Iterable[str], exclude: Iterable[str], delete: bool, progress: Progress) -> _Request:
     selection = PathFilter.of(include, exclude)
     dest = directory_argument(dest, "the destination")
     references = [directory_argument(r, "--reference") for r in references]
@@ -100,12 +103,40 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
     refuse_repository_dest(dest, repo_roots)
     plan_args = dict(selection=selection, newest=newest, references=references, delete=delete, progress=progress)
     paths = [e.path for e in ref.manifest.files if selection.selects(e.path)]
-    if dry_run:
-        return plan_pull(repo, ref, dest.absolute(), inspect_dest(dest.absolute(), paths), **plan_args)
-    make_dirs(dest)
-    dest = dest.absolute()
+    return _Request(ref, newest, dest, paths, plan_args)
+
+
+def dry_run(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
+            digest: str | None = None, references: Sequence[str | os.PathLike] = (),
+            progress: Progress | None = None, repo_roots: Iterable[str | os.PathLike] = (),
+            include: Iterable[str] = (), exclude: Iterable[str] = (), delete: bool = False) -> PullPlan:
+    """The ``PullPlan`` of a pull with these arguments, having created or changed nothing."""
+    request = _request(repo, model, dest, tag=tag, digest=digest, references=references, repo_roots=repo_roots,
+                       include=include, exclude=exclude, delete=delete, progress=progress or NullProgress())
+    dest = request.dest.absolute()
+    return plan_pull(repo, request.ref, dest, inspect_dest(dest, request.paths), **request.plan_args)
+
+
+def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
+         digest: str | None = None, jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (),
+         cache: ChunkCache | None = None, progress: Progress | None = None,
+         repo_roots: Iterable[str | os.PathLike] = (), include: Iterable[str] = (), exclude: Iterable[str] = (),
+         delete: bool = False) -> PullResult:
+    """Pull a version into ``dest`` (``dry_run`` plans the same pull without acting).
+    ``repo_roots``: the local repositories DEST must stay out of (the config's), besides any
+    directory holding an aim-repo.json (see refuse_repository_dest).
+    ``include``/``exclude``: patterns selecting the files (aim_cli/util/patterns.py); an include
+    that matches no file is a UsageError, an exclude that matches none a warning (logged).
+    ``delete``: remove the regular files of DEST, within the patterns, that the version does
+    not hold (after the pull's files are in place; directories this empties go too)."""
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    request = _request(repo, model, dest, tag=tag, digest=digest, references=references, repo_roots=repo_roots,
+                       include=include, exclude=exclude, delete=delete, progress=progress)
+    make_dirs(request.dest)
+    dest = request.dest.absolute()
     with locked_dest(dest):
-        plan = plan_pull(repo, ref, dest, prepare_dest(dest, paths), **plan_args)
+        plan = plan_pull(repo, request.ref, dest, prepare_dest(dest, request.paths), **request.plan_args)
         result = execute(plan, repo, jobs=jobs, cache=cache, progress=progress)
     result.elapsed = time.monotonic() - started
     return result
@@ -123,7 +154,8 @@ def _check_space(plan: PullPlan) -> None:
         )
 
 
-def execute(plan: PullPlan, repo: Repository, *, jobs: int = 8, cache=None, progress=None) -> PullResult:
+def execute(plan: PullPlan, repo: Repository, *, jobs: int = DEFAULT_JOBS, cache: ChunkCache | None = None,
+            progress: Progress | None = None) -> PullResult:
     """Carry out a plan made (without dry_run) under DEST's lock, still held."""
     work = plan.work
     if work is None:
