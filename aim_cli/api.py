@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from aim_cli.signing.verify import VerifyResult
 
 #: Path arguments: a string or any os.PathLike of one.
-PathArg = PathArg[str]
+PathArg = str | os.PathLike[str]
 #: ``config=``: a model_repos.yaml path, a loaded Config, or None (the usual search).
 ConfigArg = Config | PathArg | None
 

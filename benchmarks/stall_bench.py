@@ -8,7 +8,7 @@ clean link: what stalls cost, and what the S3 backend did about them (issue 8).
 The script starts moto's S3 server as benchmarks/s3_bench.py does (the tests' launcher), pushes
 ``--size`` bytes of random data (files of ``--file-size``; ~1 MiB chunks) straight to it, then per
 run pulls the version into an empty directory twice, in alternating order, through two proxies of
-its own (FaultyProxy of tests/backends/test_s3_faults.py) on 127.0.0.1:
+its own (FaultyProxy of tests/fakes.py) on 127.0.0.1:
 - clean: forwards every request as it is;
 - stalling: a ``--stall-rate`` share of GET responses, drawn from a generator seeded with
   ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from aim_cli.backends.s3.resilience import DEFAULT_STALL_SECONDS  # noqa: E402
 from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, stop  # noqa: E402
-from tests.backends.test_s3_faults import FaultyProxy  # noqa: E402
+from tests.fakes import FaultyProxy  # noqa: E402
 
 MODEL, TAG = "m", "v1"
 TARGET_SECONDS = 15.0

@@ -5,7 +5,7 @@ would mmap the whole file (a 10 GB shard would show as 10 GB of RSS). Both pyfas
 release the GIL, so callers spread files over threads; each chunk is hashed single-threaded.
 
 The parameters of a repository are pinned in its ``aim-repo.json``, so every client cuts the same
-boundaries and dedup works across a team. tests/test_chunking.py pins boundaries and digests of
+boundaries and dedup works across a team. tests/chunking/test_chunking.py pins boundaries and digests of
 fixed input: a library upgrade that moved a boundary fails CI instead of silently breaking dedup.
 """
 
@@ -75,7 +75,7 @@ def hash_bytes(data) -> str:
 def is_one_chunk(size: int, params: ChunkingParams) -> bool:
     """Whether a file of ``size`` bytes is a single chunk (none when empty) whatever its bytes:
     FastCDC never cuts before ``min_size``. Such a file's chunk digest is its whole-file digest,
-    so push reads and hashes it once, without the chunker (tests/test_small_files.py checks
+    so push reads and hashes it once, without the chunker (tests/push/test_small_files.py checks
     that both ways agree, on both sides of the threshold)."""
     return size < params.min_size
 

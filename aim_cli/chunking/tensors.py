@@ -19,7 +19,7 @@ A file that parses as safetensors (safetensors_header.read_layout) is cut
 
 Any other file, a file smaller than ``ChunkingParams.min_size`` (one chunk either way, as
 chunking.is_one_chunk promises) and a file that only looks like safetensors are cut by the same
-FastCDC over the whole file: exactly chunking.iter_chunks' chunks (tests/test_tensor_chunking.py
+FastCDC over the whole file: exactly chunking.iter_chunks' chunks (tests/chunking/test_tensor_chunking.py
 checks it on hostile input). Bytes found past the size the header accounts for (the file grew
 while it was read) are cut the same way; a file that shrank ends where its bytes end: push
 compares sizes before and after and refuses both.

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from aim_cli.backends.base import Backend
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
@@ -47,7 +48,7 @@ class Repository:
     operations make up to ``jobs`` storage requests at once. Each method is its role's (see the
     module docstring), where its documentation is."""
 
-    def __init__(self, backend: Backend, name: str = "", *, jobs: int = 8):
+    def __init__(self, backend: Backend, name: str = "", *, jobs: int = DEFAULT_JOBS):
         self.backend = backend
         self.name = name or backend.location
         self.jobs = jobs

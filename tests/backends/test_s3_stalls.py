@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from aim_cli.backends.s3.resilience import STALL_ENV, STALL_SECONDS_RANGE, TransferStats, stall_seconds_from_env
 from aim_cli.errors import ConfigError, ObjectTooLargeError
-from tests.backends.test_s3_faults import FaultyProxy, new_backend
+from tests.backends.test_s3_faults import new_backend
+from tests.fakes import FaultyProxy
 from tests.helpers import assert_same_tree, base_env, make_mixed_model, ok, one_line_error, random_bytes, run
 from tests.s3_fixtures import s3_repo_yaml_entry
 

@@ -10,7 +10,8 @@ from aim_cli.audit import verify
 from aim_cli.audit.check import check_repo
 from aim_cli.errors import IntegrityError
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, CountingBackend, chunks_of, make_variant_model, stored_sizes
+from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model, stored_sizes
+from tests.fakes import CountingBackend
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from aim_cli.audit.check import check_repo
 from aim_cli.errors import StorageError
 from aim_cli.format.layout import MAX_SIGNATURE_BYTES, manifest_key, signature_key, summary_key
 from aim_cli.repository import Repository
-from tests.helpers import (LOCAL_ONLY, Fault, FaultyBackend, HookedBackend, make_variant_model, ok, one_line_error,
-                           sigstore_bundle_bytes)
+from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, sigstore_bundle_bytes
+from tests.fakes import Fault, FaultyBackend, HookedBackend
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral

@@ -22,8 +22,8 @@ from aim_cli.pull.pipeline import pull
 from aim_cli.push import push, scan_source
 from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import (CountingBackend, altered_blob, assert_same_tree, file_contents, ok, one_line_error,
-                           random_bytes, run, write_model)
+from tests.helpers import altered_blob, assert_same_tree, file_contents, ok, one_line_error, random_bytes, run, write_model
+from tests.fakes import CountingBackend
 
 KiB = 1024
 MODES = (0o644, 0o755, 0o600, 0o444, 0o640)

@@ -24,7 +24,8 @@ from aim_cli.format import summary as sm
 from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.format.layout import SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, Fault, FaultyBackend, make_variant_model, ok, one_line_error, version_bytes
+from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, version_bytes
+from tests.fakes import Fault, FaultyBackend
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral
@@ -485,7 +486,7 @@ def test_not_found_when_every_version_vanished_during_the_listing(repo, tmp_path
             inner.delete(key)
             inner.delete(manifest_key("m", "v1"))
 
-    from tests.helpers import HookedBackend
+    from tests.fakes import HookedBackend
 
     with pytest.raises(VersionNotFoundError):
         Repository(HookedBackend(inner, before=delete_first), repo.name).list_versions("m")

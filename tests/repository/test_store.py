@@ -17,7 +17,8 @@ from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, Int
 from aim_cli.push import push
 from aim_cli.repository import Repository
 from aim_cli.chunking.tensors import TensorChunkingParams
-from tests.helpers import FaultyBackend, write_model
+from tests.helpers import write_model
+from tests.fakes import FaultyBackend
 
 
 @pytest.fixture

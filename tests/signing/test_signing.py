@@ -22,8 +22,8 @@ from aim_cli.signing.verify import (check_resources, expected_digests, read_bund
                                     verify_with_key)
 from aim_cli.errors import IntegrityError
 from aim_cli.repository import Repository
-from tests.helpers import (LOCAL_ONLY, CountingBackend, make_signed_tree, upstream_payload, upstream_verify, write_file,
-                           write_keys)
+from tests.helpers import LOCAL_ONLY, make_signed_tree, upstream_payload, upstream_verify, write_file, write_keys
+from tests.fakes import CountingBackend
 
 
 @pytest.fixture

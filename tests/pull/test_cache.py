@@ -22,7 +22,8 @@ from aim_cli.backends.local import LocalBackend
 from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.repository import Repository
-from tests.helpers import CountingBackend, stored_sizes, version_bytes
+from tests.helpers import stored_sizes, version_bytes
+from tests.fakes import CountingBackend
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data
 

@@ -26,7 +26,8 @@ from aim_cli.repository import leases
 from aim_cli import push as pushmod
 from aim_cli.errors import LockHeldError, StorageError, UsageError
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, FakeClock, HookedBackend, make_variant_model, one_line_error
+from tests.helpers import LOCAL_ONLY, make_variant_model, one_line_error
+from tests.fakes import FakeClock, HookedBackend
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral

@@ -31,7 +31,8 @@ from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import BlobCorruptError, ConflictError, IntegrityError, StorageError
 from aim_cli.format.layout import blob_key, manifest_key
 from aim_cli.repository import Repository
-from tests.helpers import BACKENDS, Fault, FaultyBackend, chunks_of, make_variant_model
+from tests.helpers import BACKENDS, chunks_of, make_variant_model
+from tests.fakes import Fault, FaultyBackend
 
 PARAMS = ChunkingParams.for_average(4096)
 

@@ -24,7 +24,8 @@ from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import Fault, FaultyBackend, HookedBackend, commit_versions, ok, run
+from tests.helpers import commit_versions, ok, run
+from tests.fakes import Fault, FaultyBackend, HookedBackend
 
 
 def _repository(tmp_path, *, jobs: int = 4) -> Repository:

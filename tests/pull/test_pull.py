@@ -14,8 +14,8 @@ from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
 from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import (CountingBackend, altered_blob, chunks_of, file_contents, random_bytes, version_bytes,
-                           write_model)
+from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, write_model
+from tests.fakes import CountingBackend
 
 MiB = 1 << 20
 

@@ -191,7 +191,7 @@ def test_any_bytes_as_aim_repo_json_give_a_documented_error(raw):
 
 
 def test_an_oversized_manifest_is_refused_after_reading_the_bound(tmp_path, monkeypatch):
-    from tests.helpers import FaultyBackend
+    from tests.fakes import FaultyBackend
 
     backend = FaultyBackend(LocalBackend(tmp_path / "store"))
     repo = Repository(backend, "r")
