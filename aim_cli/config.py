@@ -50,8 +50,10 @@ class RepoConfig:
 # and ending with a letter or digit, no "..", not shaped like an IP address.
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
 _IP_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", re.ASCII)
-_S3_HINT = ("write it as s3://BUCKET/PREFIX (a bucket name of 3-63 characters a-z 0-9 . -, and a prefix "
-            "with no empty, '.' or '..' segments)")
+_S3_HINT = (
+    "write it as s3://BUCKET/PREFIX (a bucket name of 3-63 characters a-z 0-9 . -, and a prefix "
+    "with no empty, '.' or '..' segments)"
+)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -115,11 +117,15 @@ def _check_value(where: str, key: object, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: {quoted(str(key))} must be a non-empty string", "fix the file")
     if has_control(value):
-        raise ConfigError(f"{where}: {quoted(str(key))} holds a control character: {quoted(value)}",
-                          "remove it (a tab or newline has no place in a setting)")
+        raise ConfigError(
+            f"{where}: {quoted(str(key))} holds a control character: {quoted(value)}",
+            "remove it (a tab or newline has no place in a setting)",
+        )
     if not _is_utf8(value):
-        raise ConfigError(f"{where}: {quoted(str(key))} is not valid UTF-8: {quoted(value)}",
-                          "use a path or value whose name is valid UTF-8")
+        raise ConfigError(
+            f"{where}: {quoted(str(key))} is not valid UTF-8: {quoted(value)}",
+            "use a path or value whose name is valid UTF-8",
+        )
 
 
 def parse_entry(cfg_path: Path, name: str, entry: object, *, where: str | None = None) -> RepoConfig:
@@ -291,11 +297,15 @@ class _TreeBuilder:
         if tag == _MERGE_TAG:
             raise self.refused("merge keys (<<) are not allowed", event.start_mark, "write each entry out in full")
         if tag != _STR_TAG:
-            raise self.refused(f"the key {quoted(event.value)} is not a string", event.start_mark,
-                               f"quote it: {quoted(event.value, 60)}")
+            raise self.refused(
+                f"the key {quoted(event.value)} is not a string",
+                event.start_mark,
+                f"quote it: {quoted(event.value, 60)}",
+            )
         if event.value in self.stack[-1].value:
-            raise self.refused(f"duplicate key {quoted(event.value)}", event.start_mark,
-                               "each repository may be named only once")
+            raise self.refused(
+                f"duplicate key {quoted(event.value)}", event.start_mark, "each repository may be named only once"
+            )
         self.stack[-1].key = event.value
 
     def start_collection(self, event) -> None:
@@ -323,8 +333,9 @@ def _decode(cfg_path: Path, data: bytes | str) -> str:
         try:
             data = data.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ConfigError(f"{cfg_path} is not valid UTF-8 (character {e.start + 1})",
-                              "save the file as UTF-8") from None
+            raise ConfigError(
+                f"{cfg_path} is not valid UTF-8 (character {e.start + 1})", "save the file as UTF-8"
+            ) from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{cfg_path} is larger than {MAX_CONFIG_BYTES // 1024} KiB", _TOO_BIG_HINT)
     try:
@@ -355,8 +366,9 @@ def parse_config(cfg_path: Path, data: str | bytes) -> Config:
         raise ConfigError(f"{cfg_path} must be a mapping with the single key 'repos'", "see the README")
     unknown = set(data) - {"repos"}
     if unknown:
-        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {_listed(unknown)}",
-                          "the file holds only 'repos:'; see the README")
+        raise ConfigError(
+            f"{cfg_path}: unknown top-level key(s) {_listed(unknown)}", "the file holds only 'repos:'; see the README"
+        )
     repos = data.get("repos") or {}
     if not isinstance(repos, dict):
         raise ConfigError(f"{cfg_path}: 'repos' must be a mapping of name to settings", "see the README")
@@ -366,8 +378,10 @@ def parse_config(cfg_path: Path, data: str | bytes) -> Config:
 def _checked_path(path: Path) -> Path:
     """A config path that prints and resolves local paths as UTF-8, or ConfigError."""
     if not _is_utf8(str(path)):
-        raise ConfigError(f"the config path {quoted(str(path))} is not valid UTF-8",
-                          "rename the directory or file, or pass --config with a UTF-8 path")
+        raise ConfigError(
+            f"the config path {quoted(str(path))} is not valid UTF-8",
+            "rename the directory or file, or pass --config with a UTF-8 path",
+        )
     return path
 
 
@@ -497,8 +511,10 @@ def remove_repo(cfg: Config, name: str) -> RepoConfig:
 
     def mutate(repos):
         if name not in repos:  # ruamel reads YAML 1.2: to it a key like 0o17 is a number
-            raise ConfigError(f"{cfg.path}: cannot find the key of repository {quoted(name)} to remove it",
-                              "quote the name in the file, or remove the entry by hand")
+            raise ConfigError(
+                f"{cfg.path}: cannot find the key of repository {quoted(name)} to remove it",
+                "quote the name in the file, or remove the entry by hand",
+            )
         del repos[name]
 
     _rewrite(cfg.path, mutate)

@@ -37,13 +37,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.repository import leases
-from aim_cli.names import check_name
 from aim_cli.errors import TagExistsError
+from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
-from aim_cli.repository import Repository, VersionRef
+from aim_cli.repository import Repository, VersionRef, leases
 from aim_cli.repository.parallel import map_bounded
-
 
 COPIED, SKIPPED, CONFLICT = "copied", "skipped", "conflict"
 
@@ -91,17 +89,39 @@ class CopyResult:
         return self.src_format != self.dst_format
 
 
-def _result(src: Repository, dst: Repository, model: str, dry_run: bool, formats: tuple[int, int], created: bool,
-            versions: list[VersionCopy], started: float) -> CopyResult:
+def _result(
+    src: Repository,
+    dst: Repository,
+    model: str,
+    dry_run: bool,
+    formats: tuple[int, int],
+    created: bool,
+    versions: list[VersionCopy],
+    started: float,
+) -> CopyResult:
     def tags(status: str) -> list[str]:
         return [v.tag for v in versions if v.status == status]
 
     stored = [v.stored_bytes for v in versions]
-    return CopyResult(src.name, dst.name, model, dry_run, formats[0], formats[1], created, versions, tags(COPIED),
-                      tags(SKIPPED), tags(CONFLICT), sum(v.blobs for v in versions),
-                      sum(v.raw_bytes for v in versions), sum(v.read_bytes for v in versions),
-                      None if None in stored else sum(stored), time.monotonic() - started,
-                      sum(v.signatures for v in versions))
+    return CopyResult(
+        src.name,
+        dst.name,
+        model,
+        dry_run,
+        formats[0],
+        formats[1],
+        created,
+        versions,
+        tags(COPIED),
+        tags(SKIPPED),
+        tags(CONFLICT),
+        sum(v.blobs for v in versions),
+        sum(v.raw_bytes for v in versions),
+        sum(v.read_bytes for v in versions),
+        None if None in stored else sum(stored),
+        time.monotonic() - started,
+        sum(v.signatures for v in versions),
+    )
 
 
 def versions_to_copy(src: Repository, model: str, tags: Sequence[str] | None) -> list[str]:
@@ -110,7 +130,7 @@ def versions_to_copy(src: Repository, model: str, tags: Sequence[str] | None) ->
     if not tags:
         return [s.tag for s in src.list_versions(model)]
     wanted = list(dict.fromkeys(check_name("tag", t) for t in tags))
-    for tag, found in zip(wanted, src.map_parallel(lambda t: src.has_version(model, t), wanted)):
+    for tag, found in zip(wanted, src.map_parallel(lambda t: src.has_version(model, t), wanted), strict=True):
         if not found:
             src.get_version(model, tag)  # raises VersionNotFoundError naming the model or the tag
     return wanted
@@ -121,8 +141,18 @@ class _Copier:
     this run knows: asked once per chunk) to what it stores for it; None for a chunk a dry run
     would copy."""
 
-    def __init__(self, src: Repository, dst: Repository, model: str, *, same_format: bool, dst_exists: bool,
-                 dry_run: bool, jobs: int, progress):
+    def __init__(
+        self,
+        src: Repository,
+        dst: Repository,
+        model: str,
+        *,
+        same_format: bool,
+        dst_exists: bool,
+        dry_run: bool,
+        jobs: int,
+        progress,
+    ):
         self.src, self.dst, self.model = src, dst, model
         self.same_format = same_format
         self.dst_exists = dst_exists
@@ -171,8 +201,12 @@ class _Copier:
         ref = self.src.get_version(self.model, tag)
         held = self.held_digest(tag)
         if held is not None:
-            return VersionCopy(tag, ref.digest, SKIPPED if held == ref.digest else CONFLICT,
-                               dst_digest=None if held == ref.digest else held)
+            return VersionCopy(
+                tag,
+                ref.digest,
+                SKIPPED if held == ref.digest else CONFLICT,
+                dst_digest=None if held == ref.digest else held,
+            )
         chunks = {d: size for f in ref.manifest.files for d, size in f.chunks}
         missing = self.missing(chunks)
         if self.dry_run:
@@ -189,8 +223,16 @@ class _Copier:
     def _planned(self, ref: VersionRef, tag: str, chunks: dict[str, int], missing: dict[str, int]) -> VersionCopy:
         read = sum(self.src.stored_sizes(missing).values())
         self.known.update(dict.fromkeys(missing))
-        return VersionCopy(tag, ref.digest, COPIED, len(missing), sum(missing.values()), read,
-                           read if self.same_format else None, len(chunks) - len(missing))
+        return VersionCopy(
+            tag,
+            ref.digest,
+            COPIED,
+            len(missing),
+            sum(missing.values()),
+            read,
+            read if self.same_format else None,
+            len(chunks) - len(missing),
+        )
 
     def _transfer(self, tag: str, missing: dict[str, int]) -> tuple[int, int, int, int]:
         """Copy the ``missing`` blobs: (blobs, raw bytes, bytes read, bytes stored)."""
@@ -199,8 +241,9 @@ class _Copier:
         read = written = 0
         try:
             # At most 2 x jobs blobs in flight: memory stays bounded however many there are.
-            for _, (n_read, n_written) in map_bounded(lambda item: self._move(*item, where), missing.items(),
-                                                      self.jobs, "aim-copy"):
+            for _, (n_read, n_written) in map_bounded(
+                lambda item: self._move(*item, where), missing.items(), self.jobs, "aim-copy"
+            ):
                 read += n_read
                 written += n_written
         finally:
@@ -221,8 +264,16 @@ class _Copier:
         return len(stored), written
 
 
-def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | None = None, *, jobs: int = DEFAULT_JOBS,
-         dry_run: bool = False, progress=None) -> CopyResult:
+def copy(
+    src: Repository,
+    dst: Repository,
+    model: str,
+    tags: Sequence[str] | None = None,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    dry_run: bool = False,
+    progress=None,
+) -> CopyResult:
     """Copy ``tags`` of ``model`` (every version when None or empty) from ``src`` into ``dst``.
     Conflicts do not raise: they are listed in the result (``conflicts``), the other versions
     copied. Raises VersionNotFoundError for an unknown model or tag, IntegrityError for a
@@ -236,8 +287,16 @@ def copy(src: Repository, dst: Repository, model: str, tags: Sequence[str] | Non
         dst.init(like=src_format)  # like push: before the lease
     dst_version = dst.format().version if dst_exists or not dry_run else src_format.version
     formats = (src_format.version, dst_version)
-    copier = _Copier(src, dst, model, same_format=formats[0] == formats[1], dst_exists=dst_exists or not dry_run,
-                     dry_run=dry_run, jobs=jobs, progress=progress or NullProgress())
+    copier = _Copier(
+        src,
+        dst,
+        model,
+        same_format=formats[0] == formats[1],
+        dst_exists=dst_exists or not dry_run,
+        dry_run=dry_run,
+        jobs=jobs,
+        progress=progress or NullProgress(),
+    )
     if dry_run:
         versions = [copier.version(tag, None) for tag in names]
     else:

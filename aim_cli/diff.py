@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aim_cli.format import manifest as mf
-from aim_cli.util.patterns import PathFilter
 from aim_cli.repository import Repository
+from aim_cli.util.patterns import PathFilter
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def _file_diff(path: str, a: mf.FileEntry | None, b: mf.FileEntry | None) -> Fil
     def field_of(entry: mf.FileEntry | None, name: str) -> int | None:
         return None if entry is None else getattr(entry, name)
 
-    return FileDiff(path, _status(a, b), field_of(a, "size"), field_of(b, "size"), field_of(a, "mode"),
-                    field_of(b, "mode"))
+    return FileDiff(
+        path, _status(a, b), field_of(a, "size"), field_of(b, "size"), field_of(a, "mode"), field_of(b, "mode")
+    )
 
 
 def _totals(files: list[FileDiff]) -> dict[str, Totals]:
@@ -117,8 +118,15 @@ def fetch_estimate(repo: Repository, a: list[mf.FileEntry], b: list[mf.FileEntry
     return FetchEstimate(len(needed), sum(needed.values()), sum(stored.values()), len(needed) - len(stored))
 
 
-def diff(repo: Repository, model: str, tag_a: str, tag_b: str, *, paths: PathFilter | None = None,
-         warn: Callable[[str], None] = log.warning) -> DiffResult:
+def diff(
+    repo: Repository,
+    model: str,
+    tag_a: str,
+    tag_b: str,
+    *,
+    paths: PathFilter | None = None,
+    warn: Callable[[str], None] = log.warning,
+) -> DiffResult:
     """Compare ``model:tag_a`` with ``model:tag_b`` (VersionNotFoundError, exit 3, for either
     unknown). An include matching no file of either version is a UsageError (exit 2); an
     exclude matching none is a ``warn``ing."""
@@ -131,8 +139,21 @@ def diff(repo: Repository, model: str, tag_a: str, tag_b: str, *, paths: PathFil
     paths.check(every, warn)
     selected = [p for p in every if paths.selects(p)]
     files = [_file_diff(p, by_path_a.get(p), by_path_b.get(p)) for p in selected]
-    fetch = fetch_estimate(repo, [by_path_a[p] for p in selected if p in by_path_a],
-                           [by_path_b[p] for p in selected if p in by_path_b])
+    fetch = fetch_estimate(
+        repo, [by_path_a[p] for p in selected if p in by_path_a], [by_path_b[p] for p in selected if p in by_path_b]
+    )
     changed_bytes = sum(f.size_b for f in files if f.status in (ADDED, CHANGED))
-    return DiffResult(repo.name, model, tag_a, tag_b, ref_a.digest, ref_b.digest, files, _totals(files),
-                      changed_bytes, fetch, list(paths.include), list(paths.exclude))
+    return DiffResult(
+        repo.name,
+        model,
+        tag_a,
+        tag_b,
+        ref_a.digest,
+        ref_b.digest,
+        files,
+        _totals(files),
+        changed_bytes,
+        fetch,
+        list(paths.include),
+        list(paths.exclude),
+    )

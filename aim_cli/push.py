@@ -24,20 +24,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import blake3
 
-from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.repository import leases
-from aim_cli.format import manifest as mf
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
-from aim_cli.names import check_name
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import StorageError, UsageError
-from aim_cli.util.fs import directory_argument, display_path
+from aim_cli.format import manifest as mf
+from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
-from aim_cli.repository import Repository
+from aim_cli.repository import Repository, leases
+from aim_cli.util.fs import directory_argument, display_path
 
 
 @dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many
@@ -71,8 +70,9 @@ class PushResult:
         return 0.0 if not self.total_size else 1 - self.new_bytes / self.total_size
 
 
-def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
-                on_skip: Callable[[str], None] | None = None) -> list[SourceFile]:
+def scan_source(
+    root: str | os.PathLike, *, follow_symlinks: bool = False, on_skip: Callable[[str], None] | None = None
+) -> list[SourceFile]:
     """Every regular file under ``root``, sorted by manifest path. Refuses (UsageError) what a
     manifest cannot represent faithfully: symlinks (unless followed to a regular file), special
     files, unreadable files, names that are not valid manifest paths (manifest.check_path: not
@@ -90,8 +90,9 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:
-            raise UsageError(f"cannot read directory {display_path(directory)}: {e.strerror}",
-                             "check its permissions") from None
+            raise UsageError(
+                f"cannot read directory {display_path(directory)}: {e.strerror}", "check its permissions"
+            ) from None
         for entry in entries:
             path = f"{rel}{entry.name}"
             if not rel and entry.name.startswith(".aim"):
@@ -108,16 +109,18 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
                 try:
                     st = os.stat(entry.path)
                 except OSError:
-                    raise UsageError(f"symlink {display_path(entry.path)} is broken",
-                                     "remove it or fix its target") from None
+                    raise UsageError(
+                        f"symlink {display_path(entry.path)} is broken", "remove it or fix its target"
+                    ) from None
                 if not stat.S_ISREG(st.st_mode):
                     raise UsageError(
                         f"symlink {display_path(entry.path)} does not point to a regular file",
                         "only links to files are followed; copy the directory instead",
                     )
                 target = os.path.realpath(entry.path)
-                files.append(SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK,
-                                        st.st_mtime_ns))
+                files.append(
+                    SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
+                )
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -125,8 +128,9 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
             elif stat.S_ISREG(st.st_mode):
                 if not os.access(entry.path, os.R_OK):
                     raise UsageError(f"cannot read {display_path(entry.path)}", "check its permissions")
-                files.append(SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK,
-                                        st.st_mtime_ns))
+                files.append(
+                    SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
+                )
             else:
                 raise UsageError(f"{display_path(entry.path)} is not a regular file", "remove it from the directory")
     if links:
@@ -136,13 +140,15 @@ def scan_source(root: str | os.PathLike, *, follow_symlinks: bool = False,
             "pass --follow-symlinks to store the content of the files they point to",
         )
     if not files:
-        raise UsageError(f"directory {display_path(root)} contains no files", "push a directory holding the model's files")
+        raise UsageError(
+            f"directory {display_path(root)} contains no files", "push a directory holding the model's files"
+        )
     files.sort(key=lambda f: f.path)
     return files
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _created_by() -> str:
@@ -277,15 +283,23 @@ def _read_small(sf: SourceFile) -> bytes:
         raise _unreadable(sf, e) from None
     finally:
         os.close(fd)
-    if (len(data) != sf.size or not stat.S_ISREG(st.st_mode) or st.st_size != sf.size
-            or st.st_mtime_ns != sf.mtime_ns):
+    if len(data) != sf.size or not stat.S_ISREG(st.st_mode) or st.st_size != sf.size or st.st_mtime_ns != sf.mtime_ns:
         raise _changed(sf)
     return data
 
 
-def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, message: str = "",
-         jobs: int = DEFAULT_JOBS, follow_symlinks: bool = False, progress=None,
-         params: ChunkingParams | None = None) -> PushResult:
+def push(
+    repo: Repository,
+    model: str,
+    tag: str,
+    source: str | os.PathLike,
+    *,
+    message: str = "",
+    jobs: int = DEFAULT_JOBS,
+    follow_symlinks: bool = False,
+    progress=None,
+    params: ChunkingParams | None = None,
+) -> PushResult:
     """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
     `repo gc` cannot free a blob this push found stored and skipped."""
     check_name("model", model)
@@ -297,8 +311,18 @@ def push(repo: Repository, model: str, tag: str, source: str | os.PathLike, *, m
     files = scan_source(source, follow_symlinks=follow_symlinks, on_skip=skipped.append)
     params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
     with leases.acquire(repo, leases.SHARED, "push") as lease:
-        result = _push(repo, model, tag, files, lease=lease, started=started, message=message, jobs=jobs,
-                       progress=progress, params=params)
+        result = _push(
+            repo,
+            model,
+            tag,
+            files,
+            lease=lease,
+            started=started,
+            message=message,
+            jobs=jobs,
+            progress=progress,
+            params=params,
+        )
     return replace(result, skipped=tuple(skipped))
 
 
@@ -311,8 +335,19 @@ def _check_message(message: str) -> None:
         raise UsageError("the --message is not valid UTF-8", "write the message as UTF-8 text") from None
 
 
-def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, lease: leases.Lease,
-          started: float, message: str, jobs: int, progress, params: ChunkingParams | None) -> PushResult:
+def _push(
+    repo: Repository,
+    model: str,
+    tag: str,
+    files: list[SourceFile],
+    *,
+    lease: leases.Lease,
+    started: float,
+    message: str,
+    jobs: int,
+    progress,
+    params: ChunkingParams | None,
+) -> PushResult:
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
     fmt = repo.format()
@@ -337,8 +372,19 @@ def _push(repo: Repository, model: str, tag: str, files: list[SourceFile], *, le
     lister.shutdown()
     uploader.close()
     progress.close()
-    return _commit(repo, model, tag, files, entries, existing=existing, uploader=uploader, lease=lease,
-                   started=started, message=message, total=total)
+    return _commit(
+        repo,
+        model,
+        tag,
+        files,
+        entries,
+        existing=existing,
+        uploader=uploader,
+        lease=lease,
+        started=started,
+        message=message,
+        total=total,
+    )
 
 
 class _FileHasher:
@@ -382,8 +428,7 @@ class _FileHasher:
             digest = hash_bytes(data)
             if data:
                 self.uploader.store_inline(digest, data)
-            self.entries[sf.path] = mf.FileEntry(sf.path, sf.size, sf.mode, digest,
-                                                 [(digest, sf.size)] if data else [])
+            self.entries[sf.path] = mf.FileEntry(sf.path, sf.size, sf.mode, digest, [(digest, sf.size)] if data else [])
             done += sf.size
         self.progress.advance(done)
 
@@ -421,20 +466,36 @@ class _FileHasher:
         return self.entries
 
 
-def _commit(repo: Repository, model: str, tag: str, files: list[SourceFile], entries: dict[str, mf.FileEntry], *,
-            existing, uploader: _Uploader, lease: leases.Lease, started: float, message: str,
-            total: int) -> PushResult:
+def _commit(
+    repo: Repository,
+    model: str,
+    tag: str,
+    files: list[SourceFile],
+    entries: dict[str, mf.FileEntry],
+    *,
+    existing,
+    uploader: _Uploader,
+    lease: leases.Lease,
+    started: float,
+    message: str,
+    total: int,
+) -> PushResult:
     """Write the manifest (the commit point) once every blob is durable, or compare with the
     version already stored under the tag."""
     manifest = mf.Manifest(
-        format=mf.FORMAT, model=model, tag=tag, created_at=_now_rfc3339(), created_by=_created_by(),
-        message=message, total_size=total, files=[entries[f.path] for f in files],
+        format=mf.FORMAT,
+        model=model,
+        tag=tag,
+        created_at=_now_rfc3339(),
+        created_by=_created_by(),
+        message=message,
+        total_size=total,
+        files=[entries[f.path] for f in files],
     )
     n_chunks = sum(len(e.chunks) for e in manifest.files)
     if existing is not None:
         kept = repo.against_stored(existing, manifest)  # TagExistsError unless the same files
-        return PushResult(model, tag, kept.digest, len(files), total, 0, 0, n_chunks, True,
-                          time.monotonic() - started)
+        return PushResult(model, tag, kept.digest, len(files), total, 0, 0, n_chunks, True, time.monotonic() - started)
     repo.sync()  # every blob durable before the manifest that names it exists
     lease.check()  # a lease judged stale may have let gc free blobs this push skipped: do not commit
     distinct = {d for e in manifest.files for d, _ in e.chunks}
@@ -442,6 +503,17 @@ def _commit(repo: Repository, model: str, tag: str, files: list[SourceFile], ent
     stored_size = sum(uploader.stored.values()) if uploader.stored.keys() == distinct else None
     result = repo.commit(manifest, stored_size=stored_size)
     created = result.created
-    return PushResult(model, tag, result.digest, len(files), total, uploader.new_bytes if created else 0,
-                      uploader.new_chunks if created else 0, n_chunks, not created, time.monotonic() - started,
-                      new_stored_bytes=uploader.new_stored_bytes if created else 0, stored_size=stored_size)
+    return PushResult(
+        model,
+        tag,
+        result.digest,
+        len(files),
+        total,
+        uploader.new_bytes if created else 0,
+        uploader.new_chunks if created else 0,
+        n_chunks,
+        not created,
+        time.monotonic() - started,
+        new_stored_bytes=uploader.new_stored_bytes if created else 0,
+        stored_size=stored_size,
+    )

@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from make_checkpoints import parse_size, safetensors_header
 
 MiB = 1 << 20
@@ -80,12 +79,17 @@ def layer_bytes(h: int) -> int:
 
 def layer_tensors(i: int, h: int) -> list[tuple[str, tuple[int, ...]]]:
     p, inter = f"model.layers.{i}.", intermediate_size(h)
-    return [(p + "input_layernorm.weight", (h,)),
-            (p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (h, h)),
-            (p + "self_attn.v_proj.weight", (h, h)), (p + "self_attn.o_proj.weight", (h, h)),
-            (p + "post_attention_layernorm.weight", (h,)),
-            (p + "mlp.gate_proj.weight", (inter, h)), (p + "mlp.up_proj.weight", (inter, h)),
-            (p + "mlp.down_proj.weight", (h, inter))]
+    return [
+        (p + "input_layernorm.weight", (h,)),
+        (p + "self_attn.q_proj.weight", (h, h)),
+        (p + "self_attn.k_proj.weight", (h, h)),
+        (p + "self_attn.v_proj.weight", (h, h)),
+        (p + "self_attn.o_proj.weight", (h, h)),
+        (p + "post_attention_layernorm.weight", (h,)),
+        (p + "mlp.gate_proj.weight", (inter, h)),
+        (p + "mlp.up_proj.weight", (inter, h)),
+        (p + "mlp.down_proj.weight", (h, inter)),
+    ]
 
 
 def design(size: int, shards: int) -> list[Tensor]:
@@ -163,7 +167,7 @@ def tensor_blocks(t: Tensor, kind: str, seed: int):
         count = min(BLOCK_ELEMENTS, n - start)
         bits = np.random.SFC64([*key, block])
         if kind == "random":
-            yield bits.random_raw((count + 3) // 4).view(np.uint8)[:count * 2]
+            yield bits.random_raw((count + 3) // 4).view(np.uint8)[: count * 2]
             continue
         x = np.random.Generator(bits).standard_normal(count, dtype=np.float32)
         x *= sigma
@@ -182,9 +186,14 @@ def write_variant(out: Path, tensors: list[Tensor], kind: str, seed: int, shards
         shutil.rmtree(out)
     out.mkdir(parents=True)
     h = hidden_size(tensors)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
-              "hidden_size": h, "intermediate_size": intermediate_size(h),
-              "num_hidden_layers": sum(t.name.endswith("q_proj.weight") for t in tensors)}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "torch_dtype": "bfloat16",
+        "hidden_size": h,
+        "intermediate_size": intermediate_size(h),
+        "num_hidden_layers": sum(t.name.endswith("q_proj.weight") for t in tensors),
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     header_bytes, weight_map = 0, {}
     for shard in range(shards):
@@ -206,8 +215,16 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def write_checkpoints(out: Path, size: int, *, kind: str = "bf16", variants=VARIANTS, seed: int = 0,
-                      shards: int = 4, changed_fraction: float = 0.1) -> dict[str, dict]:
+def write_checkpoints(
+    out: Path,
+    size: int,
+    *,
+    kind: str = "bf16",
+    variants=VARIANTS,
+    seed: int = 0,
+    shards: int = 4,
+    changed_fraction: float = 0.1,
+) -> dict[str, dict]:
     """Write OUT/<variant>/ for each of ``variants`` and OUT/changes.json; returns, per variant, its
     directory, sizes and changes against v1 (``changed_bytes``: what a store must add for it)."""
     v1 = design(size, shards)
@@ -228,11 +245,18 @@ def write_checkpoints(out: Path, size: int, *, kind: str = "bf16", variants=VARI
         changed_tensor_bytes = sum(by_name[n].nbytes for n in changed)
         added_tensor_bytes = sum(t.nbytes for t in tensors if t.name in added)
         records[variant] = {
-            "dir": str(out / variant), "kind": kind, "total_bytes": dir_size(out / variant),
-            "tensor_bytes": sum(t.nbytes for t in tensors), "tensors": len(tensors), "shards": shards,
-            "hidden": hidden_size(tensors), "header_bytes": headers,
-            "changed_tensors": changed, "changed_tensor_bytes": changed_tensor_bytes,
-            "added_tensors": added, "added_tensor_bytes": added_tensor_bytes,
+            "dir": str(out / variant),
+            "kind": kind,
+            "total_bytes": dir_size(out / variant),
+            "tensor_bytes": sum(t.nbytes for t in tensors),
+            "tensors": len(tensors),
+            "shards": shards,
+            "hidden": hidden_size(tensors),
+            "header_bytes": headers,
+            "changed_tensors": changed,
+            "changed_tensor_bytes": changed_tensor_bytes,
+            "added_tensors": added,
+            "added_tensor_bytes": added_tensor_bytes,
             # The bytes a version adds over v1: its changed tensors; with offsets shifted, also
             # the shards' headers (every one differs).
             "changed_bytes": changed_tensor_bytes + (added_tensor_bytes + headers if added else 0),
@@ -252,11 +276,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     variants = args.variants.split(",") if args.variants else (VARIANTS if args.kind == "bf16" else ("v1", "v2"))
-    records = write_checkpoints(args.out, parse_size(args.size), kind=args.kind, variants=variants,
-                                seed=args.seed, shards=args.shards, changed_fraction=args.changed_fraction)
+    records = write_checkpoints(
+        args.out,
+        parse_size(args.size),
+        kind=args.kind,
+        variants=variants,
+        seed=args.seed,
+        shards=args.shards,
+        changed_fraction=args.changed_fraction,
+    )
     for variant, r in records.items():
-        print(f"{variant}: {r['total_bytes'] / MiB:.1f} MiB, {r['tensors']} tensors in {r['shards']} shards, "
-              f"changed {r['changed_bytes'] / MiB:.2f} MiB", file=sys.stderr)
+        print(
+            f"{variant}: {r['total_bytes'] / MiB:.1f} MiB, {r['tensors']} tensors in {r['shards']} shards, "
+            f"changed {r['changed_bytes'] / MiB:.2f} MiB",
+            file=sys.stderr,
+        )
     print(args.out / "changes.json")
     return 0
 

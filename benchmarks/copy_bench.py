@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench_run  # noqa: E402  (the transfer benchmarks: running, timing, moto)
+import run as bench_run
 
 TARGET = 1.1
 
@@ -73,28 +73,65 @@ def measure(repos: Repos, ck: dict, src: str, push_repo: str, dst: str) -> dict:
     src_digests = {v["tag"]: v["digest"] for v in repos.aim("model", "versions", src, "m").json()}
     dst_digests = {v["tag"]: v["digest"] for v in repos.aim("model", "versions", dst, "m").json()}
     assert dst_digests == src_digests, (src_digests, dst_digests)
-    return {"push_stored": p["new_stored_bytes"], "push_raw": p["new_bytes"], "push_s": push.seconds,
-            "copy_stored": c["stored_bytes"], "copy_read": c["read_bytes"], "copy_raw": c["raw_bytes"],
-            "copy_blobs": c["blobs"], "copy_s": copy.seconds, "push1_s": push1.seconds, "copy1_s": copy1.seconds,
-            "v1_bytes": copy1.json()["raw_bytes"]}
+    return {
+        "push_stored": p["new_stored_bytes"],
+        "push_raw": p["new_bytes"],
+        "push_s": push.seconds,
+        "copy_stored": c["stored_bytes"],
+        "copy_read": c["read_bytes"],
+        "copy_raw": c["raw_bytes"],
+        "copy_blobs": c["blobs"],
+        "copy_s": copy.seconds,
+        "push1_s": push1.seconds,
+        "copy1_s": copy1.seconds,
+        "v1_bytes": copy1.json()["raw_bytes"],
+    }
 
 
 def rows(kind: str, m: dict) -> list[bench_run.Row]:
     ratio = m["copy_stored"] / m["push_stored"]
     raw_ratio = m["copy_raw"] / m["push_raw"]
     return [
-        bench_run.Row(f"{kind}: copy of v2 over v1, bytes stored", bench_run.mib(m["copy_stored"]),
-                      f"push of v2 over v1 stores {bench_run.mib(m['push_stored'])}", f"{ratio:.3f}x",
-                      f"<= {TARGET}x", ratio <= TARGET),
-        bench_run.Row(f"{kind}: the same, bytes read from the source", bench_run.mib(m["copy_read"]),
-                      bench_run.mib(m["push_stored"]), f"{m['copy_read'] / m['push_stored']:.3f}x", "—", None),
-        bench_run.Row(f"{kind}: the same, raw chunk bytes ({m['copy_blobs']} blobs)", bench_run.mib(m["copy_raw"]),
-                      f"push's new chunks {bench_run.mib(m['push_raw'])}", f"{raw_ratio:.3f}x", "—", None),
-        bench_run.Row(f"{kind}: wall time", f"{m['copy_s']:.2f} s", f"push {m['push_s']:.2f} s",
-                      f"{m['copy_s'] / m['push_s']:.2f}x", "—", None),
-        bench_run.Row(f"{kind}: v1 ({bench_run.mib(m['v1_bytes'])}) into an empty repository, wall time",
-                      f"{m['copy1_s']:.2f} s", f"push {m['push1_s']:.2f} s", f"{m['copy1_s'] / m['push1_s']:.2f}x",
-                      "—", None),
+        bench_run.Row(
+            f"{kind}: copy of v2 over v1, bytes stored",
+            bench_run.mib(m["copy_stored"]),
+            f"push of v2 over v1 stores {bench_run.mib(m['push_stored'])}",
+            f"{ratio:.3f}x",
+            f"<= {TARGET}x",
+            ratio <= TARGET,
+        ),
+        bench_run.Row(
+            f"{kind}: the same, bytes read from the source",
+            bench_run.mib(m["copy_read"]),
+            bench_run.mib(m["push_stored"]),
+            f"{m['copy_read'] / m['push_stored']:.3f}x",
+            "—",
+            None,
+        ),
+        bench_run.Row(
+            f"{kind}: the same, raw chunk bytes ({m['copy_blobs']} blobs)",
+            bench_run.mib(m["copy_raw"]),
+            f"push's new chunks {bench_run.mib(m['push_raw'])}",
+            f"{raw_ratio:.3f}x",
+            "—",
+            None,
+        ),
+        bench_run.Row(
+            f"{kind}: wall time",
+            f"{m['copy_s']:.2f} s",
+            f"push {m['push_s']:.2f} s",
+            f"{m['copy_s'] / m['push_s']:.2f}x",
+            "—",
+            None,
+        ),
+        bench_run.Row(
+            f"{kind}: v1 ({bench_run.mib(m['v1_bytes'])}) into an empty repository, wall time",
+            f"{m['copy1_s']:.2f} s",
+            f"push {m['push1_s']:.2f} s",
+            f"{m['copy1_s'] / m['push1_s']:.2f}x",
+            "—",
+            None,
+        ),
     ]
 
 
@@ -135,8 +172,13 @@ def main(argv=None) -> int:
             bench_run.make(["--size", args.s3_size, "--versions", "2", "--out", str(work / "ck-s3")])
             ck = json.loads((work / "ck-s3" / "changes.json").read_text())
             repos = Repos(work, bench.env)
-            s3 = measure(repos, ck, repos.add_local("src-s3"), repos.add_s3("pushed", endpoint, bucket),
-                         repos.add_s3("dst", endpoint, bucket))
+            s3 = measure(
+                repos,
+                ck,
+                repos.add_local("src-s3"),
+                repos.add_s3("pushed", endpoint, bucket),
+                repos.add_s3("dst", endpoint, bucket),
+            )
             table += rows(f"local -> S3 (moto), {args.s3_size}", s3)
     finally:
         if moto is not None:

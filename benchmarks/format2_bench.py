@@ -46,11 +46,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import checkpoints  # noqa: E402
-import run as rb  # noqa: E402
-from make_checkpoints import parse_size  # noqa: E402
+import checkpoints
+import run as rb
+from make_checkpoints import parse_size
 
-from aim_cli.format.layout import REPO_META_KEY, blob_key, digest_of_shard_key, manifest_key  # noqa: E402
+from aim_cli.format.layout import REPO_META_KEY, blob_key, digest_of_shard_key, manifest_key
 
 MiB, GiB = rb.MiB, 1 << 30
 FORMATS = (1, 2)
@@ -60,8 +60,9 @@ QUICK_SIZE = "64MiB"
 
 def has_format_option(env: dict) -> bool:
     """Whether this aim_cli's `repo create` takes --format (format 2 exists)."""
-    out = subprocess.run([str(rb.AIM), "repo", "create", "--help"], capture_output=True, text=True, env=env,
-                         stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [str(rb.AIM), "repo", "create", "--help"], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+    )
     return "--format" in out.stdout
 
 
@@ -175,8 +176,10 @@ def fetched_stored(b: FormatBench, pull_json: dict, fetched: dict[str, int]) -> 
         return from_cache, how
     # A chunk fetched twice, or a cache put that failed: scale to the pull's raw count.
     cached = sum(fetched.values())
-    return (round(from_cache * raw / cached) if cached else 0,
-            f"{how}, scaled to the pull's raw fetched bytes ({raw} of {cached}): an estimate")
+    return (
+        round(from_cache * raw / cached) if cached else 0,
+        f"{how}, scaled to the pull's raw fetched bytes ({raw} of {cached}): an estimate",
+    )
 
 
 class Digests(dict):
@@ -230,8 +233,18 @@ def measure_local(b: FormatBench, ck: dict[str, dict], fmt: int, digests: Digest
         got, how = fetched_stored(b, pull_json, fetched)
         for path in (into, cache):
             rb.rmtree(path)
-        deltas[variant] = Delta(ck[variant]["changed_bytes"], new_raw, new_stored, len(new), got, how, len(fetched),
-                                fetched_raw(pull_json), push_json, pull_json)
+        deltas[variant] = Delta(
+            ck[variant]["changed_bytes"],
+            new_raw,
+            new_stored,
+            len(new),
+            got,
+            how,
+            len(fetched),
+            fetched_raw(pull_json),
+            push_json,
+            pull_json,
+        )
     rb.rmtree(dest)
     return Local(actual, ck["v1"]["total_bytes"], stored, objects, push, cp_push, pull, cp_pull, push.json(), deltas)
 
@@ -253,8 +266,13 @@ def measure_s3(b: FormatBench, ck: dict[str, dict], fmt: int, digests: Digests) 
 # -- the table ------------------------------------------------------------------------------------
 # The targets of issue 10, for format 2: (comparison, limit).
 TARGETS = {
-    "v1_stored": ("<=", 0.72), "v2_new_raw": ("<=", 1.05), "v2_new_stored": ("<=", 0.75),
-    "pull_fetched": ("<=", 0.75), "push_cp": ("<=", 1.6), "pull_cp": ("<=", 1.3), "s3": (">=", 1.0),
+    "v1_stored": ("<=", 0.72),
+    "v2_new_raw": ("<=", 1.05),
+    "v2_new_stored": ("<=", 0.75),
+    "pull_fetched": ("<=", 0.75),
+    "push_cp": ("<=", 1.6),
+    "pull_cp": ("<=", 1.3),
+    "s3": (">=", 1.0),
 }
 # Which targets hold for which model: random bytes cannot compress; the shifted checkpoint's
 # changed bytes are a few headers and tiny tensors, so its ratios have no target in the issue.
@@ -294,9 +312,15 @@ class Row:
         return [self.section, figure, *(self.cells[f].text if f in self.cells else "—" for f in FORMATS), target, met]
 
     def json(self) -> dict:
-        return {"section": self.section, "key": self.key, "figure": self.figure, "note": self.note,
-                "target": list(self.target) if self.target else None, "met": self.met,
-                **{f"format{f}": asdict(self.cells[f]) if f in self.cells else None for f in FORMATS}}
+        return {
+            "section": self.section,
+            "key": self.key,
+            "figure": self.figure,
+            "note": self.note,
+            "target": list(self.target) if self.target else None,
+            "met": self.met,
+            **{f"format{f}": asdict(self.cells[f]) if f in self.cells else None for f in FORMATS},
+        }
 
 
 def human(n: int) -> str:
@@ -321,33 +345,75 @@ def byte_rows(section: str, by_fmt: dict[int, Local], variant: str, what: str) -
     d = {f: m.deltas[variant] for f, m in by_fmt.items()}
     hows = sorted({x.fetched_how for x in d.values()})
     return [
-        Row(section, "v2_new_raw", f"{variant} new raw chunk bytes / {what}",
-            {f: ratio(x.new_raw, x.changed, f"{human(x.new_raw)} / {human(x.changed)}") for f, x in d.items()}),
-        Row(section, "v2_new_stored", f"{variant} new stored bytes / {what}",
-            {f: ratio(x.new_stored, x.changed, f"{human(x.new_stored)} in {x.new_objects} objects")
-             for f, x in d.items()}),
-        Row(section, "pull_fetched", f"pull {variant} into the v1 directory: stored bytes fetched / {what}",
-            {f: ratio(x.fetched_stored, x.changed, f"{human(x.fetched_stored)} in {x.fetched_objects} objects")
-             for f, x in d.items()},
-            note="; ".join(f"format {f}: {x.fetched_how}" for f, x in d.items()) if len(hows) > 1 else hows[0]),
+        Row(
+            section,
+            "v2_new_raw",
+            f"{variant} new raw chunk bytes / {what}",
+            {f: ratio(x.new_raw, x.changed, f"{human(x.new_raw)} / {human(x.changed)}") for f, x in d.items()},
+        ),
+        Row(
+            section,
+            "v2_new_stored",
+            f"{variant} new stored bytes / {what}",
+            {
+                f: ratio(x.new_stored, x.changed, f"{human(x.new_stored)} in {x.new_objects} objects")
+                for f, x in d.items()
+            },
+        ),
+        Row(
+            section,
+            "pull_fetched",
+            f"pull {variant} into the v1 directory: stored bytes fetched / {what}",
+            {
+                f: ratio(x.fetched_stored, x.changed, f"{human(x.fetched_stored)} in {x.fetched_objects} objects")
+                for f, x in d.items()
+            },
+            note="; ".join(f"format {f}: {x.fetched_how}" for f, x in d.items()) if len(hows) > 1 else hows[0],
+        ),
     ]
 
 
 def local_rows(section: str, by_fmt: dict[int, Local]) -> list[Row]:
     m = by_fmt
     return [
-        Row(section, "v1_stored", "v1 stored / raw",
-            {f: ratio(x.stored, x.raw, f"{human(x.stored)} in {x.objects} objects") for f, x in m.items()}),
+        Row(
+            section,
+            "v1_stored",
+            "v1 stored / raw",
+            {f: ratio(x.stored, x.raw, f"{human(x.stored)} in {x.objects} objects") for f, x in m.items()},
+        ),
         *byte_rows(section, m, "v2", "changed tensor bytes"),
         Row(section, "push_cp", "push v1 / `cp -r && sync`", {f: time_ratio(x.push, x.cp_push) for f, x in m.items()}),
-        Row(section, "pull_cp", "pull v1 cold / `cp -r && sync`",
-            {f: time_ratio(x.pull, x.cp_pull) for f, x in m.items()}),
-        Row(section, "push_cpu", "push v1: CPU-seconds per GiB", {f: per_gib(x.push, x.raw, x.cp_push) for f, x in m.items()}),
-        Row(section, "pull_cpu", "pull v1: CPU-seconds per GiB", {f: per_gib(x.pull, x.raw, x.cp_pull) for f, x in m.items()}),
-        Row(section, "push_rss", "push v1: peak RSS", {f: Cell(x.push.maxrss / 1e6, f"{x.push.maxrss / 1e6:.0f} MB")
-                                                       for f, x in m.items()}),
-        Row(section, "pull_rss", "pull v1: peak RSS", {f: Cell(x.pull.maxrss / 1e6, f"{x.pull.maxrss / 1e6:.0f} MB")
-                                                       for f, x in m.items()}),
+        Row(
+            section,
+            "pull_cp",
+            "pull v1 cold / `cp -r && sync`",
+            {f: time_ratio(x.pull, x.cp_pull) for f, x in m.items()},
+        ),
+        Row(
+            section,
+            "push_cpu",
+            "push v1: CPU-seconds per GiB",
+            {f: per_gib(x.push, x.raw, x.cp_push) for f, x in m.items()},
+        ),
+        Row(
+            section,
+            "pull_cpu",
+            "pull v1: CPU-seconds per GiB",
+            {f: per_gib(x.pull, x.raw, x.cp_pull) for f, x in m.items()},
+        ),
+        Row(
+            section,
+            "push_rss",
+            "push v1: peak RSS",
+            {f: Cell(x.push.maxrss / 1e6, f"{x.push.maxrss / 1e6:.0f} MB") for f, x in m.items()},
+        ),
+        Row(
+            section,
+            "pull_rss",
+            "pull v1: peak RSS",
+            {f: Cell(x.pull.maxrss / 1e6, f"{x.pull.maxrss / 1e6:.0f} MB") for f, x in m.items()},
+        ),
     ]
 
 
@@ -355,10 +421,18 @@ def s3_rows(section: str, by_fmt: dict[int, S3]) -> list[Row]:
     rows = []
     for op in ("push", "pull"):
         speed = {f: x.raw / MiB / getattr(x, op).seconds for f, x in by_fmt.items()}
-        cells = {f: Cell(speed[f] / speed[1], f"{speed[f]:.1f} MiB/s" + ("" if f == 1 else f" ({speed[f] / speed[1]:.2f}x)"))
-                 for f in by_fmt}
-        rows.append(Row(section, "s3", f"S3 (moto) {op}{' cold' if op == 'pull' else ''}: model bytes per second, "
-                                        f"format 2 / format 1", cells))
+        cells = {
+            f: Cell(speed[f] / speed[1], f"{speed[f]:.1f} MiB/s" + ("" if f == 1 else f" ({speed[f] / speed[1]:.2f}x)"))
+            for f in by_fmt
+        }
+        rows.append(
+            Row(
+                section,
+                "s3",
+                f"S3 (moto) {op}{' cold' if op == 'pull' else ''}: model bytes per second, format 2 / format 1",
+                cells,
+            )
+        )
     return rows
 
 
@@ -375,18 +449,24 @@ def build_rows(local: dict[str, dict[int, Local]], s3: dict[str, dict[int, S3]])
 # -- main -----------------------------------------------------------------------------------------
 def describe(ck: dict[str, dict]) -> str:
     v1 = ck["v1"]
-    text = f"{v1['total_bytes'] / MiB:.0f} MiB, {v1['tensors']} tensors (hidden {v1['hidden']}) in {v1['shards']} shards"
+    text = (
+        f"{v1['total_bytes'] / MiB:.0f} MiB, {v1['tensors']} tensors (hidden {v1['hidden']}) in {v1['shards']} shards"
+    )
     if "v2" in ck:
         text += f"; v2 redraws {len(ck['v2']['changed_tensors'])} tensors ({ck['v2']['changed_bytes'] / MiB:.2f} MiB)"
     if "shifted" in ck:
         s = ck["shifted"]
-        text += (f"; shifted inserts {len(s['added_tensors'])} tensors of {s['added_tensor_bytes'] // len(s['added_tensors'])}"
-                 f" bytes, headers {s['header_bytes'] / 1024:.1f} KiB")
+        text += (
+            f"; shifted inserts {len(s['added_tensors'])} tensors of"
+            f" {s['added_tensor_bytes'] // len(s['added_tensors'])}"
+            f" bytes, headers {s['header_bytes'] / 1024:.1f} KiB"
+        )
     return text
 
 
-def measure_models(b: FormatBench, work: Path, size: int, seed: int, where: str, measure,
-                   kinds: dict[str, tuple[str, ...]]) -> tuple[dict[str, dict], dict[str, str]]:
+def measure_models(
+    b: FormatBench, work: Path, size: int, seed: int, where: str, measure, kinds: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, dict], dict[str, str]]:
     """``measure(b, checkpoints, format, digests)`` of each kind of model (written, measured in each
     format, removed); returns the results by kind and format, and each model's description."""
     results: dict[str, dict] = {}
@@ -407,8 +487,11 @@ def measure_models(b: FormatBench, work: Path, size: int, seed: int, where: str,
 def aim_revision() -> str:
     import aim_cli  # the package of this environment, whose console script runs
 
-    out = subprocess.run(["git", "-C", str(Path(aim_cli.__file__).parent), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "-C", str(Path(aim_cli.__file__).parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or "unknown"
 
 
@@ -437,13 +520,15 @@ def main(argv=None) -> int:
     moto = None
     s3: dict[str, dict[int, S3]] = {}
     try:
-        local, about = measure_models(b, work, size, args.seed, "local", measure_local,
-                                      {"bf16": checkpoints.VARIANTS, "random": ("v1", "v2")})
+        local, about = measure_models(
+            b, work, size, args.seed, "local", measure_local, {"bf16": checkpoints.VARIANTS, "random": ("v1", "v2")}
+        )
         rb.rmtree(b.root)
         if not args.skip_s3:
             moto = rb.start_moto(b)
-            s3, _ = measure_models(b, work, s3_size, args.seed, "S3 (moto)", measure_s3,
-                                   {"bf16": ("v1",), "random": ("v1",)})
+            s3, _ = measure_models(
+                b, work, s3_size, args.seed, "S3 (moto)", measure_s3, {"bf16": ("v1",), "random": ("v1",)}
+            )
     finally:
         if moto is not None:
             rb.stop_moto(b, moto)
@@ -452,32 +537,60 @@ def main(argv=None) -> int:
 
     rows = build_rows(local, s3)
     formats = {f: sorted({x[f].format for x in local.values()} | {x[f].format for x in s3.values()}) for f in FORMATS}
-    columns = [f"format {f}" + ("" if formats[f] == [f] else f" (is format {', '.join(map(str, formats[f]))} here)")
-               for f in FORMATS]
+    columns = [
+        f"format {f}" + ("" if formats[f] == [f] else f" (is format {', '.join(map(str, formats[f]))} here)")
+        for f in FORMATS
+    ]
     meta = {
-        "aim_cli": aim_revision(), "format_option": b.format_option, "repository_formats": formats,
-        "size": size, "s3_size": None if args.skip_s3 else s3_size, "models": about, "page_cache": cache.state,
-        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "aim_cli": aim_revision(),
+        "format_option": b.format_option,
+        "repository_formats": formats,
+        "size": size,
+        "s3_size": None if args.skip_s3 else s3_size,
+        "models": about,
+        "page_cache": cache.state,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    print(f"format 2 benchmark, aim_cli {meta['aim_cli']}: " + "; ".join(f"{k}: {v}" for k, v in about.items()) + ". "
-          + ("" if b.format_option else f"This aim_cli has no `repo create --format`: both columns are the format "
-             f"of a new repository ({', '.join(map(str, formats[1]))}). ")
-          + (f"S3 through moto at {s3_size / MiB:.0f} MiB. " if s3 else "")
-          + f"One run per figure; pulls {cache.state}. {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Targets are "
-          f"issue 10's, for format 2.")
+    print(
+        f"format 2 benchmark, aim_cli {meta['aim_cli']}: "
+        + "; ".join(f"{k}: {v}" for k, v in about.items())
+        + ". "
+        + (
+            ""
+            if b.format_option
+            else f"This aim_cli has no `repo create --format`: both columns are the format "
+            f"of a new repository ({', '.join(map(str, formats[1]))}). "
+        )
+        + (f"S3 through moto at {s3_size / MiB:.0f} MiB. " if s3 else "")
+        + f"One run per figure; pulls {cache.state}. {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. Targets are "
+        f"issue 10's, for format 2."
+    )
     print()
     rb.print_markdown(["model", "figure", *columns, "target", "met (format 2)"], [r.markdown() for r in rows])
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": [r.json() for r in rows], "measurements": {
-            "local": {k: {f: measurement_json(x) for f, x in v.items()} for k, v in local.items()},
-            "s3": {k: {f: measurement_json(x) for f, x in v.items()} for k, v in s3.items()}}}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "meta": meta,
+                    "rows": [r.json() for r in rows],
+                    "measurements": {
+                        "local": {k: {f: measurement_json(x) for f, x in v.items()} for k, v in local.items()},
+                        "s3": {k: {f: measurement_json(x) for f, x in v.items()} for k, v in s3.items()},
+                    },
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0 if all(r.met is not False for r in rows) else 1
 
 
 def measurement_json(m: Local | S3) -> dict:
     """The raw measurements behind the table (seconds, CPU, RSS, bytes, the commands' JSON)."""
+
     def result(r: rb.Result) -> dict:
         return {"seconds": r.seconds, "cpu": r.cpu, "maxrss": r.maxrss}
 

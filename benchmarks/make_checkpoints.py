@@ -155,12 +155,22 @@ def write_shard(path: Path, tensors: list[Tensor], seed: int, ids: dict[str, int
 # -- the small files ------------------------------------------------------------------------------
 def config_json(model: Model) -> dict:
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float16",
-        "hidden_size": model.hidden, "intermediate_size": model.intermediate,
-        "num_hidden_layers": model.layers, "num_attention_heads": max(1, model.hidden // 128),
-        "num_key_value_heads": max(1, model.hidden // 128), "vocab_size": VOCAB,
-        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "torch_dtype": "float16",
+        "hidden_size": model.hidden,
+        "intermediate_size": model.intermediate,
+        "num_hidden_layers": model.layers,
+        "num_attention_heads": max(1, model.hidden // 128),
+        "num_key_value_heads": max(1, model.hidden // 128),
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
         "transformers_version": "4.44.0",
     }
 
@@ -173,24 +183,49 @@ def tokenizer_json(seed: int, vocab_size: int = 12000) -> bytes:
     vocab: dict[str, int] = {"<unk>": 0, "<s>": 1, "</s>": 2}
     pos = 0
     for n in lengths:
-        token = ("\u0120" if pos % 3 == 0 else "") + "".join(pieces[pos:pos + n])
+        token = ("\u0120" if pos % 3 == 0 else "") + "".join(pieces[pos : pos + n])
         pos += n
         vocab.setdefault(token, len(vocab))
     tokens = list(vocab)
     merges = [f"{tokens[i][:2]} {tokens[i][2:]}" for i in range(3, min(len(tokens), 3 + vocab_size // 2))]
     doc = {
-        "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True} for i, t in enumerate(tokens[:3])],
-        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
-                                                           {"type": "Replace", "pattern": {"String": " "},
-                                                            "content": "\u2581"}]},
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": i,
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i, t in enumerate(tokens[:3])
+        ],
+        "normalizer": {
+            "type": "Sequence",
+            "normalizers": [
+                {"type": "Prepend", "prepend": "\u2581"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+            ],
+        },
         "pre_tokenizer": None,
-        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                                                                      {"Sequence": {"id": "A", "type_id": 0}}]},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        },
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
-                  "vocab": vocab, "merges": merges},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": "<unk>",
+            "fuse_unk": True,
+            "byte_fallback": True,
+            "vocab": vocab,
+            "merges": merges,
+        },
     }
     return json.dumps(doc, indent=2, ensure_ascii=False).encode()
 
@@ -224,9 +259,21 @@ def write_version(out: Path, model: Model, seed: int, ids: dict[str, int], token
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(config_json(model), indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": 1, "eos_token_id": 2, "do_sample": True, "temperature": 0.6, "top_p": 0.9,
-         "max_length": 4096, "transformers_version": "4.44.0"}, indent=2) + "\n")
+    (out / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "do_sample": True,
+                "temperature": 0.6,
+                "top_p": 0.9,
+                "max_length": 4096,
+                "transformers_version": "4.44.0",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     (out / "tokenizer.json").write_bytes(tokenizer)
     n = model.shards
     weight_map = {}
@@ -250,8 +297,12 @@ def main(argv=None) -> int:
     ap.add_argument("--versions", type=int, default=2, help="number of versions (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-size", default="256MiB", help="approximate shard size (default 256MiB)")
-    ap.add_argument("--changed-fraction", type=float, default=0.05,
-                    help="share of the tensors re-randomised per version (default 0.05)")
+    ap.add_argument(
+        "--changed-fraction",
+        type=float,
+        default=0.05,
+        help="share of the tensors re-randomised per version (default 0.05)",
+    )
     args = ap.parse_args(argv)
 
     model = design_model(parse_size(args.size), parse_size(args.shard_size))
@@ -272,18 +323,31 @@ def main(argv=None) -> int:
         by_name = {t.name: t for t in model.tensors}
         changed_bytes = sum(by_name[n].nbytes for n in changed + added)
         record = {
-            "tag": f"v{v}", "dir": str(out), "total_bytes": dir_size(out), "tensor_bytes": model.total_bytes,
-            "tensors": len(model.tensors), "shards": model.shards,
-            "changed_tensors": changed, "added_tensors": added,
+            "tag": f"v{v}",
+            "dir": str(out),
+            "total_bytes": dir_size(out),
+            "tensor_bytes": model.total_bytes,
+            "tensors": len(model.tensors),
+            "shards": model.shards,
+            "changed_tensors": changed,
+            "added_tensors": added,
             # v1 is all new; later versions: the bytes of the re-randomised and added tensors.
             "changed_tensor_bytes": model.total_bytes if v == 1 else changed_bytes,
         }
         records.append(record)
-        print(f"v{v}: {record['total_bytes'] / MiB:.1f} MiB in {model.shards} shards, {len(model.tensors)} tensors; "
-              f"changed {len(changed)} + added {len(added)} tensors = {record['changed_tensor_bytes'] / MiB:.2f} MiB "
-              f"({time.monotonic() - started:.1f}s)", file=sys.stderr)
-    summary = {"seed": args.seed, "size": parse_size(args.size), "hidden": model.hidden, "layers": model.layers,
-               "versions": records}
+        print(
+            f"v{v}: {record['total_bytes'] / MiB:.1f} MiB in {model.shards} shards, {len(model.tensors)} tensors; "
+            f"changed {len(changed)} + added {len(added)} tensors = {record['changed_tensor_bytes'] / MiB:.2f} MiB "
+            f"({time.monotonic() - started:.1f}s)",
+            file=sys.stderr,
+        )
+    summary = {
+        "seed": args.seed,
+        "size": parse_size(args.size),
+        "hidden": model.hidden,
+        "layers": model.layers,
+        "versions": records,
+    }
     (args.out / "changes.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(args.out / "changes.json")
     return 0

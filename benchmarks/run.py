@@ -39,7 +39,7 @@ from pathlib import Path
 import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_checkpoints  # noqa: E402
+import make_checkpoints
 
 AIM = Path(sys.executable).with_name("aim_cli")
 MiB = 1 << 20
@@ -61,8 +61,7 @@ def run(cmd: list[str], env: dict | None = None, *, rss: bool = False) -> Result
     """Run ``cmd``, timed from start to exit. With ``rss``, its peak RSS as GNU time reports it:
     the rusage of a child forked from this (large) Python process would start from our own high
     water mark, since Linux carries it across fork and exec."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r") as rss_file:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss_file:
         if rss:
             cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *cmd]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -156,12 +155,20 @@ def time_row(figure: str, aim: list[Result], base: list[Result], limit: float | 
     does not move with the machine's load, the wall time does."""
     a, b = median([r.seconds for r in aim]), median([r.seconds for r in base])
     ac, bc = median([r.cpu for r in aim]), median([r.cpu for r in base])
-    return Row(figure, f"{a:.2f} s (CPU {ac:.2f} s)", f"{b:.2f} s (CPU {bc:.2f} s)", f"{a / b:.2f}x",
-               f"<= {limit}x" if limit else "—", (a / b <= limit) if limit else None)
+    return Row(
+        figure,
+        f"{a:.2f} s (CPU {ac:.2f} s)",
+        f"{b:.2f} s (CPU {bc:.2f} s)",
+        f"{a / b:.2f}x",
+        f"<= {limit}x" if limit else "—",
+        (a / b <= limit) if limit else None,
+    )
 
 
 def print_table(rows: list[Row]) -> None:
-    print_markdown(["figure", "aim_cli", "baseline: cp -r && sync", "ratio", "target", "met"], [r.cells() for r in rows])
+    print_markdown(
+        ["figure", "aim_cli", "baseline: cp -r && sync", "ratio", "target", "met"], [r.cells() for r in rows]
+    )
 
 
 def print_markdown(header: list[str], rows: list[list[str]]) -> None:
@@ -222,8 +229,9 @@ class Bench:
         self.buckets.clear()
 
     def push(self, version: Path, tag: str, rss: bool = False) -> Result:
-        return run(self.aim("model", "push", "bench", "m", str(version), "--tag", tag, "--json", "-q"), self.env,
-                   rss=rss)
+        return run(
+            self.aim("model", "push", "bench", "m", str(version), "--tag", tag, "--json", "-q"), self.env, rss=rss
+        )
 
     def pull(self, tag: str, dest: Path) -> list[str]:
         return self.aim("model", "pull", "bench", "m", str(dest), "--tag", tag, "--json", "-q")
@@ -235,14 +243,24 @@ def start_moto(bench: Bench) -> subprocess.Popen:
         port = s.getsockname()[1]
     aws = bench.work / "aws"
     aws.mkdir(exist_ok=True)
-    bench.env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                     AWS_CONFIG_FILE=str(aws / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
-                     AWS_EC2_METADATA_DISABLED="true")
+    bench.env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(aws / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         bench.env.pop(var, None)
-    log = open(bench.work / "moto.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=bench.env)
+    log = open(bench.work / "moto.log", "wb")  # noqa: SIM115 (the server writes it for its whole lifetime)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        env=bench.env,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -296,8 +314,14 @@ def fig_push(b: Bench, ck: dict, kind: str) -> list[Row]:
         # against raw boto3 by benchmarks/s3_bench.py.
         time_row(f"push v1 into an empty repository ({kind})", t1, c1, 2.5 if kind == "local" else None),
         time_row(f"push v2, near-identical ({kind})", t2, c2, 1.5 if kind == "local" else None),
-        Row(f"push v2: new bytes stored / changed tensor bytes ({kind})", mib(stored), f"{mib(changed)} changed",
-            f"{stored / changed:.2f}x", "<= 1.4x", stored / changed <= 1.4),
+        Row(
+            f"push v2: new bytes stored / changed tensor bytes ({kind})",
+            mib(stored),
+            f"{mib(changed)} changed",
+            f"{stored / changed:.2f}x",
+            "<= 1.4x",
+            stored / changed <= 1.4,
+        ),
     ]
 
 
@@ -315,8 +339,11 @@ def fig_pull_cold(b: Bench, ck: dict, kind: str) -> list[Row]:
         c.append(cp_baseline(v1, b.work / "cp-dst", b.cache, cold=True))
     rmtree(dest)
     state = "cold" if b.cache.can_drop else "warm"
-    return [time_row(f"pull v1 into an empty directory, {state} page cache ({kind})", t, c,
-                     2.0 if kind == "local" else None)]
+    return [
+        time_row(
+            f"pull v1 into an empty directory, {state} page cache ({kind})", t, c, 2.0 if kind == "local" else None
+        )
+    ]
 
 
 def fig_pull_update(b: Bench, ck: dict, kind: str) -> list[Row]:
@@ -339,8 +366,14 @@ def fig_pull_update(b: Bench, ck: dict, kind: str) -> list[Row]:
     f = median(fetched)
     return [
         time_row(f"pull v2 into the directory holding v1 ({kind})", t, c, None),
-        Row(f"pull v2 into v1: bytes fetched / changed tensor bytes ({kind})", mib(f), f"{mib(changed)} changed",
-            f"{f / changed:.2f}x", "<= 1.4x", f / changed <= 1.4),
+        Row(
+            f"pull v2 into v1: bytes fetched / changed tensor bytes ({kind})",
+            mib(f),
+            f"{mib(changed)} changed",
+            f"{f / changed:.2f}x",
+            "<= 1.4x",
+            f / changed <= 1.4,
+        ),
     ]
 
 
@@ -390,9 +423,17 @@ def fig_resume(b: Bench, ck: dict) -> list[Row]:
         verified &= model_verify_local(b, "v1", dest)
     rmtree(dest)
     f = median(fractions)
-    return [Row(f"pull killed (SIGKILL) at {median(killed_at):.0%} written, rerun: share of bytes the rerun "
-                f"fetches; result {'identical and `model verify --local` passes' if verified else '**DIFFERS**'}",
-                f"{f:.0%} ({median(t):.2f} s)", "—", "—", "<= 60%", f <= 0.6 and verified)]
+    return [
+        Row(
+            f"pull killed (SIGKILL) at {median(killed_at):.0%} written, rerun: share of bytes the rerun "
+            f"fetches; result {'identical and `model verify --local` passes' if verified else '**DIFFERS**'}",
+            f"{f:.0%} ({median(t):.2f} s)",
+            "—",
+            "—",
+            "<= 60%",
+            f <= 0.6 and verified,
+        )
+    ]
 
 
 def fig_rss(b: Bench, size: str) -> list[Row]:
@@ -412,10 +453,22 @@ def fig_rss(b: Bench, size: str) -> list[Row]:
     rmtree(b.work / "repo")
     limit = 400 * 1000 * 1000
     return [
-        Row(f"peak RSS, push of a {size} model", f"{push.maxrss / 1e6:.0f} MB ({push.seconds:.1f} s)",
-            f"{cp.maxrss / 1e6:.0f} MB ({cp.seconds:.1f} s)", "—", "<= 400 MB", push.maxrss <= limit),
-        Row(f"peak RSS, pull of a {size} model", f"{pull.maxrss / 1e6:.0f} MB ({pull.seconds:.1f} s)",
-            f"{cp.maxrss / 1e6:.0f} MB", "—", "<= 400 MB", pull.maxrss <= limit),
+        Row(
+            f"peak RSS, push of a {size} model",
+            f"{push.maxrss / 1e6:.0f} MB ({push.seconds:.1f} s)",
+            f"{cp.maxrss / 1e6:.0f} MB ({cp.seconds:.1f} s)",
+            "—",
+            "<= 400 MB",
+            push.maxrss <= limit,
+        ),
+        Row(
+            f"peak RSS, pull of a {size} model",
+            f"{pull.maxrss / 1e6:.0f} MB ({pull.seconds:.1f} s)",
+            f"{cp.maxrss / 1e6:.0f} MB",
+            "—",
+            "<= 400 MB",
+            pull.maxrss <= limit,
+        ),
     ]
 
 
@@ -426,8 +479,16 @@ def fig_help(b: Bench) -> list[Row]:
     t = [run([str(AIM), "--help"], b.env).seconds for _ in range(runs)]
     base = [run([sys.executable, "-c", "pass"], b.env).seconds for _ in range(runs)]
     a = median(t)
-    return [Row(f"`{AIM.name} --help` (median of {runs})", f"{a:.3f} s", f"{median(base):.3f} s (python -c pass)",
-                "—", "<= 0.3 s", a <= 0.3)]
+    return [
+        Row(
+            f"`{AIM.name} --help` (median of {runs})",
+            f"{a:.3f} s",
+            f"{median(base):.3f} s (python -c pass)",
+            "—",
+            "<= 0.3 s",
+            a <= 0.3,
+        )
+    ]
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -466,12 +527,17 @@ def main(argv=None) -> int:
                     print(f"  {r.figure}: {r.aim} vs {r.baseline} ({r.ratio})", file=sys.stderr)
                     rows.append(r)
 
-        collect(lambda: fig_push(b, ck, "local"), lambda: fig_pull_cold(b, ck, "local"),
-                lambda: fig_pull_update(b, ck, "local"), lambda: fig_resume(b, ck))
+        collect(
+            lambda: fig_push(b, ck, "local"),
+            lambda: fig_pull_cold(b, ck, "local"),
+            lambda: fig_pull_update(b, ck, "local"),
+            lambda: fig_resume(b, ck),
+        )
         if args.s3:
             moto = start_moto(b)
-            collect(lambda: fig_push(b, ck, "s3"), lambda: fig_pull_cold(b, ck, "s3"),
-                    lambda: fig_pull_update(b, ck, "s3"))
+            collect(
+                lambda: fig_push(b, ck, "s3"), lambda: fig_pull_cold(b, ck, "s3"), lambda: fig_pull_update(b, ck, "s3")
+            )
         if not args.skip_rss:
             collect(lambda: fig_rss(b, args.rss_size))
         collect(lambda: fig_help(b))
@@ -482,12 +548,14 @@ def main(argv=None) -> int:
             rmtree(work)
 
     v1, v2 = ck["versions"][0], ck["versions"][1]
-    print(f"aim_cli benchmarks: {v1['total_bytes'] / MiB:.0f} MiB checkpoint, {v1['shards']} shards; v2 re-randomises "
-          f"{len(v2['changed_tensors'])} tensors and adds {len(v2['added_tensors'])} "
-          f"({v2['changed_tensor_bytes'] / MiB:.1f} MiB changed). Median of {args.runs} run(s). "
-          f"Pull figures: {cache.state}. {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"work directory on the filesystem of {work.parent}. Load average {load_before:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end.")
+    print(
+        f"aim_cli benchmarks: {v1['total_bytes'] / MiB:.0f} MiB checkpoint, {v1['shards']} shards; v2 re-randomises "
+        f"{len(v2['changed_tensors'])} tensors and adds {len(v2['added_tensors'])} "
+        f"({v2['changed_tensor_bytes'] / MiB:.1f} MiB changed). Median of {args.runs} run(s). "
+        f"Pull figures: {cache.state}. {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"work directory on the filesystem of {work.parent}. Load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end."
+    )
     print()
     print_table(rows)
     return 0 if all(r.met is not False for r in rows) else 1

@@ -60,8 +60,11 @@ def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
     aws = work / "aws"
     aws.mkdir()
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=str(aws / "config"), AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(aws / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
         AWS_EC2_METADATA_DISABLED="true",
     )
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
@@ -70,8 +73,12 @@ def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
         os.environ.pop(var)
     log_path = work / "moto.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-P", s3_fixtures.__file__, "--serve"], stdout=subprocess.PIPE,
-                                stderr=log, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-P", s3_fixtures.__file__, "--serve"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
     port = s3_fixtures._read_port(proc, log_path)
     endpoint = f"http://127.0.0.1:{port}"
     s3_fixtures._wait_until_answering(endpoint + "/moto-api/", time.monotonic() + s3_fixtures.STARTUP_DEADLINE)
@@ -91,9 +98,11 @@ def client(endpoint: str, jobs: int):
 
     config = Config(
         retries={"mode": "standard", "max_attempts": s3mod.BOTOCORE_MAX_ATTEMPTS},
-        connect_timeout=s3mod.CONNECT_TIMEOUT, read_timeout=s3mod.READ_TIMEOUT,
+        connect_timeout=s3mod.CONNECT_TIMEOUT,
+        read_timeout=s3mod.READ_TIMEOUT,
         max_pool_connections=max(jobs, 10),
-        request_checksum_calculation="when_required", response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config)
 
@@ -130,7 +139,7 @@ def chunk_objects(src: Path, manifest) -> list[tuple[str, bytes]]:
         data = (src / entry.path).read_bytes()
         offset = 0
         for digest, size in entry.chunks:
-            objects.setdefault(f"{PREFIX}/blobs/{digest[:2]}/{digest}", data[offset:offset + size])
+            objects.setdefault(f"{PREFIX}/blobs/{digest[:2]}/{digest}", data[offset : offset + size])
             offset += size
     return list(objects.items())
 
@@ -149,8 +158,10 @@ class Bench:
         return bucket
 
     def write_config(self, bucket: str) -> None:
-        self.config.write_text(f'repos:\n  bench: {{type: s3, path: "s3://{bucket}/{PREFIX}", '
-                               f'endpoint_url: "{self.endpoint}", region: us-east-1}}\n')
+        self.config.write_text(
+            f'repos:\n  bench: {{type: s3, path: "s3://{bucket}/{PREFIX}", '
+            f'endpoint_url: "{self.endpoint}", region: us-east-1}}\n'
+        )
 
     def aim_push(self, src: Path) -> float:
         return self._aim("push", src)
@@ -162,9 +173,26 @@ class Bench:
         """Seconds for one `model push|pull` of v1: the console script with --cli, else the API."""
         started = time.perf_counter()
         if self.args.cli:
-            subprocess.run([str(AIM), "--config", str(self.config), "model", verb, "bench", "m", str(path),
-                            "--tag", "v1", "--quiet", "--jobs", str(self.jobs)],
-                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(AIM),
+                    "--config",
+                    str(self.config),
+                    "model",
+                    verb,
+                    "bench",
+                    "m",
+                    str(path),
+                    "--tag",
+                    "v1",
+                    "--quiet",
+                    "--jobs",
+                    str(self.jobs),
+                ],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
         else:
             from aim_cli import api
 
@@ -269,8 +297,11 @@ def main() -> None:
     args = ap.parse_args()
     size, file_size = parse_size(args.size), parse_size(args.file_size)
 
-    work = Path(tempfile.mkdtemp(prefix="s3bench-", dir=args.work)) if args.work else \
-        Path(tempfile.mkdtemp(prefix="s3bench-"))
+    work = (
+        Path(tempfile.mkdtemp(prefix="s3bench-", dir=args.work))
+        if args.work
+        else Path(tempfile.mkdtemp(prefix="s3bench-"))
+    )
     proc = None
     try:
         proc, endpoint = start_moto(work)
@@ -283,8 +314,10 @@ def main() -> None:
             t = bench.run_once(i, src)
             for k, v in t.items():
                 times[k].append(v)
-            print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{k} {size / MiB / v:.0f} MiB/s" for k, v in t.items()),
-                  file=sys.stderr)
+            print(
+                f"run {i + 1}/{args.runs}: " + ", ".join(f"{k} {size / MiB / v:.0f} MiB/s" for k, v in t.items()),
+                file=sys.stderr,
+            )
     finally:
         if proc is not None:
             stop(proc)
@@ -293,9 +326,11 @@ def main() -> None:
     mbs = {k: size / MiB / statistics.median(v) for k, v in times.items()}
     chunks = len(bench.objects)
     how = "`aim_cli model push/pull --quiet`" if args.cli else "`aim_cli.api.push/pull`"
-    print(f"{size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB, {chunks} chunks "
-          f"(mean {bench.chunk_bytes / chunks / MiB:.2f} MiB); --jobs {args.jobs}; median of {args.runs} runs; "
-          f"moto server on 127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; aim_cli via {how}")
+    print(
+        f"{size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB, {chunks} chunks "
+        f"(mean {bench.chunk_bytes / chunks / MiB:.2f} MiB); --jobs {args.jobs}; median of {args.runs} runs; "
+        f"moto server on 127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; aim_cli via {how}"
+    )
     print()
     print("| operation | aim_cli MiB/s | plain boto3 MiB/s | ratio |")
     print("|---|---:|---:|---:|")

@@ -40,11 +40,11 @@ from pathlib import Path
 import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import AIM, PageCache, Result, rmtree, run  # noqa: E402
+from run import AIM, PageCache, Result, rmtree, run
 
-from aim_cli.format import manifest as mf  # noqa: E402
-from aim_cli.backends.local import LocalBackend  # noqa: E402
-from aim_cli.repository import Repository  # noqa: E402
+from aim_cli.backends.local import LocalBackend
+from aim_cli.format import manifest as mf
+from aim_cli.repository import Repository
 
 FILES_PER_VERSION = 30
 CHUNKS_PER_VERSION = 112_000
@@ -78,19 +78,34 @@ def make_versions(repo_dir: Path, versions: int) -> None:
         for f in range(FILES_PER_VERSION):
             chunks = []
             whole = blake3.blake3()
-            for s in seeds[f * per_file:(f + 1) * per_file]:
+            for s in seeds[f * per_file : (f + 1) * per_file]:
                 digest, data = current[s]
                 if s not in written:
                     repo.put_blob(digest, data)
                     written.add(s)
                 whole.update(data)
                 chunks.append((digest, CHUNK_BYTES))
-            files.append(mf.FileEntry(f"model-{f:05d}-of-{FILES_PER_VERSION:05d}.safetensors",
-                                      per_file * CHUNK_BYTES, 0o644, whole.hexdigest(), chunks))
-        repo.commit(mf.Manifest(format=mf.FORMAT, model="big", tag=f"step-{v:05d}",
-                                created_at=f"2026-01-01T00:00:00.{v:06d}Z", created_by="bench@scale",
-                                message=f"synthetic checkpoint {v}", total_size=sum(f.size for f in files),
-                                files=files))
+            files.append(
+                mf.FileEntry(
+                    f"model-{f:05d}-of-{FILES_PER_VERSION:05d}.safetensors",
+                    per_file * CHUNK_BYTES,
+                    0o644,
+                    whole.hexdigest(),
+                    chunks,
+                )
+            )
+        repo.commit(
+            mf.Manifest(
+                format=mf.FORMAT,
+                model="big",
+                tag=f"step-{v:05d}",
+                created_at=f"2026-01-01T00:00:00.{v:06d}Z",
+                created_by="bench@scale",
+                message=f"synthetic checkpoint {v}",
+                total_size=sum(f.size for f in files),
+                files=files,
+            )
+        )
     backend.sync()
 
 
@@ -160,8 +175,13 @@ def fig_versions(b: Bench, versions: int, audits: bool = True) -> list[str]:
     target = "<= 1 s, <= 150 MB" if versions <= 100 else "<= 2 s, <= 150 MB"
     rows.append(row(f"`model versions`, {versions} versions", b.timed("model", "versions", name, "big"), target))
     shutil.rmtree(repo_dir / "models/big/summaries")  # as an older aim_cli left it
-    rows.append(row("`model versions`, first listing without summaries (rebuilds them)",
-                    b.timed("model", "versions", name, "big"), ""))
+    rows.append(
+        row(
+            "`model versions`, first listing without summaries (rebuilds them)",
+            b.timed("model", "versions", name, "big"),
+            "",
+        )
+    )
     rows.append(row("`model versions`, the listing after it", b.timed("model", "versions", name, "big"), target))
     rows.append(row("`model info` without --tag", b.timed("model", "info", name, "big", "--json"), ""))
     if audits:
@@ -169,8 +189,13 @@ def fig_versions(b: Bench, versions: int, audits: bool = True) -> list[str]:
         rows.append(row("`repo check`", b.timed("repo", "check", name, "--quiet"), "<= 5 s, <= 300 MB"))
     dest = b.work / "pulled"
     read = manifests_read_by_newest_pull(repo_dir)
-    rows.append(row(f"`model pull` without --tag (reads {read} manifest{'s' if read != 1 else ''})",
-                    b.timed("model", "pull", name, "big", str(dest), "--quiet"), "reads <= 2 manifests"))
+    rows.append(
+        row(
+            f"`model pull` without --tag (reads {read} manifest{'s' if read != 1 else ''})",
+            b.timed("model", "pull", name, "big", str(dest), "--quiet"),
+            "reads <= 2 manifests",
+        )
+    )
     rmtree(dest)
     return rows
 
@@ -217,9 +242,13 @@ def median_of(results: list[Result]) -> Result:
 
 def check_identical(src: Path, dest: Path) -> None:
     """The pulled tree is the pushed one: the same files, bytes and permission bits."""
+
     def listing(root: Path) -> dict[str, tuple[str, int]]:
-        return {p.relative_to(root).as_posix(): (blake3.blake3(p.read_bytes()).hexdigest(), p.stat().st_mode & 0o777)
-                for p in root.rglob("*") if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): (blake3.blake3(p.read_bytes()).hexdigest(), p.stat().st_mode & 0o777)
+            for p in root.rglob("*")
+            if p.is_file()
+        }
 
     if listing(src) != listing(dest):
         raise RuntimeError(f"{dest} differs from {src}")
@@ -249,8 +278,9 @@ def fig_small_files(b: Bench, count: int, size: int, with_restic: bool, runs: in
             b.cache.settle()
             backups.append(run(restic(restic_repo, "backup", *restic_backup_flags(), str(src)), env=env, rss=True))
             b.cache.settle()
-            restores.append(run(restic(restic_repo, "restore", "latest", "--target", str(fresh(b, "restored"))),
-                                env=env, rss=True))
+            restores.append(
+                run(restic(restic_repo, "restore", "latest", "--target", str(fresh(b, "restored"))), env=env, rss=True)
+            )
     push, pull, cp = median_of(pushes), median_of(pulls), median_of(cps)
     if with_restic:
         rows.append(row("push vs restic backup", push, "<= 1.0x", median_of(backups)))
@@ -271,8 +301,11 @@ def main(argv=None) -> int:
     p.add_argument("--many-files", type=int, default=100_000, help="files of 1 KiB (0: skip)")
     p.add_argument("--skip-versions", action="store_true")
     p.add_argument("--skip-small-files", action="store_true")
-    p.add_argument("--skip-audits", action="store_true",
-                   help="no gc/check figures (until audits stream, they need ~30 GB at 1,000 versions)")
+    p.add_argument(
+        "--skip-audits",
+        action="store_true",
+        help="no gc/check figures (until audits stream, they need ~30 GB at 1,000 versions)",
+    )
     p.add_argument("--runs", type=int, default=3, help="small files: median of this many runs (default 3)")
     p.add_argument("--workdir", help="where to work (default: a temporary directory here)")
     args = p.parse_args(argv)

@@ -51,8 +51,9 @@ TARGET_SECONDS = 15.0
 def write_config(path: Path, endpoints: dict[str, str], bucket: str) -> None:
     lines = ["repos:"]
     for name, endpoint in endpoints.items():
-        lines.append(f'  {name}: {{type: s3, path: "s3://{bucket}/repo", endpoint_url: "{endpoint}", '
-                     f"region: us-east-1}}")
+        lines.append(
+            f'  {name}: {{type: s3, path: "s3://{bucket}/repo", endpoint_url: "{endpoint}", region: us-east-1}}'
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -61,9 +62,26 @@ def pull(args, config: Path, repo: str, dest: Path) -> tuple[float, Counter]:
     (empty with --cli: they live in the child process)."""
     started = time.perf_counter()
     if args.cli:
-        subprocess.run([str(AIM), "--config", str(config), "model", "pull", repo, MODEL, str(dest), "--tag", TAG,
-                        "--quiet", "--jobs", str(args.jobs)], check=True, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(AIM),
+                "--config",
+                str(config),
+                "model",
+                "pull",
+                repo,
+                MODEL,
+                str(dest),
+                "--tag",
+                TAG,
+                "--quiet",
+                "--jobs",
+                str(args.jobs),
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
         return time.perf_counter() - started, Counter()
     from aim_cli import api
     from aim_cli.pull import pipeline as pullmod
@@ -90,8 +108,11 @@ def proxy_counts(proxy: FaultyProxy, chunks: int) -> Counter:
     client closed it (within 10 s of the pull's end: the proxy notices a close asynchronously)."""
     proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled, timeout=10)
     blob_gets = sum(n for (method, path), n in proxy.seen.items() if method == "GET" and "/blobs/" in path)
-    return Counter(stalled=proxy.stalled, extra_gets=blob_gets - chunks,
-                   stalls_left_hanging=proxy.stalled - proxy.stall_ends["client"])
+    return Counter(
+        stalled=proxy.stalled,
+        extra_gets=blob_gets - chunks,
+        stalls_left_hanging=proxy.stalled - proxy.stall_ends["client"],
+    )
 
 
 def main() -> None:
@@ -131,8 +152,14 @@ def main() -> None:
             proxies = {
                 "clean": FaultyProxy(endpoint, cut_gets=0, lose_puts=0),
                 # A seed per run: the median is over different draws, as a real link would give.
-                "stalling": FaultyProxy(endpoint, cut_gets=0, lose_puts=0, stall_rate=args.stall_rate,
-                                        stall_after=stall_after, seed=args.seed + i),
+                "stalling": FaultyProxy(
+                    endpoint,
+                    cut_gets=0,
+                    lose_puts=0,
+                    stall_rate=args.stall_rate,
+                    stall_after=stall_after,
+                    seed=args.seed + i,
+                ),
             }
             try:
                 write_config(config, {"direct": endpoint, **{k: p.url for k, p in proxies.items()}}, bucket)
@@ -156,21 +183,29 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pipeline.pull` (in process)"
-    print(f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
-          f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
-          f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "
-          f"127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; pull via {how}")
-    print(f"counters are sums over the {args.runs} runs" + ("" if not args.cli else "; backend counters need "
-          "the in-process mode (no --cli)"))
+    print(
+        f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
+        f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
+        f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "
+        f"127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; pull via {how}"
+    )
+    print(
+        f"counters are sums over the {args.runs} runs"
+        + ("" if not args.cli else "; backend counters need the in-process mode (no --cli)")
+    )
     print()
-    print("| pull through | seconds | MiB/s | stalled responses | extra blob GETs | stalls detected "
-          "| hedges (won) | abandoned | left hanging |")
+    print(
+        "| pull through | seconds | MiB/s | stalled responses | extra blob GETs | stalls detected "
+        "| hedges (won) | abandoned | left hanging |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("clean", "stalling"):
         t, c = statistics.median(times[name]), counts[name]
         backend = ("-", "-", "-") if args.cli else (c["stalls"], f"{c['hedges']} ({c['hedges_won']})", c["abandoned"])
-        print(f"| {name} proxy | {t:.2f} | {size / MiB / t:.0f} | {c['stalled']} | {c['extra_gets']} | "
-              f"{backend[0]} | {backend[1]} | {backend[2]} | {c['stalls_left_hanging']} |")
+        print(
+            f"| {name} proxy | {t:.2f} | {size / MiB / t:.0f} | {c['stalled']} | {c['extra_gets']} | "
+            f"{backend[0]} | {backend[1]} | {backend[2]} | {c['stalls_left_hanging']} |"
+        )
     stalling = statistics.median(times["stalling"])
     ratio = stalling / statistics.median(times["clean"])
     verdict = "met" if stalling < TARGET_SECONDS else "MISSED"

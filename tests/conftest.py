@@ -45,8 +45,11 @@ def pytest_collection_modifyitems(config, items):
 
     def format_1_run_of_neutral_module(item) -> bool:
         callspec = getattr(item, "callspec", None)
-        return (callspec is not None and callspec.params.get("repo") == "local-f1"
-                and item.get_closest_marker("format_neutral") is not None)
+        return (
+            callspec is not None
+            and callspec.params.get("repo") == "local-f1"
+            and item.get_closest_marker("format_neutral") is not None
+        )
 
     neutral = [item for item in items if format_1_run_of_neutral_module(item)]
     if neutral:

@@ -216,7 +216,6 @@ class FaultyBackend:
         return getattr(self.inner, name)
 
 
-
 # -- a proxy that breaks connections -----------------------------------------------------------
 class FaultyProxy:
     """An HTTP proxy on 127.0.0.1 in front of the S3 server that breaks TCP connections on purpose.

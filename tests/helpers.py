@@ -34,8 +34,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from aim_cli.format import manifest as mf
 from aim_cli import push as pushmod
+from aim_cli.format import manifest as mf
 from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
 
@@ -55,7 +55,9 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(args, *, cwd, env: dict[str, str] | None = None, prefix=(), timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    args, *, cwd, env: dict[str, str] | None = None, prefix=(), timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``aim_cli ARGS`` with no terminal on stdin and both outputs captured as text."""
     return subprocess.run(
         [*prefix, str(AIM), *map(str, args)],
@@ -193,7 +195,9 @@ def assert_same_tree(src: Path, dest: Path) -> None:
     """``dest`` holds exactly the files of ``src``, byte for byte and mode for mode, the same
     directories, and no aim_cli working files."""
     a, b = tree(src), tree(dest)
-    assert a.keys() == b.keys(), f"only in source: {sorted(a.keys() - b.keys())}; only in dest: {sorted(b.keys() - a.keys())}"
+    assert a.keys() == b.keys(), (
+        f"only in source: {sorted(a.keys() - b.keys())}; only in dest: {sorted(b.keys() - a.keys())}"
+    )
     for k in a:
         assert a[k] == b[k], f"{k}: {a[k]} != {b[k]}"
 
@@ -202,7 +206,7 @@ def file_contents(root: Path) -> dict[str, tuple[bytes, int]]:
     """{relative path: (content, permission bits)} of the files (directories left out), ignoring
     aim_cli's .aim dir: a test checks each file's bytes, or compares two of these."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         if rel_dir.parts and rel_dir.parts[0] == ".aim":
             continue
@@ -214,8 +218,10 @@ def file_contents(root: Path) -> dict[str, tuple[bytes, int]]:
 
 # -- audit repositories (the ``repo`` fixture of tests/conftest.py) ---------------------------
 NAME = "audit"
-S3_AVAILABLE = (Path(__file__).with_name("s3_fixtures.py").exists()
-                and importlib.util.find_spec("aim_cli.backends.s3.backend") is not None)
+S3_AVAILABLE = (
+    Path(__file__).with_name("s3_fixtures.py").exists()
+    and importlib.util.find_spec("aim_cli.backends.s3.backend") is not None
+)
 BACKENDS = ["local", "s3"] if S3_AVAILABLE else ["local"]
 #: Marks a test whose subject never touches the storage: it runs on the local backend only.
 LOCAL_ONLY = pytest.mark.parametrize("repo", ["local"], indirect=True)
@@ -232,8 +238,13 @@ class RepoEnv:
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the real console script, as a user would."""
-        return subprocess.run([AIM, "--config", str(self.config), *args], capture_output=True, text=True,
-                              env=None if env is None else os.environ | env, timeout=timeout)
+        return subprocess.run(
+            [AIM, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=None if env is None else os.environ | env,
+            timeout=timeout,
+        )
 
     def push(self, model: str, source: Path, tag: str):
         return pushmod.push(self.repository, model, tag, source)
@@ -276,13 +287,15 @@ def drop_dac_caps() -> list[str]:
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
 
 
-def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: int = 1, files: int = 3,
-                    chunk_size: int = 64) -> list[str]:
+def commit_versions(
+    repo, model: str, tags: list[str], *, chunks: int, unique: int = 1, files: int = 3, chunk_size: int = 64
+) -> list[str]:
     """Commit one version per tag without chunking (benchmarks/scale_bench.py does the same at
     scale): each manifest names ``chunks`` stored blobs of ``chunk_size`` bytes over ``files``
     files, shared by every version but ``unique`` per version (near-identical checkpoints, cheap
     to make in any number). Files' whole digests are made up: pulls would refuse them, audits
     never read them. Returns the digests every version shares."""
+
     def blob(seed: int) -> tuple[str, int]:
         data = random_bytes(chunk_size, seed)
         digest = blake3.blake3(data).hexdigest()
@@ -295,11 +308,21 @@ def commit_versions(repo, model: str, tags: list[str], *, chunks: int, unique: i
         per_file = -(-len(named) // files)
         entries = []
         for f in range(files):
-            part = named[f * per_file:(f + 1) * per_file]
+            part = named[f * per_file : (f + 1) * per_file]
             whole = blake3.blake3(f"{tag}/{f}".encode()).hexdigest()
             entries.append(mf.FileEntry(f"shard-{f:03d}.bin", sum(s for _, s in part), 0o644, whole, part))
-        repo.commit(mf.Manifest(mf.FORMAT, model, tag, f"2026-01-01T00:00:00.{v:06d}Z", "test@host", "",
-                                sum(e.size for e in entries), entries))
+        repo.commit(
+            mf.Manifest(
+                mf.FORMAT,
+                model,
+                tag,
+                f"2026-01-01T00:00:00.{v:06d}Z",
+                "test@host",
+                "",
+                sum(e.size for e in entries),
+                entries,
+            )
+        )
     return [d for d, _ in shared]
 
 
@@ -322,8 +345,13 @@ def sigkill_when(args, reached, *, what: str, deadline: float = 60) -> None:
     """Run ``aim_cli ARGS`` (quiet, no terminal) and SIGKILL it as soon as ``reached()`` is true,
     polling; fail if it finishes first or ``deadline`` seconds pass. For "kill it midway, then
     rerun" tests: the condition looks at what the command wrote (blobs stored, bytes written)."""
-    proc = subprocess.Popen([str(AIM), *map(str, args)], env=base_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(AIM), *map(str, args)],
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         until = time.monotonic() + deadline
         while not reached():
@@ -392,8 +420,9 @@ def write_keys(directory: Path, curve=None, name: str = "key", password: bytes |
     pem = directory / f"{name}.pem"
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
     pub = directory / f"{name}.pub"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return key, pem, pub
 
 
@@ -421,7 +450,8 @@ def upstream_payload(directory: Path, key_pem: Path, algorithm: str, tmp: Path) 
     out = tmp / f"upstream-{algorithm}.sig"
     hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
     model_signing.signing.Config().use_elliptic_key_signer(private_key=key_pem).set_hashing_config(hc).sign(
-        directory, out)
+        directory, out
+    )
     bundle = json.loads(out.read_text())
     return bundle, json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
 
@@ -433,9 +463,8 @@ def upstream_verify(directory: Path, bundle: bytes, pub: Path, algorithm: str, t
     path.write_bytes(bundle)
     hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
     model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub).set_hashing_config(hc).verify(
-        directory, path)
-
-
+        directory, path
+    )
 
 
 def write_pki(directory: Path, key, *, leaf_usage: bool = True) -> tuple[Path, Path, Path]:
@@ -448,17 +477,33 @@ def write_pki(directory: Path, key, *, leaf_usage: bool = True) -> tuple[Path, P
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def cert(name: str, public_key, issuer_name: str, issuer_key, ca: bool, usage: bool):
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-             .public_key(public_key).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-             .add_extension(x509.KeyUsage(digital_signature=usage, content_commitment=False, key_encipherment=False,
-                                          data_encipherment=False, key_agreement=False, key_cert_sign=ca,
-                                          crl_sign=ca, encipher_only=False, decipher_only=False), critical=True))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=usage,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        )
         return b.sign(issuer_key, hashes.SHA256())
 
     root_key, mid_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import checkpoints  # noqa: E402
+import checkpoints
 
 SIZE = 1 << 20
 
@@ -25,12 +25,12 @@ def parse_shard(path: Path) -> tuple[int, dict[str, tuple[dict, bytes]]]:
     raw = path.read_bytes()
     (n,) = struct.unpack_from("<Q", raw)
     assert n % 8 == 0 and 8 + n <= len(raw)
-    text = raw[8:8 + n]
+    text = raw[8 : 8 + n]
     body = text.rstrip(b" ")
     assert len(text) - len(body) < 8
     header = json.loads(body)
     assert header.pop("__metadata__") == {"format": "pt"}
-    data = raw[8 + n:]
+    data = raw[8 + n :]
     end = 0
     tensors = {}
     for name, entry in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
@@ -80,7 +80,7 @@ def test_v2_changes_exactly_the_reported_tensors(made, kind):
     assert {len(t1[n][0]["shape"]) for n in differ} == {1, 2}
     for n in differ:
         a, b = t1[n][1], t2[n][1]
-        assert all(a[i:i + 4096] != b[i:i + 4096] for i in range(0, len(a), 4096))
+        assert all(a[i : i + 4096] != b[i : i + 4096] for i in range(0, len(a), 4096))
     big = [n for n in t1 if len(t1[n][0]["shape"]) == 2]
     assert sum(len(t1[n][0]["shape"]) == 2 for n in differ) == round(0.1 * len(big))
 
@@ -91,7 +91,7 @@ def test_shifted_inserts_one_tiny_tensor_second_in_each_shard(made):
     headers, ts, orders = read_variant(Path(shifted["dir"]))
     added = [order[1] for order in orders]
     assert added == shifted["added_tensors"] and len(set(added)) == 4
-    for old, new in zip(order1, orders):
+    for old, new in zip(order1, orders, strict=True):
         assert new[:1] + new[2:] == old
         # Every tensor after the inserted one moved by its size, plus the header's growth.
         assert all(ts[n][0]["data_offsets"][0] > t1[n][0]["data_offsets"][0] for n in old[1:])
@@ -104,7 +104,7 @@ def test_bf16_weights_are_drawn_per_tensor_and_random_bytes_are_not(made):
     _, ts, _ = read_variant(Path(made["bf16"]["v1"]["dir"]))
     _, tr, _ = read_variant(Path(made["random"]["v1"]["dir"]))
     sigmas = []
-    for name, (entry, raw) in ts.items():
+    for name, (_entry, raw) in ts.items():
         x = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
         assert np.isfinite(x).all()
         if name.endswith("norm.weight"):
@@ -119,10 +119,18 @@ def test_bf16_weights_are_drawn_per_tensor_and_random_bytes_are_not(made):
 
 
 def test_to_bf16_rounds_to_nearest_even():
-    bits = np.array([0x3F800000, 0x3F808000, 0x3F818000, 0x3F808001, 0x3F80FFFF, 0x3FFFFFFF, 0xBF808000],
-                    dtype=np.uint32)
-    assert checkpoints.to_bf16(bits.view(np.float32)).tolist() == [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0x3F81, 0x4000,
-                                                                   0xBF80]
+    bits = np.array(
+        [0x3F800000, 0x3F808000, 0x3F818000, 0x3F808001, 0x3F80FFFF, 0x3FFFFFFF, 0xBF808000], dtype=np.uint32
+    )
+    assert checkpoints.to_bf16(bits.view(np.float32)).tolist() == [
+        0x3F80,
+        0x3F80,
+        0x3F82,
+        0x3F81,
+        0x3F81,
+        0x4000,
+        0xBF80,
+    ]
     x = np.random.default_rng(0).standard_normal(100_000, dtype=np.float32)
     r = checkpoints.to_bf16(x).astype(np.uint32)
     value = lambda b: (b << 16).view(np.float32).astype(np.float64)  # noqa: E731

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from aim_cli.config import (CONFIG_NAME, Config, RepoConfig, add_repo, find_config_path, load_config, parse_config,
-                            parse_entry, remove_repo)
+from aim_cli.config import (
+    CONFIG_NAME,
+    Config,
+    RepoConfig,
+    add_repo,
+    find_config_path,
+    load_config,
+    parse_config,
+    parse_entry,
+    remove_repo,
+)
 from aim_cli.errors import ConfigError, ConflictError, NotFoundError, UsageError
 from aim_cli.names import check_name
 
@@ -154,26 +163,37 @@ def test_relative_local_paths_are_relative_to_the_config_file(tmp_path, monkeypa
 
 
 def test_s3_entry(tmp_path):
-    cfg = parse_config(tmp_path / CONFIG_NAME, (
-        "repos:\n"
-        "  vision: {type: s3, path: 's3://my-company-ai-models/vision/', region: us-east-1,\n"
-        "           endpoint_url: 'http://127.0.0.1:9000', profile: team, addressing_style: path}\n"
-        "  whole: {type: s3, path: 's3://bucket'}\n"
-    ))
+    cfg = parse_config(
+        tmp_path / CONFIG_NAME,
+        (
+            "repos:\n"
+            "  vision: {type: s3, path: 's3://my-company-ai-models/vision/', region: us-east-1,\n"
+            "           endpoint_url: 'http://127.0.0.1:9000', profile: team, addressing_style: path}\n"
+            "  whole: {type: s3, path: 's3://bucket'}\n"
+        ),
+    )
     v = cfg.repos["vision"]
     assert (v.type, v.region, v.endpoint_url, v.profile, v.addressing_style) == (
-        "s3", "us-east-1", "http://127.0.0.1:9000", "team", "path")
+        "s3",
+        "us-east-1",
+        "http://127.0.0.1:9000",
+        "team",
+        "path",
+    )
     assert v.bucket == "my-company-ai-models" and v.prefix == "vision"
     w = cfg.repos["whole"]
     assert w.bucket == "bucket" and w.prefix == "" and w.region is None
 
 
 # -- invalid files ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, line", [
-    ("repos:\n  r: {type: local, path: store}\n  bad: x: y\n", 3),
-    ("repos:\n  r: {type: local, path: a}\n\tx: {type: local, path: b}\n", 3),
-    ("# a comment\nrepos:\n  r: {type: local, path: 'unclosed}\n  s: {type: local, path: b}\n", 3),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("repos:\n  r: {type: local, path: store}\n  bad: x: y\n", 3),
+        ("repos:\n  r: {type: local, path: a}\n\tx: {type: local, path: b}\n", 3),
+        ("# a comment\nrepos:\n  r: {type: local, path: 'unclosed}\n  s: {type: local, path: b}\n", 3),
+    ],
+)
 def test_malformed_yaml_names_the_line(tmp_path, text, line):
     p = tmp_path / CONFIG_NAME
     p.write_text(text)
@@ -213,17 +233,20 @@ def test_duplicate_repository_name_is_an_error(tmp_path):
     assert "'a'" in err.message or "duplicate" in err.message.lower()
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("repos:\n  r: {type: ftp, path: x}\n", "ftp"),
-    ("repos:\n  r: {path: x}\n", "type"),
-    ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
-    ("repos:\n  r: {type: local, path: ''}\n", "'path'"),
-    ("repos:\n  r: {type: s3, path: 's3://bkt/p', region: [a]}\n", "'region'"),
-    ("repos:\n  r: just-a-string\n", "mapping"),
-    ("repos:\n  - r\n", "'repos'"),
-    ("- a\n- b\n", "repos"),
-    ("repos:\n  r: {type: s3, path: 's3://bkt/p', addressing_style: sideways}\n", "addressing_style"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("repos:\n  r: {type: ftp, path: x}\n", "ftp"),
+        ("repos:\n  r: {path: x}\n", "type"),
+        ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
+        ("repos:\n  r: {type: local, path: ''}\n", "'path'"),
+        ("repos:\n  r: {type: s3, path: 's3://bkt/p', region: [a]}\n", "'region'"),
+        ("repos:\n  r: just-a-string\n", "mapping"),
+        ("repos:\n  - r\n", "'repos'"),
+        ("- a\n- b\n", "repos"),
+        ("repos:\n  r: {type: s3, path: 's3://bkt/p', addressing_style: sideways}\n", "addressing_style"),
+    ],
+)
 def test_bad_values(tmp_path, text, needle):
     err = _config_error(tmp_path, text)
     assert needle in err.message, err.message
@@ -292,9 +315,13 @@ def test_add_then_remove_keeps_comments_and_order(tmp_path):
     cfg = load_config(p)
     new = add_repo(cfg, _local(cfg, "newrepo", "store"), "store")
     text = p.read_text()
-    for comment in ("# Team model repositories: reviewed in git, edit with care.",
-                    "# production weights (read-only for most)", "# owned by infra",
-                    "# fast disk; path before type on purpose", "# end of file"):
+    for comment in (
+        "# Team model repositories: reviewed in git, edit with care.",
+        "# production weights (read-only for most)",
+        "# owned by infra",
+        "# fast disk; path before type on purpose",
+        "# end of file",
+    ):
         assert comment in text, f"lost {comment!r}:\n{text}"
     # Repositories in their order, the new one last; keys inside an entry in their order.
     positions = [text.index(f"  {n}:") for n in ("prod", "scratch", "nfs", "newrepo")]
@@ -319,9 +346,14 @@ def test_remove_a_hand_written_entry_keeps_the_rest(tmp_path):
     remove_repo(load_config(p), "scratch")
     text = p.read_text()
     assert "scratch" not in text and ".aim/repo" not in text
-    for kept in ("# Team model repositories", "# production weights", "# owned by infra", "# end of file",
-                 "  prod: {type: s3, path: s3://bucket/prod, region: us-east-1}",
-                 "  nfs: {type: local, path: /mnt/nfs/models}"):
+    for kept in (
+        "# Team model repositories",
+        "# production weights",
+        "# owned by infra",
+        "# end of file",
+        "  prod: {type: s3, path: s3://bucket/prod, region: us-east-1}",
+        "  nfs: {type: local, path: /mnt/nfs/models}",
+    ):
         assert kept in text, text
     assert list(load_config(p).repos) == ["prod", "nfs"]
 
@@ -330,8 +362,17 @@ def test_add_s3_entry_round_trips(tmp_path):
     p = tmp_path / CONFIG_NAME
     p.write_text(HAND_WRITTEN)
     cfg = load_config(p)
-    entry = parse_entry(p, "vision", {"type": "s3", "path": "s3://bkt/vision", "region": "eu-west-1",
-                                      "endpoint_url": "http://minio:9000", "addressing_style": "path"})
+    entry = parse_entry(
+        p,
+        "vision",
+        {
+            "type": "s3",
+            "path": "s3://bkt/vision",
+            "region": "eu-west-1",
+            "endpoint_url": "http://minio:9000",
+            "addressing_style": "path",
+        },
+    )
     add_repo(cfg, entry, "s3://bkt/vision")
     assert load_config(p).repos["vision"] == entry
 
@@ -389,18 +430,36 @@ def test_remove_unknown_changes_nothing(tmp_path):
 
 
 # -- issue 8: hostile files, S3 paths, what the writer can edit ----------------------------------------
-@pytest.mark.parametrize("url, bucket, prefix", [
-    ("s3://bucket", "bucket", ""), ("s3://bucket/", "bucket", ""), ("s3://bucket/team/", "bucket", "team"),
-    ("s3://my.bucket-1/a/b", "my.bucket-1", "a/b"), ("s3://" + "b" * 63 + "/x", "b" * 63, "x"),
-])
+@pytest.mark.parametrize(
+    "url, bucket, prefix",
+    [
+        ("s3://bucket", "bucket", ""),
+        ("s3://bucket/", "bucket", ""),
+        ("s3://bucket/team/", "bucket", "team"),
+        ("s3://my.bucket-1/a/b", "my.bucket-1", "a/b"),
+        ("s3://" + "b" * 63 + "/x", "b" * 63, "x"),
+    ],
+)
 def test_s3_paths_accepted(url, bucket, prefix):
     from aim_cli.config import parse_s3_url
 
     assert parse_s3_url(url) == (bucket, prefix)
 
 
-@pytest.mark.parametrize("url", ["s3://bucket//", "s3://bucket/a//b", "s3://bucket/./a", "s3://bucket/a/..",
-                                 "s3://ab", "s3://UPPER/x", "s3://bu_cket/x", "s3://bucket-/x", "s3://10.0.0.1/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://bucket//",
+        "s3://bucket/a//b",
+        "s3://bucket/./a",
+        "s3://bucket/a/..",
+        "s3://ab",
+        "s3://UPPER/x",
+        "s3://bu_cket/x",
+        "s3://bucket-/x",
+        "s3://10.0.0.1/x",
+    ],
+)
 def test_s3_paths_refused(url):
     from aim_cli.config import parse_s3_url
 

@@ -9,8 +9,20 @@ import pytest
 from aim_cli import api
 from aim_cli.errors import TagExistsError
 from aim_cli.format.layout import REPO_META_KEY
-from tests.helpers import (base_env, chunks_of, describe, file_contents, make_variant_model, ok, one_line_error,
-                           random_bytes, run, sigkill_when, tree, write_model)
+from tests.helpers import (
+    base_env,
+    chunks_of,
+    describe,
+    file_contents,
+    make_variant_model,
+    ok,
+    one_line_error,
+    random_bytes,
+    run,
+    sigkill_when,
+    tree,
+    write_model,
+)
 
 KiB = 1024
 MiB = 1 << 20
@@ -63,7 +75,7 @@ def test_copy_local_to_s3_and_back_keeps_every_digest(tmp_path, s3_endpoint, s3_
 
     env = Env(tmp_path, local=["back"], s3_entry=s3_repo_yaml_entry(s3_endpoint, s3_bucket))
     env.create("local", "--chunk-size", "8KiB")
-    v1, v2 = _two_versions(env, "local")
+    _v1, v2 = _two_versions(env, "local")
     pushed = env.digests("local")
 
     there = env.ok_json("model", "copy", "local", "m", "s3", "-q")
@@ -130,8 +142,11 @@ def test_copy_killed_with_sigkill_resumes_and_copies_only_the_rest(tmp_path):
     assert len(chunks) > 200
 
     # Kill it a quarter of the way in.
-    sigkill_when(["--config", env.config, "model", "copy", "src", "m", "dst", "--jobs", "1", "--quiet"],
-                 lambda: len(_blob_names(tmp_path / "dst")) >= len(chunks) // 4, what="copy")
+    sigkill_when(
+        ["--config", env.config, "model", "copy", "src", "m", "dst", "--jobs", "1", "--quiet"],
+        lambda: len(_blob_names(tmp_path / "dst")) >= len(chunks) // 4,
+        what="copy",
+    )
     before = _blob_names(tmp_path / "dst")
     assert 0 < len(before) < len(chunks)
     assert env.repository("dst").list_tags("m") == []  # nothing committed
@@ -204,8 +219,11 @@ def test_dry_run_writes_nothing_and_plans_what_the_copy_then_does(tmp_path):
     assert tree(tmp_path / "dst", mtimes=True) == snapshot  # no lease, no blob, no summary
     assert plan2["skipped"] == ["v1"] and plan2["copied"] == ["v2"] and plan2["dst_created"] is False
     rest = env.ok_json("model", "copy", "src", "m", "dst", "-q")
-    assert (plan2["blobs"], plan2["raw_bytes"], plan2["stored_bytes"]) == (rest["blobs"], rest["raw_bytes"],
-                                                                          rest["stored_bytes"])
+    assert (plan2["blobs"], plan2["raw_bytes"], plan2["stored_bytes"]) == (
+        rest["blobs"],
+        rest["raw_bytes"],
+        rest["stored_bytes"],
+    )
     assert plan["blobs"] == done["blobs"] + rest["blobs"]
 
 
@@ -269,8 +287,11 @@ def test_copy_takes_the_destinations_push_lease(tmp_path):
     dst = env.repository("dst")
     dst.init()
     with leases.acquire(dst, leases.EXCLUSIVE, "gc"):  # a gc running on the destination
-        res = run(["--config", env.config, "model", "copy", "src", "m", "dst"], cwd=tmp_path,
-                  env=base_env(AIM_PUSH_WAIT="0.2"))
+        res = run(
+            ["--config", env.config, "model", "copy", "src", "m", "dst"],
+            cwd=tmp_path,
+            env=base_env(AIM_PUSH_WAIT="0.2"),
+        )
     one_line_error(res, 4, "copy", "gc")
     assert dst.list_tags("m") == []
 
@@ -284,8 +305,12 @@ def test_a_new_destination_gets_the_sources_whole_format(tmp_path):
     config = tmp_path / "model_repos.yaml"
     config.write_text("repos: {}\n")
     aim = ["--config", config]
-    ok(run([*aim, "repo", "create", "src", "--type", "local", "--path", tmp_path / "src", "--chunk-size", "64KiB"],
-           cwd=tmp_path))
+    ok(
+        run(
+            [*aim, "repo", "create", "src", "--type", "local", "--path", tmp_path / "src", "--chunk-size", "64KiB"],
+            cwd=tmp_path,
+        )
+    )
     ok(run([*aim, "repo", "create", "dst", "--type", "local", "--path", tmp_path / "dst", "--no-check"], cwd=tmp_path))
     ok(run([*aim, "model", "push", "src", "m", make_variant_model(tmp_path / "model"), "--tag", "v1"], cwd=tmp_path))
     ok(run([*aim, "model", "copy", "src", "m", "dst"], cwd=tmp_path))

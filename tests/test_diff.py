@@ -24,7 +24,7 @@ def _versions(repo):
     write_file(v1 / "b.txt", b"removed in v2\n")
     write_file(v1 / "c.json", b'{"same": true}\n')
     write_file(v1 / "nested" / "d.sh", b"#!/bin/sh\n", 0o644)
-    a[100 * KiB:101 * KiB] = random_bytes(KiB, 2)
+    a[100 * KiB : 101 * KiB] = random_bytes(KiB, 2)
     v2 = repo.tmp / "v2"
     write_file(v2 / "a.bin", bytes(a))
     write_file(v2 / "c.json", b'{"same": true}\n')
@@ -43,8 +43,13 @@ def test_diff_lists_added_removed_changed_and_unchanged_files_with_sizes(repo):
     _versions(repo)
     d = _diff(repo, "v1", "v2")
     status = {f["path"]: f["status"] for f in d["files"]}
-    assert status == {"a.bin": "changed", "b.txt": "removed", "c.json": "unchanged", "e.bin": "added",
-                      "nested/d.sh": "changed"}
+    assert status == {
+        "a.bin": "changed",
+        "b.txt": "removed",
+        "c.json": "unchanged",
+        "e.bin": "added",
+        "nested/d.sh": "changed",
+    }
     by_path = {f["path"]: f for f in d["files"]}
     assert by_path["e.bin"]["size_a"] is None and by_path["e.bin"]["size_b"] == 50 * KiB
     assert by_path["b.txt"]["size_b"] is None and by_path["b.txt"]["size_a"] == len(b"removed in v2\n")
@@ -59,8 +64,12 @@ def test_diff_lists_added_removed_changed_and_unchanged_files_with_sizes(repo):
     m1, m2 = repo.manifest("m", "v1"), repo.manifest("m", "v2")
     new = {dg: s for dg, s in chunks_of(m2).items() if dg not in chunks_of(m1)}
     stored = repo.blobs()
-    assert new and d["fetch"] == {"chunks": len(new), "raw_bytes": sum(new.values()),
-                                  "stored_bytes": sum(stored[dg] for dg in new), "unstored_chunks": 0}
+    assert new and d["fetch"] == {
+        "chunks": len(new),
+        "raw_bytes": sum(new.values()),
+        "stored_bytes": sum(stored[dg] for dg in new),
+        "unstored_chunks": 0,
+    }
 
     text = ok(repo.cli("model", "diff", repo.name, "m", "v1", "v2")).stdout
     assert "added" in text and "e.bin" in text and "(mode 644 -> 755)" in text

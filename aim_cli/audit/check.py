@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.format import manifest as mf
-from aim_cli.format import summary as sm
-from aim_cli.errors import IntegrityError, NotFoundError
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
-from aim_cli.progress import NullProgress
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.errors import IntegrityError, NotFoundError
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
 from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
+from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository
 from aim_cli.repository.parallel import map_bounded
 
@@ -73,8 +73,10 @@ class ChunkIndex:
 
 def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
     if in_signatures(vk.key):  # why it does not parse as a manifest is noise here
-        return ("not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
-                "names); remove it from the storage by hand")
+        return (
+            "not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
+            "names); remove it from the storage by hand"
+        )
     what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
     if vk.model is None:
         return f"{what}; remove it from the storage by hand"
@@ -156,12 +158,14 @@ def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[
     few and small: each is read, in parallel."""
     keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
     from aim_cli.signing.bundle import bundle_problem as judge  # imported here: check without signatures never loads it
+
     found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
-    return [(sk.key, why) for sk, why in zip(keys, found) if why is not None]
+    return [(sk.key, why) for sk, why in zip(keys, found, strict=True) if why is not None]
 
 
-def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str],
-                       judge: Callable[[bytes], str | None]) -> str | None:
+def _signature_problem(
+    repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str], judge: Callable[[bytes], str | None]
+) -> str | None:
     # The version first, then the signature: a delete removes them in the other order, so a
     # signature still there once its version is gone is one that no delete in progress removes.
     orphan = manifest_key(sk.model, sk.tag) not in manifest_keys and not repo.has_version(sk.model, sk.tag)
@@ -172,12 +176,16 @@ def _signature_problem(repo: Repository, sk: SignatureKey, manifest_keys: frozen
     except IntegrityError as e:  # larger than any bundle
         return f"{e.message}; {e.hint}"
     if orphan:
-        return (f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
-                f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it")
+        return (
+            f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
+            f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it"
+        )
     why = judge(data)
     if why is not None:
-        return (f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
-                f"the version again")
+        return (
+            f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
+            f"the version again"
+        )
     return None
 
 

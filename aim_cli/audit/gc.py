@@ -22,11 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 
-from aim_cli.repository import leases
-from aim_cli.format import manifest as mf
 from aim_cli.audit.scan import ChangedChunks, scan_manifests
 from aim_cli.errors import ConflictError, IntegrityError
-from aim_cli.repository import Repository
+from aim_cli.format import manifest as mf
+from aim_cli.repository import Repository, leases
 
 DELETE_BATCH = 1000
 
@@ -81,10 +80,13 @@ def plan_gc(repo: Repository) -> GcPlan:
     unreadable = scan.unreadable
     if unreadable:
         names = ", ".join(name for name, _ in unreadable[:3]) + (
-            f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+            f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        )
         raise IntegrityError(
             f"gc refuses to run: {len(unreadable)} manifest(s) of {repo.name!r} cannot be read ({names}), so the "
-            f"blobs they name are unknown", f"run `aim_cli repo check {repo.name}` and repair or delete them first")
+            f"blobs they name are unknown",
+            f"run `aim_cli repo check {repo.name}` and repair or delete them first",
+        )
     for vk, _ in scan.strays:
         repo.warn_stray(vk)  # its blobs are kept: it parses as a manifest
     garbage = {d: stored[d] for d in unreferenced}
@@ -104,11 +106,18 @@ def confirm_listing(repo: Repository, plan: GcPlan) -> None:
         raise ConflictError(
             f"gc stopped before deleting anything: {len(new)} key(s) appeared below models/ of {repo.name!r} while "
             f"it held the exclusive lease (first: {new[0]}), so its listing was incomplete or a writer ignored "
-            f"the lease", "run `aim_cli repo gc` again; if it keeps happening, check the storage's listings")
+            f"the lease",
+            "run `aim_cli repo gc` again; if it keeps happening, check the storage's listings",
+        )
 
 
-def collect(repo: Repository, *, dry_run: bool = False, wait: float | None = None,
-            on_plan: Callable[[GcPlan], None] | None = None) -> GcResult:
+def collect(
+    repo: Repository,
+    *,
+    dry_run: bool = False,
+    wait: float | None = None,
+    on_plan: Callable[[GcPlan], None] | None = None,
+) -> GcResult:
     # Before any lease is written: a path that holds no repository (a typo in the config) gets
     # nothing, not even locks/; a format this client does not know is refused too.
     repo.params()

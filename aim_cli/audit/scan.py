@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter, ne
 
-from aim_cli.format import manifest as mf
-from aim_cli.format import summary as sm
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import AimError, DamagedStorageError, NotFoundError
+from aim_cli.format import manifest as mf
+from aim_cli.format import summary as sm
 from aim_cli.format.layout import VersionKey
 from aim_cli.repository import Repository
 
@@ -40,8 +40,9 @@ class ManifestScan:
         return self.broken + [(vk.key, why) for vk, why in self.strays if why is not None]
 
 
-def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
-                   summaries: dict[str, sm.Summary] | None = None) -> ManifestScan:
+def scan_manifests(
+    repo: Repository, visit: Callable[[mf.Manifest], None], *, summaries: dict[str, sm.Summary] | None = None
+) -> ManifestScan:
     """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
     depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
     in key order.
@@ -55,8 +56,7 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
     with them without reading any manifest a second time."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
     results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
-    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES,
-                   jobs=repo.jobs) as ahead:
+    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES, jobs=repo.jobs) as ahead:
         reader = Repository(ahead, repo.name, jobs=repo.jobs)
         for vk in keys:
             try:
@@ -78,8 +78,10 @@ def scan_manifests(repo: Repository, visit: Callable[[mf.Manifest], None], *,
             results.append(True)
     return ManifestScan(
         readable=results.count(True),
-        broken=[(vk.label, r) for vk, r in zip(keys, results) if vk.tag is not None and isinstance(r, str)],
-        strays=[(vk, r if isinstance(r, str) else None) for vk, r in zip(keys, results) if vk.tag is None],
+        broken=[
+            (vk.label, r) for vk, r in zip(keys, results, strict=True) if vk.tag is not None and isinstance(r, str)
+        ],
+        strays=[(vk, r if isinstance(r, str) else None) for vk, r in zip(keys, results, strict=True) if vk.tag is None],
         keys=frozenset(vk.key for vk in keys),
     )
 
@@ -107,7 +109,7 @@ class ChangedChunks:
             if before is None:
                 yield f.chunks
             else:
-                yield [*compress(f.chunks, map(ne, f.chunks, before)), *f.chunks[len(before):]]
+                yield [*compress(f.chunks, map(ne, f.chunks, before)), *f.chunks[len(before) :]]
             last[f.path] = f.chunks
         self._last = last
 

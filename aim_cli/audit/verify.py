@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.format import manifest as mf
-from aim_cli.chunking.cdc import file_digest
-from aim_cli.errors import BlobCorruptError, BlobMissingError, UsageError
 from aim_cli.audit.scan import add_users, referenced_blobs
+from aim_cli.chunking.cdc import file_digest
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.errors import BlobCorruptError, BlobMissingError, UsageError
+from aim_cli.format import manifest as mf
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository, VersionRef
 from aim_cli.repository.parallel import map_bounded
@@ -68,7 +68,9 @@ class LocalReport:
         return not (self.modified or self.missing or self.extra)
 
 
-def read_blob(repo: Repository, digest: str, size: int | None, stored_size: int | None = None) -> tuple[str, str] | None:
+def read_blob(
+    repo: Repository, digest: str, size: int | None, stored_size: int | None = None
+) -> tuple[str, str] | None:
     """None if the blob is stored, intact and holds ``size`` bytes; else (problem, detail). A
     blob no manifest names (``size`` None) is read as ``stored_size`` bytes and must hold what
     its own header says. Reads are bounded: an oversized object is refused, not loaded."""
@@ -104,8 +106,15 @@ def verify_version(repo: Repository, ref: VersionRef, *, jobs: int = DEFAULT_JOB
     problems = [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
     return VersionReport(m.model, m.tag, ref.digest, len(sizes), sum(sizes.values()), problems)
 
-def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = DEFAULT_JOBS, include: Iterable[str] = (),
-                 exclude: Iterable[str] = ()) -> LocalReport:
+
+def verify_local(
+    ref: VersionRef,
+    directory: str | os.PathLike,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+) -> LocalReport:
     """``include``/``exclude`` (aim_cli/patterns.py) select the files compared: ``files`` counts
     them, and only files the patterns select can be missing, modified or extra."""
     import logging
@@ -143,6 +152,5 @@ def verify_local(ref: VersionRef, directory: str | os.PathLike, *, jobs: int = D
             return True
 
     with ThreadPoolExecutor(max(1, min(jobs, len(to_hash) or 1)), thread_name_prefix="aim-hash") as pool:
-        modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash)) if bad]
+        modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash), strict=True) if bad]
     return LocalReport(m.model, m.tag, ref.digest, str(root), len(expected), sorted(modified), missing, extra)
-

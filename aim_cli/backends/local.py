@@ -361,8 +361,11 @@ class LocalBackend:
                     entries = list(os.scandir(self.root / rel if rel else self.root))
                 except OSError:
                     continue
-                nxt += [f"{rel}/{e.name}" if rel else e.name for e in entries
-                        if (segment == "*" or e.name == segment) and e.is_dir(follow_symlinks=False)]
+                nxt += [
+                    f"{rel}/{e.name}" if rel else e.name
+                    for e in entries
+                    if (segment == "*" or e.name == segment) and e.is_dir(follow_symlinks=False)
+                ]
             found = nxt
         return found
 

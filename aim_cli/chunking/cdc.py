@@ -31,23 +31,33 @@ class ChunkingParams:
     max_size: int = 4 * MiB
 
     @classmethod
-    def for_average(cls, avg_size: int) -> "ChunkingParams":
+    def for_average(cls, avg_size: int) -> ChunkingParams:
         """Parameters for ``repo create --chunk-size``: min = avg/4, max = avg*4 (pyfastcdc's caps)."""
         return cls(min(avg_size // 4, MiB), avg_size, min(avg_size * 4, MAX_CHUNK_SIZE))
 
     def as_dict(self) -> dict:
-        return {"algorithm": "fastcdc2020", "min_size": self.min_size, "avg_size": self.avg_size,
-                "max_size": self.max_size, "normalization": 1, "seed": 0}
+        return {
+            "algorithm": "fastcdc2020",
+            "min_size": self.min_size,
+            "avg_size": self.avg_size,
+            "max_size": self.max_size,
+            "normalization": 1,
+            "seed": 0,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ChunkingParams":
+    def from_dict(cls, d: dict) -> ChunkingParams:
         if d.get("algorithm") != "fastcdc2020" or d.get("normalization", 1) != 1 or d.get("seed", 0) != 0:
             raise ValueError(f"unsupported chunking {d!r}")
         return cls(int(d["min_size"]), int(d["avg_size"]), int(d["max_size"]))
 
-    def validate(self) -> "ChunkingParams":
-        if not (64 <= self.min_size <= MiB and 256 <= self.avg_size <= 4 * MiB
-                and 1024 <= self.max_size <= MAX_CHUNK_SIZE and self.min_size <= self.avg_size <= self.max_size):
+    def validate(self) -> ChunkingParams:
+        if not (
+            64 <= self.min_size <= MiB
+            and 256 <= self.avg_size <= 4 * MiB
+            and 1024 <= self.max_size <= MAX_CHUNK_SIZE
+            and self.min_size <= self.avg_size <= self.max_size
+        ):
             raise ValueError(f"chunk sizes out of range: {self}")
         return self
 
@@ -90,8 +100,14 @@ BATCH_BYTES = 16 * MiB
 T = TypeVar("T")
 
 
-def batches(items: Sequence[T], size_of: Callable[[T], int], *, workers: int = 1, max_files: int = BATCH_FILES,
-            max_bytes: int = BATCH_BYTES) -> Iterator[list[T]]:
+def batches(
+    items: Sequence[T],
+    size_of: Callable[[T], int],
+    *,
+    workers: int = 1,
+    max_files: int = BATCH_FILES,
+    max_bytes: int = BATCH_BYTES,
+) -> Iterator[list[T]]:
     """``items`` in order, in consecutive lists of at most ``max_files`` items and ``max_bytes``
     bytes (an item larger than ``max_bytes`` makes a list of its own), and in at least
     ``workers`` lists when there are that many items: to S3, each batch has one request in
@@ -110,9 +126,12 @@ def batches(items: Sequence[T], size_of: Callable[[T], int], *, workers: int = 1
         yield batch
 
 
-def iter_chunks(path: str | os.PathLike, params: ChunkingParams,
-                on_chunk: Callable[[Chunk, memoryview], None] | None = None,
-                whole: "_blake3.blake3 | None" = None) -> Iterator[Chunk]:
+def iter_chunks(
+    path: str | os.PathLike,
+    params: ChunkingParams,
+    on_chunk: Callable[[Chunk, memoryview], None] | None = None,
+    whole: _blake3.blake3 | None = None,
+) -> Iterator[Chunk]:
     """Cut the file at ``path`` and yield its chunks with their BLAKE3 digests.
 
     ``on_chunk(chunk, data)`` sees each chunk's bytes; they are only valid during the call (the

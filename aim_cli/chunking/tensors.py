@@ -64,22 +64,23 @@ class TensorChunkingParams:
                 raise ValueError(f"tensor chunking {f.name} is not an integer")
         if not 1 * KiB <= self.max_header_bytes <= 100 * MiB:
             raise ValueError("max_header_bytes out of range")
-        if not (64 <= self.large_tensor_bytes <= self.group_max_bytes <= MAX_CHUNK_SIZE
-                and 256 <= self.group_avg_bytes <= self.group_max_bytes):
+        if not (
+            64 <= self.large_tensor_bytes <= self.group_max_bytes <= MAX_CHUNK_SIZE
+            and 256 <= self.group_avg_bytes <= self.group_max_bytes
+        ):
             raise ValueError(f"tensor chunking sizes out of range: {self}")
 
     @classmethod
-    def for_chunking(cls, params: ChunkingParams) -> "TensorChunkingParams":
+    def for_chunking(cls, params: ChunkingParams) -> TensorChunkingParams:
         """Thresholds matching ``params``: tensors too small for FastCDC to cut are grouped, into
         groups of FastCDC's average and maximum chunk size."""
-        return cls(large_tensor_bytes=params.min_size, group_avg_bytes=params.avg_size,
-                   group_max_bytes=params.max_size)
+        return cls(large_tensor_bytes=params.min_size, group_avg_bytes=params.avg_size, group_max_bytes=params.max_size)
 
     def as_dict(self) -> dict:
         return {"algorithm": ALGORITHM, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorChunkingParams":
+    def from_dict(cls, d: dict) -> TensorChunkingParams:
         """ValueError for anything that is not what as_dict writes: other keys, missing keys,
         another algorithm, a non-integer or out-of-range value."""
         names = [f.name for f in fields(cls)]
@@ -88,9 +89,13 @@ class TensorChunkingParams:
         return cls(**{name: d[name] for name in names})
 
 
-def iter_file_chunks(path: str | os.PathLike, params: ChunkingParams, tensors: TensorChunkingParams,
-                     on_chunk: Callable[[Chunk, memoryview], None] | None = None,
-                     whole: "_blake3.blake3 | None" = None) -> Iterator[Chunk]:
+def iter_file_chunks(
+    path: str | os.PathLike,
+    params: ChunkingParams,
+    tensors: TensorChunkingParams,
+    on_chunk: Callable[[Chunk, memoryview], None] | None = None,
+    whole: _blake3.blake3 | None = None,
+) -> Iterator[Chunk]:
     """Like chunking.iter_chunks (same callback and ``whole`` contract: chunks in file order,
     tiling the file, ``on_chunk(chunk, data)`` with bytes valid only during the call, ``whole``
     updated with every byte), with tensor-aligned boundaries when the file parses as
@@ -110,7 +115,7 @@ class _Window:
     ``fill`` keeps what is still needed and reads on: the only copy of a byte is the move of
     a chunk's unfinished start to the front of the buffer."""
 
-    __slots__ = ("_f", "_view", "base", "n", "eof")
+    __slots__ = ("_f", "_view", "base", "eof", "n")
 
     def __init__(self, f, capacity: int):
         self._f = f
@@ -207,7 +212,7 @@ class _Cutter:
                 yield from self._add_small(group, t)
         yield from self._flush(group)
 
-    def _add_small(self, group: "_Group", t: Tensor) -> Iterator[Chunk]:
+    def _add_small(self, group: _Group, t: Tensor) -> Iterator[Chunk]:
         start = t.begin if group.start is None else group.start
         avail = self._window.fill(start, t.end)
         if avail < t.end:
@@ -220,7 +225,7 @@ class _Cutter:
         if _ends_group(self._window.view(t.begin, t.end), self._tensors.group_avg_bytes):
             yield from self._flush(group)
 
-    def _flush(self, group: "_Group") -> Iterator[Chunk]:
+    def _flush(self, group: _Group) -> Iterator[Chunk]:
         if group.start is not None:
             yield self._emit(group.start, group.end, group.element_size)
             group.clear()
@@ -229,7 +234,7 @@ class _Cutter:
 class _Group:
     """Consecutive small tensors on their way to one chunk."""
 
-    __slots__ = ("start", "end", "element_size")
+    __slots__ = ("element_size", "end", "start")
 
     def __init__(self):
         self.clear()

@@ -34,8 +34,7 @@ def model_info(repo_name, model_name, tag, as_json):
     out(f"message:  {printable(v.message, len(v.message)) or '-'}")
     out(f"size:     {size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
     missing = f"; {v.missing_blobs} blobs missing (run `aim_cli repo check`)" if v.missing_blobs else ""
-    out(f"stored:   {size(v.stored_size)} for {size(v.distinct_size)} of distinct chunks "
-        f"(format {v.format}){missing}")
+    out(f"stored:   {size(v.stored_size)} for {size(v.distinct_size)} of distinct chunks (format {v.format}){missing}")
     for f in v.files:
         out(f"{size(f.size):>11}  {f.blake3}  {f.path}")
     for sig in v.signatures:
@@ -47,37 +46,60 @@ def model_info(repo_name, model_name, tag, as_json):
 @click.argument("model_name", metavar="MODEL")
 @click.option("--tag", "-t", help="Version to verify (default: the newest).")
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
-@click.option("--local", "local_dir", metavar="DIR",
-              help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.")
-@click.option("--public-key", metavar="KEY.pub",
-              help="Check a signature by this EC public key (PEM) instead: it must cover exactly the version's "
-                   "files and digests (or those of --local DIR).")
-@click.option("--certificate-chain", "trust_roots", multiple=True, metavar="ROOTS.pem",
-              help="Check a certificate-method signature whose chain leads to these trusted roots (repeatable).")
+@click.option(
+    "--local",
+    "local_dir",
+    metavar="DIR",
+    help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.",
+)
+@click.option(
+    "--public-key",
+    metavar="KEY.pub",
+    help="Check a signature by this EC public key (PEM) instead: it must cover exactly the version's "
+    "files and digests (or those of --local DIR).",
+)
+@click.option(
+    "--certificate-chain",
+    "trust_roots",
+    multiple=True,
+    metavar="ROOTS.pem",
+    help="Check a certificate-method signature whose chain leads to these trusted roots (repeatable).",
+)
 @patterns_option
 @jobs_option
 @quiet_option
 @json_option
-def model_verify(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include, exclude, jobs,
-                 quiet, as_json):
+def model_verify(
+    repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include, exclude, jobs, quiet, as_json
+):
     """Re-read every blob of a version and check its hash (exit 5 on any problem).
     --include/--exclude select the files --local compares. With --public-key or
     --certificate-chain: check the version's signature instead."""
     from aim_cli.progress import make_progress
 
     if public_key or trust_roots:
-        verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include or exclude,
-                         jobs, as_json)
+        verify_signature(
+            repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, include or exclude, jobs, as_json
+        )
         return
 
     if (include or exclude) and not local_dir:
-        raise UsageError("--include and --exclude select the files of --local DIR",
-                         "add --local DIR, or drop the patterns to check every blob")
+        raise UsageError(
+            "--include and --exclude select the files of --local DIR",
+            "add --local DIR, or drop the patterns to check every blob",
+        )
     if local_dir:
         _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json)
         return
-    r = api().verify_version(repo_name, model_name, tag=tag, digest=digest, jobs=jobs, config=config(),
-                             progress=make_progress(quiet or as_json))
+    r = api().verify_version(
+        repo_name,
+        model_name,
+        tag=tag,
+        digest=digest,
+        jobs=jobs,
+        config=config(),
+        progress=make_progress(quiet or as_json),
+    )
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
     else:
@@ -89,13 +111,23 @@ def model_verify(repo_name, model_name, tag, digest, local_dir, public_key, trus
         raise IntegrityError(
             f"{len(r.problems)} of {r.blobs} blobs of {r.model}:{r.tag} are missing or corrupt in {repo_name!r}",
             "push a good copy under a new tag to restore missing blobs (delete corrupt ones from storage first), "
-            "or delete this version")
+            "or delete this version",
+        )
 
 
 def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json) -> None:
     """`model verify --local DIR`: compare DIR's files with the version by digest."""
-    r = api().verify_local(repo_name, model_name, local_dir, tag=tag, digest=digest, jobs=jobs, config=config(),
-                           include=include, exclude=exclude)
+    r = api().verify_local(
+        repo_name,
+        model_name,
+        local_dir,
+        tag=tag,
+        digest=digest,
+        jobs=jobs,
+        config=config(),
+        include=include,
+        exclude=exclude,
+    )
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
     else:
@@ -107,7 +139,9 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
     if not r.ok:
         raise IntegrityError(
             f"{local_dir} differs from {r.model}:{r.tag}: {len(r.modified)} modified, {len(r.missing)} missing, "
-            f"{len(r.extra)} extra files", "pull the version into it again to restore it; remove extra files by hand")
+            f"{len(r.extra)} extra files",
+            "pull the version into it again to restore it; remove extra files by hand",
+        )
 
 
 @click.command("check")
@@ -120,16 +154,21 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
     """Check that every version is readable and complete (exit 5 if not); count unreferenced blobs."""
     from aim_cli.progress import make_progress
 
-    r = api().check_repo(repo_name, read_data=read_data, jobs=jobs, config=config(),
-                         progress=make_progress(quiet or as_json))
+    r = api().check_repo(
+        repo_name, read_data=read_data, jobs=jobs, config=config(), progress=make_progress(quiet or as_json)
+    )
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
     else:
         read = f", {r.read} read and intact" if read_data else ""
-        out(f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}")
+        out(
+            f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}"
+        )
         out(f"referenced: {size(r.raw_bytes)} of chunks in {size(r.stored_bytes)} stored")
-        out(f"unreferenced: {r.unreferenced} blobs, {size(r.unreferenced_bytes)}"
-            + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else ""))
+        out(
+            f"unreferenced: {r.unreferenced} blobs, {size(r.unreferenced_bytes)}"
+            + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else "")
+        )
         for name, why in r.broken:
             out(f"broken    {name}: {why}")
         for p in r.problems:
@@ -139,7 +178,8 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
         raise IntegrityError(
             f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above (first: {first})",
             "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
-            "(delete corrupt ones from storage first); then check again")
+            "(delete corrupt ones from storage first); then check again",
+        )
 
 
 @click.command("gc")
@@ -151,18 +191,33 @@ def repo_gc(repo_name, dry_run, as_json):
 
     def show(plan):
         if not as_json:
-            out(f"plan: delete {len(plan.blobs)} unreferenced blobs ({size(plan.bytes)}); keep {plan.referenced} "
-                f"blobs referenced by {plan.versions} versions")
+            out(
+                f"plan: delete {len(plan.blobs)} unreferenced blobs ({size(plan.bytes)}); keep {plan.referenced} "
+                f"blobs referenced by {plan.versions} versions"
+            )
 
     r = api().collect_garbage(repo_name, dry_run=dry_run, config=config(), on_plan=show)
     if as_json:
-        out_json({"dry_run": r.dry_run, "blobs": len(r.plan.blobs), "bytes": r.plan.bytes, "deleted": r.deleted,
-                  "freed_bytes": r.freed_bytes, "versions": r.plan.versions, "referenced": r.plan.referenced,
-                  "stored": r.plan.stored, "incomplete_removed": r.incomplete[0],
-                  "incomplete_bytes": r.incomplete[1]})
+        out_json(
+            {
+                "dry_run": r.dry_run,
+                "blobs": len(r.plan.blobs),
+                "bytes": r.plan.bytes,
+                "deleted": r.deleted,
+                "freed_bytes": r.freed_bytes,
+                "versions": r.plan.versions,
+                "referenced": r.plan.referenced,
+                "stored": r.plan.stored,
+                "incomplete_removed": r.incomplete[0],
+                "incomplete_bytes": r.incomplete[1],
+            }
+        )
     elif dry_run:
         out("dry run: nothing deleted")
     else:
-        extra = (f"; removed {r.incomplete[0]} temp files of interrupted writes ({size(r.incomplete[1])})"
-                 if r.incomplete[0] else "")
+        extra = (
+            f"; removed {r.incomplete[0]} temp files of interrupted writes ({size(r.incomplete[1])})"
+            if r.incomplete[0]
+            else ""
+        )
         out(f"deleted {r.deleted} blobs, freed {size(r.freed_bytes)}{extra}")

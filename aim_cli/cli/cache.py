@@ -17,8 +17,9 @@ def cache():
     """Inspect and prune the shared chunk cache of `model pull --cache-dir`."""
 
 
-cache_dir_option = click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR",
-                                help="The chunk cache (default: $AIM_CACHE_DIR).")
+cache_dir_option = click.option(
+    "--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="The chunk cache (default: $AIM_CACHE_DIR)."
+)
 
 
 def _cache_dir(cache_dir: str | None) -> str:
@@ -41,8 +42,13 @@ def cache_info(cache_dir, as_json):
 
 
 @cache.command("prune")
-@click.option("--max-size", default="0", show_default=True, metavar="SIZE",
-              help="Keep at most this much (like 10GiB, 500MiB); 0 empties the cache.")
+@click.option(
+    "--max-size",
+    default="0",
+    show_default=True,
+    metavar="SIZE",
+    help="Keep at most this much (like 10GiB, 500MiB); 0 empties the cache.",
+)
 @click.option("--dry-run", is_flag=True, help="Only print what would be deleted.")
 @cache_dir_option
 @json_option

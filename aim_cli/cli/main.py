@@ -27,8 +27,13 @@ _state = {"verbose": False}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="model_repos.yaml to use (default: $AIM_CONFIG, else the first one in this directory or its parents).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="model_repos.yaml to use (default: $AIM_CONFIG, else the first one in this directory or its parents).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="aim_cli")
 def cli(config_path, verbose):
@@ -86,6 +91,9 @@ def main(argv=None) -> None:
         _discard_stdout()
         sys.exit(0)
     except Exception as e:  # a bug: say so, keep it one line unless -v
-        _fail(f"error: unexpected {type(e).__name__}: {e}; this is a bug in aim_cli, "
-              f"please report it with the output of `aim_cli -v ...`", 1)
+        _fail(
+            f"error: unexpected {type(e).__name__}: {e}; this is a bug in aim_cli, "
+            f"please report it with the output of `aim_cli -v ...`",
+            1,
+        )
     sys.exit(0)

@@ -27,7 +27,9 @@ def model():
 @click.argument("directory", metavar="DIR")
 @click.option("--tag", "-t", required=True, help="Version tag (immutable).")
 @click.option("--message", "-m", default="", help="A note stored with the version.")
-@click.option("--follow-symlinks", is_flag=True, help="Store the content of symlinks to files (e.g. a Hugging Face snapshot).")
+@click.option(
+    "--follow-symlinks", is_flag=True, help="Store the content of symlinks to files (e.g. a Hugging Face snapshot)."
+)
 @jobs_option
 @quiet_option
 @json_option
@@ -35,21 +37,35 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
     """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
     from aim_cli.progress import make_progress
 
-    r = api().push(repo_name, model_name, directory, tag=tag, message=message, jobs=jobs,
-                   follow_symlinks=follow_symlinks, config=config(), progress=make_progress(quiet or as_json))
+    r = api().push(
+        repo_name,
+        model_name,
+        directory,
+        tag=tag,
+        message=message,
+        jobs=jobs,
+        follow_symlinks=follow_symlinks,
+        config=config(),
+        progress=make_progress(quiet or as_json),
+    )
     if r.skipped:
         from aim_cli.util.fs import display_path
 
-        click.echo(f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
-                   f"top of DIR are aim_cli's own (a pull's working files); rename them to push them", err=True)
+        click.echo(
+            f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
+            f"top of DIR are aim_cli's own (a pull's working files); rename them to push them",
+            err=True,
+        )
     if as_json:
         out_json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
         return
     if r.already_pushed:
         out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
         return
-    out(f"pushed {r.model}:{r.tag}: {r.files} files, {size(r.total_size)}, {size(r.new_bytes)} new "
-        f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s")
+    out(
+        f"pushed {r.model}:{r.tag}: {r.files} files, {size(r.total_size)}, {size(r.new_bytes)} new "
+        f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s"
+    )
 
 
 @model.command("pull")
@@ -58,26 +74,59 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
 @click.argument("dest", metavar="DEST")
 @click.option("--tag", "-t", help="Version to pull (default: the newest).")
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
-@click.option("--reference", "references", multiple=True, metavar="DIR",
-              help="Local directory to take verified chunks from (repeatable).")
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    metavar="DIR",
+    help="Local directory to take verified chunks from (repeatable).",
+)
 @click.option("--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="Shared chunk cache (off by default).")
 @patterns_option
-@click.option("--delete", is_flag=True,
-              help="Remove regular files of DEST (within the patterns) that the version does not hold.")
+@click.option(
+    "--delete", is_flag=True, help="Remove regular files of DEST (within the patterns) that the version does not hold."
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
-@click.option("--require-signature", metavar="KEY.pub",
-              help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.")
+@click.option(
+    "--require-signature",
+    metavar="KEY.pub",
+    help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.",
+)
 @jobs_option
 @quiet_option
 @json_option
-def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, include, exclude, delete, dry_run,
-               require_signature, jobs, quiet, as_json):
+def model_pull(
+    repo_name,
+    model_name,
+    dest,
+    tag,
+    digest,
+    references,
+    cache_dir,
+    include,
+    exclude,
+    delete,
+    dry_run,
+    require_signature,
+    jobs,
+    quiet,
+    as_json,
+):
     """Pull a version of MODEL into DEST, verified; rerun to resume."""
     from aim_cli.progress import make_progress
 
-    common = dict(tag=tag, digest=digest, jobs=jobs, references=references, config=config(),
-                  progress=make_progress(quiet or as_json), include=include, exclude=exclude, delete=delete,
-                  require_signature=require_signature)
+    common = dict(
+        tag=tag,
+        digest=digest,
+        jobs=jobs,
+        references=references,
+        config=config(),
+        progress=make_progress(quiet or as_json),
+        include=include,
+        exclude=exclude,
+        delete=delete,
+        require_signature=require_signature,
+    )
     if dry_run:
         show_pull_plan(api().plan_pull(repo_name, model_name, dest, **common), dest, as_json)
         return
@@ -90,9 +139,11 @@ def model_pull(repo_name, model_name, dest, tag, digest, references, cache_dir, 
     newest = " (newest)" if r.newest else ""
     cached = f", {size(r.cached_bytes)} from cache" if r.cached_bytes else ""
     deleted = f"; deleted {len(r.deleted)} files the version does not hold" if delete else ""
-    out(f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {size(r.total_size)}; "
+    out(
+        f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {size(r.total_size)}; "
         f"fetched {size(r.fetched_bytes)} (stored size; {size(r.fetched_raw_bytes)} of chunks), "
-        f"reused {size(r.reused_bytes)}{cached}{deleted}; {r.elapsed:.2f}s")
+        f"reused {size(r.reused_bytes)}{cached}{deleted}; {r.elapsed:.2f}s"
+    )
 
 
 @model.command("list")
@@ -125,13 +176,22 @@ def model_versions(repo_name, model_name, as_json):
         out_json([asdict(v) for v in versions])
         return
     # The message came from storage: one printable line, whatever it holds.
-    rows = [(v.tag, v.created_at[:19].replace("T", " "), size(v.total_size),
-             "-" if v.stored_size is None else size(v.stored_size), f"{v.files} files", v.digest[:12],
-             printable(v.message)) for v in versions]
+    rows = [
+        (
+            v.tag,
+            v.created_at[:19].replace("T", " "),
+            size(v.total_size),
+            "-" if v.stored_size is None else size(v.stored_size),
+            f"{v.files} files",
+            v.digest[:12],
+            printable(v.message),
+        )
+        for v in versions
+    ]
     header = ("TAG", "CREATED (UTC)", "SIZE", "STORED", "FILES", "DIGEST", "MESSAGE")
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for row in (header, *rows):
-        out("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+        out("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
 
 
 @model.command("delete-version")
@@ -159,8 +219,9 @@ def model_delete(repo_name, model_name, yes, as_json):
     """Delete MODEL and all its versions."""
     if not yes:
         if not sys.stdin.isatty():
-            raise UsageError(f"refusing to delete model {model_name!r} without confirmation",
-                             "pass --yes to delete it from a script")
+            raise UsageError(
+                f"refusing to delete model {model_name!r} without confirmation", "pass --yes to delete it from a script"
+            )
         click.confirm(f"Delete model {model_name!r} and ALL its versions from {repo_name!r}?", abort=True)
     r = api().delete_versions(repo_name, model_name, config=config())
     if as_json:
@@ -170,8 +231,10 @@ def model_delete(repo_name, model_name, yes, as_json):
 
 
 def _reclaimable(r, repo_name: str) -> str:
-    return (f"{r.reclaimable_blobs} blobs ({size(r.reclaimable_stored_bytes)} stored, {size(r.reclaimable_bytes)} of "
-            f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them")
+    return (
+        f"{r.reclaimable_blobs} blobs ({size(r.reclaimable_stored_bytes)} stored, {size(r.reclaimable_bytes)} of "
+        f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them"
+    )
 
 
 # -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -------------------------------
@@ -208,8 +271,16 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_js
     another digest is a conflict: the others are copied, then exit 4."""
     from aim_cli.progress import make_progress
 
-    r = api().copy(src_repo, model_name, dst_repo, tags=tags or None, jobs=jobs, dry_run=dry_run, config=config(),
-                   progress=make_progress(quiet or as_json or dry_run))
+    r = api().copy(
+        src_repo,
+        model_name,
+        dst_repo,
+        tags=tags or None,
+        jobs=jobs,
+        dry_run=dry_run,
+        config=config(),
+        progress=make_progress(quiet or as_json or dry_run),
+    )
     if as_json:
         out_json(asdict(r) | {"reencoded": r.reencoded})
     else:
@@ -218,11 +289,14 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_js
         from aim_cli.errors import TagExistsError
 
         held = {v.tag: v for v in r.versions}
-        named = ", ".join(f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})"
-                          for t in r.conflicts)
-        raise TagExistsError(f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
-                             "versions are immutable: the other versions were copied; to replace one, delete it "
-                             f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again")
+        named = ", ".join(
+            f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})" for t in r.conflicts
+        )
+        raise TagExistsError(
+            f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
+            "versions are immutable: the other versions were copied; to replace one, delete it "
+            f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again",
+        )
 
 
 # The commands on a version's integrity and signatures live with their kind.

@@ -8,19 +8,30 @@ import click
 
 from aim_cli.defaults import DEFAULT_JOBS
 
-jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 256), default=DEFAULT_JOBS, show_default=True,
-                           help="Parallel transfers.")
+jobs_option = click.option(
+    "--jobs", "-j", type=click.IntRange(1, 256), default=DEFAULT_JOBS, show_default=True, help="Parallel transfers."
+)
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def patterns_option(f):
     """--include/--exclude PATTERN, repeatable (aim_cli/util/patterns.py: huggingface_hub's semantics)."""
-    f = click.option("--exclude", "exclude", multiple=True, metavar="PATTERN",
-                     help="Leave out the files matching PATTERN (repeatable; as --include).")(f)
-    return click.option("--include", "include", multiple=True, metavar="PATTERN",
-                        help="Only the files matching PATTERN (repeatable): fnmatch on the path, '*' also "
-                             "matches '/', 'dir/' is everything under dir.")(f)
+    f = click.option(
+        "--exclude",
+        "exclude",
+        multiple=True,
+        metavar="PATTERN",
+        help="Leave out the files matching PATTERN (repeatable; as --include).",
+    )(f)
+    return click.option(
+        "--include",
+        "include",
+        multiple=True,
+        metavar="PATTERN",
+        help="Only the files matching PATTERN (repeatable): fnmatch on the path, '*' also "
+        "matches '/', 'dir/' is everything under dir.",
+    )(f)
 
 
 def api():

@@ -48,11 +48,13 @@ def show_pull_plan(plan, dest: str, as_json: bool) -> None:
     newest = " (newest)" if plan.newest else ""
     space = "" if t["space_needed"] <= t["space_available"] else " (NOT ENOUGH: the pull would stop, exit 6)"
     deletes = f"; delete {t['delete_files']} files ({size(t['delete_bytes'])})" if plan.delete else ""
-    out(f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {t['files']} files, "
+    out(
+        f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {t['files']} files, "
         f"{size(t['size'])}; keep {t['keep_files']}, write {t['local_files']} from local files, "
         f"fetch {t['fetch_files']}; fetch {size(t['fetch_raw_bytes'])} of chunks (raw size; stored size "
         f"known only after fetching), reuse {size(t['reuse_bytes'])}; space needed "
-        f"{size(t['space_needed'])} of {size(t['space_available'])} free{space}{deletes}; nothing changed")
+        f"{size(t['space_needed'])} of {size(t['space_available'])} free{space}{deletes}; nothing changed"
+    )
 
 
 def show_diff(r) -> None:
@@ -64,13 +66,18 @@ def show_diff(r) -> None:
     for f in r.files:
         out(f"{f.status:<9}  {_diff_sizes(f):>24}  {printable(f.path, len(f.path))}{_diff_mode(f)}")
     t = r.totals
-    out(f"{t['added'].files} added ({size(t['added'].bytes_b)}), {t['removed'].files} removed "
+    out(
+        f"{t['added'].files} added ({size(t['added'].bytes_b)}), {t['removed'].files} removed "
         f"({size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged; "
-        f"{size(r.changed_bytes)} of {r.tag_b} in added or changed files")
-    unstored = (f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)"
-                if r.fetch.unstored_chunks else "")
-    out(f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
-        f"{size(r.fetch.stored_bytes)} stored ({size(r.fetch.raw_bytes)} of chunks){unstored}")
+        f"{size(r.changed_bytes)} of {r.tag_b} in added or changed files"
+    )
+    unstored = (
+        f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)" if r.fetch.unstored_chunks else ""
+    )
+    out(
+        f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
+        f"{size(r.fetch.stored_bytes)} stored ({size(r.fetch.raw_bytes)} of chunks){unstored}"
+    )
 
 
 def _diff_sizes(f) -> str:
@@ -98,16 +105,23 @@ def show_copy(r) -> None:
             out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
         else:
             stored = "" if v.stored_bytes is None else f" ({size(v.stored_bytes)} stored)"
-            out(f"{would:<9} {label}  {v.blobs} blobs, {size(v.raw_bytes)} of chunks{stored}, "
-                f"{v.present_blobs} already there; digest {v.digest}{signed}")
+            out(
+                f"{would:<9} {label}  {v.blobs} blobs, {size(v.raw_bytes)} of chunks{stored}, "
+                f"{v.present_blobs} already there; digest {v.digest}{signed}"
+            )
     if r.reencoded:
-        note = (" (a format 1 repository records no dtypes: chunks compressed as plain bytes)"
-                if r.src_format == 1 else "")
-        out(f"blobs {'would be ' if r.dry_run else ''}re-encoded from format {r.src_format} to format "
-            f"{r.dst_format}{note}")
+        note = (
+            " (a format 1 repository records no dtypes: chunks compressed as plain bytes)" if r.src_format == 1 else ""
+        )
+        out(
+            f"blobs {'would be ' if r.dry_run else ''}re-encoded from format {r.src_format} to format "
+            f"{r.dst_format}{note}"
+        )
     created = f"; {'would create' if r.dry_run else 'created'} repository {r.dst!r}" if r.dst_created else ""
     stored = "" if r.stored_bytes is None else f", {size(r.stored_bytes)} stored"
     dry = "; dry run: nothing written" if r.dry_run else ""
-    out(f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
+    out(
+        f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
         f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {size(r.raw_bytes)} of "
-        f"chunks{stored}, {r.signatures} signatures{created}; {r.elapsed:.2f}s{dry}")
+        f"chunks{stored}, {r.signatures} signatures{created}; {r.elapsed:.2f}s{dry}"
+    )

@@ -47,24 +47,50 @@ def _chunk_size(text: str | None) -> int | None:
 @click.option("--profile", help="AWS profile for credentials.")
 @click.option("--addressing-style", type=click.Choice(["auto", "virtual", "path"]), help="S3 addressing style.")
 @click.option("--chunk-size", metavar="SIZE", help="Average chunk size of a new repository (default 1MiB).")
-@click.option("--format", "storage_format", type=click.Choice(["1", "2"]),
-              help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
-                   "compresses; 1 stores raw chunks, readable by older aim_cli.")
+@click.option(
+    "--format",
+    "storage_format",
+    type=click.Choice(["1", "2"]),
+    help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
+    "compresses; 1 stores raw chunks, readable by older aim_cli.",
+)
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
 @json_option
-def repo_create(name, repo_type, path, region, endpoint_url, profile, addressing_style, chunk_size, storage_format,
-                no_check, as_json):
+def repo_create(
+    name,
+    repo_type,
+    path,
+    region,
+    endpoint_url,
+    profile,
+    addressing_style,
+    chunk_size,
+    storage_format,
+    no_check,
+    as_json,
+):
     """Add repository NAME to model_repos.yaml and initialise its storage."""
     r = api().create_repo(
-        name, repo_type, path, region=region, endpoint_url=endpoint_url, profile=profile,
-        addressing_style=addressing_style, chunk_size=_chunk_size(chunk_size),
-        storage_format=None if storage_format is None else int(storage_format), check=not no_check,
+        name,
+        repo_type,
+        path,
+        region=region,
+        endpoint_url=endpoint_url,
+        profile=profile,
+        addressing_style=addressing_style,
+        chunk_size=_chunk_size(chunk_size),
+        storage_format=None if storage_format is None else int(storage_format),
+        check=not no_check,
         config=config(),
     )
     if as_json:
         out_json(asdict(r.entry) | {"initialised": r.initialised, "format": r.format})
         return
-    state = f"initialised (format {r.format})" if r.initialised else "not checked (--no-check); the first push initialises it"
+    state = (
+        f"initialised (format {r.format})"
+        if r.initialised
+        else "not checked (--no-check); the first push initialises it"
+    )
     out(f"created repository {name!r} ({r.entry.type}, {r.entry.path}): {state}")
 
 

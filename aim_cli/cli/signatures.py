@@ -14,15 +14,26 @@ from aim_cli.cli.render import out, out_json
 from aim_cli.errors import UsageError
 
 
-def verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, patterns, jobs,
-                     as_json) -> None:
+def verify_signature(
+    repo_name, model_name, tag, digest, local_dir, public_key, trust_roots, patterns, jobs, as_json
+) -> None:
     """`model verify` with --public-key or --certificate-chain: check the signature of one version
     (named by --tag), against its manifest or the files of --local DIR."""
     if not tag or digest or patterns:
-        raise UsageError("a signature check takes --tag and no --digest, --include or --exclude",
-                         "name the version with --tag; a signature covers all its files")
-    r = api().verify_signature(repo_name, model_name, tag=tag, public_key=public_key, certificate_chain=trust_roots,
-                               local=local_dir, jobs=jobs, config=config())
+        raise UsageError(
+            "a signature check takes --tag and no --digest, --include or --exclude",
+            "name the version with --tag; a signature covers all its files",
+        )
+    r = api().verify_signature(
+        repo_name,
+        model_name,
+        tag=tag,
+        public_key=public_key,
+        certificate_chain=trust_roots,
+        local=local_dir,
+        jobs=jobs,
+        config=config(),
+    )
     if as_json:
         out_json(asdict(r) | {"ok": True})
         return
@@ -36,16 +47,26 @@ def verify_signature(repo_name, model_name, tag, digest, local_dir, public_key, 
 @click.option("--tag", "-t", required=True, help="Version to sign.")
 @click.option("--key", metavar="KEY.pem", help="EC private key (PEM; P-256, P-384 or P-521).")
 @click.option("--password-env", metavar="VAR", help="Environment variable holding the key's password (else a prompt).")
-@click.option("--sha256", is_flag=True,
-              help="Sign SHA-256 file digests (streams the verified blobs), which `model_signing verify` checks as is.")
-@click.option("--certificate", metavar="CERT.pem", help="Signing certificate of --key (model_signing's certificate method).")
+@click.option(
+    "--sha256",
+    is_flag=True,
+    help="Sign SHA-256 file digests (streams the verified blobs), which `model_signing verify` checks as is.",
+)
+@click.option(
+    "--certificate", metavar="CERT.pem", help="Signing certificate of --key (model_signing's certificate method)."
+)
 @click.option("--certificate-chain", multiple=True, metavar="CHAIN.pem", help="Its chain (repeatable).")
-@click.option("--import", "import_path", metavar="BUNDLE",
-              help="Attach a bundle made elsewhere (e.g. `model_signing sign`) once its files match the version's.")
+@click.option(
+    "--import",
+    "import_path",
+    metavar="BUNDLE",
+    help="Attach a bundle made elsewhere (e.g. `model_signing sign`) once its files match the version's.",
+)
 @jobs_option
 @json_option
-def model_sign(repo_name, model_name, tag, key, password_env, sha256, certificate, certificate_chain, import_path,
-               jobs, as_json):
+def model_sign(
+    repo_name, model_name, tag, key, password_env, sha256, certificate, certificate_chain, import_path, jobs, as_json
+):
     """Sign a version (OpenSSF model-signing format) from its manifest: no file is read."""
     if import_path and (key or sha256 or certificate or certificate_chain):
         raise UsageError("--import takes no key options", "the bundle carries its own signature")
@@ -53,9 +74,19 @@ def model_sign(repo_name, model_name, tag, key, password_env, sha256, certificat
         raise UsageError("no signing key", "pass --key KEY.pem (or --import BUNDLE)")
     if certificate_chain and not certificate:
         raise UsageError("--certificate-chain needs --certificate", "pass the signing certificate too")
-    r = api().sign_version(repo_name, model_name, tag=tag, key=key, password=_key_password(key, password_env),
-                           sha256=sha256, certificate=certificate, certificate_chain=certificate_chain,
-                           import_bundle=import_path, jobs=jobs, config=config())
+    r = api().sign_version(
+        repo_name,
+        model_name,
+        tag=tag,
+        key=key,
+        password=_key_password(key, password_env),
+        sha256=sha256,
+        certificate=certificate,
+        certificate_chain=certificate_chain,
+        import_bundle=import_path,
+        jobs=jobs,
+        config=config(),
+    )
     if as_json:
         out_json(asdict(r))
         return
@@ -96,4 +127,3 @@ def model_export_signature(repo_name, model_name, tag, sha256, signer, output, a
         out_json(asdict(r))
         return
     out(f"wrote signature {r.hint} of {r.model}:{r.tag} to {r.output} ({r.bytes} bytes)")
-

@@ -121,7 +121,7 @@ class CodecParams:
         return {"zstd_level": self.zstd_level, "min_saving": self.min_saving}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CodecParams":
+    def from_dict(cls, d: dict) -> CodecParams:
         """ValueError/TypeError/KeyError for anything that is not what as_dict writes."""
         if set(d) != {"zstd_level", "min_saving"}:
             raise ValueError(f"unknown codec parameters {sorted(d)!r}")
@@ -159,13 +159,18 @@ def _compressor(level: int, *, entropy_only: bool = False) -> zstandard.ZstdComp
         # Content size in every frame: decode checks it before allocating anything. No checksum:
         # the store hashes the decoded bytes with BLAKE3 anyway.
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, **({"hash_log": 6, "min_match": 7} if entropy_only else {}),
-            write_content_size=True, write_checksum=False, write_dict_id=False)
+            level,
+            **({"hash_log": 6, "min_match": 7} if entropy_only else {}),
+            write_content_size=True,
+            write_checksum=False,
+            write_dict_id=False,
+        )
         compressors[key] = zstandard.ZstdCompressor(compression_params=params)
     return compressors[key]
 
 
 # --- encode ---------------------------------------------------------------------------------
+
 
 def encode(data, element_size: int = 1, params: CodecParams = CodecParams()) -> tuple[bytes, Codec]:
     """The stored form of the chunk ``data`` (bytes-like) and the codec chosen. ``element_size``
@@ -224,13 +229,16 @@ def _probe(view: memoryview, groups: int, params: CodecParams) -> list[bool]:
     if size <= _PROBE_MIN * groups:  # small enough to just compress
         return [size > 0] * groups
     step = (size - slice_size) // (_PROBE_SLICES - 1) // groups * groups
-    sample = b"".join(view[i * step:i * step + slice_size] for i in range(_PROBE_SLICES))
+    sample = b"".join(view[i * step : i * step + slice_size] for i in range(_PROBE_SLICES))
     compressor = _compressor(params.zstd_level, entropy_only=groups > 1)
-    return [len(compressor.compress(part)) < len(part) * (1 - params.min_saving / 2)
-            for part in (sample[i::groups] for i in range(groups))]
+    return [
+        len(compressor.compress(part)) < len(part) * (1 - params.min_saving / 2)
+        for part in (sample[i::groups] for i in range(groups))
+    ]
 
 
 # --- decode ---------------------------------------------------------------------------------
+
 
 def raw_size_of(blob: bytes) -> int:
     """The raw size in ``blob``'s header (for a blob no manifest names: `repo check --read-data`);
@@ -292,7 +300,7 @@ def _stream_table(payload: memoryview, groups: int, stream_size: int) -> list[tu
             raise CorruptBlob(f"zstd stream {i} is {length} bytes, not less than {stream_size}")
         if offset + length > len(payload):
             raise CorruptBlob(f"stream {i} runs past the end of the blob")
-        streams.append((mode, payload[offset:offset + length]))
+        streams.append((mode, payload[offset : offset + length]))
         offset += length
     if offset != len(payload):
         raise CorruptBlob(f"{len(payload) - offset} bytes follow the last stream")

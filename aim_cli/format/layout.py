@@ -11,8 +11,8 @@ where each stored object lives, and what a stored key names. Pure functions and 
 Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
 or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
 file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
-with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it by its exact name; gc keeps the blobs it
-names if it parses as a manifest and refuses to run if it cannot tell.
+with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it
+by its exact name; gc keeps the blobs it names if it parses as a manifest and refuses to run if it cannot tell.
 """
 
 from __future__ import annotations
@@ -84,14 +84,20 @@ def signature_key(model: str, tag: str, hint: str) -> str:
 
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
 #: ("locks" is leases.py's directory; "*" is every model.)
-WRITE_DIRS = ("", "locks", *(BLOBS + s for s in SHARDS), f"{MODELS}*/{VERSIONS}", f"{MODELS}*/{SUMMARIES}",
-              f"{MODELS}*/{SIGNATURES}/*")
+WRITE_DIRS = (
+    "",
+    "locks",
+    *(BLOBS + s for s in SHARDS),
+    f"{MODELS}*/{VERSIONS}",
+    f"{MODELS}*/{SUMMARIES}",
+    f"{MODELS}*/{SIGNATURES}/*",
+)
 
 
 def in_signatures(key: str) -> bool:
     """Whether ``key`` lies in some model's signatures/ directory: a stray there is a malformed
     signature (`repo check` says so), not a misplaced version."""
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
     return len(parts) > 2 and parts[1] == SIGNATURES
 
 
@@ -139,7 +145,7 @@ class SignatureKey:
 def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
     """A key below ``models/``: a summary's or a signature's, else a version's or a stray
     (``parse_version_key``)."""
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
     if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
         model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
         if valid_name(model) and valid_name(tag):
@@ -152,7 +158,7 @@ def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
 
 
 def parse_version_key(key: str) -> VersionKey:
-    parts = key[len(MODELS):].split("/") if key.startswith(MODELS) else []
+    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
     if len(parts) != 3 or parts[1] != VERSIONS or not valid_name(parts[0]):
         return VersionKey(key)
     model, last = parts[0], parts[2]

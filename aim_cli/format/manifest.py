@@ -9,6 +9,7 @@ A manifest that fails any check is an ``IntegrityError`` (exit 5), never a parti
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from operator import itemgetter
 from typing import Annotated
 
@@ -72,7 +73,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     total_size: int
     files: list[FileEntry]
 
-    def same_content(self, other: "Manifest") -> bool:
+    def same_content(self, other: Manifest) -> bool:
         """Same paths, sizes, modes and digests: a re-push of this is 'already pushed'."""
         return [(f.path, f.size, f.mode, f.blake3) for f in self.files] == [
             (f.path, f.size, f.mode, f.blake3) for f in other.files
@@ -135,7 +136,7 @@ def _file_dir_clash(paths: list[str]) -> str | None:
     neighbours is enough. (A set of every parent directory costs depth x length per file: a
     hostile manifest of deep, long paths would take gigabytes.)"""
     ordered = sorted(paths, key=lambda p: p.replace("/", "\x00"))
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if b.startswith(a + "/"):
             return a
     return None
@@ -147,8 +148,9 @@ def _chunks_valid(chunks: list[tuple[str, int]], *, decoded: bool) -> bool:
     digest's length and each size's range (ChunkDigest, ChunkSize)."""
     if not chunks:
         return True
-    if not decoded and not all(type(d) is str and len(d) == 64 and type(n) is int and 0 < n <= MAX_CHUNK_SIZE
-                               for d, n in chunks):
+    if not decoded and not all(
+        type(d) is str and len(d) == 64 and type(n) is int and 0 < n <= MAX_CHUNK_SIZE for d, n in chunks
+    ):
         return False
     joined = "".join(map(itemgetter(0), chunks))
     return joined.isascii() and not joined.encode("ascii").translate(None, _HEX_DIGITS)

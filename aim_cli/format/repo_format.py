@@ -17,10 +17,10 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from aim_cli.format import blob_codec
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, iter_chunks
 from aim_cli.chunking.tensors import TensorChunkingParams, iter_file_chunks
 from aim_cli.errors import ConfigError, IntegrityError
+from aim_cli.format import blob_codec
 from aim_cli.format.layout import REPO_META_KEY
 
 #: The formats this aim_cli reads and writes; new repositories get the last one.
@@ -36,7 +36,7 @@ class RepoFormat:
     codecs: blob_codec.CodecParams | None = None  # format 2
 
     @classmethod
-    def new(cls, version: int = DEFAULT_FORMAT, chunking: ChunkingParams | None = None) -> "RepoFormat":
+    def new(cls, version: int = DEFAULT_FORMAT, chunking: ChunkingParams | None = None) -> RepoFormat:
         if version not in KNOWN_FORMATS:
             raise ValueError(f"unknown format {version}")
         chunking = (chunking or ChunkingParams()).validate()
@@ -53,7 +53,7 @@ class RepoFormat:
         return meta
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "RepoFormat":
+    def from_meta(cls, meta: dict) -> RepoFormat:
         """The format of a parsed aim-repo.json whose ``format`` is one of KNOWN_FORMATS.
         ValueError, KeyError, TypeError or AttributeError when anything is not what ``meta``
         writes: every client must cut and encode alike, so nothing is guessed."""
@@ -64,12 +64,17 @@ class RepoFormat:
         chunking = ChunkingParams.from_dict(meta["chunking"]).validate()
         if version == 1:
             return cls(1, chunking)
-        return cls(2, chunking, TensorChunkingParams.from_dict(meta["tensor_chunking"]),
-                   blob_codec.CodecParams.from_dict(meta["codecs"]))
+        return cls(
+            2,
+            chunking,
+            TensorChunkingParams.from_dict(meta["tensor_chunking"]),
+            blob_codec.CodecParams.from_dict(meta["codecs"]),
+        )
 
     # -- chunks -------------------------------------------------------------------------------------
-    def chunk_file(self, path: str | os.PathLike, *, on_chunk: Callable[[Chunk, memoryview], None] | None = None,
-                   whole=None) -> Iterator[Chunk]:
+    def chunk_file(
+        self, path: str | os.PathLike, *, on_chunk: Callable[[Chunk, memoryview], None] | None = None, whole=None
+    ) -> Iterator[Chunk]:
         """The chunks of the file at ``path`` as this format cuts them (chunking.iter_chunks' contract)."""
         if self.tensors is None:
             return iter_chunks(path, self.chunking, on_chunk=on_chunk, whole=whole)
@@ -113,8 +118,9 @@ def parse_meta(raw: bytes, name: str) -> RepoFormat:
     know is a ConfigError (upgrade)."""
 
     def malformed() -> IntegrityError:
-        return IntegrityError(f"{REPO_META_KEY} of repository {name!r} is malformed",
-                              "restore it from a backup or another client's copy")
+        return IntegrityError(
+            f"{REPO_META_KEY} of repository {name!r} is malformed", "restore it from a backup or another client's copy"
+        )
 
     try:
         meta = json.loads(raw)
@@ -125,8 +131,9 @@ def parse_meta(raw: bytes, name: str) -> RepoFormat:
         raise malformed()
     if fmt not in KNOWN_FORMATS:
         known = " and ".join(str(f) for f in KNOWN_FORMATS)
-        raise ConfigError(f"repository {name!r} has storage format {fmt}, this aim_cli knows formats {known}",
-                          "upgrade aim_cli")
+        raise ConfigError(
+            f"repository {name!r} has storage format {fmt}, this aim_cli knows formats {known}", "upgrade aim_cli"
+        )
     try:
         return RepoFormat.from_meta(meta)
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError):

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import msgspec
 
+from aim_cli.errors import IntegrityError
 from aim_cli.format import manifest as mf
 from aim_cli.names import NAME_RE
-from aim_cli.errors import IntegrityError
 from aim_cli.util.quoting import printable, quoted
 
 FORMAT = 1
@@ -84,8 +84,10 @@ def _problem(summary: Summary) -> str | None:
 
 
 def invalid(where: str, why: str) -> IntegrityError:
-    return IntegrityError(f"summary {where} is invalid: {why}",
-                          "remove it from the storage: the next listing rebuilds it from its manifest")
+    return IntegrityError(
+        f"summary {where} is invalid: {why}",
+        "remove it from the storage: the next listing rebuilds it from its manifest",
+    )
 
 
 def decode(data: bytes, *, where: str) -> Summary:
@@ -106,29 +108,44 @@ def decode(data: bytes, *, where: str) -> Summary:
 def of_manifest(manifest, digest: str, *, where: str, stored_size: int | None = None) -> Summary:
     """The summary of ``manifest`` (a manifest.Manifest, or a ManifestHead) whose stored bytes
     have ``digest``. IntegrityError if the manifest's own fields cannot make a valid one."""
-    summary = Summary(FORMAT, manifest.model, manifest.tag, digest, manifest.created_at,
-                      manifest.created_by[:MAX_CREATED_BY_CHARS], manifest.message[:MAX_MESSAGE_CHARS],
-                      manifest.total_size, len(manifest.files), sum(len(f.chunks) for f in manifest.files),
-                      stored_size)
+    summary = Summary(
+        FORMAT,
+        manifest.model,
+        manifest.tag,
+        digest,
+        manifest.created_at,
+        manifest.created_by[:MAX_CREATED_BY_CHARS],
+        manifest.message[:MAX_MESSAGE_CHARS],
+        manifest.total_size,
+        len(manifest.files),
+        sum(len(f.chunks) for f in manifest.files),
+        stored_size,
+    )
     why = _problem(summary)
     if why:
-        raise IntegrityError(f"manifest {where} is invalid: {why}",
-                             "the version is corrupt or was not written by aim_cli; run `aim_cli repo check`")
+        raise IntegrityError(
+            f"manifest {where} is invalid: {why}",
+            "the version is corrupt or was not written by aim_cli; run `aim_cli repo check`",
+        )
     return summary
 
 
 def _with_field_type(struct: type, name: str, field: str, new_type) -> type:
     """A Struct with ``struct``'s fields (as strict), ``field`` decoded as ``new_type``."""
-    return msgspec.defstruct(name, [(f.name, new_type if f.name == field else f.type)
-                                    for f in msgspec.structs.fields(struct)], forbid_unknown_fields=True)
+    return msgspec.defstruct(
+        name,
+        [(f.name, new_type if f.name == field else f.type) for f in msgspec.structs.fields(struct)],
+        forbid_unknown_fields=True,
+    )
 
 
 # A manifest decoded just enough to summarise it: manifest.Manifest's schema with each file's
 # chunks counted, not parsed (4 ms and a few MB for a 70B model's 8 MB manifest of 112k chunks,
 # against 70 ms and ~30 MB to decode and validate it whole). Whatever uses a version's files
 # decodes its manifest fully (manifest.decode).
-ManifestHead = _with_field_type(mf.Manifest, "ManifestHead", "files",
-                                list[_with_field_type(mf.FileEntry, "FileHead", "chunks", list[msgspec.Raw])])
+ManifestHead = _with_field_type(
+    mf.Manifest, "ManifestHead", "files", list[_with_field_type(mf.FileEntry, "FileHead", "chunks", list[msgspec.Raw])]
+)
 
 _head_decoder = msgspec.json.Decoder(ManifestHead)
 
@@ -146,8 +163,10 @@ def of_manifest_bytes(raw: bytes, *, model: str, tag: str, where: str) -> Summar
     if head.format != mf.FORMAT:
         raise IntegrityError(f"manifest {where} is invalid: unknown format", hint)
     if (head.model, head.tag) != (model, tag):
-        raise IntegrityError(f"manifest {where} names {quoted(head.model)}:{quoted(head.tag)}",
-                             "the repository is damaged; run `aim_cli repo check`")
+        raise IntegrityError(
+            f"manifest {where} names {quoted(head.model)}:{quoted(head.tag)}",
+            "the repository is damaged; run `aim_cli repo check`",
+        )
     return of_manifest(head, mf.digest_of(raw), where=where)
 
 

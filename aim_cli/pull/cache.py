@@ -43,8 +43,8 @@ import blake3
 
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import AimError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError, UsageError
-from aim_cli.format.manifest import HEX64
 from aim_cli.format.layout import REPO_META_KEY, SHARDS, digest_of_shard_key, shard_key
+from aim_cli.format.manifest import HEX64
 from aim_cli.repository.meta import is_empty
 
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
@@ -141,8 +141,9 @@ class ChunkCache:
                 why = self._not_a_cache_root()
                 if why:
                     raise UsageError(why)
-                self._store.put_if_absent(MARKER, json.dumps({"aim_cli": "chunk cache", "layout": "<h[0:2]>/<h>"})
-                                          .encode() + b"\n")
+                self._store.put_if_absent(
+                    MARKER, json.dumps({"aim_cli": "chunk cache", "layout": "<h[0:2]>/<h>"}).encode() + b"\n"
+                )
             self._marked = True
 
     def _not_a_cache_root(self) -> str | None:
@@ -159,12 +160,15 @@ class ChunkCache:
         if not self.root.exists():
             return False
         if self._store.exists(REPO_META_KEY) or self._store.find_in_parents(REPO_META_KEY):
-            raise UsageError(f"{self.root} is, or lies inside, a repository, not a chunk cache",
-                             "pass the directory given to `model pull --cache-dir`; `repo gc` frees a repository's space")
+            raise UsageError(
+                f"{self.root} is, or lies inside, a repository, not a chunk cache",
+                "pass the directory given to `model pull --cache-dir`; `repo gc` frees a repository's space",
+            )
         if not self._store.exists(MARKER):
-            raise NotFoundError(f"no chunk cache at {self.root} (no {MARKER})",
-                                "pass the directory given to `model pull --cache-dir`; a cache gets its marker "
-                                "with its first chunk")
+            raise NotFoundError(
+                f"no chunk cache at {self.root} (no {MARKER})",
+                "pass the directory given to `model pull --cache-dir`; a cache gets its marker with its first chunk",
+            )
         return True
 
     # -- maintenance ---------------------------------------------------------------------------------

@@ -54,4 +54,5 @@ def check_case_clashes(paths: Sequence[str], ignores_case: Callable[[], bool]) -
         raise UsageError(
             f"the version has paths that differ only by case, {display_path(a)!r} and {display_path(b)!r}{more}, "
             f"and the destination's filesystem ignores case",
-            "pull onto a case-sensitive filesystem (most Linux filesystems are)")
+            "pull onto a case-sensitive filesystem (most Linux filesystems are)",
+        )

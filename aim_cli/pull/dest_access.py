@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aim_cli.errors import StorageError, UsageError
+from aim_cli.format.layout import REPO_META_KEY
 from aim_cli.pull.case import check_case_clashes
 from aim_cli.pull.layout import PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
-from aim_cli.format.layout import REPO_META_KEY
 from aim_cli.util.fs import display_path
 
 # Opening a file of DEST: never through a symlink, never blocking on a FIFO planted there.
@@ -31,8 +31,10 @@ def check_work_dir(path: Path) -> None:
     """Refuse one of pull's own directories that is a symlink or not a directory (a dry run,
     which creates nothing, asks this of the ones that exist)."""
     if path.is_symlink() or not path.is_dir():
-        raise UsageError(f"{path} is not a directory (a symlink or a file)",
-                         "pull never writes through a symlink in its destination: remove it and rerun")
+        raise UsageError(
+            f"{path} is not a directory (a symlink or a file)",
+            "pull never writes through a symlink in its destination: remove it and rerun",
+        )
 
 
 def is_repository(directory: Path) -> bool:
@@ -79,13 +81,19 @@ class DestDirs:
         except OSError as e:
             raise dest_error(e, directory) from None
         if stat.S_ISLNK(st.st_mode):
-            raise UsageError(f"{display_path(directory)} is a symlink; pull never writes through a symlink in its "
-                             f"destination", "remove the link or pull into another directory")
+            raise UsageError(
+                f"{display_path(directory)} is a symlink; pull never writes through a symlink in its destination",
+                "remove the link or pull into another directory",
+            )
         if not stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{display_path(directory)} exists and is not a directory", "move it away or pull elsewhere")
+            raise UsageError(
+                f"{display_path(directory)} exists and is not a directory", "move it away or pull elsewhere"
+            )
         if is_repository(directory):
-            raise UsageError(f"{display_path(directory)} is a repository's directory; pull never writes into one",
-                             "pull into a directory outside every repository")
+            raise UsageError(
+                f"{display_path(directory)} is a repository's directory; pull never writes into one",
+                "pull into a directory outside every repository",
+            )
         return True
 
 
@@ -105,7 +113,9 @@ def dest_error(e: OSError, path: str | Path) -> Exception:
     if e.errno == errno.ENAMETOOLONG:
         return UsageError(f"{display_path(path)}: {e.strerror}", "pull into a directory with a shorter path")
     if e.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {display_path(path)}", "free some space and rerun: the pull resumes")
+        return StorageError(
+            f"disk full while writing {display_path(path)}", "free some space and rerun: the pull resumes"
+        )
     return StorageError(f"cannot write {display_path(path)}: {e.strerror}", "check the destination's permissions")
 
 
@@ -128,11 +138,12 @@ def scan_partials(partial_dir: Path, *, missing_ok: bool = False) -> list[tuple[
         except FileNotFoundError:
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise UsageError(f"{display_path(path)} is not a partial file of aim_cli (a directory, a link or a "
-                             f"special file)", "remove it and rerun the pull")
+            raise UsageError(
+                f"{display_path(path)} is not a partial file of aim_cli (a directory, a link or a special file)",
+                "remove it and rerun the pull",
+            )
         found.append((path, stat.S_IMODE(st.st_mode)))
     return found
-
 
 
 def ignores_case_read_only(dest: Path) -> bool:

@@ -95,7 +95,8 @@ class DestLock:
                 if not is_stale(owner):
                     raise LockHeldError(
                         f"another pull into {self.dest} is running (pid {owner.pid} on {owner.host})",
-                        f"wait for it to finish; if it is gone, delete {self.path}")
+                        f"wait for it to finish; if it is gone, delete {self.path}",
+                    )
                 self._step("judged")
                 self._take_over()
             raise LockHeldError(f"could not take the lock {self.path}: other pulls keep taking it", "retry")
@@ -104,8 +105,10 @@ class DestLock:
             raise
         except OSError as e:
             self._close()
-            raise StorageError(f"cannot take the lock {self.path}: {e.strerror or e}",
-                               "check the destination's permissions and free space") from None
+            raise StorageError(
+                f"cannot take the lock {self.path}: {e.strerror or e}",
+                "check the destination's permissions and free space",
+            ) from None
         except BaseException:
             self._close()
             raise
@@ -129,8 +132,9 @@ class DestLock:
     def _create(self, name: str) -> bool:
         """Create ``name`` holding our {"pid", "host"}, whole, unless it exists."""
         tmp = f"{LOCK_NAME}.{uuid.uuid4().hex}.new"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                     dir_fd=self._dir_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._dir_fd
+        )
         try:
             try:
                 os.write(fd, self._me)  # ~90 bytes: one write
@@ -165,7 +169,8 @@ class DestLock:
             if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise UsageError(
                     f"{self.dir / name} is not a regular file (a symlink, FIFO or directory); pull never opens it",
-                    f"remove it if no pull into {self.dest} is running, then rerun")
+                    f"remove it if no pull into {self.dest} is running, then rerun",
+                )
             return _read_bounded(fd, READ_LIMIT)
         finally:
             if fd is not None:
@@ -179,11 +184,15 @@ class DestLock:
                 return  # that takeover just finished: look again
             owner = parse_lock(raw)
             if not is_stale(owner):
-                raise LockHeldError(f"another pull (pid {owner.pid} on {owner.host}) is taking over the stale "
-                                    f"lock of {self.dest}", "wait for it to finish")
+                raise LockHeldError(
+                    f"another pull (pid {owner.pid} on {owner.host}) is taking over the stale lock of {self.dest}",
+                    "wait for it to finish",
+                )
             takeover = self.dir / TAKEOVER_NAME
-            raise LockHeldError(f"{takeover} was left by a pull that died while taking over a stale lock",
-                                f"delete {takeover} if no pull into {self.dest} is running, then rerun")
+            raise LockHeldError(
+                f"{takeover} was left by a pull that died while taking over a stale lock",
+                f"delete {takeover} if no pull into {self.dest} is running, then rerun",
+            )
         try:
             self._step("takeover")
             raw = self._read(LOCK_NAME)
@@ -217,6 +226,8 @@ def _open_work_dir(path: Path) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UsageError(f"{path} is not a directory (a symlink or a file)",
-                             "pull never writes through a symlink in its destination: remove it and rerun") from None
+            raise UsageError(
+                f"{path} is not a directory (a symlink or a file)",
+                "pull never writes through a symlink in its destination: remove it and rerun",
+            ) from None
         raise StorageError(f"cannot open {path}: {e.strerror}", "check the destination's permissions") from None

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aim_cli.errors import StorageError, UsageError
 from aim_cli.pull.case import check_case_clashes
-from aim_cli.pull.dest_access import (DestDirs, check_work_dir, dest_error, is_repository, open_regular,
-                                      scan_partials)
+from aim_cli.pull.dest_access import DestDirs, check_work_dir, dest_error, is_repository, open_regular, scan_partials
 from aim_cli.pull.dest_lock import DestLock
 from aim_cli.pull.layout import CASE_PROBE, PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
-from aim_cli.errors import StorageError, UsageError
 from aim_cli.util.fs import display_path, fsync_dir, sync_filesystem
 
 if TYPE_CHECKING:
@@ -96,9 +95,12 @@ def refuse_repository_dest(dest: Path, repo_roots: Iterable[str | os.PathLike] =
     the config, wherever they lie), and every existing directory the version writes into (checked
     by ``DestDirs`` as the files are planned and placed). A repository deeper in DEST that the
     config does not name stays out of reach of this pull: it writes nowhere near it."""
+
     def refuse(relation: str, root: str | os.PathLike) -> UsageError:
-        return UsageError(f"destination {display_path(dest)} {relation} the repository at {display_path(root)}",
-                          "pull into a directory outside every repository")
+        return UsageError(
+            f"destination {display_path(dest)} {relation} the repository at {display_path(root)}",
+            "pull into a directory outside every repository",
+        )
 
     resolved = dest.resolve()
     for directory in (resolved, *resolved.parents):
@@ -239,9 +241,9 @@ class _DirWalker:
         depth = 0
         while depth + 1 < len(self.chain) and depth < len(parts) and self.chain[depth + 1][0] == parts[depth]:
             depth += 1
-        for _, fd in self.chain[depth + 1:]:
+        for _, fd in self.chain[depth + 1 :]:
             os.close(fd)
-        del self.chain[depth + 1:]
+        del self.chain[depth + 1 :]
         for part in parts[depth:]:
             try:
                 fd = os.open(part, _DIR_FLAGS, dir_fd=self.chain[-1][1])

@@ -34,19 +34,28 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
 from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
-from aim_cli.pull.dest_access import inspect_dest, open_regular
-from aim_cli.pull.dest_writer import (commit_files, delete_files, locked_dest, make_dirs, prepare_dest,
-                                      refuse_repository_dest, set_mode, truncate_partial, write_at)
-from aim_cli.errors import IntegrityError, StorageError, UsageError
-from aim_cli.util.fs import directory_argument, display_path, start_writeback
-from aim_cli.util.patterns import PathFilter
 from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.progress import NullProgress, Progress
 from aim_cli.pull.cache import ChunkCache
+from aim_cli.pull.dest_access import inspect_dest, open_regular
+from aim_cli.pull.dest_writer import (
+    commit_files,
+    delete_files,
+    locked_dest,
+    make_dirs,
+    prepare_dest,
+    refuse_repository_dest,
+    set_mode,
+    truncate_partial,
+    write_at,
+)
 from aim_cli.pull.plan import FilePlan, PullPlan, plan_pull
-from aim_cli.repository import Repository
+from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
+from aim_cli.repository import Repository, VersionRef
+from aim_cli.util.fs import directory_argument, display_path, start_writeback
+from aim_cli.util.patterns import PathFilter
 
 log = logging.getLogger(__name__)
 EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which has no chunks
@@ -56,6 +65,7 @@ EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which 
 class PullResult:
     """What a pull did. ``files`` and ``total_size`` count the selected files (all of the
     version's without --include/--exclude)."""
+
     model: str
     tag: str
     digest: str
@@ -85,9 +95,20 @@ class _Request:
     plan_args: dict
 
 
-def _request(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None, digest: str | None,
-             references: Sequence[str | os.PathLike], repo_roots: Iterable[str | os.PathLike],
-             include: Iterable[str], exclude: Iterable[str], delete: bool, progress: Progress) -> _Request:
+def _request(
+    repo: Repository,
+    model: str,
+    dest: str | os.PathLike,
+    *,
+    tag: str | None,
+    digest: str | None,
+    references: Sequence[str | os.PathLike],
+    repo_roots: Iterable[str | os.PathLike],
+    include: Iterable[str],
+    exclude: Iterable[str],
+    delete: bool,
+    progress: Progress,
+) -> _Request:
     selection = PathFilter.of(include, exclude)
     dest = directory_argument(dest, "the destination")
     references = [directory_argument(r, "--reference") for r in references]
@@ -106,22 +127,54 @@ def _request(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str 
     return _Request(ref, newest, dest, paths, plan_args)
 
 
-def dry_run(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
-            digest: str | None = None, references: Sequence[str | os.PathLike] = (),
-            progress: Progress | None = None, repo_roots: Iterable[str | os.PathLike] = (),
-            include: Iterable[str] = (), exclude: Iterable[str] = (), delete: bool = False) -> PullPlan:
+def dry_run(
+    repo: Repository,
+    model: str,
+    dest: str | os.PathLike,
+    *,
+    tag: str | None = None,
+    digest: str | None = None,
+    references: Sequence[str | os.PathLike] = (),
+    progress: Progress | None = None,
+    repo_roots: Iterable[str | os.PathLike] = (),
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    delete: bool = False,
+) -> PullPlan:
     """The ``PullPlan`` of a pull with these arguments, having created or changed nothing."""
-    request = _request(repo, model, dest, tag=tag, digest=digest, references=references, repo_roots=repo_roots,
-                       include=include, exclude=exclude, delete=delete, progress=progress or NullProgress())
+    request = _request(
+        repo,
+        model,
+        dest,
+        tag=tag,
+        digest=digest,
+        references=references,
+        repo_roots=repo_roots,
+        include=include,
+        exclude=exclude,
+        delete=delete,
+        progress=progress or NullProgress(),
+    )
     dest = request.dest.absolute()
     return plan_pull(repo, request.ref, dest, inspect_dest(dest, request.paths), **request.plan_args)
 
 
-def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | None = None,
-         digest: str | None = None, jobs: int = DEFAULT_JOBS, references: Sequence[str | os.PathLike] = (),
-         cache: ChunkCache | None = None, progress: Progress | None = None,
-         repo_roots: Iterable[str | os.PathLike] = (), include: Iterable[str] = (), exclude: Iterable[str] = (),
-         delete: bool = False) -> PullResult:
+def pull(
+    repo: Repository,
+    model: str,
+    dest: str | os.PathLike,
+    *,
+    tag: str | None = None,
+    digest: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    references: Sequence[str | os.PathLike] = (),
+    cache: ChunkCache | None = None,
+    progress: Progress | None = None,
+    repo_roots: Iterable[str | os.PathLike] = (),
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    delete: bool = False,
+) -> PullResult:
     """Pull a version into ``dest`` (``dry_run`` plans the same pull without acting).
     ``repo_roots``: the local repositories DEST must stay out of (the config's), besides any
     directory holding an aim-repo.json (see refuse_repository_dest).
@@ -131,8 +184,19 @@ def pull(repo: Repository, model: str, dest: str | os.PathLike, *, tag: str | No
     not hold (after the pull's files are in place; directories this empties go too)."""
     started = time.monotonic()
     progress = progress or NullProgress()
-    request = _request(repo, model, dest, tag=tag, digest=digest, references=references, repo_roots=repo_roots,
-                       include=include, exclude=exclude, delete=delete, progress=progress)
+    request = _request(
+        repo,
+        model,
+        dest,
+        tag=tag,
+        digest=digest,
+        references=references,
+        repo_roots=repo_roots,
+        include=include,
+        exclude=exclude,
+        delete=delete,
+        progress=progress,
+    )
     make_dirs(request.dest)
     dest = request.dest.absolute()
     with locked_dest(dest):
@@ -154,22 +218,41 @@ def _check_space(plan: PullPlan) -> None:
         )
 
 
-def execute(plan: PullPlan, repo: Repository, *, jobs: int = DEFAULT_JOBS, cache: ChunkCache | None = None,
-            progress: Progress | None = None) -> PullResult:
+def execute(
+    plan: PullPlan,
+    repo: Repository,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    cache: ChunkCache | None = None,
+    progress: Progress | None = None,
+) -> PullResult:
     """Carry out a plan made (without dry_run) under DEST's lock, still held."""
     work = plan.work
     if work is None:
-        raise UsageError("a dry run's plan was made without DEST's lock and cannot be carried out",
-                         "pull without --dry-run")
+        raise UsageError(
+            "a dry run's plan was made without DEST's lock and cannot be carried out", "pull without --dry-run"
+        )
     progress = progress or NullProgress()
     dest = Path(plan.dest)
-    result = PullResult(plan.model, plan.tag, plan.digest, len(plan.files), plan.total_size,
-                        kept_files=work.kept_files, newest=plan.newest)
+    result = PullResult(
+        plan.model,
+        plan.tag,
+        plan.digest,
+        len(plan.files),
+        plan.total_size,
+        kept_files=work.kept_files,
+        newest=plan.newest,
+    )
     for final, mode in work.modes:
         set_mode(final, mode)
     _check_space(plan)
-    chain = SourceChain([*work.local_sources, *([CacheSource(cache)] if cache is not None else []),
-                         RepositorySource(repo, f"{plan.model}:{plan.tag}")])
+    chain = SourceChain(
+        [
+            *work.local_sources,
+            *([CacheSource(cache)] if cache is not None else []),
+            RepositorySource(repo, f"{plan.model}:{plan.tag}"),
+        ]
+    )
     assembler = _Assembler(f"{plan.model}:{plan.tag}", chain, progress)
     if plan.space_needed:
         progress.start("pull", plan.space_needed)
@@ -195,8 +278,12 @@ def execute(plan: PullPlan, repo: Repository, *, jobs: int = DEFAULT_JOBS, cache
 def _account(result: PullResult, plan: PullPlan, chain: SourceChain) -> None:
     """What came from where: kept files and chunks already in partial files count as reused."""
     work = plan.work
-    result.reused_bytes = (work.kept_bytes + sum(p.bytes_present() for p in work.files)
-                           + chain.bytes.get("dest", 0) + chain.bytes.get("reference", 0))
+    result.reused_bytes = (
+        work.kept_bytes
+        + sum(p.bytes_present() for p in work.files)
+        + chain.bytes.get("dest", 0)
+        + chain.bytes.get("reference", 0)
+    )
     result.cached_bytes = chain.bytes.get("cache", 0)
     result.fetched_raw_bytes = chain.bytes["repository"]
     result.fetched_chunks = chain.chunks["repository"]
@@ -224,8 +311,9 @@ class _Assembler:
             # Small files first: each batch completes files as it goes, so a pull cut off later
             # leaves them verified, to get their final names all the same.
             small = [p for p in plans if p.one_chunk]
-            futures = [pool.submit(self.fill_small, batch)
-                       for batch in batches(small, lambda p: p.entry.size, workers=jobs)]
+            futures = [
+                pool.submit(self.fill_small, batch) for batch in batches(small, lambda p: p.entry.size, workers=jobs)
+            ]
             for plan in plans:
                 if plan.one_chunk:
                     continue
@@ -285,8 +373,7 @@ class _Assembler:
         if digest != entry.blake3:  # no bytes could match both: fetch nothing
             content = "its only chunk" if entry.chunks else "an empty file"
             raise IntegrityError(
-                f"manifest {self.version} is inconsistent: the digest of {entry.path} is not "
-                f"the digest of {content}",
+                f"manifest {self.version} is inconsistent: the digest of {entry.path} is not the digest of {content}",
                 "the version is corrupt or was not written by aim_cli; run `aim_cli repo check`",
             )
         if plan.have:  # already right at offset 0 of the partial (checked in plan_pull), which may hold more
@@ -313,5 +400,3 @@ class _Assembler:
             os.close(fd)
         with self._lock:
             self.verified.append(plan)
-
-

@@ -40,18 +40,18 @@ from pathlib import Path
 
 import blake3
 
-from aim_cli.format import manifest as mf
-from aim_cli.pull.sources import LocalFiles
 from aim_cli.chunking.cdc import batches
+from aim_cli.errors import UsageError
+from aim_cli.format import manifest as mf
+from aim_cli.progress import NullProgress
 from aim_cli.pull.case import fold
 from aim_cli.pull.dest_access import DestDirs, dest_error, open_regular
 from aim_cli.pull.layout import PARTIAL_DIR, WORK_DIR, DestFacts, partial_name
-from aim_cli.errors import UsageError
+from aim_cli.pull.sources import LocalFiles
+from aim_cli.repository import VersionRef
 from aim_cli.util.fs import display_path
 from aim_cli.util.patterns import PathFilter
 from aim_cli.util.walk import walk_tree
-from aim_cli.progress import NullProgress
-from aim_cli.repository import VersionRef
 
 KEEP, LOCAL, FETCH = "keep", "local", "fetch"
 
@@ -70,6 +70,7 @@ class PlannedFile:
 @dataclass
 class PullPlan:
     """What a pull of ``model:tag`` into ``dest`` will do (see the module docstring)."""
+
     model: str
     tag: str
     digest: str
@@ -106,19 +107,39 @@ class PullPlan:
     def to_json(self) -> dict:
         """The stable shape of `model pull --dry-run --json` (README, "JSON output")."""
         return {
-            "dry_run": True, "model": self.model, "tag": self.tag, "digest": self.digest, "newest": self.newest,
-            "dest": self.dest, "include": self.include, "exclude": self.exclude,
-            "files": [{"path": f.path, "size": f.size, "action": f.action, "reuse_bytes": f.reuse_bytes,
-                       "fetch_raw_bytes": f.fetch_raw_bytes} for f in self.files],
+            "dry_run": True,
+            "model": self.model,
+            "tag": self.tag,
+            "digest": self.digest,
+            "newest": self.newest,
+            "dest": self.dest,
+            "include": self.include,
+            "exclude": self.exclude,
+            "files": [
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "action": f.action,
+                    "reuse_bytes": f.reuse_bytes,
+                    "fetch_raw_bytes": f.fetch_raw_bytes,
+                }
+                for f in self.files
+            ],
             "delete": self.delete,
             "totals": {
-                "files": len(self.files), "size": self.total_size,
-                "keep_files": self._count(KEEP), "keep_bytes": self._sum(KEEP, "size"),
-                "local_files": self._count(LOCAL), "fetch_files": self._count(FETCH),
-                "reuse_bytes": self.reuse_bytes, "fetch_raw_bytes": self.fetch_raw_bytes,
+                "files": len(self.files),
+                "size": self.total_size,
+                "keep_files": self._count(KEEP),
+                "keep_bytes": self._sum(KEEP, "size"),
+                "local_files": self._count(LOCAL),
+                "fetch_files": self._count(FETCH),
+                "reuse_bytes": self.reuse_bytes,
+                "fetch_raw_bytes": self.fetch_raw_bytes,
                 "fetch_chunks": self._sum(None, "fetch_chunks"),
-                "delete_files": len(self.delete), "delete_bytes": self.delete_bytes,
-                "space_needed": self.space_needed, "space_available": self.space_available,
+                "delete_files": len(self.delete),
+                "delete_bytes": self.delete_bytes,
+                "space_needed": self.space_needed,
+                "space_available": self.space_available,
             },
         }
 
@@ -126,6 +147,7 @@ class PullPlan:
 @dataclass
 class PlanWork:
     """The executor's part of a plan."""
+
     files: list[FilePlan]  # to assemble
     modes: list[tuple[str, int]]  # complete files whose mode alone differs: (final path, mode)
     kept_files: int
@@ -145,6 +167,7 @@ def _offsets(entry: mf.FileEntry) -> list[int]:
 @dataclass(slots=True)  # slots, and no lock or set until needed: a pull of 100,000 files holds as many
 class FilePlan:
     """One file to assemble under its partial name, then rename to ``final``."""
+
     entry: mf.FileEntry
     final: str  # paths as str: a Path object costs four times the memory
     partial: str
@@ -175,7 +198,7 @@ def chunks_in_place(path: str | Path, entry: mf.FileEntry, offsets: list[int], a
     except OSError:
         return present
     try:
-        for i, ((digest, size), offset) in enumerate(zip(entry.chunks, offsets)):
+        for i, ((digest, size), offset) in enumerate(zip(entry.chunks, offsets, strict=True)):
             data = os.pread(fd, size, offset)
             if len(data) == size and blake3.blake3(data).hexdigest() == digest:
                 present.add(i)
@@ -189,6 +212,7 @@ def chunks_in_place(path: str | Path, entry: mf.FileEntry, offsets: list[int], a
 @dataclass(frozen=True, slots=True)
 class _Target:
     """A file of the version, where it goes, and what the one pass over DEST saw of it."""
+
     entry: mf.FileEntry
     final: str
     partial: str
@@ -222,8 +246,9 @@ class DestNames:
 _COMPLETE, _SET_MODE = "complete", "set-mode"
 
 
-def _plan_file(target: _Target, dest_files: LocalFiles, references: LocalFiles, reference_dirs: Sequence[Path],
-               advance) -> FilePlan | str:
+def _plan_file(
+    target: _Target, dest_files: LocalFiles, references: LocalFiles, reference_dirs: Sequence[Path], advance
+) -> FilePlan | str:
     """What DEST holds of one file: _COMPLETE if the file at the final path is complete (the
     right size, and every chunk right at its offset: a file of another size is never complete,
     even one with no chunks), _SET_MODE if only its mode differs, else its plan, with the chunks
@@ -240,8 +265,9 @@ def _plan_file(target: _Target, dest_files: LocalFiles, references: LocalFiles, 
         except OSError as e:
             raise dest_error(e, final) from None
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{display_path(final)} is a directory, the version has a file there",
-                         "move it away or pull elsewhere")
+        raise UsageError(
+            f"{display_path(final)} is a directory, the version has a file there", "move it away or pull elsewhere"
+        )
     if st is not None and stat.S_ISREG(st.st_mode):
         same_size = st.st_size == entry.size
         in_place = chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
@@ -274,8 +300,11 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     except OSError as e:
         raise dest_error(e, e.filename or dest) from None
     folded = {fold(path) for path in version_paths}
-    return sorted((path, st.st_size) for path, st in found.items()
-                  if stat.S_ISREG(st.st_mode) and fold(path) not in folded and selection.selects(path))
+    return sorted(
+        (path, st.st_size)
+        for path, st in found.items()
+        if stat.S_ISREG(st.st_mode) and fold(path) not in folded and selection.selects(path)
+    )
 
 
 def free_space(dest: Path) -> int:
@@ -287,25 +316,50 @@ def free_space(dest: Path) -> int:
 
 
 # -- the planner -------------------------------------------------------------------------------------
-def plan_pull(repo, ref: VersionRef, dest: Path, facts: DestFacts, *, selection: PathFilter = PathFilter(), newest: bool = False,
-              references: Sequence[Path] = (), delete: bool = False, progress=None) -> PullPlan:
+def _targets(dest: Path, selected: list[mf.FileEntry], partials: dict[str, Path]) -> list[_Target]:
+    """Where each selected file goes, where its partial file would be, and whether a listing of
+    DEST (or of the partial files) may hold either."""
+    partial_dir = dest / WORK_DIR / PARTIAL_DIR
+    dirs = DestDirs(dest)
+    parents = [dirs.parent_of(e.path, create=False) for e in selected]  # one Path per directory, shared
+    names = DestNames()
+    targets = []
+    for e, parent in zip(selected, parents, strict=True):
+        name, partial = e.path.rsplit("/", 1)[-1], partial_name(e)
+        targets.append(
+            _Target(
+                e,
+                os.path.join(parent, name),
+                os.path.join(partial_dir, partial),
+                names.may_have(parent, name),
+                partial in partials,
+            )
+        )
+    return targets
+
+
+def plan_pull(
+    repo,
+    ref: VersionRef,
+    dest: Path,
+    facts: DestFacts,
+    *,
+    selection: PathFilter | None = None,
+    newest: bool = False,
+    references: Sequence[Path] = (),
+    delete: bool = False,
+    progress=None,
+) -> PullPlan:
     """Plan the pull of ``ref``'s selected files into ``dest`` (absolute), from what ``facts``
     say of it (prepare_dest under DEST's lock, or inspect_dest for a dry run: then the plan has
     no ``work``). Writes nothing. Files are hashed and re-chunked in parallel threads (blake3
     and pyfastcdc release the GIL)."""
     progress = progress or NullProgress()
     m = ref.manifest
+    selection = selection or PathFilter()
     selected = [e for e in m.files if selection.selects(e.path)]
-    partial_dir = dest / WORK_DIR / PARTIAL_DIR
-    dirs = DestDirs(dest)
-    parents = [dirs.parent_of(e.path, create=False) for e in selected]  # one Path per directory, shared
     partials = {p.name: p for p in facts.partials}
-    names = DestNames()
-    targets = []
-    for e, parent in zip(selected, parents):
-        name, partial = e.path.rsplit("/", 1)[-1], partial_name(e)
-        targets.append(_Target(e, os.path.join(parent, name), os.path.join(partial_dir, partial),
-                               names.may_have(parent, name), partial in partials))
+    targets = _targets(dest, selected, partials)
     # Partials of the version's unselected files stay for a later pull of them; others are
     # another version's: sources of chunks, removed at the end.
     version_partials = {partial_name(e) for e in m.files}
@@ -334,7 +388,7 @@ def plan_pull(repo, ref: VersionRef, dest: Path, facts: DestFacts, *, selection:
     progress.close()
 
     planned, to_assemble, modes = [], [], []
-    for t, outcome in zip(targets, outcomes):
+    for t, outcome in zip(targets, outcomes, strict=True):
         if isinstance(outcome, FilePlan):
             to_assemble.append(outcome)
             planned.append(_classify(outcome, dest_files, ref_files))
@@ -345,10 +399,22 @@ def plan_pull(repo, ref: VersionRef, dest: Path, facts: DestFacts, *, selection:
     kept = [f for f in planned if f.action == KEEP]
     space_needed = sum(p.entry.size - p.bytes_present() for p in to_assemble)
     return PullPlan(
-        m.model, m.tag, ref.digest, newest, str(dest), list(selection.include), list(selection.exclude), planned,
-        [path for path, _ in doomed], sum(size for _, size in doomed), space_needed, free_space(dest),
+        m.model,
+        m.tag,
+        ref.digest,
+        newest,
+        str(dest),
+        list(selection.include),
+        list(selection.exclude),
+        planned,
+        [path for path, _ in doomed],
+        sum(size for _, size in doomed),
+        space_needed,
+        free_space(dest),
         PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files], leftovers)
-        if facts.locked else None)
+        if facts.locked
+        else None,
+    )
 
 
 def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) -> PlannedFile:

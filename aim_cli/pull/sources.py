@@ -28,7 +28,6 @@ from typing import Protocol
 import blake3
 
 
-
 class ChunkSource(Protocol):
     name: str
 
@@ -144,7 +143,7 @@ class SourceChain:
         self._lock = threading.Lock()
 
     def read(self, digest: str, size: int, path: str) -> bytes:
-        for i, source in enumerate(self.sources):
+        for i, source in enumerate(self.sources):  # noqa: B007 (i: the sources before the repository)
             data = source.read(digest, size, path)
             if data is not None:
                 break

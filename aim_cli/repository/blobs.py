@@ -61,8 +61,9 @@ class Blobs:
                 digest=digest,
             ) from None
         except ObjectTooLargeError:
-            raise self._corrupt(digest, f"it is larger than {max_size} bytes, the most its chunk can take",
-                                where) from None
+            raise self._corrupt(
+                digest, f"it is larger than {max_size} bytes, the most its chunk can take", where
+            ) from None
 
     def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> bytes:
         try:
@@ -104,7 +105,8 @@ class Blobs:
             f"blob {digest} in repository {self.name!r} is corrupt: {what}{where}",
             "delete that blob, then push the same files again (under a new tag) to restore it; "
             "`aim_cli repo check --read-data` lists all damage",
-            digest=digest, reason=what,
+            digest=digest,
+            reason=what,
         )
 
     def has_blob(self, digest: str) -> bool:
@@ -122,7 +124,8 @@ class Blobs:
         if index is not None:
             return {d: index[d] for d in wanted if d in index}
         ordered = sorted(wanted)
-        return {d: n for d, n in zip(ordered, map_parallel(self.stored_size, ordered, self.jobs)) if n is not None}
+        sizes = map_parallel(self.stored_size, ordered, self.jobs)
+        return {d: n for d, n in zip(ordered, sizes, strict=True) if n is not None}
 
     def stored_blob_index(self, expected_lookups: int) -> dict[str, int] | None:
         """digest -> stored size of all stored blobs when listing them is cheaper than ``expected_lookups`` single
@@ -147,7 +150,7 @@ class Blobs:
         """(key, digest, size) of every object below blobs/; digest None for a key that is not
         ``blobs/<h[0:2]>/<h>`` (a stray: gc never deletes it, `repo check` reports it)."""
         for info in list_objects(self.backend, BLOBS):
-            yield info.key, digest_of_shard_key(info.key[len(BLOBS):]), info.size
+            yield info.key, digest_of_shard_key(info.key[len(BLOBS) :]), info.size
 
     def iter_blobs(self) -> Iterator[tuple[str, int]]:
         """(digest, size) of every stored blob."""

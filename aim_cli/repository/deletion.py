@@ -11,8 +11,17 @@ from dataclasses import dataclass
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import IntegrityError, NotFoundError, UsageError, VersionNotFoundError
 from aim_cli.format import manifest as mf
-from aim_cli.format.layout import (MANIFEST_SUFFIX, SignatureKey, SummaryKey, VersionKey, model_prefix,
-                                   parse_version_key, signature_key, summary_key, versions_prefix)
+from aim_cli.format.layout import (
+    MANIFEST_SUFFIX,
+    SignatureKey,
+    SummaryKey,
+    VersionKey,
+    model_prefix,
+    parse_version_key,
+    signature_key,
+    summary_key,
+    versions_prefix,
+)
 from aim_cli.names import check_name
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.signatures import Signatures
@@ -32,8 +41,9 @@ class Deleted:
 def _check_segment(kind: str, name: str) -> str:
     """``name`` as one key segment, where a stored key may hold any name (delete-version)."""
     if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\x00" in name or len(name) > 1024:
-        raise UsageError(f"invalid {kind} name {name!r}",
-                         "give it as `aim_cli model versions` or `aim_cli repo check` shows it")
+        raise UsageError(
+            f"invalid {kind} name {name!r}", "give it as `aim_cli model versions` or `aim_cli repo check` shows it"
+        )
     return name
 
 
@@ -59,8 +69,10 @@ class Deletion:
             check_name("tag", name)
             raise self.versions.not_found(model, name)
         if len(found) > 1:
-            raise UsageError(f"{name!r} names two stored keys of model {model!r}: {found[0]} and {found[1]}",
-                             "remove the one you mean from the storage by hand")
+            raise UsageError(
+                f"{name!r} names two stored keys of model {model!r}: {found[0]} and {found[1]}",
+                "remove the one you mean from the storage by hand",
+            )
         return parse_version_key(found[0])
 
     def _chunks_named(self, vks: Sequence[VersionKey]) -> dict[str, int]:
@@ -109,8 +121,11 @@ class Deletion:
     def delete_model(self, model: str) -> Deleted:
         """Delete every key in ``model``'s versions/ (readable or not, strays too) and every
         summary; summaries first (see ``delete_version``). The deleted versions are returned."""
-        keys = [k for k in self.keys.model_keys(model_prefix(check_name("model", model)))
-                if not isinstance(k, VersionKey) or k.model is not None]
+        keys = [
+            k
+            for k in self.keys.model_keys(model_prefix(check_name("model", model)))
+            if not isinstance(k, VersionKey) or k.model is not None
+        ]
         versions = [k for k in keys if isinstance(k, VersionKey)]
         if not keys:
             raise self.keys.model_not_found(model)

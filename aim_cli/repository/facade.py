@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from aim_cli.backends.base import Backend
-from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, SignatureKey, VersionKey
@@ -74,8 +74,9 @@ class Repository:
         return self.backend.clean_incomplete(older_than, WRITE_DIRS)
 
     # -- repository metadata (meta.py) -------------------------------------------------------------
-    def init(self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT,
-             like: RepoFormat | None = None) -> ChunkingParams:
+    def init(
+        self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT, like: RepoFormat | None = None
+    ) -> ChunkingParams:
         return self._meta.init(params, version=version, like=like)
 
     def check_conditional_writes(self) -> None:

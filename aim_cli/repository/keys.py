@@ -41,14 +41,21 @@ class StoredKeys:
         except ObjectTooLargeError:
             raise IntegrityError(
                 f"manifest {where} in repository {self.name!r} is larger than the {mf.MAX_MANIFEST_BYTES} bytes a "
-                f"manifest may have", "the version is corrupt or was not written by aim_cli; delete it with "
-                "`aim_cli model delete-version`") from None
+                f"manifest may have",
+                "the version is corrupt or was not written by aim_cli; delete it with `aim_cli model delete-version`",
+            ) from None
 
     def warn_stray(self, vk: VersionKey) -> None:
-        fix = (f"`aim_cli model delete-version {self.name} {vk.model} --tag {vk.name!r}` removes it"
-               if vk.model is not None else "remove it from the storage by hand")
+        fix = (
+            f"`aim_cli model delete-version {self.name} {vk.model} --tag {vk.name!r}` removes it"
+            if vk.model is not None
+            else "remove it from the storage by hand"
+        )
         log.warning("warning: skipping %s in repository %r: not a version aim_cli wrote (%s)", vk.key, self.name, fix)
 
     def model_not_found(self, model: str) -> VersionNotFoundError:
-        return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
-                                    f"run `aim_cli model list {self.name}`", model=model)
+        return VersionNotFoundError(
+            f"model {model!r} not found in repository {self.name!r}",
+            f"run `aim_cli model list {self.name}`",
+            model=model,
+        )

@@ -99,8 +99,10 @@ def _env_seconds(name: str, default: float, low: float = 0.0) -> float:
     except ValueError:
         value = math.nan
     if not low <= value <= MAX_SECONDS:
-        raise UsageError(f"{name}={raw[:40]!r} is not a number of seconds from {low:g} to {MAX_SECONDS:g}",
-                         f"set {name} to such a number, or unset it for the default ({default:g})")
+        raise UsageError(
+            f"{name}={raw[:40]!r} is not a number of seconds from {low:g} to {MAX_SECONDS:g}",
+            f"set {name} to such a number, or unset it for the default ({default:g})",
+        )
     return value
 
 
@@ -195,9 +197,16 @@ def parse_lease(lease_id: str, raw: bytes) -> LeaseInfo:
         if not isinstance(d, dict) or d["kind"] not in (SHARED, EXCLUSIVE):
             raise ValueError("not a lease")
         host, pid = parse_owner(d)
-        return LeaseInfo(lease_id, d["kind"], _text(d.get("command", "")), host, pid,
-                         _number(d["created"], 0, MAX_STAMP), _number(d["refreshed"], 0, MAX_STAMP),
-                         _number(d.get("timeout", DEFAULT_TIMEOUT), MIN_TIMEOUT, MAX_SECONDS))
+        return LeaseInfo(
+            lease_id,
+            d["kind"],
+            _text(d.get("command", "")),
+            host,
+            pid,
+            _number(d["created"], 0, MAX_STAMP),
+            _number(d["refreshed"], 0, MAX_STAMP),
+            _number(d.get("timeout", DEFAULT_TIMEOUT), MIN_TIMEOUT, MAX_SECONDS),
+        )
     except (ValueError, KeyError, TypeError):
         return LeaseInfo(lease_id, UNKNOWN)
 
@@ -251,8 +260,16 @@ class Lease:
 
     def _write(self) -> None:
         started = _monotonic()
-        body = {"id": self.id, "kind": self.kind, "command": self.command, "host": socket.gethostname(),
-                "pid": os.getpid(), "created": self.created, "refreshed": _time(), "timeout": self.timeout}
+        body = {
+            "id": self.id,
+            "kind": self.kind,
+            "command": self.command,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "created": self.created,
+            "refreshed": _time(),
+            "timeout": self.timeout,
+        }
         # Never hedged: a straggling copy landing after release() would bring the lease back.
         self.repo.backend.put(self.key, json.dumps(body).encode(), hedge=False)
         since = started if self._confirmed is None else self._confirmed
@@ -288,7 +305,7 @@ class Lease:
             except Exception:  # the storage is unreachable: the growing gap makes check() fail
                 continue
 
-    def start(self) -> "Lease":
+    def start(self) -> Lease:
         self._write()
         self._thread = threading.Thread(target=self._refresh_loop, name=f"aim-lease-{self.kind}", daemon=True)
         self._thread.start()
@@ -302,7 +319,8 @@ class Lease:
         if self.lost:
             raise LockHeldError(
                 f"{self.command} in {self.repo.name!r} lost its {self.kind} lease and stopped: {self.lost}",
-                f"run the {self.command} again")
+                f"run the {self.command} again",
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -311,7 +329,7 @@ class Lease:
             self._thread = None
         self.repo.backend.delete(self.key)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -331,8 +349,10 @@ def _holders(leases: list[LeaseInfo]) -> str:
 def _waited_hint(blockers: list[LeaseInfo], timeout: float) -> str:
     unreadable = [lease.key for lease in blockers if lease.kind == UNKNOWN]
     if unreadable:
-        return (f"an unreadable lease never expires: if no aim_cli process is running against this repository, "
-                f"delete {unreadable[0]} from it, then retry")
+        return (
+            f"an unreadable lease never expires: if no aim_cli process is running against this repository, "
+            f"delete {unreadable[0]} from it, then retry"
+        )
     return f"retry later; a lease whose process died on another host expires after {timeout:g}s (AIM_LEASE_TIMEOUT)"
 
 
@@ -341,8 +361,11 @@ def acquire(repo: Repository, kind: str, command: str, *, wait: float | None = N
     seconds (default: $AIM_GC_WAIT for exclusive, $AIM_PUSH_WAIT for shared) for conflicting ones."""
     timeout = lease_timeout()
     if wait is None:
-        wait = (_env_seconds("AIM_GC_WAIT", DEFAULT_GC_WAIT) if kind == EXCLUSIVE
-                else _env_seconds("AIM_PUSH_WAIT", DEFAULT_PUSH_WAIT))
+        wait = (
+            _env_seconds("AIM_GC_WAIT", DEFAULT_GC_WAIT)
+            if kind == EXCLUSIVE
+            else _env_seconds("AIM_PUSH_WAIT", DEFAULT_PUSH_WAIT)
+        )
     deadline = time.monotonic() + wait
     pause = 0.02
     mine: Lease | None = None
@@ -363,7 +386,9 @@ def acquire(repo: Repository, kind: str, command: str, *, wait: float | None = N
                 waiting_for = "gc" if exclusive else "pushes"
                 raise LockHeldError(
                     f"{command} in {repo.name!r} gave up waiting {wait:g}s for {waiting_for} to finish: "
-                    f"{_holders(blockers)}", _waited_hint(blockers, timeout))
+                    f"{_holders(blockers)}",
+                    _waited_hint(blockers, timeout),
+                )
             time.sleep(min(pause * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 1.0, timeout / 4)
     except BaseException:

@@ -8,8 +8,15 @@ import json
 
 from aim_cli.backends.base import Backend
 from aim_cli.chunking.cdc import ChunkingParams
-from aim_cli.errors import (DamagedStorageError, IntegrityError, KeyNotFoundError, NotARepositoryError,
-                            NotEmptyError, ObjectTooLargeError, StorageError)
+from aim_cli.errors import (
+    DamagedStorageError,
+    IntegrityError,
+    KeyNotFoundError,
+    NotARepositoryError,
+    NotEmptyError,
+    ObjectTooLargeError,
+    StorageError,
+)
 from aim_cli.format.layout import MAX_REPO_META_BYTES, REPO_META_KEY
 from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat, parse_meta
 
@@ -33,8 +40,9 @@ class RepoMeta:
         self.name = name
         self._format: RepoFormat | None = None
 
-    def init(self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT,
-             like: RepoFormat | None = None) -> ChunkingParams:
+    def init(
+        self, params: ChunkingParams | None = None, *, version: int = DEFAULT_FORMAT, like: RepoFormat | None = None
+    ) -> ChunkingParams:
         """Write aim-repo.json if absent (exclusive create: two first pushes agree on one), then
         return the repository's chunking parameters, which may be another client's (and so may
         its format be). A new repository's root must be empty and must not lie inside another
@@ -53,13 +61,19 @@ class RepoMeta:
         where = self.backend.location
         outer = self.backend.find_in_parents(REPO_META_KEY)
         if outer is not None:
-            raise NotEmptyError(f"repository {self.name!r} at {where} would lie inside the repository at {outer}",
-                                "repositories never nest: choose a path outside it", location=where)
+            raise NotEmptyError(
+                f"repository {self.name!r} at {where} would lie inside the repository at {outer}",
+                "repositories never nest: choose a path outside it",
+                location=where,
+            )
         # A concurrent first push may have created it since our look: then it is a repository.
         if not is_empty(self.backend) and not self.backend.exists(REPO_META_KEY):
-            raise NotEmptyError(f"{where} is not empty and holds no repository (no {REPO_META_KEY}), so repository "
-                                f"{self.name!r} cannot be created there",
-                                "choose an empty directory or prefix, or fix the path", location=where)
+            raise NotEmptyError(
+                f"{where} is not empty and holds no repository (no {REPO_META_KEY}), so repository "
+                f"{self.name!r} cannot be created there",
+                "choose an empty directory or prefix, or fix the path",
+                location=where,
+            )
 
     def _read_meta(self) -> bytes:
         try:
@@ -67,12 +81,15 @@ class RepoMeta:
         except KeyNotFoundError:
             raise NotARepositoryError(
                 f"no repository {self.name!r} there: {self.backend.location} holds no {REPO_META_KEY}",
-                "push a model to create it, or fix the path in model_repos.yaml", location=self.backend.location,
+                "push a model to create it, or fix the path in model_repos.yaml",
+                location=self.backend.location,
             ) from None
         except ObjectTooLargeError:
-            raise IntegrityError(f"{REPO_META_KEY} of repository {self.name!r} is larger than "
-                                 f"{MAX_REPO_META_BYTES} bytes, so it is not one",
-                                 "restore it from a backup or another client's copy") from None
+            raise IntegrityError(
+                f"{REPO_META_KEY} of repository {self.name!r} is larger than "
+                f"{MAX_REPO_META_BYTES} bytes, so it is not one",
+                "restore it from a backup or another client's copy",
+            ) from None
 
     def check_conditional_writes(self) -> None:
         """Refuse storage that ignores exclusive creates: immutable tags rest on them. Probes

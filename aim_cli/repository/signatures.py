@@ -41,8 +41,12 @@ class Signatures:
         try:
             return self.backend.get(key, max_size=max_size)
         except KeyNotFoundError:
-            raise NotFoundError(f"no signature {hint!r} of {model}:{tag} in repository {self.name!r}",
-                                f"`aim_cli model info {self.name} {model} --tag {tag}` lists its signatures") from None
+            raise NotFoundError(
+                f"no signature {hint!r} of {model}:{tag} in repository {self.name!r}",
+                f"`aim_cli model info {self.name} {model} --tag {tag}` lists its signatures",
+            ) from None
         except ObjectTooLargeError:
-            raise IntegrityError(f"signature {key} is larger than {max_size} bytes, so it is not one",
-                                 "remove it from the storage and sign the version again") from None
+            raise IntegrityError(
+                f"signature {key} is larger than {max_size} bytes, so it is not one",
+                "remove it from the storage and sign the version again",
+            ) from None

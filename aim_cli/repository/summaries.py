@@ -123,13 +123,15 @@ class Summaries:
                 manifests.add(key.key)
         summaries.sort(key=lambda k: k.key)
         found = map_parallel(lambda k: self._summary_problem(k, manifests, known or {}), summaries, self.jobs)
-        return [(k.key, why) for k, why in zip(summaries, found) if why is not None]
+        return [(k.key, why) for k, why in zip(summaries, found, strict=True) if why is not None]
 
     def _summary_problem(self, sk: SummaryKey, manifests: set[str], known: Mapping[str, sm.Summary]) -> str | None:
         key = manifest_key(sk.model, sk.tag)
         if key not in manifests:
-            return (f"a summary without its version (a delete was interrupted); `aim_cli model delete-version "
-                    f"{self.name} {sk.model} --tag {sk.tag}` removes it")
+            return (
+                f"a summary without its version (a delete was interrupted); `aim_cli model delete-version "
+                f"{self.name} {sk.model} --tag {sk.tag}` removes it"
+            )
         try:
             stored = self.get_summary(sk.model, sk.tag)
         except KeyNotFoundError:
@@ -141,14 +143,20 @@ class Summaries:
         expected = known.get(key) or self._manifest_summary(sk.model, sk.tag)
         differ = sm.differences(stored, expected) if expected is not None else []
         if differ:
-            return (f"disagrees with its manifest ({', '.join(differ)}); remove it from the storage: the next "
-                    f"listing rebuilds it from the manifest")
+            return (
+                f"disagrees with its manifest ({', '.join(differ)}); remove it from the storage: the next "
+                f"listing rebuilds it from the manifest"
+            )
         return None
 
     def _manifest_summary(self, model: str, tag: str) -> sm.Summary | None:
         """The summary the stored manifest gives, or None if it is gone or damaged."""
         try:
-            return sm.of_manifest_bytes(self.keys.manifest_bytes(manifest_key(model, tag), f"{model}:{tag}"),
-                                        model=model, tag=tag, where=f"{model}:{tag}")
+            return sm.of_manifest_bytes(
+                self.keys.manifest_bytes(manifest_key(model, tag), f"{model}:{tag}"),
+                model=model,
+                tag=tag,
+                where=f"{model}:{tag}",
+            )
         except (KeyNotFoundError, IntegrityError):
             return None

@@ -13,8 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aim_cli.backends.base import Backend
-from aim_cli.errors import (DamagedStorageError, IntegrityError, KeyNotFoundError, StorageError, TagExistsError,
-                            UsageError, VersionNotFoundError)
+from aim_cli.errors import (
+    DamagedStorageError,
+    IntegrityError,
+    KeyNotFoundError,
+    StorageError,
+    TagExistsError,
+    UsageError,
+    VersionNotFoundError,
+)
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.layout import MODELS, VersionKey, manifest_key, parse_version_key, summary_key, versions_prefix
@@ -79,7 +86,9 @@ class Versions:
             return CommitResult(stored.digest, True)
         raise TagExistsError(
             f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} with another "
-            f"digest ({stored.digest[:16]}, not {mf.digest_of(raw)[:16]})", "versions are immutable")
+            f"digest ({stored.digest[:16]}, not {mf.digest_of(raw)[:16]})",
+            "versions are immutable",
+        )
 
     def _create_version(self, model: str, tag: str, raw: bytes, stored_size: int | None) -> tuple[VersionRef, bool]:
         """The exclusive create of manifest ``raw``, then its read-back: (the stored version,
@@ -101,8 +110,12 @@ class Versions:
         try:
             self.summaries.put_summary(self.summary_of(ref, stored_size))
         except (StorageError, DamagedStorageError) as e:
-            log.warning("warning: %s:%s is pushed, but its summary could not be written (%s); the next listing "
-                        "rebuilds it", ref.manifest.model, ref.manifest.tag, e.message)
+            log.warning(
+                "warning: %s:%s is pushed, but its summary could not be written (%s); the next listing rebuilds it",
+                ref.manifest.model,
+                ref.manifest.tag,
+                e.message,
+            )
 
     def against_stored(self, stored: VersionRef, manifest: mf.Manifest) -> CommitResult:
         """The outcome of pushing ``manifest`` where ``stored`` already holds its tag: the same
@@ -121,10 +134,17 @@ class Versions:
 
     def not_found(self, model: str, tag: str) -> VersionNotFoundError:
         if not valid_name(model) or not self.model_exists(model):
-            return VersionNotFoundError(f"model {model!r} not found in repository {self.name!r}",
-                                        f"run `aim_cli model list {self.name}`", model=model)
-        return VersionNotFoundError(f"version {tag!r} of model {model!r} not found in repository {self.name!r}",
-                                    f"run `aim_cli model versions {self.name} {model}`", model=model, tag=tag)
+            return VersionNotFoundError(
+                f"model {model!r} not found in repository {self.name!r}",
+                f"run `aim_cli model list {self.name}`",
+                model=model,
+            )
+        return VersionNotFoundError(
+            f"version {tag!r} of model {model!r} not found in repository {self.name!r}",
+            f"run `aim_cli model versions {self.name} {model}`",
+            model=model,
+            tag=tag,
+        )
 
     def get_version(self, model: str, tag: str) -> VersionRef:
         check_name("model", model)
@@ -201,7 +221,8 @@ class Versions:
             raise IntegrityError(
                 f"summary {summary_key(model, chosen.tag)} in repository {self.name!r} disagrees with its manifest "
                 f"({', '.join(differ)}), so the newest version of {model!r} is unknown",
-                f"name the version with --tag; `aim_cli repo check {self.name}` lists all damage")
+                f"name the version with --tag; `aim_cli repo check {self.name}` lists all damage",
+            )
         return ref
 
     def resolve_version(self, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
@@ -210,8 +231,10 @@ class Versions:
         read, not all (``newest_version``). ``digest`` pins the manifest's digest."""
         check_name("model", model)
         if digest is not None and not mf.HEX64.fullmatch(digest.lower()):
-            raise UsageError("--digest takes the full 64-hex-character manifest digest",
-                             "copy it from the push output or `aim_cli model versions`")
+            raise UsageError(
+                "--digest takes the full 64-hex-character manifest digest",
+                "copy it from the push output or `aim_cli model versions`",
+            )
         if tag is None:
             ref, newest = self.newest_version(model), True
         else:

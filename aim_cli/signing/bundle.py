@@ -56,8 +56,9 @@ class Bundle:
 
 
 # -- making a bundle ----------------------------------------------------------------------------------
-def sign_payload(private_key: ec.EllipticCurvePrivateKey, payload: bytes,
-                 certificates: Sequence[x509.Certificate] = ()) -> bytes:
+def sign_payload(
+    private_key: ec.EllipticCurvePrivateKey, payload: bytes, certificates: Sequence[x509.Certificate] = ()
+) -> bytes:
     """The bundle JSON exactly as model_signing writes it (compact, its key order): key method
     without ``certificates``, certificate method (leaf first, then the chain) with them."""
     sig = ecdsa_sign(private_key, payload)
@@ -69,8 +70,11 @@ def sign_payload(private_key: ec.EllipticCurvePrivateKey, payload: bytes,
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": material,
-        "dsseEnvelope": {"payload": _b64(payload), "payloadType": PAYLOAD_TYPE,
-                         "signatures": [{"sig": _b64(sig), "keyid": ""}]},
+        "dsseEnvelope": {
+            "payload": _b64(payload),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": _b64(sig), "keyid": ""}],
+        },
     }
     return json.dumps(bundle, separators=(",", ":")).encode("ascii")
 
@@ -118,8 +122,12 @@ def _material(material: dict) -> tuple[str | None, tuple[bytes, ...], str]:
             raise malformed("publicKey.hint is not 64 hex digits")
         return hint, (), "key"
     if "x509CertificateChain" in material:
-        chain = field(field(material, "x509CertificateChain", dict, "verificationMaterial"),
-                      "certificates", list, "x509CertificateChain")
+        chain = field(
+            field(material, "x509CertificateChain", dict, "verificationMaterial"),
+            "certificates",
+            list,
+            "x509CertificateChain",
+        )
         return None, _certificates(chain), "certificate"
     if "certificate" in material:  # Sigstore keyless: the Fulcio leaf alone
         return None, _certificates([material["certificate"]]), "sigstore"
@@ -144,8 +152,9 @@ def describe(data: bytes) -> SignatureInfo:
     bundle = parse_bundle(data)
     statement = parse_statement(bundle.payload)
     signer = signer_of(bundle)
-    return SignatureInfo(None if signer is None else stored_hint(signer, statement.kind), statement.kind,
-                         bundle.method, signer)
+    return SignatureInfo(
+        None if signer is None else stored_hint(signer, statement.kind), statement.kind, bundle.method, signer
+    )
 
 
 def bundle_problem(data: bytes) -> str | None:

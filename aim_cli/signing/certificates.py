@@ -22,12 +22,15 @@ def _pem_certificates(path: str | os.PathLike, what: str) -> list[x509.Certifica
     return certs
 
 
-def load_certificates(private_key, certificate: str | os.PathLike,
-                      chain: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
+def load_certificates(
+    private_key, certificate: str | os.PathLike, chain: Sequence[str | os.PathLike]
+) -> list[x509.Certificate]:
     """The signing certificate (its key must be ``private_key``'s) followed by its chain."""
     leaf = _pem_certificates(certificate, "certificate")
     if len(leaf) != 1:
-        raise UsageError(f"{os.fspath(certificate)!r} holds {len(leaf)} certificates", "pass the signing certificate alone")
+        raise UsageError(
+            f"{os.fspath(certificate)!r} holds {len(leaf)} certificates", "pass the signing certificate alone"
+        )
     if leaf[0].public_key() != private_key.public_key():
         raise UsageError("the certificate is not for the signing key", "pass the certificate issued for --key")
     rest = [c for path in chain for c in _pem_certificates(path, "certificate chain")]
@@ -56,8 +59,10 @@ def _can_sign(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         pass
     try:
-        return x509.oid.ExtendedKeyUsageOID.CODE_SIGNING in cert.extensions.get_extension_for_class(
-            x509.ExtendedKeyUsage).value
+        return (
+            x509.oid.ExtendedKeyUsageOID.CODE_SIGNING
+            in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        )
     except x509.ExtensionNotFound:
         return False
 
@@ -74,13 +79,18 @@ def check_chain(ders: Sequence[bytes], roots: Sequence[x509.Certificate]):
             break
         if current in roots or any(_issued_by(current, r) for r in roots):
             if not _can_sign(certs[0]):
-                raise IntegrityError("the signature's certificate is not for signing (no digitalSignature key "
-                                     "usage nor codeSigning extended key usage)", "sign with a signing certificate")
+                raise IntegrityError(
+                    "the signature's certificate is not for signing (no digitalSignature key "
+                    "usage nor codeSigning extended key usage)",
+                    "sign with a signing certificate",
+                )
             return certs[0].public_key()
         parent = next((c for c in intermediates if _issued_by(current, c)), None)
         if parent is None:
             break
         intermediates.remove(parent)
         current = parent
-    raise IntegrityError("the signature's certificate chain does not lead to the trusted roots",
-                         "pass the root certificate of the signer's PKI with --certificate-chain")
+    raise IntegrityError(
+        "the signature's certificate chain does not lead to the trusted roots",
+        "pass the root certificate of the signer's PKI with --certificate-chain",
+    )

@@ -26,18 +26,24 @@ SIGNER_HEX = 16
 
 def _check_curve(public_key, where: str) -> None:
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in _CURVE_HASH:
-        raise UsageError(f"{where} is not an ECDSA P-256, P-384 or P-521 key",
-                         "model_signing's key method signs with those curves only")
+        raise UsageError(
+            f"{where} is not an ECDSA P-256, P-384 or P-521 key",
+            "model_signing's key method signs with those curves only",
+        )
 
 
 def load_private_key(data: bytes, password: str | None, where: str) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(data, None if password is None else password.encode())
     except TypeError:
-        raise UsageError(f"{where} is encrypted", "pass --password-env VAR naming a variable that holds its password") from None
+        raise UsageError(
+            f"{where} is encrypted", "pass --password-env VAR naming a variable that holds its password"
+        ) from None
     except ValueError:
-        raise UsageError(f"cannot read {where} as a PEM private key (or the password is wrong)",
-                         "pass an unencrypted or correctly unlocked EC PEM key") from None
+        raise UsageError(
+            f"cannot read {where} as a PEM private key (or the password is wrong)",
+            "pass an unencrypted or correctly unlocked EC PEM key",
+        ) from None
     _check_curve(key.public_key(), where)
     return key
 
@@ -46,8 +52,9 @@ def load_public_key(data: bytes, where: str) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
-        raise UsageError(f"cannot read {where} as a PEM public key",
-                         "pass the public key (`openssl ec -in key.pem -pubout`)") from None
+        raise UsageError(
+            f"cannot read {where} as a PEM public key", "pass the public key (`openssl ec -in key.pem -pubout`)"
+        ) from None
     _check_curve(key, where)
     return key
 
@@ -88,5 +95,7 @@ def ecdsa_verify(public_key, signature: bytes, payload: bytes) -> None:
     try:
         public_key.verify(signature, pae(payload), _ecdsa(public_key))
     except crypto_exceptions.InvalidSignature:
-        raise IntegrityError("the ECDSA signature does not match the payload (the bundle was altered or made "
-                             "by another key)", "sign the version again with the right key") from None
+        raise IntegrityError(
+            "the ECDSA signature does not match the payload (the bundle was altered or made by another key)",
+            "sign the version again with the right key",
+        ) from None

@@ -30,8 +30,14 @@ class SignResult:
     created: bool  # False: this signer's signature of this kind was already there
 
 
-def sign_version(repository, ref, private_key: ec.EllipticCurvePrivateKey, *, kind: str = BLAKE3,
-                 certificates: Sequence[x509.Certificate] = ()) -> SignResult:
+def sign_version(
+    repository,
+    ref,
+    private_key: ec.EllipticCurvePrivateKey,
+    *,
+    kind: str = BLAKE3,
+    certificates: Sequence[x509.Certificate] = (),
+) -> SignResult:
     """Sign the version ``ref`` and store the bundle (exclusive create). BLAKE3 reads no blob;
     SHA-256 streams the verified blobs."""
     m = ref.manifest
@@ -45,7 +51,7 @@ def sign_version(repository, ref, private_key: ec.EllipticCurvePrivateKey, *, ki
 
 
 def _check_already_signed(repository, ref, hint: str, public_key, digests: Mapping[str, str]) -> None:
-    """"Already signed" only if the stored bundle under this signer's name is a valid signature
+    """ "Already signed" only if the stored bundle under this signer's name is a valid signature
     by this key of these files: a bundle imported under a forged key hint, or a damaged one,
     must not pass for the signer's own."""
     m = ref.manifest
@@ -54,8 +60,10 @@ def _check_already_signed(repository, ref, hint: str, public_key, digests: Mappi
         check_resources(statement, digests, f"{m.model}:{m.tag}")
     except IntegrityError as e:
         key = signature_key(m.model, m.tag, hint)
-        raise IntegrityError(f"the signature stored as {hint} does not verify with this key ({e.message})",
-                             f"remove {key} from the storage, then sign again") from None
+        raise IntegrityError(
+            f"the signature stored as {hint} does not verify with this key ({e.message})",
+            f"remove {key} from the storage, then sign again",
+        ) from None
 
 
 def import_bundle(repository, ref, data: bytes) -> SignResult:
@@ -74,7 +82,9 @@ def import_bundle(repository, ref, data: bytes) -> SignResult:
     hint = stored_hint(signer, statement.kind)
     created = repository.put_signature(m.model, m.tag, hint, data)
     if not created and read_bundle(repository, ref, hint) != data:
-        raise ConflictError(f"another bundle of signer {hint} is stored for {m.model}:{m.tag}",
-                            f"compare it (`aim_cli model export-signature --signer {hint}`); remove "
-                            f"{signature_key(m.model, m.tag, hint)} from the storage to replace it")
+        raise ConflictError(
+            f"another bundle of signer {hint} is stored for {m.model}:{m.tag}",
+            f"compare it (`aim_cli model export-signature --signer {hint}`); remove "
+            f"{signature_key(m.model, m.tag, hint)} from the storage to replace it",
+        )
     return SignResult(m.model, m.tag, hint, statement.kind, bundle.method, created)

@@ -65,8 +65,9 @@ def upstream_order(path: str) -> list[str]:
     return path.split("/")
 
 
-def build_statement(name: str, digests: Mapping[str, str], algorithm: str,
-                    ignore_paths: Sequence[str] = DEFAULT_IGNORE_PATHS) -> dict:
+def build_statement(
+    name: str, digests: Mapping[str, str], algorithm: str, ignore_paths: Sequence[str] = DEFAULT_IGNORE_PATHS
+) -> dict:
     """The in-toto statement over ``digests`` (path -> hex), as model_signing's ``Payload``."""
     paths = sorted(digests, key=upstream_order)
     root = hashlib.sha256()
@@ -107,7 +108,7 @@ def parse_statement(payload: bytes) -> Statement:
     predicate = field(doc, "predicate", dict, "statement")
     ser = field(predicate, "serialization", dict, "predicate")
     if field(ser, "method", str, "serialization") != "files":
-        raise malformed(f"serialization method {ser['method']!r} is not supported (only \"files\")")
+        raise malformed(f'serialization method {ser["method"]!r} is not supported (only "files")')
     kind = field(ser, "hash_type", str, "serialization")
     if kind not in ALGORITHMS:
         raise malformed(f"hash type {kind!r} is not one of {', '.join(sorted(ALGORITHMS))}")
@@ -147,12 +148,15 @@ def _hasher(algorithm: str):
         return hashlib.sha256()
     if algorithm == "blake2":
         return hashlib.blake2b()
-    raise IntegrityError(f"unknown digest algorithm {algorithm!r} in the signature",
-                         f"a signature's resources use one of {', '.join(sorted(ALGORITHMS))}")
+    raise IntegrityError(
+        f"unknown digest algorithm {algorithm!r} in the signature",
+        f"a signature's resources use one of {', '.join(sorted(ALGORITHMS))}",
+    )
 
 
-def stored_digests(repository, manifest: mf.Manifest, algorithm: str,
-                   ignore_paths: Iterable[str] = DEFAULT_IGNORE_PATHS) -> dict[str, str]:
+def stored_digests(
+    repository, manifest: mf.Manifest, algorithm: str, ignore_paths: Iterable[str] = DEFAULT_IGNORE_PATHS
+) -> dict[str, str]:
     """path -> ``algorithm`` digest of every signed file, streamed from the VERIFIED blobs
     (``Repository.get_blob`` checks each chunk's BLAKE3 and size first), file by file in
     parallel; one chunk per worker in memory."""
@@ -167,7 +171,7 @@ def stored_digests(repository, manifest: mf.Manifest, algorithm: str,
             h.update(repository.get_blob(chunk, size, context=f"{manifest.model}:{manifest.tag}/{entry.path}"))
         return h.hexdigest()
 
-    return dict(zip((f.path for f in files), repository.map_parallel(digest, files)))
+    return dict(zip((f.path for f in files), repository.map_parallel(digest, files), strict=True))
 
 
 def local_digests(directory: str | os.PathLike, algorithm: str, ignore_paths: Iterable[str]) -> dict[str, str]:

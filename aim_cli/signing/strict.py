@@ -9,8 +9,10 @@ from aim_cli.errors import IntegrityError
 
 
 def malformed(why: str) -> IntegrityError:
-    return IntegrityError(f"malformed signature bundle: {why}",
-                          "the bundle is damaged or not a model_signing bundle; sign the version again")
+    return IntegrityError(
+        f"malformed signature bundle: {why}",
+        "the bundle is damaged or not a model_signing bundle; sign the version again",
+    )
 
 
 def field(obj, name: str, kind: type, where: str):

@@ -32,8 +32,10 @@ def verify_with_key(bundle: Bundle, public_key) -> Statement:
     """The statement, if ``public_key`` made the bundle's signature: else IntegrityError
     naming the check (key hint, then the ECDSA signature over the payload)."""
     if bundle.method == "key" and bundle.key_hint is not None and bundle.key_hint != key_hint(public_key):
-        raise IntegrityError("the signature was made by another key (its key hint differs)",
-                             "verify with the public key of the signer (`model info` lists signer hints)")
+        raise IntegrityError(
+            "the signature was made by another key (its key hint differs)",
+            "verify with the public key of the signer (`model info` lists signer hints)",
+        )
     if bundle.method != "key" and leaf_key(bundle) != public_key:
         raise IntegrityError("the signature's certificate is for another key", "verify with the signer's key")
     ecdsa_verify(public_key, bundle.signature, bundle.payload)
@@ -47,15 +49,21 @@ def check_resources(statement: Statement, actual: Mapping[str, str], what: str) 
     missing = sorted(set(signed) - set(actual), key=upstream_order)
     extra = sorted(set(actual) - set(signed), key=upstream_order)
     if missing or extra:
-        first = ", ".join(([f"not signed: {extra[0]!r}"] if extra else [])
-                          + ([f"signed but absent: {missing[0]!r}"] if missing else []))
-        raise IntegrityError(f"the signature covers other files than {what} ({len(extra)} unsigned, "
-                             f"{len(missing)} signed but absent; {first})",
-                             "the signature is for another version or directory")
+        first = ", ".join(
+            ([f"not signed: {extra[0]!r}"] if extra else [])
+            + ([f"signed but absent: {missing[0]!r}"] if missing else [])
+        )
+        raise IntegrityError(
+            f"the signature covers other files than {what} ({len(extra)} unsigned, "
+            f"{len(missing)} signed but absent; {first})",
+            "the signature is for another version or directory",
+        )
     for path in sorted(signed, key=upstream_order):
         if signed[path] != actual[path]:
-            raise IntegrityError(f"{statement.kind} digest of {path!r} in {what} differs from the signed one",
-                                 "the file was changed or the signature is for other content")
+            raise IntegrityError(
+                f"{statement.kind} digest of {path!r} in {what} differs from the signed one",
+                "the file was changed or the signature is for other content",
+            )
 
 
 # -- a version's stored signatures ----------------------------------------------------------------------
@@ -123,8 +131,10 @@ def verify_version_signature(repository, ref, public_key, *, local: str | os.Pat
     signer = key_hint(public_key)[:SIGNER_HEX]
     hints = _by_signer(repository.list_signatures(m.model, m.tag), signer)
     if not hints:
-        raise IntegrityError(f"no signature of {m.model}:{m.tag} by this key (signer {signer})",
-                             "sign the version with the matching private key, or pass the signer's public key")
+        raise IntegrityError(
+            f"no signature of {m.model}:{m.tag} by this key (signer {signer})",
+            "sign the version with the matching private key, or pass the signer's public key",
+        )
     first_error: IntegrityError | None = None
     for hint in hints:
         try:
@@ -142,12 +152,20 @@ def _verify_one(repository, ref, hint: str, bundle: Bundle, public_key, local) -
     else:
         actual, what = local_digests(local, statement.kind, statement.ignore_paths), os.fspath(local)
     check_resources(statement, actual, what)
-    return VerifyResult(m.model, m.tag, hint, statement.kind, bundle.method, len(actual),
-                        "repository" if local is None else os.fspath(local))
+    return VerifyResult(
+        m.model,
+        m.tag,
+        hint,
+        statement.kind,
+        bundle.method,
+        len(actual),
+        "repository" if local is None else os.fspath(local),
+    )
 
 
-def verify_version_certificates(repository, ref, roots: Sequence[x509.Certificate], *,
-                                local: str | os.PathLike | None = None) -> VerifyResult:
+def verify_version_certificates(
+    repository, ref, roots: Sequence[x509.Certificate], *, local: str | os.PathLike | None = None
+) -> VerifyResult:
     """Like ``verify_version_signature``, for certificate signatures trusted through ``roots``."""
     m = ref.manifest
     first_error: IntegrityError | None = None
@@ -159,5 +177,6 @@ def verify_version_certificates(repository, ref, roots: Sequence[x509.Certificat
             return _verify_one(repository, ref, hint, bundle, check_chain(bundle.certificates, roots), local)
         except IntegrityError as e:
             first_error = first_error or e
-    raise first_error or IntegrityError(f"no certificate signature of {m.model}:{m.tag}",
-                                        "sign it with --certificate and --certificate-chain")
+    raise first_error or IntegrityError(
+        f"no certificate signature of {m.model}:{m.tag}", "sign it with --certificate and --certificate-chain"
+    )

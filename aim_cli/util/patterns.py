@@ -37,7 +37,7 @@ class PathFilter:
         object.__setattr__(self, "_exc", tuple(map(_expand, self.exclude)))
 
     @classmethod
-    def of(cls, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> "PathFilter":
+    def of(cls, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> PathFilter:
         return cls(tuple(include or ()), tuple(exclude or ()))
 
     @property
@@ -51,11 +51,14 @@ class PathFilter:
 
     def unmatched(self, paths: Sequence[str]) -> tuple[list[str], list[str]]:
         """(includes, excludes) that match none of ``paths``, as given on the command line."""
+
         def none_match(pattern: str) -> bool:
             return not any(fnmatchcase(path, pattern) for path in paths)
 
-        return ([p for p, e in zip(self.include, self._inc) if none_match(e)],
-                [p for p, e in zip(self.exclude, self._exc) if none_match(e)])
+        return (
+            [p for p, e in zip(self.include, self._inc, strict=True) if none_match(e)],
+            [p for p, e in zip(self.exclude, self._exc, strict=True) if none_match(e)],
+        )
 
     def check(self, paths: Sequence[str], warn) -> None:
         """Refuse an include that matches no file of ``paths`` (exit 2: a silent empty pull would
@@ -63,7 +66,9 @@ class PathFilter:
         includes, excludes = self.unmatched(paths)
         if includes:
             names = ", ".join(repr(p) for p in includes)
-            raise UsageError(f"--include {names} matches no file of the version",
-                             "check the pattern: it is matched against the whole path, e.g. '*.json' or 'tokenizer/'")
+            raise UsageError(
+                f"--include {names} matches no file of the version",
+                "check the pattern: it is matched against the whole path, e.g. '*.json' or 'tokenizer/'",
+            )
         for p in excludes:
             warn(f"warning: --exclude {p!r} matches no file of the version")

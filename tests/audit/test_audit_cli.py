@@ -16,7 +16,7 @@ from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model
 
 
 @LOCAL_ONLY  # reads one manifest: nothing backend-specific
-def test_model_info_shows_digest_and_every_file(repo, tmp_path):  # noqa: F811
+def test_model_info_shows_digest_and_every_file(repo, tmp_path):
     src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
     digest = repo.repository.get_version("m", "v1").digest
@@ -27,13 +27,14 @@ def test_model_info_shows_digest_and_every_file(repo, tmp_path):  # noqa: F811
     assert info["digest"] == digest and info["tag"] == "v1" and "@" in info["created_by"]
     assert info["total_size"] == sum(p.stat().st_size for p in src.iterdir())
     assert {(f["path"], f["size"], f["blake3"]) for f in info["files"]} == {
-        (p.name, p.stat().st_size, blake3.blake3(p.read_bytes()).hexdigest()) for p in src.iterdir()}
+        (p.name, p.stat().st_size, blake3.blake3(p.read_bytes()).hexdigest()) for p in src.iterdir()
+    }
 
     text = repo.cli("model", "info", repo.name, "m", "--tag", "v1").stdout
     assert digest in text and f"{blake3.blake3((src / 'weights.bin').read_bytes()).hexdigest()}  weights.bin" in text
 
 
-def test_verify_and_check_exit_5_on_damage(repo, tmp_path):  # noqa: F811
+def test_verify_and_check_exit_5_on_damage(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     weights = repo.manifest("m", "v1").files[1]
     assert weights.path == "weights.bin"
@@ -57,7 +58,7 @@ def test_verify_and_check_exit_5_on_damage(repo, tmp_path):  # noqa: F811
 
 
 @LOCAL_ONLY  # the command is the same on S3; test_verify.py pins the digest on both
-def test_pull_with_a_wrong_digest_refuses_and_the_right_one_pulls(repo, tmp_path):  # noqa: F811
+def test_pull_with_a_wrong_digest_refuses_and_the_right_one_pulls(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     digest = repo.repository.get_version("m", "v1").digest
     dest = tmp_path / "dest"
@@ -71,7 +72,7 @@ def test_pull_with_a_wrong_digest_refuses_and_the_right_one_pulls(repo, tmp_path
 
 
 @LOCAL_ONLY
-def test_verify_local_lists_each_difference(repo, tmp_path):  # noqa: F811
+def test_verify_local_lists_each_difference(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     dest = tmp_path / "deploy"
     assert repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v1", "-q").returncode == 0
@@ -88,7 +89,7 @@ def test_verify_local_lists_each_difference(repo, tmp_path):  # noqa: F811
     assert differs.stdout.splitlines() == ["modified  config.json", "missing   weights.bin", "extra     notes.txt"]
 
 
-def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):  # noqa: F811
+def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "v1", variant=1), "v1")
     repo.push("m", make_variant_model(tmp_path / "v2", variant=2), "v2")
     only_v1 = set(chunks_of(repo.manifest("m", "v1")).items()) - set(chunks_of(repo.manifest("m", "v2")).items())
@@ -118,16 +119,31 @@ def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):  
     assert check["versions"] == 0 and check["unreferenced"] == len(before) - len(only_v1)
 
 
-def test_lease_conflicts_exit_4(repo, tmp_path):  # noqa: F811
+def test_lease_conflicts_exit_4(repo, tmp_path):
     def plant(kind: str) -> None:
         now = time.time()
-        body = {"id": kind, "kind": kind, "command": "gc" if kind == leases.EXCLUSIVE else "push",
-                "host": socket.gethostname(), "pid": os.getpid(), "created": now, "refreshed": now}
+        body = {
+            "id": kind,
+            "kind": kind,
+            "command": "gc" if kind == leases.EXCLUSIVE else "push",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "created": now,
+            "refreshed": now,
+        }
         repo.repository.backend.put(leases.lease_key(kind), json.dumps(body).encode())
 
     plant(leases.EXCLUSIVE)  # a gc in progress (this test process is alive)
-    pushed = repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1",
-                      env={"AIM_PUSH_WAIT": "0.2"})
+    pushed = repo.cli(
+        "model",
+        "push",
+        repo.name,
+        "m",
+        str(make_variant_model(tmp_path / "src")),
+        "--tag",
+        "v1",
+        env={"AIM_PUSH_WAIT": "0.2"},
+    )
     assert pushed.returncode == 4 and f"gc by pid {os.getpid()}" in pushed.stderr
     assert not repo.repository.has_version("m", "v1")
     repo.repository.backend.delete(leases.lease_key(leases.EXCLUSIVE))

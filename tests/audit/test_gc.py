@@ -13,24 +13,28 @@ import time
 import pytest
 
 from aim_cli import api
-from aim_cli.audit import gc
-from aim_cli.repository import leases
-from aim_cli.audit.check import check_repo
 from aim_cli import push as pushmod
+from aim_cli.audit import gc
+from aim_cli.audit.check import check_repo
 from aim_cli.errors import IntegrityError
+from aim_cli.repository import leases
 from tests.helpers import AIM, chunks_of, make_variant_model
 
 
-def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
+def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "v1", variant=1), "v1")
     repo.push("m", make_variant_model(tmp_path / "v2", variant=2), "v2")
-    only_v1 = {d: s for d, s in chunks_of(repo.manifest("m", "v1")).items()
-               if d not in chunks_of(repo.manifest("m", "v2"))}
+    only_v1 = {
+        d: s for d, s in chunks_of(repo.manifest("m", "v1")).items() if d not in chunks_of(repo.manifest("m", "v2"))
+    }
     assert 0 < len(only_v1) < len(chunks_of(repo.manifest("m", "v1"))) / 2  # most chunks are shared
 
     deleted = api.delete_versions(repo.name, "m", ["v1"], config=str(repo.config))
-    assert (deleted.tags, deleted.reclaimable_blobs, deleted.reclaimable_bytes) == (["v1"], len(only_v1),
-                                                                                     sum(only_v1.values()))
+    assert (deleted.tags, deleted.reclaimable_blobs, deleted.reclaimable_bytes) == (
+        ["v1"],
+        len(only_v1),
+        sum(only_v1.values()),
+    )
     before = repo.blobs()
     # gc deletes stored objects: it plans and frees their sizes (format 2: not the chunks' sizes).
     stored_only_v1 = {d: before[d] for d in only_v1}
@@ -48,7 +52,7 @@ def test_gc_frees_exactly_what_no_version_uses(repo, tmp_path):  # noqa: F811
     assert leases.read_leases(repo.repository) == []
 
 
-def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_path):  # noqa: F811
+def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_path):
     repo.push("a", make_variant_model(tmp_path / "a", variant=1), "v1")
     repo.push("b", make_variant_model(tmp_path / "b", variant=2), "v1")
     only_a = set(chunks_of(repo.manifest("a", "v1"))) - set(chunks_of(repo.manifest("b", "v1")))
@@ -58,7 +62,7 @@ def test_deleting_a_model_reclaims_only_what_other_models_do_not_use(repo, tmp_p
     assert check_repo(repo.repository, read_data=True).ok
 
 
-def test_gc_refuses_when_a_manifest_cannot_be_read(repo, tmp_path):  # noqa: F811
+def test_gc_refuses_when_a_manifest_cannot_be_read(repo, tmp_path):
     repo.push("m", make_variant_model(tmp_path / "v1"), "v1")
     repo.repository.delete_version("m", "v1")
     repo.repository.backend.put("models/m/versions/v2.json", b"{broken")
@@ -76,7 +80,7 @@ def _lease_seen(repository, kind: str, done: list, other: str, deadline: float =
         time.sleep(0.005)  # a pause between polls, not a synchronisation
 
 
-def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):  # noqa: F811
+def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):
     """Each round deletes the only version, then pushes a variant that reuses almost all of its
     chunks while gc runs. Without leases the push finds the chunks stored, skips them, and gc
     deletes them under it; with leases every version that exists stays whole. Rounds rotate
@@ -104,9 +108,12 @@ def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):  # 
 
         push_after = (lambda: _lease_seen(repository, leases.EXCLUSIVE, done, "gc")) if mode == "gc-first" else None
         gc_after = (lambda: _lease_seen(repository, leases.SHARED, done, "push")) if mode == "push-first" else None
-        threads = [threading.Thread(target=run, args=("push", lambda: pushmod.push(repository, "m", f"v{i}", src),
-                                                      push_after)),
-                   threading.Thread(target=run, args=("gc", lambda: gc.collect(repository, wait=60), gc_after))]
+        threads = [
+            threading.Thread(
+                target=run, args=("push", lambda: pushmod.push(repository, "m", f"v{i}", src), push_after)
+            ),
+            threading.Thread(target=run, args=("gc", lambda: gc.collect(repository, wait=60), gc_after)),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -118,14 +125,30 @@ def test_gc_racing_pushes_that_reuse_the_chunks_it_collects(repo, tmp_path):  # 
     assert leases.read_leases(repository) == []
 
 
-def test_a_push_killed_midway_leaves_garbage_that_gc_collects(repo, tmp_path):  # noqa: F811
+def test_a_push_killed_midway_leaves_garbage_that_gc_collects(repo, tmp_path):
     size = 16 * 2**20 if repo.kind == "local" else 2 * 2**20  # several seconds of uploading either way
     src = tmp_path / "big"
     src.mkdir()
     (src / "weights.bin").write_bytes(os.urandom(size))
-    proc = subprocess.Popen([AIM, "--config", str(repo.config), "model", "push", repo.name, "m", str(src),
-                             "--tag", "v1", "--quiet", "--jobs", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            AIM,
+            "--config",
+            str(repo.config),
+            "model",
+            "push",
+            repo.name,
+            "m",
+            str(src),
+            "--tag",
+            "v1",
+            "--quiet",
+            "--jobs",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while next(repo.repository.iter_blobs(), None) is None:  # poll until uploads have begun

@@ -15,17 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli.audit import gc
+from aim_cli.audit import gc, scan
 from aim_cli.audit.check import check_repo
-from aim_cli.audit import scan
-from aim_cli.format import manifest as mf
 from aim_cli.backends.local import LocalBackend
 from aim_cli.backends.readahead import ReadAhead
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError, StorageError
+from aim_cli.format import manifest as mf
 from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import commit_versions, ok, run
 from tests.fakes import Fault, FaultyBackend, HookedBackend
+from tests.helpers import commit_versions, ok, run
 
 
 def _repository(tmp_path, *, jobs: int = 4) -> Repository:
@@ -53,7 +52,7 @@ def test_read_ahead_answers_in_order_and_holds_at_most_jobs_ahead(objects):
     with ReadAhead(backend, keys, max_size=100, jobs=3) as ahead:
         for n, key in enumerate(keys):
             # Submitted reads run in any order, but never beyond the next ``jobs`` keys.
-            assert set(_gets(backend)) <= set(keys[:n + 3])
+            assert set(_gets(backend)) <= set(keys[: n + 3])
             assert ahead.get(key, max_size=100) == bytes([n]) * (n + 1)
     assert sorted(_gets(backend)) == keys  # each read once, with the caller's bound
     assert {size for op, _, size in backend.calls if op == "get"} == {100}
@@ -192,7 +191,8 @@ def test_sizes_that_manifests_disagree_on_are_reported(tmp_path):
     repository.commit(m)
     report = check_repo(repository)
     assert [(p.digest, p.problem, p.detail) for p in report.problems] == [
-        (digest, "size", "manifests disagree on its size")]
+        (digest, "size", "manifests disagree on its size")
+    ]
     assert report.problems[0].used_by == [f"m:v1/{entry.path}", f"m:v2/{entry.path}"]
 
 
@@ -222,7 +222,9 @@ def test_cli_audits_of_many_versions(tmp_path):
     plan = json.loads(ok(run([*aim, "repo", "gc", "r", "--dry-run", "--json"], cwd=tmp_path)).stdout)
     assert (plan["deleted"], plan["versions"], plan["referenced"]) == (0, 20, 58 + 40)
     deleted = ok(run([*aim, "model", "delete-version", "r", "m", "--tag", "v00"], cwd=tmp_path)).stdout
-    assert "2 blobs (" in deleted and "128 Bytes of chunks)" in deleted, deleted  # v00's own chunks: every other one is shared
+    assert "2 blobs (" in deleted and "128 Bytes of chunks)" in deleted, (
+        deleted
+    )  # v00's own chunks: every other one is shared
 
     repository.backend.delete(blob_key(shared[7]))
     check = run([*aim, "repo", "check", "r", "--json"], cwd=tmp_path)
@@ -249,8 +251,16 @@ def test_changed_chunks_feed_every_distinct_chunk_of_any_sequence_of_manifests(v
     fed: set[tuple[str, int]] = set()
     named: set[tuple[str, int]] = set()
     for files in versions:
-        m = mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 0,
-                        [mf.FileEntry(path, 0, 0o644, "0" * 64, chunks) for path, chunks in sorted(files.items())])
+        m = mf.Manifest(
+            mf.FORMAT,
+            "m",
+            "t",
+            "2026-01-01T00:00:00.000000Z",
+            "u@h",
+            "",
+            0,
+            [mf.FileEntry(path, 0, 0o644, "0" * 64, chunks) for path, chunks in sorted(files.items())],
+        )
         for chunks in changed.of(m):
             fed.update(chunks)
         named.update(c for f in m.files for c in f.chunks)
@@ -265,8 +275,16 @@ def test_changed_chunks_skip_what_is_in_place():
     changed = scan.ChangedChunks()
 
     def files(chunks):
-        return mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 0,
-                           [mf.FileEntry("w.bin", 0, 0o644, "0" * 64, chunks)])
+        return mf.Manifest(
+            mf.FORMAT,
+            "m",
+            "t",
+            "2026-01-01T00:00:00.000000Z",
+            "u@h",
+            "",
+            0,
+            [mf.FileEntry("w.bin", 0, 0o644, "0" * 64, chunks)],
+        )
 
     assert list(changed.of(files(a))) == [a]
     assert list(changed.of(files(b))) == [[("f" * 64, 10)]]

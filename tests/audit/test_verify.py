@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from aim_cli.pull import pipeline as pullmod
 from aim_cli.audit import verify
 from aim_cli.audit.check import check_repo
 from aim_cli.errors import IntegrityError
+from aim_cli.pull import pipeline as pullmod
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model, stored_sizes
 from tests.fakes import CountingBackend
+from tests.helpers import LOCAL_ONLY, chunks_of, make_variant_model, stored_sizes
 
 
 @pytest.fixture
-def pushed(repo, tmp_path):  # noqa: F811
+def pushed(repo, tmp_path):
     """``m:v1`` pushed from a model directory; returns (env, source dir, VersionRef)."""
     src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
@@ -72,8 +72,10 @@ def test_check_reports_broken_manifests_and_unreferenced_blobs(pushed):
     chunks = chunks_of(ref.manifest)
     assert intact.unreferenced == 0 and intact.read == intact.stored == len(chunks)
     # Each referenced chunk counted once, raw (its manifest size) and stored (its object's size).
-    assert (intact.raw_bytes, intact.stored_bytes) == (sum(chunks.values()),
-                                                       sum(stored_sizes(env.repository, chunks).values()))
+    assert (intact.raw_bytes, intact.stored_bytes) == (
+        sum(chunks.values()),
+        sum(stored_sizes(env.repository, chunks).values()),
+    )
     env.repository.backend.put("models/m/versions/v2.json", b'{"format": 1, "model": "m"')
     # Stored under a name that is not its hash: corrupt and unreferenced.
     stray_size = env.repository.put_blob("ab" * 32, b"x")
@@ -105,11 +107,14 @@ def test_a_pulled_directory_matches(deployed):
 
 
 @LOCAL_ONLY
-@pytest.mark.parametrize("change, expected", [
-    ("modified", (["weights.bin"], [], [])),
-    ("missing", ([], ["config.json"], [])),
-    ("extra", ([], [], ["sub/notes.txt"])),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("modified", (["weights.bin"], [], [])),
+        ("missing", ([], ["config.json"], [])),
+        ("extra", ([], [], ["sub/notes.txt"])),
+    ],
+)
 def test_verify_local_finds_each_difference(deployed, change, expected):
     _, ref, dest = deployed
     if change == "modified":  # same size, one byte differs: only the digest can tell

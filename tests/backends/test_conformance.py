@@ -327,8 +327,16 @@ def test_clean_incomplete_leaves_objects_alone(backend):
     assert sorted(i.key for i in backend.list("")) == ["blobs/aa/one", "models/m/versions/v.json"]
 
 
-@pytest.mark.parametrize("key", ["models/m/versions/v1 copy.json", "models/m/versions/.DS_Store",
-                                 "models/m/versions/x.json.bak", "blobs/.hidden", "models/m/v0.json"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "models/m/versions/v1 copy.json",
+        "models/m/versions/.DS_Store",
+        "models/m/versions/x.json.bak",
+        "blobs/.hidden",
+        "models/m/v0.json",
+    ],
+)
 def test_any_plain_name_round_trips(backend, key):
     """Keys aim_cli never writes (stray names people and tools leave) are still plain objects:
     listed, read, sized and deleted like any other, so the store can report and remove them."""

@@ -158,8 +158,7 @@ def bucket_keys(server: AuthServer) -> list[str]:
 
 
 def create_args(name: str, path: str, server: AuthServer) -> list[str]:
-    return ["repo", "create", name, "--type", "s3", "--path", path, "--region", REGION,
-            "--endpoint-url", server.url]
+    return ["repo", "create", name, "--type", "s3", "--path", path, "--region", REGION, "--endpoint-url", server.url]
 
 
 @dataclass(frozen=True)
@@ -180,8 +179,9 @@ def pushed(auth_server, tmp_path_factory) -> Pushed:
     location = f"s3://{auth_server.bucket}/team"
     ok(run(create_args("team", location, auth_server), cwd=work, env=env, timeout=60))
     src = make_mixed_model(tmp / "ckpt", seed=11, weights=512 * 1024)
-    res = ok(run(["model", "push", "team", "resnet", src, "--tag", "v1", "--quiet", "--json"],
-                 cwd=work, env=env, timeout=60))
+    res = ok(
+        run(["model", "push", "team", "resnet", src, "--tag", "v1", "--quiet", "--json"], cwd=work, env=env, timeout=60)
+    )
     return Pushed(work, src, json.loads(res.stdout)["digest"], location)
 
 
@@ -192,8 +192,14 @@ def test_the_allowed_user_pushes_and_pulls(auth_server, pushed, tmp_path):
     assert "team/aim-repo.json" in keys and "team/models/resnet/versions/v1.json" in keys
     assert any(k.startswith("team/blobs/") for k in keys)
     dest = tmp_path / "pulled"
-    ok(run(["model", "pull", "team", "resnet", dest, "--tag", "v1", "--digest", pushed.digest, "--quiet"],
-           cwd=pushed.work, env=cli_env(auth_server, auth_server.writer), timeout=60))
+    ok(
+        run(
+            ["model", "pull", "team", "resnet", dest, "--tag", "v1", "--digest", pushed.digest, "--quiet"],
+            cwd=pushed.work,
+            env=cli_env(auth_server, auth_server.writer),
+            timeout=60,
+        )
+    )
     assert tree(dest) == tree(pushed.src)
 
 
@@ -255,10 +261,14 @@ def test_permission_to_list_but_not_to_read_or_write(auth_server, pushed, tmp_pa
     (fresh / "model_repos.yaml").write_text(EXISTING)
     new_location = f"s3://{auth_server.bucket}/lister-new"
     runs = [  # push looks up aim-repo.json before it writes anything (its lease included)
-        ("looking up aim-repo.json", (["model", "push", "team", "resnet", pushed.src, "--tag", "v2", "--quiet"],
-                                      pushed.work, pushed.location)),
-        ("reading models/resnet/versions/v1.json", (["model", "pull", "team", "resnet", dest, "--tag", "v1", "--quiet"],
-                                                    pushed.work, pushed.location)),
+        (
+            "looking up aim-repo.json",
+            (["model", "push", "team", "resnet", pushed.src, "--tag", "v2", "--quiet"], pushed.work, pushed.location),
+        ),
+        (
+            "reading models/resnet/versions/v1.json",
+            (["model", "pull", "team", "resnet", dest, "--tag", "v1", "--quiet"], pushed.work, pushed.location),
+        ),
         ("looking up aim-repo.json", (create_args("vision", new_location, auth_server), fresh, new_location)),
     ]
     for action, (args, cwd, location) in runs:
@@ -301,8 +311,9 @@ def test_repo_create_succeeds_for_the_allowed_user(auth_server, tmp_path):
     work.mkdir()
     (work / "model_repos.yaml").write_text(EXISTING)
     location = f"s3://{auth_server.bucket}/created"
-    res = run(create_args("vision", location, auth_server), cwd=work,
-              env=cli_env(auth_server, auth_server.writer), timeout=60)
+    res = run(
+        create_args("vision", location, auth_server), cwd=work, env=cli_env(auth_server, auth_server.writer), timeout=60
+    )
     assert res.returncode == 0, describe(res)
     assert "vision:" in (work / "model_repos.yaml").read_text()
     assert "created/aim-repo.json" in bucket_keys(auth_server)

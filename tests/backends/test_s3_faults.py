@@ -50,7 +50,7 @@ def test_gets_and_puts_survive_broken_connections(proxy, s3_bucket, caplog):
     try:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda item: backend.put(*item), objects.items()))
-            got = dict(zip(objects, pool.map(backend.get, objects)))
+            got = dict(zip(objects, pool.map(backend.get, objects), strict=True))
     finally:
         backend.close()
 

@@ -60,9 +60,7 @@ def path_of(bucket: str, key: str) -> str:
 def all_stalls_closed_by_client(proxy: FaultyProxy) -> bool:
     """Every stall the proxy held was ended by the client closing the connection (none waited for
     the proxy's limit or its teardown)."""
-    return proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled) and set(proxy.stall_ends) <= {
-        "client"
-    }
+    return proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled) and set(proxy.stall_ends) <= {"client"}
 
 
 def test_a_stalled_get_is_abandoned_and_retried(make_proxy, backends, s3_bucket):
@@ -218,15 +216,19 @@ def test_cli_pull_through_a_link_that_stalls_every_first_get(tmp_path, make_prox
     ok(run(["model", "push", "direct", "m", src, "--tag", "v1", "--quiet"], cwd=tmp_path))
 
     env = base_env(**{STALL_ENV: "1"})
-    ok(run(["model", "pull", "stalling", "m", tmp_path / "dest", "--tag", "v1", "--quiet", "--jobs", "4"],
-           cwd=tmp_path, env=env))
+    ok(
+        run(
+            ["model", "pull", "stalling", "m", tmp_path / "dest", "--tag", "v1", "--quiet", "--jobs", "4"],
+            cwd=tmp_path,
+            env=env,
+        )
+    )
     assert_same_tree(src, tmp_path / "dest")
     # Every blob larger than 16 KiB stalled once; another GET (a retry or a hedge) delivered it.
     stalled = proxy.stalled_paths
     assert len(stalled) >= 3 and all("/blobs/" in path for path in stalled)
     assert all(proxy.seen["GET", path] > n for path, n in stalled.items())
     assert all_stalls_closed_by_client(proxy)
-
 
 
 def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_proxy, s3_endpoint, s3_bucket):

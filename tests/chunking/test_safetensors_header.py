@@ -36,22 +36,28 @@ def _layout_of(data: bytes, tmp_path, max_header: int = MAX_HEADER) -> Layout | 
 
 
 def test_layout_lists_tensors_in_file_order(tmp_path):
-    data = safetensors_bytes([
-        ("b", "BF16", [3, 2], random_bytes(12, 1)),
-        ("a", "F32", [2], random_bytes(8, 2)),
-        ("empty", "F16", [0, 5], b""),
-        ("ids", "I64", [1], random_bytes(8, 3)),
-        ("new", "F8_E8M0", [7, 3], random_bytes(5, 4)),  # unknown dtype: size not checked
-    ], metadata={"format": "pt"})
+    data = safetensors_bytes(
+        [
+            ("b", "BF16", [3, 2], random_bytes(12, 1)),
+            ("a", "F32", [2], random_bytes(8, 2)),
+            ("empty", "F16", [0, 5], b""),
+            ("ids", "I64", [1], random_bytes(8, 3)),
+            ("new", "F8_E8M0", [7, 3], random_bytes(5, 4)),  # unknown dtype: size not checked
+        ],
+        metadata={"format": "pt"},
+    )
     layout = _layout_of(data, tmp_path)
     header_end = LENGTH_BYTES + int.from_bytes(data[:8], "little")
-    assert layout == Layout(header_end, (
-        Tensor(header_end, header_end + 12, 2, 2),
-        Tensor(header_end + 12, header_end + 20, 4, 4),
-        Tensor(header_end + 20, header_end + 20, 2, 2),
-        Tensor(header_end + 20, header_end + 28, 8, 1),
-        Tensor(header_end + 28, header_end + 33, 1, 1),
-    ))
+    assert layout == Layout(
+        header_end,
+        (
+            Tensor(header_end, header_end + 12, 2, 2),
+            Tensor(header_end + 12, header_end + 20, 4, 4),
+            Tensor(header_end + 20, header_end + 20, 2, 2),
+            Tensor(header_end + 20, header_end + 28, 8, 1),
+            Tensor(header_end + 28, header_end + 33, 1, 1),
+        ),
+    )
 
 
 def test_header_only_file_has_no_tensors(tmp_path):
@@ -60,8 +66,12 @@ def test_header_only_file_has_no_tensors(tmp_path):
 
 
 def test_offsets_need_not_follow_header_order():
-    header = _header({"second": {"dtype": "U8", "shape": [2], "data_offsets": [3, 5]},
-                      "first": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]}})
+    header = _header(
+        {
+            "second": {"dtype": "U8", "shape": [2], "data_offsets": [3, 5]},
+            "first": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+        }
+    )
     layout = parse_header(header, _file_size(header, 5))
     assert [(t.begin - layout.header_end, t.end - layout.header_end) for t in layout.tensors] == [(0, 3), (3, 5)]
 
@@ -101,10 +111,22 @@ def test_bad_headers_are_refused(name):
     assert parse_header(header, _file_size(header, data_len)) is None
 
 
-@pytest.mark.parametrize("header", [
-    b"", b"[]", b"null", b"12", b'"x"', b"{", b'{"a": 1}', b"{} {}", b"\xff\xfe{}",
-    b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        b"[]",
+        b"null",
+        b"12",
+        b'"x"',
+        b"{",
+        b'{"a": 1}',
+        b"{} {}",
+        b"\xff\xfe{}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+)
 def test_bad_json_is_refused(header):
     assert parse_header(header, _file_size(header, 0)) is None
 
@@ -151,7 +173,7 @@ def test_any_header_bytes_give_a_tiling_layout_or_none(header, data_len):
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )

@@ -22,12 +22,13 @@ MiB = 1024 * KiB
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Small parameters: FastCDC cuts (and groups form) inside files of a few KiB.
 TINY = ChunkingParams(64, 256, 1024)
-TINY_TENSORS = TensorChunkingParams(max_header_bytes=1024, large_tensor_bytes=64, group_avg_bytes=256,
-                                    group_max_bytes=1024)
+TINY_TENSORS = TensorChunkingParams(
+    max_header_bytes=1024, large_tensor_bytes=64, group_avg_bytes=256, group_max_bytes=1024
+)
 
 
-def _chunks(path, params=ChunkingParams(), tensors=TensorChunkingParams(), **kw) -> list[Chunk]:
-    return list(iter_file_chunks(path, params, tensors, **kw))
+def _chunks(path, params=None, tensors=None, **kw) -> list[Chunk]:
+    return list(iter_file_chunks(path, params or ChunkingParams(), tensors or TensorChunkingParams(), **kw))
 
 
 def _write(tmp_path, name: str, data: bytes):
@@ -232,14 +233,22 @@ def _rule(data: bytes, avg: int) -> bool:
 
 
 def test_mixed_groups_are_plain_and_float_groups_keep_their_width(tmp_path):
-    data = safetensors_bytes([("a", "F32", [16], random_bytes(64, 1)), ("b", "F32", [8], random_bytes(32, 2)),
-                              ("big", "U8", [4096], random_bytes(4096, 3)),
-                              ("c", "BF16", [16], random_bytes(32, 4)), ("d", "F16", [8], random_bytes(16, 5)),
-                              ("big2", "U8", [4096], random_bytes(4096, 6)),
-                              ("e", "BF16", [16], random_bytes(32, 7)), ("f", "I16", [8], random_bytes(16, 8))])
+    data = safetensors_bytes(
+        [
+            ("a", "F32", [16], random_bytes(64, 1)),
+            ("b", "F32", [8], random_bytes(32, 2)),
+            ("big", "U8", [4096], random_bytes(4096, 3)),
+            ("c", "BF16", [16], random_bytes(32, 4)),
+            ("d", "F16", [8], random_bytes(16, 5)),
+            ("big2", "U8", [4096], random_bytes(4096, 6)),
+            ("e", "BF16", [16], random_bytes(32, 7)),
+            ("f", "I16", [8], random_bytes(16, 8)),
+        ]
+    )
     path = _write(tmp_path, "mixed.safetensors", data)
-    tensors = TensorChunkingParams(max_header_bytes=1024, large_tensor_bytes=1024, group_avg_bytes=16 * MiB,
-                                   group_max_bytes=16 * MiB)
+    tensors = TensorChunkingParams(
+        max_header_bytes=1024, large_tensor_bytes=1024, group_avg_bytes=16 * MiB, group_max_bytes=16 * MiB
+    )
     chunks = _chunks(path, ChunkingParams(64, 4096, 16384), tensors)
     layout = _layout(path)
     small_starts = {t.begin for t in layout.tensors if t.size < 1024}
@@ -273,8 +282,9 @@ def test_inside_a_tensor_the_cuts_are_fastcdc_cuts_moved_down(tmp_path):
     data = safetensors_bytes([("t", "F32", [len(body) // 4], body)])
     path = _write(tmp_path, "t.safetensors", data)
     begin = _layout(path).header_end
-    cuts = [c.offset - begin for c in _chunks(path, params, TensorChunkingParams.for_chunking(params))
-            if c.offset > begin]
+    cuts = [
+        c.offset - begin for c in _chunks(path, params, TensorChunkingParams.for_chunking(params)) if c.offset > begin
+    ]
     plain = [c.offset for c in iter_chunks(_write(tmp_path, "body", body), params)][1:]
     assert cuts == [o - o % 4 for o in plain]
 
@@ -442,8 +452,13 @@ def test_a_file_that_grows_while_read_gets_its_new_bytes_cut(tmp_path):
 def test_parameters_round_trip_and_defaults_suit_the_default_chunking():
     p = TensorChunkingParams()
     assert TensorChunkingParams.from_dict(p.as_dict()) == p
-    assert p.as_dict() == {"algorithm": "safetensors-v1", "max_header_bytes": 16 * MiB,
-                           "large_tensor_bytes": 256 * KiB, "group_avg_bytes": 1 * MiB, "group_max_bytes": 4 * MiB}
+    assert p.as_dict() == {
+        "algorithm": "safetensors-v1",
+        "max_header_bytes": 16 * MiB,
+        "large_tensor_bytes": 256 * KiB,
+        "group_avg_bytes": 1 * MiB,
+        "group_max_bytes": 4 * MiB,
+    }
     assert TensorChunkingParams.for_chunking(ChunkingParams()) == p
     small = TensorChunkingParams.for_chunking(ChunkingParams.for_average(64 * KiB))
     assert TensorChunkingParams.from_dict(small.as_dict()) == small
@@ -453,15 +468,28 @@ def _with(**changes) -> dict:
     return {**TensorChunkingParams().as_dict(), **changes}
 
 
-@pytest.mark.parametrize("d", [
-    _with(algorithm="safetensors-v2"), _with(extra=1), {"algorithm": "safetensors-v1"}, [], None, "x",
-    _with(max_header_bytes=True), _with(max_header_bytes=1.0 * MiB), _with(max_header_bytes="1048576"),
-    _with(max_header_bytes=1023), _with(max_header_bytes=100 * MiB + 1),
-    _with(large_tensor_bytes=63), _with(large_tensor_bytes=8 * MiB),
-    _with(group_avg_bytes=255), _with(group_avg_bytes=5 * MiB),
-    _with(group_max_bytes=16 * MiB + 1, group_avg_bytes=16 * MiB),
-    {k: v for k, v in TensorChunkingParams().as_dict().items() if k != "group_max_bytes"},
-])
+@pytest.mark.parametrize(
+    "d",
+    [
+        _with(algorithm="safetensors-v2"),
+        _with(extra=1),
+        {"algorithm": "safetensors-v1"},
+        [],
+        None,
+        "x",
+        _with(max_header_bytes=True),
+        _with(max_header_bytes=1.0 * MiB),
+        _with(max_header_bytes="1048576"),
+        _with(max_header_bytes=1023),
+        _with(max_header_bytes=100 * MiB + 1),
+        _with(large_tensor_bytes=63),
+        _with(large_tensor_bytes=8 * MiB),
+        _with(group_avg_bytes=255),
+        _with(group_avg_bytes=5 * MiB),
+        _with(group_max_bytes=16 * MiB + 1, group_avg_bytes=16 * MiB),
+        {k: v for k, v in TensorChunkingParams().as_dict().items() if k != "group_max_bytes"},
+    ],
+)
 def test_parameters_refuse_anything_as_dict_does_not_write(d):
     with pytest.raises(ValueError):
         TensorChunkingParams.from_dict(d)

@@ -23,9 +23,25 @@ from pathlib import Path
 import blake3
 import pytest
 
-from tests.helpers import (AIM, PUSH_LINE, altered_blob, assert_same_tree, base_env, describe, drop_dac_caps,
-                           files_of, make_mixed_model, ok, one_line_error, parse_size, random_bytes, run, tree,
-                           version_bytes, write_file)
+from tests.helpers import (
+    AIM,
+    PUSH_LINE,
+    altered_blob,
+    assert_same_tree,
+    base_env,
+    describe,
+    drop_dac_caps,
+    files_of,
+    make_mixed_model,
+    ok,
+    one_line_error,
+    parse_size,
+    random_bytes,
+    run,
+    tree,
+    version_bytes,
+    write_file,
+)
 
 REPO = "team-repo"
 CHUNK = "64KiB"  # small chunks: a 3 MiB model has dozens of them, so dedup is visible
@@ -74,11 +90,17 @@ class AimEnv:
     def storage_snapshot(self) -> dict:
         """Every stored object: key -> content hash (plus mtime for a local repository)."""
         if self.kind == "local":  # files with their mtimes; directories and transient leases aside
-            return {k: v for k, v in tree(self.local_root, mtimes=True).items()
-                    if v[0] != "dir" and not k.startswith("locks/")}
+            return {
+                k: v
+                for k, v in tree(self.local_root, mtimes=True).items()
+                if v[0] != "dir" and not k.startswith("locks/")
+            }
         backend = self.repository().backend
-        return {info.key: (info.size, blake3.blake3(backend.get(info.key)).hexdigest())
-                for info in backend.list("") if not info.key.startswith("locks/")}
+        return {
+            info.key: (info.size, blake3.blake3(backend.get(info.key)).hexdigest())
+            for info in backend.list("")
+            if not info.key.startswith("locks/")
+        }
 
     def corrupt_blob(self, digest: str) -> None:
         """Flip one byte of a stored blob's chunk, behind aim_cli's back (``altered_blob``: a
@@ -136,7 +158,8 @@ def aim_env(request, tmp_path) -> AimEnv:
     bucket = request.getfixturevalue("s3_bucket")
     path = f"s3://{bucket}/models"
     return AimEnv(
-        "s3", cwd,
+        "s3",
+        cwd,
         ["--type", "s3", "--path", path, "--endpoint-url", endpoint, "--region", "us-east-1"],
         f"{{type: s3, path: '{path}', endpoint_url: '{endpoint}', region: us-east-1}}",
         {"bucket": bucket, "endpoint": endpoint},
@@ -231,14 +254,18 @@ def test_seed_workflow(aim_env, tmp_path):
     versions = ok(env.aim("model", "versions", REPO, "resnet50")).stdout.splitlines()
     assert versions[0].split()[:2] == ["TAG", "CREATED"]
     assert [line.split()[0] for line in versions[1:]] == ["v1.0", "v2.0"]  # oldest first
-    row = re.compile(r"(v\d\.0)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+([\d.]+ \w+)\s+[\d.]+ \w+\s+7 files\s+([0-9a-f]{12})")
+    row = re.compile(
+        r"(v\d\.0)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+([\d.]+ \w+)\s+[\d.]+ \w+\s+7 files\s+([0-9a-f]{12})"
+    )
     r1, r2 = row.match(versions[1]), row.match(versions[2])
     assert r1 and r2, versions
     assert r1[3] == m1["total"] and r1[4] == m1["digest"][:12] and versions[1].rstrip().endswith("first")
     assert r2[4] == m2["digest"][:12]
     as_json = json.loads(ok(env.aim("model", "versions", REPO, "resnet50", "--json")).stdout)
     assert [(v["tag"], v["digest"], v["files"], v["total_size"]) for v in as_json] == [
-        ("v1.0", m1["digest"], 7, total_v1), ("v2.0", m2["digest"], 7, total_v2)]
+        ("v1.0", m1["digest"], 7, total_v1),
+        ("v2.0", m2["digest"], 7, total_v2),
+    ]
 
     # Pull v1.0 (pinned by its digest): byte for byte and mode for mode the pushed directory.
     dest = tmp_path / "models" / "resnet50"
@@ -248,9 +275,11 @@ def test_seed_workflow(aim_env, tmp_path):
 
     # Without --tag: the newest, named as such. Into the same DEST: only the changed chunks travel.
     res = ok(env.aim("model", "pull", REPO, "resnet50", dest))
-    pulled = re.search(r"pulled resnet50:v2\.0 \(newest\) into .*: 7 files, ([\d.]+ \w+); "
-                       r"fetched ([\d.]+ \w+) \(stored size; ([\d.]+ \w+) of chunks\), reused ([\d.]+ \w+)",
-                       res.stdout)
+    pulled = re.search(
+        r"pulled resnet50:v2\.0 \(newest\) into .*: 7 files, ([\d.]+ \w+); "
+        r"fetched ([\d.]+ \w+) \(stored size; ([\d.]+ \w+) of chunks\), reused ([\d.]+ \w+)",
+        res.stdout,
+    )
     assert pulled, res.stdout
     fetched, fetched_chunks, reused = (parse_size(pulled[i]) for i in (2, 3, 4))
     assert fetched < total_v2 / 10 and 0 < fetched_chunks < total_v2 / 10 and reused > total_v2 * 0.8, res.stdout
@@ -259,7 +288,9 @@ def test_seed_workflow(aim_env, tmp_path):
     # Maintenance: delete a version, then a model.
     res = ok(env.aim("model", "delete-version", REPO, "resnet50", "--tag", "v1.0"))
     assert "deleted resnet50:v1.0" in res.stdout
-    assert [v["tag"] for v in json.loads(ok(env.aim("model", "versions", REPO, "resnet50", "--json")).stdout)] == ["v2.0"]
+    assert [v["tag"] for v in json.loads(ok(env.aim("model", "versions", REPO, "resnet50", "--json")).stdout)] == [
+        "v2.0"
+    ]
     one_line_error(env.aim("model", "pull", REPO, "resnet50", tmp_path / "gone", "--tag", "v1.0"), 3, "v1.0")
 
     # No terminal on stdin and no --yes: refused, nothing deleted.
@@ -341,21 +372,24 @@ def test_unknown_repo_model_tag(repo_setup, tmp_path):
     assert not dest.exists()  # nothing was pulled, not even DEST created
 
 
-@pytest.mark.parametrize("args", [
-    ["repo", "create", "bad/name", "--type", "local", "--path", "x"],
-    ["repo", "create", ".hidden", "--type", "local", "--path", "x"],
-    ["repo", "create", "a" * 129, "--type", "local", "--path", "x"],
-    ["model", "list", "../etc"],
-    ["model", "push", REPO, "bad name", "SRC", "--tag", "v1"],
-    ["model", "push", REPO, "m", "SRC", "--tag", "v1/../../x"],
-    ["model", "push", REPO, "..", "SRC", "--tag", "v1"],
-    ["model", "push", REPO, "m", "SRC", "--tag", ""],
-    ["model", "pull", REPO, "-m", "DEST"],
-    ["model", "pull", REPO, "m", "DEST", "--tag", "../v1"],
-    ["model", "versions", REPO, "m:x"],
-    ["model", "delete-version", REPO, "m", "--tag", ".v1"],
-    ["model", "delete", REPO, "a/b", "--yes"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["repo", "create", "bad/name", "--type", "local", "--path", "x"],
+        ["repo", "create", ".hidden", "--type", "local", "--path", "x"],
+        ["repo", "create", "a" * 129, "--type", "local", "--path", "x"],
+        ["model", "list", "../etc"],
+        ["model", "push", REPO, "bad name", "SRC", "--tag", "v1"],
+        ["model", "push", REPO, "m", "SRC", "--tag", "v1/../../x"],
+        ["model", "push", REPO, "..", "SRC", "--tag", "v1"],
+        ["model", "push", REPO, "m", "SRC", "--tag", ""],
+        ["model", "pull", REPO, "-m", "DEST"],
+        ["model", "pull", REPO, "m", "DEST", "--tag", "../v1"],
+        ["model", "versions", REPO, "m:x"],
+        ["model", "delete-version", REPO, "m", "--tag", ".v1"],
+        ["model", "delete", REPO, "a/b", "--yes"],
+    ],
+)
 def test_invalid_names(local_repo, tmp_path, args):
     env = local_repo
     src = write_file(tmp_path / "src" / "a.bin", b"x").parent
@@ -386,7 +420,12 @@ def test_missing_tag_option_is_a_usage_error(local_repo, tmp_path):
 # -- configuration errors ---------------------------------------------------------------------------
 def test_malformed_yaml(tmp_path):
     (tmp_path / "model_repos.yaml").write_text("repos:\n  r: {type: local, path: store}\n  bad: x: y\n")
-    for args in (["repo", "list"], ["model", "list", "r"], ["info"], ["repo", "create", "z", "--type", "local", "--path", "z"]):
+    for args in (
+        ["repo", "list"],
+        ["model", "list", "r"],
+        ["info"],
+        ["repo", "create", "z", "--type", "local", "--path", "z"],
+    ):
         one_line_error(run(args, cwd=tmp_path), 7, "not valid YAML", "line 3", str(tmp_path / "model_repos.yaml"))
     assert not (tmp_path / "z").exists()
 
@@ -397,14 +436,17 @@ def test_unknown_key(tmp_path):
     one_line_error(run(["model", "list", "r"], cwd=tmp_path), 7, "regoin")
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("repos:\n  r: {type: ftp, path: store}\n", "ftp"),
-    ("repos:\n  r: {type: local}\n", "path"),
-    ("repos:\n  r: {type: s3, path: 'http://bucket/x'}\n", "s3://"),
-    ("repos:\n  'bad name': {type: local, path: x}\n", "bad name"),
-    ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
-    ("- just\n- a list\n", "repos"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("repos:\n  r: {type: ftp, path: store}\n", "ftp"),
+        ("repos:\n  r: {type: local}\n", "path"),
+        ("repos:\n  r: {type: s3, path: 'http://bucket/x'}\n", "s3://"),
+        ("repos:\n  'bad name': {type: local, path: x}\n", "bad name"),
+        ("repos:\n  r: {type: local, path: 5}\n", "'path'"),
+        ("- just\n- a list\n", "repos"),
+    ],
+)
 def test_invalid_config(tmp_path, text, needle):
     (tmp_path / "model_repos.yaml").write_text(text)
     one_line_error(run(["repo", "list"], cwd=tmp_path), 7, needle)
@@ -422,16 +464,22 @@ def test_duplicate_repository_name_in_config(tmp_path):
 
 
 def test_no_config_found(tmp_path):
-    assert not any((d / "model_repos.yaml").exists() for d in (tmp_path, *tmp_path.parents)), \
+    assert not any((d / "model_repos.yaml").exists() for d in (tmp_path, *tmp_path.parents)), (
         "a model_repos.yaml in a parent of the test directory makes this test meaningless"
+    )
     env = base_env()
     assert "AIM_CONFIG" not in env
     for args in (["repo", "list"], ["model", "list", "r"], ["repo", "delete", "r"]):
         one_line_error(run(args, cwd=tmp_path, env=env), 7, "no model_repos.yaml found", "--config", "AIM_CONFIG")
-    one_line_error(run(["--config", tmp_path / "missing.yaml", "repo", "list"], cwd=tmp_path, env=env), 7,
-                   "missing.yaml")
-    one_line_error(run(["repo", "list"], cwd=tmp_path, env=base_env(AIM_CONFIG=str(tmp_path / "gone.yaml"))), 7,
-                   "gone.yaml", "AIM_CONFIG")
+    one_line_error(
+        run(["--config", tmp_path / "missing.yaml", "repo", "list"], cwd=tmp_path, env=env), 7, "missing.yaml"
+    )
+    one_line_error(
+        run(["repo", "list"], cwd=tmp_path, env=base_env(AIM_CONFIG=str(tmp_path / "gone.yaml"))),
+        7,
+        "gone.yaml",
+        "AIM_CONFIG",
+    )
     # `info` is a diagnostic: it says that none was found, and succeeds.
     assert "none found" in ok(run(["info"], cwd=tmp_path, env=env)).stdout
     assert list(tmp_path.iterdir()) == []
@@ -442,8 +490,9 @@ def test_repo_create_conflicts_and_storage_errors(local_repo, tmp_path):
     ok(env.aim("repo", "create", "second", "--type", "local", "--path", "store2"))
     before = env.config.read_text()
     # The name is taken: exit 4, the config unchanged, and the new path untouched.
-    one_line_error(env.aim("repo", "create", "second", "--type", "local", "--path", "other"), 4, "second",
-                   "already exists")
+    one_line_error(
+        env.aim("repo", "create", "second", "--type", "local", "--path", "other"), 4, "second", "already exists"
+    )
     assert env.config.read_text() == before
     assert not (env.cwd / "other").exists(), "a refused `repo create` initialised storage anyway"
     # The path is a file: the storage cannot be used (6), nothing is recorded.
@@ -502,8 +551,9 @@ def test_symlinks_refused_then_followed(repo_setup, tmp_path):
     write_file(src / "config.json", b"{}\n")
     (src / "weights").mkdir()
     (src / "weights" / "model.safetensors").symlink_to(target)
-    one_line_error(env.aim("model", "push", REPO, "m", src, "--tag", "v1"), 2, "weights/model.safetensors",
-                   "--follow-symlinks")
+    one_line_error(
+        env.aim("model", "push", REPO, "m", src, "--tag", "v1"), 2, "weights/model.safetensors", "--follow-symlinks"
+    )
     assert not env.repository().has_version("m", "v1")
 
     ok(env.aim("model", "push", REPO, "m", src, "--tag", "v1", "--follow-symlinks"))
@@ -537,8 +587,9 @@ def test_altered_blob_fails_the_pull(repo_setup, tmp_path):
     bad = files["a.bin"]["chunks"][-1][0]
     env.corrupt_blob(bad)
     dest = tmp_path / "dest"
-    one_line_error(env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"), 5, bad, "corrupt",
-                   "does not match its hash")
+    one_line_error(
+        env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"), 5, bad, "corrupt", "does not match its hash"
+    )
     assert not (dest / "a.bin").exists()
     for path, info in files_of(dest).items():  # whatever was completed is complete and verified
         assert info == files_of(src)[path]
@@ -576,10 +627,17 @@ def test_hostile_manifests(repo_setup, tmp_path):
     for n, (case, paths) in enumerate(sorted(HOSTILE_PATHS.items())):
         tag = f"evil-{case}"
         manifest = {
-            "format": 1, "model": "m", "tag": tag, "created_at": f"2030-01-01T00:00:{n:02d}.000000Z",
-            "created_by": "mallory@host", "message": "", "total_size": len(content) * len(paths),
-            "files": [{"path": p, "size": good["size"], "mode": 0o644, "blake3": good["blake3"],
-                       "chunks": good["chunks"]} for p in paths],
+            "format": 1,
+            "model": "m",
+            "tag": tag,
+            "created_at": f"2030-01-01T00:00:{n:02d}.000000Z",
+            "created_by": "mallory@host",
+            "message": "",
+            "total_size": len(content) * len(paths),
+            "files": [
+                {"path": p, "size": good["size"], "mode": 0o644, "blake3": good["blake3"], "chunks": good["chunks"]}
+                for p in paths
+            ],
         }
         env.write_manifest("m", tag, json.dumps(manifest).encode())
         dest = parent / f"dest-{case}"
@@ -589,7 +647,9 @@ def test_hostile_manifests(repo_setup, tmp_path):
             line = one_line_error(env.aim("model", "pull", REPO, "m", dest, *extra), 5, "manifest", "invalid")
             assert "do not use it" in line, (case, line)
             after = tree(parent, mtimes=True)
-            assert {k: v for k, v in after.items() if k != dest.name and not k.startswith(dest.name + "/")} == before, case
+            assert {k: v for k, v in after.items() if k != dest.name and not k.startswith(dest.name + "/")} == before, (
+                case
+            )
             no_final_files(dest)
     assert not Path("/etc/aim-e2e-hostile").exists()
     assert not (tmp_path / "x").exists() and not (parent / "x").exists() and not (parent / "b").exists()
@@ -644,8 +704,9 @@ def test_pull_never_writes_through_a_symlinked_work_dir(local_repo, tmp_path):
     (dest / ".aim").symlink_to(outside, target_is_directory=True)
     mtime = os.stat(outside).st_mtime_ns
     res = env.aim("model", "pull", REPO, "m", dest, "--tag", "v1")
-    assert os.stat(outside).st_mtime_ns == mtime and list(outside.iterdir()) == [], \
+    assert os.stat(outside).st_mtime_ns == mtime and list(outside.iterdir()) == [], (
         f"the pull wrote into {outside} through the symlink {dest / '.aim'}\n{describe(res)}"
+    )
     one_line_error(res, 2, ".aim", "symlink")
 
 
@@ -671,7 +732,9 @@ def test_pull_into_a_file_and_a_held_lock(local_repo, tmp_path):
     one_line_error(env.aim("model", "pull", REPO, "m", tmp_path / "afile", "--tag", "v1"), 2, "not a directory")
     # A lock held by a live process on this host: refused (4), naming the lock.
     dest = tmp_path / "dest"
-    lock = write_file(dest / ".aim" / "pull.lock", json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+    lock = write_file(
+        dest / ".aim" / "pull.lock", json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+    )
     one_line_error(env.aim("model", "pull", REPO, "m", dest, "--tag", "v1"), 4, "another pull", str(lock))
     no_final_files(dest)
     # Left by a process that is gone: taken over.
@@ -691,13 +754,21 @@ def test_ctrl_c_during_pull_then_resume(local_repo, tmp_path):
     push_model(env, "big", src, "v1", "-q")
     dest = tmp_path / "dest"
     partial = dest / ".aim" / "partial"
-    proc = subprocess.Popen([str(AIM), "model", "pull", REPO, "big", str(dest), "--tag", "v1", "--jobs", "1"],
-                            cwd=env.cwd, env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(AIM), "model", "pull", REPO, "big", str(dest), "--tag", "v1", "--jobs", "1"],
+        cwd=env.cwd,
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, "the pull finished before it could be interrupted:\n" + "".join(proc.communicate())
+            assert proc.poll() is None, "the pull finished before it could be interrupted:\n" + "".join(
+                proc.communicate()
+            )
             try:
                 if any(p.stat().st_blocks > 0 for p in partial.iterdir()):
                     break
@@ -741,9 +812,14 @@ def test_output_into_a_pipe_closed_early_exits_0_quietly(local_repo, tmp_path):
         (src / f"file-{i:05d}.bin").write_bytes(i.to_bytes(4, "big"))
     ok(env.aim("model", "push", REPO, "many", src, "--tag", "v1", "--quiet"))
     for extra in ([], ["--json"]):
-        proc = subprocess.Popen([str(AIM), "model", "info", REPO, "many", "--tag", "v1", *extra], cwd=env.cwd,
-                                env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(AIM), "model", "info", REPO, "many", "--tag", "v1", *extra],
+            cwd=env.cwd,
+            env=base_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         if hasattr(fcntl, "F_GETPIPE_SZ"):  # each file's line holds at least its 64 hex digits
             assert files * 64 > 2 * fcntl.fcntl(proc.stdout, fcntl.F_GETPIPE_SZ), "the output would fit the pipe"
         first = os.read(proc.stdout.fileno(), 100)
@@ -756,13 +832,19 @@ def test_output_into_a_pipe_closed_early_exits_0_quietly(local_repo, tmp_path):
 
 # -- start-up ---------------------------------------------------------------------------------------
 def test_python_dash_m(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "aim_cli", "--help"], cwd=tmp_path, env=base_env(),
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-m", "aim_cli", "--help"],
+        cwd=tmp_path,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     ok(res)
     assert "repo" in res.stdout and "model" in res.stdout and "info" in res.stdout
 
 
-HEAVY = ("boto3", "botocore", "pyfastcdc", "rich")
+HEAVY = ("boto3", "botocore", "pyfastcdc", "rich", "zstandard", "cryptography")
 _PROBE = """
 import json, sys
 from aim_cli.cli.main import main
@@ -770,17 +852,24 @@ try:
     main(sys.argv[1:])
 except SystemExit as e:
     code = e.code
-print("HEAVY=" + json.dumps([m for m in %r if m in sys.modules]) + " CODE=" + str(code))
-""" % (HEAVY,)
+print("HEAVY=" + json.dumps([m for m in HEAVY_NAMES if m in sys.modules]) + " CODE=" + str(code))
+""".replace("HEAVY_NAMES", repr(HEAVY))
 
 
 @pytest.mark.parametrize("args", [["--help"], ["repo", "list"], ["info"], ["model", "--help"]])
 def test_light_commands_do_not_import_heavy_modules(tmp_path, args):
     # An S3 entry in the config: listing it must still not load boto3.
     (tmp_path / "model_repos.yaml").write_text(
-        "repos:\n  s3repo: {type: s3, path: 's3://bucket/x', region: us-east-1}\n  loc: {type: local, path: store}\n")
-    res = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=tmp_path, env=base_env(),
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        "repos:\n  s3repo: {type: s3, path: 's3://bucket/x', region: us-east-1}\n  loc: {type: local, path: store}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        cwd=tmp_path,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 0, describe(res)
     last = res.stdout.strip().splitlines()[-1]
     assert last == "HEAVY=[] CODE=0", f"{args}: {last}"

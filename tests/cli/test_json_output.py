@@ -14,29 +14,102 @@ SHAPES = {
     "repo create": CONFIG_ENTRY | {"initialised", "format"},
     "info": {"version", "config", "repos"},
     "repo list": None,  # a list of config entries
-    "model push": {"model", "tag", "digest", "files", "total_size", "new_bytes", "new_chunks", "chunks",
-                   "already_pushed", "elapsed", "skipped", "new_stored_bytes", "stored_size", "dedup_ratio"},
+    "model push": {
+        "model",
+        "tag",
+        "digest",
+        "files",
+        "total_size",
+        "new_bytes",
+        "new_chunks",
+        "chunks",
+        "already_pushed",
+        "elapsed",
+        "skipped",
+        "new_stored_bytes",
+        "stored_size",
+        "dedup_ratio",
+    },
     "model list": None,  # a list of model names
     "model versions": None,  # a list of VERSION
-    "model info": {"model", "tag", "digest", "created_at", "created_by", "message", "total_size", "files",
-                   "format", "distinct_size", "stored_size", "missing_blobs", "signatures"},
+    "model info": {
+        "model",
+        "tag",
+        "digest",
+        "created_at",
+        "created_by",
+        "message",
+        "total_size",
+        "files",
+        "format",
+        "distinct_size",
+        "stored_size",
+        "missing_blobs",
+        "signatures",
+    },
     "model verify": {"model", "tag", "digest", "blobs", "bytes", "problems", "ok"},
     "model verify --local": {"model", "tag", "digest", "directory", "files", "modified", "missing", "extra", "ok"},
-    "model pull": {"model", "tag", "digest", "files", "total_size", "fetched_bytes", "fetched_raw_bytes",
-                   "reused_bytes", "cached_bytes", "fetched_chunks", "kept_files", "newest", "elapsed", "dest",
-                   "deleted"},
-    "repo check": {"repo", "versions", "referenced", "stored", "read", "unreferenced", "unreferenced_bytes",
-                   "raw_bytes", "stored_bytes", "broken", "problems", "ok"},
-    "repo gc": {"dry_run", "blobs", "bytes", "deleted", "freed_bytes", "versions", "referenced", "stored",
-                "incomplete_removed", "incomplete_bytes"},
+    "model pull": {
+        "model",
+        "tag",
+        "digest",
+        "files",
+        "total_size",
+        "fetched_bytes",
+        "fetched_raw_bytes",
+        "reused_bytes",
+        "cached_bytes",
+        "fetched_chunks",
+        "kept_files",
+        "newest",
+        "elapsed",
+        "dest",
+        "deleted",
+    },
+    "repo check": {
+        "repo",
+        "versions",
+        "referenced",
+        "stored",
+        "read",
+        "unreferenced",
+        "unreferenced_bytes",
+        "raw_bytes",
+        "stored_bytes",
+        "broken",
+        "problems",
+        "ok",
+    },
+    "repo gc": {
+        "dry_run",
+        "blobs",
+        "bytes",
+        "deleted",
+        "freed_bytes",
+        "versions",
+        "referenced",
+        "stored",
+        "incomplete_removed",
+        "incomplete_bytes",
+    },
     "model delete-version": {"model", "tags", "reclaimable_blobs", "reclaimable_bytes", "reclaimable_stored_bytes"},
     "model delete": {"model", "tags", "reclaimable_blobs", "reclaimable_bytes", "reclaimable_stored_bytes"},
     "cache info": {"cache_dir", "entries", "bytes"},
     "cache prune": {"cache_dir", "dry_run", "entries", "bytes", "removed", "freed"},
     "repo delete": CONFIG_ENTRY,
 }
-VERSION = {"model", "tag", "digest", "created_at", "created_by", "message", "total_size", "files", "chunks",
-           "stored_size"}
+VERSION = {
+    "model",
+    "tag",
+    "digest",
+    "created_at",
+    "created_by",
+    "message",
+    "total_size",
+    "files",
+    "chunks",
+    "stored_size",
+}
 
 
 def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
@@ -45,8 +118,11 @@ def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
     shown: dict[str, object] = {}
 
     def aim(name: str, *args) -> object:  # ``name``'s first two words are the command
-        result = json.loads(ok(run(["--config", tmp_path / "model_repos.yaml", *name.split()[:2], *args, "--json"],
-                                   cwd=tmp_path)).stdout)
+        result = json.loads(
+            ok(
+                run(["--config", tmp_path / "model_repos.yaml", *name.split()[:2], *args, "--json"], cwd=tmp_path)
+            ).stdout
+        )
         shown[name] = result
         return result
 
@@ -88,17 +164,65 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
     aim("repo", "create", "r", "--type", "local", "--path", tmp_path / "store")
     aim("repo", "create", "r2", "--type", "local", "--path", tmp_path / "store2")
     for variant in (1, 2):
-        aim("model", "push", "r", "m", make_variant_model(tmp_path / f"v{variant}", variant=variant), "--tag",
-            f"v{variant}")
+        aim(
+            "model",
+            "push",
+            "r",
+            "m",
+            make_variant_model(tmp_path / f"v{variant}", variant=variant),
+            "--tag",
+            f"v{variant}",
+        )
     diff = aim("model", "diff", "r", "m", "v1", "v2")
-    assert set(diff) == {"repo", "model", "tag_a", "tag_b", "digest_a", "digest_b", "files", "totals",
-                         "changed_bytes", "fetch", "include", "exclude", "identical"}
+    assert set(diff) == {
+        "repo",
+        "model",
+        "tag_a",
+        "tag_b",
+        "digest_a",
+        "digest_b",
+        "files",
+        "totals",
+        "changed_bytes",
+        "fetch",
+        "include",
+        "exclude",
+        "identical",
+    }
     assert all(set(f) == {"path", "status", "size_a", "size_b", "mode_a", "mode_b"} for f in diff["files"])
     assert set(diff["fetch"]) == {"chunks", "raw_bytes", "stored_bytes", "unstored_chunks"}
     copy = aim("model", "copy", "r", "m", "r2")
-    assert set(copy) == {"src", "dst", "model", "dry_run", "src_format", "dst_format", "dst_created", "reencoded",
-                         "versions", "copied", "skipped", "conflicts", "blobs", "raw_bytes", "read_bytes",
-                         "stored_bytes", "elapsed", "signatures"}
-    assert [set(v) for v in copy["versions"]] == 2 * [{"tag", "digest", "status", "blobs", "raw_bytes", "read_bytes",
-                                                       "stored_bytes", "present_blobs", "dst_digest",
-                                                       "signatures"}]
+    assert set(copy) == {
+        "src",
+        "dst",
+        "model",
+        "dry_run",
+        "src_format",
+        "dst_format",
+        "dst_created",
+        "reencoded",
+        "versions",
+        "copied",
+        "skipped",
+        "conflicts",
+        "blobs",
+        "raw_bytes",
+        "read_bytes",
+        "stored_bytes",
+        "elapsed",
+        "signatures",
+    }
+    assert [set(v) for v in copy["versions"]] == 2 * [
+        {
+            "tag",
+            "digest",
+            "status",
+            "blobs",
+            "raw_bytes",
+            "read_bytes",
+            "stored_bytes",
+            "present_blobs",
+            "dst_digest",
+            "signatures",
+        }
+    ]

@@ -44,12 +44,15 @@ def _deep_tree(root: Path, levels: int) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name, needle", [
-    (os.fsdecode(b"caf\xe9.bin"), "not valid UTF-8"),  # a Latin-1 file name
-    ("two\nlines.txt", "control character"),
-    ("bell\x07.txt", "control character"),
-    ("C:", "absolute path"),
-])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        (os.fsdecode(b"caf\xe9.bin"), "not valid UTF-8"),  # a Latin-1 file name
+        ("two\nlines.txt", "control character"),
+        ("bell\x07.txt", "control character"),
+        ("C:", "absolute path"),
+    ],
+)
 def test_push_refuses_names_pull_could_not_write_or_print(work, tmp_path, name, needle):
     src = tmp_path / "src"
     write_file(src / "ok.txt", b"fine\n")
@@ -61,7 +64,9 @@ def test_push_refuses_names_pull_could_not_write_or_print(work, tmp_path, name, 
 
 def test_push_refuses_a_tree_deeper_than_pull_writes(work, tmp_path):
     src = _deep_tree(tmp_path / "src", mf.MAX_PATH_DEPTH + 10)
-    one_line_error(run(["model", "push", REPO, "m", src, "--tag", "v1"], cwd=work), 2, f"deeper than {mf.MAX_PATH_DEPTH}")
+    one_line_error(
+        run(["model", "push", REPO, "m", src, "--tag", "v1"], cwd=work), 2, f"deeper than {mf.MAX_PATH_DEPTH}"
+    )
     assert not (work / "store" / "models").exists()
     # At the limit, it goes through and back.
     src = _deep_tree(tmp_path / "src-ok", mf.MAX_PATH_DEPTH - 1)
@@ -72,8 +77,16 @@ def test_push_refuses_a_tree_deeper_than_pull_writes(work, tmp_path):
 
 def _hostile(good: dict, path: str, **changes) -> dict:
     entry = {"path": path, "size": good["size"], "mode": 0o644, "blake3": good["blake3"], "chunks": good["chunks"]}
-    manifest = {"format": 1, "model": "m", "tag": "evil", "created_at": "2030-01-01T00:00:00.000000Z",
-                "created_by": "mallory@host", "message": "", "total_size": good["size"], "files": [entry]}
+    manifest = {
+        "format": 1,
+        "model": "m",
+        "tag": "evil",
+        "created_at": "2030-01-01T00:00:00.000000Z",
+        "created_by": "mallory@host",
+        "message": "",
+        "total_size": good["size"],
+        "files": [entry],
+    }
     manifest.update(changes)
     return manifest
 

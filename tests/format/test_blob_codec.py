@@ -28,6 +28,7 @@ KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
 # --- data of every kind ---------------------------------------------------------------------
 
+
 def bf16_weights(n_bytes: int, seed: int, sigma: float = 0.02) -> bytes:
     """Trained-like bf16 weights: N(0, sigma) draws rounded to nearest-even bf16."""
     w = np.random.default_rng(seed).normal(0, sigma, n_bytes // 2).astype(np.float32)
@@ -65,10 +66,16 @@ def sizes():
 
 # --- round trips ----------------------------------------------------------------------------
 
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(sorted(KINDS)), size=sizes(), seed=st.integers(0, 2**16),
-       element_size=st.sampled_from([1, 2, 3, 4, 8]), level=st.integers(1, 3),
-       min_saving=st.sampled_from([0.0, 0.03, 0.5, 0.99]))
+@given(
+    kind=st.sampled_from(sorted(KINDS)),
+    size=sizes(),
+    seed=st.integers(0, 2**16),
+    element_size=st.sampled_from([1, 2, 3, 4, 8]),
+    level=st.integers(1, 3),
+    min_saving=st.sampled_from([0.0, 0.03, 0.5, 0.99]),
+)
 def test_round_trip(kind, size, seed, element_size, level, min_saving):
     data = KINDS[kind](size, seed)
     blob, codec = encode(data, element_size, CodecParams(level, min_saving))
@@ -78,8 +85,9 @@ def test_round_trip(kind, size, seed, element_size, level, min_saving):
     if codec != Codec.RAW:
         assert len(blob) - HEADER_SIZE <= size * (1 - min_saving)
     grouped = element_size in (2, 4) and size % element_size == 0
-    assert codec in ({Codec.RAW, {2: Codec.BG2_ZSTD, 4: Codec.BG4_ZSTD}[element_size]} if grouped
-                     else {Codec.RAW, Codec.ZSTD})
+    assert codec in (
+        {Codec.RAW, {2: Codec.BG2_ZSTD, 4: Codec.BG4_ZSTD}[element_size]} if grouped else {Codec.RAW, Codec.ZSTD}
+    )
 
 
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda d: memoryview(d).cast("H")])
@@ -92,8 +100,10 @@ def test_encode_takes_any_contiguous_bytes_like(wrap):
 
 def test_many_threads_at_once():
     """encode/decode run in the store's thread pools: zstd contexts must not be shared."""
-    chunks = [(KINDS[kind](100 * KiB + i * 2, i), es) for i, (kind, es) in
-              enumerate([(k, es) for k in ("bf16", "f32", "text", "random") for es in (1, 2, 4)] * 4)]
+    chunks = [
+        (KINDS[kind](100 * KiB + i * 2, i), es)
+        for i, (kind, es) in enumerate([(k, es) for k in ("bf16", "f32", "text", "random") for es in (1, 2, 4)] * 4)
+    ]
 
     def round_trip(item):
         data, es = item
@@ -104,6 +114,7 @@ def test_many_threads_at_once():
 
 
 # --- what the format is for ------------------------------------------------------------------
+
 
 def test_bf16_weights_shrink_to_at_most_0_70():
     data = bf16_weights(MiB, seed=42)
@@ -153,10 +164,11 @@ def test_incompressible_data_costs_a_sample_not_a_compression(monkeypatch, eleme
 
 # --- the format, pinned -------------------------------------------------------------------------
 
+
 def test_golden_raw_blob():
     blob, codec = encode(b"abc")
     assert codec == Codec.RAW
-    assert blob.hex() == "41494d42" "00" "000000" "0300000000000000" "616263"
+    assert blob.hex() == "41494d42000000000300000000000000616263"
 
 
 def test_golden_bg2_layout():
@@ -168,10 +180,10 @@ def test_golden_bg2_layout():
     data = bytes(b for x in low for b in (x, 0x3C))
     blob, codec = encode(data, 2)
     assert codec == Codec.BG2_ZSTD
-    assert blob[:16].hex() == "41494d42" "02" "000000" "0010000000000000"  # magic, codec 2, R=4096
-    frame = blob[16 + 18 + 2048:]
-    assert blob[16:34].hex() == "00" "0008000000000000" "01" + struct.pack("<Q", len(frame)).hex()
-    assert blob[34:34 + 2048] == low  # stream 0: byte 0 of each element, raw
+    assert blob[:16].hex() == "41494d42020000000010000000000000"  # magic, codec 2, R=4096
+    frame = blob[16 + 18 + 2048 :]
+    assert blob[16:34].hex() == "00000800000000000001" + struct.pack("<Q", len(frame)).hex()
+    assert blob[34 : 34 + 2048] == low  # stream 0: byte 0 of each element, raw
     assert zstandard.get_frame_parameters(frame).content_size == 2048
     assert zstandard.ZstdDecompressor().decompress(frame) == b"\x3c" * 2048  # stream 1, zstd
 
@@ -180,12 +192,12 @@ def test_golden_bg4_layout():
     data = bytes(b for i in range(1024) for b in (i & 0xFF, 0, 0, 0x3C))
     blob, codec = encode(data, 4)
     assert codec == Codec.BG4_ZSTD
-    assert blob[:16].hex() == "41494d42" "03" "000000" "0010000000000000"
+    assert blob[:16].hex() == "41494d42030000000010000000000000"
     table = [struct.unpack_from("<BQ", blob, 16 + 9 * i) for i in range(4)]
     assert [mode for mode, _ in table] == [1, 1, 1, 1]
     frames, offset = [], 16 + 36
     for _, length in table:
-        frames.append(blob[offset:offset + length])
+        frames.append(blob[offset : offset + length])
         offset += length
     assert offset == len(blob)
     d = zstandard.ZstdDecompressor()
@@ -194,16 +206,22 @@ def test_golden_bg4_layout():
 
 # Blobs written by this format's first encoder (zstd 1.5.7): readers must decode them forever.
 GOLDEN_BLOBS = [
-    ("41494d42010000002f0000000000000028b52ffd202f6500003068656c6c6f200100029522",
-     b"hello hello hello hello hello hello hello hello"),
-    ("41494d4202000000800000000000000000400000000000000001110000000000000000254a6f94b9de03284d7297bce1"
-     "062b50759abfe4092e53789dc2e70c31567ba0c5ea0f34597ea3c8ed12375c81a6cbf0153a5f84a9cef3183d6287acd1"
-     "f61b28b52ffd2040450000103c3c0100930016",
-     bytes(b for i in range(64) for b in ((i * 37) & 0xFF, 0x3C))),
-    ("41494d4203000000800000000000000000200000000000000001110000000000000001110000000000000001110000000"
-     "000000000254a6f94b9de03284d7297bce1062b50759abfe4092e53789dc2e70c31567b28b52ffd2020450000100000010"
-     "022c00228b52ffd2020450000108080010022c00228b52ffd2020450000103c3c010022c002",
-     bytes(b for i in range(32) for b in ((i * 37) & 0xFF, 0, 0x80, 0x3C))),
+    (
+        "41494d42010000002f0000000000000028b52ffd202f6500003068656c6c6f200100029522",
+        b"hello hello hello hello hello hello hello hello",
+    ),
+    (
+        "41494d4202000000800000000000000000400000000000000001110000000000000000254a6f94b9de03284d7297bce1"
+        "062b50759abfe4092e53789dc2e70c31567ba0c5ea0f34597ea3c8ed12375c81a6cbf0153a5f84a9cef3183d6287acd1"
+        "f61b28b52ffd2040450000103c3c0100930016",
+        bytes(b for i in range(64) for b in ((i * 37) & 0xFF, 0x3C)),
+    ),
+    (
+        "41494d4203000000800000000000000000200000000000000001110000000000000001110000000000000001110000000"
+        "000000000254a6f94b9de03284d7297bce1062b50759abfe4092e53789dc2e70c31567b28b52ffd2020450000100000010"
+        "022c00228b52ffd2020450000108080010022c00228b52ffd2020450000103c3c010022c002",
+        bytes(b for i in range(32) for b in ((i * 37) & 0xFF, 0, 0x80, 0x3C)),
+    ),
 ]
 
 
@@ -213,6 +231,7 @@ def test_golden_blobs_decode(blob_hex, raw):
 
 
 # --- hostile blobs --------------------------------------------------------------------------
+
 
 def header(codec: int, raw_size: int, magic: bytes = b"AIMB", reserved: bytes = b"\0\0\0") -> bytes:
     return struct.pack("<4sB3sQ", magic, codec, reserved, raw_size)
@@ -286,8 +305,10 @@ HOSTILE = {
     "zstd: trailing bytes": (zstd_blob(zstd_frame([rle(100)], 100) + b"\0", 100), 100),
     "zstd: two frames": (zstd_blob(zstd_frame([rle(100)], 100) + zstd_frame([rle(5)], 5), 100), 100),
     "zstd: window beyond the chunk": (zstd_blob(zstd_frame([rle(2000)], 2000, window_log=12), 2000), 2000),
-    "zstd: window beyond 8 MiB": (zstd_blob(zstd_frame([rle(128 * KiB)] * 128, 16 * MiB, window_log=24), 16 * MiB),
-                                  16 * MiB),
+    "zstd: window beyond 8 MiB": (
+        zstd_blob(zstd_frame([rle(128 * KiB)] * 128, 16 * MiB, window_log=24), 16 * MiB),
+        16 * MiB,
+    ),
     "zstd: truncated": (zstd_blob(zstd_frame([raw_block(b"abcdef")], 6)[:-2], 6), 6),
     "zstd: reserved block type": (zstd_blob(zstd_frame([(3, 6, b"abcdef")], 6), 6), 6),
     "bg2: odd raw size": (header(2, 101) + stream_table((1, _RLE50_LEN), (1, _RLE50_LEN)) + _RLE50 * 2, 101),
@@ -297,12 +318,17 @@ HOSTILE = {
     "bg2: stream past the end": (_bg2(lengths=(50, _RLE50_LEN + 1)), 100),
     "bg2: bytes after the last stream": (_bg2() + b"\0", 100),
     "bg2: zstd stream no smaller than raw": (
-        header(2, 100) + stream_table((1, 50), (1, _RLE50_LEN)) + _FRAME50_OF_50 + _RLE50, 100),
+        header(2, 100) + stream_table((1, 50), (1, _RLE50_LEN)) + _FRAME50_OF_50 + _RLE50,
+        100,
+    ),
     "bg2: stream decodes to another size": (
-        header(2, 100) + stream_table((0, 50), (1, 17)) + bytes(50) + zstd_frame([rle(49)], 49), 100),
+        header(2, 100) + stream_table((0, 50), (1, 17)) + bytes(50) + zstd_frame([rle(49)], 49),
+        100,
+    ),
     "bg4: zstd stream declares the chunk's size": (
-        header(3, 400) + stream_table((1, 17), (0, 100), (0, 100), (0, 100)) + zstd_frame([rle(400)], 400)
-        + bytes(300), 400),
+        header(3, 400) + stream_table((1, 17), (0, 100), (0, 100), (0, 100)) + zstd_frame([rle(400)], 400) + bytes(300),
+        400,
+    ),
 }
 
 
@@ -363,6 +389,7 @@ def test_bomb_in_a_stream_is_refused_without_allocating_it():
 
 # --- fuzz: CorruptBlob, or bytes of the chunk's size --------------------------------------------
 
+
 def _check_decode(blob: bytes, raw_size: int) -> bytes | None:
     """Decode a possibly damaged blob: CorruptBlob with a reason, or raw_size bytes (the store's
     BLAKE3 check catches damage that still decodes)."""
@@ -389,12 +416,16 @@ def test_fuzz_random_payloads_behind_a_valid_header(blob, codec, raw_size):
 
 def _mutations():
     positions = st.integers(0, 2**20)
-    return st.lists(st.one_of(
-        st.tuples(st.just("set"), positions, st.integers(0, 255)),
-        st.tuples(st.just("flip"), positions, st.integers(0, 7)),
-        st.tuples(st.just("cut"), positions, st.just(0)),
-        st.tuples(st.just("insert"), positions, st.integers(0, 255)),
-    ), min_size=1, max_size=4)
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("set"), positions, st.integers(0, 255)),
+            st.tuples(st.just("flip"), positions, st.integers(0, 7)),
+            st.tuples(st.just("cut"), positions, st.just(0)),
+            st.tuples(st.just("insert"), positions, st.integers(0, 255)),
+        ),
+        min_size=1,
+        max_size=4,
+    )
 
 
 def _mutate(blob: bytes, mutations) -> bytes:
@@ -413,9 +444,14 @@ def _mutate(blob: bytes, mutations) -> bytes:
 
 
 @settings(max_examples=400, deadline=None)
-@given(kind=st.sampled_from(["bf16", "f32", "text", "zeros", "half zeros"]), size=st.integers(0, 3000),
-       seed=st.integers(0, 100), element_size=st.sampled_from([1, 2, 4]), mutations=_mutations(),
-       in_header_or_table=st.booleans())
+@given(
+    kind=st.sampled_from(["bf16", "f32", "text", "zeros", "half zeros"]),
+    size=st.integers(0, 3000),
+    seed=st.integers(0, 100),
+    element_size=st.sampled_from([1, 2, 4]),
+    mutations=_mutations(),
+    in_header_or_table=st.booleans(),
+)
 def test_fuzz_mutated_blobs(kind, size, seed, element_size, mutations, in_header_or_table):
     data = KINDS[kind](size, seed)
     blob, _ = encode(data, element_size)
@@ -429,14 +465,22 @@ def test_fuzz_mutated_blobs(kind, size, seed, element_size, mutations, in_header
 
 # --- parameters -----------------------------------------------------------------------------
 
+
 def test_params_round_trip_and_refusals():
     assert CodecParams.from_dict(CodecParams().as_dict()) == CodecParams()
     assert CodecParams.from_dict({"zstd_level": 3, "min_saving": 0}) == CodecParams(3, 0.0)
-    for bad in [{}, {"zstd_level": 1}, {"zstd_level": 1, "min_saving": 0.03, "x": 1},
-                {"zstd_level": 0, "min_saving": 0.03}, {"zstd_level": 20, "min_saving": 0.03},
-                {"zstd_level": True, "min_saving": 0.03}, {"zstd_level": 1, "min_saving": 1},
-                {"zstd_level": 1, "min_saving": math.nan}, {"zstd_level": 1, "min_saving": "0.03"},
-                {"zstd_level": 1.0, "min_saving": 0.03}]:
+    for bad in [
+        {},
+        {"zstd_level": 1},
+        {"zstd_level": 1, "min_saving": 0.03, "x": 1},
+        {"zstd_level": 0, "min_saving": 0.03},
+        {"zstd_level": 20, "min_saving": 0.03},
+        {"zstd_level": True, "min_saving": 0.03},
+        {"zstd_level": 1, "min_saving": 1},
+        {"zstd_level": 1, "min_saving": math.nan},
+        {"zstd_level": 1, "min_saving": "0.03"},
+        {"zstd_level": 1.0, "min_saving": 0.03},
+    ]:
         with pytest.raises((ValueError, TypeError, KeyError)):
             CodecParams.from_dict(bad)
 

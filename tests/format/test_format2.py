@@ -22,8 +22,23 @@ def _config(tmp_path: Path) -> Path:
 
 
 def _create(tmp_path: Path, name: str, *extra: str) -> Path:
-    ok(run(["--config", _config_path(tmp_path), "repo", "create", name, "--type", "local", "--path",
-            tmp_path / name, *extra], cwd=tmp_path))
+    ok(
+        run(
+            [
+                "--config",
+                _config_path(tmp_path),
+                "repo",
+                "create",
+                name,
+                "--type",
+                "local",
+                "--path",
+                tmp_path / name,
+                *extra,
+            ],
+            cwd=tmp_path,
+        )
+    )
     return tmp_path / name
 
 
@@ -50,8 +65,18 @@ def test_new_repositories_are_format_2_and_format_1_stays_available(tmp_path):
     assert _meta(_create(tmp_path, "new"))["format"] == 2
     old = _meta(_create(tmp_path, "old", "--format", "1"))
     # Format 1's aim-repo.json is exactly what it always was: older clients read it.
-    assert old == {"format": 1, "chunking": {"algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576,
-                                             "max_size": 4194304, "normalization": 1, "seed": 0}, "hash": "blake3"}
+    assert old == {
+        "format": 1,
+        "chunking": {
+            "algorithm": "fastcdc2020",
+            "min_size": 262144,
+            "avg_size": 1048576,
+            "max_size": 4194304,
+            "normalization": 1,
+            "seed": 0,
+        },
+        "hash": "blake3",
+    }
 
 
 def test_format_and_chunk_size_are_refused_with_no_check(tmp_path):
@@ -59,8 +84,10 @@ def test_format_and_chunk_size_are_refused_with_no_check(tmp_path):
         res = _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r", "--no-check", *extra)
         one_line_error(res, 2, "--no-check")
         assert not (tmp_path / "r").exists() and "r:" not in (tmp_path / "model_repos.yaml").read_text()
-    assert _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r",
-                "--format", "3").returncode == 2
+    assert (
+        _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r", "--format", "3").returncode
+        == 2
+    )
 
 
 @pytest.mark.parametrize("storage_format", ["1", "2"])
@@ -72,9 +99,13 @@ def test_a_format_unknown_to_this_client_is_refused_before_any_blob_is_read(tmp_
     meta["format"] = 3
     (root / REPO_META_KEY).write_text(json.dumps(meta))
     blobs = _blob_files(root)
-    for args in (["model", "pull", "r", "m", tmp_path / "out"], ["model", "verify", "r", "m"],
-                 ["repo", "check", "r", "--read-data"], ["repo", "gc", "r"],
-                 ["model", "push", "r", "m", src, "--tag", "v2"]):
+    for args in (
+        ["model", "pull", "r", "m", tmp_path / "out"],
+        ["model", "verify", "r", "m"],
+        ["repo", "check", "r", "--read-data"],
+        ["repo", "gc", "r"],
+        ["model", "push", "r", "m", src, "--tag", "v2"],
+    ):
         one_line_error(_aim(tmp_path, *args), 7, "storage format 3", "upgrade aim_cli")
     assert not (tmp_path / "out").exists() and _blob_files(root) == blobs
 
@@ -113,7 +144,11 @@ def test_format_2_reports_stored_bytes_beside_raw_bytes(tmp_path):
     assert version["stored_size"] == stored
     info = json.loads(ok(_aim(tmp_path, "model", "info", "new", "m", "--json")).stdout)
     assert (info["format"], info["distinct_size"], info["stored_size"], info["missing_blobs"]) == (
-        2, sum(chunks.values()), stored, 0)
+        2,
+        sum(chunks.values()),
+        stored,
+        0,
+    )
     check = json.loads(ok(_aim(tmp_path, "repo", "check", "new", "--read-data", "--json")).stdout)
     assert (check["raw_bytes"], check["stored_bytes"], check["read"]) == (sum(chunks.values()), stored, len(chunks))
     pulled = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--json")).stdout)
@@ -136,8 +171,9 @@ def test_a_manifest_is_valid_in_either_format_with_the_same_digest(tmp_path):
         target.put_blob(digest, source.get_blob(digest, size))
     target.backend.put_if_absent(manifest_key("m", "v1"), ref.raw)
     assert target.get_version("m", "v1").digest == ref.digest
-    pulled = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--digest", ref.digest,
-                                "--json")).stdout)
+    pulled = json.loads(
+        ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--digest", ref.digest, "--json")).stdout
+    )
     assert pulled["digest"] == ref.digest and file_contents(tmp_path / "out") == file_contents(src)
     assert _blob_files(new).keys() == _blob_files(old).keys()
 
@@ -208,8 +244,9 @@ def test_pulling_a_version_whose_tensors_moved_reuses_them_from_dest(tmp_path):
     for tag in ("v1", "v2"):
         ok(_aim(tmp_path, "model", "push", "new", "m", tmp_path / tag, "--tag", tag))
     ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v1"))
-    again = json.loads(ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v2",
-                               "--json")).stdout)
+    again = json.loads(
+        ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v2", "--json")).stdout
+    )
     assert file_contents(tmp_path / "out") == file_contents(tmp_path / "v2")
     header = (tmp_path / "v2" / "model.safetensors").read_bytes()[:8]
     assert again["fetched_raw_bytes"] <= 8 + int.from_bytes(header, "little") + 16

@@ -1,16 +1,24 @@
 import msgspec
 import pytest
 
-from aim_cli.format import manifest as mf
 from aim_cli.errors import IntegrityError
+from aim_cli.format import manifest as mf
 
 H = "a" * 64
 
 
 def make(files, total=None):
     entries = [mf.FileEntry(path, size, 0o644, H, [(H, size)] if size else []) for path, size in files]
-    return mf.Manifest(mf.FORMAT, "m", "t", "2026-01-01T00:00:00.000000Z", "u@h", "", 
-                       sum(s for _, s in files) if total is None else total, entries)
+    return mf.Manifest(
+        mf.FORMAT,
+        "m",
+        "t",
+        "2026-01-01T00:00:00.000000Z",
+        "u@h",
+        "",
+        sum(s for _, s in files) if total is None else total,
+        entries,
+    )
 
 
 def test_encode_has_fixed_key_order_and_round_trips():
@@ -105,15 +113,24 @@ def test_drive_letters_are_absolute(path):
     assert mf.check_path(path) == "absolute path"
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("a\nb", "control character"), ("a\rb", "control character"), ("a\tb", "control character"),
-    ("a\x00b", "control character"), ("\x1b[2Jx", "control character"), ("a\x7f", "control character"),
-    ("a\x9b", "control character"), ("bad\udcffname", "not valid UTF-8"), ("\ud800", "not valid UTF-8"),
-    ("x" * (mf.MAX_NAME_BYTES + 1), "longer than 255 bytes"),
-    ("é" * (mf.MAX_NAME_BYTES // 2 + 1), "longer than 255 bytes"),  # bytes, not characters
-    ("/".join(["d"] * mf.MAX_PATH_DEPTH + ["f"]), "deeper than 64"),
-    ("/".join(["d" * 200] * 21), "longer than 4096 bytes"),
-])
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("a\nb", "control character"),
+        ("a\rb", "control character"),
+        ("a\tb", "control character"),
+        ("a\x00b", "control character"),
+        ("\x1b[2Jx", "control character"),
+        ("a\x7f", "control character"),
+        ("a\x9b", "control character"),
+        ("bad\udcffname", "not valid UTF-8"),
+        ("\ud800", "not valid UTF-8"),
+        ("x" * (mf.MAX_NAME_BYTES + 1), "longer than 255 bytes"),
+        ("é" * (mf.MAX_NAME_BYTES // 2 + 1), "longer than 255 bytes"),  # bytes, not characters
+        ("/".join(["d"] * mf.MAX_PATH_DEPTH + ["f"]), "deeper than 64"),
+        ("/".join(["d" * 200] * 21), "longer than 4096 bytes"),
+    ],
+)
 def test_paths_beyond_the_limits_are_refused_with_a_printable_reason(path, reason):
     why = mf.check_path(path)
     assert why is not None and reason in why
@@ -144,16 +161,26 @@ def _raw(**changes) -> bytes:
     return msgspec.json.encode(data)
 
 
-@pytest.mark.parametrize("raw", [
-    _raw(total_size=10**40), _raw(format=10**40), _raw(format=-(10**40)), _raw(total_size=-1),
-    _raw(files=[{"path": "a", "size": 10**30, "mode": 420, "blake3": H, "chunks": [[H, 10**30]]}]),
-    _raw(files=[{"path": "a", "size": 1, "mode": 2**70, "blake3": H, "chunks": [[H, 1]]}]),
-    b'{"format": 1, "model": "m", "files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    b"[" * 1_000_000, b'{"format": 1' + b'0' * 5000 + b'}', b"\xff\xfe", b"", b"null",
-    b'{"format":1,"model":"\\udcff"}',
-    b'{"\x80ormat": 1}',  # invalid UTF-8 in a key: msgspec raises UnicodeDecodeError
-    b'{"forged\\nerror: line": 1}',  # msgspec quotes the unknown key in its message
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw(total_size=10**40),
+        _raw(format=10**40),
+        _raw(format=-(10**40)),
+        _raw(total_size=-1),
+        _raw(files=[{"path": "a", "size": 10**30, "mode": 420, "blake3": H, "chunks": [[H, 10**30]]}]),
+        _raw(files=[{"path": "a", "size": 1, "mode": 2**70, "blake3": H, "chunks": [[H, 1]]}]),
+        b'{"format": 1, "model": "m", "files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"[" * 1_000_000,
+        b'{"format": 1' + b"0" * 5000 + b"}",
+        b"\xff\xfe",
+        b"",
+        b"null",
+        b'{"format":1,"model":"\\udcff"}',
+        b'{"\x80ormat": 1}',  # invalid UTF-8 in a key: msgspec raises UnicodeDecodeError
+        b'{"forged\\nerror: line": 1}',  # msgspec quotes the unknown key in its message
+    ],
+)
 def test_hostile_numbers_and_nesting_are_integrity_errors(raw):
     with pytest.raises(IntegrityError) as e:
         mf.decode(raw, where="m:t")
@@ -177,11 +204,22 @@ def _with_chunk(digest, size) -> bytes:
     return msgspec.json.encode(data)
 
 
-@pytest.mark.parametrize("digest, size", [
-    (H[:-1], 5), (H + "a", 5), ("", 5),  # lengths: refused by msgspec's type
-    (H, 0), (H, -5), (H, mf.MAX_CHUNK_SIZE + 1),  # ranges: refused by msgspec's type
-    ("A" * 64, 5), ("g" * 64, 5), ("../" * 21 + "a", 5), ("é" * 64, 5), (" " * 64, 5),  # not lowercase hex
-])
+@pytest.mark.parametrize(
+    "digest, size",
+    [
+        (H[:-1], 5),
+        (H + "a", 5),
+        ("", 5),  # lengths: refused by msgspec's type
+        (H, 0),
+        (H, -5),
+        (H, mf.MAX_CHUNK_SIZE + 1),  # ranges: refused by msgspec's type
+        ("A" * 64, 5),
+        ("g" * 64, 5),
+        ("../" * 21 + "a", 5),
+        ("é" * 64, 5),
+        (" " * 64, 5),  # not lowercase hex
+    ],
+)
 def test_a_bad_chunk_is_refused_by_decode_with_the_file_named(digest, size):
     with pytest.raises(IntegrityError) as e:
         mf.decode(_with_chunk(digest, size), where="m:t")

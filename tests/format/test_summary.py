@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from aim_cli.audit import gc
 from aim_cli.audit.check import check_repo
+from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
-from aim_cli.errors import IntegrityError, StorageError, VersionNotFoundError
 from aim_cli.format.layout import SummaryKey, VersionKey, manifest_key, parse_model_key, summary_key
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, version_bytes
 from tests.fakes import Fault, FaultyBackend
+from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, version_bytes
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral
@@ -35,16 +35,26 @@ H = "ab" * 32
 
 
 def _valid_doc(**changes) -> dict:
-    doc = {"format": 1, "model": "m", "tag": "v1", "digest": H, "created_at": "2026-01-01T00:00:00.000000Z",
-           "created_by": "u@h", "message": "first", "total_size": 10, "files": 2, "chunks": 3}
+    doc = {
+        "format": 1,
+        "model": "m",
+        "tag": "v1",
+        "digest": H,
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "created_by": "u@h",
+        "message": "first",
+        "total_size": 10,
+        "files": 2,
+        "chunks": 3,
+    }
     return doc | changes
 
 
-def _push(repo, tmp_path, tag: str, variant: int):  # noqa: F811
+def _push(repo, tmp_path, tag: str, variant: int):
     return repo.push("m", make_variant_model(tmp_path / f"src-{tag}", variant=variant), tag)
 
 
-def _counted(repo) -> tuple[Repository, FaultyBackend]:  # noqa: F811
+def _counted(repo) -> tuple[Repository, FaultyBackend]:
     """The same storage through a backend that records every call."""
     backend = FaultyBackend(repo.repository.backend)
     return Repository(backend, repo.name, jobs=4), backend
@@ -54,7 +64,7 @@ def _gets(backend: FaultyBackend, part: str) -> list[str]:
     return [key for op, key, _ in backend.calls if op == "get" and f"/{part}/" in key]
 
 
-def _keys(repo) -> set[str]:  # noqa: F811
+def _keys(repo) -> set[str]:
     return {i.key for i in repo.repository.backend.list("models/")}
 
 
@@ -62,31 +72,44 @@ def _keys(repo) -> set[str]:  # noqa: F811
 def test_encode_decode_round_trip_and_key_order():
     s = sm.Summary(**_valid_doc())
     raw = sm.encode(s)
-    assert list(json.loads(raw)) == ["format", "model", "tag", "digest", "created_at", "created_by", "message",
-                                     "total_size", "files", "chunks"]
+    assert list(json.loads(raw)) == [
+        "format",
+        "model",
+        "tag",
+        "digest",
+        "created_at",
+        "created_by",
+        "message",
+        "total_size",
+        "files",
+        "chunks",
+    ]
     assert sm.decode(raw, where="k") == s
 
 
-@pytest.mark.parametrize("change, why", [
-    ({"format": 2}, "unknown format"),
-    ({"model": "../x"}, "invalid model name"),
-    ({"tag": "v1\n"}, "invalid tag name"),
-    ({"tag": ""}, "invalid tag name"),
-    ({"digest": H.upper()}, "digest"),
-    ({"digest": H[:-1]}, "digest"),
-    ({"created_at": "yesterday"}, "created_at"),
-    ({"created_at": "2026-13-01T00:00:00Z"}, "created_at"),
-    ({"created_at": "2026-01-01T00:00:00.000000Z\n"}, "created_at"),
-    ({"message": "x" * (sm.MAX_MESSAGE_CHARS + 1)}, "too long"),
-    ({"created_by": "x" * (sm.MAX_CREATED_BY_CHARS + 1)}, "too long"),
-    ({"total_size": -1}, "total_size"),
-    ({"files": 2**63}, "files"),
-    ({"chunks": 10**400}, "chunks"),
-    ({"total_size": 1.0}, "cannot be parsed"),
-    ({"files": True}, "cannot be parsed"),
-    ({"extra": 1}, "cannot be parsed"),
-    ({"message": None}, "cannot be parsed"),
-])
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"format": 2}, "unknown format"),
+        ({"model": "../x"}, "invalid model name"),
+        ({"tag": "v1\n"}, "invalid tag name"),
+        ({"tag": ""}, "invalid tag name"),
+        ({"digest": H.upper()}, "digest"),
+        ({"digest": H[:-1]}, "digest"),
+        ({"created_at": "yesterday"}, "created_at"),
+        ({"created_at": "2026-13-01T00:00:00Z"}, "created_at"),
+        ({"created_at": "2026-01-01T00:00:00.000000Z\n"}, "created_at"),
+        ({"message": "x" * (sm.MAX_MESSAGE_CHARS + 1)}, "too long"),
+        ({"created_by": "x" * (sm.MAX_CREATED_BY_CHARS + 1)}, "too long"),
+        ({"total_size": -1}, "total_size"),
+        ({"files": 2**63}, "files"),
+        ({"chunks": 10**400}, "chunks"),
+        ({"total_size": 1.0}, "cannot be parsed"),
+        ({"files": True}, "cannot be parsed"),
+        ({"extra": 1}, "cannot be parsed"),
+        ({"message": None}, "cannot be parsed"),
+    ],
+)
 def test_decode_refuses_every_bad_field(change, why):
     raw = json.dumps(_valid_doc(**change)).encode()
     with pytest.raises(IntegrityError, match=why) as err:
@@ -103,8 +126,9 @@ def test_decode_refuses_oversized_input_before_parsing():
 def test_of_manifest_cuts_text_so_every_summary_fits_its_bound():
     """The worst message a manifest may hold (control characters, escaped to 6 bytes each) and
     the longest author still give a summary under MAX_SUMMARY_BYTES, with the largest counts."""
-    m = mf.Manifest(1, "m" * 128, "t" * 128, "2026-01-01T00:00:00.123456789Z", "\x01" * 10_000, "\x1f" * 100_000,
-                    2**63 - 1, [])
+    m = mf.Manifest(
+        1, "m" * 128, "t" * 128, "2026-01-01T00:00:00.123456789Z", "\x01" * 10_000, "\x1f" * 100_000, 2**63 - 1, []
+    )
     s = sm.of_manifest(m, H, where="x")
     assert len(s.message) == sm.MAX_MESSAGE_CHARS and len(s.created_by) == sm.MAX_CREATED_BY_CHARS
     raw = sm.encode(msgspec.structs.replace(s, files=2**63 - 1, chunks=2**63 - 1))
@@ -169,17 +193,28 @@ def test_mutated_summaries_decode_or_are_refused(changes):
 
 
 @FAST
-@given(st.one_of(st.binary(max_size=300),
-                 st.dictionaries(st.sampled_from([*mf.Manifest.__struct_fields__, "x"]), _json_values, max_size=4)))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(st.sampled_from([*mf.Manifest.__struct_fields__, "x"]), _json_values, max_size=4),
+    )
+)
 def test_summarising_any_stored_manifest_gives_a_summary_or_integrity_error(mutation):
     """What a listing's rebuild meets in storage: random bytes, or a valid manifest with fields
     replaced by random JSON."""
     if isinstance(mutation, bytes):
         raw = mutation
     else:
-        doc = {"format": 1, "model": "m", "tag": "v1", "created_at": "2026-01-01T00:00:00Z", "created_by": "u",
-               "message": "", "total_size": 3, "files": [{"path": "a", "size": 3, "mode": 420, "blake3": H,
-                                                          "chunks": [[H, 3]]}]}
+        doc = {
+            "format": 1,
+            "model": "m",
+            "tag": "v1",
+            "created_at": "2026-01-01T00:00:00Z",
+            "created_by": "u",
+            "message": "",
+            "total_size": 3,
+            "files": [{"path": "a", "size": 3, "mode": 420, "blake3": H, "chunks": [[H, 3]]}],
+        }
         raw = json.dumps(doc | mutation).encode()
     try:
         s = sm.of_manifest_bytes(raw, model="m", tag="v1", where="m:v1")
@@ -205,14 +240,19 @@ def test_summary_keys_are_the_stores_own_never_strays():
     assert summary_key("m", "v1") == "models/m/summaries/v1.json"
     assert parse_model_key("models/m/summaries/v1.json") == SummaryKey("models/m/summaries/v1.json", "m", "v1")
     assert parse_model_key("models/m/versions/v1.json") == VersionKey("models/m/versions/v1.json", "m", "v1")
-    for stray in ("models/m/summaries/v1 copy.json", "models/m/summaries/.DS_Store", "models/m/summaries/a/b.json",
-                  "models/m/summaries/v1.txt", "models/-m/summaries/v1.json"):
+    for stray in (
+        "models/m/summaries/v1 copy.json",
+        "models/m/summaries/.DS_Store",
+        "models/m/summaries/a/b.json",
+        "models/m/summaries/v1.txt",
+        "models/-m/summaries/v1.json",
+    ):
         key = parse_model_key(stray)
         assert isinstance(key, VersionKey) and key.tag is None, stray
 
 
 # == push writes it; listings read it =============================================================
-def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):  # noqa: F811
+def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):
     result = _push(repo, tmp_path, "v1", 1)
     stored = repo.repository.get_summary("m", "v1")
     ref = repo.repository.get_version("m", "v1")
@@ -223,7 +263,7 @@ def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):  # noqa: F8
     assert (stored.files, stored.chunks) == (2, sum(len(f.chunks) for f in ref.manifest.files))
 
 
-def test_listings_and_newest_pull_read_summaries_not_manifests(repo, tmp_path):  # noqa: F811
+def test_listings_and_newest_pull_read_summaries_not_manifests(repo, tmp_path):
     for i in range(1, 6):
         _push(repo, tmp_path, f"v{i}", i)
     counted, backend = _counted(repo)
@@ -239,7 +279,7 @@ def test_listings_and_newest_pull_read_summaries_not_manifests(repo, tmp_path): 
     assert _gets(backend, "versions") == [manifest_key("m", "v5")]  # one manifest, not five
 
 
-def test_a_repository_without_summaries_gets_them_rebuilt_by_the_first_listing(repo, tmp_path):  # noqa: F811
+def test_a_repository_without_summaries_gets_them_rebuilt_by_the_first_listing(repo, tmp_path):
     """As an older aim_cli left it: the first listing reads every manifest and writes the summaries
     back; from then on the newest-tag resolution reads one manifest."""
     for i in range(1, 4):
@@ -256,7 +296,7 @@ def test_a_repository_without_summaries_gets_them_rebuilt_by_the_first_listing(r
     assert _gets(backend, "versions") == [manifest_key("m", "v3")]
 
 
-def test_a_read_only_user_lists_without_writing_summaries(repo, tmp_path):  # noqa: F811
+def test_a_read_only_user_lists_without_writing_summaries(repo, tmp_path):
     _push(repo, tmp_path, "v1", 1)
     repo.repository.backend.delete(summary_key("m", "v1"))
     backend = FaultyBackend(repo.repository.backend, Fault("put", "storage", "models/*", times=None))
@@ -265,7 +305,7 @@ def test_a_read_only_user_lists_without_writing_summaries(repo, tmp_path):  # no
     assert summary_key("m", "v1") not in _keys(repo)
 
 
-def test_a_failed_summary_write_is_a_warning_and_push_succeeds(repo, tmp_path, caplog):  # noqa: F811
+def test_a_failed_summary_write_is_a_warning_and_push_succeeds(repo, tmp_path, caplog):
     """A push killed, or failing, between its two writes: the version is committed; the next
     listing gives it its summary."""
     backend = FaultyBackend(repo.repository.backend, Fault("put", "storage", "models/*/summaries/*"))
@@ -290,7 +330,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_a_hostile_summary_is_damage_and_listings_rebuild_it(repo, tmp_path, case):  # noqa: F811
+def test_a_hostile_summary_is_damage_and_listings_rebuild_it(repo, tmp_path, case):
     result = _push(repo, tmp_path, "v1", 1)
     key = summary_key("m", "v1")
     repo.repository.backend.put(key, HOSTILE[case])
@@ -308,34 +348,41 @@ def test_a_hostile_summary_is_damage_and_listings_rebuild_it(repo, tmp_path, cas
     ok(repo.cli("repo", "check", repo.name))
 
 
-def test_a_lying_summary_never_makes_pull_fetch_another_version(repo, tmp_path):  # noqa: F811
+def test_a_lying_summary_never_makes_pull_fetch_another_version(repo, tmp_path):
     """A summary of v1 that claims to be the newest, with v2's digest: listings show it, but the
     newest-tag pull reads v1's manifest, sees it is not what the summary says, and stops."""
     _push(repo, tmp_path, "v1", 1)
     v2 = _push(repo, tmp_path, "v2", 2)
     key = summary_key("m", "v1")
-    lie = msgspec.structs.replace(repo.repository.get_summary("m", "v1"), created_at="2099-01-01T00:00:00Z",
-                                  digest=v2.digest)
+    lie = msgspec.structs.replace(
+        repo.repository.get_summary("m", "v1"), created_at="2099-01-01T00:00:00Z", digest=v2.digest
+    )
     repo.repository.backend.put(key, sm.encode(lie))
 
     listed = json.loads(ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout)
     assert [v["tag"] for v in listed] == ["v2", "v1"]  # wrong metadata: the worst a summary can do
     dest = tmp_path / "dest"
-    for args in (("model", "pull", repo.name, "m", str(dest), "-q"), ("model", "info", repo.name, "m"),
-                 ("model", "verify", repo.name, "m", "-q")):
+    for args in (
+        ("model", "pull", repo.name, "m", str(dest), "-q"),
+        ("model", "info", repo.name, "m"),
+        ("model", "verify", repo.name, "m", "-q"),
+    ):
         one_line_error(repo.cli(*args), 5, key, "disagrees with its manifest", "digest", "repo check")
     assert not dest.exists() or not any(dest.iterdir())
     ok(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v2", "-q"))  # a named tag still works
 
     checked = repo.cli("repo", "check", repo.name)
-    assert checked.returncode == 5 and f"broken    {key}: disagrees with its manifest (digest, created_at)" in checked.stdout
+    assert (
+        checked.returncode == 5
+        and f"broken    {key}: disagrees with its manifest (digest, created_at)" in checked.stdout
+    )
     repo.repository.backend.delete(key)  # as check says: the next listing rebuilds it
     pulled = ok(repo.cli("model", "pull", repo.name, "m", str(dest), "-q"))
     assert "m:v2 (newest)" in pulled.stdout
     ok(repo.cli("repo", "check", repo.name))
 
 
-def test_an_orphan_summary_is_ignored_reported_and_removable(repo, tmp_path):  # noqa: F811
+def test_an_orphan_summary_is_ignored_reported_and_removable(repo, tmp_path):
     """A summary whose version is gone (a listing rebuilt it while a delete ran)."""
     _push(repo, tmp_path, "v1", 1)
     _push(repo, tmp_path, "v2", 2)
@@ -365,7 +412,7 @@ def test_an_orphan_summary_is_ignored_reported_and_removable(repo, tmp_path):  #
 
 
 # == deletion and gc ==============================================================================
-def test_deletions_remove_summaries_with_their_versions(repo, tmp_path):  # noqa: F811
+def test_deletions_remove_summaries_with_their_versions(repo, tmp_path):
     for i in range(1, 4):
         _push(repo, tmp_path, f"v{i}", i)
     assert len([k for k in _keys(repo) if "/summaries/" in k]) == 3
@@ -375,7 +422,7 @@ def test_deletions_remove_summaries_with_their_versions(repo, tmp_path):  # noqa
     assert "(2 versions)" in res.stdout and _keys(repo) == set()
 
 
-def test_a_delete_killed_between_its_two_writes_leaves_a_listed_version(repo, tmp_path):  # noqa: F811
+def test_a_delete_killed_between_its_two_writes_leaves_a_listed_version(repo, tmp_path):
     """The summary goes first: a delete that dies before the manifest's removal leaves a version
     that is still whole, and whose summary the next listing rebuilds."""
     _push(repo, tmp_path, "v1", 1)
@@ -388,7 +435,7 @@ def test_a_delete_killed_between_its_two_writes_leaves_a_listed_version(repo, tm
     ok(repo.cli("repo", "check", repo.name))
 
 
-def test_gc_never_reads_summaries_and_keeps_them(repo, tmp_path):  # noqa: F811
+def test_gc_never_reads_summaries_and_keeps_them(repo, tmp_path):
     v1 = _push(repo, tmp_path, "v1", 1)
     _push(repo, tmp_path, "v2", 2)
     counted, backend = _counted(repo)
@@ -400,7 +447,7 @@ def test_gc_never_reads_summaries_and_keeps_them(repo, tmp_path):  # noqa: F811
     assert repo.repository.get_summary("m", "v1").digest == v1.digest
 
 
-def test_a_summary_written_while_gc_runs_does_not_stop_it(repo, tmp_path):  # noqa: F811
+def test_a_summary_written_while_gc_runs_does_not_stop_it(repo, tmp_path):
     """A listing may rebuild a summary at any time, gc's exclusive lease or not: gc's second
     listing (which stops it when a new manifest key appears) must not count summaries."""
     _push(repo, tmp_path, "v1", 1)
@@ -410,7 +457,7 @@ def test_a_summary_written_while_gc_runs_does_not_stop_it(repo, tmp_path):  # no
     assert ("list", "models/", "extra") in backend.struck and result.plan.versions == 1
 
 
-def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):  # noqa: F811
+def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):
     for i in (1, 2):
         _push(repo, tmp_path, f"v{i}", i)
     before = ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout
@@ -421,7 +468,7 @@ def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):  # 
     assert {summary_key("m", "v1"), summary_key("m", "v2")} <= _keys(repo)
 
 
-def test_a_stray_in_summaries_is_a_stray(repo, tmp_path):  # noqa: F811
+def test_a_stray_in_summaries_is_a_stray(repo, tmp_path):
     """Only ``summaries/<valid tag>.json`` is a summary; anything else there is a stray, as
     anywhere below models/: listed with a warning, reported by check, and (not parsing as a
     manifest) a reason for gc to stop rather than guess."""
@@ -436,22 +483,38 @@ def test_a_stray_in_summaries_is_a_stray(repo, tmp_path):  # noqa: F811
 
 
 @LOCAL_ONLY
-def test_a_link_in_place_of_summaries_is_damage(repo, tmp_path):  # noqa: F811
+def test_a_link_in_place_of_summaries_is_damage(repo, tmp_path):
     from pathlib import Path
 
     _push(repo, tmp_path, "v1", 1)
     root = Path(repo.repository.backend.root)
     (root / "models/m/summaries").rename(tmp_path / "elsewhere")
     (root / "models/m/summaries").symlink_to(tmp_path / "elsewhere")
-    for args in (("model", "versions", repo.name, "m"), ("model", "pull", repo.name, "m", str(tmp_path / "d")),
-                 ("repo", "check", repo.name), ("repo", "gc", repo.name)):
+    for args in (
+        ("model", "versions", repo.name, "m"),
+        ("model", "pull", repo.name, "m", str(tmp_path / "d")),
+        ("repo", "check", repo.name),
+        ("repo", "gc", repo.name),
+    ):
         one_line_error(repo.cli(*args), 5, "models/m/summaries", "symbolic link")
 
 
 # == through the console script ===================================================================
-def test_versions_table_shows_a_message_on_one_line(repo, tmp_path):  # noqa: F811
-    ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1", "-q",
-                "--message", "line one\nline two\x1b[31m"))
+def test_versions_table_shows_a_message_on_one_line(repo, tmp_path):
+    ok(
+        repo.cli(
+            "model",
+            "push",
+            repo.name,
+            "m",
+            str(make_variant_model(tmp_path / "src")),
+            "--tag",
+            "v1",
+            "-q",
+            "--message",
+            "line one\nline two\x1b[31m",
+        )
+    )
     rows = ok(repo.cli("model", "versions", repo.name, "m")).stdout.splitlines()
     assert len(rows) == 2 and rows[1].endswith("line one\\nline two\\x1b[31m")
     info = ok(repo.cli("model", "info", repo.name, "m")).stdout
@@ -461,7 +524,7 @@ def test_versions_table_shows_a_message_on_one_line(repo, tmp_path):  # noqa: F8
 
 
 @LOCAL_ONLY
-def test_push_warns_when_its_summary_cannot_be_written(repo, tmp_path):  # noqa: F811
+def test_push_warns_when_its_summary_cannot_be_written(repo, tmp_path):
     """A file where the summaries directory belongs: the push succeeds with one warning line, and
     listings work from the manifest (their write-back fails quietly)."""
     from pathlib import Path
@@ -469,15 +532,16 @@ def test_push_warns_when_its_summary_cannot_be_written(repo, tmp_path):  # noqa:
     root = Path(repo.repository.backend.root)
     (root / "models/m").mkdir(parents=True)
     (root / "models/m/summaries").write_bytes(b"in the way")
-    pushed = ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1",
-                         "-q"))
+    pushed = ok(
+        repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1", "-q")
+    )
     assert pushed.stderr.count("\n") == 1 and "its summary could not be written" in pushed.stderr
     listed = json.loads(ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout)
     assert [v["tag"] for v in listed] == ["v1"]
     assert "m:v1 (newest)" in ok(repo.cli("model", "pull", repo.name, "m", str(tmp_path / "d"), "-q")).stdout
 
 
-def test_not_found_when_every_version_vanished_during_the_listing(repo, tmp_path):  # noqa: F811
+def test_not_found_when_every_version_vanished_during_the_listing(repo, tmp_path):
     _push(repo, tmp_path, "v1", 1)
     inner = repo.repository.backend
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import string
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,13 @@ from tests.helpers import base_env, ok, one_line_error, run
 CONFIG = "model_repos.yaml"
 GUARD = 20  # seconds: a hang fails the test through the subprocess timeout
 # Commands that all load the config first.
-READERS = (["info"], ["repo", "list"], ["model", "list", "r"], ["repo", "delete", "r"],
-           ["repo", "create", "z", "--type", "local", "--path", "z", "--no-check"])
+READERS = (
+    ["info"],
+    ["repo", "list"],
+    ["model", "list", "r"],
+    ["repo", "delete", "r"],
+    ["repo", "create", "z", "--type", "local", "--path", "z", "--no-check"],
+)
 
 
 def alias_bomb(target: str) -> bytes:
@@ -30,7 +36,7 @@ def alias_bomb(target: str) -> bytes:
     ``target``, a few hundred bytes on disk."""
     names = string.ascii_lowercase[:9]
     lines = [f'{names[0]}: &{names[0]} ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip(names, names[1:]):
+    for prev, name in pairwise(names):
         lines.append(f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")
     return ("\n".join(lines) + f"\nrepos: {{r: {{{target}: *i, path: x}}}}\n").encode()
 
@@ -59,11 +65,14 @@ def test_aliases_and_merge_keys_are_refused(tmp_path):
     refused_everywhere(tmp_path, b"repos:\n  r:\n    <<: {type: local, path: x}\n", "merge keys", "line 3")
 
 
-@pytest.mark.parametrize("nesting", [
-    b"repos: " + b"[" * 5000 + b"]" * 5000 + b"\n",  # flow: libyaml stops at its own bound
-    b"repos: " + b"{a: " * 5000 + b"x" + b"}" * 5000 + b"\n",
-    b"".join(b"  " * i + b"k%d:\n" % i for i in range(50)) + b"  " * 50 + b"x\n",  # block mappings
-])
+@pytest.mark.parametrize(
+    "nesting",
+    [
+        b"repos: " + b"[" * 5000 + b"]" * 5000 + b"\n",  # flow: libyaml stops at its own bound
+        b"repos: " + b"{a: " * 5000 + b"x" + b"}" * 5000 + b"\n",
+        b"".join(b"  " * i + b"k%d:\n" % i for i in range(50)) + b"  " * 50 + b"x\n",  # block mappings
+    ],
+)
 def test_deep_nesting_is_refused(tmp_path, nesting):
     refused_everywhere(tmp_path, nesting)
 
@@ -73,16 +82,19 @@ def test_non_utf8_config_is_refused(tmp_path):
     refused_everywhere(tmp_path, "repos: {}\n".encode("utf-16"), "UTF-8")
 
 
-@pytest.mark.parametrize("data, needle", [
-    (b"repos: !!python/object/apply:os.system ['touch pwned']\n", "tags are not allowed"),
-    (b"repos:\n  r: !!python/object:aim_cli.config.Config {}\n", "tags are not allowed"),
-    (b"repos:\n  r: {type: !!str local, path: x}\n", "tags are not allowed"),
-    (b"repos:\n  2024: {type: local, path: x}\n", "not a string"),
-    (b"repos:\n  ? [a, b]\n  : {type: local, path: x}\n", "key"),
-    (b"repos: {}\n---\nrepos: {}\n", "document"),
-    (b"repos:\n  r: {type: local, path: \"a\\nb\"}\n", "control character"),
-    (b"repos:\n  r: {type: local, path: x}\x07\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (b"repos: !!python/object/apply:os.system ['touch pwned']\n", "tags are not allowed"),
+        (b"repos:\n  r: !!python/object:aim_cli.config.Config {}\n", "tags are not allowed"),
+        (b"repos:\n  r: {type: !!str local, path: x}\n", "tags are not allowed"),
+        (b"repos:\n  2024: {type: local, path: x}\n", "not a string"),
+        (b"repos:\n  ? [a, b]\n  : {type: local, path: x}\n", "key"),
+        (b"repos: {}\n---\nrepos: {}\n", "document"),
+        (b'repos:\n  r: {type: local, path: "a\\nb"}\n', "control character"),
+        (b"repos:\n  r: {type: local, path: x}\x07\n", "not valid YAML"),
+    ],
+)
 def test_tags_odd_keys_and_controls_are_refused(tmp_path, data, needle):
     refused_everywhere(tmp_path, data, needle)
     assert not (tmp_path / "pwned").exists()
@@ -92,8 +104,9 @@ def test_oversized_config_and_huge_values_stay_one_short_line(tmp_path):
     refused_everywhere(tmp_path, b"repos: {}\n" + b"#" * (cfgmod.MAX_CONFIG_BYTES + 1), "larger than")
     refused_everywhere(tmp_path, b"repos: [" + b"a," * cfgmod.MAX_NODES + b"]\n", f"more than {cfgmod.MAX_NODES}")
     # A key longer than 1024 characters must be explicit ("? key"): YAML limits implicit ones.
-    refused_everywhere(tmp_path, b"repos:\n  ? '" + b"x" * 500_000 + b"'\n  : {type: local, path: x}\n",
-                       "invalid repository name")
+    refused_everywhere(
+        tmp_path, b"repos:\n  ? '" + b"x" * 500_000 + b"'\n  : {type: local, path: x}\n", "invalid repository name"
+    )
     refused_everywhere(tmp_path, b"repos:\n  r: {type: '" + b"y" * 500_000 + b"', path: x}\n", "'type'")
     keys = b", ".join(b"k%d: v" % i for i in range(20_000))
     refused_everywhere(tmp_path, b"repos:\n  r: {type: local, path: x, " + keys + b"}\n", "unknown key")
@@ -108,10 +121,13 @@ def test_non_utf8_config_path_is_refused(tmp_path):
     one_line_error(run(["info"], cwd=odd, timeout=GUARD), 7, "UTF-8")
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--type", "local", "--path", os.fsdecode(b"caf\xe9")], "UTF-8"),
-    (["--type", "s3", "--path", "s3://bucket/x", "--region", "eu\nforged"], "control character"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--type", "local", "--path", os.fsdecode(b"caf\xe9")], "UTF-8"),
+        (["--type", "s3", "--path", "s3://bucket/x", "--region", "eu\nforged"], "control character"),
+    ],
+)
 def test_repo_create_refuses_values_it_could_not_write_back(tmp_path, extra, needle):
     one_line_error(run(["repo", "create", "r", *extra, "--no-check"], cwd=tmp_path, timeout=GUARD), 2, needle)
     assert list(tmp_path.iterdir()) == []
@@ -122,8 +138,12 @@ def test_the_pure_python_parser_refuses_alike(tmp_path, monkeypatch):
     import yaml
 
     monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
-    for data in (alias_bomb("type"), b"repos: " + b"[" * 5000, b"repos:\n  r:\n    <<: {type: local}\n",
-                 b"repos: !!python/name:os.system x\n"):
+    for data in (
+        alias_bomb("type"),
+        b"repos: " + b"[" * 5000,
+        b"repos:\n  r:\n    <<: {type: local}\n",
+        b"repos: !!python/name:os.system x\n",
+    ):
         with pytest.raises(ConfigError):
             cfgmod.parse_config(tmp_path / CONFIG, data)
 
@@ -139,8 +159,9 @@ def _with_planted_link(cfg_dir: Path, victim: Path) -> list[str]:
     return ["sh", "-c", script, "sh"]
 
 
-@pytest.mark.parametrize("command", [["repo", "create", "new", "--type", "local", "--path", "new", "--no-check"],
-                                     ["repo", "delete", "keep"]])
+@pytest.mark.parametrize(
+    "command", [["repo", "create", "new", "--type", "local", "--path", "new", "--no-check"], ["repo", "delete", "keep"]]
+)
 def test_config_write_ignores_a_planted_symlink(tmp_path, command):
     work = tmp_path / "work"
     work.mkdir()
@@ -176,9 +197,21 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
 
 
 # -- defect 6 (part): S3 paths ------------------------------------------------------------------------
-BAD_S3_PATHS = ["s3://bucket/a/../team", "s3://bucket//x", "s3://bucket/x/./y", "s3://bucket/x//",
-                "s3://bucket//", "s3://bucket/..", "s3://ab/x", "s3://Bucket/x", "s3://my_bucket/x",
-                "s3://-bucket/x", "s3://a..b/x", "s3://192.168.1.1/x", "s3://" + "b" * 64 + "/x"]
+BAD_S3_PATHS = [
+    "s3://bucket/a/../team",
+    "s3://bucket//x",
+    "s3://bucket/x/./y",
+    "s3://bucket/x//",
+    "s3://bucket//",
+    "s3://bucket/..",
+    "s3://ab/x",
+    "s3://Bucket/x",
+    "s3://my_bucket/x",
+    "s3://-bucket/x",
+    "s3://a..b/x",
+    "s3://192.168.1.1/x",
+    "s3://" + "b" * 64 + "/x",
+]
 
 
 @pytest.mark.parametrize("path", BAD_S3_PATHS)
@@ -198,8 +231,21 @@ def test_one_trailing_slash_is_dropped(tmp_path):
 
 
 # -- defect 10 (part): size options ------------------------------------------------------------------------
-BAD_SIZES = ["1e400", "infk", "inf", "nan", "-5", "0x10", "1_000", "99999999999999999999GiB", "8EiB", "",
-             "1.5.5M", "١٢", "12 parsecs"]
+BAD_SIZES = [
+    "1e400",
+    "infk",
+    "inf",
+    "nan",
+    "-5",
+    "0x10",
+    "1_000",
+    "99999999999999999999GiB",
+    "8EiB",
+    "",
+    "1.5.5M",
+    "١٢",
+    "12 parsecs",
+]
 
 
 @pytest.mark.parametrize("size", [*BAD_SIZES, "0"])
@@ -213,7 +259,6 @@ def test_bad_chunk_size_is_one_line(tmp_path, size):
 def test_bad_max_size_is_one_line(tmp_path, size):
     cache = tmp_path / "cache"
     cache.mkdir()
-    res = run(["cache", "prune", "--cache-dir", cache, "--max-size", size], cwd=tmp_path, env=base_env(),
-              timeout=GUARD)
+    res = run(["cache", "prune", "--cache-dir", cache, "--max-size", size], cwd=tmp_path, env=base_env(), timeout=GUARD)
     one_line_error(res, 2, "--max-size")
     assert list(cache.iterdir()) == []

@@ -17,10 +17,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli.format import manifest as mf
 from aim_cli.config import REPO_TYPES, Config, parse_config
-from aim_cli.names import NAME_RE
 from aim_cli.errors import ConfigError, IntegrityError, UsageError
+from aim_cli.format import manifest as mf
+from aim_cli.names import NAME_RE
 from aim_cli.util.quoting import has_control
 from aim_cli.util.sizes import MAX_SIZE, parse_size
 
@@ -31,8 +31,16 @@ H = "b" * 64
 # -- manifest decoding ----------------------------------------------------------------------------------
 def _valid_manifest(paths: list[str]) -> dict:
     files = [{"path": p, "size": 3, "mode": 0o644, "blake3": H, "chunks": [[H, 3]]} for p in sorted(set(paths))]
-    return {"format": 1, "model": "m", "tag": "t", "created_at": "2026-01-01T00:00:00.000000Z",
-            "created_by": "u@h", "message": "", "total_size": 3 * len(files), "files": files}
+    return {
+        "format": 1,
+        "model": "m",
+        "tag": "t",
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "created_by": "u@h",
+        "message": "",
+        "total_size": 3 * len(files),
+        "files": files,
+    }
 
 
 def _decodes_or_refuses(raw: bytes) -> mf.Manifest | None:
@@ -60,8 +68,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-field_names = st.sampled_from(["format", "model", "tag", "created_at", "created_by", "message", "total_size",
-                               "files", "extra"])
+field_names = st.sampled_from(
+    ["format", "model", "tag", "created_at", "created_by", "message", "total_size", "files", "extra"]
+)
 file_field_names = st.sampled_from(["path", "size", "mode", "blake3", "chunks", "extra"])
 simple_paths = st.lists(st.sampled_from(["a", "b.bin", "d/e", "d/f/g", "1:2.txt", "x y"]), min_size=1, max_size=4)
 
@@ -87,8 +96,13 @@ def test_mutated_manifests_decode_or_refuse(paths, data):
         if where == "top":
             manifest[data.draw(field_names)] = data.draw(json_values)
         elif where == "file":
-            entry = data.draw(st.sampled_from(manifest["files"])) if manifest.get("files") and isinstance(
-                manifest["files"], list) and isinstance(manifest["files"][0], dict) else None
+            entry = (
+                data.draw(st.sampled_from(manifest["files"]))
+                if manifest.get("files")
+                and isinstance(manifest["files"], list)
+                and isinstance(manifest["files"][0], dict)
+                else None
+            )
             if entry is not None:
                 entry[data.draw(file_field_names)] = data.draw(json_values | path_strings)
         else:
@@ -122,8 +136,9 @@ path_chars = st.one_of(
     st.characters(exclude_categories=()),
     st.characters(categories=["Cs"]),  # lone surrogates: a non-UTF-8 file name as Python sees it
 )
-path_parts = st.one_of(st.sampled_from(["", ".", "..", ".aim", ".aimx", "C:", "a", "x" * 256]),
-                       st.text(alphabet=path_chars, max_size=12))
+path_parts = st.one_of(
+    st.sampled_from(["", ".", "..", ".aim", ".aimx", "C:", "a", "x" * 256]), st.text(alphabet=path_chars, max_size=12)
+)
 path_strings = st.one_of(
     st.text(alphabet=path_chars, max_size=40),
     st.lists(path_parts, min_size=1, max_size=6).map("/".join),
@@ -145,18 +160,62 @@ def test_check_path_gives_a_reason_or_a_safe_path(path):
     assert all(part not in ("", ".", "..") and len(part.encode()) <= mf.MAX_NAME_BYTES for part in parts)
     assert posixpath.normpath(path) == path and not path.startswith("/")
     assert "\\" not in path and not has_control(path)
-    assert not (len(path) >= 2 and path[1] == ":" and path[0].isascii() and path[0].isalpha()
-                and (len(path) == 2 or path[2] == "/"))
+    assert not (
+        len(path) >= 2
+        and path[1] == ":"
+        and path[0].isascii()
+        and path[0].isalpha()
+        and (len(path) == 2 or path[2] == "/")
+    )
     assert not parts[0].startswith(".aim")
     assert posixpath.normpath(posixpath.join("/dest", path)).startswith("/dest/")
 
 
 # -- model_repos.yaml ---------------------------------------------------------------------------------
-yaml_tokens = st.sampled_from([
-    "repos:", "\n", "  ", "    ", "{", "}", "[", "]", ": ", ",", "- ", "? ", "&a ", "*a", "!!python/name:os.system ",
-    "!!str ", "<<: ", "'", '"', "#", "---\n", "%YAML 1.1\n", "type", "local", "s3", "path", "region", "x", "r",
-    "2024", "yes", "~", "s3://bucket/p", "s3://b//x", "/abs/dir", "\t", "\\n", "é", "\x07", "\ufeff",
-])
+yaml_tokens = st.sampled_from(
+    [
+        "repos:",
+        "\n",
+        "  ",
+        "    ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ": ",
+        ",",
+        "- ",
+        "? ",
+        "&a ",
+        "*a",
+        "!!python/name:os.system ",
+        "!!str ",
+        "<<: ",
+        "'",
+        '"',
+        "#",
+        "---\n",
+        "%YAML 1.1\n",
+        "type",
+        "local",
+        "s3",
+        "path",
+        "region",
+        "x",
+        "r",
+        "2024",
+        "yes",
+        "~",
+        "s3://bucket/p",
+        "s3://b//x",
+        "/abs/dir",
+        "\t",
+        "\\n",
+        "é",
+        "\x07",
+        "\ufeff",
+    ]
+)
 yaml_texts = st.lists(yaml_tokens, max_size=40).map("".join)
 valid_names = st.from_regex(NAME_RE, fullmatch=True)
 
@@ -189,8 +248,7 @@ def test_random_bytes_parse_or_refuse(data):
 
 
 @FAST
-@given(st.dictionaries(valid_names, st.sampled_from(["store", "../shared", "/abs/x", "s3://bucket/team"]),
-                       max_size=5))
+@given(st.dictionaries(valid_names, st.sampled_from(["store", "../shared", "/abs/x", "s3://bucket/team"]), max_size=5))
 def test_valid_configs_are_read_as_written(entries):
     lines = ["repos:"]
     for name, path in entries.items():

@@ -15,8 +15,18 @@ import pytest
 
 from aim_cli import api
 from aim_cli.format import manifest as mf
-from tests.helpers import (describe, drop_dac_caps, files_of, ok, one_line_error, random_bytes, run, tree,
-                           version_bytes, write_file)
+from tests.helpers import (
+    describe,
+    drop_dac_caps,
+    files_of,
+    ok,
+    one_line_error,
+    random_bytes,
+    run,
+    tree,
+    version_bytes,
+    write_file,
+)
 
 REPO = "r"
 MiB = 1 << 20
@@ -123,8 +133,11 @@ def test_reference_files_of_the_wrong_size_give_only_their_right_chunks(env, tmp
     src = _model(tmp_path / "src")
     env.push(src)
     ref = tmp_path / "ref"
-    for path, data in (("empty", b"not empty"), ("a.txt", b"top level\nmore"),
-                       ("w.bin", (src / "w.bin").read_bytes() + b"tail")):
+    for path, data in (
+        ("empty", b"not empty"),
+        ("a.txt", b"top level\nmore"),
+        ("w.bin", (src / "w.bin").read_bytes() + b"tail"),
+    ):
         write_file(ref / path, data)
     dest = tmp_path / "dest"
     result = _json(ok(env.pull(dest, "--reference", ref, "--json")))

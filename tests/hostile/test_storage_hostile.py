@@ -16,28 +16,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aim_cli.format import layout
-from aim_cli.format import manifest as mf
-from aim_cli.format.repo_format import parse_meta
 from aim_cli.backends.local import LocalBackend
-from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.errors import ConfigError, DamagedStorageError, IntegrityError, KeyNotFoundError
+from aim_cli.format import layout
+from aim_cli.format import manifest as mf
 from aim_cli.format.layout import blob_key, manifest_key
+from aim_cli.format.repo_format import parse_meta
+from aim_cli.pull.cache import ChunkCache
 from aim_cli.repository import Repository
 from tests.helpers import BACKENDS, LOCAL_ONLY, chunks_of, make_variant_model, ok, one_line_error, tree
 
 
-def _v1(repo, tmp_path, tag="v1", variant=1):  # noqa: F811
+def _v1(repo, tmp_path, tag="v1", variant=1):
     repo.push("m", make_variant_model(tmp_path / f"src-{tag}", variant=variant), tag)
     return repo.manifest("m", tag)
 
 
-def _root(repo) -> Path:  # noqa: F811
+def _root(repo) -> Path:
     return Path(repo.repository.backend.root)
 
 
-def _keys(repo) -> dict[str, int]:  # noqa: F811
+def _keys(repo) -> dict[str, int]:
     return {i.key: i.size for i in repo.repository.backend.list("")}
 
 
@@ -51,17 +51,21 @@ def _link_in_place(root: Path, where: str, elsewhere: Path) -> None:
 
 
 @LOCAL_ONLY
-@pytest.mark.parametrize("where", ["models", "models/m", "models/m/versions", "models/m/versions/v1.json",
-                                   "blob shard", "blob"])
-def test_a_link_below_the_root_is_damage_for_every_command(repo, tmp_path, where):  # noqa: F811
+@pytest.mark.parametrize(
+    "where", ["models", "models/m", "models/m/versions", "models/m/versions/v1.json", "blob shard", "blob"]
+)
+def test_a_link_below_the_root_is_damage_for_every_command(repo, tmp_path, where):
     m = _v1(repo, tmp_path)
     digest = m.files[1].chunks[0][0]
     where = {"blob shard": f"blobs/{digest[:2]}", "blob": blob_key(digest)}.get(where, where)
     root = _root(repo)
     _link_in_place(root, where, tmp_path / "elsewhere" / "x")
     blobs = (tree(tmp_path / "elsewhere"), tree(root / "blobs"))
-    commands = [("repo", "gc", repo.name), ("repo", "check", repo.name, "--read-data"),
-                ("model", "pull", repo.name, "m", str(tmp_path / "dest"), "--tag", "v1", "-q")]
+    commands = [
+        ("repo", "gc", repo.name),
+        ("repo", "check", repo.name, "--read-data"),
+        ("model", "pull", repo.name, "m", str(tmp_path / "dest"), "--tag", "v1", "-q"),
+    ]
     if where.startswith("models"):
         commands += [("model", "list", repo.name), ("model", "versions", repo.name, "m")]
     for args in commands:
@@ -72,7 +76,7 @@ def test_a_link_below_the_root_is_damage_for_every_command(repo, tmp_path, where
 
 @LOCAL_ONLY
 @pytest.mark.parametrize("where", ["manifest", "blob"])
-def test_a_fifo_below_the_root_is_damage_and_never_opened(repo, tmp_path, where):  # noqa: F811
+def test_a_fifo_below_the_root_is_damage_and_never_opened(repo, tmp_path, where):
     """Opening a FIFO blocks until a writer comes: a command that opened one would hang (the
     run's timeout would fail the test)."""
     m = _v1(repo, tmp_path)
@@ -81,19 +85,25 @@ def test_a_fifo_below_the_root_is_damage_and_never_opened(repo, tmp_path, where)
     (_root(repo) / key).unlink(missing_ok=True)
     os.mkfifo(_root(repo) / key)
     tag = "v2" if where == "manifest" else "v1"
-    for args in (("model", "pull", repo.name, "m", str(tmp_path / "dest"), "--tag", tag, "-q"),
-                 ("repo", "check", repo.name), ("repo", "gc", repo.name)):
+    for args in (
+        ("model", "pull", repo.name, "m", str(tmp_path / "dest"), "--tag", tag, "-q"),
+        ("repo", "check", repo.name),
+        ("repo", "gc", repo.name),
+    ):
         one_line_error(repo.cli(*args, timeout=60), 5, key, "FIFO")
 
 
 @LOCAL_ONLY
-def test_the_root_itself_may_be_a_link(repo, tmp_path):  # noqa: F811
+def test_the_root_itself_may_be_a_link(repo, tmp_path):
     m = _v1(repo, tmp_path)
     root = _root(repo)
     root.rename(tmp_path / "real-store")
     root.symlink_to(tmp_path / "real-store")
-    ok(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "v2", variant=2)), "--tag", "v2",
-                "-q"))
+    ok(
+        repo.cli(
+            "model", "push", repo.name, "m", str(make_variant_model(tmp_path / "v2", variant=2)), "--tag", "v2", "-q"
+        )
+    )
     ok(repo.cli("model", "delete-version", repo.name, "m", "--tag", "v2"))
     ok(repo.cli("repo", "gc", repo.name))
     ok(repo.cli("repo", "check", repo.name, "--read-data"))
@@ -113,9 +123,16 @@ def test_local_backend_refuses_links_in_every_operation(tmp_path, inside):
     (outside / "versions" / "v2.json").write_bytes(b"target")
     (tmp_path / "root" / "models" / "b").symlink_to(outside)
     key = "models/b/versions/v2.json"
-    for call in (lambda: backend.get(key), lambda: backend.exists(key), lambda: backend.size(key),
-                 lambda: list(backend.list("models/")), lambda: list(backend.list("models/b/")),
-                 lambda: backend.delete(key), lambda: backend.put(key, b"x"), lambda: backend.put_if_absent(key, b"x")):
+    for call in (
+        lambda: backend.get(key),
+        lambda: backend.exists(key),
+        lambda: backend.size(key),
+        lambda: list(backend.list("models/")),
+        lambda: list(backend.list("models/b/")),
+        lambda: backend.delete(key),
+        lambda: backend.put(key, b"x"),
+        lambda: backend.put_if_absent(key, b"x"),
+    ):
         with pytest.raises(DamagedStorageError) as err:
             call()
         assert err.value.key == "models/b" and err.value.exit_code == 5
@@ -127,13 +144,13 @@ def test_local_backend_refuses_links_in_every_operation(tmp_path, inside):
 # == defect 3: every read bounded; aim-repo.json parsed with limits =============================
 BAD_META = {
     "min_size 1e400": b'{"format": 1, "hash": "blake3", "chunking": {"algorithm": "fastcdc2020", '
-                      b'"min_size": 1e400, "avg_size": 1048576, "max_size": 4194304}}',
+    b'"min_size": 1e400, "avg_size": 1048576, "max_size": 4194304}}',
     "avg_size -5": b'{"format": 1, "hash": "blake3", "chunking": {"algorithm": "fastcdc2020", '
-                   b'"min_size": 262144, "avg_size": -5, "max_size": 4194304}}',
+    b'"min_size": 262144, "avg_size": -5, "max_size": 4194304}}',
     "max_size NaN": b'{"format": 1, "hash": "blake3", "chunking": {"algorithm": "fastcdc2020", '
-                    b'"min_size": 262144, "avg_size": 1048576, "max_size": NaN}}',
+    b'"min_size": 262144, "avg_size": 1048576, "max_size": NaN}}',
     "a 5000-digit size": b'{"format": 1, "hash": "blake3", "chunking": {"algorithm": "fastcdc2020", '
-                         b'"min_size": ' + b"9" * 5000 + b', "avg_size": 1048576, "max_size": 4194304}}',
+    b'"min_size": ' + b"9" * 5000 + b', "avg_size": 1048576, "max_size": 4194304}}',
     "format 1e400": b'{"format": 1e400, "hash": "blake3", "chunking": {}}',
     "format true": b'{"format": true, "hash": "blake3", "chunking": {}}',
     "deep nesting": b"[" * 30_000 + b"]" * 30_000,
@@ -144,15 +161,18 @@ BAD_META = {
 
 @LOCAL_ONLY
 @pytest.mark.parametrize("case", sorted(BAD_META))
-def test_a_hostile_aim_repo_json_is_exit_5(repo, tmp_path, case):  # noqa: F811
+def test_a_hostile_aim_repo_json_is_exit_5(repo, tmp_path, case):
     repo.repository.backend.put("aim-repo.json", BAD_META[case])
     one_line_error(repo.cli("repo", "gc", repo.name), 5, "aim-repo.json")
-    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
-                   5, "aim-repo.json")
+    one_line_error(
+        repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
+        5,
+        "aim-repo.json",
+    )
     assert not repo.repository.has_version("m", "v1")
 
 
-def test_a_hostile_aim_repo_json_is_exit_5_in_check(repo, tmp_path):  # noqa: F811
+def test_a_hostile_aim_repo_json_is_exit_5_in_check(repo, tmp_path):
     _v1(repo, tmp_path)
     repo.repository.backend.put("aim-repo.json", BAD_META["min_size 1e400"])
     checked = repo.cli("repo", "check", repo.name)
@@ -160,15 +180,42 @@ def test_a_hostile_aim_repo_json_is_exit_5_in_check(repo, tmp_path):  # noqa: F8
     assert "broken    aim-repo.json" in checked.stdout and checked.stderr.count("\n") == 1
 
 
-_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**60) | st.floats()
-            | st.text(max_size=8) | st.sampled_from([1, 64, 1024, 262144, 1048576, 4194304, "fastcdc2020", "blake3"]))
-_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-    st.sampled_from(["format", "hash", "chunking", "algorithm", "min_size", "avg_size", "max_size",
-                     "normalization", "seed"]) | st.text(max_size=4), inner, max_size=6), max_leaves=20)
-_META = st.fixed_dictionaries({"format": st.just(1) | _SCALARS, "hash": st.just("blake3") | _SCALARS,
-                               "chunking": st.dictionaries(st.sampled_from(
-                                   ["algorithm", "min_size", "avg_size", "max_size", "normalization", "seed"]),
-                                   _SCALARS | st.just("fastcdc2020"), max_size=6) | _JSON})
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**60)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from([1, 64, 1024, 262144, 1048576, 4194304, "fastcdc2020", "blake3"])
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["format", "hash", "chunking", "algorithm", "min_size", "avg_size", "max_size", "normalization", "seed"]
+            )
+            | st.text(max_size=4),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+_META = st.fixed_dictionaries(
+    {
+        "format": st.just(1) | _SCALARS,
+        "hash": st.just("blake3") | _SCALARS,
+        "chunking": st.dictionaries(
+            st.sampled_from(["algorithm", "min_size", "avg_size", "max_size", "normalization", "seed"]),
+            _SCALARS | st.just("fastcdc2020"),
+            max_size=6,
+        )
+        | _JSON,
+    }
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -218,7 +265,7 @@ def test_an_oversized_cache_entry_is_refused_without_reading_it_whole(tmp_path):
 
 
 @LOCAL_ONLY
-def test_pull_through_a_cache_holding_an_oversized_entry(repo, tmp_path):  # noqa: F811
+def test_pull_through_a_cache_holding_an_oversized_entry(repo, tmp_path):
     m = _v1(repo, tmp_path)
     cache = tmp_path / "cache"
     ok(repo.cli("model", "pull", repo.name, "m", str(tmp_path / "a"), "-q", "--cache-dir", str(cache)))
@@ -231,7 +278,7 @@ def test_pull_through_a_cache_holding_an_oversized_entry(repo, tmp_path):  # noq
 
 
 # == defect 6: only the store's own layout, only in a repository or a cache ======================
-def _plant_user_files(repo, old: float) -> None:  # noqa: F811
+def _plant_user_files(repo, old: float) -> None:
     """Files a user may keep in a directory: a temp-file look-alike in the root and deeper."""
     backend = repo.repository.backend
     for key in ("notes.txt", "sub/data.bin", "blobs/ab/readme"):
@@ -243,7 +290,7 @@ def _plant_user_files(repo, old: float) -> None:  # noqa: F811
             os.utime(root / rel, (old, old))
 
 
-def test_gc_and_check_refuse_a_path_that_is_not_a_repository(repo, tmp_path):  # noqa: F811
+def test_gc_and_check_refuse_a_path_that_is_not_a_repository(repo, tmp_path):
     repo.repository.backend.delete("aim-repo.json")  # the fixture made one: this is "a typo"
     _plant_user_files(repo, time.time() - 7 * 86400)
     before = tree(_root(repo)) if repo.kind == "local" else _keys(repo)
@@ -253,14 +300,23 @@ def test_gc_and_check_refuse_a_path_that_is_not_a_repository(repo, tmp_path):  #
 
 
 @LOCAL_ONLY
-def test_gc_removes_temp_files_only_where_aim_cli_writes(repo, tmp_path):  # noqa: F811
+def test_gc_removes_temp_files_only_where_aim_cli_writes(repo, tmp_path):
     _v1(repo, tmp_path)
     root = _root(repo)
     old = time.time() - 7 * 86400
-    ours = ["blobs/ab/.tmp-ab01.0123456789ab", ".tmp-aim-repo.json.0123456789ab",
-            "models/m/versions/.tmp-v9.json.0123456789ab", "locks/.tmp-x.json.0123456789ab"]
-    theirs = ["notes/.tmp-a.0123456789ab", "models/m/.tmp-b.0123456789ab", "blobs/.tmp-c.0123456789ab",
-              "blobs/ab/.tmp-not-our-pattern", "blobs/zz/.tmp-d.0123456789ab"]
+    ours = [
+        "blobs/ab/.tmp-ab01.0123456789ab",
+        ".tmp-aim-repo.json.0123456789ab",
+        "models/m/versions/.tmp-v9.json.0123456789ab",
+        "locks/.tmp-x.json.0123456789ab",
+    ]
+    theirs = [
+        "notes/.tmp-a.0123456789ab",
+        "models/m/.tmp-b.0123456789ab",
+        "blobs/.tmp-c.0123456789ab",
+        "blobs/ab/.tmp-not-our-pattern",
+        "blobs/zz/.tmp-d.0123456789ab",
+    ]
     for rel in ours + theirs:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
@@ -275,7 +331,7 @@ def test_gc_removes_temp_files_only_where_aim_cli_writes(repo, tmp_path):  # noq
 
 
 @LOCAL_ONLY
-def test_cache_prune_refuses_what_is_not_a_cache(repo, tmp_path):  # noqa: F811
+def test_cache_prune_refuses_what_is_not_a_cache(repo, tmp_path):
     _v1(repo, tmp_path)
     plain = tmp_path / "photos"
     (plain / "ab").mkdir(parents=True)
@@ -296,7 +352,7 @@ def test_cache_prune_refuses_what_is_not_a_cache(repo, tmp_path):  # noqa: F811
 
 
 @LOCAL_ONLY
-def test_pull_never_turns_a_foreign_directory_into_a_cache(repo, tmp_path):  # noqa: F811
+def test_pull_never_turns_a_foreign_directory_into_a_cache(repo, tmp_path):
     _v1(repo, tmp_path)
     plain = tmp_path / "home"
     (plain / "doc.txt").parent.mkdir()
@@ -311,31 +367,43 @@ def test_pull_never_turns_a_foreign_directory_into_a_cache(repo, tmp_path):  # n
     ok(repo.cli("cache", "prune", "--cache-dir", str(fresh)))
 
 
-def _create_args(repo, path: str, request) -> list[str]:  # noqa: F811
+def _create_args(repo, path: str, request) -> list[str]:
     if repo.kind == "local":
         return ["repo", "create", "new", "--type", "local", "--path", path]
     from tests.s3_fixtures import s3_region
 
-    return ["repo", "create", "new", "--type", "s3", "--path", path, "--region", s3_region(),
-            "--endpoint-url", request.getfixturevalue("s3_endpoint")]
+    return [
+        "repo",
+        "create",
+        "new",
+        "--type",
+        "s3",
+        "--path",
+        path,
+        "--region",
+        s3_region(),
+        "--endpoint-url",
+        request.getfixturevalue("s3_endpoint"),
+    ]
 
 
-def _location(repo, rel: str) -> str:  # noqa: F811
+def _location(repo, rel: str) -> str:
     """A path next to the fixture's repository: a directory, or a prefix of its bucket."""
     if repo.kind == "local":
         return str(_root(repo).parent / rel)
     return f"s3://{repo.repository.backend.bucket}/{rel}"
 
 
-def test_repo_create_refuses_a_root_that_is_not_empty(repo, tmp_path, request):  # noqa: F811
+def test_repo_create_refuses_a_root_that_is_not_empty(repo, tmp_path, request):
     config = repo.config.read_text()
     other = _location(repo, "data")
     if repo.kind == "local":
         Path(other).mkdir()
         (Path(other) / "file.txt").write_text("someone's")
     else:
-        request.getfixturevalue("s3_client").put_object(Bucket=repo.repository.backend.bucket, Key="data/file.txt",
-                                                        Body=b"someone's")
+        request.getfixturevalue("s3_client").put_object(
+            Bucket=repo.repository.backend.bucket, Key="data/file.txt", Body=b"someone's"
+        )
     one_line_error(repo.cli(*_create_args(repo, other, request)), 4, "not empty", "no repository")
     assert repo.config.read_text() == config
     if repo.kind == "local":
@@ -343,37 +411,48 @@ def test_repo_create_refuses_a_root_that_is_not_empty(repo, tmp_path, request): 
 
 
 @pytest.mark.parametrize("where", ["inside", "around"])
-def test_repositories_never_nest(repo, tmp_path, request, where):  # noqa: F811
+def test_repositories_never_nest(repo, tmp_path, request, where):
     config = repo.config.read_text()
     before = _keys(repo)
     # inside: a prefix below the repository (s3://b/repo/models beside s3://b/repo/aim-repo.json);
     # around: the bucket or directory holding it, which is not empty.
-    path = _location(repo, "repo/models" if repo.kind == "s3" else "store/models") if where == "inside" else (
-        f"s3://{repo.repository.backend.bucket}" if repo.kind == "s3" else str(tmp_path))
+    path = (
+        _location(repo, "repo/models" if repo.kind == "s3" else "store/models")
+        if where == "inside"
+        else (f"s3://{repo.repository.backend.bucket}" if repo.kind == "s3" else str(tmp_path))
+    )
     line = one_line_error(repo.cli(*_create_args(repo, path, request)), 4)
     assert ("inside the repository at" in line) if where == "inside" else ("not empty" in line)
     assert repo.config.read_text() == config and _keys(repo) == before
 
 
-def test_a_first_push_into_a_foreign_root_writes_nothing(repo, tmp_path):  # noqa: F811
+def test_a_first_push_into_a_foreign_root_writes_nothing(repo, tmp_path):
     repo.repository.backend.delete("aim-repo.json")
     repo.repository.backend.put("their/file.bin", b"someone's")
     before = _keys(repo)
-    one_line_error(repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
-                   4, "not empty", "no repository")
+    one_line_error(
+        repo.cli("model", "push", repo.name, "m", str(make_variant_model(tmp_path / "src")), "--tag", "v1"),
+        4,
+        "not empty",
+        "no repository",
+    )
     assert _keys(repo) == before
     if repo.kind == "local":
         assert sorted(os.listdir(_root(repo))) == ["their"]  # no locks/, no blobs/
 
 
 # == defect 9: stray names under versions/ =====================================================
-def test_stray_names_are_skipped_reported_kept_and_removable(repo, tmp_path):  # noqa: F811
+def test_stray_names_are_skipped_reported_kept_and_removable(repo, tmp_path):
     v1 = _v1(repo, tmp_path)
     repo.push("m", make_variant_model(tmp_path / "src-v2", variant=2), "v2")
     backend = repo.repository.backend
     raw_v1 = backend.get(manifest_key("m", "v1"))
-    strays = {"models/m/versions/v1 copy.json": raw_v1, "models/m/versions/.DS_Store": b"\0\0\0\1Bud1",
-              "models/m/versions/x.json.bak": b"{", "models/m/v0.json": raw_v1}
+    strays = {
+        "models/m/versions/v1 copy.json": raw_v1,
+        "models/m/versions/.DS_Store": b"\0\0\0\1Bud1",
+        "models/m/versions/x.json.bak": b"{",
+        "models/m/v0.json": raw_v1,
+    }
     for key, data in strays.items():
         backend.put(key, data)
 
@@ -405,7 +484,7 @@ def test_stray_names_are_skipped_reported_kept_and_removable(repo, tmp_path):  #
     ok(repo.cli("repo", "check", repo.name, "--read-data"))
 
 
-def test_delete_version_refuses_a_name_that_matches_two_keys(repo, tmp_path):  # noqa: F811
+def test_delete_version_refuses_a_name_that_matches_two_keys(repo, tmp_path):
     _v1(repo, tmp_path)
     repo.repository.backend.put("models/m/versions/v1", b"a stray without .json")
     one_line_error(repo.cli("model", "delete-version", repo.name, "m", "--tag", "v1"), 2, "two stored keys")
@@ -414,7 +493,7 @@ def test_delete_version_refuses_a_name_that_matches_two_keys(repo, tmp_path):  #
     one_line_error(repo.cli("model", "delete-version", repo.name, "m", "--tag", "../v1"), 2, "invalid tag")
 
 
-def test_a_stray_in_blobs_is_reported_and_never_deleted(repo, tmp_path):  # noqa: F811
+def test_a_stray_in_blobs_is_reported_and_never_deleted(repo, tmp_path):
     _v1(repo, tmp_path)
     backend = repo.repository.backend
     backend.put("blobs/.DS_Store", b"x")
@@ -443,7 +522,7 @@ def test_stray_key_reads_by_any_name(tmp_path, damage):
 
 @pytest.mark.skipif("s3" not in BACKENDS, reason="needs the S3 fixtures")
 @pytest.mark.parametrize("repo", ["s3"], indirect=True)
-def test_s3_folder_markers_are_not_strays(repo, tmp_path):  # noqa: F811
+def test_s3_folder_markers_are_not_strays(repo, tmp_path):
     """S3 consoles make an empty ``a/b/`` object for each "folder": no key of the layout ends
     with "/", and an empty object names no blob, so none of them is damage or blocks gc."""
     _v1(repo, tmp_path)

@@ -16,14 +16,14 @@ import blake3
 import pytest
 
 from aim_cli import api
-from aim_cli.pull import pipeline as pullmod
 from aim_cli import push as pushmod
 from aim_cli.backends.local import LocalBackend
-from aim_cli.pull.cache import ChunkCache
 from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.pull import pipeline as pullmod
+from aim_cli.pull.cache import ChunkCache
 from aim_cli.repository import Repository
-from tests.helpers import stored_sizes, version_bytes
 from tests.fakes import CountingBackend
+from tests.helpers import stored_sizes, version_bytes
 
 SMALL_CHUNKS = ChunkingParams.for_average(64 * 1024)  # many chunks from a few MB of test data
 
@@ -254,8 +254,7 @@ def test_api_pull_uses_the_cache_dir(tmp_path, model_dir):
 def run_cli(*args, env_extra=None, cwd=None):
     env = {k: v for k, v in os.environ.items() if k != "AIM_CACHE_DIR"}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "aim_cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "aim_cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
 def test_cache_commands(tmp_path):

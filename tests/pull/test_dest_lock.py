@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -16,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aim_cli.errors import LockHeldError, UsageError
 from aim_cli.pull import dest_lock
 from aim_cli.pull.dest_lock import LOCK_NAME, TAKEOVER_NAME, DestLock, LockOwner, parse_lock
-from aim_cli.errors import LockHeldError, UsageError
 from tests.helpers import LOCAL_ONLY, dead_pid, files_of, make_variant_model, ok, one_line_error
 
 
@@ -108,7 +109,7 @@ def test_a_takeover_in_progress_is_waited_for_and_one_left_by_a_dead_pull_is_nam
 
 def test_a_lock_of_another_host_is_never_taken_over(tmp_path):
     path = plant(tmp_path, LOCK_NAME, lock_bytes(1, "other-host.example"))
-    with pytest.raises(LockHeldError, match="pid 1 on other-host.example") as e:
+    with pytest.raises(LockHeldError, match=re.escape("pid 1 on other-host.example")) as e:
         DestLock(tmp_path).acquire()
     assert f"delete {path}" in e.value.hint and path.read_bytes() == lock_bytes(1, "other-host.example")
 
@@ -189,7 +190,7 @@ def test_a_symlink_in_place_of_the_work_directory_is_refused(tmp_path):
 
 # -- through the console script ----------------------------------------------------------------------
 @pytest.fixture
-def pushed(repo, tmp_path):  # noqa: F811
+def pushed(repo, tmp_path):
     src = make_variant_model(tmp_path / "src")
     repo.push("m", src, "v1")
     return repo, src
@@ -208,8 +209,11 @@ def test_cli_pull_with_a_fifo_or_symlink_as_its_lock_exits_2(pushed, tmp_path, m
 
 
 @LOCAL_ONLY
-@pytest.mark.parametrize("content", [GARBAGE_LOCKS["pid-1e400"], GARBAGE_LOCKS["non-utf8"],
-                                     GARBAGE_LOCKS["ten-megabytes"]], ids=["pid-1e400", "non-utf8", "10MB"])
+@pytest.mark.parametrize(
+    "content",
+    [GARBAGE_LOCKS["pid-1e400"], GARBAGE_LOCKS["non-utf8"], GARBAGE_LOCKS["ten-megabytes"]],
+    ids=["pid-1e400", "non-utf8", "10MB"],
+)
 def test_cli_pull_takes_over_a_lock_file_that_is_not_a_lock(pushed, tmp_path, content):
     env, src = pushed
     dest = tmp_path / "dest"
@@ -223,18 +227,31 @@ def test_cli_pull_refuses_a_dest_locked_from_another_host(pushed, tmp_path):
     env, _ = pushed
     dest = tmp_path / "dest"
     path = plant(dest, LOCK_NAME, lock_bytes(7, "other-host.example"))
-    one_line_error(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1"), 4,
-                   "another pull", "pid 7 on other-host.example", f"delete {path}")
+    one_line_error(
+        env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1"),
+        4,
+        "another pull",
+        "pid 7 on other-host.example",
+        f"delete {path}",
+    )
 
 
 # -- property: any bytes are a lock owner or "not a lock", never an exception ------------------------
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=200),
-    st.fixed_dictionaries({}, optional={
-        "pid": st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(), st.booleans(), st.text(max_size=4)),
-        "host": st.one_of(st.text(max_size=300), st.just(socket.gethostname()), st.integers()),
-    }).map(lambda d: json.dumps(d).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "pid": st.one_of(
+                    st.integers(min_value=-(2**70), max_value=2**70), st.floats(), st.booleans(), st.text(max_size=4)
+                ),
+                "host": st.one_of(st.text(max_size=300), st.just(socket.gethostname()), st.integers()),
+            },
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
 def test_any_bytes_parse_to_an_owner_or_none(raw):
     owner = parse_lock(raw)
     if owner is not None:

@@ -10,12 +10,12 @@ import pytest
 
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import IntegrityError, LockHeldError, StorageError, UsageError
+from aim_cli.format.layout import blob_key
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
-from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, write_model
 from tests.fakes import CountingBackend
+from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, write_model
 
 MiB = 1 << 20
 
@@ -32,10 +32,15 @@ def repo(local):
 
 @pytest.fixture
 def v1(tmp_path):
-    return write_model(tmp_path / "v1", {
-        "model-1.bin": random_bytes(10 * MiB, 1), "model-2.bin": random_bytes(6 * MiB, 2),
-        "config.json": b'{"layers": 2}', "empty": b"",
-    })
+    return write_model(
+        tmp_path / "v1",
+        {
+            "model-1.bin": random_bytes(10 * MiB, 1),
+            "model-2.bin": random_bytes(6 * MiB, 2),
+            "config.json": b'{"layers": 2}',
+            "empty": b"",
+        },
+    )
 
 
 def test_pull_is_byte_identical_with_modes(repo, v1, tmp_path):
@@ -246,8 +251,10 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
     rerun as a user, a 0200 one could not be re-read for verification."""
     from aim_cli.pull import dest_writer
 
-    src = write_model(tmp_path / "src", {"a-ro.txt": b"read only\n", "b-wo.bin": random_bytes(100_000, 3),
-                                         "z-big.bin": random_bytes(10 * MiB, 4)})
+    src = write_model(
+        tmp_path / "src",
+        {"a-ro.txt": b"read only\n", "b-wo.bin": random_bytes(100_000, 3), "z-big.bin": random_bytes(10 * MiB, 4)},
+    )
     os.chmod(src / "a-ro.txt", 0o444)
     os.chmod(src / "b-wo.bin", 0o200)
     push(Repository(local, "r"), "m", "v1", src)

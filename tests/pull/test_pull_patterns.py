@@ -67,8 +67,9 @@ def test_an_include_matching_nothing_is_exit_2_naming_it_and_touches_nothing(rep
 def test_exclude_only_and_an_exclude_matching_nothing_warns(repo, tmp_path):
     pushed(repo, tmp_path)
     res = ok(pull(repo, tmp_path / "out", "--exclude", "*.safetensors", "--exclude", "nope/"))
-    assert contents(tmp_path / "out") == only("config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-                                               "onnx/sub/weights.bin")
+    assert contents(tmp_path / "out") == only(
+        "config.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "onnx/sub/weights.bin"
+    )
     assert res.stderr.strip() == "warning: --exclude 'nope/' matches no file of the version"
     assert "4 files" in res.stdout
 
@@ -86,8 +87,11 @@ def test_delete_pulling_b_over_a_leaves_exactly_b(repo, tmp_path):
     """A's nested directory that holds only files B lacks goes with them; B's renamed file is
     taken from A's copy (read before it is removed), not fetched again."""
     a = pushed(repo, tmp_path, MODEL, "a", "A")
-    b_files = {"config.json": b'{"hidden": 16}\n', "weights.safetensors": MODEL["model-00001-of-00002.safetensors"],
-               "tokenizer/vocab.json": MODEL["tokenizer/vocab.json"]}
+    b_files = {
+        "config.json": b'{"hidden": 16}\n',
+        "weights.safetensors": MODEL["model-00001-of-00002.safetensors"],
+        "tokenizer/vocab.json": MODEL["tokenizer/vocab.json"],
+    }
     b = pushed(repo, tmp_path, b_files, "b", "B")
     dest = tmp_path / "out"
     ok(pull(repo, dest, tag="a"))
@@ -103,12 +107,16 @@ def test_delete_pulling_b_over_a_leaves_exactly_b(repo, tmp_path):
 
 def test_delete_stays_within_the_patterns(repo, tmp_path):
     pushed(repo, tmp_path)
-    dest = write_model(tmp_path / "out", {"mine.txt": b"mine\n", "tokenizer/old.txt": b"old\n",
-                                          "onnx/stale.bin": b"stale\n"})
+    dest = write_model(
+        tmp_path / "out", {"mine.txt": b"mine\n", "tokenizer/old.txt": b"old\n", "onnx/stale.bin": b"stale\n"}
+    )
     r = pulled_json(repo, dest, "--include", "tokenizer/", "--delete")
     assert r["deleted"] == ["tokenizer/old.txt"]
-    assert contents(dest) == {"mine.txt": b"mine\n", "onnx/stale.bin": b"stale\n",
-                              **only("tokenizer/vocab.json", "tokenizer/merges.txt")}
+    assert contents(dest) == {
+        "mine.txt": b"mine\n",
+        "onnx/stale.bin": b"stale\n",
+        **only("tokenizer/vocab.json", "tokenizer/merges.txt"),
+    }
     r = pulled_json(repo, dest, "--exclude", "onnx/", "--delete")
     assert r["deleted"] == ["mine.txt"] and contents(dest)["onnx/stale.bin"] == b"stale\n"
 
@@ -117,8 +125,14 @@ def test_delete_stays_within_the_patterns(repo, tmp_path):
 def test_delete_removes_only_regular_files_inside_dest_never_work_files_or_through_links(repo, tmp_path):
     pushed(repo, tmp_path)
     outside = write_model(tmp_path / "outside", {"precious.bin": b"keep me\n", "sub/also.bin": b"me too\n"})
-    dest = write_model(tmp_path / "out", {".aim-notes": b"pull's namespace\n", "extra.bin": b"x\n",
-                                          "CONFIG.JSON": b"the version's file, where case is ignored\n"})
+    dest = write_model(
+        tmp_path / "out",
+        {
+            ".aim-notes": b"pull's namespace\n",
+            "extra.bin": b"x\n",
+            "CONFIG.JSON": b"the version's file, where case is ignored\n",
+        },
+    )
     os.symlink(outside, dest / "linked-dir")
     os.symlink(outside / "precious.bin", dest / "linked-file.bin")
     os.mkfifo(dest / "fifo.bin")
@@ -172,5 +186,4 @@ def test_verify_local_compares_and_reports_extra_files_only_inside_the_patterns(
     assert "safetensors" not in res.stdout
 
     one_line_error(verify("--include", "*.gguf"), 2, "'*.gguf'")
-    one_line_error(repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--include", "tokenizer/"), 2,
-                   "--local")
+    one_line_error(repo.cli("model", "verify", repo.name, "m", "--tag", "v1", "--include", "tokenizer/"), 2, "--local")

@@ -8,32 +8,59 @@ import json
 import pytest
 
 from aim_cli import api
-from aim_cli.pull.sources import CacheSource, LocalFiles, RepositorySource, SourceChain
-from aim_cli.format.repo_format import RepoFormat
 from aim_cli.chunking.cdc import ChunkingParams, iter_chunks
 from aim_cli.errors import BlobMissingError
+from aim_cli.format.repo_format import RepoFormat
 from aim_cli.pull import pipeline
 from aim_cli.pull.pipeline import pull
 from aim_cli.pull.plan import FETCH, KEEP, LOCAL, PullPlan
+from aim_cli.pull.sources import CacheSource, LocalFiles, RepositorySource, SourceChain
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, file_contents, ok, one_line_error, random_bytes, tree, write_model
 from tests.fakes import CountingBackend
+from tests.helpers import LOCAL_ONLY, file_contents, ok, one_line_error, random_bytes, tree, write_model
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral
 
 FILE_KEYS = {"path", "size", "action", "reuse_bytes", "fetch_raw_bytes"}
-TOTAL_KEYS = {"files", "size", "keep_files", "keep_bytes", "local_files", "fetch_files", "reuse_bytes",
-              "fetch_raw_bytes", "fetch_chunks", "delete_files", "delete_bytes", "space_needed", "space_available"}
+TOTAL_KEYS = {
+    "files",
+    "size",
+    "keep_files",
+    "keep_bytes",
+    "local_files",
+    "fetch_files",
+    "reuse_bytes",
+    "fetch_raw_bytes",
+    "fetch_chunks",
+    "delete_files",
+    "delete_bytes",
+    "space_needed",
+    "space_available",
+}
 
 
 def versions(repo, tmp_path):
     """v1 and v2: v2 keeps a.txt, changes the end of big.bin, renames moved.bin, adds new.txt."""
     big = random_bytes(200_000, 1)
-    v1 = write_model(tmp_path / "v1", {"a.txt": b"same\n", "big.bin": big, "dir/moved.bin": random_bytes(50_000, 2),
-                                       "old/only-v1.txt": b"gone in v2\n"})
-    v2 = write_model(tmp_path / "v2", {"a.txt": b"same\n", "big.bin": big[:150_000] + random_bytes(50_000, 3),
-                                       "renamed.bin": (v1 / "dir/moved.bin").read_bytes(), "new.txt": b"new\n"})
+    v1 = write_model(
+        tmp_path / "v1",
+        {
+            "a.txt": b"same\n",
+            "big.bin": big,
+            "dir/moved.bin": random_bytes(50_000, 2),
+            "old/only-v1.txt": b"gone in v2\n",
+        },
+    )
+    v2 = write_model(
+        tmp_path / "v2",
+        {
+            "a.txt": b"same\n",
+            "big.bin": big[:150_000] + random_bytes(50_000, 3),
+            "renamed.bin": (v1 / "dir/moved.bin").read_bytes(),
+            "new.txt": b"new\n",
+        },
+    )
     repo.push("m", v1, "v1")
     repo.push("m", v2, "v2")
     return v1, v2
@@ -60,12 +87,23 @@ def test_dry_run_changes_nothing_in_dest_and_creates_nothing(repo, tmp_path):
 
 
 def test_the_json_plan_has_its_documented_shape_and_predicts_the_pull(repo, tmp_path):
-    v1, v2 = versions(repo, tmp_path)
+    _v1, v2 = versions(repo, tmp_path)
     dest = tmp_path / "out"
     ok(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v1"))
     plan = json.loads(ok(dry_run(repo, dest, "--json", "--delete")).stdout)
-    assert set(plan) == {"dry_run", "model", "tag", "digest", "newest", "dest", "include", "exclude", "files",
-                         "delete", "totals"}
+    assert set(plan) == {
+        "dry_run",
+        "model",
+        "tag",
+        "digest",
+        "newest",
+        "dest",
+        "include",
+        "exclude",
+        "files",
+        "delete",
+        "totals",
+    }
     assert plan["dry_run"] is True and (plan["model"], plan["tag"], plan["newest"]) == ("m", "v2", False)
     assert plan["dest"] == str(dest) and set(plan["totals"]) == TOTAL_KEYS
     assert all(set(f) == FILE_KEYS for f in plan["files"])
@@ -78,8 +116,9 @@ def test_the_json_plan_has_its_documented_shape_and_predicts_the_pull(repo, tmp_
     for f in plan["files"]:
         assert f["reuse_bytes"] + f["fetch_raw_bytes"] == (0 if f["action"] == KEEP else f["size"])
 
-    done = json.loads(ok(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v2", "--json",
-                                  "--delete")).stdout)
+    done = json.loads(
+        ok(repo.cli("model", "pull", repo.name, "m", str(dest), "--tag", "v2", "--json", "--delete")).stdout
+    )
     assert done["fetched_raw_bytes"] == t["fetch_raw_bytes"] and done["fetched_chunks"] == t["fetch_chunks"]
     assert done["deleted"] == plan["delete"]
     assert tree(dest) == tree(v2)
@@ -112,12 +151,12 @@ def test_the_plan_counts_what_an_interrupted_pull_left(repo, tmp_path):
 def test_api_plan_pull_takes_patterns_and_delete(repo, tmp_path):
     versions(repo, tmp_path)
     dest = tmp_path / "out"
-    plan = api.plan_pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"], delete=True,
-                         config=str(repo.config))
+    plan = api.plan_pull(
+        repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"], delete=True, config=str(repo.config)
+    )
     assert isinstance(plan, PullPlan) and [f.path for f in plan.files] == ["big.bin"] and not dest.exists()
     assert plan.to_json()["include"] == ["*.bin"] and plan.to_json()["exclude"] == ["renamed*"]
-    r = api.pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"],
-                 config=str(repo.config))
+    r = api.pull(repo.name, "m", dest, tag="v2", include=["*.bin"], exclude=["renamed*"], config=str(repo.config))
     assert r.files == 1 and list(file_contents(dest)) == ["big.bin"]
 
 
@@ -177,7 +216,7 @@ def test_local_files_hand_out_only_verified_bytes(tmp_path):
     files = LocalFiles("reference", RepoFormat.new(1, params))
     files.add_file(path)
     chunk = next(iter_chunks(path, params))
-    assert files.read(chunk.digest, chunk.size, "f.bin") == data[chunk.offset:chunk.offset + chunk.size]
+    assert files.read(chunk.digest, chunk.size, "f.bin") == data[chunk.offset : chunk.offset + chunk.size]
     path.write_bytes(b"\0" * 50_000)  # changed since it was indexed: not handed out
     assert files.read(chunk.digest, chunk.size, "f.bin") is None and files.read("0" * 64, 1, "f.bin") is None
 

@@ -20,8 +20,15 @@ def _config(tmp_path):
 
 
 def _aim(cfg, *args, **kw):
-    return subprocess.run([str(AIM), "--config", str(cfg), *args], capture_output=True, text=True,
-                          env=base_env(), stdin=subprocess.DEVNULL, timeout=120, **kw)
+    return subprocess.run(
+        [str(AIM), "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
@@ -30,6 +37,7 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
     assert _aim(cfg, "model", "push", "r", "m", str(src), "--tag", "v1", "--quiet").returncode == 0
     dest = tmp_path / "dest"
     partial = dest / ".aim" / "partial"
+
     def written() -> int:  # allocated blocks: partial files are sparse until filled
         total = 0
         for p in partial.glob("*") if partial.exists() else ():
@@ -40,8 +48,11 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
         return total
 
     # Killed once a quarter of the bytes are written.
-    sigkill_when(["--config", cfg, "model", "pull", "r", "m", dest, "--tag", "v1", "--quiet", "--jobs", "1"],
-                 lambda: written() >= 16 * MiB, what="pull")
+    sigkill_when(
+        ["--config", cfg, "model", "pull", "r", "m", dest, "--tag", "v1", "--quiet", "--jobs", "1"],
+        lambda: written() >= 16 * MiB,
+        what="pull",
+    )
     # Nothing incomplete under a final name; the dead process's lock is left behind.
     for rel, (data, _) in file_contents(dest).items():
         assert data == (src / rel).read_bytes()
@@ -84,15 +95,18 @@ def _run_on_a_terminal(args) -> tuple[int, bytes]:
 def test_progress_bars_on_a_terminal_only(tmp_path):
     cfg = _config(tmp_path)
     src = write_model(tmp_path / "src", {"w.bin": random_bytes(8 * MiB, 1)})
-    code, drawn = _run_on_a_terminal([str(AIM), "--config", str(cfg), "model", "push", "r", "m", str(src), "--tag", "v1"])
+    code, drawn = _run_on_a_terminal(
+        [str(AIM), "--config", str(cfg), "model", "push", "r", "m", str(src), "--tag", "v1"]
+    )
     assert code == 0, drawn
     assert b"push" in drawn and b"8.0/8.0 MiB" in drawn and b"pushed m:v1" in drawn
     code, drawn = _run_on_a_terminal([str(AIM), "--config", str(cfg), "model", "pull", "r", "m", str(tmp_path / "d")])
     assert code == 0, drawn
     assert b"pull" in drawn and b"8.0/8.0 MiB" in drawn and b"pulled m:v1" in drawn
     # --quiet on a terminal, and no terminal at all: no bar.
-    code, drawn = _run_on_a_terminal([str(AIM), "--config", str(cfg), "model", "pull", "r", "m",
-                                      str(tmp_path / "d2"), "--quiet"])
+    code, drawn = _run_on_a_terminal(
+        [str(AIM), "--config", str(cfg), "model", "pull", "r", "m", str(tmp_path / "d2"), "--quiet"]
+    )
     assert code == 0 and b"MiB/s" not in drawn and b"8.0/8.0" not in drawn
     res = _aim(cfg, "model", "pull", "r", "m", str(tmp_path / "d3"))
     assert res.returncode == 0 and res.stderr == ""

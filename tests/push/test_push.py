@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_identical_repush_writes_nothing_and_other_content_conflicts(repo, tmp_p
 def test_symlinks_refused_by_default_and_followed_on_request(repo, tmp_path):
     src = write_model(tmp_path / "src", {"real/w.bin": b"weights"})
     os.symlink(tmp_path / "src/real/w.bin", tmp_path / "src/link.bin")
-    with pytest.raises(UsageError, match="link.bin") as e:
+    with pytest.raises(UsageError, match=re.escape("link.bin")) as e:
         scan_source(src)
     assert "--follow-symlinks" in e.value.hint
     files = scan_source(src, follow_symlinks=True)
@@ -76,8 +77,11 @@ def test_bad_source_directories(repo, tmp_path, case):
     assert e.value.exit_code == 2
 
 
-@pytest.mark.parametrize("files", [{"a.bin": 8 * MiB}, {f"d{i % 5}/f{i}.txt": 100 + i for i in range(600)}],
-                         ids=["chunks of a big file", "batches of small files"])
+@pytest.mark.parametrize(
+    "files",
+    [{"a.bin": 8 * MiB}, {f"d{i % 5}/f{i}.txt": 100 + i for i in range(600)}],
+    ids=["chunks of a big file", "batches of small files"],
+)
 def test_a_failed_upload_commits_nothing(tmp_path, files):
     class FailingPuts(LocalBackend):
         puts = 0
@@ -100,7 +104,10 @@ def test_files_are_modes_and_paths_in_manifest(repo, tmp_path):
     os.chmod(src / "b/x.sh", 0o755)
     push(repo, "m", "v1", src)
     m = repo.get_version("m", "v1").manifest
-    assert [(f.path, f.size, f.mode, len(f.chunks)) for f in m.files] == [("a.txt", 0, 0o644, 0), ("b/x.sh", 10, 0o755, 1)]
+    assert [(f.path, f.size, f.mode, len(f.chunks)) for f in m.files] == [
+        ("a.txt", 0, 0o644, 0),
+        ("b/x.sh", 10, 0o755, 1),
+    ]
 
 
 def test_a_file_modified_during_the_push_is_refused(repo, tmp_path, monkeypatch):
@@ -119,7 +126,9 @@ def test_a_file_modified_during_the_push_is_refused(repo, tmp_path, monkeypatch)
 
 
 def test_top_level_aim_names_are_skipped_and_reported(repo, tmp_path):
-    src = write_model(tmp_path / "src", {"a.bin": b"a", ".aimfoo": b"mine", ".aim/partial/x": b"p", "sub/.aimbar": b"b"})
+    src = write_model(
+        tmp_path / "src", {"a.bin": b"a", ".aimfoo": b"mine", ".aim/partial/x": b"p", "sub/.aimbar": b"b"}
+    )
     skipped = []
     files = scan_source(src, on_skip=skipped.append)
     assert [f.path for f in files] == ["a.bin", "sub/.aimbar"]  # only the top level is aim_cli's own

@@ -13,17 +13,26 @@ import random
 
 import pytest
 
-from aim_cli.pull import dest_writer
 from aim_cli import api
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking.cdc import BATCH_FILES, ChunkingParams, file_digest, is_one_chunk, iter_chunks
 from aim_cli.errors import IntegrityError, StorageError, UsageError
+from aim_cli.format.layout import blob_key
+from aim_cli.pull import dest_writer
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push, scan_source
-from aim_cli.format.layout import blob_key
 from aim_cli.repository import Repository
-from tests.helpers import altered_blob, assert_same_tree, file_contents, ok, one_line_error, random_bytes, run, write_model
 from tests.fakes import CountingBackend
+from tests.helpers import (
+    altered_blob,
+    assert_same_tree,
+    file_contents,
+    ok,
+    one_line_error,
+    random_bytes,
+    run,
+    write_model,
+)
 
 KiB = 1024
 MODES = (0o644, 0o755, 0o600, 0o444, 0o640)
@@ -83,12 +92,20 @@ def test_corrupt_small_blob_fails_the_pull_with_exit_5_and_no_final_file(config,
     src = small_tree(tmp_path / "src", 40, max_size=2 * KiB)
     ok(run(["model", "push", "r", "m", src, "--tag", "v1", "--quiet"], cwd=config))
     repo = api.open_repository("r", config=str(config / "model_repos.yaml"))
-    victim = next(f for f in repo.get_version("m", "v1").manifest.files if f.size > 10 and
-                  sum(g.blake3 == f.blake3 for g in repo.get_version("m", "v1").manifest.files) == 1)
+    victim = next(
+        f
+        for f in repo.get_version("m", "v1").manifest.files
+        if f.size > 10 and sum(g.blake3 == f.blake3 for g in repo.get_version("m", "v1").manifest.files) == 1
+    )
     repo.backend.put(blob_key(victim.blake3), altered_blob(repo, repo.backend.get(blob_key(victim.blake3))))
     dest = tmp_path / "out"
-    one_line_error(run(["model", "pull", "r", "m", dest, "--tag", "v1", "--jobs", "2"], cwd=config), 5,
-                   victim.blake3, "corrupt", "does not match its hash")
+    one_line_error(
+        run(["model", "pull", "r", "m", dest, "--tag", "v1", "--jobs", "2"], cwd=config),
+        5,
+        victim.blake3,
+        "corrupt",
+        "does not match its hash",
+    )
     assert not os.path.lexists(dest / victim.path)
     for rel, (data, mode) in file_contents(dest).items():  # what did get a final name is verified and whole
         assert data == (src / rel).read_bytes() and mode == os.stat(src / rel).st_mode & 0o777
@@ -117,8 +134,12 @@ def test_no_task_and_no_stat_per_small_file(local, tmp_path, monkeypatch):
     dirs = sum(1 for p in src.rglob("*") if p.is_dir())  # 28, for 768 files
     submits, stats = [], []
     real_submit, real_stat, real_lstat = concurrent.futures.ThreadPoolExecutor.submit, os.stat, os.lstat
-    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit",
-                        lambda self, *a, **k: submits.append(1) or real_submit(self, *a, **k))
+    monkeypatch.setattr(
+        concurrent.futures.ThreadPoolExecutor,
+        "submit",
+        lambda self, *a, **k: submits.append(1) or real_submit(self, *a, **k),
+    )
+
     # Stats of files and directories by path. The local backend's own look-ups (one fstatat per
     # blob read, relative to a directory fd: a link or FIFO in the store is damage, never opened)
     # are the repository's cost, not the per-file cost of walking DIR or DEST that this pins.
@@ -239,7 +260,6 @@ def test_a_small_file_changed_after_the_scan_is_refused(local, tmp_path, monkeyp
     with pytest.raises(UsageError, match="changed while it was being pushed") as e:
         push(repo, "m", "v1", src)
     assert e.value.exit_code == 2 and not repo.has_version("m", "v1")
-
 
 
 def test_dest_names_that_a_filesystem_may_fold_are_looked_at(local, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,23 +22,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aim_cli.audit import gc
-from aim_cli.repository import leases
 from aim_cli import push as pushmod
+from aim_cli.audit import gc
 from aim_cli.errors import LockHeldError, StorageError, UsageError
-from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, make_variant_model, one_line_error
+from aim_cli.repository import Repository, leases
 from tests.fakes import FakeClock, HookedBackend
+from tests.helpers import LOCAL_ONLY, make_variant_model, one_line_error
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral
 
 
-def lease_body(kind: str, *, pid: int, host: str | None = None, age: float = 0.0, lease_id: str = "planted",
-               timeout: float | None = None, now: float | None = None) -> dict:
+def lease_body(
+    kind: str,
+    *,
+    pid: int,
+    host: str | None = None,
+    age: float = 0.0,
+    lease_id: str = "planted",
+    timeout: float | None = None,
+    now: float | None = None,
+) -> dict:
     now = time.time() if now is None else now
-    body = {"id": lease_id, "kind": kind, "command": "push" if kind == leases.SHARED else "gc",
-            "host": host or socket.gethostname(), "pid": pid, "created": now - age, "refreshed": now - age}
+    body = {
+        "id": lease_id,
+        "kind": kind,
+        "command": "push" if kind == leases.SHARED else "gc",
+        "host": host or socket.gethostname(),
+        "pid": pid,
+        "created": now - age,
+        "refreshed": now - age,
+    }
     if timeout is not None:
         body["timeout"] = timeout
     return body
@@ -64,7 +79,7 @@ def poll(condition, what: str, deadline: float = 15.0):
 
 
 @pytest.fixture
-def garbage(repo, tmp_path):  # noqa: F811
+def garbage(repo, tmp_path):
     """A repository whose only version was deleted: every blob is garbage. Returns (env, digests)."""
     repo.push("m", make_variant_model(tmp_path / "src"), "v1")
     repo.repository.delete_version("m", "v1")
@@ -92,7 +107,7 @@ def test_a_lease_of_another_host_blocks_until_its_own_timeout(garbage, monkeypat
     env, blobs = garbage
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "30")
     plant(env, leases.SHARED, pid=1, host="other-host.example", age=5, timeout=30)
-    with pytest.raises(LockHeldError, match="other-host.example"):
+    with pytest.raises(LockHeldError, match=re.escape("other-host.example")):
         gc.collect(env.repository, wait=0)
     assert set(env.blobs()) == blobs
     plant(env, leases.SHARED, pid=1, host="other-host.example", age=31, timeout=30)
@@ -108,14 +123,14 @@ def test_a_lease_is_judged_by_its_recorded_timeout_not_the_reader_s(garbage, mon
     env, blobs = garbage
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "30")
     plant(env, leases.SHARED, pid=1, host="other-host.example", age=40, timeout=recorded)
-    with pytest.raises(LockHeldError, match="push by pid 1 on other-host.example"):
+    with pytest.raises(LockHeldError, match=re.escape("push by pid 1 on other-host.example")):
         gc.collect(env.repository, wait=0)
     assert set(env.blobs()) == blobs and lease_ids(env) == ["planted"]
     plant(env, leases.SHARED, pid=1, host="other-host.example", age=301, timeout=recorded)
     assert gc.collect(env.repository, wait=0).deleted == len(blobs)
 
 
-def test_a_lease_records_its_holder_s_timeout(repo, monkeypatch):  # noqa: F811
+def test_a_lease_records_its_holder_s_timeout(repo, monkeypatch):
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "1234.5")
     with leases.acquire(repo.repository, leases.SHARED, "push", wait=0) as lease:
         stored = json.loads(repo.repository.backend.get(lease.key))
@@ -123,7 +138,7 @@ def test_a_lease_records_its_holder_s_timeout(repo, monkeypatch):  # noqa: F811
         assert leases.read_leases(repo.repository)[0].timeout == 1234.5
 
 
-def test_a_push_waits_for_gc_then_gives_up(repo, tmp_path, monkeypatch):  # noqa: F811
+def test_a_push_waits_for_gc_then_gives_up(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("AIM_PUSH_WAIT", "0.2")
     plant(repo, leases.EXCLUSIVE, pid=os.getpid())  # a live gc on this host
     src = make_variant_model(tmp_path / "src")
@@ -149,8 +164,10 @@ def test_gc_keeps_later_pushes_out_while_it_waits_for_earlier_ones(garbage):
     thread = threading.Thread(target=run_gc)
     thread.start()
     try:
-        poll(lambda: any(lease.kind == leases.EXCLUSIVE for lease in leases.read_leases(env.repository)),
-             "gc to write its lease")
+        poll(
+            lambda: any(lease.kind == leases.EXCLUSIVE for lease in leases.read_leases(env.repository)),
+            "gc to write its lease",
+        )
         with pytest.raises(LockHeldError, match="gc by pid"):
             leases.acquire(env.repository, leases.SHARED, "push", wait=0)  # a later push waits for gc
         assert set(env.blobs()) == blobs  # gc has not started deleting while the early push runs
@@ -161,14 +178,13 @@ def test_gc_keeps_later_pushes_out_while_it_waits_for_earlier_ones(garbage):
     assert outcome["result"].deleted == len(blobs) and lease_ids(env) == []
 
 
-def test_two_gcs_exclude_each_other(repo):  # noqa: F811
-    with leases.acquire(repo.repository, leases.EXCLUSIVE, "gc", wait=0):
-        with pytest.raises(LockHeldError):
-            gc.collect(repo.repository, wait=0.1)
+def test_two_gcs_exclude_each_other(repo):
+    with leases.acquire(repo.repository, leases.EXCLUSIVE, "gc", wait=0), pytest.raises(LockHeldError):
+        gc.collect(repo.repository, wait=0.1)
     assert lease_ids(repo) == []
 
 
-def test_a_push_whose_lease_was_removed_does_not_commit(repo, tmp_path):  # noqa: F811
+def test_a_push_whose_lease_was_removed_does_not_commit(repo, tmp_path):
     stolen = []
     once = threading.Lock()
 
@@ -186,7 +202,7 @@ def test_a_push_whose_lease_was_removed_does_not_commit(repo, tmp_path):  # noqa
     assert not repo.repository.has_version("m", "v1")
 
 
-def test_a_lease_that_cannot_be_refreshed_is_lost(repo, monkeypatch):  # noqa: F811
+def test_a_lease_that_cannot_be_refreshed_is_lost(repo, monkeypatch):
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "0.4")
     writes = []
 
@@ -212,7 +228,7 @@ def test_a_lease_that_cannot_be_refreshed_is_lost(repo, monkeypatch):  # noqa: F
         lease.release()
 
 
-def test_lease_writes_are_never_hedged(repo):  # noqa: F811
+def test_lease_writes_are_never_hedged(repo):
     """A hedged copy of a lease write landing after release() would bring the lease back: every
     write of a lease, the first and each refresh, asks the backend for exactly one copy."""
     puts = []
@@ -229,7 +245,7 @@ def test_lease_writes_are_never_hedged(repo):  # noqa: F811
     assert [hedge for _, hedge in puts] == [False, False]
 
 
-def test_a_held_lease_is_refreshed(repo, monkeypatch):  # noqa: F811
+def test_a_held_lease_is_refreshed(repo, monkeypatch):
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "3")
     with leases.acquire(repo.repository, leases.SHARED, "push", wait=0) as lease:
         first = leases.read_leases(repo.repository)[0].refreshed
@@ -257,10 +273,12 @@ def _held_push_lease(env, monkeypatch) -> leases.Lease:
     return leases.acquire(Repository(HookedBackend(env.repository.backend), env.name), leases.SHARED, "push", wait=0)
 
 
-@pytest.mark.parametrize("paused, gc_timeout", [
-    (1.1 * T, T), (1.1 * T, 0.1 * T), (0.3 * T, 0.1 * T), (0.3 * T, 10 * T), (0.6 * T, 0.1 * T)])
-def test_gc_between_a_refresh_s_exists_and_put_and_the_holder_never_both_go_on(garbage, clock, monkeypatch,
-                                                                                paused, gc_timeout):
+@pytest.mark.parametrize(
+    "paused, gc_timeout", [(1.1 * T, T), (1.1 * T, 0.1 * T), (0.3 * T, 0.1 * T), (0.3 * T, 10 * T), (0.6 * T, 0.1 * T)]
+)
+def test_gc_between_a_refresh_s_exists_and_put_and_the_holder_never_both_go_on(
+    garbage, clock, monkeypatch, paused, gc_timeout
+):
     """The holder's refresh saw its lease and is about to put it; ``paused`` seconds pass and a gc
     (with its own AIM_LEASE_TIMEOUT) runs to the end right there; then the put lands, re-creating
     the lease if gc deleted it. Whatever the timing: if gc freed the blobs, the holder knows it
@@ -344,9 +362,9 @@ GARBAGE_LEASES = {
 
 
 @pytest.mark.parametrize("content", GARBAGE_LEASES.values(), ids=GARBAGE_LEASES.keys())
-def test_an_unreadable_lease_blocks_gc_naming_its_key_but_not_push(repo, tmp_path, content):  # noqa: F811
+def test_an_unreadable_lease_blocks_gc_naming_its_key_but_not_push(repo, tmp_path, content):
     repo.repository.backend.put(leases.lease_key("junk"), content)
-    with pytest.raises(LockHeldError, match="locks/junk.json") as e:
+    with pytest.raises(LockHeldError, match=re.escape("locks/junk.json")) as e:
         gc.collect(repo.repository, wait=0)
     assert "\n" not in str(e.value) and "delete locks/junk.json" in e.value.hint
     assert [(x.id, x.kind) for x in leases.read_leases(repo.repository)] == [("junk", leases.UNKNOWN)]
@@ -354,32 +372,38 @@ def test_an_unreadable_lease_blocks_gc_naming_its_key_but_not_push(repo, tmp_pat
     assert repo.repository.has_version("m", "v1")
 
 
-def test_keys_under_locks_that_aim_cli_never_writes_are_not_leases(repo):  # noqa: F811
+def test_keys_under_locks_that_aim_cli_never_writes_are_not_leases(repo):
     for key in ("locks/sub/x.json", "locks/x.txt", "locks/bad name.json", "locks/.hidden.json"):
         repo.repository.backend.put(key, b"{}")
     assert leases.read_leases(repo.repository) == []
     gc.collect(repo.repository, wait=0)
 
 
-@pytest.mark.parametrize("content", [GARBAGE_LEASES["non-utf8"], GARBAGE_LEASES["pid-1e400"],
-                                     GARBAGE_LEASES["ten-megabytes"]], ids=["non-utf8", "pid-1e400", "10MB"])
-def test_cli_gc_blocked_by_an_unreadable_lease_says_which_key_to_delete(repo, content):  # noqa: F811
+@pytest.mark.parametrize(
+    "content",
+    [GARBAGE_LEASES["non-utf8"], GARBAGE_LEASES["pid-1e400"], GARBAGE_LEASES["ten-megabytes"]],
+    ids=["non-utf8", "pid-1e400", "10MB"],
+)
+def test_cli_gc_blocked_by_an_unreadable_lease_says_which_key_to_delete(repo, content):
     repo.repository.backend.put(leases.lease_key("junk"), content)
     one_line_error(repo.cli("repo", "gc", repo.name, env={"AIM_GC_WAIT": "0"}), 4, "locks/junk.json", "delete")
 
 
 @LOCAL_ONLY
-def test_cli_gc_with_a_shorter_timeout_leaves_a_live_push_lease_alone(repo):  # noqa: F811
+def test_cli_gc_with_a_shorter_timeout_leaves_a_live_push_lease_alone(repo):
     plant(repo, leases.SHARED, pid=1, host="other-host.example", age=10, timeout=300)
-    one_line_error(repo.cli("repo", "gc", repo.name, env={"AIM_LEASE_TIMEOUT": "1", "AIM_GC_WAIT": "0"}), 4,
-                   "push by pid 1 on other-host.example")
+    one_line_error(
+        repo.cli("repo", "gc", repo.name, env={"AIM_LEASE_TIMEOUT": "1", "AIM_GC_WAIT": "0"}),
+        4,
+        "push by pid 1 on other-host.example",
+    )
     assert lease_ids(repo) == ["planted"]
 
 
 @LOCAL_ONLY
 @pytest.mark.parametrize("variable", ["AIM_LEASE_TIMEOUT", "AIM_GC_WAIT"])
 @pytest.mark.parametrize("value", ["1e400", "infk", "nan", "-5"])
-def test_cli_refuses_a_wait_or_timeout_that_is_not_a_number_of_seconds(repo, variable, value):  # noqa: F811
+def test_cli_refuses_a_wait_or_timeout_that_is_not_a_number_of_seconds(repo, variable, value):
     one_line_error(repo.cli("repo", "gc", repo.name, env={variable: value}), 2, variable, value)
     assert lease_ids(repo) == []
 
@@ -394,13 +418,26 @@ def test_settings_out_of_range_are_usage_errors(monkeypatch):
 
 
 # -- property: parsing any bytes gives a lease or "unknown", never an exception ----------------------
-NUMBERS = st.one_of(st.integers(min_value=-(2**80), max_value=2**80), st.floats(allow_nan=True, allow_infinity=True),
-                    st.booleans(), st.none(), st.text(max_size=5))
+NUMBERS = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+)
 TEXTS = st.one_of(st.text(max_size=300), st.just(socket.gethostname()), NUMBERS)
 LEASE_DICTS = st.fixed_dictionaries(
     {"kind": st.one_of(st.sampled_from([leases.SHARED, leases.EXCLUSIVE, "other"]), NUMBERS)},
-    optional={"id": TEXTS, "command": TEXTS, "host": TEXTS, "pid": NUMBERS, "created": NUMBERS,
-              "refreshed": NUMBERS, "timeout": NUMBERS})
+    optional={
+        "id": TEXTS,
+        "command": TEXTS,
+        "host": TEXTS,
+        "pid": NUMBERS,
+        "created": NUMBERS,
+        "refreshed": NUMBERS,
+        "timeout": NUMBERS,
+    },
+)
 
 
 def _check_parsed(info: leases.LeaseInfo) -> None:

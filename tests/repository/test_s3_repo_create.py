@@ -26,8 +26,13 @@ repos:
   # scratch space on the shared disk
   scratch: {type: local, path: /mnt/nfs/scratch}   # trailing comment
 """
-AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                       "AWS_PROFILE")
+AWS_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+)
 
 
 @pytest.fixture
@@ -39,8 +44,20 @@ def work(tmp_path) -> Path:
 
 
 def create_args(name: str, path: str, endpoint: str, *extra: str) -> list[str]:
-    return ["repo", "create", name, "--type", "s3", "--path", path, "--region", s3_region(),
-            "--endpoint-url", endpoint, *extra]
+    return [
+        "repo",
+        "create",
+        name,
+        "--type",
+        "s3",
+        "--path",
+        path,
+        "--region",
+        s3_region(),
+        "--endpoint-url",
+        endpoint,
+        *extra,
+    ]
 
 
 def keys_under(s3_client, bucket: str, prefix: str) -> list[str]:
@@ -82,8 +99,10 @@ def test_create_initialises_the_prefix_and_records_the_entry(work, tmp_path, s3_
     src = make_mixed_model(tmp_path / "ckpt", seed=7)
     pushed = ok(run(["model", "push", "vision", "resnet", src, "--tag", "v1", "--quiet", "--json"], cwd=work))
     digest = json.loads(pushed.stdout)["digest"]
-    assert keys_under(s3_client, s3_bucket, "team/vision/models/") == ["team/vision/models/resnet/summaries/v1.json",
-                                                                     "team/vision/models/resnet/versions/v1.json"]
+    assert keys_under(s3_client, s3_bucket, "team/vision/models/") == [
+        "team/vision/models/resnet/summaries/v1.json",
+        "team/vision/models/resnet/versions/v1.json",
+    ]
     assert any(k.startswith("team/vision/blobs/") for k in keys_under(s3_client, s3_bucket, "team/vision/"))
     assert ok(run(["model", "list", "vision"], cwd=work)).stdout.split() == ["resnet"]
     versions = json.loads(ok(run(["model", "versions", "vision", "resnet", "--json"], cwd=work)).stdout)
@@ -145,7 +164,11 @@ def test_no_check_records_the_entry_without_contacting_anything(work, tmp_path, 
     text = (work / "model_repos.yaml").read_text()
     assert_comments_kept(text)
     assert entries(work / "model_repos.yaml")["vision"] == {
-        "type": "s3", "path": path, "region": s3_region(), "endpoint_url": s3_endpoint, "profile": "ml-team",
+        "type": "s3",
+        "path": path,
+        "region": s3_region(),
+        "endpoint_url": s3_endpoint,
+        "profile": "ml-team",
     }
 
     # An endpoint that refuses connections is recorded just the same: nothing is contacted.

@@ -17,12 +17,12 @@ from pathlib import Path
 import blake3
 import pytest
 
-from aim_cli.format import manifest as mf
 from aim_cli.backends.s3.backend import S3Backend
 from aim_cli.errors import IntegrityError, TagExistsError
+from aim_cli.format import manifest as mf
+from aim_cli.format.layout import manifest_key
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import PushResult, push
-from aim_cli.format.layout import manifest_key
 from aim_cli.repository import Repository
 from tests.helpers import AIM, PUSH_LINE, base_env, describe, file_contents, random_bytes, write_model
 from tests.s3_fixtures import s3_region, s3_repo_yaml
@@ -35,11 +35,14 @@ WAIT = 60  # seconds: an upper bound on every wait below, never a synchronisatio
 
 def make_source(root: Path, seed: int) -> dict[str, tuple[bytes, int]]:
     """A small model whose content depends on ``seed``; returns its tree (path -> bytes, mode)."""
-    write_model(root, {
-        "weights.safetensors": random_bytes(1_500_000, seed),
-        "sub/extra.bin": random_bytes(300_000, seed + 10_000),
-        "config.json": b'{"seed": %d}\n' % seed,
-    })
+    write_model(
+        root,
+        {
+            "weights.safetensors": random_bytes(1_500_000, seed),
+            "sub/extra.bin": random_bytes(300_000, seed + 10_000),
+            "config.json": b'{"seed": %d}\n' % seed,
+        },
+    )
     return file_contents(root)
 
 
@@ -82,7 +85,7 @@ def race(pushers) -> list[PushResult | BaseException]:
         barrier.wait()
         try:
             outcomes[i] = pushers[i]()
-        except BaseException as e:  # noqa: BLE001 - reported to the test
+        except BaseException as e:
             outcomes[i] = e
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(pushers))]
@@ -109,9 +112,7 @@ def test_concurrent_pushes_of_one_tag_exactly_one_wins(tmp_path, s3_endpoint, s3
             for b in backends:
                 b.manifest_creates.clear()
 
-            outcomes = race([
-                lambda i=i: push(repos[i], model, "v1", sources[i], jobs=4) for i in range(2)
-            ])
+            outcomes = race([lambda i=i: push(repos[i], model, "v1", sources[i], jobs=4) for i in range(2)])
 
             wins = [i for i, o in enumerate(outcomes) if isinstance(o, PushResult)]
             losses = [i for i, o in enumerate(outcomes) if isinstance(o, TagExistsError)]
@@ -160,10 +161,27 @@ def test_concurrent_cli_pushes_exit_0_and_4(tmp_path, s3_endpoint, s3_bucket, s3
         trees = [make_source(src, seed=1000 + rnd * 2 + i) for i, src in enumerate(sources)]
         procs = [
             subprocess.Popen(
-                [str(AIM), "--config", str(config), "model", "push", "team", model, str(src),
-                 "--tag", "v1", "--quiet", "--jobs", "4"],
-                cwd=tmp_path, env=base_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    str(AIM),
+                    "--config",
+                    str(config),
+                    "model",
+                    "push",
+                    "team",
+                    model,
+                    str(src),
+                    "--tag",
+                    "v1",
+                    "--quiet",
+                    "--jobs",
+                    "4",
+                ],
+                cwd=tmp_path,
+                env=base_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for src in sources
         ]
@@ -188,9 +206,27 @@ def test_concurrent_cli_pushes_exit_0_and_4(tmp_path, s3_endpoint, s3_bucket, s3
         # Pull the winner's version through the CLI: byte for byte.
         dest = tmp_path / f"c{rnd}" / "pulled"
         res = subprocess.run(
-            [str(AIM), "--config", str(config), "model", "pull", "team", model, str(dest), "--tag", "v1",
-             "--digest", m["digest"], "--quiet"],
-            cwd=tmp_path, env=base_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT,
+            [
+                str(AIM),
+                "--config",
+                str(config),
+                "model",
+                "pull",
+                "team",
+                model,
+                str(dest),
+                "--tag",
+                "v1",
+                "--digest",
+                m["digest"],
+                "--quiet",
+            ],
+            cwd=tmp_path,
+            env=base_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
         )
         assert res.returncode == 0, describe(res)
         assert file_contents(dest) == trees[w]
@@ -244,18 +280,24 @@ def test_ignored_condition_read_back_catches_an_overwrite_before_it(tmp_path, s3
         both_at_commit.wait()
         wait_for(first_written)
 
-    first_backend = new_backend(SequencedBackend, s3_endpoint, s3_bucket, honour_condition=False,
-                                before=both_at_commit.wait, after=first_after)
-    last_backend = new_backend(SequencedBackend, s3_endpoint, s3_bucket, honour_condition=False,
-                               before=last_before, after=last_written.set)
+    first_backend = new_backend(
+        SequencedBackend, s3_endpoint, s3_bucket, honour_condition=False, before=both_at_commit.wait, after=first_after
+    )
+    last_backend = new_backend(
+        SequencedBackend, s3_endpoint, s3_bucket, honour_condition=False, before=last_before, after=last_written.set
+    )
     first_repo, last_repo = Repository(first_backend, "team", jobs=4), Repository(last_backend, "team", jobs=4)
     first_repo.init()
     src_first, src_last = tmp_path / "first", tmp_path / "last"
     make_source(src_first, seed=1)
     last_tree = make_source(src_last, seed=2)
     try:
-        first, last = race([lambda: push(first_repo, "m", "v1", src_first, jobs=4),
-                            lambda: push(last_repo, "m", "v1", src_last, jobs=4)])
+        first, last = race(
+            [
+                lambda: push(first_repo, "m", "v1", src_first, jobs=4),
+                lambda: push(last_repo, "m", "v1", src_last, jobs=4),
+            ]
+        )
         assert isinstance(first, TagExistsError), first
         assert first.exit_code == 4
         assert isinstance(last, PushResult), last
@@ -272,7 +314,7 @@ def test_ignored_condition_read_back_catches_an_overwrite_before_it(tmp_path, s3
 
 @pytest.mark.parametrize("honour_condition", [True, False], ids=["if-none-match", "condition-ignored"])
 def test_overwrite_after_the_read_back(tmp_path, s3_endpoint, s3_bucket, s3_client, honour_condition):
-    """"late" checks that the tag is free before "early" writes it, then writes its own manifest
+    """ "late" checks that the tag is free before "early" writes it, then writes its own manifest
     only after "early" has committed and read back.
 
     With the conditional PUT (a real S3, moto) "late" gets 412 and TagExistsError: the stored
@@ -287,8 +329,9 @@ def test_overwrite_after_the_read_back(tmp_path, s3_endpoint, s3_bucket, s3_clie
         wait_for(early_done)
 
     early_backend = new_backend(SequencedBackend, s3_endpoint, s3_bucket, honour_condition=honour_condition)
-    late_backend = new_backend(SequencedBackend, s3_endpoint, s3_bucket, honour_condition=honour_condition,
-                               before=late_before)
+    late_backend = new_backend(
+        SequencedBackend, s3_endpoint, s3_bucket, honour_condition=honour_condition, before=late_before
+    )
     early_repo, late_repo = Repository(early_backend, "team", jobs=4), Repository(late_backend, "team", jobs=4)
     early_repo.init()
     src_early, src_late = tmp_path / "early", tmp_path / "late"
@@ -299,7 +342,7 @@ def test_overwrite_after_the_read_back(tmp_path, s3_endpoint, s3_bucket, s3_clie
     def run_late():
         try:
             outcome.append(push(late_repo, "m", "v1", src_late, jobs=4))
-        except BaseException as e:  # noqa: BLE001 - reported to the test
+        except BaseException as e:
             outcome.append(e)
 
     late_thread = threading.Thread(target=run_late)

@@ -6,19 +6,28 @@ import json
 import blake3
 import pytest
 
-from aim_cli.format import blob_codec
-from aim_cli.format import manifest as mf
-from aim_cli.format import layout
 from aim_cli.backends.local import LocalBackend
 from aim_cli.chunking.cdc import ChunkingParams
-from aim_cli.errors import (BlobCorruptError, BlobMissingError, ConfigError, IntegrityError, NotARepositoryError,
-                            NotEmptyError, NotFoundError, ObjectTooLargeError, TagExistsError, UsageError,
-                            VersionNotFoundError)
+from aim_cli.chunking.tensors import TensorChunkingParams
+from aim_cli.errors import (
+    BlobCorruptError,
+    BlobMissingError,
+    ConfigError,
+    IntegrityError,
+    NotARepositoryError,
+    NotEmptyError,
+    NotFoundError,
+    ObjectTooLargeError,
+    TagExistsError,
+    UsageError,
+    VersionNotFoundError,
+)
+from aim_cli.format import blob_codec, layout
+from aim_cli.format import manifest as mf
 from aim_cli.push import push
 from aim_cli.repository import Repository
-from aim_cli.chunking.tensors import TensorChunkingParams
-from tests.helpers import write_model
 from tests.fakes import FaultyBackend
+from tests.helpers import write_model
 
 
 @pytest.fixture
@@ -26,8 +35,14 @@ def repo(tmp_path):
     return Repository(LocalBackend(tmp_path / "repo"), "r")
 
 
-DEFAULT_CHUNKING = {"algorithm": "fastcdc2020", "min_size": 262144, "avg_size": 1048576, "max_size": 4194304,
-                    "normalization": 1, "seed": 0}
+DEFAULT_CHUNKING = {
+    "algorithm": "fastcdc2020",
+    "min_size": 262144,
+    "avg_size": 1048576,
+    "max_size": 4194304,
+    "normalization": 1,
+    "seed": 0,
+}
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -43,16 +58,28 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     keys = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     h1 = blake3.blake3(b"hello weights").hexdigest()
     h2 = blake3.blake3(b"{}").hexdigest()
-    assert keys == sorted(["aim-repo.json", f"blobs/{h1[:2]}/{h1}", f"blobs/{h2[:2]}/{h2}",
-                           "models/resnet/versions/v1.0.json", "models/resnet/summaries/v1.0.json"])
+    assert keys == sorted(
+        [
+            "aim-repo.json",
+            f"blobs/{h1[:2]}/{h1}",
+            f"blobs/{h2[:2]}/{h2}",
+            "models/resnet/versions/v1.0.json",
+            "models/resnet/summaries/v1.0.json",
+        ]
+    )
     meta = json.loads((root / "aim-repo.json").read_bytes())
     if version == 1:
         assert meta == {"format": 1, "hash": "blake3", "chunking": DEFAULT_CHUNKING}
         assert list(meta) == ["format", "chunking", "hash"]
     else:
         # The two parameter sets belong to their modules (and are still changing): built from them.
-        assert meta == {"format": 2, "hash": "blake3", "chunking": DEFAULT_CHUNKING,
-                        "tensor_chunking": TensorChunkingParams().as_dict(), "codecs": blob_codec.CodecParams().as_dict()}
+        assert meta == {
+            "format": 2,
+            "hash": "blake3",
+            "chunking": DEFAULT_CHUNKING,
+            "tensor_chunking": TensorChunkingParams().as_dict(),
+            "codecs": blob_codec.CodecParams().as_dict(),
+        }
         assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs"]
     raw = (root / "models/resnet/versions/v1.0.json").read_bytes()
     assert blake3.blake3(raw).hexdigest() == result.digest
@@ -68,11 +95,32 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
     # Format 2 adds what the version's blobs take in storage; format 1 keeps the old keys only.
     stored_size = {"stored_size": sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))} if version == 2 else {}
-    assert summary == {"format": 1, "model": "resnet", "tag": "v1.0", "digest": result.digest,
-                       "created_at": doc["created_at"], "created_by": doc["created_by"], "message": "",
-                       "total_size": 15, "files": 2, "chunks": 2, **stored_size}
-    assert list(summary) == ["format", "model", "tag", "digest", "created_at", "created_by", "message",
-                             "total_size", "files", "chunks", *stored_size]
+    assert summary == {
+        "format": 1,
+        "model": "resnet",
+        "tag": "v1.0",
+        "digest": result.digest,
+        "created_at": doc["created_at"],
+        "created_by": doc["created_by"],
+        "message": "",
+        "total_size": 15,
+        "files": 2,
+        "chunks": 2,
+        **stored_size,
+    }
+    assert list(summary) == [
+        "format",
+        "model",
+        "tag",
+        "digest",
+        "created_at",
+        "created_by",
+        "message",
+        "total_size",
+        "files",
+        "chunks",
+        *stored_size,
+    ]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -155,8 +203,16 @@ def test_missing_blobs_by_checks_and_by_listing(repo, stored):
 
 def _manifest(tag, data=b"abc", message=""):
     h = blake3.blake3(data).hexdigest()
-    return mf.Manifest(1, "m", tag, "2026-01-01T00:00:00.000000Z", "u@h", message, len(data),
-                       [mf.FileEntry("f", len(data), 0o644, h, [(h, len(data))])])
+    return mf.Manifest(
+        1,
+        "m",
+        tag,
+        "2026-01-01T00:00:00.000000Z",
+        "u@h",
+        message,
+        len(data),
+        [mf.FileEntry("f", len(data), 0o644, h, [(h, len(data))])],
+    )
 
 
 def test_commit_is_exclusive_and_idempotent(repo):
@@ -216,18 +272,21 @@ def test_storage_that_ignores_exclusive_creates_is_refused(tmp_path):
     Repository(LocalBackend(tmp_path / "repo"), "r").check_conditional_writes()  # a real one passes
 
 
-@pytest.mark.parametrize("key, parsed", [
-    ("models/resnet/versions/v1.0.json", ("resnet", "v1.0", "v1.0")),
-    ("models/m/versions/v1 copy.json", ("m", None, "v1 copy")),
-    ("models/m/versions/.DS_Store", ("m", None, ".DS_Store")),
-    ("models/m/versions/x.json.bak", ("m", None, "x.json.bak")),
-    ("models/m/versions/.json", ("m", None, ".json")),
-    ("models/m/versions/-v1.json", ("m", None, "-v1")),
-    ("models/m/versions/sub/v1.json", (None, None, "v1")),
-    ("models/m/v1.json", (None, None, "v1")),
-    ("models/bad name/versions/v1.json", (None, None, "v1")),
-    ("models/m//versions/v1.json", (None, None, "v1")),
-])
+@pytest.mark.parametrize(
+    "key, parsed",
+    [
+        ("models/resnet/versions/v1.0.json", ("resnet", "v1.0", "v1.0")),
+        ("models/m/versions/v1 copy.json", ("m", None, "v1 copy")),
+        ("models/m/versions/.DS_Store", ("m", None, ".DS_Store")),
+        ("models/m/versions/x.json.bak", ("m", None, "x.json.bak")),
+        ("models/m/versions/.json", ("m", None, ".json")),
+        ("models/m/versions/-v1.json", ("m", None, "-v1")),
+        ("models/m/versions/sub/v1.json", (None, None, "v1")),
+        ("models/m/v1.json", (None, None, "v1")),
+        ("models/bad name/versions/v1.json", (None, None, "v1")),
+        ("models/m//versions/v1.json", (None, None, "v1")),
+    ],
+)
 def test_version_keys_are_parsed_in_one_place(key, parsed):
     vk = layout.parse_version_key(key)
     assert (vk.model, vk.tag, vk.name) == parsed and vk.key == key
@@ -242,7 +301,9 @@ def test_blob_keys_are_pinned():
     assert layout.digest_of_shard_key(f"ab/{h}") == h
     for stray in (f"cd/{h}", f"ab/{h}/x", "ab/.DS_Store", f"ab/{h.upper()}", h):
         assert layout.digest_of_shard_key(stray) is None
-    assert layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
+    assert (
+        layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
+    )
     assert layout.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
     assert len(layout.WRITE_DIRS) == 2 + 256 + 3
 
@@ -253,8 +314,12 @@ def test_not_found_errors_carry_model_and_tag(repo):
     with pytest.raises(VersionNotFoundError) as err:
         repo.get_version("m", "v9")
     assert (err.value.model, err.value.tag) == ("m", "v9")
-    for call in (lambda: repo.get_version("nope", "v1"), lambda: repo.list_versions("nope"),
-                 lambda: repo.delete_model("nope"), lambda: repo.delete_version("nope", "v1")):
+    for call in (
+        lambda: repo.get_version("nope", "v1"),
+        lambda: repo.list_versions("nope"),
+        lambda: repo.delete_model("nope"),
+        lambda: repo.delete_version("nope", "v1"),
+    ):
         with pytest.raises(VersionNotFoundError) as err:
             call()
         assert (err.value.model, err.value.tag) == ("nope", None)
@@ -315,7 +380,10 @@ def test_signature_keys_are_the_stores_own_and_leave_with_their_version(repo):
         repo.backend.put(manifest_key("m", tag), b"{}")
         assert repo.put_signature("m", tag, "abc123", b"bundle") and not repo.put_signature("m", tag, "abc123", b"x")
     repo.put_signature("m", "v1", "def456", b"bundle 2")
-    assert repo.list_signatures("m", "v1") == ["abc123", "def456"] and repo.get_signature("m", "v1", "def456") == b"bundle 2"
+    assert (
+        repo.list_signatures("m", "v1") == ["abc123", "def456"]
+        and repo.get_signature("m", "v1", "def456") == b"bundle 2"
+    )
     assert repo.list_tags("m") == ["v1", "v2"]
     repo.delete_version("m", "v1")
     assert repo.list_signatures("m", "v1") == [] and repo.list_signatures("m", "v2") == ["abc123"]

@@ -24,14 +24,14 @@ from aim_cli.audit.check import check_repo
 from aim_cli.errors import StorageError
 from aim_cli.format.layout import MAX_SIGNATURE_BYTES, manifest_key, signature_key, summary_key
 from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, sigstore_bundle_bytes
 from tests.fakes import Fault, FaultyBackend, HookedBackend
+from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, sigstore_bundle_bytes
 
 #: Nothing here depends on the storage format: no format 1 run of the `repo` fixture (conftest.py).
 pytestmark = pytest.mark.format_neutral
 
 
-def _push(repo, tag: str, variant: int, model: str = "m"):  # noqa: F811
+def _push(repo, tag: str, variant: int, model: str = "m"):
     return repo.push(model, make_variant_model(repo.tmp / f"src-{model}-{tag}", variant=variant), tag)
 
 
@@ -44,7 +44,7 @@ def _sign(repository: Repository, tag: str, *hints: str, model: str = "m") -> di
     return planted
 
 
-def _keys(repo, part: str = "") -> set[str]:  # noqa: F811
+def _keys(repo, part: str = "") -> set[str]:
     return {i.key for i in repo.repository.backend.list("models/") if part in i.key}
 
 
@@ -52,7 +52,7 @@ def _json(res) -> dict | list:
     return json.loads(res.stdout)
 
 
-def _broken(repo) -> dict[str, str]:  # noqa: F811
+def _broken(repo) -> dict[str, str]:
     """`repo check --json`'s broken entries, key -> why (exit 5 when there are any, else 0)."""
     res = repo.cli("repo", "check", repo.name, "--json")
     assert "Traceback" not in res.stderr, res.stderr
@@ -62,7 +62,7 @@ def _broken(repo) -> dict[str, str]:  # noqa: F811
 
 
 # == deletions ===================================================================================
-def test_delete_version_and_model_delete_remove_the_signatures(repo):  # noqa: F811
+def test_delete_version_and_model_delete_remove_the_signatures(repo):
     """The outputs are those of unsigned versions: what the deletion made reclaimable is what gc
     then plans to free, signatures counted nowhere."""
     _push(repo, "v1", 1)
@@ -83,7 +83,7 @@ def test_delete_version_and_model_delete_remove_the_signatures(repo):  # noqa: F
     one_line_error(repo.cli("model", "versions", repo.name, "m"), 3, "'m'")
 
 
-def test_an_interrupted_delete_leaves_no_signature_without_its_version(repo):  # noqa: F811
+def test_an_interrupted_delete_leaves_no_signature_without_its_version(repo):
     """Signatures go first: a delete that fails at the manifest leaves a whole, unsigned version
     that `repo check` passes and the next delete removes."""
     _push(repo, "v1", 1)
@@ -104,7 +104,7 @@ def test_an_interrupted_delete_leaves_no_signature_without_its_version(repo):  #
     assert _keys(repo) == set()
 
 
-def test_a_signature_without_its_version_is_damage_that_delete_version_removes(repo):  # noqa: F811
+def test_a_signature_without_its_version_is_damage_that_delete_version_removes(repo):
     """What a signer racing a delete leaves: `repo check` names it and the command that removes
     it; delete-version takes it by its tag, and `model delete` by its model."""
     _push(repo, "v1", 1)
@@ -123,7 +123,7 @@ def test_a_signature_without_its_version_is_damage_that_delete_version_removes(r
 
 
 # == gc ==========================================================================================
-def test_gc_never_reads_nor_deletes_signatures_garbage_ones_included(repo):  # noqa: F811
+def test_gc_never_reads_nor_deletes_signatures_garbage_ones_included(repo):
     v1 = _push(repo, "v1", 1)
     _push(repo, "v2", 2)
     repo.repository.put_signature("m", "v1", "alice", b"\x00 not a bundle at all \xff")
@@ -142,7 +142,7 @@ def test_gc_never_reads_nor_deletes_signatures_garbage_ones_included(repo):  # n
     assert repo.repository.get_version("m", "v1").digest == v1.digest
 
 
-def test_a_signature_stored_while_gc_holds_its_lease_does_not_stop_it(repo):  # noqa: F811
+def test_a_signature_stored_while_gc_holds_its_lease_does_not_stop_it(repo):
     """gc's second listing stops it when a manifest key appears (a writer ignored the lease);
     signing writes no manifest and takes no lease, so a signature stored meanwhile must pass."""
     _push(repo, "v1", 1)
@@ -166,7 +166,7 @@ MALFORMED = (
 )
 
 
-def test_check_reports_keys_in_signatures_that_are_no_signature(repo):  # noqa: F811
+def test_check_reports_keys_in_signatures_that_are_no_signature(repo):
     _push(repo, "v1", 1)
     _sign(repo.repository, "v1", "alice")
     for key in MALFORMED:
@@ -182,25 +182,30 @@ def test_check_reports_keys_in_signatures_that_are_no_signature(repo):  # noqa: 
 
 
 @LOCAL_ONLY  # judging bytes knows no backend; the reads are tested on both (oversized, malformed)
-@pytest.mark.parametrize("data, why", [
-    (b"{not json", "not JSON"),
-    (b"[1, 2]", "not an object"),
-    (json.dumps({"mediaType": "application/json", "dsseEnvelope": {}}).encode(), "media type"),
-    (json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}).encode(), "verificationMaterial"),
-    (b"\x00" * 10, "not JSON"),
-])
-def test_check_reports_a_signature_that_is_not_a_sigstore_bundle(repo, data, why):  # noqa: F811
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not an object"),
+        (json.dumps({"mediaType": "application/json", "dsseEnvelope": {}}).encode(), "media type"),
+        (json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}).encode(), "verificationMaterial"),
+        (b"\x00" * 10, "not JSON"),
+    ],
+)
+def test_check_reports_a_signature_that_is_not_a_sigstore_bundle(repo, data, why):
     _push(repo, "v1", 1)
     _sign(repo.repository, "v1", "alice")
     repo.repository.put_signature("m", "v1", "mallory", data)
     broken = _broken(repo)
     assert list(broken) == [signature_key("m", "v1", "mallory")]
     assert broken[signature_key("m", "v1", "mallory")].startswith("not a Sigstore bundle of a signature (")
-    assert why in broken[signature_key("m", "v1", "mallory")] and "sign the version again" in \
-        broken[signature_key("m", "v1", "mallory")]
+    assert (
+        why in broken[signature_key("m", "v1", "mallory")]
+        and "sign the version again" in broken[signature_key("m", "v1", "mallory")]
+    )
 
 
-def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(repo):  # noqa: F811
+def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(repo):
     _push(repo, "v1", 1)
     _sign(repo.repository, "v1", "alice", "bob")
     big = sigstore_bundle_bytes(4)
@@ -210,17 +215,30 @@ def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(r
     gets = sorted((key, size) for op, key, size in counted.calls if op == "get" and "/signatures/" in key)
     assert gets == [(signature_key("m", "v1", h), MAX_SIGNATURE_BYTES) for h in ("alice", "bob", "huge")]
     assert [(key, why.split(";")[0]) for key, why in report.broken] == [
-        (signature_key("m", "v1", "huge"), f"signature {signature_key('m', 'v1', 'huge')} is larger than "
-                                           f"{MAX_SIGNATURE_BYTES} bytes, so it is not one")]
+        (
+            signature_key("m", "v1", "huge"),
+            f"signature {signature_key('m', 'v1', 'huge')} is larger than "
+            f"{MAX_SIGNATURE_BYTES} bytes, so it is not one",
+        )
+    ]
     assert report.versions == 1
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["mediaType", "dsseEnvelope", "verificationMaterial", "x"]), inner, max_size=4),
-).map(lambda doc: json.dumps(doc).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["mediaType", "dsseEnvelope", "verificationMaterial", "x"]), inner, max_size=4
+                )
+            ),
+        ).map(lambda doc: json.dumps(doc).encode()),
+    )
+)
 def test_the_bundle_judge_of_repo_check_returns_a_reason_or_none_for_any_bytes(data):
     from aim_cli.signing.bundle import bundle_problem
 
@@ -228,11 +246,12 @@ def test_the_bundle_judge_of_repo_check_returns_a_reason_or_none_for_any_bytes(d
     assert why is None or (isinstance(why, str) and why and "\n" not in why)
     if why is None:
         doc = json.loads(data)
-        assert doc["mediaType"].startswith("application/vnd.dev.sigstore.bundle") and isinstance(doc["dsseEnvelope"],
-                                                                                                  dict)
+        assert doc["mediaType"].startswith("application/vnd.dev.sigstore.bundle") and isinstance(
+            doc["dsseEnvelope"], dict
+        )
 
 
-def test_valid_signatures_are_no_damage_and_check_counts_versions_alone(repo):  # noqa: F811
+def test_valid_signatures_are_no_damage_and_check_counts_versions_alone(repo):
     _push(repo, "v1", 1)
     _sign(repo.repository, "v1", "alice", "bob")
     res = ok(repo.cli("repo", "check", repo.name, "--json"))
@@ -240,13 +259,13 @@ def test_valid_signatures_are_no_damage_and_check_counts_versions_alone(repo):  
 
 
 # == model copy ==================================================================================
-def _with_local(repo, name: str) -> None:  # noqa: F811
+def _with_local(repo, name: str) -> None:
     """Add a local repository ``name`` beside the fixture's, in its config."""
     path = repo.tmp / name
     repo.config.write_text(repo.config.read_text() + f"  {name}: {{type: local, path: {path}}}\n")
 
 
-def test_copy_carries_signatures_onto_copied_and_skipped_tags_never_onto_conflicts(repo):  # noqa: F811
+def test_copy_carries_signatures_onto_copied_and_skipped_tags_never_onto_conflicts(repo):
     """The fixture's repository is the destination: signatures are written by exclusive create
     on S3 too."""
     _with_local(repo, "src")
@@ -258,8 +277,11 @@ def test_copy_carries_signatures_onto_copied_and_skipped_tags_never_onto_conflic
     from aim_cli import api
 
     source = api.open_repository("src", config=str(repo.config))
-    planted = {"v1": _sign(source, "v1", "alice", "bob"), "v2": _sign(source, "v2", "alice"),
-               "v3": _sign(source, "v3", "alice")}
+    planted = {
+        "v1": _sign(source, "v1", "alice", "bob"),
+        "v2": _sign(source, "v2", "alice"),
+        "v3": _sign(source, "v3", "alice"),
+    }
     before = _keys(repo)
 
     plan = repo.cli("model", "copy", "src", "m", repo.name, "--dry-run", "--json")
@@ -289,7 +311,7 @@ def test_copy_carries_signatures_onto_copied_and_skipped_tags_never_onto_conflic
     assert repo.repository.get_signature("m", "v1", "carol") == extra["carol"]
 
 
-def test_copy_out_of_the_repository_carries_signatures_and_reruns_copy_none(repo):  # noqa: F811
+def test_copy_out_of_the_repository_carries_signatures_and_reruns_copy_none(repo):
     """The fixture's repository is the source (signatures listed and read on S3 too)."""
     _with_local(repo, "dst")
     _push(repo, "v1", 1)
@@ -305,17 +327,20 @@ def test_copy_out_of_the_repository_carries_signatures_and_reruns_copy_none(repo
 
 
 # == listings ====================================================================================
-def test_listings_do_not_see_signatures_and_never_warn_about_them(repo):  # noqa: F811
+def test_listings_do_not_see_signatures_and_never_warn_about_them(repo):
     _push(repo, "v1", 1)
     _push(repo, "v2", 2)
     _push(repo, "v1", 1, model="other")
-    commands = (("model", "versions", repo.name, "m", "--json"), ("model", "list", repo.name, "--json"),
-                ("model", "versions", repo.name, "other"))
+    commands = (
+        ("model", "versions", repo.name, "m", "--json"),
+        ("model", "list", repo.name, "--json"),
+        ("model", "versions", repo.name, "other"),
+    )
     unsigned = [ok(repo.cli(*c)).stdout for c in commands]
     _sign(repo.repository, "v1", "alice", "bob")
     _sign(repo.repository, "v2", "alice")
     _sign(repo.repository, "v1", "alice", model="other")
-    for command, before in zip(commands, unsigned):
+    for command, before in zip(commands, unsigned, strict=True):
         res = ok(repo.cli(*command))
         assert (res.stdout, res.stderr) == (before, "")
     assert repo.repository.summary_problems() == []

@@ -5,25 +5,46 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aim_cli.errors import IntegrityError
 from aim_cli.pull import pipeline as pullmod
-from aim_cli.signing.bundle import (BUNDLE_OVERHEAD, SignatureInfo, bundle_problem, describe, max_bundle_bytes,
-                                    parse_bundle, sign_payload)
+from aim_cli.repository import Repository
+from aim_cli.signing.bundle import (
+    BUNDLE_OVERHEAD,
+    SignatureInfo,
+    bundle_problem,
+    describe,
+    max_bundle_bytes,
+    parse_bundle,
+    sign_payload,
+)
 from aim_cli.signing.keys import key_hint
 from aim_cli.signing.sign import sign_version
-from aim_cli.signing.statement import (ALGORITHMS, DEFAULT_IGNORE_PATHS, blake3_digests, build_statement, local_digests,
-                                       parse_statement, payload_bytes, stored_digests)
-from aim_cli.signing.verify import (check_resources, expected_digests, read_bundle, verify_version_signature,
-                                    verify_with_key)
-from aim_cli.errors import IntegrityError
-from aim_cli.repository import Repository
-from tests.helpers import LOCAL_ONLY, make_signed_tree, upstream_payload, upstream_verify, write_file, write_keys
+from aim_cli.signing.statement import (
+    ALGORITHMS,
+    DEFAULT_IGNORE_PATHS,
+    blake3_digests,
+    build_statement,
+    local_digests,
+    parse_statement,
+    payload_bytes,
+    stored_digests,
+)
+from aim_cli.signing.verify import (
+    check_resources,
+    expected_digests,
+    read_bundle,
+    verify_version_signature,
+    verify_with_key,
+)
 from tests.fakes import CountingBackend
+from tests.helpers import LOCAL_ONLY, make_signed_tree, upstream_payload, upstream_verify, write_file, write_keys
 
 
 @pytest.fixture
@@ -77,7 +98,8 @@ def test_signed_version_verifies_upstream_on_the_pulled_directory(repo, tmp_path
     assert result.created and result.kind == "blake3" and result.hint == key_hint(key.public_key())[:16]
     assert repo.repository.list_signatures("m", "v1") == [result.hint]
     assert describe(repo.repository.get_signature("m", "v1", result.hint)) == SignatureInfo(
-        result.hint, "blake3", "key", result.hint)
+        result.hint, "blake3", "key", result.hint
+    )
     # again: already signed, nothing replaced
     assert not sign_version(repo.repository, ref, key).created
 
@@ -91,7 +113,7 @@ def test_signed_version_verifies_upstream_on_the_pulled_directory(repo, tmp_path
     (dest / "a.txt").write_bytes(b"changed\n")
     with pytest.raises(ValueError):
         upstream_verify(dest, bundle, pub, "blake3", tmp_path)
-    with pytest.raises(IntegrityError, match="digest of 'a.txt'"):
+    with pytest.raises(IntegrityError, match=re.escape("digest of 'a.txt'")):
         verify_version_signature(repo.repository, ref, key.public_key(), local=dest)
 
 
@@ -131,8 +153,7 @@ def resign(key, bundle: bytes, edit) -> bytes:
 def test_tampering_is_named(signed, tmp_path):
     env, _, key, _, _ = signed
     ref = env.repository.get_version("m", "v1")
-    bundle = sign_payload(key, payload_bytes(
-        build_statement("m", blake3_digests(ref.manifest), "blake3")))
+    bundle = sign_payload(key, payload_bytes(build_statement("m", blake3_digests(ref.manifest), "blake3")))
     pub = key.public_key()
 
     def check(data: bytes, match: str):
@@ -147,7 +168,8 @@ def test_tampering_is_named(signed, tmp_path):
     statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
     statement["predicate"]["resources"][0]["digest"] = "0" * 64
     statement["subject"][0]["digest"]["sha256"] = build_statement(
-        "m", {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}, "blake3")["subject"][0]["digest"]["sha256"]
+        "m", {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}, "blake3"
+    )["subject"][0]["digest"]["sha256"]
     doc["dsseEnvelope"]["payload"] = base64.b64encode(payload_bytes(statement)).decode()
     check(json.dumps(doc).encode(), "ECDSA signature does not match")
     # the same change signed by the key itself: the digest check names the file
@@ -192,9 +214,13 @@ def test_a_changed_byte_is_a_problem_or_still_a_bundle(at, value):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_any_json_document_is_a_problem(doc):
     assert isinstance(bundle_problem(json.dumps(doc).encode()), str)
 
@@ -213,7 +239,8 @@ def test_describe_and_problems():
     doc["dsseEnvelope"]["signatures"].append(doc["dsseEnvelope"]["signatures"][0])
     assert "2 signatures" in bundle_problem(json.dumps(doc).encode())
     assert "larger" not in (bundle_problem(b"[" * 100_000) or "")
-    assert "more than" in str(pytest.raises(IntegrityError, parse_bundle, VALID, max_size=10).value)
+    with pytest.raises(IntegrityError, match="more than"):
+        parse_bundle(VALID, max_size=10)
 
 
 # -- size bounds ---------------------------------------------------------------------------------------------
@@ -249,12 +276,36 @@ def test_a_version_of_8000_files_has_a_bundle_over_1_mib_that_verifies(repo):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(
-                        st.sampled_from(["_type", "subject", "predicateType", "predicate", "serialization",
-                                         "resources", "name", "digest", "algorithm", "method", "hash_type",
-                                         "ignore_paths", "sha256"]), c, max_size=5),
-                    max_leaves=25))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "_type",
+                        "subject",
+                        "predicateType",
+                        "predicate",
+                        "serialization",
+                        "resources",
+                        "name",
+                        "digest",
+                        "algorithm",
+                        "method",
+                        "hash_type",
+                        "ignore_paths",
+                        "sha256",
+                    ]
+                ),
+                c,
+                max_size=5,
+            )
+        ),
+        max_leaves=25,
+    )
+)
 def test_any_signed_payload_parses_or_raises_integrity_error(doc):
     """A validly signed envelope around any JSON: the statement parser answers or refuses, never crashes."""
     try:

@@ -9,8 +9,15 @@ from hypothesis import strategies as st
 from aim_cli.errors import UsageError
 from aim_cli.util.patterns import PathFilter
 
-PATHS = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-         "tokenizer/vocab.json", "tokenizer/merges.txt", "onnx/model.onnx", "onnx/sub/weights.bin"]
+PATHS = [
+    "config.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "onnx/model.onnx",
+    "onnx/sub/weights.bin",
+]
 
 
 def selected(include=(), exclude=()):
@@ -44,8 +51,11 @@ def test_unmatched_patterns_are_named():
 paths = st.lists(st.from_regex(r"[a-z]{1,3}(/[a-z]{1,3}){0,2}\.(bin|json)", fullmatch=True), max_size=8)
 
 
-@given(paths, st.lists(st.sampled_from(["*.bin", "a*", "*/", "b/", "*", "?.json"]), max_size=3),
-       st.lists(st.sampled_from(["*.json", "c/", "*a*"]), max_size=2))
+@given(
+    paths,
+    st.lists(st.sampled_from(["*.bin", "a*", "*/", "b/", "*", "?.json"]), max_size=3),
+    st.lists(st.sampled_from(["*.json", "c/", "*a*"]), max_size=2),
+)
 def test_includes_and_excludes_compose_as_in_huggingface_hub(names, include, exclude):
     from fnmatch import fnmatch
 

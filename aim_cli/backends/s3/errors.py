@@ -60,8 +60,7 @@ def _failure_table() -> tuple[tuple[tuple[type[BaseException], ...], str, str], 
         (
             (bx.SSLError,),
             "TLS connection to S3 endpoint {endpoint} failed {where}",
-            "check endpoint_url in model_repos.yaml (http:// vs https://) and the server's certificate "
-            "(AWS_CA_BUNDLE)",
+            "check endpoint_url in model_repos.yaml (http:// vs https://) and the server's certificate (AWS_CA_BUNDLE)",
         ),
         # bx.ConnectionError covers EndpointConnectionError, ConnectTimeoutError and ProxyConnectionError.
         (

@@ -289,8 +289,14 @@ class RequestRunner:
     which the client's connection pool must allow for.
     """
 
-    def __init__(self, location: str, stall_seconds: float, max_connections: int, failures: Failures,
-                 error: Callable[[BaseException, str], StorageError]):
+    def __init__(
+        self,
+        location: str,
+        stall_seconds: float,
+        max_connections: int,
+        failures: Failures,
+        error: Callable[[BaseException, str], StorageError],
+    ):
         self.location = location
         self.stall_seconds = stall_seconds
         self._failures = failures
@@ -332,8 +338,9 @@ class RequestRunner:
         )
         time.sleep(delay)
 
-    def run(self, action: str, request: Callable[[Attempt], T], *, hedged: str | None = None,
-            size: int | None = None) -> T:
+    def run(
+        self, action: str, request: Callable[[Attempt], T], *, hedged: str | None = None, size: int | None = None
+    ) -> T:
         """``request`` (one HTTP request; ``size`` is its body's size when known), repeated while
         its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
         ``hedged`` ("GET" or "PUT") races stragglers against a twin: only for requests that are
@@ -407,8 +414,13 @@ class RequestRunner:
                         race.add(copies, self._pool.submit(self._run_copy, request, hedge, pace), hedge)
                         newest = time.monotonic()
                         self._count(hedges=1)
-                        log.debug("%s in %s: no answer after %.2fs: hedged (copy %d)", action, self.location,
-                                  newest - started, race.started)
+                        log.debug(
+                            "%s in %s: no answer after %.2fs: hedged (copy %d)",
+                            action,
+                            self.location,
+                            newest - started,
+                            race.started,
+                        )
                         left = self._until_straggler(pace, first.size, newest)
                     # Not a straggler yet, or no slot free: look again then, or after a hedge floor.
                     timeout = left if left is not None and left > 0 else self._hedge_floor

@@ -1,0 +1,132 @@
+"""The public Python API: what the CLI calls, and what users call from their own code.
+
+    import aim_cli.api as aim
+    result = aim.push("local", "resnet50", "./checkpoint", tag="v1.0")
+    aim.pull("local", "resnet50", "./models/resnet50", tag="v1.0")
+
+``config`` is a path to a model_repos.yaml, a loaded ``Config``, or None (the usual search:
+$AIM_CONFIG, then model_repos.yaml in the current directory or its parents).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from aim_cli.api.cache import cache_info, cache_prune
+from aim_cli.api.common import ConfigArg, Info, PathArg, get_config, info, open_repository
+from aim_cli.api.repos import RepoCreated, create_repo, delete_repo
+from aim_cli.api.signatures import ExportResult, export_signature, list_signatures, sign_version, verify_signature
+from aim_cli.api.transfers import copy, diff, plan_pull, pull, push
+from aim_cli.api.versions import (
+    DeleteResult,
+    FileInfo,
+    VersionDetails,
+    VersionInfo,
+    check_repo,
+    collect_garbage,
+    delete_versions,
+    list_models,
+    list_versions,
+    verify_local,
+    verify_version,
+    version_details,
+)
+from aim_cli.config import Config, RepoConfig
+from aim_cli.copy import CopyResult
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.diff import DiffResult
+from aim_cli.progress import Progress
+from aim_cli.pull.pipeline import PullResult
+from aim_cli.pull.plan import PullPlan
+from aim_cli.push import PushResult
+from aim_cli.repository import Repository, VersionRef
+
+if TYPE_CHECKING:
+    from aim_cli.audit.check import CheckReport
+    from aim_cli.audit.gc import GcPlan, GcResult
+    from aim_cli.audit.verify import LocalReport, VersionReport
+    from aim_cli.pull.cache import CacheInfo, PruneResult
+    from aim_cli.signing.bundle import SignatureInfo
+    from aim_cli.signing.sign import SignResult
+    from aim_cli.signing.verify import VerifyResult
+
+# Result types of modules that import heavy libraries (cryptography) or that most commands do not
+# need: exported by name, imported on first use, so `import aim_cli.api` stays light.
+_LAZY_RESULTS = {
+    "CheckReport": "aim_cli.audit.check",
+    "GcPlan": "aim_cli.audit.gc",
+    "GcResult": "aim_cli.audit.gc",
+    "LocalReport": "aim_cli.audit.verify",
+    "VersionReport": "aim_cli.audit.verify",
+    "CacheInfo": "aim_cli.pull.cache",
+    "PruneResult": "aim_cli.pull.cache",
+    "SignatureInfo": "aim_cli.signing.bundle",
+    "SignResult": "aim_cli.signing.sign",
+    "VerifyResult": "aim_cli.signing.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_RESULTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "DEFAULT_JOBS",
+    "CacheInfo",
+    "CheckReport",
+    "Config",
+    "ConfigArg",
+    "CopyResult",
+    "DeleteResult",
+    "DiffResult",
+    "ExportResult",
+    "FileInfo",
+    "GcPlan",
+    "GcResult",
+    "Info",
+    "LocalReport",
+    "PathArg",
+    "Progress",
+    "PruneResult",
+    "PullPlan",
+    "PullResult",
+    "PushResult",
+    "RepoConfig",
+    "RepoCreated",
+    "Repository",
+    "SignResult",
+    "SignatureInfo",
+    "VerifyResult",
+    "VersionDetails",
+    "VersionInfo",
+    "VersionRef",
+    "VersionReport",
+    "cache_info",
+    "cache_prune",
+    "check_repo",
+    "collect_garbage",
+    "copy",
+    "create_repo",
+    "delete_repo",
+    "delete_versions",
+    "diff",
+    "export_signature",
+    "get_config",
+    "info",
+    "list_models",
+    "list_signatures",
+    "list_versions",
+    "open_repository",
+    "plan_pull",
+    "pull",
+    "push",
+    "sign_version",
+    "verify_local",
+    "verify_signature",
+    "verify_version",
+    "version_details",
+]

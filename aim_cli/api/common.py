@@ -1,0 +1,52 @@
+"""What every API function shares: the argument types, the config, opening a repository,
+resolving a version; and ``info``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from aim_cli import config as cfgmod
+from aim_cli.backends import open_backend
+from aim_cli.config import Config, RepoConfig
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.repository import Repository, VersionRef
+
+#: Path arguments: a string or any os.PathLike of one.
+PathArg = str | os.PathLike[str]
+#: ``config=``: a model_repos.yaml path, a loaded Config, or None (the usual search).
+ConfigArg = Config | PathArg | None
+
+
+def get_config(config: ConfigArg = None, *, must_exist: bool = True) -> Config:
+    if isinstance(config, Config):
+        return config
+    return cfgmod.load_config(config, must_exist=must_exist)
+
+
+def open_repository(name: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> Repository:
+    repo_cfg = get_config(config).repo(name)
+    backend = open_backend(repo_cfg, max_connections=jobs)
+    backend.check_access()
+    return Repository(backend, name, jobs=jobs)
+
+
+@dataclass(frozen=True)
+class Info:
+    version: str
+    config: str | None  # the model_repos.yaml in use, None when none is found
+    repos: list[RepoConfig]
+
+
+def info(*, config: ConfigArg = None) -> Info:
+    """The aim_cli version, the config file in use (``config``, else found as the CLI finds it)
+    and its repositories. No storage is reached."""
+    from aim_cli import __version__
+
+    path = cfgmod.find_config_path(config)
+    cfg = cfgmod.load_config(path) if path else None
+    return Info(__version__, str(path) if path else None, list(cfg.repos.values()) if cfg else [])
+
+
+def resolve(repository: Repository, model: str, tag: str | None, digest: str | None) -> VersionRef:
+    return repository.resolve_version(model, tag, digest)[0]

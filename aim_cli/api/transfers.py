@@ -1,0 +1,260 @@
+"""Moving versions: push, pull (and its plan), diff, copy."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Literal, overload
+
+from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository, resolve
+from aim_cli.config import Config
+from aim_cli.copy import CopyResult
+from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.diff import DiffResult
+from aim_cli.progress import Progress
+from aim_cli.pull.pipeline import PullResult
+from aim_cli.pull.plan import PullPlan
+from aim_cli.push import PushResult
+from aim_cli.repository import Repository
+
+
+# -- transfers ---------------------------------------------------------------------------------------
+def push(
+    repo: str,
+    model: str,
+    source: PathArg,
+    *,
+    tag: str,
+    message: str = "",
+    jobs: int = DEFAULT_JOBS,
+    follow_symlinks: bool = False,
+    config: ConfigArg = None,
+    progress: Progress | None = None,
+) -> PushResult:
+    from aim_cli import push as pushmod
+
+    repository = open_repository(repo, config=config, jobs=jobs)
+    return pushmod.push(
+        repository, model, tag, source, message=message, jobs=jobs, follow_symlinks=follow_symlinks, progress=progress
+    )
+
+
+def plan_pull(
+    repo: str,
+    model: str,
+    dest: PathArg,
+    *,
+    tag: str | None = None,
+    digest: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    references: Sequence[PathArg] = (),
+    config: ConfigArg = None,
+    progress: Progress | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    delete: bool = False,
+    require_signature: PathArg | None = None,
+) -> PullPlan:
+    """What ``pull`` with the same arguments would do, having created or changed nothing: the
+    ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints)."""
+    from aim_cli.pull import pipeline
+
+    cfg = get_config(config)
+    repository = open_repository(repo, config=cfg, jobs=jobs)
+    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
+    return pipeline.dry_run(
+        repository,
+        model,
+        dest,
+        tag=tag,
+        digest=digest,
+        references=references,
+        progress=progress,
+        repo_roots=_local_roots(cfg),
+        include=include,
+        exclude=exclude,
+        delete=delete,
+    )
+
+
+@overload
+def pull(
+    repo: str,
+    model: str,
+    dest: PathArg,
+    *,
+    tag: str | None = ...,
+    digest: str | None = ...,
+    jobs: int = ...,
+    references: Sequence[PathArg] = ...,
+    cache_dir: PathArg | None = ...,
+    config: ConfigArg = ...,
+    progress: Progress | None = ...,
+    include: Sequence[str] = ...,
+    exclude: Sequence[str] = ...,
+    delete: bool = ...,
+    dry_run: Literal[False] = ...,
+    require_signature: PathArg | None = ...,
+) -> PullResult: ...
+
+
+@overload
+def pull(
+    repo: str,
+    model: str,
+    dest: PathArg,
+    *,
+    tag: str | None = ...,
+    digest: str | None = ...,
+    jobs: int = ...,
+    references: Sequence[PathArg] = ...,
+    cache_dir: PathArg | None = ...,
+    config: ConfigArg = ...,
+    progress: Progress | None = ...,
+    include: Sequence[str] = ...,
+    exclude: Sequence[str] = ...,
+    delete: bool = ...,
+    dry_run: Literal[True],
+    require_signature: PathArg | None = ...,
+) -> PullPlan: ...
+
+
+def pull(
+    repo: str,
+    model: str,
+    dest: PathArg,
+    *,
+    tag: str | None = None,
+    digest: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    references: Sequence[PathArg] = (),
+    cache_dir: PathArg | None = None,
+    config: ConfigArg = None,
+    progress: Progress | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    delete: bool = False,
+    dry_run: bool = False,
+    require_signature: PathArg | None = None,
+) -> PullResult | PullPlan:
+    """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
+
+    ``include``/``exclude``: patterns selecting the files, huggingface_hub's ``allow_patterns``/
+    ``ignore_patterns`` semantics (aim_cli/util/patterns.py): an include matching no file raises
+    UsageError, an exclude matching none logs a warning. ``delete``: also remove the regular
+    files of ``dest`` (within the patterns) that the version does not hold. ``require_signature``:
+    a public key (PEM) whose signature (either kind) must cover exactly the version's files,
+    checked before anything is written; the pull is then pinned to the verified manifest's digest.
+    ``dry_run=True`` is deprecated: it returns ``plan_pull(...)``'s plan."""
+    if dry_run:
+        warnings.warn(
+            "pull(dry_run=True) is deprecated: call plan_pull() for the plan", DeprecationWarning, stacklevel=2
+        )
+        return plan_pull(
+            repo,
+            model,
+            dest,
+            tag=tag,
+            digest=digest,
+            jobs=jobs,
+            references=references,
+            config=config,
+            progress=progress,
+            include=include,
+            exclude=exclude,
+            delete=delete,
+            require_signature=require_signature,
+        )
+    from aim_cli.pull import pipeline
+
+    cfg = get_config(config)
+    repository = open_repository(repo, config=cfg, jobs=jobs)
+    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
+    cache = None
+    if cache_dir:
+        from aim_cli.pull.cache import ChunkCache
+
+        cache = ChunkCache(cache_dir)
+    return pipeline.pull(
+        repository,
+        model,
+        dest,
+        tag=tag,
+        digest=digest,
+        jobs=jobs,
+        references=references,
+        cache=cache,
+        progress=progress,
+        repo_roots=_local_roots(cfg),
+        include=include,
+        exclude=exclude,
+        delete=delete,
+    )
+
+
+def _local_roots(cfg: Config) -> list[str]:
+    """The config's local repositories: DEST must stay out of them."""
+    return [r.path for r in cfg.repos.values() if r.type == "local"]
+
+
+def _pin_signed(
+    repository: Repository, model: str, tag: str | None, digest: str | None, require_signature: PathArg | None
+) -> tuple[str | None, str | None]:
+    """With ``require_signature``: verify a signature by that key before anything is written, and
+    pin the pull to the verified manifest (its tag and digest). Otherwise (tag, digest) as given."""
+    if require_signature is None:
+        return tag, digest
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import load_public_key
+    from aim_cli.signing.verify import verify_version_signature
+
+    key = load_public_key(read_user_file(require_signature, "public key"), os.fspath(require_signature))
+    ref = resolve(repository, model, tag, digest)
+    verify_version_signature(repository, ref, key)
+    return ref.manifest.tag, ref.digest
+
+
+# -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -----------------------
+def diff(
+    repo: str,
+    model: str,
+    tag_a: str,
+    tag_b: str,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    config: ConfigArg = None,
+) -> DiffResult:
+    """What changed from ``model:tag_a`` to ``model:tag_b``: an ``aim_cli.diff.DiffResult`` (files
+    added, removed, changed and unchanged with their sizes; what a pull of B over A fetches).
+    Reads the two manifests and asks storage the stored size of the chunks B adds; no blob."""
+    from aim_cli import diff as diffmod
+    from aim_cli.util.patterns import PathFilter
+
+    return diffmod.diff(
+        open_repository(repo, config=config), model, tag_a, tag_b, paths=PathFilter.of(include, exclude)
+    )
+
+
+def copy(
+    src_repo: str,
+    model: str,
+    dst_repo: str,
+    *,
+    tags: Sequence[str] | None = None,
+    jobs: int = DEFAULT_JOBS,
+    dry_run: bool = False,
+    config: ConfigArg = None,
+    progress: Progress | None = None,
+) -> CopyResult:
+    """Copy versions of ``model`` (``tags``, or all) from ``src_repo`` into ``dst_repo`` with their
+    manifests' exact bytes, transferring only the blobs the destination lacks: an
+    ``aim_cli.copy.CopyResult``. A tag the destination holds with another digest does
+    not raise: it is listed in ``result.conflicts`` and the other versions are copied."""
+    from aim_cli import copy as transfer_copy
+
+    cfg = get_config(config)
+    source = open_repository(src_repo, config=cfg, jobs=jobs)
+    dest = open_repository(dst_repo, config=cfg, jobs=jobs)
+    return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, progress=progress)
