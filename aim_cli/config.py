@@ -351,7 +351,7 @@ def parse_config(cfg_path: Path, data: str | bytes) -> Config:
 
     text = _decode(cfg_path, data)
     try:
-        data = _read_yaml(cfg_path, text)
+        parsed = _read_yaml(cfg_path, text)
     except yaml.YAMLError as e:
         # The context mark (where an unclosed quote or bracket opened) is where the fix goes;
         # the problem mark may point past the end of the file.
@@ -360,16 +360,16 @@ def parse_config(cfg_path: Path, data: str | bytes) -> Config:
         problem = getattr(e, "problem", None) or getattr(e, "reason", None)  # ReaderError: a reason
         what = f" ({printable(problem, 120)})" if problem else ""
         raise ConfigError(f"{cfg_path} is not valid YAML{at}{what}", "fix the syntax (see the README)") from None
-    if data is None:
-        data = {"repos": {}}
-    if not isinstance(data, dict):
+    if parsed is None:
+        parsed = {"repos": {}}
+    if not isinstance(parsed, dict):
         raise ConfigError(f"{cfg_path} must be a mapping with the single key 'repos'", "see the README")
-    unknown = set(data) - {"repos"}
+    unknown = set(parsed) - {"repos"}
     if unknown:
         raise ConfigError(
             f"{cfg_path}: unknown top-level key(s) {_listed(unknown)}", "the file holds only 'repos:'; see the README"
         )
-    repos = data.get("repos") or {}
+    repos = parsed.get("repos") or {}
     if not isinstance(repos, dict):
         raise ConfigError(f"{cfg_path}: 'repos' must be a mapping of name to settings", "see the README")
     return Config(cfg_path, {n: parse_entry(cfg_path, n, e) for n, e in repos.items()})

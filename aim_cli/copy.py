@@ -118,7 +118,7 @@ def _result(
         sum(v.blobs for v in versions),
         sum(v.raw_bytes for v in versions),
         sum(v.read_bytes for v in versions),
-        None if None in stored else sum(stored),
+        None if None in stored else sum(s or 0 for s in stored),
         time.monotonic() - started,
         sum(v.signatures for v in versions),
     )
@@ -211,11 +211,12 @@ class _Copier:
         missing = self.missing(chunks)
         if self.dry_run:
             return self._planned(ref, tag, chunks, missing)
+        assert lease is not None  # only a dry run copies without one, and it returned above
         blobs, raw, read, written = self._transfer(tag, missing)
         self.dst.sync()  # every blob durable before the manifest that names it exists
         lease.check()  # a lease judged stale may have let gc free blobs this copy found: do not commit
         try:
-            self.dst.commit_raw(ref.raw, stored_size=sum(self.known[d] for d in chunks))
+            self.dst.commit_raw(ref.raw, stored_size=sum(self.known[d] or 0 for d in chunks))
         except TagExistsError:  # another writer took the tag since we looked
             return VersionCopy(tag, ref.digest, CONFLICT, dst_digest=self.held_digest(tag))
         return VersionCopy(tag, ref.digest, COPIED, blobs, raw, read, written, len(chunks) - blobs)

@@ -142,7 +142,7 @@ def diff(
     fetch = fetch_estimate(
         repo, [by_path_a[p] for p in selected if p in by_path_a], [by_path_b[p] for p in selected if p in by_path_b]
     )
-    changed_bytes = sum(f.size_b for f in files if f.status in (ADDED, CHANGED))
+    changed_bytes = sum(f.size_b or 0 for f in files if f.status in (ADDED, CHANGED))
     return DiffResult(
         repo.name,
         model,

@@ -1,4 +1,4 @@
-"""Every error aim_cli raises on purpose. Each class carries its exit code (DESIGN.md section 7)
+"""Every error aim_cli raises on purpose. Each class carries its exit code (docs/design.md §11)
 and a hint: the next step for the user. Only the CLI formats them."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_name(kind: str, name: str) -> str:
-    """Validate a repository, model or tag name (DESIGN.md section 2)."""
+    """Validate a repository, model or tag name (docs/design.md §2)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid {kind} name {quoted(name) if isinstance(name, str) else repr(name)}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Progress(Protocol):
@@ -36,8 +36,8 @@ class BarProgress:
     """A byte progress bar (bytes, rate, ETA); safe to advance from worker threads."""
 
     def __init__(self) -> None:
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # a rich Progress once started
+        self._task: Any = None
         self._lock = threading.Lock()
 
     def start(self, label: str, total: int) -> None:
@@ -45,13 +45,13 @@ class BarProgress:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            Progress,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.progress import Progress as RichProgress
 
-        self._progress = Progress(
+        self._progress = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),

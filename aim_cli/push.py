@@ -228,6 +228,7 @@ class _Uploader:
             self.slots.release()
 
     def _put_missing(self, digest: str, payload, element_size: int = 1) -> None:
+        assert self._index is not None  # set before any upload (_offer waits for it)
         if self._index.result() is None and (stored := self.repo.stored_size(digest)) is not None:
             with self.lock:
                 self.stored[digest] = stored
@@ -446,7 +447,7 @@ class _FileHasher:
             futures = [hashers.submit(self.chunk_one, sf) for sf in large]
             futures += [batchers.submit(self.push_small, batch) for batch in small_batches]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failures = [f.exception() for f in done if f.exception() is not None]
+            failures = [exc for f in done if (exc := f.exception()) is not None]
             for exc in failures:
                 if not isinstance(exc, _Aborted):
                     raise exc

@@ -174,3 +174,19 @@ def test_sizes_a_reader_can_hold(module):
         if length > limit and not _excused(lines, node):
             too_big.append(f"{node.name} (line {node.lineno}): {length} lines > {limit}")
     assert not too_big, f"{path.relative_to(ROOT)}: " + "; ".join(too_big)
+
+
+def test_every_cited_design_section_exists():
+    """Code comments cite the design doc as ``docs/design.md §N``: each N must be a section."""
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", DESIGN.read_text(), re.M))
+    assert {"1", "3.4", "11"} <= sections, "docs/design.md lost its numbered sections"
+    cited = {}
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        text = path.read_text()
+        for ref in re.findall(r"docs/design\.md §(\d+(?:\.\d+)?)", text):
+            cited.setdefault(ref, path.relative_to(ROOT))
+        for ref in re.findall(r"(?<!design\.md )§(\d+(?:\.\d+)?)", text) if "docs/design.md" in text else []:
+            cited.setdefault(ref, path.relative_to(ROOT))
+    assert cited, "no citation of docs/design.md found: the reader is broken"
+    missing = {ref: str(where) for ref, where in cited.items() if ref not in sections}
+    assert not missing, f"cited sections that docs/design.md does not have: {missing}"

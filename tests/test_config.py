@@ -1,4 +1,4 @@
-"""aim_cli/config.py: finding, loading, validating and saving model_repos.yaml (DESIGN.md section 5)."""
+"""aim_cli/config.py: finding, loading, validating and saving model_repos.yaml (docs/design.md §7)."""
 
 from __future__ import annotations
 

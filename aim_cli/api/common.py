@@ -43,6 +43,8 @@ def info(*, config: ConfigArg = None) -> Info:
     and its repositories. No storage is reached."""
     from aim_cli import __version__
 
+    if isinstance(config, Config):
+        return Info(__version__, str(config.path), list(config.repos.values()))
     path = cfgmod.find_config_path(config)
     cfg = cfgmod.load_config(path) if path else None
     return Info(__version__, str(path) if path else None, list(cfg.repos.values()) if cfg else [])

@@ -76,6 +76,7 @@ def read_blob(
     its own header says. Reads are bounded: an oversized object is refused, not loaded."""
     try:
         if size is None:
+            assert stored_size is not None  # a blob no manifest names is read by its listed size
             repo.read_stored_blob(digest, stored_size)
         else:
             repo.get_blob(digest, size)

@@ -24,6 +24,7 @@ delete anything anyway.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import re
@@ -351,7 +352,7 @@ class LocalBackend:
                     raise self._storage_error(e, "removing temp files") from None
         return count, size
 
-    def _expand(self, pattern: str) -> list[str]:
+    def _expand(self, pattern: str) -> builtins.list[str]:  # `list` here is the method
         """The existing directories (never links) that ``pattern`` names, as keys."""
         found = [""]
         for segment in pattern.split("/") if pattern else []:

@@ -1,4 +1,4 @@
-"""The layout of a safetensors file, parsed as hostile input (DESIGN.md section 9, "Boundaries").
+"""The layout of a safetensors file, parsed as hostile input (docs/design.md §4).
 
 A safetensors file is ``N`` (u64 little-endian) || ``N`` bytes of UTF-8 JSON || the data region.
 The JSON maps each tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets

@@ -1,4 +1,4 @@
-"""Tensor-aligned chunking of safetensors files (format 2, DESIGN.md section 9, "Boundaries").
+"""Tensor-aligned chunking of safetensors files (format 2, docs/design.md §4).
 
 A file that parses as safetensors (safetensors_header.read_layout) is cut
 

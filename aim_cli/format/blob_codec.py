@@ -1,4 +1,4 @@
-"""How a format 2 repository stores one chunk: ``header || payload`` (DESIGN.md section 9).
+"""How a format 2 repository stores one chunk: ``header || payload`` (docs/design.md §3.4).
 
 The blob is named by the BLAKE3 of the chunk's raw bytes, whatever its codec, so dedup never
 depends on how a chunk was compressed. The header says how to get the raw bytes back.

@@ -1,4 +1,4 @@
-"""The key layout of a repository (format 1, DESIGN.md section 2; pinned by tests/repository/test_store.py):
+"""The key layout of a repository (docs/design.md §2; pinned by tests/repository/test_store.py):
 where each stored object lives, and what a stored key names. Pure functions and constants: no I/O.
 
     aim-repo.json                               {"format": 1, "chunking": {...}, "hash": "blake3"}

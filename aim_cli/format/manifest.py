@@ -63,7 +63,7 @@ class FileEntry(msgspec.Struct, array_like=False, forbid_unknown_fields=True):
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True):
-    # Field order is the key order on disk (DESIGN.md section 2).
+    # Field order is the key order on disk (docs/design.md §3.2).
     format: int
     model: str
     tag: str

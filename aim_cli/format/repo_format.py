@@ -1,8 +1,8 @@
 """A repository's storage format: what its aim-repo.json pins, and what differs between formats.
 
-Format 1 (DESIGN.md section 2) stores each chunk's raw bytes and cuts every file as plain bytes.
-Format 2 (section 9) cuts safetensors files at tensor boundaries (tensor_chunking.py) and stores
-each chunk as ``header || payload`` (blob_codec.py). Both name a blob by the BLAKE3 of the chunk's
+Format 1 (docs/design.md §3) stores each chunk's raw bytes and cuts every file as plain bytes.
+Format 2 (§3.4, §4) cuts safetensors files at tensor boundaries (chunking/tensors.py) and stores
+each chunk as ``header || payload`` (format/blob_codec.py). Both name a blob by the BLAKE3 of the chunk's
 raw bytes, and their manifests are the same, so a manifest is valid in a repository of either
 format. Everything that differs between them is a method here; a repository asks its format.
 
@@ -47,7 +47,7 @@ class RepoFormat:
     def meta(self) -> dict:
         """The content of aim-repo.json."""
         meta: dict = {"format": self.version, "chunking": self.chunking.as_dict(), "hash": "blake3"}
-        if self.version == 2:
+        if self.tensors is not None and self.codecs is not None:  # format 2
             meta["tensor_chunking"] = self.tensors.as_dict()
             meta["codecs"] = self.codecs.as_dict()
         return meta
@@ -102,7 +102,7 @@ class RepoFormat:
         """The raw size a stored object claims (checked by ``decode``): CorruptBlob if none."""
         return len(stored) if self.codecs is None else blob_codec.raw_size_of(stored)
 
-    def decode(self, stored: bytes, raw_size: int) -> bytes:
+    def decode(self, stored: bytes, raw_size: int) -> bytes | bytearray | memoryview:
         """The chunk's raw bytes from its stored object: blob_codec.CorruptBlob if they cannot be
         ``raw_size`` bytes (their digest is checked by the caller)."""
         if self.codecs is None:

@@ -26,6 +26,8 @@ manifest it picked is the one the summary describes (Repository.newest_version).
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from aim_cli.errors import IntegrityError
@@ -143,11 +145,11 @@ def _with_field_type(struct: type, name: str, field: str, new_type) -> type:
 # chunks counted, not parsed (4 ms and a few MB for a 70B model's 8 MB manifest of 112k chunks,
 # against 70 ms and ~30 MB to decode and validate it whole). Whatever uses a version's files
 # decodes its manifest fully (manifest.decode).
-ManifestHead = _with_field_type(
-    mf.Manifest, "ManifestHead", "files", list[_with_field_type(mf.FileEntry, "FileHead", "chunks", list[msgspec.Raw])]
-)
+_FileHead = _with_field_type(mf.FileEntry, "FileHead", "chunks", list[msgspec.Raw])
+# A type built at run time is no type to mypy: list[Any] is what it sees.
+ManifestHead = _with_field_type(mf.Manifest, "ManifestHead", "files", list[_FileHead])  # type: ignore[valid-type]
 
-_head_decoder = msgspec.json.Decoder(ManifestHead)
+_head_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(ManifestHead)
 
 
 def of_manifest_bytes(raw: bytes, *, model: str, tag: str, where: str) -> Summary:

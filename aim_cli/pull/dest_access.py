@@ -124,7 +124,7 @@ def scan_partials(partial_dir: Path, *, missing_ok: bool = False) -> list[tuple[
     aim_cli does not write (a directory, a symlink, a FIFO, a second hard link to some file) is
     refused rather than followed or deleted. ``missing_ok``: no partial directory is no partial
     file (a dry run, where no pull has run)."""
-    found = []
+    found: list[tuple[Path, int]] = []
     try:
         entries = list(os.scandir(partial_dir))
     except OSError as e:
@@ -160,6 +160,7 @@ def ignores_case_read_only(dest: Path) -> bool:
         other = name.swapcase()
         if other != name and other not in names:
             return os.path.lexists(directory / other)
+    return False
 
 
 def inspect_dest(dest: Path, paths: Sequence[str]) -> DestFacts:

@@ -1,4 +1,4 @@
-"""The pull lock: one pull at a time into a destination directory (DESIGN.md section 4).
+"""The pull lock: one pull at a time into a destination directory (docs/design.md §6).
 
     DEST/.aim/pull.lock              {"pid", "host", "nonce"}: the pull that holds DEST
     DEST/.aim/pull.lock.takeover     {"pid", "host", "nonce"}: a pull removing a stale pull.lock
@@ -92,7 +92,7 @@ class DestLock:
                 if raw is None:
                     continue  # released meanwhile
                 owner = parse_lock(raw)
-                if not is_stale(owner):
+                if owner is not None and not is_stale(owner):
                     raise LockHeldError(
                         f"another pull into {self.dest} is running (pid {owner.pid} on {owner.host})",
                         f"wait for it to finish; if it is gone, delete {self.path}",
@@ -183,7 +183,7 @@ class DestLock:
             if raw is None:
                 return  # that takeover just finished: look again
             owner = parse_lock(raw)
-            if not is_stale(owner):
+            if owner is not None and not is_stale(owner):
                 raise LockHeldError(
                     f"another pull (pid {owner.pid} on {owner.host}) is taking over the stale lock of {self.dest}",
                     "wait for it to finish",

@@ -86,7 +86,7 @@ def prepare_dest(dest: Path, paths: Sequence[str]) -> DestFacts:
 
 
 def refuse_repository_dest(dest: Path, repo_roots: Iterable[str | os.PathLike] = ()) -> None:
-    """Pull never writes into a repository (DESIGN.md section 4): DEST may not be a repository's
+    """Pull never writes into a repository (docs/design.md §6): DEST may not be a repository's
     directory, lie inside one or contain one (UsageError, exit 2).
 
     Inside: every parent of the resolved DEST is looked at (one stat each). Containing: walking

@@ -110,21 +110,21 @@ def _request(
     progress: Progress,
 ) -> _Request:
     selection = PathFilter.of(include, exclude)
-    dest = directory_argument(dest, "the destination")
-    references = [directory_argument(r, "--reference") for r in references]
+    path = directory_argument(dest, "the destination")
+    refs = [directory_argument(r, "--reference") for r in references]
     ref, newest = repo.resolve_version(model, tag, digest)
     selection.check([e.path for e in ref.manifest.files], log.warning)
     repo.format()  # a format this client cannot read is refused before DEST is touched
 
-    if dest.exists() and not dest.is_dir():
-        raise UsageError(f"destination {display_path(dest)} exists and is not a directory", "choose another DEST")
-    for ref_dir in references:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"destination {display_path(path)} exists and is not a directory", "choose another DEST")
+    for ref_dir in refs:
         if not ref_dir.is_dir():
             raise UsageError(f"--reference {display_path(ref_dir)} is not a directory", "check the path")
-    refuse_repository_dest(dest, repo_roots)
-    plan_args = dict(selection=selection, newest=newest, references=references, delete=delete, progress=progress)
+    refuse_repository_dest(path, repo_roots)
+    plan_args = dict(selection=selection, newest=newest, references=refs, delete=delete, progress=progress)
     paths = [e.path for e in ref.manifest.files if selection.selects(e.path)]
-    return _Request(ref, newest, dest, paths, plan_args)
+    return _Request(ref, newest, path, paths, plan_args)
 
 
 def dry_run(
@@ -278,6 +278,7 @@ def execute(
 def _account(result: PullResult, plan: PullPlan, chain: SourceChain) -> None:
     """What came from where: kept files and chunks already in partial files count as reused."""
     work = plan.work
+    assert work is not None  # a plan made under DEST's lock, not a dry run's
     result.reused_bytes = (
         work.kept_bytes
         + sum(p.bytes_present() for p in work.files)
@@ -287,7 +288,9 @@ def _account(result: PullResult, plan: PullPlan, chain: SourceChain) -> None:
     result.cached_bytes = chain.bytes.get("cache", 0)
     result.fetched_raw_bytes = chain.bytes["repository"]
     result.fetched_chunks = chain.chunks["repository"]
-    result.fetched_bytes = chain.sources[-1].stored_bytes
+    repository = chain.sources[-1]
+    assert isinstance(repository, RepositorySource)  # the last source, always
+    result.fetched_bytes = repository.stored_bytes
 
 
 class _Assembler:
@@ -343,6 +346,7 @@ class _Assembler:
         digest, size = plan.entry.chunks[index]
         write_at(plan.partial, plan.offsets[index], self.sources.read(digest, size, plan.entry.path))
         self.progress.advance(size)
+        assert plan.lock is not None  # files of several chunks have one
         with plan.lock:
             plan.remaining -= 1
             last = plan.remaining == 0

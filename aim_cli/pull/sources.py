@@ -3,7 +3,7 @@
     source.name                              what the chunk counts as: "dest", "reference", "cache", "repository"
     source.read(digest, size, path)          the chunk's ``size`` bytes, verified, or None (not here)
 
-The order is the cost order of DESIGN.md section 4: files already in DEST (an earlier version at
+The order is the cost order of docs/design.md §6: files already in DEST (an earlier version at
 the final path, partial files of another version's pull, files that ``--delete`` will remove),
 then ``--reference`` directories, then the chunk cache, and only then the repository, which
 never answers None: a blob it lacks or that does not match is an IntegrityError naming it.

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 
 import blake3
 
-from aim_cli.backends.base import Backend
+from aim_cli.backends.base import Backend, Bytes
 from aim_cli.errors import BlobCorruptError, BlobMissingError, KeyNotFoundError, ObjectTooLargeError
 from aim_cli.format import manifest as mf
 from aim_cli.format.blob_codec import CorruptBlob
@@ -36,11 +36,11 @@ class Blobs:
         self.backend.put(blob_key(digest), stored)
         return len(stored)
 
-    def get_blob(self, digest: str, size: int, *, context: str = "") -> bytes:
+    def get_blob(self, digest: str, size: int, *, context: str = "") -> Bytes:
         """The chunk's raw bytes, verified against ``digest`` and ``size`` (what a manifest names)."""
         return self.fetch_blob(digest, size, context=context)[0]
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, int]:
+    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[Bytes, int]:
         """(the chunk's raw bytes, the bytes read from storage), verified against ``digest`` and
         ``size``. Reads stop past the largest object that can hold ``size`` bytes in this
         repository's format, so memory stays bounded whatever the storage holds; decoding is
@@ -65,7 +65,7 @@ class Blobs:
                 digest, f"it is larger than {max_size} bytes, the most its chunk can take", where
             ) from None
 
-    def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> bytes:
+    def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> Bytes:
         try:
             data = self.meta.format().decode(stored, size)
         except CorruptBlob as e:
@@ -74,7 +74,7 @@ class Blobs:
             raise self._corrupt(digest, "its content does not match its hash", where)
         return data
 
-    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, bytes]:
+    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, Bytes]:
         """(the stored object, the chunk's raw bytes), verified as ``fetch_blob`` verifies: for
         copying a blob between repositories of the same format as it is (``put_stored_blob``)."""
         where = f" (needed by {context})" if context else ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
-from aim_cli.backends.base import Backend
+from aim_cli.backends.base import Backend, Bytes
 from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
@@ -95,13 +95,13 @@ class Repository:
     def put_blob(self, digest: str, data, element_size: int = 1) -> int:
         return self._blobs.put_blob(digest, data, element_size)
 
-    def get_blob(self, digest: str, size: int, *, context: str = "") -> bytes:
+    def get_blob(self, digest: str, size: int, *, context: str = "") -> Bytes:
         return self._blobs.get_blob(digest, size, context=context)
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, int]:
+    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[Bytes, int]:
         return self._blobs.fetch_blob(digest, size, context=context)
 
-    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, bytes]:
+    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, Bytes]:
         return self._blobs.get_stored_blob(digest, size, context=context)
 
     def put_stored_blob(self, digest: str, stored: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Leases: how `repo gc` and pushes stay out of each other's way (DESIGN.md section 6).
+"""Leases: how `repo gc` and pushes stay out of each other's way (docs/design.md §8).
 
 The danger: a push asks whether a chunk is stored, finds it (left unreferenced by a deleted
 version), skips the upload; gc then deletes it as garbage; the push commits a manifest naming a
@@ -277,6 +277,7 @@ class Lease:
         self._confirmed = started
 
     def _gap(self) -> float:
+        assert self._confirmed is not None  # set by the write that took the lease
         return max(self.max_gap, _monotonic() - self._confirmed)
 
     def _lose_if_late(self) -> None:

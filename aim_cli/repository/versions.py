@@ -166,7 +166,7 @@ class Versions:
         """The manifest under any key below models/: a version (``get_version``), or a stray read
         as a manifest, whatever names it holds (it may be a copy of one). IntegrityError if it
         does not parse; NotFoundError if it is gone."""
-        if vk.tag is not None:
+        if vk.model is not None and vk.tag is not None:
             return self.get_version(vk.model, vk.tag)
         raw = self.keys.manifest_bytes(vk.key, vk.key)
         return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
@@ -198,10 +198,10 @@ class Versions:
         return found
 
     def list_models(self) -> list[str]:
-        return sorted({vk.model for vk in self._versions()})
+        return sorted({vk.model for vk in self._versions() if vk.model is not None})
 
     def list_tags(self, model: str) -> list[str]:
-        return sorted(vk.tag for vk in self._versions(model))
+        return sorted(vk.tag for vk in self._versions(model) if vk.tag is not None)
 
     def model_exists(self, model: str) -> bool:
         """Whether ``model`` has a version (quietly: strays are for listings to mention)."""

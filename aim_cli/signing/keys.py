@@ -12,6 +12,7 @@ of its public key). One signer has at most one signature of each kind per versio
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from cryptography import exceptions as crypto_exceptions
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from aim_cli.errors import IntegrityError, UsageError
 from aim_cli.signing.statement import BLAKE3, PAYLOAD_TYPE
 
-_CURVE_HASH = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
+_CURVE_HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
 SIGNER_HEX = 16
 
 
@@ -45,6 +50,7 @@ def load_private_key(data: bytes, password: str | None, where: str) -> ec.Ellipt
             "pass an unencrypted or correctly unlocked EC PEM key",
         ) from None
     _check_curve(key.public_key(), where)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)  # _check_curve refused every other kind
     return key
 
 
@@ -56,6 +62,7 @@ def load_public_key(data: bytes, where: str) -> ec.EllipticCurvePublicKey:
             f"cannot read {where} as a PEM public key", "pass the public key (`openssl ec -in key.pem -pubout`)"
         ) from None
     _check_curve(key, where)
+    assert isinstance(key, ec.EllipticCurvePublicKey)  # _check_curve refused every other kind
     return key
 
 

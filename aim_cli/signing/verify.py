@@ -141,6 +141,7 @@ def verify_version_signature(repository, ref, public_key, *, local: str | os.Pat
             return _verify_one(repository, ref, hint, stored_bundle(repository, ref, hint), public_key, local)
         except IntegrityError as e:
             first_error = first_error or e
+    assert first_error is not None  # hints is not empty: its absence was refused above
     raise first_error
 
 

@@ -2,7 +2,7 @@
 against a local repository and an S3 one (moto's server, tests/s3_fixtures.py).
 
 Every test works in its own temporary directory holding its own model_repos.yaml. Error cases
-assert the exit code of DESIGN.md section 7, one line on stderr (no traceback) and a hint.
+assert the exit code of docs/design.md §11, one line on stderr (no traceback) and a hint.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""blob_codec: the stored form of a format 2 chunk (DESIGN.md section 9, the module docstring).
+"""blob_codec: the stored form of a format 2 chunk (docs/design.md §3.4, the module docstring).
 
 Round trips over data kinds and element sizes, the format pinned by golden bytes, the purpose of
 the format (bf16 weights shrink, random bytes cost a probe and are stored raw) and hostile blobs:

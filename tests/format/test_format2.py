@@ -1,4 +1,4 @@
-"""Storage formats end to end (issue 10, DESIGN.md section 9): `repo create --format`, format 2
+"""Storage formats end to end (issue 10, docs/design.md §3): `repo create --format`, format 2
 the default, format 1 kept exactly as it was, an unknown format refused before any blob is
 read, and stored bytes reported beside raw bytes. Through the real console script."""
 

@@ -81,7 +81,7 @@ def test_create_initialises_the_prefix_and_records_the_entry(work, tmp_path, s3_
     # aim-repo.json, under the prefix and nowhere else.
     assert keys_under(s3_client, s3_bucket, "") == ["team/vision/aim-repo.json"]
     meta = json.loads(s3_client.get_object(Bucket=s3_bucket, Key="team/vision/aim-repo.json")["Body"].read())
-    # A new repository is format 2 (DESIGN.md section 9): it pins its tensor chunking and codecs too.
+    # A new repository is format 2 (docs/design.md §3.1): it pins its tensor chunking and codecs too.
     assert meta["format"] == 2 and meta["hash"] == "blake3" and meta["chunking"]["avg_size"] == 1 << 20
     assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs"]
 

@@ -2,8 +2,8 @@
 session's S3 server (tests/s3_fixtures.py): exactly one wins, the other gets TagExistsError (exit
 4), and the stored manifest is the winner's, whole.
 
-What decides the race is the conditional PUT of the manifest (``If-None-Match: *``, DESIGN.md
-section 3); ``Repository.commit`` then reads the manifest back. The last tests inject a server that
+What decides the race is the conditional PUT of the manifest (``If-None-Match: *``,
+docs/design.md §5); ``Repository.commit`` then reads the manifest back. The last tests inject a server that
 ignores the condition (a fault-injecting ``S3Backend`` subclass, not a boto3 mock) and show what the
 read-back catches, and what it cannot.
 """

@@ -150,7 +150,7 @@ class S3Backend:
                 pieces.append(piece)
                 got += len(piece)
                 if limit is not None and got >= limit:
-                    raise ObjectTooLargeError(key, max_size)
+                    raise ObjectTooLargeError(key, limit - 1)
             attempt.size = got
             return b"".join(pieces)
         except self._broken_body as e:

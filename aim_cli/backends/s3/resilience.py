@@ -218,6 +218,8 @@ def _shut_down(body) -> None:
     """Unblock a read of ``body`` running in another thread (urllib3's documented way); the reader
     then fails, and closes the connection."""
     raw = getattr(body, "_raw_stream", None)  # botocore's StreamingBody wraps urllib3's response
+    if raw is None:
+        return
     try:
         raw.shutdown()
     except (AttributeError, ValueError, RuntimeError, OSError):
