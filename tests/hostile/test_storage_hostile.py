@@ -383,7 +383,7 @@ def _create_args(repo, path: str, request) -> list[str]:
         "--region",
         s3_region(),
         "--endpoint-url",
-        request.getfixturevalue("s3_endpoint"),
+        repo.endpoint,
     ]
 
 
@@ -401,7 +401,9 @@ def test_repo_create_refuses_a_root_that_is_not_empty(repo, tmp_path, request):
         Path(other).mkdir()
         (Path(other) / "file.txt").write_text("someone's")
     else:
-        request.getfixturevalue("s3_client").put_object(
+        from tests.s3_fixtures import client_for
+
+        client_for(repo.endpoint).put_object(
             Bucket=repo.repository.backend.bucket, Key="data/file.txt", Body=b"someone's"
         )
     one_line_error(repo.cli(*_create_args(repo, other, request)), 4, "not empty", "no repository")
