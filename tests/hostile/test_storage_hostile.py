@@ -419,9 +419,9 @@ def test_repositories_never_nest(repo, tmp_path, request, where):
     # inside: a prefix below the repository (s3://b/repo/models beside s3://b/repo/aim-repo.json);
     # around: the bucket or directory holding it, which is not empty.
     path = (
-        _location(repo, "repo/models" if repo.kind == "s3" else "store/models")
+        _location(repo, "repo/models" if repo.kind != "local" else "store/models")
         if where == "inside"
-        else (f"s3://{repo.repository.backend.bucket}" if repo.kind == "s3" else str(tmp_path))
+        else (f"s3://{repo.repository.backend.bucket}" if repo.kind != "local" else str(tmp_path))
     )
     line = one_line_error(repo.cli(*_create_args(repo, path, request)), 4)
     assert ("inside the repository at" in line) if where == "inside" else ("not empty" in line)
