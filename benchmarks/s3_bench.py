@@ -230,7 +230,8 @@ class Bench:
         with ThreadPoolExecutor(self.jobs) as pool:
             got = sum(pool.map(get, keys))
         c.close()
-        assert got == self.chunk_bytes, (got, self.chunk_bytes)
+        # Stored blobs are the chunks plus a few bytes of header each (storage format 2).
+        assert self.chunk_bytes <= got <= self.chunk_bytes + 64 * len(keys), (got, self.chunk_bytes)
         return time.perf_counter() - started
 
     def manifest(self):
