@@ -3,7 +3,8 @@
 Debian's packages (``apt-get install -y --no-install-recommends radosgw ceph-mon ceph-osd``) give
 the daemons. ``start_cluster`` runs one monitor, one OSD that keeps its objects in RAM (memstore),
 no manager and no authentication, and radosgw serving S3 on 127.0.0.1; it creates an S3 user
-whose keys are the ones the moto runs use, so the same AWS_* variables work against both.
+with the keys it is given (the tests give the session's AWS_* keys, so one environment works
+against moto and RGW alike).
 
 The settings below were measured (issue 21):
 - ``paxos propose interval`` / ``paxos min wait`` 0.01: start-up in under a second, not 12 s;
@@ -12,6 +13,8 @@ The settings below were measured (issue 21):
 - ``tcp_nodelay=1`` on the beast frontend: otherwise each small GET takes about 44 ms;
 - ``rgw gc obj min wait`` 0 and ``rgw gc processor period`` 10: otherwise deleted objects stay in
   the OSD's RAM for two hours; ``memstore device bytes`` caps that RAM;
+- ``ms mon client mode = crc``: radosgw asks for a secure monitor connection by default, which no
+  authentication cannot give (it then retries for ever with "get_initial_auth_request returned -13");
 - SIGKILL at the end (on SIGTERM each daemon lingers about 2 s); no manager command (``ceph -s``
   or ``ceph pg stat`` hang without a manager).
 

@@ -222,14 +222,16 @@ def moto_endpoint(aws_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def rgw_endpoint(aws_env):
+def rgw_endpoint(aws_env, tmp_path_factory):
     """The URL of a throw-away Ceph RGW (tests/rgw.py) whose S3 user has the session's keys.
     Without the Ceph packages, or if the cluster does not start, each RGW test fails with one
     line saying why (never a skip)."""
     from tests.rgw import RgwUnavailable, start_cluster
 
     try:
-        cluster = start_cluster(os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+        keys = os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        # Under pytest's temporary directory: the logs of a killed run are cleaned up like the rest.
+        cluster = start_cluster(*keys, tmp_path_factory.mktemp("ceph"))
     except RgwUnavailable as e:
         pytest.fail(f"Ceph RGW unavailable: {e}", pytrace=False)
     try:

@@ -11,7 +11,10 @@ answer 503 SlowDown, 500 InternalError, and errors whose XML has no Message: the
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -123,3 +126,49 @@ def test_an_error_without_a_message_reads_as_one_line_without_none(proxy, proxie
         proxied.get("k")
     text = str(info.value)
     assert "InvalidArgument" in text and "None" not in text and "\n" not in text
+
+
+# -- the cluster itself (tests/rgw.py) ------------------------------------------------------------
+def test_missing_ceph_packages_are_one_line_naming_the_install_command(tmp_path, monkeypatch):
+    from tests.rgw import RgwUnavailable, start_cluster
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Ceph program can be found
+    with pytest.raises(RgwUnavailable) as info:
+        start_cluster("key", "secret", tmp_path / "ceph")
+    assert "apt-get install -y --no-install-recommends radosgw ceph-mon ceph-osd" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (killed, not yet reaped by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.rgw
+def test_a_killed_test_run_leaves_no_daemon_behind(tmp_path):
+    """A killed run runs no teardown: the parent-death signal takes the daemons down with it."""
+    root = Path(__file__).resolve().parents[2]
+    script = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); from pathlib import Path; "
+        "from tests.rgw import start_cluster; "
+        "c = start_cluster('key', 'secret', Path(sys.argv[1])); "
+        "print(*[p.pid for p in c.procs], flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-c", script, str(tmp_path / "ceph")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and not any(_gone(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    deadline = time.monotonic() + 30
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a bounded poll of the process table, not a synchronisation sleep
+    assert all(_gone(p) for p in pids)
