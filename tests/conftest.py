@@ -15,18 +15,21 @@ pytest_plugins = ["tests.s3_fixtures"]
 def repo(request, tmp_path) -> RepoEnv:
     """A repository named ``audit`` with small chunks (avg 4 KiB, so that a model of a few
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
-    exist, on S3 (moto) too, in the format new repositories get; and "local-f1": a local one of
-    format 1 (raw blobs), which stays readable and writable (``RepoEnv.format`` says which).
+    exist, on S3 too ("s3": moto, "rgw": Ceph's RADOS Gateway), in the format new repositories
+    get; and "local-f1": a local one of format 1 (raw blobs), which stays readable and writable
+    (``RepoEnv.format`` says which).
     ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a test marked
     ``format_neutral`` (its code never reads or writes a blob's bytes) is not run on "local-f1"
     (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
     fixture (test_pull, test_push, test_store) uses that."""
     kind, _, version = request.param.partition("-f")
     version = int(version) if version else DEFAULT_FORMAT
-    if kind == "s3":
-        from tests.s3_fixtures import s3_repo_yaml
+    endpoint = None
+    if kind in ("s3", "rgw"):
+        from tests.s3_fixtures import s3_location, s3_repo_yaml
 
-        text = s3_repo_yaml(NAME, request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"))
+        endpoint, bucket = s3_location(request, kind)
+        text = s3_repo_yaml(NAME, endpoint, bucket)
     else:
         text = f"repos:\n  {NAME}: {{type: local, path: {tmp_path / 'store'}}}\n"
     config = tmp_path / "model_repos.yaml"
@@ -34,7 +37,7 @@ def repo(request, tmp_path) -> RepoEnv:
     repository = api.open_repository(NAME, config=str(config))
     repository.init(ChunkingParams.for_average(4096), version=version)
     assert repository.format().version == version
-    yield RepoEnv(kind, NAME, config, tmp_path, repository, version)
+    yield RepoEnv(kind, NAME, config, tmp_path, repository, version, endpoint)
     repository.backend.close()
 
 

@@ -238,6 +238,9 @@ class FaultyProxy:
       or less if a second PUT of that path arrives meanwhile (a hedge: the race is then decided).
     - ``trickle`` = (bytes, seconds): every GET body is sent that many bytes at a time, with that
       pause between pieces (a slow link that keeps moving).
+    Answers of its own (what real stores send and moto does not):
+    - ``answers`` = {method: [(status, body), ...]}: the next requests of that method, any path,
+      are answered with these, in order, without reaching the server; ``answered`` counts them.
     A liar:
     - ``flood_gets`` > 0: every GET is answered 200 with no Content-Length and ``flood_gets`` bytes
       (the body ends when the connection closes); ``flood_sent`` is what the proxy managed to send.
@@ -259,6 +262,7 @@ class FaultyProxy:
         slow_puts: float = 0.0,
         trickle: tuple[int, float] | None = None,
         flood_gets: int = 0,
+        answers: dict[str, list[tuple[int, bytes]]] | None = None,
     ):
         target = urlsplit(upstream)
         self.upstream = (target.hostname, target.port)
@@ -274,6 +278,8 @@ class FaultyProxy:
         self.stalled_paths: Counter[str] = Counter()
         self.stall_ends: Counter[str] = Counter()  # how each stall ended: client, limit, teardown
         self.flood_sent = 0
+        self.answers = {method: list(queue) for method, queue in (answers or {}).items()}
+        self.answered = 0
         self.floods = 0  # flooded answers that have ended
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -413,6 +419,15 @@ class FaultyProxy:
             self.floods += 1
             self._changed.notify_all()
 
+    def _answer(self, handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+        handler.send_response_only(status)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+        self._count("answered")
+
     def _forward(self, handler: BaseHTTPRequestHandler) -> None:
         method, path = handler.command, handler.path
         # botocore sends bodies with a Content-Length (never chunked) with checksums "when_required".
@@ -421,6 +436,11 @@ class FaultyProxy:
         body = handler.rfile.read(length) if length else None
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("expect", "connection")}
         nth = self._decide(method, path)
+        with self._lock:
+            queue = self.answers.get(method)
+            canned = queue.pop(0) if queue else None
+        if canned is not None:
+            return self._answer(handler, *canned)
         if method == "PUT":
             if handler.headers.get("If-None-Match") == "*":
                 with self._lock:

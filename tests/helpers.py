@@ -222,7 +222,8 @@ S3_AVAILABLE = (
     Path(__file__).with_name("s3_fixtures.py").exists()
     and importlib.util.find_spec("aim_cli.backends.s3.backend") is not None
 )
-BACKENDS = ["local", "s3"] if S3_AVAILABLE else ["local"]
+#: "s3" is moto's server, "rgw" Ceph's RADOS Gateway (tests/s3_fixtures.py; marker ``rgw``).
+BACKENDS = ["local", "s3", pytest.param("rgw", marks=pytest.mark.rgw)] if S3_AVAILABLE else ["local"]
 #: Marks a test whose subject never touches the storage: it runs on the local backend only.
 LOCAL_ONLY = pytest.mark.parametrize("repo", ["local"], indirect=True)
 
@@ -235,6 +236,7 @@ class RepoEnv:
     tmp: Path
     repository: Repository
     format: int  # the repository's storage format (aim-repo.json): 1 for the "local-f1" repositories
+    endpoint: str | None = None  # the S3 server's URL ("s3" and "rgw" repositories)
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the real console script, as a user would."""

@@ -1,13 +1,23 @@
 """S3 test fixtures (a pytest plugin, registered in tests/conftest.py).
 
-By default the S3 tests talk HTTP to moto's standalone server, started once per session as a
-subprocess on 127.0.0.1 and a free port. Set ``AIM_TEST_S3_ENDPOINT`` (plus the usual AWS_*
-credential variables) to run the same tests against another S3 server instead.
+The S3 tests run against two servers, both on 127.0.0.1 and free ports, started once per
+session: "s3" is moto's standalone server (a subprocess), "rgw" is Ceph's RADOS Gateway (Debian's
+packages, a throw-away single-node cluster: tests/rgw.py). Set ``AIM_TEST_S3_ENDPOINT`` (plus the
+usual AWS_* credential variables) to run the "s3" tests against another S3 server instead of moto;
+the "rgw" runs then make an RGW user with those same keys. ``pytest -m rgw`` selects the RGW runs,
+``-m "not rgw"`` leaves them out. They are never skipped: without the Ceph packages they fail with
+one line naming the command that installs them.
 
 Fixtures:
-- ``s3_endpoint`` (session): the endpoint URL. Also puts dummy AWS credentials and region in
-  ``os.environ`` (moto only), so CLI subprocesses started by end-to-end tests inherit them.
-- ``s3_client`` (session): a plain boto3 client on that endpoint, for test set-up.
+- ``s3_server``: "s3" or "rgw". A test whose fixtures include it (directly or through
+  ``s3_endpoint``, ``s3_client``, ``s3_bucket``, ``s3_backend``) runs once per server
+  (``pytest_generate_tests``); ``MOTO_ONLY`` keeps a (slow, property-based) test to moto. A
+  fixture that asks for ``s3_endpoint`` through ``request.getfixturevalue`` gets moto; one that
+  picks its server itself calls ``s3_location(request, server)``.
+- ``moto_endpoint`` / ``rgw_endpoint`` (session): each server's URL. The first one to start puts
+  the AWS credentials and region in ``os.environ`` (unless ``AIM_TEST_S3_ENDPOINT`` is set), so CLI
+  subprocesses started by end-to-end tests inherit them.
+- ``s3_endpoint``, ``s3_client``: the URL of, and a plain boto3 client on, the test's server.
 - ``s3_bucket``: a fresh, uniquely named, empty bucket; emptied and removed afterwards.
 - ``s3_backend``: an ``S3Backend`` on a fresh bucket under the prefix ``repo/``.
 
@@ -40,6 +50,12 @@ ENDPOINT_ENV = "AIM_TEST_S3_ENDPOINT"
 REGION = "us-east-1"
 #: How long the moto server may take to start (importing moto and flask takes ~1-2 s).
 STARTUP_DEADLINE = 60.0
+#: The servers every S3 test runs against (the ``s3_server`` parameter); "s3" is moto.
+S3_SERVERS = ["s3", pytest.param("rgw", marks=pytest.mark.rgw)]
+SERVER_NAMES = ("s3", "rgw")
+_ENDPOINT_FIXTURE = {"s3": "moto_endpoint", "rgw": "rgw_endpoint"}
+#: Keeps a test to the moto server (slow property-based tests: one server is enough).
+MOTO_ONLY = pytest.mark.parametrize("s3_server", ["s3"], indirect=True)
 
 
 def s3_region() -> str:
@@ -154,13 +170,12 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
-    """The URL of an S3 endpoint for the whole session (see the module docstring)."""
-    external = os.environ.get(ENDPOINT_ENV)
-    if external:
-        yield external
+def aws_env(tmp_path_factory):
+    """Dummy AWS credentials and region in ``os.environ`` for the session (none with an external
+    endpoint: its AWS_* variables are the caller's); restored at the end."""
+    if os.environ.get(ENDPOINT_ENV):
+        yield
         return
-
     saved = dict(os.environ)
     aws_dir = tmp_path_factory.mktemp("aws")
     os.environ.update(
@@ -174,8 +189,21 @@ def s3_endpoint(tmp_path_factory):
     )
     for var in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(var, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
-    log_path = aws_dir / "moto.log"
+
+@pytest.fixture(scope="session")
+def moto_endpoint(aws_env, tmp_path_factory):
+    """The URL of moto's server, or of ``AIM_TEST_S3_ENDPOINT`` when set."""
+    external = os.environ.get(ENDPOINT_ENV)
+    if external:
+        yield external
+        return
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             # -P: do not put tests/ first on sys.path, where a test module could shadow a library.
@@ -191,18 +219,75 @@ def s3_endpoint(tmp_path_factory):
         yield url
     finally:
         stop_server(proc)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_endpoint):
-    """A boto3 client for test set-up (creating buckets, peeking at raw keys)."""
+def rgw_endpoint(aws_env, tmp_path_factory):
+    """The URL of a throw-away Ceph RGW (tests/rgw.py) whose S3 user has the session's keys.
+    Without the Ceph packages, or if the cluster does not start, each RGW test fails with one
+    line saying why (never a skip)."""
+    from tests.rgw import RgwUnavailable, start_cluster
+
+    try:
+        keys = os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        # Under pytest's temporary directory: the logs of a killed run are cleaned up like the rest.
+        cluster = start_cluster(*keys, tmp_path_factory.mktemp("ceph"))
+    except RgwUnavailable as e:
+        pytest.fail(f"Ceph RGW unavailable: {e}", pytrace=False)
+    try:
+        yield cluster.endpoint
+    finally:
+        cluster.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """Run each test that uses ``s3_server`` (often through ``s3_endpoint``) on every server,
+    unless the test parametrizes ``s3_server`` itself (``MOTO_ONLY``)."""
+    if "s3_server" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "s3_server" in (names.split(",") if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("s3_server", S3_SERVERS, indirect=True)
+
+
+@pytest.fixture
+def s3_server(request) -> str:
+    """ "s3" (moto) or "rgw": the server this test runs against (moto when not parametrized)."""
+    return getattr(request, "param", "s3")
+
+
+@pytest.fixture
+def s3_endpoint(request, s3_server) -> str:
+    """The URL of the test's S3 server (see the module docstring)."""
+    return request.getfixturevalue(_ENDPOINT_FIXTURE[s3_server])
+
+
+_clients: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_s3_clients():
+    yield
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
+
+
+def client_for(endpoint: str):
+    """A boto3 client on ``endpoint``, made once per session."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=s3_region())
-    yield client
-    client.close()
+    if endpoint not in _clients:
+        _clients[endpoint] = boto3.client("s3", endpoint_url=endpoint, region_name=s3_region())
+    return _clients[endpoint]
+
+
+@pytest.fixture
+def s3_client(s3_endpoint):
+    """A boto3 client for test set-up (creating buckets, peeking at raw keys)."""
+    return client_for(s3_endpoint)
 
 
 def _empty_and_remove(client, bucket: str) -> None:
@@ -214,15 +299,30 @@ def _empty_and_remove(client, bucket: str) -> None:
     client.delete_bucket(Bucket=bucket)
 
 
-@pytest.fixture
-def s3_bucket(s3_client):
-    """A fresh, empty bucket with a unique name; removed (with its objects) afterwards."""
+def _new_bucket(client) -> str:
     name = f"aim-test-{uuid.uuid4().hex[:16]}"
     region = s3_region()
     if region == "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
-        s3_client.create_bucket(Bucket=name)
+        client.create_bucket(Bucket=name)
     else:
-        s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+    return name
+
+
+def s3_location(request, server: str) -> tuple[str, str]:
+    """(endpoint, fresh bucket) on ``server`` ("s3" or "rgw"), the bucket removed after the test:
+    for fixtures that choose the server themselves (the ``repo`` fixture, the conformance suite)."""
+    endpoint = request.getfixturevalue(_ENDPOINT_FIXTURE[server])
+    client = client_for(endpoint)
+    bucket = _new_bucket(client)
+    request.addfinalizer(lambda: _empty_and_remove(client, bucket))
+    return endpoint, bucket
+
+
+@pytest.fixture
+def s3_bucket(s3_client):
+    """A fresh, empty bucket with a unique name; removed (with its objects) afterwards."""
+    name = _new_bucket(s3_client)
     yield name
     _empty_and_remove(s3_client, name)
 

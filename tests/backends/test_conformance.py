@@ -16,12 +16,13 @@ import pytest
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import KeyNotFoundError
+from tests.s3_fixtures import S3_SERVERS, s3_location, s3_region
 
 #: Enough parallel requests to keep the S3 server busy; local writes do not mind.
 THREADS = 16
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", *S3_SERVERS])
 def backend_factory(request, tmp_path):
     """A function ``make(name) -> Backend``: backends under distinct prefixes of one storage root
     (one directory, or one bucket), so tests can check that prefixes keep them apart."""
@@ -35,10 +36,8 @@ def backend_factory(request, tmp_path):
 
     else:
         from aim_cli.backends.s3.backend import S3Backend
-        from tests.s3_fixtures import s3_region
 
-        endpoint = request.getfixturevalue("s3_endpoint")
-        bucket = request.getfixturevalue("s3_bucket")
+        endpoint, bucket = s3_location(request, request.param)
 
         def make(name: str) -> Backend:
             backend = S3Backend(bucket, name, endpoint_url=endpoint, region=s3_region(), max_connections=THREADS)

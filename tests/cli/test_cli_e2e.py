@@ -42,6 +42,7 @@ from tests.helpers import (
     version_bytes,
     write_file,
 )
+from tests.s3_fixtures import S3_SERVERS, s3_location
 
 REPO = "team-repo"
 CHUNK = "64KiB"  # small chunks: a 3 MiB model has dozens of them, so dedup is visible
@@ -147,15 +148,14 @@ class AimEnv:
         return S3Backend(self.s3["bucket"], "models", endpoint_url=self.s3["endpoint"], region="us-east-1")
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", *S3_SERVERS])
 def aim_env(request, tmp_path) -> AimEnv:
     """A fresh working directory without a model_repos.yaml, for one backend."""
     cwd = tmp_path / "work"
     cwd.mkdir()
     if request.param == "local":
         return AimEnv("local", cwd, ["--type", "local", "--path", "store"], "{type: local, path: store}")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = request.getfixturevalue("s3_bucket")
+    endpoint, bucket = s3_location(request, request.param)
     path = f"s3://{bucket}/models"
     return AimEnv(
         "s3",

@@ -43,14 +43,10 @@ def inner(request, tmp_path):
         backend = LocalBackend(tmp_path / "store")
     else:
         from aim_cli.backends.s3.backend import S3Backend
-        from tests.s3_fixtures import s3_region
+        from tests.s3_fixtures import s3_location, s3_region
 
-        backend = S3Backend(
-            request.getfixturevalue("s3_bucket"),
-            "repo",
-            endpoint_url=request.getfixturevalue("s3_endpoint"),
-            region=s3_region(),
-        )
+        endpoint, bucket = s3_location(request, request.param)
+        backend = S3Backend(bucket, "repo", endpoint_url=endpoint, region=s3_region())
     yield backend
     backend.close()
 

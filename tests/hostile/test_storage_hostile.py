@@ -383,7 +383,7 @@ def _create_args(repo, path: str, request) -> list[str]:
         "--region",
         s3_region(),
         "--endpoint-url",
-        request.getfixturevalue("s3_endpoint"),
+        repo.endpoint,
     ]
 
 
@@ -401,7 +401,9 @@ def test_repo_create_refuses_a_root_that_is_not_empty(repo, tmp_path, request):
         Path(other).mkdir()
         (Path(other) / "file.txt").write_text("someone's")
     else:
-        request.getfixturevalue("s3_client").put_object(
+        from tests.s3_fixtures import client_for
+
+        client_for(repo.endpoint).put_object(
             Bucket=repo.repository.backend.bucket, Key="data/file.txt", Body=b"someone's"
         )
     one_line_error(repo.cli(*_create_args(repo, other, request)), 4, "not empty", "no repository")
@@ -417,9 +419,9 @@ def test_repositories_never_nest(repo, tmp_path, request, where):
     # inside: a prefix below the repository (s3://b/repo/models beside s3://b/repo/aim-repo.json);
     # around: the bucket or directory holding it, which is not empty.
     path = (
-        _location(repo, "repo/models" if repo.kind == "s3" else "store/models")
+        _location(repo, "repo/models" if repo.kind != "local" else "store/models")
         if where == "inside"
-        else (f"s3://{repo.repository.backend.bucket}" if repo.kind == "s3" else str(tmp_path))
+        else (f"s3://{repo.repository.backend.bucket}" if repo.kind != "local" else str(tmp_path))
     )
     line = one_line_error(repo.cli(*_create_args(repo, path, request)), 4)
     assert ("inside the repository at" in line) if where == "inside" else ("not empty" in line)
