@@ -61,11 +61,12 @@ def hostile_leaves() -> dict[str, bytes]:
     }
 
 
-def with_leaf(bundle: bytes, leaf: bytes) -> bytes:
-    """A certificate bundle whose leaf is replaced by ``leaf`` (the signature kept)."""
+def with_leaf(bundle: bytes, leaf: bytes, at: int = 0) -> bytes:
+    """A certificate bundle whose leaf (or certificate ``at`` of its chain) is replaced by
+    ``leaf`` (the signature kept)."""
     doc = json.loads(bundle)
     chain = doc["verificationMaterial"]["x509CertificateChain"]["certificates"]
-    chain[0]["rawBytes"] = base64.b64encode(leaf).decode()
+    chain[at]["rawBytes"] = base64.b64encode(leaf).decode()
     return json.dumps(doc).encode()
 
 
@@ -121,6 +122,21 @@ def test_an_rsa_leaf_does_not_hide_a_valid_certificate_signature(signed, tmp_pat
     assert json.loads(res.stdout)["method"] == "certificate"
 
 
+@LOCAL_ONLY
+def test_unusable_intermediate_keys_break_the_chain_in_one_line(signed):
+    """An intermediate of unknown key algorithm (or RSA, secp256k1, neither the issuer) in the
+    bundle: the chain does not lead to the root, one line, exit 5; the key signature still verifies."""
+    repo, key, pub, root = signed
+    signer = key_hint(key.public_key())[:16]
+    good = repo.repository.get_signature("m", "v1", signer)
+    verify = ("model", "verify", repo.name, "m", "--tag", "v1")
+    for mid in hostile_leaves().values():
+        repo.repository.backend.delete(signature_key("m", "v1", signer))
+        repo.repository.put_signature("m", "v1", signer, with_leaf(good, mid, 1))
+        one_line_error(repo.cli(*verify, "--certificate-chain", str(root)), 5, "does not lead to the trusted roots")
+        ok(repo.cli(*verify, "--public-key", str(pub)))
+
+
 # -- hypothesis: any bundle, through the API functions the commands call ----------------------------------
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -151,8 +167,8 @@ def _set(doc, path, value):
 def hostile_bundles(draw, good: bytes, leaves: list[bytes]) -> bytes:
     doc = json.loads(good)
     how = draw(st.sampled_from(["leaf", "der bytes", "json", "bytes"]))
-    if how == "leaf":
-        return with_leaf(good, draw(st.sampled_from(leaves)))
+    if how == "leaf":  # as the leaf, the intermediate or the root the bundle carries
+        return with_leaf(good, draw(st.sampled_from(leaves)), draw(st.integers(0, 2)))
     if how == "der bytes":  # a certificate's DER cut, flipped or extended
         raw = bytearray(draw(st.sampled_from(leaves)))
         cut = draw(st.integers(0, len(raw)))
