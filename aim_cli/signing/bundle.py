@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli.errors import IntegrityError
 from aim_cli.format import manifest as mf
-from aim_cli.signing.keys import SIGNER_HEX, ecdsa_sign, key_hint, stored_hint
+from aim_cli.signing.keys import SIGNER_HEX, ecdsa_sign, is_signing_key, key_hint, stored_hint
 from aim_cli.signing.statement import PAYLOAD_TYPE, parse_statement
 from aim_cli.signing.strict import field, load_json, malformed
 
@@ -138,12 +139,27 @@ def _certificates(chain: list) -> tuple[bytes, ...]:
     if not 1 <= len(chain) <= MAX_CERTIFICATES:
         raise malformed(f"{len(chain)} certificates, expected 1 to {MAX_CERTIFICATES}")
     ders = tuple(_unb64(field(c, "rawBytes", str, "certificate"), "certificate.rawBytes") for c in chain)
+    certs = []
     for der in ders:
         try:
-            x509.load_der_x509_certificate(der)
+            certs.append(x509.load_der_x509_certificate(der))
         except ValueError:
             raise malformed("a certificate is not DER X.509") from None
+    _check_leaf_key(certs[0])
     return ders
+
+
+def _check_leaf_key(leaf: x509.Certificate) -> None:
+    """The leaf's key must be one a signature can be checked with (model_signing's verifiers
+    take ECDSA P-256, P-384 and P-521 only): any other is damage, not a crash later."""
+    try:
+        public_key = leaf.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise malformed("the leaf certificate's key algorithm is unknown") from None
+    if not is_signing_key(public_key):
+        what = f"ECDSA {public_key.curve.name}" if isinstance(public_key, ec.EllipticCurvePublicKey) else None
+        what = what or type(public_key).__name__.removeprefix("_").replace("PublicKey", "")
+        raise malformed(f"the leaf certificate's key is {what}, not ECDSA P-256, P-384 or P-521 (model_signing's)")
 
 
 # -- what a bundle says about itself ------------------------------------------------------------------

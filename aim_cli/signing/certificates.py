@@ -3,11 +3,13 @@ roots, and the check that a bundle's chain leads to one of them."""
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
 
 from cryptography import exceptions as crypto_exceptions
 from cryptography import x509
+from cryptography.x509 import verification as xv
 
 from aim_cli.errors import IntegrityError, UsageError
 from aim_cli.signing.bundle import MAX_CERTIFICATES
@@ -43,12 +45,40 @@ def load_trust_roots(paths: Sequence[str | os.PathLike]) -> list[x509.Certificat
     return [c for path in paths for c in _pem_certificates(path, "certificate chain")]
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
-        return False
-    return True
+def _self_issued(cert: x509.Certificate) -> bool:
+    """A trust anchor as OpenSSL (model_signing's verifier) takes one: subject and issuer alike.
+    Other certificates passed as roots only serve as intermediates, as in OpenSSL's store."""
+    return cert.subject == cert.issuer
+
+
+def _ca_basic_constraints(policy, cert: x509.Certificate, value: x509.BasicConstraints) -> None:
+    if not value.ca:
+        raise ValueError("an issuer is not a CA (basicConstraints CA:FALSE)")
+
+
+def _ca_key_usage(policy, cert: x509.Certificate, value: x509.KeyUsage | None) -> None:
+    if value is not None and not value.key_cert_sign:
+        raise ValueError("an issuer's key usage lacks keyCertSign")
+
+
+def _verifier(anchors: list[x509.Certificate], at: datetime.datetime, depth: int):
+    """cryptography's path validator with OpenSSL's X.509 rules as model_signing runs them (no
+    purpose set): every issuer a CA by basicConstraints, with keyCertSign if it states a key
+    usage, path lengths, validity, name constraints and unknown critical extensions checked;
+    extended key usages neither required nor refused (the leaf's is checked as upstream does)."""
+    ca_policy = (
+        xv.ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, _ca_basic_constraints)
+        .may_be_present(x509.KeyUsage, xv.Criticality.AGNOSTIC, _ca_key_usage)
+    )
+    return (
+        xv.PolicyBuilder()
+        .store(xv.Store(anchors))
+        .time(at)
+        .max_chain_depth(min(255, max(1, depth)))  # each intermediate may be used
+        .extension_policies(ca_policy=ca_policy, ee_policy=xv.ExtensionPolicy.permit_all())
+        .build_client_verifier()
+    )
 
 
 def _can_sign(cert: x509.Certificate) -> bool:
@@ -67,30 +97,36 @@ def _can_sign(cert: x509.Certificate) -> bool:
         return False
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_chain(ders: Sequence[bytes], roots: Sequence[x509.Certificate]):
-    """The leaf's public key, if the bundle's chain leads to one of ``roots``: each link's
-    signature checked, each certificate valid when the leaf was issued (model_signing checks
-    at that time too, as a signature outlives its certificate)."""
+    """The leaf's public key, if the bundle's chain leads to one of ``roots`` by the rules of
+    X.509 path validation (``_verifier``), at the time the leaf was issued (model_signing checks
+    at that time too, as a signature outlives its certificate), and the leaf may sign."""
     certs = [x509.load_der_x509_certificate(d) for d in ders]
-    at = certs[0].not_valid_before_utc
-    current, intermediates = certs[0], certs[1:]
-    for _ in range(MAX_CERTIFICATES + 1):
-        if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
-            break
-        if current in roots or any(_issued_by(current, r) for r in roots):
-            if not _can_sign(certs[0]):
-                raise IntegrityError(
-                    "the signature's certificate is not for signing (no digitalSignature key "
-                    "usage nor codeSigning extended key usage)",
-                    "sign with a signing certificate",
-                )
-            return certs[0].public_key()
-        parent = next((c for c in intermediates if _issued_by(current, c)), None)
-        if parent is None:
-            break
-        intermediates.remove(parent)
-        current = parent
-    raise IntegrityError(
-        "the signature's certificate chain does not lead to the trusted roots",
-        "pass the root certificate of the signer's PKI with --certificate-chain",
-    )
+    leaf = certs[0]
+    anchors = [c for c in roots if _self_issued(c)]
+    intermediates = [*certs[1:], *(c for c in roots if not _self_issued(c))]
+    why = "no self-signed root among them"
+    if anchors:
+        try:
+            _verifier(anchors, leaf.not_valid_before_utc, len(intermediates)).verify(leaf, intermediates)
+            why = ""
+        except (xv.VerificationError, ValueError, TypeError, crypto_exceptions.UnsupportedAlgorithm) as e:
+            why = _one_line(str(e)) or type(e).__name__
+    if why:
+        raise IntegrityError(
+            f"the signature's certificate chain does not lead to the trusted roots ({why})",
+            "pass the root certificate of the signer's PKI with --certificate-chain; every issuer "
+            "must be a CA allowed to sign certificates, valid when the leaf was issued",
+        )
+    if not _can_sign(leaf):
+        raise IntegrityError(
+            "the signature's certificate is not for signing (no digitalSignature key "
+            "usage nor codeSigning extended key usage)",
+            "sign with a signing certificate",
+        )
+    return leaf.public_key()

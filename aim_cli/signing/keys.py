@@ -30,11 +30,16 @@ SIGNER_HEX = 16
 
 
 def _check_curve(public_key, where: str) -> None:
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in _CURVE_HASH:
+    if not is_signing_key(public_key):
         raise UsageError(
             f"{where} is not an ECDSA P-256, P-384 or P-521 key",
             "model_signing's key method signs with those curves only",
         )
+
+
+def is_signing_key(public_key) -> bool:
+    """An ECDSA P-256, P-384 or P-521 public key: the keys model_signing's verifiers can check."""
+    return isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in _CURVE_HASH
 
 
 def load_private_key(data: bytes, password: str | None, where: str) -> ec.EllipticCurvePrivateKey:
