@@ -12,6 +12,7 @@ from aim_cli.config import Config
 from aim_cli.copy import CopyResult
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.diff import DiffResult
+from aim_cli.errors import UsageError
 from aim_cli.progress import Progress
 from aim_cli.pull.pipeline import PullResult
 from aim_cli.pull.plan import PullPlan
@@ -60,6 +61,7 @@ def plan_pull(
     ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints)."""
     from aim_cli.pull import pipeline
 
+    _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
     tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
@@ -168,6 +170,7 @@ def pull(
         )
     from aim_cli.pull import pipeline
 
+    _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
     tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
@@ -196,6 +199,17 @@ def pull(
 def _local_roots(cfg: Config) -> list[str]:
     """The config's local repositories: DEST must stay out of them."""
     return [r.path for r in cfg.repos.values() if r.type == "local"]
+
+
+def _refuse_tagless_signed(tag: str | None, require_signature: PathArg | None) -> None:
+    """A signed pull names its version: "the newest" is derived from what anyone who can write the
+    repository controls (deleting the newer version rolls it back), and a signature on an older
+    version is still valid. So ``require_signature`` without a tag is a UsageError (exit 2)."""
+    if require_signature is not None and tag is None:
+        raise UsageError(
+            "--require-signature needs --tag: which version is the newest is not something a signature covers",
+            "pass --tag TAG (the version the signer signed); `aim_cli model versions` lists them",
+        )
 
 
 def _pin_signed(

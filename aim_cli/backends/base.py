@@ -19,8 +19,8 @@ The contract every implementation must keep:
   raises ``ObjectTooLargeError`` after at most ``max_size + 1`` bytes were read: memory is bounded
   by what the caller expects, whatever the storage holds.
 - ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
-- ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size, in
-  no promised order.
+- ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size and,
+  where the storage gives it without another request, its modification time, in no promised order.
 - Reading and listing agree: ``list`` shows exactly the keys ``get`` can read. Where the storage
   holds something a backend never writes and cannot treat as an object (a symlink or a FIFO in a
   directory), every operation that meets it raises ``DamagedStorageError`` naming its key: none
@@ -50,8 +50,13 @@ Bytes = bytes | bytearray | memoryview
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """A listed object. ``mtime`` is when it was last written, in seconds since the epoch, as the
+    listing gives it for free (S3's LastModified, 1-second resolution; a local file's mtime), or
+    None where the storage does not say. The repository cross-checks the newest version with it."""
+
     key: str
     size: int
+    mtime: float | None = None
 
 
 @runtime_checkable

@@ -302,7 +302,7 @@ class LocalBackend:
                 if not stat.S_ISREG(st.st_mode):
                     raise self._damaged(key, st.st_mode)
                 if not TMP_NAME.fullmatch(entry.name):
-                    yield ObjectInfo(key, st.st_size)
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def delete(self, key: str) -> None:
         parts = self._parts(key)

@@ -90,7 +90,7 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
 @click.option(
     "--require-signature",
     metavar="KEY.pub",
-    help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version.",
+    help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version. Needs --tag.",
 )
 @jobs_option
 @quiet_option

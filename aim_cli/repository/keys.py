@@ -31,8 +31,14 @@ class StoredKeys:
     def model_keys(self, prefix: str) -> Iterator[VersionKey | SummaryKey | SignatureKey]:
         """Every object below ``prefix`` (in ``models/``), parsed. A link or special file there
         raises DamagedStorageError (backends)."""
+        for key, _ in self.model_entries(prefix):
+            yield key
+
+    def model_entries(self, prefix: str) -> Iterator[tuple[VersionKey | SummaryKey | SignatureKey, ObjectInfo]]:
+        """As ``model_keys``, each key with what the listing says of its object (its modification
+        time: the newest version is cross-checked with it, versions.py)."""
         for info in list_objects(self.backend, prefix):
-            yield parse_model_key(info.key)
+            yield parse_model_key(info.key), info
 
     def manifest_bytes(self, key: str, where: str) -> bytes:
         """A manifest's bytes, read at most MAX_MANIFEST_BYTES + 1 of them. KeyNotFoundError passes."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aim_cli.errors import DamagedStorageError, IntegrityError, KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.format import summary as sm
@@ -24,6 +25,16 @@ from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.parallel import map_parallel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A version as a listing gives it: its summary, its manifest's modification time (None where
+    the storage does not say) and whether the summary was just rebuilt from the manifest."""
+
+    summary: sm.Summary
+    mtime: float | None
+    rebuilt: bool
 
 
 class Summaries:
@@ -51,34 +62,38 @@ class Summaries:
             raise sm.invalid(key, f"it names {found.model}:{found.tag}")
         return found
 
-    def _summary_tags(self, model: str) -> tuple[list[str], set[str]]:
-        """One listing of ``models/<model>/``: the tags with a manifest, and those with a summary.
-        Each stray is skipped with a warning on stderr."""
-        tags, summarised = [], set()
-        for key in self.keys.model_keys(model_prefix(check_name("model", model))):
+    def _summary_tags(self, model: str) -> tuple[dict[str, float | None], set[str]]:
+        """One listing of ``models/<model>/``: the tags with a manifest (each with the manifest's
+        modification time as listed), and those with a summary. Each stray is skipped with a
+        warning on stderr."""
+        tags: dict[str, float | None] = {}
+        summarised: set[str] = set()
+        for key, info in self.keys.model_entries(model_prefix(check_name("model", model))):
             if isinstance(key, SignatureKey):
                 continue
             if isinstance(key, SummaryKey):
                 summarised.add(key.tag)
             elif key.tag is not None:
-                tags.append(key.tag)
+                tags[key.tag] = info.mtime
             else:
                 self.keys.warn_stray(key)
-        return sorted(tags), summarised
+        return dict(sorted(tags.items())), summarised
 
-    def _summary(self, model: str, tag: str, stored: bool) -> sm.Summary | None:
-        """The version's summary: the stored one, else (missing, damaged) rebuilt from its
-        manifest. None when the version is gone (deleted since the listing)."""
+    def _summary(self, model: str, tag: str, stored: bool) -> tuple[sm.Summary, bool] | None:
+        """The version's summary and whether it was rebuilt: the stored one, else (missing,
+        damaged) rebuilt from its manifest. None when the version is gone (deleted since the
+        listing)."""
         if stored:
             try:
-                return self.get_summary(model, tag)
+                return self.get_summary(model, tag), False
             except KeyNotFoundError:
                 pass  # removed since the listing: a delete in progress; the manifest decides
             except DamagedStorageError:
                 raise  # a link or special file: damage for every command alike (backends)
             except IntegrityError as e:
                 log.warning("warning: %s in repository %r; rebuilt it from its manifest", e.message, self.name)
-        return self._rebuild_summary(model, tag)
+        rebuilt = self._rebuild_summary(model, tag)
+        return None if rebuilt is None else (rebuilt, True)
 
     def _rebuild_summary(self, model: str, tag: str) -> sm.Summary | None:
         """The summary of ``model:tag`` from its manifest, written back best-effort: a read-only
@@ -101,11 +116,17 @@ class Summaries:
         listing of ``models/<model>/``, then one small read per version, in parallel; no manifest
         is read unless its summary is missing or damaged. VersionNotFoundError if it has none.
         A summary without its manifest is not a version: it is ignored."""
+        return [found.summary for found in self.listed_versions(model)]
+
+    def listed_versions(self, model: str) -> list[Listed]:
+        """As ``list_versions``, each summary with its manifest's modification time as listed and
+        whether it was just rebuilt from the manifest (for ``Versions.newest_version``)."""
         tags, summarised = self._summary_tags(model)
-        found = [s for s in map_parallel(lambda t: self._summary(model, t, t in summarised), tags, self.jobs) if s]
-        if not found:
+        found = map_parallel(lambda t: self._summary(model, t, t in summarised), list(tags), self.jobs)
+        listed = [Listed(got[0], tags[tag], got[1]) for tag, got in zip(tags, found, strict=True) if got is not None]
+        if not listed:
             raise self.keys.model_not_found(model)
-        return sorted(found, key=lambda s: (s.created_at, s.tag))
+        return sorted(listed, key=lambda found: (found.summary.created_at, found.summary.tag))
 
     def summary_problems(self, known: Mapping[str, sm.Summary] | None = None) -> list[tuple[str, str]]:
         """(key, why) of every damaged summary, for `repo check`: one without its manifest, one

@@ -3,7 +3,8 @@
 The exclusive create of a manifest is a version's commit point, and its summary is written right
 after (summaries.py). A manifest is read within MAX_MANIFEST_BYTES, parsed and validated, and must
 name the version it is stored as. Listings of models and tags skip strays with a warning
-(format/layout.py); the newest version is chosen by the summaries and read from its manifest.
+(format/layout.py); the newest version is chosen by the summaries, cross-checked with the
+manifests' modification times that the listing gives, and read from its manifest.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ from aim_cli.format.layout import MODELS, VersionKey, manifest_key, parse_versio
 from aim_cli.names import check_name, valid_name
 from aim_cli.repository.keys import StoredKeys, list_objects
 from aim_cli.repository.meta import RepoMeta
-from aim_cli.repository.summaries import Summaries
+from aim_cli.repository.parallel import map_parallel
+from aim_cli.repository.summaries import Listed, Summaries
 
 log = logging.getLogger(__name__)
+
+
+def _maybe_later(mtime: float | None, chosen: float | None) -> bool:
+    """Whether a manifest listed with ``mtime`` may have been written after the chosen one
+    (listed with ``chosen``): not earlier, or unknown. Equal times count: S3 lists LastModified
+    to the second, and rounding to the second keeps the order of writes, never inverts it."""
+    return mtime is None or chosen is None or mtime >= chosen
 
 
 @dataclass(frozen=True)
@@ -209,21 +218,50 @@ class Versions:
 
     # -- the newest version --------------------------------------------------------------------------
     def newest_version(self, model: str) -> VersionRef:
-        """The newest version of ``model`` (by created_at, then tag), chosen by the summaries and
-        read from its manifest: one manifest read (two when its summary was just rebuilt).
-        A summary can make a listing show wrong metadata, never make this return another version
-        than the one it describes: the manifest read must give the same summary, digest included,
-        else IntegrityError naming the summary's key."""
-        chosen = self.summaries.list_versions(model)[-1]
-        ref = self.get_version(model, chosen.tag)
-        differ = sm.differences(chosen, self.summary_of(ref))
+        """The newest version of ``model`` (by its manifest's created_at, then tag), chosen by the
+        summaries, cross-checked with the listing and read from its manifest.
+
+        The summaries are derived data: a summary that lies (a newer version's created_at set to
+        2020) must not make this return an older version. So the listing's own evidence is asked
+        too: each manifest's modification time, which S3's LIST and a local directory give for
+        free. Every version whose manifest is listed as written no earlier than the chosen one's
+        (or whose time is unknown) could be the newer one: its manifest is read too, unless its
+        summary was just rebuilt from it. A summary that disagrees with its manifest is damage:
+        IntegrityError naming the summary's key. When none does, the manifests' created_at agree
+        with the summaries', so the chosen version is the newest the manifests give. A version
+        merely listed in another order (a copy, clock skew, S3's 1-second LastModified) costs one
+        more manifest read, never an error. In a repository pushed to in order this reads one
+        manifest (more when versions were written within the same second on S3)."""
+        listed = self.summaries.listed_versions(model)
+        chosen = listed[-1]
+        ref = self.get_version(model, chosen.summary.tag)
+        self._check_summary(chosen.summary, self.summary_of(ref))
+        rivals = [found for found in listed[:-1] if not found.rebuilt and _maybe_later(found.mtime, chosen.mtime)]
+        for found, expected in zip(
+            rivals, map_parallel(self._manifest_summary, rivals, self.summaries.jobs), strict=True
+        ):
+            if expected is not None:  # None: deleted since the listing
+                self._check_summary(found.summary, expected)
+        return ref
+
+    def _manifest_summary(self, found: Listed) -> sm.Summary | None:
+        """The summary the stored manifest of ``found`` gives (IntegrityError if it is damaged),
+        or None if it is gone. The manifest's bytes are not kept."""
+        model, tag = found.summary.model, found.summary.tag
+        try:
+            raw = self.keys.manifest_bytes(manifest_key(model, tag), f"{model}:{tag}")
+        except KeyNotFoundError:
+            return None
+        return sm.of_manifest_bytes(raw, model=model, tag=tag, where=f"{model}:{tag}")
+
+    def _check_summary(self, stored: sm.Summary, expected: sm.Summary) -> None:
+        differ = sm.differences(stored, expected)
         if differ:
             raise IntegrityError(
-                f"summary {summary_key(model, chosen.tag)} in repository {self.name!r} disagrees with its manifest "
-                f"({', '.join(differ)}), so the newest version of {model!r} is unknown",
+                f"summary {summary_key(stored.model, stored.tag)} in repository {self.name!r} disagrees with its "
+                f"manifest ({', '.join(differ)}), so the newest version of {stored.model!r} is unknown",
                 f"name the version with --tag; `aim_cli repo check {self.name}` lists all damage",
             )
-        return ref
 
     def resolve_version(self, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
         """The version to pull, resolved once: (it, whether it was chosen as the newest). Without

@@ -224,6 +224,20 @@ def test_list_filters_by_prefix(populated, prefix, expected):
     assert {info.key: info.size for info in listed} == {k: LAYOUT[k] for k in expected}
 
 
+def test_list_gives_each_objects_modification_time(backend):
+    """The newest version is cross-checked with it (repository/versions.py): a later write is
+    listed as no earlier, and the time is the wall clock's (S3 rounds it to the second)."""
+    import time
+
+    before = time.time()
+    backend.put("models/m/versions/v1.json", b"1")
+    backend.put("models/m/versions/v2.json", b"2")
+    listed = {info.key: info.mtime for info in backend.list("models/m/")}
+    first, second = listed["models/m/versions/v1.json"], listed["models/m/versions/v2.json"]
+    assert first is not None and second is not None and second >= first
+    assert before - 300 <= first <= time.time() + 300  # a server's clock may run apart from ours
+
+
 def test_list_on_empty_storage(backend):
     assert list(backend.list("")) == []
     assert list(backend.list("blobs/")) == []

@@ -297,7 +297,7 @@ def test_pull_requires_a_signature_before_writing_anything(pushed, tmp_path):
     )
     assert not dest.exists()
     ok(env.cli("model", "sign", env.name, "m", "--tag", "v1", "--key", str(pem), "--sha256"))
-    ok(env.cli("model", "pull", env.name, "m", str(dest), "--require-signature", str(pub), "-q"))
+    ok(env.cli("model", "pull", env.name, "m", str(dest), "--tag", "v1", "--require-signature", str(pub), "-q"))
     upstream = upstream_cli(
         "verify", "key", dest, "--signature", _export(env, tmp_path, "--sha256"), "--public_key", pub
     )

@@ -237,7 +237,9 @@ class S3Backend:
             except self._errors as e:
                 raise self._error(e, f"listing {prefix or 'all keys'}") from None
             for obj in page.get("Contents", ()):
-                yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
+                modified = obj.get("LastModified")  # a datetime (botocore parses it); some servers omit it
+                mtime = modified.timestamp() if modified is not None else None
+                yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]), mtime)
 
     def delete(self, key: str) -> None:
         try:
