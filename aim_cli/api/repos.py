@@ -11,7 +11,6 @@ from aim_cli.backends import open_backend
 from aim_cli.chunking.cdc import ChunkingParams, KiB, MiB
 from aim_cli.config import RepoConfig
 from aim_cli.errors import ConfigError, ConflictError, UsageError
-from aim_cli.format.layout import REPO_META_KEY
 from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.names import check_name
 from aim_cli.repository import Repository
@@ -88,7 +87,7 @@ def create_repo(
         backend = open_backend(entry)
         backend.check_access()  # StorageError: nothing is written to the config
         repo = Repository(backend, name)
-        existed = backend.exists(REPO_META_KEY)
+        existed = repo.exists()
         repo.init(params, version=storage_format or DEFAULT_FORMAT)
         repo.check_conditional_writes()
         found_format = repo.format().version
