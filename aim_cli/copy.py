@@ -12,7 +12,8 @@
         2 x ``jobs`` blobs submitted at once, so memory stays bounded)
         sync -> lease check -> exclusive create of the manifest's exact bytes
         then each signature of the version the destination lacks, exact bytes, exclusive create
-        (onto a skipped tag too: it holds the same files; never onto a conflicting one)
+        (onto a skipped tag too: it holds the same files; never onto a conflicting one), each
+        judged first as `repo check` judges it: a damaged one is left out, with a warning
 
 The manifest is copied as stored, so its digest (what an auditor pins) is the same in both
 repositories. Blobs are named by the BLAKE3 of their raw bytes in every format, so any repository
@@ -34,7 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import TagExistsError
@@ -61,6 +62,8 @@ class VersionCopy:
     present_blobs: int = 0  # its other distinct chunks: in the destination already, or copied for an earlier version
     dst_digest: str | None = None  # a conflict: the digest the destination holds
     signatures: int = 0  # signatures stored (would be, in a dry run) that the destination lacked
+    #: (signer hint, why) of each signature not copied: damaged, as `repo check` would report it
+    bad_signatures: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class CopyResult:
     stored_bytes: int | None
     elapsed: float
     signatures: int = 0  # signatures copied, over all versions
+    bad_signatures: int = 0  # damaged signatures of the source left out (each in its version's bad_signatures)
 
     @property
     def reencoded(self) -> bool:
@@ -121,6 +125,7 @@ def _result(
         None if None in stored else sum(s or 0 for s in stored),
         time.monotonic() - started,
         sum(v.signatures for v in versions),
+        sum(len(v.bad_signatures) for v in versions),
     )
 
 
@@ -177,28 +182,40 @@ class _Copier:
 
     def version(self, tag: str, lease: leases.Lease | None) -> VersionCopy:
         """The version, then (copied or skipped: the destination holds the same manifest) its signatures."""
-        done = self._version(tag, lease)
+        ref = self.src.get_version(self.model, tag)
+        done = self._version(ref, tag, lease)
         if done.status == CONFLICT:
             return done  # a signature covers files: never put onto another version's
-        return replace(done, signatures=self.signatures(tag))
+        copied, bad = self.signatures(ref, tag)
+        return replace(done, signatures=copied, bad_signatures=bad)
 
-    def signatures(self, tag: str) -> int:
+    def signatures(self, ref: VersionRef, tag: str) -> tuple[int, list[tuple[str, str]]]:
         """Store each signature of the version the destination lacks, exact bytes, exclusively (a
-        signer's bundle is never replaced): how many were stored (would be, in a dry run)."""
+        signer's bundle is never replaced), once `repo check`'s judge accepts it (read within the
+        bound the manifest gives): how many were stored (would be, in a dry run), and (hint, why)
+        of each damaged one left out, whose signer a later copy from a repaired source fills."""
         hints = self.src.list_signatures(self.model, tag)
         if hints and self.dst_exists:
             held = set(self.dst.list_signatures(self.model, tag))
             hints = [h for h in hints if h not in held]
-        if self.dry_run or not hints:
-            return len(hints)
+        if not hints:
+            return 0, []
+        from aim_cli.audit.check import read_signature
+        from aim_cli.signing.bundle import max_bundle_bytes
 
-        def put(hint: str) -> bool:
-            return self.dst.put_signature(self.model, tag, hint, self.src.get_signature(self.model, tag, hint))
+        bound = max_bundle_bytes(ref.manifest)
 
-        return sum(self.src.map_parallel(put, hints))
+        def put(hint: str) -> tuple[bool, str | None]:
+            data, why = read_signature(self.src, self.model, tag, hint, bound)
+            if data is None:
+                return False, why  # damaged (why), or gone since it was listed (None)
+            return self.dry_run or self.dst.put_signature(self.model, tag, hint, data), None
 
-    def _version(self, tag: str, lease: leases.Lease | None) -> VersionCopy:
-        ref = self.src.get_version(self.model, tag)
+        found = self.src.map_parallel(put, hints)
+        bad = [(hint, why) for hint, (_, why) in zip(hints, found, strict=True) if why is not None]
+        return sum(stored for stored, _ in found), bad
+
+    def _version(self, ref: VersionRef, tag: str, lease: leases.Lease | None) -> VersionCopy:
         held = self.held_digest(tag)
         if held is not None:
             return VersionCopy(
@@ -286,6 +303,8 @@ def copy(
     dst_exists = dst.exists()
     if not dry_run:
         dst.init(like=src_format)  # like push: before the lease
+    elif not dst_exists:
+        dst.check_can_init()  # refused as the copy would be: nested in a repository, or not empty
     dst_version = dst.format().version if dst_exists or not dry_run else src_format.version
     formats = (src_format.version, dst_version)
     copier = _Copier(

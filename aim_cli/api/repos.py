@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from aim_cli import config as cfgmod
 from aim_cli.api.common import ConfigArg, get_config
 from aim_cli.backends import open_backend
-from aim_cli.chunking.cdc import ChunkingParams
+from aim_cli.chunking.cdc import ChunkingParams, KiB, MiB
 from aim_cli.config import RepoConfig
-from aim_cli.errors import ConfigError, UsageError
+from aim_cli.errors import ConfigError, ConflictError, UsageError
 from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.names import check_name
 from aim_cli.repository import Repository
+
+#: The range of `repo create --chunk-size` (the average chunk size).
+MIN_CHUNK_SIZE, MAX_AVG_CHUNK_SIZE = 1 * KiB, 4 * MiB
 
 
 # -- repositories -----------------------------------------------------------------------------------
@@ -50,6 +53,11 @@ def create_repo(
     cfgmod.check_unused(cfg, name)  # before touching any storage
     params = None
     if chunk_size:
+        if not MIN_CHUNK_SIZE <= chunk_size <= MAX_AVG_CHUNK_SIZE:  # what the text below promises
+            raise UsageError(
+                f"--chunk-size {chunk_size} is out of range",
+                "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB",
+            )
         try:
             params = ChunkingParams.for_average(chunk_size).validate()
         except ValueError:
@@ -74,16 +82,36 @@ def create_repo(
         entry = cfgmod.parse_entry(cfg.path, name, raw, where=f"repository {name!r}")
     except ConfigError as e:  # the values came from the command line: it must change (exit 2)
         raise UsageError(e.message, e.hint) from None
-    found_format = None
+    found_format, existed = None, False
     if check:
         backend = open_backend(entry)
         backend.check_access()  # StorageError: nothing is written to the config
         repo = Repository(backend, name)
+        existed = repo.exists()
         repo.init(params, version=storage_format or DEFAULT_FORMAT)
         repo.check_conditional_writes()
         found_format = repo.format().version
+        if existed:  # nothing is written to the config when the stored values disagree
+            _check_agrees(repo, entry.path, chunk_size, storage_format)
     cfgmod.add_repo(cfg, entry, path)
-    return RepoCreated(entry, found_format is not None, found_format)
+    return RepoCreated(entry, found_format is not None, found_format, existed)
+
+
+def _check_agrees(repo: Repository, where: str, chunk_size: int | None, storage_format: int | None) -> None:
+    """Refuse options that disagree with the repository already at ``where`` (exit 4). An option
+    left out never conflicts: it means "what the repository has"."""
+    fmt, avg = repo.format().version, repo.params().avg_size
+    wrong = []
+    if storage_format is not None and storage_format != fmt:
+        wrong.append(f"--format {storage_format}")
+    if chunk_size and chunk_size != avg:
+        wrong.append(f"--chunk-size {chunk_size}")
+    if wrong:
+        raise ConflictError(
+            f"{where} already holds a repository of format {fmt} with an average chunk size of {avg} bytes, "
+            f"not {' and '.join(wrong)}",
+            "drop the options to use it as it is, or choose another path for a new repository",
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,7 @@ class RepoCreated:
     entry: RepoConfig
     initialised: bool  # its storage was reached and holds aim-repo.json (False with check=False)
     format: int | None  # the storage format it holds (an existing repository keeps its own)
+    existing: bool = False  # the storage already held a repository (its values agree with the options)
 
 
 def delete_repo(name: str, *, config: ConfigArg = None) -> RepoConfig:

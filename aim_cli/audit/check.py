@@ -13,19 +13,23 @@ distinct chunks, never with versions x chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.errors import IntegrityError, NotFoundError
+from aim_cli.errors import AimError, IntegrityError, NotFoundError
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository
 from aim_cli.repository.parallel import map_bounded
+
+#: The most problems (and broken entries) a report lists, and files it names per problem; the
+#: counts stay complete (CheckReport.*_omitted, BlobProblem.used_by_omitted).
+MAX_EXAMPLES = 100
+MAX_USERS = 10
 
 
 @dataclass
@@ -41,10 +45,19 @@ class CheckReport:
     stored_bytes: int = 0  # what storage holds for them (format 2 compresses; format 1: the same)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (model:tag or aim-repo.json, why)
     problems: list[BlobProblem] = field(default_factory=list)
+    # Damage is reported as complete counts plus the first examples: a report of every missing
+    # chunk of every version took 1.3 GB. These count what the lists above leave out.
+    broken_omitted: int = 0
+    problems_omitted: int = 0
 
     @property
     def ok(self) -> bool:
-        return not (self.broken or self.problems)
+        return not (self.broken or self.problems or self.broken_omitted or self.problems_omitted)
+
+    @property
+    def problem_count(self) -> int:
+        """Every problem found, listed or not."""
+        return len(self.broken) + self.broken_omitted + len(self.problems) + self.problems_omitted
 
 
 class ChunkIndex:
@@ -94,7 +107,9 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
         return report  # without the format no blob can be judged; the rest would be noise
     index = ChunkIndex()
     from_manifests: dict[str, sm.Summary] = {}
-    scan = scan_manifests(repo, index.add, summaries=from_manifests)
+    signatures = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
+    bounds = _BundleBounds(signatures)
+    scan = scan_manifests(repo, index.add, summaries=from_manifests, on_version=bounds.add if signatures else None)
     report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
     report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
     referenced = index.sizes()
@@ -102,7 +117,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
     del index  # the pairs: sizes and disagreements are all the check needs of them
     # A summary without its version, unreadable, or disagreeing with the manifest just read.
     report.broken += repo.summary_problems(known=from_manifests)
-    report.broken += signature_problems(repo, scan.keys)
+    report.broken += signature_problems(repo, scan.keys, signatures, bounds)
 
     stored: dict[str, int] = {}
     for key, digest, size in repo.iter_blob_keys():
@@ -145,54 +160,109 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
         finally:
             progress.close()
 
-    report.problems = _problems(repo, bad)
+    report.problems, report.problems_omitted = _problems(repo, bad)
+    report.broken_omitted = max(0, len(report.broken) - MAX_EXAMPLES)
+    del report.broken[MAX_EXAMPLES:]
     garbage = [size for d, size in stored.items() if d not in referenced]
     report.unreferenced, report.unreferenced_bytes = len(garbage), sum(garbage)
     return report
 
 
-def signature_problems(repo: Repository, manifest_keys: frozenset[str]) -> list[tuple[str, str]]:
-    """(key, why) of every damaged signature: one without its version, one larger than any
-    bundle, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a listing of
-    models/ taken before this one (a version signed since is looked up again). Signatures are
-    few and small: each is read, in parallel."""
-    keys = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
-    from aim_cli.signing.bundle import bundle_problem as judge  # imported here: check without signatures never loads it
+class _BundleBounds:
+    """The largest bundle each signed version's signature can be (signing.max_bundle_bytes of its
+    manifest), noted during the scan: a stored bundle larger than that is damage without being
+    parsed (an 8 MiB hostile bundle parsed at 250 MB)."""
 
-    found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, judge), keys)
+    def __init__(self, signatures: list[SignatureKey]):
+        self.signed = {manifest_key(sk.model, sk.tag) for sk in signatures}
+        self.bounds: dict[str, int] = {}
+
+    def add(self, vk: VersionKey, manifest: mf.Manifest) -> None:
+        if vk.key in self.signed:
+            from aim_cli.signing.bundle import max_bundle_bytes  # loaded only when a version is signed
+
+            self.bounds[vk.key] = max_bundle_bytes(manifest)
+
+    def of(self, repo: Repository, sk: SignatureKey) -> int | None:
+        """The bound of ``sk``'s version; read again if it was signed since the scan; None when
+        the version cannot be read (reported as broken; its signature is judged with it)."""
+        key = manifest_key(sk.model, sk.tag)
+        if key in self.bounds:
+            return self.bounds[key]
+        from aim_cli.signing.bundle import max_bundle_bytes
+
+        try:
+            return max_bundle_bytes(repo.get_version(sk.model, sk.tag).manifest)
+        except AimError:
+            return None
+
+
+def signature_problems(
+    repo: Repository,
+    manifest_keys: frozenset[str],
+    keys: list[SignatureKey],
+    bounds: _BundleBounds,
+) -> list[tuple[str, str]]:
+    """(key, why) of every damaged signature: one without its version, one larger than its
+    version's signature can be, one that is not a Sigstore bundle. ``manifest_keys``: the keys of a
+    listing of models/ taken before this one (a version signed since is looked up again).
+    Signatures are few and each is read within its bound, in parallel."""
+    found = repo.map_parallel(lambda sk: _signature_problem(repo, sk, manifest_keys, bounds), keys)
     return [(sk.key, why) for sk, why in zip(keys, found, strict=True) if why is not None]
 
 
 def _signature_problem(
-    repo: Repository, sk: SignatureKey, manifest_keys: frozenset[str], judge: Callable[[bytes], str | None]
+    repo: Repository,
+    sk: SignatureKey,
+    manifest_keys: frozenset[str],
+    bounds: _BundleBounds,
 ) -> str | None:
     # The version first, then the signature: a delete removes them in the other order, so a
     # signature still there once its version is gone is one that no delete in progress removes.
     orphan = manifest_key(sk.model, sk.tag) not in manifest_keys and not repo.has_version(sk.model, sk.tag)
-    try:
-        data = repo.get_signature(sk.model, sk.tag, sk.hint)
-    except NotFoundError:
-        return None
-    except IntegrityError as e:  # larger than any bundle
-        return f"{e.message}; {e.hint}"
-    if orphan:
+    if orphan:  # its content is not judged: only that it is still there
+        if not repo.backend.exists(sk.key):
+            return None
         return (
             f"a signature without its version (stored while its delete ran, or by hand); `aim_cli model "
             f"delete-version {repo.name} {sk.model} --tag {sk.tag}` removes it"
         )
-    why = judge(data)
+    bound = bounds.of(repo, sk)
+    if bound is None:
+        return None  # its version is unreadable: reported as broken, which deleting it mends
+    return read_signature(repo, sk.model, sk.tag, sk.hint, bound)[1]
+
+
+def read_signature(repo: Repository, model: str, tag: str, hint: str, bound: int) -> tuple[bytes | None, str | None]:
+    """One stored signature, read within ``bound`` (signing.max_bundle_bytes of its version's
+    manifest) and judged as `repo check` judges every one: (bytes, None) for a well-formed bundle,
+    (None, why) for a damaged one (one over the bound is not parsed), (None, None) for one gone
+    since it was listed. `model copy` copies only what this accepts."""
+    try:
+        data = repo.get_signature(model, tag, hint, max_size=bound)
+    except NotFoundError:
+        return None, None
+    except IntegrityError as e:
+        return None, f"{e.message}; {e.hint}"
+    from aim_cli.signing.bundle import bundle_problem  # imported here: check without signatures never loads it
+
+    why = bundle_problem(data)
     if why is not None:
-        return (
+        return None, (
             f"not a Sigstore bundle of a signature ({why}); remove it from the storage by hand, then sign "
             f"the version again"
         )
-    return None
+    return data, None
 
 
-def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> list[BlobProblem]:
-    """A BlobProblem for each bad digest, with the files that use it ("model:tag/path"). Found by
-    a second pass over the manifests, only when there is damage: the first pass keeps none."""
-    users: dict[str, list[str]] = {d: [] for d in bad}
+def _problems(repo: Repository, bad: dict[str, tuple[str, str]]) -> tuple[list[BlobProblem], int]:
+    """A BlobProblem for each of the first MAX_EXAMPLES bad digests (in digest order), with the
+    first MAX_USERS files that use it ("model:tag/path"), and how many bad digests are left out.
+    Found by a second pass over the manifests, only when there is damage: the first pass keeps none."""
+    shown = sorted(bad)[:MAX_EXAMPLES]
+    users: dict[str, list[str]] = {d: [] for d in shown}
+    omitted: dict[str, int] = {}
     if users:
-        scan_manifests(repo, lambda m: add_users(users, m, qualified=True))
-    return [BlobProblem(d, p, detail, users[d]) for d, (p, detail) in sorted(bad.items())]
+        scan_manifests(repo, lambda m: add_users(users, m, qualified=True, limit=MAX_USERS, omitted=omitted))
+    problems = [BlobProblem(d, *bad[d], users[d], omitted.get(d, 0)) for d in shown]
+    return problems, len(bad) - len(shown)

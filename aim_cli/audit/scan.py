@@ -41,7 +41,11 @@ class ManifestScan:
 
 
 def scan_manifests(
-    repo: Repository, visit: Callable[[mf.Manifest], None], *, summaries: dict[str, sm.Summary] | None = None
+    repo: Repository,
+    visit: Callable[[mf.Manifest], None],
+    *,
+    summaries: dict[str, sm.Summary] | None = None,
+    on_version: Callable[[VersionKey, mf.Manifest], None] | None = None,
 ) -> ManifestScan:
     """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
     depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
@@ -53,7 +57,8 @@ def scan_manifests(
     took 2.3 GB. A version deleted while we read is skipped; a link or special file stops the
     scan (DamagedStorageError). ``summaries``, if given, receives the summary each readable
     version's manifest gives (by manifest key), so `repo check` compares the stored summaries
-    with them without reading any manifest a second time."""
+    with them without reading any manifest a second time; ``on_version``, if given, is called
+    with each readable version's key and manifest (not with strays)."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
     results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
     with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES, jobs=repo.jobs) as ahead:
@@ -63,6 +68,8 @@ def scan_manifests(
                 ref = reader.read_key(vk)
                 if summaries is not None and vk.tag is not None:
                     summaries[vk.key] = sm.of_manifest(ref.manifest, ref.digest, where=vk.label)
+                if on_version is not None and vk.tag is not None:
+                    on_version(vk, ref.manifest)
                 manifest = ref.manifest
                 del ref  # its raw bytes: only the decoded manifest is visited
             except NotFoundError:
@@ -123,12 +130,20 @@ def referenced_blobs(manifests: Iterable[mf.Manifest]) -> dict[str, int]:
     return referenced
 
 
-def add_users(users: dict[str, list[str]], m: mf.Manifest, *, qualified: bool) -> None:
+def add_users(
+    users: dict[str, list[str]], m: mf.Manifest, *, qualified: bool, limit: int | None = None, omitted=None
+) -> None:
     """Append to ``users[digest]`` each file of ``m`` that holds that digest (only digests
-    already in ``users`` are looked for)."""
+    already in ``users`` are looked for). With ``limit``, a list stops growing at that length and
+    ``omitted[digest]`` counts the files left out."""
     for f in m.files:
         # The intersection runs in C over the file's chunks: no Python step per chunk.
         for digest in users.keys() & map(itemgetter(0), f.chunks):
             name = f"{m.model}:{m.tag}/{f.path}" if qualified else f.path
-            if name not in users[digest]:
-                users[digest].append(name)
+            names = users[digest]
+            if name in names:
+                continue
+            if limit is not None and len(names) >= limit:
+                omitted[digest] = omitted.get(digest, 0) + 1
+            else:
+                names.append(name)

@@ -36,6 +36,7 @@ class BlobProblem:
     problem: str  # "missing", "corrupt" or "size"
     detail: str
     used_by: list[str]  # the files holding the blob: "path" in a version report, "model:tag/path" in a check
+    used_by_omitted: int = 0  # files holding it beyond those listed (`repo check` names the first few)
 
 
 @dataclass

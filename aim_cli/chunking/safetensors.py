@@ -97,45 +97,62 @@ def _pread_exactly(fd: int, n: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+class _Entry(msgspec.Struct, gc=False):
+    """One tensor's header entry, decoded typed (other keys are ignored, as before): far smaller
+    and faster than a dict of lists, which a header of 130,000 tensors made 100 MB of."""
+
+    dtype: str
+    shape: list[int]
+    data_offsets: tuple[int, int]
+
+
+_ENTRIES = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENTRY = msgspec.json.Decoder(_Entry)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError, ValueError)
+
+
 def parse_header(header: bytes, file_size: int) -> Layout | None:
-    """The layout that the JSON ``header`` describes for a file of ``file_size`` bytes, or None."""
+    """The layout that the JSON ``header`` describes for a file of ``file_size`` bytes, or None.
+
+    Memory: the header's top level is decoded to raw slices of ``header`` (no Python object per
+    field), then each entry, one at a time, into a typed Struct that is dropped once its Tensor
+    is made."""
     try:
-        entries = msgspec.json.decode(header)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError):
-        return None
-    if type(entries) is not dict:
+        entries = _ENTRIES.decode(header)
+    except _DECODE_ERRORS:
         return None
     header_end = LENGTH_BYTES + len(header)
     data_len = file_size - header_end
     tensors = []
-    for name, entry in entries.items():
+    for name, raw in entries.items():
         if name == "__metadata__":
             continue
+        try:
+            entry = _ENTRY.decode(raw)
+        except _DECODE_ERRORS:
+            return None
         tensor = _tensor(entry, header_end, data_len)
         if tensor is None:
             return None
         tensors.append(tensor)
+    del entries
     tensors.sort(key=lambda t: (t.begin, t.end))
     if not _tiles(tensors, header_end, file_size):
         return None
     return Layout(header_end, tuple(tensors))
 
 
-def _tensor(entry: object, header_end: int, data_len: int) -> Tensor | None:
-    if type(entry) is not dict:
+def _tensor(entry: _Entry, header_end: int, data_len: int) -> Tensor | None:
+    begin, end = entry.data_offsets
+    if not 0 <= begin <= end <= data_len:
         return None
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if type(dtype) is not str or type(shape) is not list or type(offsets) is not list or len(offsets) != 2:
+    shape = entry.shape
+    if not all(d >= 0 for d in shape):
         return None
-    begin, end = offsets
-    if type(begin) is not int or type(end) is not int or not 0 <= begin <= end <= data_len:
-        return None
-    if not all(type(d) is int and d >= 0 for d in shape):
-        return None
-    itemsize = DTYPE_SIZES.get(dtype)
+    itemsize = DTYPE_SIZES.get(entry.dtype)
     if itemsize is not None and _byte_size(shape, itemsize, data_len) != end - begin:
         return None
-    return Tensor(header_end + begin, header_end + end, itemsize or 1, FLOAT_ELEMENT_SIZES.get(dtype, 1))
+    return Tensor(header_end + begin, header_end + end, itemsize or 1, FLOAT_ELEMENT_SIZES.get(entry.dtype, 1))
 
 
 def _byte_size(shape: list[int], itemsize: int, limit: int) -> int | None:

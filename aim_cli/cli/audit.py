@@ -171,12 +171,18 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
         )
         for name, why in r.broken:
             out(f"broken    {name}: {why}")
+        if r.broken_omitted:
+            out(f"broken    ... and {r.broken_omitted} more")
         for p in r.problems:
-            out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}")
+            more = f" and {p.used_by_omitted} more files" if p.used_by_omitted else ""
+            out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}{more}")
+        if r.problems_omitted:
+            out(f"blobs     ... and {r.problems_omitted} more missing, corrupt or of the wrong size")
     if not r.ok:
         first = r.broken[0][0] if r.broken else f"blob {r.problems[0].digest}"
+        listed = "listed above" if not (r.broken_omitted or r.problems_omitted) else "the first listed above"
         raise IntegrityError(
-            f"repository {repo_name!r} has {len(r.broken) + len(r.problems)} problem(s), listed above (first: {first})",
+            f"repository {repo_name!r} has {r.problem_count} problem(s), {listed} (first: {first})",
             "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
             "(delete corrupt ones from storage first); then check again",
         )

@@ -69,7 +69,7 @@ def main(argv=None) -> None:
         # click turns Ctrl-C into Abort; a declined confirmation is an Abort too.
         if isinstance(e.__context__, KeyboardInterrupt):
             _fail("interrupted; rerun the same command to resume: what was already transferred is kept", 130)
-        _fail("aborted", 1)
+        _fail("error: aborted: the confirmation was declined, nothing was changed", 2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -197,12 +197,18 @@ def model_versions(repo_name, model_name, as_json):
 @model.command("delete-version")
 @click.argument("repo_name", metavar="REPO")
 @click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", required=True, help="Version to delete.")
+@click.option("--tag", "-t", "tags", required=True, multiple=True, help="Version to delete (one per run).")
 @json_option
-def model_delete_version(repo_name, model_name, tag, as_json):
+def model_delete_version(repo_name, model_name, tags, as_json):
     """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
 
     --tag may also name a stray file that `repo check` reports, exactly as it shows it."""
+    if len(tags) > 1:  # click keeps the last of a repeated option: it would delete only that one
+        raise UsageError(
+            f"--tag given {len(tags)} times ({', '.join(map(repr, tags))}); delete-version deletes one version",
+            "run it once per version",
+        )
+    tag = tags[0]
     r = api().delete_versions(repo_name, model_name, [tag], config=config())
     if as_json:
         out_json(asdict(r))
@@ -281,6 +287,9 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_js
         config=config(),
         progress=make_progress(quiet or as_json or dry_run),
     )
+    for v in r.versions:  # damaged signatures are left out, never spread: say so on stderr
+        for hint, why in v.bad_signatures:
+            click.echo(f"warning: signature {hint} of {r.model}:{v.tag} in {r.src!r} not copied: {why}", err=True)
     if as_json:
         out_json(asdict(r) | {"reencoded": r.reencoded})
     else:

@@ -120,8 +120,9 @@ def show_copy(r) -> None:
     created = f"; {'would create' if r.dry_run else 'created'} repository {r.dst!r}" if r.dst_created else ""
     stored = "" if r.stored_bytes is None else f", {size(r.stored_bytes)} stored"
     dry = "; dry run: nothing written" if r.dry_run else ""
+    bad = f" ({r.bad_signatures} damaged left out)" if r.bad_signatures else ""
     out(
         f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
         f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {size(r.raw_bytes)} of "
-        f"chunks{stored}, {r.signatures} signatures{created}; {r.elapsed:.2f}s{dry}"
+        f"chunks{stored}, {r.signatures} signatures{bad}{created}; {r.elapsed:.2f}s{dry}"
     )

@@ -84,13 +84,14 @@ def repo_create(
         config=config(),
     )
     if as_json:
-        out_json(asdict(r.entry) | {"initialised": r.initialised, "format": r.format})
+        out_json(asdict(r.entry) | {"initialised": r.initialised, "format": r.format, "existing": r.existing})
         return
-    state = (
-        f"initialised (format {r.format})"
-        if r.initialised
-        else "not checked (--no-check); the first push initialises it"
-    )
+    if r.existing:
+        state = f"already initialised (format {r.format})"
+    elif r.initialised:
+        state = f"initialised (format {r.format})"
+    else:
+        state = "not checked (--no-check); the first push initialises it"
     out(f"created repository {name!r} ({r.entry.type}, {r.entry.path}): {state}")
 
 

@@ -79,6 +79,9 @@ class Repository:
     ) -> ChunkingParams:
         return self._meta.init(params, version=version, like=like)
 
+    def check_can_init(self) -> None:
+        self._meta.check_can_init()
+
     def check_conditional_writes(self) -> None:
         self._meta.check_conditional_writes()
 

@@ -55,6 +55,11 @@ class RepoMeta:
         self._format = None
         return self.params()
 
+    def check_can_init(self) -> None:
+        """What ``init`` would refuse here (NotEmptyError), without writing: a dry run's check."""
+        if not self.backend.exists(REPO_META_KEY):
+            self._check_new_root()
+
     def _check_new_root(self) -> None:
         """Refuse to create a repository inside another one, or over data that is not one (a typo
         in a path must not turn someone's directory into a repository that gc then sweeps)."""

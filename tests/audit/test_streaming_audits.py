@@ -147,7 +147,8 @@ def test_audits_keep_no_manifest_alive(tmp_path, monkeypatch, audit):
     assert max(count_manifests) - baseline <= 1, count_manifests  # the one just decoded, never more
     if "damaged" in audit:
         [problem] = result.problems
-        assert problem.problem == "missing" and len(problem.used_by) == 12  # found by the second pass
+        assert problem.problem == "missing" and len(problem.used_by) == 10  # found by the second pass
+        assert problem.used_by_omitted == 2  # the files past the first ten are counted, not listed
         assert len(count_manifests) == 24
 
 
@@ -232,7 +233,8 @@ def test_cli_audits_of_many_versions(tmp_path):
     report = json.loads(check.stdout)
     [problem] = report["problems"]
     assert problem["digest"] == shared[7] and problem["problem"] == "missing"
-    assert [u.split("/")[0] for u in problem["used_by"]] == [f"m:{t}" for t in tags[1:]]
+    assert [u.split("/")[0] for u in problem["used_by"]] == [f"m:{t}" for t in tags[1:11]]  # the first ten
+    assert problem["used_by_omitted"] == len(tags[11:])  # and how many more
     assert report["versions"] == 19 and report["unreferenced"] == 2
 
 

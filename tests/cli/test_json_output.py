@@ -11,7 +11,7 @@ from tests.helpers import make_variant_model, ok, run
 
 CONFIG_ENTRY = {"name", "type", "path", "region", "endpoint_url", "profile", "addressing_style"}
 SHAPES = {
-    "repo create": CONFIG_ENTRY | {"initialised", "format"},
+    "repo create": CONFIG_ENTRY | {"initialised", "format", "existing"},
     "info": {"version", "config", "repos"},
     "repo list": None,  # a list of config entries
     "model push": {
@@ -78,6 +78,8 @@ SHAPES = {
         "stored_bytes",
         "broken",
         "problems",
+        "broken_omitted",
+        "problems_omitted",
         "ok",
     },
     "repo gc": {
@@ -211,6 +213,7 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
         "stored_bytes",
         "elapsed",
         "signatures",
+        "bad_signatures",
     }
     assert [set(v) for v in copy["versions"]] == 2 * [
         {
@@ -224,5 +227,6 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
             "present_blobs",
             "dst_digest",
             "signatures",
+            "bad_signatures",
         }
     ]

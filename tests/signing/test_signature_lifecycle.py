@@ -24,6 +24,7 @@ from aim_cli.audit.check import check_repo
 from aim_cli.errors import StorageError
 from aim_cli.format.layout import MAX_SIGNATURE_BYTES, manifest_key, signature_key, summary_key
 from aim_cli.repository import Repository
+from aim_cli.signing.bundle import max_bundle_bytes
 from tests.fakes import Fault, FaultyBackend, HookedBackend
 from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, sigstore_bundle_bytes
 
@@ -208,17 +209,20 @@ def test_check_reports_a_signature_that_is_not_a_sigstore_bundle(repo, data, why
 def test_check_reads_signatures_bounded_once_each_and_reports_an_oversized_one(repo):
     _push(repo, "v1", 1)
     _sign(repo.repository, "v1", "alice", "bob")
+    # The bound is what a signature of this version can need (its manifest's files), far below
+    # MAX_SIGNATURE_BYTES: a bundle over it is damage without being parsed.
+    bound = max_bundle_bytes(repo.repository.get_version("m", "v1").manifest)
+    assert bound < MAX_SIGNATURE_BYTES
     big = sigstore_bundle_bytes(4)
-    repo.repository.put_signature("m", "v1", "huge", big + b" " * (MAX_SIGNATURE_BYTES + 1 - len(big)))
+    repo.repository.put_signature("m", "v1", "huge", big + b" " * (bound + 1 - len(big)))
     counted = FaultyBackend(repo.repository.backend)
     report = check_repo(Repository(counted, repo.name, jobs=4))
     gets = sorted((key, size) for op, key, size in counted.calls if op == "get" and "/signatures/" in key)
-    assert gets == [(signature_key("m", "v1", h), MAX_SIGNATURE_BYTES) for h in ("alice", "bob", "huge")]
+    assert gets == [(signature_key("m", "v1", h), bound) for h in ("alice", "bob", "huge")]
     assert [(key, why.split(";")[0]) for key, why in report.broken] == [
         (
             signature_key("m", "v1", "huge"),
-            f"signature {signature_key('m', 'v1', 'huge')} is larger than "
-            f"{MAX_SIGNATURE_BYTES} bytes, so it is not one",
+            f"signature {signature_key('m', 'v1', 'huge')} is larger than {bound} bytes, so it is not one",
         )
     ]
     assert report.versions == 1
