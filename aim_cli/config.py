@@ -6,10 +6,8 @@ The file is edited by hand and reviewed in git, so saving keeps its comments and
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -453,33 +451,11 @@ def _rewrite(cfg_path: Path, mutate) -> None:
 
 
 def _replace_file(target: Path, data: bytes) -> None:
-    """Replace ``target`` by a rename, keeping its permission bits (a 0600 config stays 0600).
+    """Replace ``target`` by a rename, keeping its permission bits (a 0600 config stays 0600):
+    util.fs.write_beside (random O_EXCL|O_NOFOLLOW temp name beside it, fsync, rename)."""
+    from aim_cli.util.fs import write_beside  # and ctypes with it: keep `repo list` quick to start
 
-    The temp file is created exclusively under a random name beside the target (mkstemp:
-    O_CREAT|O_EXCL, which never follows a symlink), so a link planted at a predictable name
-    cannot redirect the write. It is fsynced before the rename and removed on any failure."""
-    import tempfile  # only a write needs it: keep `repo list` and `--help` quick to start
-
-    from aim_cli.util.fs import fsync_dir  # and ctypes with it
-
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory is let be
-        fsync_dir(target.parent)
+    write_beside(target, data)
 
 
 def check_unused(cfg: Config, name: str) -> None:

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import blake3
 
@@ -36,7 +35,8 @@ from aim_cli.format import manifest as mf
 from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository, leases
-from aim_cli.util.fs import directory_argument, display_path
+from aim_cli.util.fs import display_path
+from aim_cli.util.walk import NotRegularFileError, iter_tree, local_directory, open_regular
 
 
 @dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many
@@ -73,66 +73,40 @@ class PushResult:
 def scan_source(
     root: str | os.PathLike, *, follow_symlinks: bool = False, on_skip: Callable[[str], None] | None = None
 ) -> list[SourceFile]:
-    """Every regular file under ``root``, sorted by manifest path. Refuses (UsageError) what a
-    manifest cannot represent faithfully: symlinks (unless followed to a regular file), special
-    files, unreadable files, names that are not valid manifest paths (manifest.check_path: not
-    UTF-8, too long, too deep). ``on_skip(name)`` hears of each top-level ``.aim*`` name left out."""
-    root = directory_argument(root, "DIR")
-    if not root.exists():
-        raise UsageError(f"directory {display_path(root)} does not exist", "check the path to the model directory")
-    if not root.is_dir():
-        raise UsageError(f"{display_path(root)} is not a directory", "push a directory holding the model's files")
+    """Every regular file under ``root``, sorted by manifest path, through the one walker of a
+    user's directory (util.walk.iter_tree; files are later opened by util.walk.open_regular).
+    Refuses (UsageError) what a manifest cannot represent faithfully: symlinks (unless followed
+    to a regular file, whose resolved path is then read), special files, unreadable files, names
+    that are not valid manifest paths (manifest.check_path: not UTF-8, too long, too deep).
+    ``on_skip(name)`` hears of each top-level ``.aim*`` name left out."""
+    root = local_directory(root, "DIR", "check the path to the model directory")
+
+    def refuse_bad_name(path: str, _is_dir: bool) -> bool:
+        why = mf.check_path(path)
+        if why:
+            raise UsageError(f"cannot store {display_path(root / path)}: {why}", "rename or move it")
+        return False
+
+    try:
+        found = list(iter_tree(root, on_skip=on_skip, prune=refuse_bad_name))
+    except OSError as e:
+        shown = display_path(e.filename or root)
+        raise UsageError(f"cannot read directory {shown}: {e.strerror}", "check its permissions") from None
     files: list[SourceFile] = []
     links: list[str] = []
-    stack = [(root, "")]
-    while stack:
-        directory, rel = stack.pop()
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as e:
-            raise UsageError(
-                f"cannot read directory {display_path(directory)}: {e.strerror}", "check its permissions"
-            ) from None
-        for entry in entries:
-            path = f"{rel}{entry.name}"
-            if not rel and entry.name.startswith(".aim"):
-                if on_skip is not None:  # aim_cli's own working files (an interrupted pull's partials and lock)
-                    on_skip(entry.name)
-                continue
-            why = mf.check_path(path)
-            if why:
-                raise UsageError(f"cannot store {display_path(entry.path)}: {why}", "rename or move it")
-            if entry.is_symlink():
-                if not follow_symlinks:
-                    links.append(path)
-                    continue
-                try:
-                    st = os.stat(entry.path)
-                except OSError:
-                    raise UsageError(
-                        f"symlink {display_path(entry.path)} is broken", "remove it or fix its target"
-                    ) from None
-                if not stat.S_ISREG(st.st_mode):
-                    raise UsageError(
-                        f"symlink {display_path(entry.path)} does not point to a regular file",
-                        "only links to files are followed; copy the directory instead",
-                    )
-                target = os.path.realpath(entry.path)
-                files.append(
-                    SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
-                )
-                continue
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((Path(entry.path), f"{path}/"))
-            elif stat.S_ISREG(st.st_mode):
-                if not os.access(entry.path, os.R_OK):
-                    raise UsageError(f"cannot read {display_path(entry.path)}", "check its permissions")
-                files.append(
-                    SourceFile(path, entry.path, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
-                )
+    for path, st in found:
+        full = os.path.join(root, path)
+        if stat.S_ISLNK(st.st_mode):
+            if not follow_symlinks:
+                links.append(path)
             else:
-                raise UsageError(f"{display_path(entry.path)} is not a regular file", "remove it from the directory")
+                files.append(_linked_file(path, full))
+        elif stat.S_ISREG(st.st_mode):
+            if not os.access(full, os.R_OK):
+                raise UsageError(f"cannot read {display_path(full)}", "check its permissions")
+            files.append(SourceFile(path, full, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns))
+        else:
+            raise UsageError(f"{display_path(full)} is not a regular file", "remove it from the directory")
     if links:
         shown = ", ".join(sorted(links)[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
         raise UsageError(
@@ -145,6 +119,22 @@ def scan_source(
         )
     files.sort(key=lambda f: f.path)
     return files
+
+
+def _linked_file(path: str, full: str) -> SourceFile:
+    """The file a symlink of DIR points to (push --follow-symlinks): a regular file, read through
+    its resolved path, so the opener's O_NOFOLLOW holds there too."""
+    try:
+        st = os.stat(full)
+    except OSError:
+        raise UsageError(f"symlink {display_path(full)} is broken", "remove it or fix its target") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(
+            f"symlink {display_path(full)} does not point to a regular file",
+            "only links to files are followed; copy the directory instead",
+        )
+    target = os.path.realpath(full)
+    return SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
 
 
 def _now_rfc3339() -> str:
@@ -258,7 +248,7 @@ def _changed(sf: SourceFile) -> UsageError:
 
 
 def _unreadable(sf: SourceFile, e: OSError) -> UsageError:
-    if e.errno == errno.ELOOP:  # a symlink now, where the scan saw a regular file
+    if e.errno == errno.ELOOP or isinstance(e, NotRegularFileError):  # a link or FIFO where the scan saw a file
         return _changed(sf)
     return UsageError(f"cannot read {display_path(sf.abspath)}: {e.strerror}", "check the file")
 
@@ -269,7 +259,7 @@ def _read_small(sf: SourceFile) -> bytes:
     since the scan (its size or mtime moved) is refused. Never through a symlink that replaced
     the file since the scan, never blocking on a FIFO; at most ``size + 1`` bytes are read."""
     try:
-        fd = os.open(sf.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd, _ = open_regular(sf.abspath)
     except OSError as e:
         raise _unreadable(sf, e) from None
     try:

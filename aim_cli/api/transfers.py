@@ -56,9 +56,11 @@ def plan_pull(
     exclude: Sequence[str] = (),
     delete: bool = False,
     require_signature: PathArg | None = None,
+    cache_dir: PathArg | None = None,
 ) -> PullPlan:
     """What ``pull`` with the same arguments would do, having created or changed nothing: the
-    ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints)."""
+    ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints).
+    ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``)."""
     from aim_cli.pull import pipeline
 
     _refuse_tagless_signed(tag, require_signature)
@@ -77,6 +79,7 @@ def plan_pull(
         include=include,
         exclude=exclude,
         delete=delete,
+        cache_dir=cache_dir,
     )
 
 

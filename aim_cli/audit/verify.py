@@ -17,7 +17,6 @@ import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from aim_cli.audit.scan import add_users, referenced_blobs
 from aim_cli.chunking.cdc import file_digest
@@ -27,7 +26,8 @@ from aim_cli.format import manifest as mf
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository, VersionRef
 from aim_cli.repository.parallel import map_bounded
-from aim_cli.util.walk import walk_tree
+from aim_cli.util.fs import display_path
+from aim_cli.util.walk import local_directory, walk_tree
 
 
 @dataclass(frozen=True)
@@ -126,13 +126,13 @@ def verify_local(
     selection = PathFilter.of(include, exclude)
     m = ref.manifest
     selection.check([f.path for f in m.files], logging.getLogger(__name__).warning)
-    root = Path(directory)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "pass the directory the version was pulled into")
+    root = local_directory(directory, "--local", "pass the directory the version was pulled into")
     try:
         found = walk_tree(root)
-    except PermissionError as e:
-        raise UsageError(f"cannot read {e.filename}", "check its permissions") from None
+    except OSError as e:
+        raise UsageError(
+            f"cannot read {display_path(e.filename or root)}: {e.strerror or e}", "check its permissions"
+        ) from None
     expected = {f.path: f for f in m.files if selection.selects(f.path)}
     missing = sorted(p for p in expected if p not in found)
     extra = sorted(p for p in found if p not in expected and selection.selects(p))
@@ -149,7 +149,7 @@ def verify_local(
 
     def differs(entry: mf.FileEntry) -> bool:
         try:
-            return file_digest(root / entry.path) != entry.blake3
+            return file_digest(root / entry.path) != entry.blake3  # util.walk.open_regular: no link, no FIFO
         except OSError:
             return True
 

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import blake3 as _blake3
 
+from aim_cli.util.walk import open_binary
+
 KiB = 1024
 MiB = 1024 * KiB
 MAX_CHUNK_SIZE = 16 * MiB  # pyfastcdc's cap on max_size: no repository cuts bigger chunks
@@ -139,7 +141,7 @@ def iter_chunks(
     A file smaller than the minimum is one chunk; an empty file has none.
     """
     cdc = fastcdc(params)
-    with open(path, "rb", buffering=0) as f:
+    with open_binary(path) as f:  # a regular file only, no link, no FIFO
         reader = _Reader(f)
         for c in cdc.cut_stream(reader):
             data = c.data
@@ -166,7 +168,7 @@ class _Reader:
 def file_digest(path: str | os.PathLike) -> str:
     """Whole-file BLAKE3 (the digest `b3sum` prints), streamed."""
     h = _blake3.blake3()
-    with open(path, "rb", buffering=0) as f:
+    with open_binary(path) as f:  # a regular file only, no link, no FIFO
         buf = bytearray(READ_SIZE)
         view = memoryview(buf)
         while True:

@@ -39,6 +39,7 @@ import blake3 as _blake3
 
 from aim_cli.chunking.cdc import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParams, KiB, MiB, fastcdc
 from aim_cli.chunking.safetensors import Layout, Tensor, read_layout
+from aim_cli.util.walk import open_binary
 
 ALGORITHM = "safetensors-v1"
 
@@ -101,7 +102,7 @@ def iter_file_chunks(
     updated with every byte), with tensor-aligned boundaries when the file parses as
     safetensors; each Chunk's ``element_size`` says what its bytes are (2: bf16/f16 data, 4:
     f32, 1: anything else), and a chunk of element size 2 or 4 starts on a whole element."""
-    with open(path, "rb", buffering=0) as f:
+    with open_binary(path) as f:  # a regular file only, no link, no FIFO
         size = os.fstat(f.fileno()).st_size
         layout = None
         if size >= params.min_size:

@@ -83,12 +83,12 @@ def model_verify(
         )
         return
 
-    if (include or exclude) and not local_dir:
+    if (include or exclude) and local_dir is None:
         raise UsageError(
             "--include and --exclude select the files of --local DIR",
             "add --local DIR, or drop the patterns to check every blob",
         )
-    if local_dir:
+    if local_dir is not None:  # "" too: refused as the empty string, never taken for "no --local"
         _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json)
         return
     r = api().verify_version(

@@ -128,7 +128,8 @@ def model_pull(
         require_signature=require_signature,
     )
     if dry_run:
-        show_pull_plan(api().plan_pull(repo_name, model_name, dest, **common), dest, as_json)
+        plan = api().plan_pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
+        show_pull_plan(plan, dest, as_json)
         return
     r = api().pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
     if as_json:

@@ -56,6 +56,7 @@ from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
 from aim_cli.repository import Repository, VersionRef
 from aim_cli.util.fs import directory_argument, display_path, start_writeback
 from aim_cli.util.patterns import PathFilter
+from aim_cli.util.walk import is_own_name
 
 log = logging.getLogger(__name__)
 EMPTY_DIGEST = hash_bytes(b"")  # the whole-file digest of an empty file, which has no chunks
@@ -108,6 +109,7 @@ def _request(
     exclude: Iterable[str],
     delete: bool,
     progress: Progress,
+    cache_root: Path | None = None,
 ) -> _Request:
     selection = PathFilter.of(include, exclude)
     path = directory_argument(dest, "the destination")
@@ -122,9 +124,31 @@ def _request(
         if not ref_dir.is_dir():
             raise UsageError(f"--reference {display_path(ref_dir)} is not a directory", "check the path")
     refuse_repository_dest(path, repo_roots)
+    if delete:
+        for ref_dir in refs:
+            _refuse_inside_dest(path, ref_dir, "--reference")
+        if cache_root is not None:
+            _refuse_inside_dest(path, cache_root, "--cache-dir")
     plan_args = dict(selection=selection, newest=newest, references=refs, delete=delete, progress=progress)
     paths = [e.path for e in ref.manifest.files if selection.selects(e.path)]
     return _Request(ref, newest, path, paths, plan_args)
+
+
+def _refuse_inside_dest(dest: Path, inner: Path, what: str) -> None:
+    """--delete makes DEST exactly the version, so a --reference or --cache-dir that is DEST or
+    lies inside it would be deleted: refused (UsageError), links resolved. One under a top-level
+    DEST/.aim* name is let be: --delete never touches pull's own names."""
+    outer, path = Path(os.path.realpath(dest)), Path(os.path.realpath(inner))
+    if path != outer and outer not in path.parents:
+        return
+    inside = path.relative_to(outer).parts
+    if inside and is_own_name(inside[0]):
+        return
+    raise UsageError(
+        f"{what} {display_path(inner)} lies inside the destination {display_path(dest)}, "
+        "which --delete makes exactly the version: it would be deleted",
+        f"move {what} out of the destination, or pull without --delete",
+    )
 
 
 def dry_run(
@@ -140,8 +164,10 @@ def dry_run(
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     delete: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> PullPlan:
-    """The ``PullPlan`` of a pull with these arguments, having created or changed nothing."""
+    """The ``PullPlan`` of a pull with these arguments, having created or changed nothing.
+    ``cache_dir``: the chunk cache the pull would use (refused inside DEST with ``delete``)."""
     request = _request(
         repo,
         model,
@@ -154,6 +180,7 @@ def dry_run(
         exclude=exclude,
         delete=delete,
         progress=progress or NullProgress(),
+        cache_root=Path(cache_dir).expanduser() if cache_dir else None,
     )
     dest = request.dest.absolute()
     return plan_pull(repo, request.ref, dest, inspect_dest(dest, request.paths), **request.plan_args)
@@ -196,6 +223,7 @@ def pull(
         exclude=exclude,
         delete=delete,
         progress=progress,
+        cache_root=cache.root if cache is not None else None,
     )
     make_dirs(request.dest)
     dest = request.dest.absolute()

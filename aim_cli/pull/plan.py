@@ -291,20 +291,40 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     """(path, size) of the regular files under DEST that --delete removes: not in the version,
     selected by the patterns. Symlinks (to files or directories) are neither followed nor
     listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
-    version's path only by case or Unicode normalisation is kept: on a filesystem that ignores
-    them it is the version's file itself."""
+    version's path only by case or Unicode normalisation (``readme.md`` beside ``README.md``)
+    is kept only where DEST's directory holding it folds names (see ``_same_file_folded``);
+    on a case-sensitive directory it is another file, and goes."""
     try:
         found = walk_tree(dest)  # the walk verify --local compares DEST by
     except FileNotFoundError:
         return []  # DEST does not exist yet (a dry run)
     except OSError as e:
         raise dest_error(e, e.filename or dest) from None
-    folded = {fold(path) for path in version_paths}
-    return sorted(
-        (path, st.st_size)
-        for path, st in found.items()
-        if stat.S_ISREG(st.st_mode) and fold(path) not in folded and selection.selects(path)
-    )
+    by_fold: dict[str, str] = {}
+    for path in version_paths:
+        by_fold.setdefault(fold(path), path)
+    version = set(version_paths)
+    doomed = []
+    for path, st in found.items():
+        if path in version or not stat.S_ISREG(st.st_mode) or not selection.selects(path):
+            continue
+        twin = by_fold.get(fold(path))
+        if twin is not None and twin not in found and _same_file_folded(dest, twin, st):
+            continue  # the version's own file, under the name this directory folds it to
+        doomed.append((path, st.st_size))
+    return sorted(doomed)
+
+
+def _same_file_folded(dest: Path, twin: str, st: os.stat_result) -> bool:
+    """Whether DEST/``twin`` (a version path, not listed in DEST) names the file ``st`` is of:
+    the probe of case and normalisation folding, asked of the very directory that holds it (ext4
+    folds case per directory, and a listing never shows both names where names fold). Read-only:
+    a lookup under the version's name, compared by device and inode."""
+    try:
+        other = os.lstat(dest / twin)
+    except OSError:
+        return False  # no such name: this directory tells the two apart
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def free_space(dest: Path) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from aim_cli.errors import UsageError
+from aim_cli.util.fs import display_path, write_beside
 
 MAX_KEY_FILE_BYTES = 1024 * 1024
 
@@ -22,15 +23,19 @@ def read_user_file(path: str | os.PathLike, what: str, max_size: int = MAX_KEY_F
     return data
 
 
-def write_new_file(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``path`` through a temporary file and a rename: never half-written under its name."""
-    path = os.fspath(path)
-    tmp = f"{path}.aim-tmp-{os.getpid()}"
+def write_new_file(path: str | os.PathLike, data: bytes, what: str = "--output") -> None:
+    """Write ``path`` (the ``what`` argument) whole or not at all, through util.fs.write_beside
+    (a random O_EXCL|O_NOFOLLOW temp name, fsync, rename). The empty string and a directory are
+    refused (UsageError, naming ``what``), as is a path that cannot be written."""
+    text = os.fspath(path)
+    if text in ("", b""):
+        raise UsageError(f"{what} is the empty string", f"pass {what} FILE")
+    shown = display_path(text)
+    if os.path.isdir(text):
+        raise UsageError(f"{what} {shown} is a directory", f"pass {what} a file name, for instance {shown}/bundle.sig")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_beside(text, data)
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {what} {shown}: {e.strerror or e}", "check the path and its directory"
+        ) from None

@@ -24,14 +24,17 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
 
-from aim_cli.errors import IntegrityError
+from aim_cli.errors import IntegrityError, UsageError
 from aim_cli.format import manifest as mf
 from aim_cli.signing.strict import field, load_json, malformed
+from aim_cli.util.fs import display_path
+from aim_cli.util.walk import iter_tree, kind_of, local_directory, open_binary
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -176,26 +179,34 @@ def stored_digests(
 
 def local_digests(directory: str | os.PathLike, algorithm: str, ignore_paths: Iterable[str]) -> dict[str, str]:
     """path -> digest of every regular file under ``directory`` outside the ignore paths, as
-    model_signing hashes a model directory (a symlink is refused as its default does)."""
-    root = os.fspath(directory)
+    model_signing hashes a model directory; through the walker and opener plain `verify --local`
+    uses (util.walk): DIR/.aim* (pull's working files) is left out, an ignored directory (.git)
+    is not entered, a symlink is refused as upstream's default does, and so is any other file
+    that is not regular (a FIFO is never opened in blocking mode). A DIR that does not exist or is
+    not a directory: UsageError (exit 2)."""
+    root = local_directory(directory, "--local", "pass the directory the version was pulled into")
     ignore = tuple(ignore_paths)
+    try:
+        found = sorted(iter_tree(root, prune=lambda path, _: is_ignored(path, ignore)))
+    except OSError as e:
+        raise UsageError(
+            f"cannot read {display_path(e.filename or root)}: {e.strerror or e}", "check its permissions"
+        ) from None
     out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        # an ignored directory (.git, .github) is not entered: a clone's history can be large
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        dirnames[:] = [d for d in dirnames if not is_ignored(d if rel_dir == "." else f"{rel_dir}/{d}", ignore)]
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                raise IntegrityError(f"{full} is a symbolic link", "signed directories hold regular files only")
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if is_ignored(rel, ignore):
-                continue
-            h = _hasher(algorithm)
-            with open(full, "rb") as f:
+    for rel, st in found:
+        full = root / rel
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(
+                f"{display_path(full)} is {kind_of(st.st_mode)}", "signed directories hold regular files only"
+            )
+        h = _hasher(algorithm)
+        try:
+            with open_binary(full) as f:
                 while block := f.read(1 << 20):
                     h.update(block)
-            out[rel] = h.hexdigest()
+        except OSError as e:
+            raise IntegrityError(
+                f"cannot read {display_path(full)}: {e.strerror or e}", "signed directories hold regular files only"
+            ) from None
+        out[rel] = h.hexdigest()
     return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -73,3 +75,59 @@ def display_path(path: str | os.PathLike) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+#: Tries at a fresh random temp name before giving up (each collision is an O_EXCL failure).
+_TEMP_TRIES = 16
+
+
+def write_beside(target: str | os.PathLike, data: bytes, *, mode: int | None = None, fsync: bool = True) -> None:
+    """Replace (or create) ``target`` with ``data``, never half-written under its name: the one
+    way aim_cli writes a file beside its target (export-signature's output, the config file).
+
+    The temp file gets a random name in ``target``'s directory and is created with
+    ``O_CREAT | O_EXCL | O_NOFOLLOW`` (as mkstemp): a symlink or file planted at a name another
+    user could predict is never written through. It is written whole, fsynced, then renamed over
+    ``target`` (a link at ``target`` itself is replaced, never followed); the directory is fsynced.
+    Permission bits: ``mode``; else those of the file replaced; else 0o666 less the umask.
+    Any failure removes the temp file and propagates the OSError."""
+    import secrets  # only a write needs it
+
+    target = os.fspath(target)
+    directory, name = os.path.split(target)
+    directory = directory or "."
+    if mode is None:
+        try:
+            existing = os.stat(target, follow_symlinks=False)
+            if stat.S_ISREG(existing.st_mode):
+                mode = stat.S_IMODE(existing.st_mode)
+        except FileNotFoundError:
+            pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for attempt in range(_TEMP_TRIES):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.aim-tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
+            break
+        except FileExistsError:
+            if attempt == _TEMP_TRIES - 1:
+                raise
+    try:
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory is let be
+            fsync_dir(directory)

@@ -130,7 +130,7 @@ def test_delete_removes_only_regular_files_inside_dest_never_work_files_or_throu
         {
             ".aim-notes": b"pull's namespace\n",
             "extra.bin": b"x\n",
-            "CONFIG.JSON": b"the version's file, where case is ignored\n",
+            "CONFIG.JSON": b"another file beside the version's config.json: this DEST tells case apart\n",
         },
     )
     os.symlink(outside, dest / "linked-dir")
@@ -139,11 +139,11 @@ def test_delete_removes_only_regular_files_inside_dest_never_work_files_or_throu
     before_outside = tree(outside, mtimes=True)
 
     r = pulled_json(repo, dest, "--delete", "--include", "*")
-    assert r["deleted"] == ["extra.bin"]
+    assert r["deleted"] == ["CONFIG.JSON", "extra.bin"]  # DEST is exactly the version (issue 17, item 8)
     assert tree(outside, mtimes=True) == before_outside
     assert (dest / ".aim-notes").read_bytes() == b"pull's namespace\n"
     assert os.path.islink(dest / "linked-dir") and os.path.islink(dest / "linked-file.bin")
-    assert (dest / "fifo.bin").exists() and (dest / "CONFIG.JSON").exists()
+    assert (dest / "fifo.bin").exists() and not (dest / "CONFIG.JSON").exists()
 
     # A pattern reaching outside DEST matches no file of the version: refused, nothing touched.
     res = pull(repo, dest, "--delete", "--include", "../*")
