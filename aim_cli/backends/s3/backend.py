@@ -29,8 +29,9 @@ from aim_cli.backends.s3.resilience import (
 )
 from aim_cli.errors import ConfigError, KeyNotFoundError, ObjectTooLargeError, StorageError
 
-#: Bodies are read in pieces of this size: memory stays bounded by max_size whatever the server
-#: claims, and a request whose hedge won stops between pieces.
+#: Bodies are read in pieces of at most this size: memory stays bounded by max_size whatever the
+#: server claims, a request whose hedge won stops between pieces, and each piece is progress (a
+#: body that stops moving mid-way gets a hedge).
 PIECE = 256 * 1024
 #: DeleteObjects accepts at most 1000 keys per request.
 DELETE_BATCH = 1000
@@ -74,7 +75,7 @@ class S3Backend:
 
         self._errors = failures.errors
         self._broken_body = failures.broken_body
-        self._read_timeout = failures.read_timeout
+        self._read_timeouts = failures.read_timeouts
         self._runner = RequestRunner(self.location, self.stall_seconds, max_connections, failures, self._error)
 
         config = client_config(
@@ -130,8 +131,11 @@ class S3Backend:
 
     def _read_body(self, key: str, response: dict, max_size: int | None, attempt: Attempt) -> bytes:
         """The body of a GET, read in pieces: never more than ``max_size + 1`` bytes, whatever
-        Content-Length claims (or whether it is there at all)."""
+        Content-Length claims (or whether it is there at all). Pieces are what the socket has
+        (urllib3's ``read1``, up to PIECE): each one is progress, seen as soon as bytes arrive, so
+        a slow body that keeps moving is told apart from one that stopped (resilience.py)."""
         body = response["Body"]
+        read = getattr(getattr(body, "_raw_stream", None), "read1", None) or body.read
         try:
             attempt.reading(body)
             length = response.get("ContentLength")
@@ -144,18 +148,21 @@ class S3Backend:
             got = 0
             while True:
                 attempt.check()
-                piece = body.read(PIECE if limit is None else min(PIECE, limit - got))
-                if not piece:  # the end; read() has checked the length against Content-Length
+                piece = read(PIECE if limit is None else min(PIECE, limit - got))
+                if not piece:
+                    if length is not None and got != int(length):  # urllib3 checks it too
+                        raise ConnectionError(f"body cut after {got} of {length} bytes")
                     break
                 pieces.append(piece)
                 got += len(piece)
+                attempt.progress(got)  # a body that stops moving gets a hedge (resilience.py)
                 if limit is not None and got >= limit:
                     raise ObjectTooLargeError(key, max_size)
             attempt.size = got
             return b"".join(pieces)
         except self._broken_body as e:
             attempt.check()  # shut down by a winning twin: not a failure of the link
-            if isinstance(e, self._read_timeout):
+            if isinstance(e, self._read_timeouts):
                 self._runner.stalled(f"reading {key}")
             raise Retryable(e) from None  # botocore never retries a body read: we do
         finally:
