@@ -305,3 +305,25 @@ def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_prox
     assert all_stalls_closed_by_client(proxy)
     ok(run(["model", "pull", "direct", "m", tmp_path / "dest", "--tag", "v1", "--quiet"], cwd=tmp_path))
     assert_same_tree(src, tmp_path / "dest")
+
+
+def test_a_listing_that_stalls_is_hedged(make_proxy, backends, s3_bucket):
+    """A LIST answer that goes silent mid-body (a hung load balancer does not care which request
+    it holds): the page is requested again once it straggles, and the listing completes long
+    before the stall deadline would have ended it."""
+    proxy = make_proxy(stall_after=0)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=3.0)
+    backends.append(backend)
+    keys = [f"blobs/3{i}/listed" for i in range(40)]
+    for key in keys[:4]:  # the pace of a request here
+        backend.put(key, b"x" * 100)
+        assert backend.get(key) == b"x" * 100
+    for key in keys[4:]:
+        backend.put(key, b"x" * 100)
+    proxy.stall_first_gets = 1  # the first GET of every path: the LIST's below
+
+    assert sorted(info.key for info in backend.list("blobs/")) == sorted(keys)
+    lists = [(path, n) for (method, path), n in proxy.seen.items() if method == "GET" and "list-type=2" in path]
+    assert len(lists) == 1 and lists[0][1] == 2  # the stalled page and its hedge
+    assert backend.stats.hedges == 1 and backend.stats.hedges_won == 1
+    assert all_stalls_closed_by_client(proxy)  # the abandoned page's connection is closed too

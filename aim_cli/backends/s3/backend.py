@@ -231,20 +231,23 @@ class S3Backend:
         return int(response["ContentLength"])
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")  # 1000 keys per page
-        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self._key_base + prefix))
+        # Page by page (1000 keys each), each page a request of its own that is retried and hedged
+        # like a GET: a LIST answer that goes silent must not hold a command for the deadline.
+        action = f"listing {prefix or 'all keys'}"
+        params = {"Bucket": self.bucket, "Prefix": self._key_base + prefix}
         cut = len(self._key_base)
         while True:
             # Only the request is guarded, not the yield: an exception thrown into this generator
             # by its consumer must not be reported as a storage error.
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            except self._errors as e:
-                raise self._error(e, f"listing {prefix or 'all keys'}") from None
+            page = self._runner.run(
+                action, lambda _attempt, p=dict(params): self._client.list_objects_v2(**p), hedged="GET"
+            )
             for obj in page.get("Contents", ()):
                 yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
 
     def delete(self, key: str) -> None:
         try:
