@@ -15,6 +15,7 @@ goes through ``errors.storage_error_from``, which turns botocore's exceptions in
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.backends.s3.client import client_config, new_client
@@ -239,15 +240,16 @@ class S3Backend:
         while True:
             # Only the request is guarded, not the yield: an exception thrown into this generator
             # by its consumer must not be reported as a storage error.
-            page = self._runner.run(
-                action, lambda _attempt, p=dict(params): self._client.list_objects_v2(**p), hedged="GET"
-            )
+            page = self._runner.run(action, partial(self._list_page, dict(params)), hedged="GET")
             for obj in page.get("Contents", ()):
                 yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]))
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
             params["ContinuationToken"] = token
+
+    def _list_page(self, params: dict, _attempt: Attempt) -> dict:
+        return self._client.list_objects_v2(**params)
 
     def delete(self, key: str) -> None:
         try:
