@@ -1,7 +1,8 @@
 """A pull through a link where some responses go silent mid-body, against the same pull through a
-clean link: what stalls cost, and what the S3 backend did about them (issue 8).
+clean link: what stalls cost, and what the S3 backend did about them (issues 8 and 17).
 
     uv run python benchmarks/stall_bench.py                     # 96 MiB, 15% of GETs stall, --jobs 8
+    uv run python benchmarks/stall_bench.py --stall-after 128KiB   # every stall at one point
     uv run python benchmarks/stall_bench.py --cli               # time the console script instead
     uv run python benchmarks/stall_bench.py --stall-rate 0.3 --seed 7 --runs 5
 
@@ -11,15 +12,17 @@ run pulls the version into an empty directory twice, in alternating order, throu
 its own (FaultyProxy of tests/fakes.py) on 127.0.0.1:
 - clean: forwards every request as it is;
 - stalling: a ``--stall-rate`` share of GET responses, drawn from a generator seeded with
-  ``--seed`` plus the run's number (0 for the warm-up), stop after ``--stall-after`` bytes of the
-  body and keep the connection open and silent until the client closes it (a hung load balancer).
+  ``--seed`` plus the run's number (0 for the warm-up), stop at a point of the body drawn from the
+  same generator (uniformly from before the first byte to the last one; ``--stall-after N``: after
+  N bytes, always) and keep the connection open and silent until the client closes it (a hung
+  load balancer).
 A pull is the whole pipeline: ``aim_cli.api.open_repository`` and ``aim_cli.pull.pipeline.pull`` (what
 ``aim_cli.api.pull`` runs), or with ``--cli`` the console script ``aim_cli model pull``. Every
 pulled file is compared with its source byte for byte. The stall deadline is the default one
 (start_moto unsets every AIM_* variable, AIM_S3_STALL_SECONDS included). The table shows the
-median time of ``--runs`` runs and, summed over the runs, what the proxy did (stalled responses,
+median and the worst time of ``--runs`` runs and, summed over the runs, what the proxy did (stalled responses,
 blob GETs beyond one per chunk) and, without ``--cli``, the backend's counters
-(``S3Backend.stats``). Target: the stalling pull under 15 s.
+(``S3Backend.stats``). Target: the stalling pull at most 3x the clean one (issue 17).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from benchmarks.s3_bench import AIM, MiB, make_source, parse_size, start_moto, s
 from tests.fakes import FaultyProxy  # noqa: E402
 
 MODEL, TAG = "m", "v1"
-TARGET_SECONDS = 15.0
+#: The stalling pull may take at most this many times the clean one.
+TARGET_RATIO = 3.0
 
 
 def write_config(path: Path, endpoints: dict[str, str], bucket: str) -> None:
@@ -122,11 +126,15 @@ def main() -> None:
     ap.add_argument("--jobs", "-j", type=int, default=8, help="parallel transfers (default 8)")
     ap.add_argument("--runs", type=int, default=3, help="runs; the table shows the median time (default 3)")
     ap.add_argument("--stall-rate", type=float, default=0.15, help="share of GET responses that stall (0.15)")
-    ap.add_argument("--stall-after", default="128KiB", help="body bytes sent before a stall (default 128KiB)")
+    ap.add_argument(
+        "--stall-after", default="random", help="body bytes sent before a stall (default: random, per response)"
+    )
     ap.add_argument("--seed", type=int, default=8, help="seed of the stall draws (default 8)")
     ap.add_argument("--cli", action="store_true", help="time the console script instead of the library")
     args = ap.parse_args()
-    size, file_size, stall_after = parse_size(args.size), parse_size(args.file_size), parse_size(args.stall_after)
+    size, file_size = parse_size(args.size), parse_size(args.file_size)
+    anywhere = args.stall_after == "random"
+    stall_after = 0 if anywhere else parse_size(args.stall_after)
 
     work = Path(tempfile.mkdtemp(prefix="stallbench-"))
     proc = None
@@ -158,6 +166,7 @@ def main() -> None:
                     lose_puts=0,
                     stall_rate=args.stall_rate,
                     stall_after=stall_after,
+                    stall_anywhere=anywhere,
                     seed=args.seed + i,
                 ),
             }
@@ -183,9 +192,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     how = "`aim_cli model pull --quiet`" if args.cli else "`aim_cli.pull.pipeline.pull` (in process)"
+    where = "at a random point of the body" if anywhere else f"after {stall_after / 1024:.0f} KiB"
     print(
         f"{size / MiB:.0f} MiB in {len(files)} files, {chunks} chunks; --jobs {args.jobs}; median of {args.runs} "
-        f"runs; {args.stall_rate:.0%} of GET responses stall after {stall_after / 1024:.0f} KiB (seeds "
+        f"runs; {args.stall_rate:.0%} of GET responses stall {where} (seeds "
         f"{args.seed + 1}..{args.seed + args.runs}); stall deadline {DEFAULT_STALL_SECONDS:g} s (default); moto on "
         f"127.0.0.1; {os.cpu_count()} CPUs, Python {platform.python_version()}; pull via {how}"
     )
@@ -195,21 +205,32 @@ def main() -> None:
     )
     print()
     print(
-        "| pull through | seconds | MiB/s | stalled responses | extra blob GETs | stalls detected "
-        "| hedges (won) | abandoned | left hanging |"
+        "| pull through | median s | worst s | MiB/s | stalled responses | extra blob GETs | stalls detected "
+        "| hedges (won) | of which mid-body | silent copies closed | abandoned | left hanging |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("clean", "stalling"):
         t, c = statistics.median(times[name]), counts[name]
-        backend = ("-", "-", "-") if args.cli else (c["stalls"], f"{c['hedges']} ({c['hedges_won']})", c["abandoned"])
-        print(
-            f"| {name} proxy | {t:.2f} | {size / MiB / t:.0f} | {c['stalled']} | {c['extra_gets']} | "
-            f"{backend[0]} | {backend[1]} | {backend[2]} | {c['stalls_left_hanging']} |"
+        backend = (
+            ("-",) * 5
+            if args.cli
+            else (
+                c["stalls"],
+                f"{c['hedges']} ({c['hedges_won']})",
+                c["hedges_mid_body"],
+                c["silent_closed"],
+                c["abandoned"],
+            )
         )
-    stalling = statistics.median(times["stalling"])
-    ratio = stalling / statistics.median(times["clean"])
-    verdict = "met" if stalling < TARGET_SECONDS else "MISSED"
-    print(f"\nstalling / clean = {ratio:.2f}; target: stalling pull < {TARGET_SECONDS:.0f} s: {verdict}")
+        print(
+            f"| {name} proxy | {t:.2f} | {max(times[name]):.2f} | {size / MiB / t:.0f} | "
+            f"{c['stalled']} | {c['extra_gets']} | "
+            + " | ".join(map(str, backend))
+            + f" | {c['stalls_left_hanging']} |"
+        )
+    ratio = statistics.median(times["stalling"]) / statistics.median(times["clean"])
+    verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
+    print(f"\nstalling / clean = {ratio:.2f}; target: at most {TARGET_RATIO:g}x: {verdict}")
 
 
 if __name__ == "__main__":

@@ -231,7 +231,10 @@ class FaultyProxy:
     it, the proxy closes, or ``stall_limit`` seconds pass; ``stall_ends`` counts which.
     - GET responses whose body is longer than ``stall_after`` stall after that many body bytes:
       the first ``stall_first_gets`` of each path, and a ``stall_rate`` share of all the others,
-      drawn from a generator seeded with ``seed`` (so a run is repeatable).
+      drawn from a generator seeded with ``seed`` (so a run is repeatable). With
+      ``stall_anywhere``, a stalling response stops at a point of its body drawn from the same
+      generator instead, uniformly from ``stall_after`` to the last byte (0: possibly before the
+      first byte); ``stall_points`` lists the points drawn, as (path, bytes sent, body size).
     - The first ``stall_first_puts`` PUTs of each path are read whole, never forwarded, and stall.
     Slow but alive:
     - The first PUT of each path waits ``slow_puts`` seconds before it is forwarded (a slow server),
@@ -256,6 +259,7 @@ class FaultyProxy:
         stall_first_gets: int = 0,
         stall_rate: float = 0.0,
         stall_after: int = 64 * 1024,
+        stall_anywhere: bool = False,
         seed: int = 0,
         stall_first_puts: int = 0,
         stall_limit: float = 120.0,
@@ -268,6 +272,8 @@ class FaultyProxy:
         self.upstream = (target.hostname, target.port)
         self.cut_gets, self.cut_after, self.lose_puts = cut_gets, cut_after, lose_puts
         self.stall_first_gets, self.stall_rate, self.stall_after = stall_first_gets, stall_rate, stall_after
+        self.stall_anywhere = stall_anywhere
+        self.stall_points: list[tuple[str, int, int]] = []
         self.stall_first_puts, self.stall_limit = stall_first_puts, stall_limit
         self.slow_puts, self.trickle, self.flood_gets = slow_puts, trickle, flood_gets
         self.seen: Counter[tuple[str, str]] = Counter()
@@ -360,11 +366,16 @@ class FaultyProxy:
         except OSError:
             pass  # the client closed first
 
-    def _stalls_get(self, nth: int, size: int) -> bool:
+    def _stall_point(self, path: str, nth: int, size: int) -> int | None:
+        """How many body bytes a GET response sends before it stalls; None: it does not stall."""
         if size <= self.stall_after:
-            return False
+            return None
         with self._lock:
-            return nth <= self.stall_first_gets or self._rng.random() < self.stall_rate
+            if not (nth <= self.stall_first_gets or self._rng.random() < self.stall_rate):
+                return None
+            point = self._rng.randrange(self.stall_after, size) if self.stall_anywhere else self.stall_after
+            self.stall_points.append((path, point, size))
+            return point
 
     def _hold(self, handler: BaseHTTPRequestHandler) -> None:
         """Keep the connection open and silent (bounded), then shut it."""
@@ -478,8 +489,9 @@ class FaultyProxy:
             handler.wfile.write(data[: self.cut_after])
             self._count("cut_bodies")
             return self._cut(handler)
-        if method == "GET" and self._stalls_get(nth, len(data)):
-            handler.wfile.write(data[: self.stall_after])
+        point = self._stall_point(path, nth, len(data)) if method == "GET" else None
+        if point is not None:
+            handler.wfile.write(data[:point])
             return self._hold(handler)
         if method == "GET" and self.trickle:
             return self._send_trickle(handler, data)

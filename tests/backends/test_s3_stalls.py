@@ -17,7 +17,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from aim_cli.backends.s3.resilience import STALL_ENV, STALL_SECONDS_RANGE, TransferStats, stall_seconds_from_env
+from aim_cli.backends.s3.resilience import (
+    MAX_COPIES,
+    MAX_STARTS,
+    STALL_ENV,
+    STALL_SECONDS_RANGE,
+    TransferStats,
+    stall_seconds_from_env,
+)
 from aim_cli.errors import ConfigError, ObjectTooLargeError
 from tests.backends.test_s3_faults import new_backend
 from tests.fakes import FaultyProxy
@@ -63,19 +70,63 @@ def all_stalls_closed_by_client(proxy: FaultyProxy) -> bool:
     return proxy.wait_until(lambda: proxy.stall_ends["client"] == proxy.stalled) and set(proxy.stall_ends) <= {"client"}
 
 
-def test_a_stalled_get_is_abandoned_and_retried(make_proxy, backends, s3_bucket):
-    """A body that goes silent mid-way: with nothing to compare with yet (no hedge), the silence
-    deadline abandons the connection and the retry on a fresh one delivers every byte."""
-    proxy = make_proxy(stall_first_gets=1)
-    backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
+def test_a_get_that_stops_mid_body_is_hedged_before_any_pace_is_known(make_proxy, backends, s3_bucket):
+    """The first GET of a backend (nothing to compare with yet) stops after part of its body: it
+    is hedged once it has been silent for a share of the stall deadline, long before the deadline
+    itself; the hedge delivers every byte and the silent connection is closed."""
+    proxy = make_proxy(stall_first_gets=1, stall_after=100 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=8.0)  # below the proxy's 10 s limit
     backends.append(backend)
     data = random_bytes(300 * KiB, seed=1)
     backend.put("blobs/aa/stalled", data)
 
     assert backend.get("blobs/aa/stalled", max_size=len(data)) == data
-    assert backend.stats == TransferStats(stalls=1, abandoned=1)
-    assert proxy.stalled == 1
+    assert backend.stats == TransferStats(abandoned=1, hedges=1, hedges_won=1, hedges_mid_body=1)
+    assert proxy.stall_points == [(path_of(s3_bucket, "blobs/aa/stalled"), 100 * KiB, 300 * KiB)]
     assert proxy.seen["GET", path_of(s3_bucket, "blobs/aa/stalled")] == 2
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_when_every_copy_stalls_silent_ones_make_room_and_the_deadline_is_the_backstop(make_proxy, backends, s3_bucket):
+    """The first MAX_STARTS GETs of a key all stop mid-body: copies that went silent are closed to
+    make room for fresh ones (never more than MAX_COPIES at once), and when every copy the race may
+    start has stalled, the stall deadline ends the last ones and a new request delivers."""
+    proxy = make_proxy(stall_first_gets=MAX_STARTS, stall_after=64 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=2.0)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=4)
+    backend.put("blobs/ab/stalled", data)
+
+    assert backend.get("blobs/ab/stalled", max_size=len(data)) == data
+    stats = backend.stats
+    assert proxy.seen["GET", path_of(s3_bucket, "blobs/ab/stalled")] == MAX_STARTS + 1
+    assert stats.hedges >= MAX_COPIES and stats.hedges == stats.hedges_mid_body
+    assert stats.silent_closed >= 1 and stats.stalls >= 1  # room was made; the deadline ended the rest
+    assert stats.abandoned == MAX_STARTS
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_stalls_at_random_points_of_bodies_are_all_hedged(make_proxy, backends, s3_bucket):
+    """A third of the GET responses stop at a random point of their body (before the first byte
+    included; seeded): once the backend knows the pace of a GET, every one is hedged and none
+    waits for the stall deadline."""
+    proxy = make_proxy(stall_anywhere=True, stall_after=0, seed=17)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=8.0, max_connections=8)
+    backends.append(backend)
+    objects = {f"blobs/2{i:x}/mid": random_bytes(600 * KiB, seed=20 + i) for i in range(16)}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda item: backend.put(*item), objects.items()))
+        assert list(pool.map(backend.get, list(objects)[:4])) == list(objects.values())[:4]  # the pace
+        proxy.stall_rate = 0.33
+        got = list(pool.map(lambda key: backend.get(key, max_size=len(objects[key])), objects))
+
+    assert got == list(objects.values())
+    points = [point for _, point, _ in proxy.stall_points]
+    assert len(points) >= 4 and any(0 < point < 600 * KiB // 2 for point in points)
+    stats = backend.stats
+    assert stats.stalls == 0  # no request waited for the deadline
+    assert stats.hedges_mid_body >= 1 and stats.hedges_won >= 1
+    assert stats.abandoned >= len(points)
     assert all_stalls_closed_by_client(proxy)
 
 
@@ -104,9 +155,10 @@ def test_straggling_gets_are_hedged_and_the_losers_closed(make_proxy, backends, 
 
 
 def test_a_slow_but_moving_body_is_not_abandoned(make_proxy, backends, s3_bucket):
-    """A link that trickles 16 KiB every 0.1 s takes longer than the stall deadline for each
-    256 KiB piece, but it keeps moving: nothing is abandoned, retried or hedged."""
-    proxy = make_proxy(trickle=(16 * KiB, 0.1))
+    """A link that trickles 8 KiB every 0.05 s takes longer than the stall deadline for the
+    body, but it keeps moving: nothing is abandoned, retried or hedged, neither before the backend
+    knows the pace of a GET (silence alone decides then) nor after."""
+    proxy = make_proxy(trickle=(8 * KiB, 0.05))
     backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
     backends.append(backend)
     data = random_bytes(300 * KiB, seed=2)
@@ -253,3 +305,25 @@ def test_cli_push_through_a_link_that_stalls_every_first_put(tmp_path, make_prox
     assert all_stalls_closed_by_client(proxy)
     ok(run(["model", "pull", "direct", "m", tmp_path / "dest", "--tag", "v1", "--quiet"], cwd=tmp_path))
     assert_same_tree(src, tmp_path / "dest")
+
+
+def test_a_listing_that_stalls_is_hedged(make_proxy, backends, s3_bucket):
+    """A LIST answer that goes silent mid-body (a hung load balancer does not care which request
+    it holds): the page is requested again once it straggles, and the listing completes long
+    before the stall deadline would have ended it."""
+    proxy = make_proxy(stall_after=0)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=3.0)
+    backends.append(backend)
+    keys = [f"blobs/3{i}/listed" for i in range(40)]
+    for key in keys[:4]:  # the pace of a request here
+        backend.put(key, b"x" * 100)
+        assert backend.get(key) == b"x" * 100
+    for key in keys[4:]:
+        backend.put(key, b"x" * 100)
+    proxy.stall_first_gets = 1  # the first GET of every path: the LIST's below
+
+    assert sorted(info.key for info in backend.list("blobs/")) == sorted(keys)
+    lists = [(path, n) for (method, path), n in proxy.seen.items() if method == "GET" and "list-type=2" in path]
+    assert len(lists) == 1 and lists[0][1] == 2  # the stalled page and its hedge
+    assert backend.stats.hedges == 1 and backend.stats.hedges_won == 1
+    assert all_stalls_closed_by_client(proxy)  # the abandoned page's connection is closed too

@@ -15,6 +15,7 @@ goes through ``errors.storage_error_from``, which turns botocore's exceptions in
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.backends.s3.client import client_config, new_client
@@ -29,8 +30,9 @@ from aim_cli.backends.s3.resilience import (
 )
 from aim_cli.errors import ConfigError, KeyNotFoundError, ObjectTooLargeError, StorageError
 
-#: Bodies are read in pieces of this size: memory stays bounded by max_size whatever the server
-#: claims, and a request whose hedge won stops between pieces.
+#: Bodies are read in pieces of at most this size: memory stays bounded by max_size whatever the
+#: server claims, a request whose hedge won stops between pieces, and each piece is progress (a
+#: body that stops moving mid-way gets a hedge).
 PIECE = 256 * 1024
 #: DeleteObjects accepts at most 1000 keys per request.
 DELETE_BATCH = 1000
@@ -74,7 +76,7 @@ class S3Backend:
 
         self._errors = failures.errors
         self._broken_body = failures.broken_body
-        self._read_timeout = failures.read_timeout
+        self._read_timeouts = failures.read_timeouts
         self._runner = RequestRunner(self.location, self.stall_seconds, max_connections, failures, self._error)
 
         config = client_config(
@@ -130,8 +132,11 @@ class S3Backend:
 
     def _read_body(self, key: str, response: dict, max_size: int | None, attempt: Attempt) -> bytes:
         """The body of a GET, read in pieces: never more than ``max_size + 1`` bytes, whatever
-        Content-Length claims (or whether it is there at all)."""
+        Content-Length claims (or whether it is there at all). Pieces are what the socket has
+        (urllib3's ``read1``, up to PIECE): each one is progress, seen as soon as bytes arrive, so
+        a slow body that keeps moving is told apart from one that stopped (resilience.py)."""
         body = response["Body"]
+        read = getattr(getattr(body, "_raw_stream", None), "read1", None) or body.read
         try:
             attempt.reading(body)
             length = response.get("ContentLength")
@@ -144,18 +149,21 @@ class S3Backend:
             got = 0
             while True:
                 attempt.check()
-                piece = body.read(PIECE if limit is None else min(PIECE, limit - got))
-                if not piece:  # the end; read() has checked the length against Content-Length
+                piece = read(PIECE if limit is None else min(PIECE, limit - got))
+                if not piece:
+                    if length is not None and got != int(length):  # urllib3 checks it too
+                        raise ConnectionError(f"body cut after {got} of {length} bytes")
                     break
                 pieces.append(piece)
                 got += len(piece)
+                attempt.progress(got)  # a body that stops moving gets a hedge (resilience.py)
                 if limit is not None and got >= limit:
                     raise ObjectTooLargeError(key, limit - 1)
             attempt.size = got
             return b"".join(pieces)
         except self._broken_body as e:
             attempt.check()  # shut down by a winning twin: not a failure of the link
-            if isinstance(e, self._read_timeout):
+            if isinstance(e, self._read_timeouts):
                 self._runner.stalled(f"reading {key}")
             raise Retryable(e) from None  # botocore never retries a body read: we do
         finally:
@@ -224,22 +232,26 @@ class S3Backend:
         return int(response["ContentLength"])
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")  # 1000 keys per page
-        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self._key_base + prefix))
+        # Page by page (1000 keys each), each page a request of its own that is retried and hedged
+        # like a GET: a LIST answer that goes silent must not hold a command for the deadline.
+        action = f"listing {prefix or 'all keys'}"
+        params = {"Bucket": self.bucket, "Prefix": self._key_base + prefix}
         cut = len(self._key_base)
         while True:
             # Only the request is guarded, not the yield: an exception thrown into this generator
             # by its consumer must not be reported as a storage error.
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            except self._errors as e:
-                raise self._error(e, f"listing {prefix or 'all keys'}") from None
+            page = self._runner.run(action, partial(self._list_page, dict(params)), hedged="GET")
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")  # a datetime (botocore parses it); some servers omit it
                 mtime = modified.timestamp() if modified is not None else None
                 yield ObjectInfo(obj["Key"][cut:], int(obj["Size"]), mtime)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+
+    def _list_page(self, params: dict, _attempt: Attempt) -> dict:
+        return self._client.list_objects_v2(**params)
 
     def delete(self, key: str) -> None:
         try:

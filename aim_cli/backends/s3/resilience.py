@@ -25,6 +25,18 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   the others are closed. So one stalled request costs a fraction of a second instead of the stall
   deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``Race``), so
   a slow endpoint never sees its load doubled.
+- Answers that stop: a copy whose answer has begun (headers, then each piece of the body as the
+  socket delivers it) is also a straggler once it has been silent for HEDGE_FACTOR x the time a
+  small request (``Pace.PACE_MIN_BYTES``) takes at the observed pace, and at least
+  SILENCE_FLOOR_SHARE x the stall deadline (0.2 s by default): bytes that were flowing and stopped,
+  while other requests complete at the observed pace, mean a hung peer, whatever the share of the
+  body already read. This floor is lower than the hedge floor because it only starts once the
+  server has answered: the server's own latency (time to the headers) is not in it. Before any
+  request has completed (the first reads of a command), silence alone decides, after
+  UNPACED_SILENCE_SHARE x the stall deadline (1 s by default) instead of the whole deadline. When
+  MAX_COPIES copies already run, the one silent the longest past that bound is closed to make
+  room, so a request whose hedges stall too still gets a fresh copy (MAX_STARTS in all) instead
+  of waiting for the stall deadline; at most MAX_COPIES copies of a request run at once.
 Only requests that are safe to repeat are hedged: a GET, and a plain PUT (idempotent: the same bytes
 under the same key). ``put_if_absent`` (a conditional PUT, the commit of a tag or a lock) is never
 hedged: it still gets the silence deadline and the retry, whose second answer (412 for our own
@@ -40,6 +52,7 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +78,14 @@ HEDGE_FLOOR_SHARE = 0.1
 #: Copies of one request at most (the first and two hedges): with 15% of responses stalling, all
 #: three stall for 0.3% of requests, which then wait for the stall deadline.
 MAX_COPIES = 3
+#: Copies of one request started at most, silent ones that were closed included.
+MAX_STARTS = 6
+#: A body that has begun to arrive and then stays silent this share of the stall deadline (and
+#: HEDGE_FACTOR x the time of a small request here) is a straggler (see the module docstring).
+SILENCE_FLOOR_SHARE = 0.04
+#: Before any request has completed there is no pace to compare with: an answer that has begun
+#: and then stays silent this share of the stall deadline (1 s by default) is a straggler anyway.
+UNPACED_SILENCE_SHARE = 0.2
 #: Our own attempts around a whole get/put whose connection broke (see the module docstring).
 ATTEMPTS = 5
 BACKOFF_START = 0.1
@@ -113,6 +134,11 @@ class TransferStats:
     #: second requests started for stragglers, and how many of them finished first
     hedges: int = 0
     hedges_won: int = 0
+    #: hedges started because a body had begun to arrive and then stopped (counted in ``hedges``)
+    hedges_mid_body: int = 0
+    #: copies closed because their body went silent, to make room for a fresh one (counted in
+    #: ``abandoned``)
+    silent_closed: int = 0
 
 
 class Cancelled(Exception):
@@ -138,12 +164,15 @@ class Failures:
     broken: tuple[type[BaseException], ...]
     #: reading a GET's body: botocore never retried it, so a read timeout is worth one too
     broken_body: tuple[type[BaseException], ...]
-    read_timeout: type[BaseException]
+    #: a socket read that waited past the stall deadline: botocore's (headers) and urllib3's (a
+    #: body read straight from urllib3's response)
+    read_timeouts: tuple[type[BaseException], ...]
 
     @classmethod
     def load(cls) -> Failures:
         from botocore import exceptions as bx
         from urllib3.exceptions import HTTPError as Urllib3HTTPError
+        from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
         # Connect failures (EndpointConnectionError, ConnectTimeoutError) are deliberately absent
         # from ``broken``.
@@ -155,7 +184,8 @@ class Failures:
             ConnectionError,  # the builtin: ConnectionResetError and friends
             Retryable,
         )
-        return cls((bx.BotoCoreError, bx.ClientError), broken, (*broken, bx.ReadTimeoutError), bx.ReadTimeoutError)
+        timeouts = (bx.ReadTimeoutError, Urllib3ReadTimeoutError)
+        return cls((bx.BotoCoreError, bx.ClientError), broken, (*broken, *timeouts), timeouts)
 
 
 class Pace:
@@ -193,8 +223,18 @@ class Attempt:
     def __init__(self, size: int | None):
         self.size = size  # bytes moved: the body's, once known
         self.cancelled = False
+        self.started = time.monotonic()
+        #: when the server's answer last moved (headers, then each piece of the body); None while
+        #: no answer has come
+        self.moved: float | None = None
+        self.received = 0  # body bytes so far
         self._body = None
         self._lock = threading.Lock()
+
+    def progress(self, received: int) -> None:
+        """Record that the answer moved: ``received`` body bytes so far (0: the headers came)."""
+        self.received = received
+        self.moved = time.monotonic()
 
     def check(self) -> None:
         if self.cancelled:
@@ -205,6 +245,7 @@ class Attempt:
         with self._lock:
             self.check()
             self._body = body
+        self.progress(0)
 
     def cancel(self) -> None:
         with self._lock:
@@ -215,13 +256,18 @@ class Attempt:
 
 
 def _shut_down(body) -> None:
-    """Unblock a read of ``body`` running in another thread (urllib3's documented way); the reader
-    then fails, and closes the connection."""
+    """Unblock a read of ``body`` running in another thread; the reader then fails, and closes the
+    connection. Both directions are shut, not only reads (urllib3's ``shutdown``): a read that
+    ends at the shut-down (``read1``) may hand the connection back to the pool, and a socket
+    shut in both directions is closed for the server at once and never reused (urllib3 drops
+    connections it finds closed)."""
     raw = getattr(body, "_raw_stream", None)  # botocore's StreamingBody wraps urllib3's response
-    if raw is None:
-        return
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
     try:
-        raw.shutdown()
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        elif raw is not None:
+            raw.shutdown()
     except (AttributeError, ValueError, RuntimeError, OSError):
         pass  # already released or closed: there is no read left to interrupt
 
@@ -304,6 +350,8 @@ class RequestRunner:
         self._failures = failures
         self._error = error
         self._hedge_floor = HEDGE_FLOOR_SHARE * stall_seconds
+        self._silence_floor = SILENCE_FLOOR_SHARE * stall_seconds
+        self._unpaced_silence = UNPACED_SILENCE_SHARE * stall_seconds
         hedge_limit = max_connections // 4 + 1
         self._hedge_slots = threading.BoundedSemaphore(hedge_limit)
         self.extra_connections = (MAX_COPIES - 1) * hedge_limit  # copies beyond one per caller, at most
@@ -368,7 +416,7 @@ class RequestRunner:
     def notice_stall(self, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook: count the read timeouts that botocore itself retries
         (headers that never came); the retry decision stays botocore's."""
-        if isinstance(caught_exception, self._failures.read_timeout):
+        if isinstance(caught_exception, self._failures.read_timeouts):
             self.stalled(f"{getattr(kwargs.get('operation'), 'name', 'a')} request")
 
     def stalled(self, what: str) -> None:
@@ -388,44 +436,77 @@ class RequestRunner:
             pace.observe(attempt.size or 0, time.monotonic() - started)
         return result
 
-    def _until_straggler(self, pace: Pace, size: int | None, started: float) -> float | None:
-        """Seconds left before a request started at ``started`` becomes a straggler (<= 0: it is
-        one); None while this backend has not seen a request complete (nothing to compare with)."""
-        expected = pace.expected(size)
+    def _silence_limit(self, pace: Pace) -> float:
+        """Seconds an answer that has begun (headers, then body) may stay silent before its copy
+        is a straggler: HEDGE_FACTOR x a small request at the observed pace and at least the
+        silence floor; UNPACED_SILENCE_SHARE x the stall deadline while this backend has not seen
+        a request complete (nothing to compare with)."""
+        expected = pace.expected(None)  # a small request: latency and one piece of body
         if expected is None:
-            return None
-        return started + max(self._hedge_floor, HEDGE_FACTOR * expected) - time.monotonic()
+            return self._unpaced_silence
+        return max(self._silence_floor, HEDGE_FACTOR * expected)
+
+    def _until_straggler(self, pace: Pace, attempt: Attempt) -> float | None:
+        """Seconds left before ``attempt`` becomes a straggler (<= 0: it is one): its whole request
+        took too long for its size at the observed pace, or its answer began and then went silent.
+        None while neither can happen (no pace observed yet and no answer)."""
+        now, left = time.monotonic(), None
+        expected = pace.expected(attempt.size)
+        if expected is not None:
+            left = attempt.started + max(self._hedge_floor, HEDGE_FACTOR * expected) - now
+        if attempt.moved is not None:  # the server answered: silence counts from then on
+            quiet = attempt.moved + self._silence_limit(pace) - now
+            left = quiet if left is None else min(left, quiet)
+        return left
+
+    def _room_for_a_copy(self, copies: dict[Future, Attempt], pace: Pace) -> bool:
+        """True if another copy may start: fewer than MAX_COPIES run, or one of them has been
+        silent past the silence limit and is closed now (the one silent the longest)."""
+        if len(copies) < MAX_COPIES:
+            return True
+        silence, now = self._silence_limit(pace), time.monotonic()
+        future, attempt = min(copies.items(), key=lambda item: item[1].moved or item[1].started)
+        if attempt.moved is None or now - attempt.moved < silence:
+            return False
+        del copies[future]  # its end (Cancelled or a broken read) is nobody's business now
+        attempt.cancel()
+        self._count(abandoned=1, silent_closed=1)
+        return True
+
+    def _start_copy(self, race: Race, copies: dict, request: Callable[[Attempt], T], size, pace: Pace) -> Attempt:
+        attempt = Attempt(size)
+        race.add(copies, self._pool.submit(self._run_copy, request, attempt, pace), attempt)
+        return attempt
 
     def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str) -> T:
         """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
-        another copy on a fresh connection (MAX_COPIES in all: a hedge may stall too). The first
-        copy to succeed wins and the others are cancelled. A copy whose connection broke or went
-        silent waits for the others; any other failure (not found, too large) is final at once."""
+        another copy on a fresh connection (MAX_COPIES at once, MAX_STARTS in all: a hedge may
+        stall too). The first copy to succeed wins and the others are cancelled. A copy whose
+        connection broke or went silent waits for the others; any other failure (not found, too
+        large) is final at once."""
         race = Race(self._hedge_slots)
         copies: dict[Future, Attempt] = {}
-        first = Attempt(size)
-        newest = started = time.monotonic()
-        race.add(copies, self._pool.submit(self._run_copy, request, first, pace), first)
+        first = newest = self._start_copy(race, copies, request, size, pace)
         try:
             while copies:
                 timeout = None
-                if race.started < MAX_COPIES:
-                    left = self._until_straggler(pace, first.size, newest)
-                    if left is not None and left <= 0 and race.take_slot():
-                        hedge = Attempt(first.size)
-                        race.add(copies, self._pool.submit(self._run_copy, request, hedge, pace), hedge)
-                        newest = time.monotonic()
-                        self._count(hedges=1)
+                if race.started < MAX_STARTS:
+                    left = self._until_straggler(pace, newest)
+                    if left is not None and left <= 0 and race.take_slot() and self._room_for_a_copy(copies, pace):
+                        mid_body = int(newest.moved is not None)
+                        newest = self._start_copy(race, copies, request, first.size, pace)
+                        self._count(hedges=1, hedges_mid_body=mid_body)
                         log.debug(
-                            "%s in %s: no answer after %.2fs: hedged (copy %d)",
+                            "%s in %s: %s after %.2fs: hedged (copy %d)",
                             action,
                             self.location,
-                            newest - started,
+                            "body stopped" if mid_body else "no answer",
+                            newest.started - first.started,
                             race.started,
                         )
-                        left = self._until_straggler(pace, first.size, newest)
-                    # Not a straggler yet, or no slot free: look again then, or after a hedge floor.
-                    timeout = left if left is not None and left > 0 else self._hedge_floor
+                        left = self._until_straggler(pace, newest)
+                    # Not a straggler yet, or no room: look again then, or after a silence floor.
+                    timeout = left if left is not None and left > 0 else self._silence_floor
                 done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     attempt = copies.pop(future)
