@@ -125,9 +125,12 @@ def worth_storing(delta_len: int, plain_len: int, min_saving: float) -> bool:
 
 def base_of(blob_prefix: bytes) -> str | None:
     """The base digest named by a delta blob, from its first 48 bytes at least (more is ignored);
-    None for a plain blob (codec 0-3: their first 16 bytes suffice). CorruptBlob for a prefix with
-    no blob header, an unknown codec, non-zero reserved bytes, or a delta header cut short."""
+    None for a plain blob (codec 0-3: their first 16 bytes suffice; decode checks the rest).
+    CorruptBlob for a prefix with no blob header, non-zero reserved bytes, an unknown codec, or a
+    delta header cut short."""
     if len(blob_prefix) < blob_codec.HEADER_SIZE or blob_prefix[:4] != blob_codec.MAGIC:
+        raise CorruptBlob("no blob header")
+    if blob_prefix[5:8] != b"\0\0\0":
         raise CorruptBlob("no blob header")
     codec = blob_prefix[4]
     if codec < DELTA_CODEC:
@@ -136,10 +139,7 @@ def base_of(blob_prefix: bytes) -> str | None:
         raise CorruptBlob(f"unknown codec {codec}")
     if len(blob_prefix) < DELTA_HEADER_SIZE:
         raise CorruptBlob("its delta header is cut short")
-    _, _, reserved, _, digest = _HEADER.unpack_from(blob_prefix)
-    if reserved != b"\0\0\0":
-        raise CorruptBlob("no blob header")
-    return digest.hex()
+    return bytes(blob_prefix[16:DELTA_HEADER_SIZE]).hex()
 
 
 def decode_delta(blob: bytes, raw_size: int, base_raw, name: str) -> bytearray:

@@ -169,6 +169,7 @@ def test_base_of_a_plain_blob_is_none(codec):
         b"AIMB\x05" + bytes(43),  # unknown codec
         b"AIMB\x04" + bytes(42),  # a delta header cut short
         b"AIMB\x04\0\x01\0" + bytes(40),  # reserved
+        b"AIMB\x01\x01\0\0" + bytes(8),  # reserved, in a plain blob's header
     ],
 )
 def test_base_of_refuses_a_malformed_prefix(prefix):
@@ -324,3 +325,20 @@ def test_fuzz_mutated_deltas(dtype, size, seed, mutations, in_headers):
     out = _check(mutated, size, base)
     if mutated == blob:
         assert out == raw
+    if out is not None:  # what decodes names its base where base_of reads it
+        assert base_of(mutated[:48]) == mutated[16:48].hex()
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.one_of(st.binary(max_size=60), st.binary(max_size=60).map(lambda b: b"AIMB" + b)))
+def test_fuzz_base_of(prefix):
+    try:
+        base = base_of(prefix)
+    except CorruptBlob as e:
+        assert str(e)
+        return
+    assert len(prefix) >= 16 and prefix[:4] == b"AIMB" and prefix[5:8] == bytes(3)
+    if base is None:
+        assert prefix[4] < 4
+    else:
+        assert prefix[4] == 4 and base == prefix[16:48].hex()
