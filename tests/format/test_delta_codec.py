@@ -93,6 +93,14 @@ def test_the_benchmark_rounds_to_each_dtype():
     assert bench.to_dtype(np.array([1.0, -2.0, 0.1], np.float32), "f16") == struct.pack("<3H", 0x3C00, 0xC000, 0x2E66)
 
 
+def test_the_benchmark_measures_what_it_says():
+    row = bench.measure("bf16", bench.PHASES["fine-tune"], 128 * KiB, 64 * KiB)
+    assert 0.6 < row["changed"] < 0.9  # bf16 fine-tuning: 70-90% of the weights change
+    assert row["delta gN L1"] < 0.5 * row["plain gN L1"] < row["plain g1 L1"]
+    assert row["delta gN L1"] < row["delta g1 L1"] and row["delta gN L1"] < row["dX bits"]
+    assert all(row[k] > 0 for k in row if k.endswith("/s"))
+
+
 def test_xor_refuses_buffers_of_other_lengths():
     with pytest.raises(ValueError):
         xor(b"abc", b"ab")
