@@ -5,7 +5,7 @@ the next time, whatever the destination. Content-addressed like a repository's `
 
     <root>/aim-cache.json          the marker: this directory is a chunk cache (written by the first put)
     <root>/<h[0:2]>/<h>            one chunk, raw bytes; h = 64 hex chars of its BLAKE3 digest
-    <root>/<h[0:2]>/.tmp-<h>.<id>  a put in progress (or left by a killed process)
+    <root>/<h[0:2]>/.<h>.<id>.aim-tmp  a put in progress (or left by a killed process)
 
 The contract:
 
@@ -13,13 +13,15 @@ The contract:
   bytes (the chunk size the manifest names): a planted huge file costs no memory. An entry that
   does not match (a torn disk, a stray edit) is deleted and ``get`` returns None: the caller
   fetches the chunk again.
-- ``put`` is atomic (temp file + ``os.replace``: a reader sees the whole entry or none) and never
-  raises: a cache is best effort. The first failure (disk full, read-only, permission denied)
-  prints one warning and turns further puts off for this cache object. No fsync: a torn entry
-  after a crash is caught by the hash check on read.
-- The first ``put`` writes the marker, unless the directory already holds something that is not
-  a cache, or lies inside a repository: then puts are off (one warning), so a mistyped
-  ``--cache-dir`` never turns someone's directory into a cache.
+- ``put`` is atomic (``util.fs.write_beside_at``: a random ``O_EXCL|O_NOFOLLOW`` temp file, then
+  ``rename``, both relative to the shard directory opened without following a link; a reader sees
+  the whole entry or none) and never raises: a cache is best effort. The first failure (disk
+  full, read-only, permission denied) prints one warning and turns further puts off for this
+  cache object. No fsync: a torn entry after a crash is caught by the hash check on read.
+- The first ``put`` writes the marker (the same writer, committed by ``link``: never over
+  another), unless the directory already holds something that is not a cache, or lies inside a
+  repository: then puts are off (one warning), so a mistyped ``--cache-dir`` never turns
+  someone's directory into a cache.
 - ``prune`` touches only entries and temp files of this exact layout, and refuses a directory
   without the marker (NotFoundError, exit 3: "no chunk cache there") or inside a repository
   (UsageError, exit 2). A path that does not exist holds nothing to prune.
@@ -31,21 +33,25 @@ The contract:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import blake3
 
-from aim_cli.backends.local import LocalBackend
+from aim_cli.backends.local import TMP_NAME, WRITEBACK_MIN_BYTES, LocalBackend
 from aim_cli.errors import AimError, IntegrityError, KeyNotFoundError, NotFoundError, StorageError, UsageError
 from aim_cli.format.layout import REPO_META_KEY, SHARDS, digest_of_shard_key, shard_key
 from aim_cli.format.manifest import HEX64
 from aim_cli.repository.meta import is_empty
+from aim_cli.util.fs import TEMP_NAME, write_beside_at
 
 #: A temp file older than this is left by a killed process; ``prune`` removes it.
 STALE_TMP_SECONDS = 3600
@@ -67,6 +73,18 @@ class PruneResult(NamedTuple):
 
 
 _SHARD_SET = frozenset(SHARDS)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _why(e: OSError) -> str:
+    """A failed write, in the words of the one warning."""
+    if e.errno == errno.ENOSPC:
+        return "disk full"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied"
+    if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        return "a link or a file where a directory is expected"
+    return e.strerror or str(e)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +97,8 @@ class _Entry:
 class ChunkCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
-        # Entries are stored like blobs: the local backend's atomic writes, without the "blobs/".
+        # Entries are laid out like blobs, without the "blobs/", and read through the local
+        # backend (no link followed, bounded reads); written by util.fs.write_beside_at.
         self._store = LocalBackend(self.root)
         self._lock = threading.Lock()
         self._put_disabled = False
@@ -120,9 +139,37 @@ class ChunkCache:
             if not self._marked:
                 self._mark()
             if not self._put_disabled and not self._store.exists(shard_key(digest)):
-                self._store.put(shard_key(digest), data)
+                self._write_entry(digest, data)
         except AimError as e:
             self._disable(e.message)
+        except OSError as e:
+            self._disable(_why(e))
+
+    def _open_root(self) -> int:
+        """The root, created if missing (a link there is followed: the user named it)."""
+        try:
+            return os.open(self.root, _DIR_FLAGS)
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.open(self.root, _DIR_FLAGS)
+
+    def _write_entry(self, digest: str, data) -> None:
+        root_fd = self._open_root()
+        try:
+            shard = digest[:2]
+            try:
+                os.mkdir(shard, 0o755, dir_fd=root_fd)
+            except FileExistsError:
+                pass  # the usual case, or a link refused below
+            shard_fd = os.open(shard, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
+        finally:
+            os.close(root_fd)
+        try:
+            # No fsync (see the module docstring); a large entry's writeback starts at once.
+            nbytes = memoryview(data).nbytes
+            write_beside_at(shard_fd, digest, data, mode=0o644, fsync=False, writeback=nbytes >= WRITEBACK_MIN_BYTES)
+        finally:
+            os.close(shard_fd)
 
     def _disable(self, why: str) -> None:
         with self._lock:
@@ -141,9 +188,12 @@ class ChunkCache:
                 why = self._not_a_cache_root()
                 if why:
                     raise UsageError(why)
-                self._store.put_if_absent(
-                    MARKER, json.dumps({"aim_cli": "chunk cache", "layout": "<h[0:2]>/<h>"}).encode() + b"\n"
-                )
+                marker = json.dumps({"aim_cli": "chunk cache", "layout": "<h[0:2]>/<h>"}).encode() + b"\n"
+                root_fd = self._open_root()
+                try:
+                    write_beside_at(root_fd, MARKER, marker, mode=0o644, replace=False)
+                finally:
+                    os.close(root_fd)
             self._marked = True
 
     def _not_a_cache_root(self) -> str | None:
@@ -193,6 +243,32 @@ class ChunkCache:
                     entries.append(_Entry(f.path, st.st_size, st.st_atime))
         return entries
 
+    def _clean_stale_temps(self) -> None:
+        """Remove the temp files of puts that a killed process never renamed into place: only
+        regular files named as ``write_beside_at`` names an entry's temp file (or as the local
+        backend named them before it), older than STALE_TMP_SECONDS, directly in a shard."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for shard in SHARDS:
+            try:
+                fd = os.open(self.root / shard, _DIR_FLAGS | os.O_NOFOLLOW)  # a link there is not cleaned
+            except OSError:
+                continue
+            try:
+                for name in os.listdir(fd):
+                    ours = TEMP_NAME.fullmatch(name) and HEX64.fullmatch(name[1:65])
+                    if not (ours or TMP_NAME.fullmatch(name)):
+                        continue
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode) and st.st_mtime <= cutoff:
+                            os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        continue  # renamed or removed meanwhile, or not ours to remove
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     def info(self) -> CacheInfo:
         entries = self._scan()
         return CacheInfo(len(entries), sum(e.size for e in entries))
@@ -220,9 +296,6 @@ class ChunkCache:
                     os.unlink(e.path)
                 except FileNotFoundError:
                     pass
-            try:
-                self._store.clean_incomplete(STALE_TMP_SECONDS, SHARDS)
-            except StorageError:
-                pass
+            self._clean_stale_temps()
         freed = total - left
         return PruneResult(len(doomed), freed, len(entries) - len(doomed), left)

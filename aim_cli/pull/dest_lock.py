@@ -2,10 +2,11 @@
 
     DEST/.aim/pull.lock              {"pid", "host", "nonce"}: the pull that holds DEST
     DEST/.aim/pull.lock.takeover     {"pid", "host", "nonce"}: a pull removing a stale pull.lock
-    DEST/.aim/pull.lock.<hex>.new    a lock being written, linked into place, then removed
+    DEST/.aim/.<name>.<hex>.aim-tmp  a lock being written, linked into place, then removed
 
-No flock (it lies on NFS). A lock is written whole to a unique file, then link(2)ed to its name:
-link fails if the name exists, atomically, on NFS too, so a reader never sees a lock half written.
+No flock (it lies on NFS). A lock is written whole to a unique file, then link(2)ed to its name
+(util.fs.write_beside_at with replace=False): link fails if the name exists, atomically, on NFS
+too, so a reader never sees a lock half written.
 Every name is reached through DEST/.aim's descriptor, opened without following a symlink. A lock
 that is not a regular file (a symlink, a FIFO, a directory) is refused (exit 2) without being
 opened or followed, and reads are bounded (READ_LIMIT).
@@ -38,6 +39,7 @@ from pathlib import Path
 from aim_cli.errors import AimError, LockHeldError, StorageError, UsageError
 from aim_cli.pull.layout import WORK_DIR
 from aim_cli.repository.leases import decode_json, owner_is_gone, parse_owner
+from aim_cli.util.fs import write_beside_at
 
 LOCK_NAME = "pull.lock"
 TAKEOVER_NAME = "pull.lock.takeover"
@@ -130,25 +132,11 @@ class DestLock:
             self._dir_fd = None
 
     def _create(self, name: str) -> bool:
-        """Create ``name`` holding our {"pid", "host"}, whole, unless it exists."""
-        tmp = f"{LOCK_NAME}.{uuid.uuid4().hex}.new"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._dir_fd
-        )
-        try:
-            try:
-                os.write(fd, self._me)  # ~90 bytes: one write
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=False)
-            except FileExistsError:
-                # NFS: a retransmitted link whose first reply was lost says EEXIST for our own link.
-                if os.stat(tmp, dir_fd=self._dir_fd, follow_symlinks=False).st_nlink != 2:
-                    return False
-        finally:
-            os.unlink(tmp, dir_fd=self._dir_fd)
-        return True
+        """Create ``name`` holding our {"pid", "host", "nonce"}, whole, unless it exists: written
+        beside it and linked into place (util.fs.write_beside_at, replace=False). No fsync: a
+        lock lost in a crash belonged to a pull that the crash ended too."""
+        assert self._dir_fd is not None
+        return write_beside_at(self._dir_fd, name, self._me, mode=0o644, replace=False, fsync=False)
 
     def _read(self, name: str) -> bytes | None:
         """The bytes of ``name`` (at most READ_LIMIT + 1), or None if it does not exist. A name that

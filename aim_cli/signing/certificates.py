@@ -14,6 +14,7 @@ from cryptography.x509 import verification as xv
 from aim_cli.errors import IntegrityError, UsageError
 from aim_cli.signing.bundle import MAX_CERTIFICATES
 from aim_cli.signing.files import read_user_file
+from aim_cli.util.fs import display_path
 
 
 def _pem_certificates(path: str | os.PathLike, what: str) -> list[x509.Certificate]:
@@ -41,8 +42,48 @@ def load_certificates(
     return [leaf[0], *rest]
 
 
+#: The keys cryptography's path validator checks signatures with (its web PKI list).
+_ISSUER_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_MIN_RSA_BITS = 2048
+
+
+def _unusable_key(cert: x509.Certificate) -> str | None:
+    """What the certificate's key is, when the path validator cannot check signatures with it
+    (so it can never vouch for a chain); None for a key it takes."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    try:
+        key = cert.public_key()
+    except (crypto_exceptions.UnsupportedAlgorithm, ValueError):
+        return f"a key of an unknown algorithm ({cert.public_key_algorithm_oid.dotted_string})"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return None if key.curve.name in _ISSUER_CURVES else f"an EC key on {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return None if key.key_size >= _MIN_RSA_BITS else f"an RSA key of {key.key_size} bits"
+    for kind, name in ((dsa.DSAPublicKey, "a DSA key"), (ed25519.Ed25519PublicKey, "an Ed25519 key")):
+        if isinstance(key, kind):
+            return name
+    return "an Ed448 key" if isinstance(key, ed448.Ed448PublicKey) else "a key of another kind"
+
+
 def load_trust_roots(paths: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
-    return [c for path in paths for c in _pem_certificates(path, "certificate chain")]
+    """The certificates of the ``--certificate-chain`` files. The user's own input, so a
+    certificate whose key aim_cli cannot check a chain with (DSA, Ed25519, Ed448, curves other
+    than P-256/384/521, RSA under 2048 bits, an unknown algorithm) is a usage error naming the
+    file, never taken for a damaged signature."""
+    roots = []
+    for path in paths:
+        for cert in _pem_certificates(path, "certificate chain"):
+            why = _unusable_key(cert)
+            if why is not None:
+                raise UsageError(
+                    f"--certificate-chain {display_path(path)} holds a certificate aim_cli cannot check chains "
+                    f"with: {_one_line(display_path(cert.subject.rfc4514_string()), 80) or 'no subject'} has {why}",
+                    "remove it from the file, or pass roots with ECDSA P-256, P-384 or P-521 or RSA (2048 bits "
+                    "or more) keys",
+                )
+            roots.append(cert)
+    return roots
 
 
 def _self_issued(cert: x509.Certificate) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
+import re
 import stat
 from functools import cache
 from pathlib import Path
@@ -79,55 +81,104 @@ def display_path(path: str | os.PathLike) -> str:
 
 #: Tries at a fresh random temp name before giving up (each collision is an O_EXCL failure).
 _TEMP_TRIES = 16
+#: The names ``write_beside_at`` gives its temp files: ``.<target name>.<16 hex>.aim-tmp``. A
+#: cleaner of files left by killed writers matches exactly these.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.aim-tmp", re.DOTALL)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def write_beside(target: str | os.PathLike, data: bytes, *, mode: int | None = None, fsync: bool = True) -> None:
-    """Replace (or create) ``target`` with ``data``, never half-written under its name: the one
-    way aim_cli writes a file beside its target (export-signature's output, the config file).
-
-    The temp file gets a random name in ``target``'s directory and is created with
-    ``O_CREAT | O_EXCL | O_NOFOLLOW`` (as mkstemp): a symlink or file planted at a name another
-    user could predict is never written through. It is written whole, fsynced, then renamed over
-    ``target`` (a link at ``target`` itself is replaced, never followed); the directory is fsynced.
-    Permission bits: ``mode``; else those of the file replaced; else 0o666 less the umask.
-    Any failure removes the temp file and propagates the OSError."""
+def _create_temp(dir_fd: int, name: str, mode: int) -> tuple[int, str]:
+    """A new temp file beside ``name``, created ``O_CREAT | O_EXCL | O_NOFOLLOW`` (as mkstemp)
+    at a random name, with ``mode`` less the umask: anything planted there (a link, a file) is
+    never opened."""
     import secrets  # only a write needs it
 
-    target = os.fspath(target)
-    directory, name = os.path.split(target)
-    directory = directory or "."
-    if mode is None:
-        try:
-            existing = os.stat(target, follow_symlinks=False)
-            if stat.S_ISREG(existing.st_mode):
-                mode = stat.S_IMODE(existing.st_mode)
-        except FileNotFoundError:
-            pass
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for attempt in range(_TEMP_TRIES):
-        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.aim-tmp")
+        tmp = f".{name}.{secrets.token_hex(8)}.aim-tmp"
         try:
-            fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
-            break
+            return os.open(tmp, _CREATE_FLAGS, mode, dir_fd=dir_fd), tmp
         except FileExistsError:
             if attempt == _TEMP_TRIES - 1:
                 raise
+    raise AssertionError("unreachable")
+
+
+def write_beside_at(
+    dir_fd: int,
+    name: str,
+    data: bytes | bytearray | memoryview,
+    *,
+    mode: int = 0o666,
+    replace: bool = True,
+    fsync: bool = True,
+    writeback: bool = False,
+) -> bool:
+    """Put ``data`` at ``name`` in the directory open as ``dir_fd``, never half-written under
+    ``name``: the one way aim_cli writes a file beside its target (exported signatures, the
+    config file, chunk cache entries and its marker, the pull lock).
+
+    The data goes to a temp file (``_create_temp``: random name, ``O_EXCL | O_NOFOLLOW``), written
+    whole, fsynced with ``fsync`` (else with ``writeback`` its writeback is started), then
+    committed under ``name``, always relative to ``dir_fd``:
+
+    - ``replace=True``: ``rename`` over ``name``; a link at ``name`` is replaced, never followed.
+      Returns True.
+    - ``replace=False``: ``link`` to ``name``, which fails if ``name`` exists (anything, a
+      dangling link too), atomically, on NFS as well: returns False and leaves ``name`` alone.
+      A retransmitted link whose first reply was lost (NFS) says EEXIST for our own link: the
+      temp file's link count tells. The temp name is removed either way.
+
+    With ``fsync`` the directory is fsynced after a commit (a filesystem that cannot is let be).
+    Permission bits: those of the regular file replaced, else ``mode`` less the umask. Any
+    failure removes the temp file and propagates (an OSError)."""
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise OSError(errno.EINVAL, "not a file name", name)
+    keep = None  # the bits of the file replaced, set exactly (the umask does not apply)
+    if replace:
+        with contextlib.suppress(FileNotFoundError):
+            existing = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(existing.st_mode):
+                keep = stat.S_IMODE(existing.st_mode)
+    fd, tmp = _create_temp(dir_fd, name, 0o600 if keep is not None else mode)
     try:
         try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-            view = memoryview(data)
+            if keep is not None:
+                os.fchmod(fd, keep)
+            view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
+            elif writeback:
+                start_writeback(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            committed = True
+        else:
+            try:
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                committed = True
+            except FileExistsError:
+                committed = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False).st_nlink == 2
+            os.unlink(tmp, dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    if fsync:
+    if fsync and committed:
         with contextlib.suppress(OSError):  # a filesystem that cannot fsync a directory is let be
-            fsync_dir(directory)
+            os.fsync(dir_fd)
+    return committed
+
+
+def write_beside(target: str | os.PathLike, data: bytes, *, mode: int = 0o666, fsync: bool = True) -> None:
+    """Replace (or create) ``target`` with ``data`` through ``write_beside_at`` (rename), in
+    ``target``'s directory; links in that directory's path are followed, as the user named it."""
+    directory, name = os.path.split(os.fspath(target))
+    dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        write_beside_at(dir_fd, name, data, mode=mode, fsync=fsync)
+    finally:
+        os.close(dir_fd)

@@ -185,7 +185,7 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     cfg = tmp_path / CONFIG
     cfg.write_text(HAND_WRITTEN)
 
-    def refuse(src, dst):
+    def refuse(src, dst, **_dir_fds):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cfgmod.os, "replace", refuse)
