@@ -346,9 +346,10 @@ def train_phase(
             print(f"{phase} step {step}: held-out loss {c.loss:.4f}, train loss {c.train_loss:.4f}", file=sys.stderr)
 
 
-def train(out: Path, dtype: str = "bf16", seed: int = 0, quick: bool = False) -> Run:
-    """Both phases; OUT/pretrain/step-NNNNN/ and OUT/finetune/step-NNNNN/. Asserts that the model learns."""
-    cfg = QUICK if quick else Config()
+def train(out: Path, dtype: str = "bf16", seed: int = 0, quick: bool = False, config: Config | None = None) -> Run:
+    """Both phases; OUT/pretrain/step-NNNNN/ and OUT/finetune/step-NNNNN/ (``config``, if given,
+    in place of the full or quick one). Asserts that the model learns."""
+    cfg = config or (QUICK if quick else Config())
     started = time.perf_counter()
     params = init_student(cfg, np.random.default_rng([seed, 0]))
     run = Run(dtype, seed, asdict(cfg), sum(p.size for p in params.values()))
