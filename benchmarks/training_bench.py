@@ -179,6 +179,20 @@ def per_later(total: int, first_format2: int, n: int, raw: int) -> float:
     return (total - first_format2) / (n - 1) / raw
 
 
+# Issue 18's targets, after `repo optimize`: figure -> limit, by phase (the pull of N into N-1's
+# directory has a target for fine-tuning only).
+TARGETS = {
+    "pretrain": {"stored_per_later": 0.60, "cold_newest": 1.10, "cold_oldest": 3.5},
+    "finetune": {"stored_per_later": 0.36, "cold_newest": 1.10, "cold_oldest": 3.5, "update": 0.38},
+}
+BASE_TARGET = 0.48  # the fine-tuned model pushed with --base of its base: added stored / raw
+
+
+def missed(phase: str, row: dict) -> list[str]:
+    """The figures of ``row`` past issue 18's targets."""
+    return [k for k, limit in TARGETS[phase].items() if row[k] > limit]
+
+
 def policy_rows(p: Phase) -> list[dict]:
     """One row per policy and one for format 2: the figures of issue 18 item 4's table."""
     f2, n = p.format2, len(p.steps)
@@ -242,10 +256,12 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
         "cold pull of the oldest / format 2's",
         "pull N into N-1's directory: fetched / raw (mean)",
         "max chain depth",
+        "issue 18's targets",
     ]
     rows = []
     for p in phases:
         for r in policy_rows(p):
+            late = missed(p.name, r)
             rows.append(
                 [
                     p.name,
@@ -255,15 +271,20 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
                     f"{r['cold_oldest']:.2f}x",
                     f"{r['update']:.3f}",
                     str(r["max_depth"]),
+                    "met" if not late else "missed: " + ", ".join(late),
                 ]
             )
+    limits = "; ".join(f"{phase}: " + ", ".join(f"{k} <= {v}" for k, v in t.items()) for phase, t in TARGETS.items())
+    print(f"Targets (issue 18, for format 3 after `repo optimize`): {limits}.")
+    print()
     rb.print_markdown(header, rows)
     print()
+    f3 = base.format3_added / base.raw
     rb.print_markdown(
-        ["fine-tuned model against its base", "added stored / raw"],
+        ["fine-tuned model against its base", "added stored / raw", f"target <= {BASE_TARGET}"],
         [
-            ["format 2 (measured)", f"{base.format2_added / base.raw:.3f}"],
-            ["format 3 (estimate), pushed with --base", f"{base.format3_added / base.raw:.3f}"],
+            ["format 2 (measured)", f"{base.format2_added / base.raw:.3f}", "—"],
+            ["format 3 (estimate), pushed with --base", f"{f3:.3f}", "met" if f3 <= BASE_TARGET else "missed"],
         ],
     )
 
