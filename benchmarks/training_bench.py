@@ -204,6 +204,7 @@ def policy_rows(p: Phase) -> list[dict]:
             "cold_newest": 1.0,
             "cold_oldest": 1.0,
             "update": float(np.mean(f2.update[1:])) / p.raw,
+            "update_newest": f2.update[-1] / p.raw,
             "max_depth": 0,
         }
     ]
@@ -215,6 +216,7 @@ def policy_rows(p: Phase) -> list[dict]:
                 "cold_newest": f.cold[-1] / f2.cold[-1],
                 "cold_oldest": f.cold[0] / f2.cold[0],
                 "update": float(np.mean(f.update[1:])) / p.raw,
+                "update_newest": f.update[-1] / p.raw,
                 "max_depth": f.max_depth,
             }
         )
@@ -254,7 +256,8 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
         "stored per later checkpoint / raw",
         "cold pull of the newest / format 2's",
         "cold pull of the oldest / format 2's",
-        "pull N into N-1's directory: fetched / raw (mean)",
+        "pull N into N-1's directory: fetched / raw (mean over N)",
+        "pull the newest into the one before: fetched / raw",
         "max chain depth",
         "issue 18's targets",
     ]
@@ -270,6 +273,7 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
                     f"{r['cold_newest']:.2f}x",
                     f"{r['cold_oldest']:.2f}x",
                     f"{r['update']:.3f}",
+                    f"{r['update_newest']:.3f}",
                     str(r["max_depth"]),
                     "met" if not late else "missed: " + ", ".join(late),
                 ]
