@@ -152,3 +152,154 @@ def test_format2_bench_imports_and_parses_its_options():
     with pytest.raises(SystemExit) as exit_:
         format2_bench.main(["--help"])
     assert exit_.value.code == 0
+
+
+# -- training_bench.py (issue 18): a real training run, format 2 measured, format 3 estimated -----
+def tiny_config():
+    import training_run
+
+    return training_run.Config(d_in=16, hidden=(64, 32), d_out=8, teacher_hidden=16, pre_every=20, ft_every=5)
+
+
+def test_training_run_is_deterministic_and_writes_real_safetensors(tmp_path):
+    import training_run
+
+    runs = [training_run.train(tmp_path / name, "bf16", seed=5, config=tiny_config()) for name in ("a", "b")]
+    assert [c.loss for c in runs[0].checkpoints] == [c.loss for c in runs[1].checkpoints]
+    files = sorted((tmp_path / "a").rglob("*.safetensors"))
+    assert len(files) == 12
+    for path in files:
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+        _, tensors = parse_shard(path)
+        assert sorted(tensors) == ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"] + [
+            "layers.2.bias",
+            "layers.2.weight",
+        ]
+        assert tensors["layers.1.weight"][0]["shape"] == [32, 64]
+    # Fine-tuning starts from the last pretraining checkpoint as stored: with lr 1e-5 for five
+    # steps, most of its bf16 weights are still those bits.
+    base, first = (np.frombuffer(p.read_bytes(), np.uint8) for p in (files[-1], files[0]))
+    assert files[0].parent.name == "step-00005" and files[-1].parent.name == "step-00120"
+    assert len(base) == len(first) and np.count_nonzero(base != first) < 0.5 * len(base)
+
+
+def test_training_run_f32_checkpoints_hold_the_float32_weights(tmp_path):
+    import training_run
+
+    run = training_run.train(tmp_path, "f32", seed=1, config=tiny_config())
+    header, tensors = training_run.read_safetensors(Path(run.checkpoints[-1].dir) / training_run.SAFETENSORS)
+    assert {dtype for dtype, _, _ in tensors.values()} == {"F32"} and header % 8 == 0
+    assert sum(len(raw) for _, _, raw in tensors.values()) == 4 * run.weights
+
+
+def piece(data: bytes):
+    import f3_estimate
+
+    return f3_estimate.Piece(("t", "BF16", (len(data) // 2,), 0), data, 2)
+
+
+def versions(n: int, changed: float, seed: int = 0) -> list:
+    """``n`` versions of one 1 MiB bf16 chunk, each with ``changed`` of the previous one's
+    elements nudged by one unit in the last place."""
+    import checkpoints
+
+    rng = np.random.default_rng(seed)
+    x = checkpoints.to_bf16(rng.standard_normal(1 << 19).astype(np.float32) * np.float32(0.02))
+    out = [piece(x.tobytes())]
+    for _ in range(n - 1):
+        x = x + (rng.random(x.size) < changed).astype(np.uint16)
+        out.append(piece(x.tobytes()))
+    return out
+
+
+def test_f3_estimate_chain_policies_lay_out_the_chains_they_promise():
+    import f3_estimate
+
+    from aim_cli.format import blob_codec
+
+    pieces = versions(6, 0.3)
+    layouts = {}
+    for name, policy, depth in f3_estimate.POLICIES:
+        layout = f3_estimate.Layout(pieces)
+        policy(layout, depth)
+        layouts[name] = layout
+    depths = {name: [layout.depth(i) for i in range(6)] for name, layout in layouts.items()}
+    assert depths["forward, unbounded"] == [0, 1, 2, 3, 4, 5]
+    assert depths["forward, depth <= 3"] == [0, 1, 2, 3, 0, 1]
+    assert depths["each against the first"] == [0, 1, 1, 1, 1, 1]
+    # Reverse, re-encoding at push: the previous newest becomes a delta while its chain allows.
+    assert depths["reverse, depth <= 3"] == [3, 2, 1, 0, 1, 0]
+    assert depths["reverse, unbounded"] == [5, 4, 3, 2, 1, 0]
+    # A delta costs the codec-4 header plus the encoded XOR, and is smaller than the whole chunk.
+    rev = layouts["reverse, unbounded"]
+    xor = f3_estimate.xor(pieces[0].data, pieces[1].data)
+    assert rev.cost[0] == 48 + len(blob_codec.encode(xor, 2)[0]) < 0.9 * rev.whole(0)
+    assert rev.cold(5) == rev.whole(5) and rev.cold(0) == sum(rev.cost)
+    assert rev.update(5) == rev.cost[4]  # N into N-1's directory: only the delta linking them
+
+
+def test_f3_estimate_keeps_a_chunk_whole_unless_the_delta_saves_min_saving():
+    import f3_estimate
+
+    rng = np.random.default_rng(1)
+    noise = [piece(rng.integers(0, 1 << 16, 1 << 19, dtype=np.uint16).tobytes()) for _ in range(3)]
+    layout = f3_estimate.Layout(noise)
+    f3_estimate.forward(layout, None)
+    assert layout.base == [None, None, None] and [layout.depth(i) for i in range(3)] == [0, 0, 0]
+    same = versions(1, 0.0) * 3  # the same chunk three times: stored once, no delta
+    layout = f3_estimate.Layout(same)
+    f3_estimate.forward(layout, None)
+    assert layout.cost[1:] == [0, 0] and layout.update(2) == 0
+
+
+@pytest.fixture(scope="module")
+def training_figures(tmp_path_factory) -> dict:
+    """training_bench.py --quick through the console script of this environment."""
+    import subprocess
+
+    work = tmp_path_factory.mktemp("training")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "training_bench.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(work / "out.json"), "--workdir", str(work)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| finetune | format 3 (estimate): reverse, depth <= 3 |" in out.stdout
+    return json.loads((work / "out.json").read_text())
+
+
+def test_training_bench_quick_learns_and_reports_sane_figures(training_figures):
+    doc = training_figures
+    run, (pre, ft) = doc["run"], doc["phases"]
+    assert [c["step"] for c in run["checkpoints"]] == [25, 50, 75, 100, 125, 150, 10, 20, 30, 40, 50, 60]
+    assert pre["loss"][-1] < 0.5 * run["start_loss"]["pretrain"] and pre["loss"][-1] < pre["loss"][0]
+    assert ft["loss"][-1] < ft["loss"][0] < run["start_loss"]["finetune"]
+    # Pretraining moves most weights, fine-tuning (lr 1e-5) fewer; every weight stays bf16.
+    assert min(pre["changed"]) > max(ft["changed"]) > 0
+    rows = {p["name"]: {r["policy"]: r for r in p["rows"]} for p in doc["phases"]}
+    for phase in rows.values():
+        f2 = phase["format 2 (measured)"]
+        # Format 2 finds nothing to share between checkpoints: each costs what the first did.
+        assert 0.55 < f2["stored_per_later"] < 0.8
+        plain = phase["format 3 (estimate): format 3 without deltas"]
+        assert abs(plain["stored_per_later"] - f2["stored_per_later"]) < 0.03
+        for name, r in phase.items():
+            if "reverse" in name:
+                assert r["cold_newest"] <= 1.01
+        assert phase["format 3 (estimate): forward, unbounded"]["cold_newest"] > 1.2
+    fine = rows["finetune"]
+    assert (
+        fine["format 3 (estimate): reverse, depth <= 3"]["stored_per_later"]
+        < 0.6 * fine["format 2 (measured)"]["stored_per_later"]
+    )
+    assert doc["base"]["format3_added"] < 0.6 * doc["base"]["format2_added"]
+
+
+def test_training_bench_parses_its_options():
+    import training_bench
+
+    with pytest.raises(SystemExit) as exit_:
+        training_bench.main(["--help"])
+    assert exit_.value.code == 0
