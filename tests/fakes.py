@@ -10,6 +10,7 @@ import http.client
 import random
 import select
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -217,6 +218,14 @@ class FaultyBackend:
 
 
 # -- a proxy that breaks connections -----------------------------------------------------------
+class _QuietServer(ThreadingHTTPServer):
+    """A client that resets a connection the proxy holds (a hedge's loser, closed) is expected."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FaultyProxy:
     """An HTTP proxy on 127.0.0.1 in front of the S3 server that breaks TCP connections on purpose.
 
@@ -236,6 +245,9 @@ class FaultyProxy:
       generator instead, uniformly from ``stall_after`` to the last byte (0: possibly before the
       first byte); ``stall_points`` lists the points drawn, as (path, bytes sent, body size).
     - The first ``stall_first_puts`` PUTs of each path are read whole, never forwarded, and stall.
+    - The first ``stall_first_requests`` requests the proxy receives, whatever their method and
+      path, are read whole, never forwarded, and stall before any answer (no status line): the
+      first request of a command, before the client knows how long a request takes here.
     Slow but alive:
     - The first PUT of each path waits ``slow_puts`` seconds before it is forwarded (a slow server),
       or less if a second PUT of that path arrives meanwhile (a hedge: the race is then decided).
@@ -262,6 +274,7 @@ class FaultyProxy:
         stall_anywhere: bool = False,
         seed: int = 0,
         stall_first_puts: int = 0,
+        stall_first_requests: int = 0,
         stall_limit: float = 120.0,
         slow_puts: float = 0.0,
         trickle: tuple[int, float] | None = None,
@@ -275,6 +288,8 @@ class FaultyProxy:
         self.stall_anywhere = stall_anywhere
         self.stall_points: list[tuple[str, int, int]] = []
         self.stall_first_puts, self.stall_limit = stall_first_puts, stall_limit
+        self.stall_first_requests = stall_first_requests
+        self.requests = 0  # requests received, any method
         self.slow_puts, self.trickle, self.flood_gets = slow_puts, trickle, flood_gets
         self.seen: Counter[tuple[str, str]] = Counter()
         self.conditional_puts: Counter[str] = Counter()  # PUTs with If-None-Match, by path
@@ -283,6 +298,9 @@ class FaultyProxy:
         self.stalled = 0  # responses (or PUTs) held silent
         self.stalled_paths: Counter[str] = Counter()
         self.stall_ends: Counter[str] = Counter()  # how each stall ended: client, limit, teardown
+        #: every stall held, once it ended: (method, path, seconds held, how it ended, requests
+        #: of that method and path seen by then: above 1, a twin was sent while it was held)
+        self.stall_log: list[tuple[str, str, float, str, int]] = []
         self.flood_sent = 0
         self.answers = {method: list(queue) for method, queue in (answers or {}).items()}
         self.answered = 0
@@ -321,7 +339,7 @@ class FaultyProxy:
             def log_message(self, *args):  # silence the per-request log on stderr
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -340,11 +358,13 @@ class FaultyProxy:
                 pass
         self.server.server_close()
 
-    def _decide(self, method: str, path: str) -> int:
+    def _decide(self, method: str, path: str) -> tuple[int, int]:
+        """This request's number among those of its method and path, and among all (1-based)."""
         with self._changed:
             self.seen[method, path] += 1
+            self.requests += 1
             self._changed.notify_all()
-            return self.seen[method, path]
+            return self.seen[method, path], self.requests
 
     def _count(self, name: str) -> None:
         with self._changed:
@@ -384,7 +404,8 @@ class FaultyProxy:
         self._count("stalled")
         handler.wfile.flush()
         conn = handler.connection
-        deadline = time.monotonic() + self.stall_limit
+        held = time.monotonic()
+        deadline = held + self.stall_limit
         end = "limit"
         while time.monotonic() < deadline:
             if self._closing.is_set():
@@ -402,6 +423,8 @@ class FaultyProxy:
                     break
         with self._changed:
             self.stall_ends[end] += 1
+            method, path = handler.command, handler.path
+            self.stall_log.append((method, path, time.monotonic() - held, end, self.seen[method, path]))
             self._changed.notify_all()
         self._cut(handler)
 
@@ -446,16 +469,18 @@ class FaultyProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("expect", "connection")}
-        nth = self._decide(method, path)
+        nth, overall = self._decide(method, path)
+        if method == "PUT" and handler.headers.get("If-None-Match") == "*":
+            with self._lock:
+                self.conditional_puts[path] += 1
+        if overall <= self.stall_first_requests:
+            return self._hold(handler)  # never forwarded, never answered
         with self._lock:
             queue = self.answers.get(method)
             canned = queue.pop(0) if queue else None
         if canned is not None:
             return self._answer(handler, *canned)
         if method == "PUT":
-            if handler.headers.get("If-None-Match") == "*":
-                with self._lock:
-                    self.conditional_puts[path] += 1
             if nth <= self.stall_first_puts:
                 return self._hold(handler)  # never forwarded: the object is not stored
             if nth == 1 and self.slow_puts:  # a slow server, until a second copy arrives

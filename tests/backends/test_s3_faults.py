@@ -43,7 +43,7 @@ def test_gets_and_puts_survive_broken_connections(proxy, s3_bucket, caplog):
     still arrives byte for byte, thanks to the backend's own retries."""
     caplog.set_level(logging.DEBUG, logger=S3_LOGGER)
     # A long stall deadline: no hedge may add GETs to the proxy's exact counts on a busy machine.
-    backend = new_backend(s3_bucket, proxy.url, max_connections=8, stall_seconds=60)
+    backend = new_backend(s3_bucket, proxy.url, max_connections=8, stall_seconds=60, first_byte_seconds=60)
     sizes = [10, 1000, 50_000, 200_000, 1_200_000, 1_500_000, 2_000_000, 3_000_000] * 2
     objects = {f"blobs/{i:02x}/{uuid.uuid4().hex}": os.urandom(size) for i, size in enumerate(sizes)}
     large = [key for key, data in objects.items() if len(data) > proxy.cut_after]

@@ -18,10 +18,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aim_cli.backends.s3.resilience import (
+    FIRST_BYTE_ENV,
     MAX_COPIES,
     MAX_STARTS,
     STALL_ENV,
     STALL_SECONDS_RANGE,
+    Pace,
     TransferStats,
     stall_seconds_from_env,
 )
@@ -100,7 +102,8 @@ def test_when_every_copy_stalls_silent_ones_make_room_and_the_deadline_is_the_ba
     assert backend.get("blobs/ab/stalled", max_size=len(data)) == data
     stats = backend.stats
     assert proxy.seen["GET", path_of(s3_bucket, "blobs/ab/stalled")] == MAX_STARTS + 1
-    assert stats.hedges >= MAX_COPIES and stats.hedges == stats.hedges_mid_body
+    # Mostly bodies that stopped; a copy whose headers are slow to come is hedged too (no pace).
+    assert stats.hedges >= MAX_COPIES and stats.hedges_mid_body >= MAX_COPIES - 1
     assert stats.silent_closed >= 1 and stats.stalls >= 1  # room was made; the deadline ended the rest
     assert stats.abandoned == MAX_STARTS
     assert all_stalls_closed_by_client(proxy)
@@ -170,17 +173,21 @@ def test_a_slow_but_moving_body_is_not_abandoned(make_proxy, backends, s3_bucket
     assert proxy.seen["GET", path_of(s3_bucket, "blobs/bb/slow")] == 2
 
 
-def test_a_put_that_stalls_is_retried(make_proxy, backends, s3_bucket, s3_client):
-    """The first PUT is swallowed by a silent link (never forwarded): the request is abandoned
-    at the deadline and the retry stores the object."""
+@pytest.mark.parametrize("size", [100 * KiB, 300 * KiB])
+def test_a_put_that_stalls_is_retried(size, make_proxy, backends, s3_bucket, s3_client):
+    """The first PUT is swallowed by a silent link (never forwarded), before any PUT has set the
+    pace. A small one (at most Pace.PACE_MIN_BYTES) is hedged after the first-byte bound; a large
+    one, whose time to the answer grows with its size, is abandoned at the deadline and retried.
+    Either way the object is stored, by a second request."""
     proxy = make_proxy(stall_first_puts=1)
     backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0)
     backends.append(backend)
-    data = random_bytes(100 * KiB, seed=3)
+    data = random_bytes(size, seed=3)
 
     backend.put("blobs/cc/put", data)
     assert s3_client.get_object(Bucket=s3_bucket, Key="repo/blobs/cc/put")["Body"].read() == data
-    assert backend.stats.stalls == 1
+    small = size <= Pace.PACE_MIN_BYTES
+    assert (backend.stats.hedges, backend.stats.stalls) == ((1, 0) if small else (0, 1))
     assert proxy.seen["PUT", path_of(s3_bucket, "blobs/cc/put")] == 2
     assert all_stalls_closed_by_client(proxy)
 
@@ -190,7 +197,8 @@ def test_put_if_absent_is_never_hedged(make_proxy, backends, s3_bucket, s3_clien
     than the stall deadline; the proxy answers early once a hedge arrives): a plain PUT is
     hedged, a conditional one never is."""
     proxy = make_proxy()
-    backend = new_backend(s3_bucket, proxy.url, stall_seconds=10.0)  # hedges from 1 s on
+    # Hedges from 1 s on once the pace is known; the first PUTs have 2 s to answer (no pace yet).
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=10.0, first_byte_seconds=2.0)
     backends.append(backend)
     for i in range(4):  # the pace of a PUT here
         backend.put(f"blobs/0{i}/warm", random_bytes(64 * KiB, seed=i))
@@ -327,3 +335,110 @@ def test_a_listing_that_stalls_is_hedged(make_proxy, backends, s3_bucket):
     assert len(lists) == 1 and lists[0][1] == 2  # the stalled page and its hedge
     assert backend.stats.hedges == 1 and backend.stats.hedges_won == 1
     assert all_stalls_closed_by_client(proxy)  # the abandoned page's connection is closed too
+
+
+# -- the first requests, before any pace is known ------------------------------------------------
+def first_requests(backend, bucket: str):
+    """The first request of a command, by kind, and what it must return: the access check and the
+    first listing (LIST), the HEADs of ``size`` and ``find_in_parents``, a GET."""
+    return {
+        "check_access": (backend.check_access, None),
+        "list": (lambda: [info.key for info in backend.list("blobs/")], ["blobs/f0/first"]),
+        "size": (lambda: backend.size("blobs/f0/first"), len(b"first bytes")),
+        "find_in_parents": (lambda: backend.find_in_parents("outer-marker"), f"s3://{bucket}"),
+        "get": (lambda: backend.get("blobs/f0/first", max_size=100), b"first bytes"),
+    }
+
+
+@pytest.mark.parametrize("first", ["check_access", "list", "size", "find_in_parents", "get"])
+def test_a_first_request_that_never_answers_is_hedged_after_the_first_byte_bound(
+    first, make_proxy, backends, s3_bucket, s3_client
+):
+    """The very first request of a backend (no pace to compare with) gets no answer at all, not
+    even a status line: it is hedged once the first-byte bound has passed, and the hedge's answer
+    is the result. The stall deadline (30 s) is longer than the proxy holds a stall (10 s), so
+    without the hedge the proxy would have cut the stall and botocore retried: no hedge counted."""
+    s3_client.put_object(Bucket=s3_bucket, Key="repo/blobs/f0/first", Body=b"first bytes")
+    s3_client.put_object(Bucket=s3_bucket, Key="outer-marker", Body=b"{}")
+    proxy = make_proxy(stall_first_requests=1)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=30.0, first_byte_seconds=0.2)
+    backends.append(backend)
+
+    call, expected = first_requests(backend, s3_bucket)[first]
+    assert call() == expected
+    assert backend.stats == TransferStats(hedges=1, hedges_won=1, abandoned=1)
+    assert proxy.stalled == 1 and proxy.requests == 2  # the silent request and its hedge, only
+    assert proxy.stall_log == []  # the silent copy is still held: the hedge did not wait for it
+
+
+def test_a_first_conditional_put_that_never_answers_is_retried_not_hedged(make_proxy, backends, s3_bucket, s3_client):
+    """The first-byte bound never applies to a conditional PUT (a commit): a silent one is
+    abandoned at the stall deadline and sent again, once, never raced against a twin."""
+    proxy = make_proxy(stall_first_requests=1)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=1.0, first_byte_seconds=0.05)
+    backends.append(backend)
+
+    assert backend.put_if_absent("models/m/versions/v1.json", b"manifest") is True
+    assert proxy.conditional_puts[path_of(s3_bucket, "models/m/versions/v1.json")] == 2
+    assert backend.stats.hedges == 0 and backend.stats.stalls == 1
+    assert s3_client.get_object(Bucket=s3_bucket, Key="repo/models/m/versions/v1.json")["Body"].read() == b"manifest"
+    assert all_stalls_closed_by_client(proxy)
+
+
+def test_cli_pull_whose_first_request_never_answers(tmp_path, make_proxy, s3_endpoint, s3_bucket):
+    """`aim_cli model pull` through a link that never answers the command's first request (its
+    access check): the request is hedged after the first-byte bound, not left to the stall
+    deadline. The deadline (30 s) is longer than the proxy holds a stall (10 s): had the pull
+    waited for it, the proxy would have ended the stall itself, before any twin was sent. The
+    process exits without waiting for the silent copy: the client's exit closes it."""
+    proxy = make_proxy(stall_first_requests=1)
+    repos = {
+        "direct": s3_repo_yaml_entry(s3_endpoint, s3_bucket),
+        "stalling": s3_repo_yaml_entry(proxy.url, s3_bucket),
+    }
+    (tmp_path / "model_repos.yaml").write_text(json.dumps({"repos": repos}))
+    src = make_mixed_model(tmp_path / "src", seed=7)
+    ok(run(["model", "push", "direct", "m", src, "--tag", "v1", "--quiet"], cwd=tmp_path))
+
+    env = base_env(**{STALL_ENV: "30", FIRST_BYTE_ENV: "0.3"})
+    ok(run(["model", "pull", "stalling", "m", tmp_path / "dest", "--tag", "v1", "--quiet"], cwd=tmp_path, env=env))
+    assert_same_tree(src, tmp_path / "dest")
+    assert proxy.wait_until(lambda: proxy.stall_log)
+    [(method, path, _held, end, seen)] = proxy.stall_log
+    assert method == "GET" and "list-type=2" in path  # the access check: a one-key listing
+    assert end == "client" and seen == 2  # its twin was sent while it was held; the exit closed it
+
+
+def test_cli_refuses_a_bad_first_byte_setting(tmp_path, s3_endpoint, s3_bucket):
+    (tmp_path / "model_repos.yaml").write_text(
+        json.dumps({"repos": {"team": s3_repo_yaml_entry(s3_endpoint, s3_bucket)}})
+    )
+    for bad in ("soon", "nan", "-1", "0", "1e9"):
+        res = run(["model", "list", "team"], cwd=tmp_path, env=base_env(**{FIRST_BYTE_ENV: bad}))
+        one_line_error(res, 7, FIRST_BYTE_ENV)
+
+
+def test_a_body_that_stops_is_replaced_when_no_hedge_slot_is_free(make_proxy, backends, s3_bucket, s3_client):
+    """With one hedge slot (max_connections=1), taken by a race whose silent loser cannot be
+    interrupted (a GET that never got its headers runs on to the deadline), a later GET whose
+    body stops needs no slot: its silent copy is closed and a fresh one takes its place, so it
+    waits neither for the slot nor for the stall deadline."""
+    first, second = random_bytes(300 * KiB, seed=30), random_bytes(300 * KiB, seed=31)
+    s3_client.put_object(Bucket=s3_bucket, Key="repo/blobs/a0/first", Body=first)
+    s3_client.put_object(Bucket=s3_bucket, Key="repo/blobs/b0/second", Body=second)
+    # The first request gets no answer at all; the first GET of the second key stops mid-body.
+    proxy = make_proxy(stall_first_requests=1, stall_first_gets=1, stall_after=64 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=8.0, first_byte_seconds=0.2, max_connections=1)
+    backends.append(backend)
+
+    assert backend.get("blobs/a0/first", max_size=len(first)) == first
+    assert backend.stats == TransferStats(hedges=1, hedges_won=1, abandoned=1)  # the slot stays taken
+    assert backend.get("blobs/b0/second", max_size=len(second)) == second
+    assert backend.stats == TransferStats(
+        hedges=2, hedges_won=2, hedges_mid_body=1, abandoned=2, silent_closed=1
+    )  # no stall: nothing waited for the deadline
+    second_path = path_of(s3_bucket, "blobs/b0/second")
+    assert proxy.seen["GET", second_path] == 2
+    assert proxy.wait_until(lambda: any(path == second_path for _, path, *_ in proxy.stall_log))
+    # Closed by the client before its replacement was sent: a replacement, not a race.
+    assert [(end, seen) for _, path, _, end, seen in proxy.stall_log if path == second_path] == [("client", 1)]

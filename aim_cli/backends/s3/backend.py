@@ -6,8 +6,9 @@ constructor, so that ``aim_cli --help`` and local-only commands never pay for th
 Atomicity comes from S3 itself: a PUT is all-or-nothing and read-after-write consistent, and
 ``put_if_absent`` is a conditional PUT (``If-None-Match: *``) that S3 resolves atomically.
 
-``get``, ``put`` and ``put_if_absent`` are retried when their connection breaks, and ``get`` and
-``put`` hedged when they straggle (the ``resilience`` module says how and why). Every call to S3
+Every request that can stall goes through the runner (``resilience.RequestRunner``): retried when
+its connection breaks, and hedged when it straggles unless it must not be sent twice (the
+``resilience`` module says how and why); only deletes are left to botocore's own retries. Every call to S3
 goes through ``errors.storage_error_from``, which turns botocore's exceptions into a one-line
 ``StorageError`` naming the location and the next step; no botocore traceback escapes.
 """
@@ -26,6 +27,7 @@ from aim_cli.backends.s3.resilience import (
     RequestRunner,
     Retryable,
     TransferStats,
+    first_byte_seconds_from_env,
     stall_seconds_from_env,
 )
 from aim_cli.errors import ConfigError, KeyNotFoundError, ObjectTooLargeError, StorageError
@@ -49,7 +51,8 @@ class S3Backend:
 
     Thread-safe: one boto3 client is shared by every worker thread, with a connection pool of at
     least ``max_connections`` (plus room for hedges) so that ``--jobs`` parallel transfers never
-    wait for a connection. ``stall_seconds`` is the stall deadline (default: from STALL_ENV).
+    wait for a connection. ``stall_seconds`` is the stall deadline (default: from STALL_ENV),
+    ``first_byte_seconds`` the first-byte bound (default: from FIRST_BYTE_ENV).
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class S3Backend:
         addressing_style: str | None = None,
         max_connections: int = 16,
         stall_seconds: float | None = None,
+        first_byte_seconds: float | None = None,
     ):
         self.stall_seconds = stall_seconds_from_env() if stall_seconds is None else stall_seconds
+        first_byte = first_byte_seconds_from_env() if first_byte_seconds is None else first_byte_seconds
         failures = Failures.load()
 
         self.bucket = bucket
@@ -77,7 +82,9 @@ class S3Backend:
         self._errors = failures.errors
         self._broken_body = failures.broken_body
         self._read_timeouts = failures.read_timeouts
-        self._runner = RequestRunner(self.location, self.stall_seconds, max_connections, failures, self._error)
+        self._runner = RequestRunner(
+            self.location, self.stall_seconds, max_connections, failures, self._error, first_byte_seconds=first_byte
+        )
 
         config = client_config(
             read_timeout=self.stall_seconds,
@@ -223,24 +230,28 @@ class S3Backend:
     def size(self, key: str) -> int | None:
         # HEAD responses have no body, so a missing bucket also reads as 404 here: callers find a
         # missing bucket earlier, through check_access().
-        try:
-            response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except self._errors as e:
-            if error_code(e) in NOT_FOUND_CODES:
-                return None
-            raise self._error(e, f"looking up {key}") from None
-        return int(response["ContentLength"])
+        full = self._key(key)
+
+        def request(attempt: Attempt) -> int | None:
+            try:
+                return int(self._client.head_object(Bucket=self.bucket, Key=full)["ContentLength"])
+            except self._errors as e:
+                if error_code(e) in NOT_FOUND_CODES:
+                    return None
+                raise
+
+        return self._runner.run(f"looking up {key}", request, hedged="HEAD")
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        # Page by page (1000 keys each), each page a request of its own that is retried and hedged
-        # like a GET: a LIST answer that goes silent must not hold a command for the deadline.
+        # Page by page (1000 keys each), each page a request of its own that is retried and hedged:
+        # a LIST answer that goes silent must not hold a command for the deadline.
         action = f"listing {prefix or 'all keys'}"
         params = {"Bucket": self.bucket, "Prefix": self._key_base + prefix}
         cut = len(self._key_base)
         while True:
             # Only the request is guarded, not the yield: an exception thrown into this generator
             # by its consumer must not be reported as a storage error.
-            page = self._runner.run(action, partial(self._list_page, dict(params)), hedged="GET")
+            page = self._runner.run(action, partial(self._list_page, dict(params)), hedged="LIST")
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")  # a datetime (botocore parses it); some servers omit it
                 mtime = modified.timestamp() if modified is not None else None
@@ -304,11 +315,10 @@ class S3Backend:
     def check_access(self) -> None:
         # One-key listing rather than HeadBucket: it needs only s3:ListBucket on our prefix (a
         # policy restricted with an s3:prefix condition denies HeadBucket), and its error responses
-        # carry a code (NoSuchBucket, InvalidAccessKeyId ...) where HEAD's have no body.
-        try:
-            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key_base, MaxKeys=1)
-        except self._errors as e:
-            raise self._error(e, "checking access") from None
+        # carry a code (NoSuchBucket, InvalidAccessKeyId ...) where HEAD's have no body. The first
+        # request of most commands, with no pace yet: hedged after the first-byte bound.
+        params = {"Bucket": self.bucket, "Prefix": self._key_base, "MaxKeys": 1}
+        self._runner.run("checking access", partial(self._list_page, params), hedged="LIST")
 
     def close(self) -> None:
         """Close the client's pooled connections; requests still racing are not waited for."""
@@ -321,11 +331,17 @@ class S3Backend:
         parts = self.prefix.split("/") if self.prefix else []
         for n in range(len(parts) - 1, -1, -1):
             base = "/".join(parts[:n])
-            try:
-                self._client.head_object(Bucket=self.bucket, Key=f"{base}/{key}" if base else key)
-            except self._errors as e:
-                if error_code(e) in NOT_FOUND_CODES or http_status(e) == 403:
-                    continue
-                raise self._error(e, f"looking for {key} above {self.location}") from None
-            return f"s3://{self.bucket}/{base}" if base else f"s3://{self.bucket}"
+            action = f"looking for {key} above {self.location}"
+            if self._runner.run(action, partial(self._holds, f"{base}/{key}" if base else key), hedged="HEAD"):
+                return f"s3://{self.bucket}/{base}" if base else f"s3://{self.bucket}"
         return None
+
+    def _holds(self, full_key: str, _attempt: Attempt) -> bool:
+        """One HEAD of a key outside our prefix: False when absent or not ours to read (403)."""
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=full_key)
+        except self._errors as e:
+            if error_code(e) in NOT_FOUND_CODES or http_status(e) == 403:
+                return False
+            raise
+        return True

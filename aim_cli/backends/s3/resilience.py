@@ -4,8 +4,9 @@ environment, retries with backoff, and hedged requests (``RequestRunner``).
 Retries. botocore retries every request ("standard" mode) when the connection fails or the server
 answers 5xx, but only until the response headers arrive: a connection that breaks while a GET's body
 is being read surfaces as an exception from ``Body.read()`` and is never retried by botocore. So
-``get``, ``put`` and ``put_if_absent`` go through one retry helper (``RequestRunner.run``) that
-repeats the whole request when its connection broke, with jittered backoff. Connection
+every request but deletes (``get``, ``put``, ``put_if_absent``, HEADs and LISTs) goes through one
+retry helper (``RequestRunner.run``) that repeats the whole request when its connection broke, with
+jittered backoff. Connection
 *establishment* failures (refused, connect timeout) and headers that never came (botocore already
 retried those) are not retried a second time: an unreachable endpoint must be reported within
 seconds, not minutes.
@@ -13,35 +14,48 @@ seconds, not minutes.
 Stalls. A hung proxy or load balancer can keep a connection open and silent mid-body; botocore's
 default 60 s read timeout then holds a whole pull. Two layers deal with it:
 - Silence: the socket read timeout is the stall deadline (``AIM_S3_STALL_SECONDS``, default 5 s).
-  Progress means bytes arriving, so a slow link that keeps moving is never cut, however long one
-  object takes; a connection silent past the deadline is closed (never returned to the pool) and
-  the request retried on a fresh one. The deadline is a floor and not a multiple of the observed
-  throughput because a moving TCP stream delivers a segment every few milliseconds at any useful
-  speed: seconds of silence mean a dead peer, whatever the link's throughput.
-- Stragglers: ``get`` and ``put`` run as hedged requests. When one has taken much longer than
+  A slow link that keeps moving is never cut; a connection silent past the deadline is closed
+  (never returned to the pool) and the request retried on a fresh one. The deadline is a floor,
+  not a multiple of the observed throughput: a moving TCP stream delivers a segment every few
+  milliseconds at any useful speed, so seconds of silence mean a dead peer.
+- Stragglers: ``get``, ``put``, the HEADs of ``size`` and ``find_in_parents``, and every LIST
+  (``list``'s pages and ``check_access``) run as hedged requests. When one has taken much longer than
   recent requests of its size (``HEDGE_FACTOR`` x the time the throughput observed so far by this
   backend predicts, and at least a tenth of the stall deadline), an identical request starts on
   another connection (and a third if that one straggles too); the first copy to complete wins and
   the others are closed. So one stalled request costs a fraction of a second instead of the stall
   deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``Race``), so
-  a slow endpoint never sees its load doubled.
+  a slow endpoint never sees its load doubled. A copy whose body went silent (below) needs no
+  slot: when none is free it is closed and a fresh copy takes its place, which adds no load (with
+  a slot, it is raced instead: its bytes may yet come).
 - Answers that stop: a copy whose answer has begun (headers, then each piece of the body as the
   socket delivers it) is also a straggler once it has been silent for HEDGE_FACTOR x the time a
   small request (``Pace.PACE_MIN_BYTES``) takes at the observed pace, and at least
   SILENCE_FLOOR_SHARE x the stall deadline (0.2 s by default): bytes that were flowing and stopped,
   while other requests complete at the observed pace, mean a hung peer, whatever the share of the
   body already read. This floor is lower than the hedge floor because it only starts once the
-  server has answered: the server's own latency (time to the headers) is not in it. Before any
-  request has completed (the first reads of a command), silence alone decides, after
-  UNPACED_SILENCE_SHARE x the stall deadline (1 s by default) instead of the whole deadline. When
+  server has answered: the server's own latency (time to the headers) is not in it. When
   MAX_COPIES copies already run, the one silent the longest past that bound is closed to make
   room, so a request whose hedges stall too still gets a fresh copy (MAX_STARTS in all) instead
   of waiting for the stall deadline; at most MAX_COPIES copies of a request run at once.
-Only requests that are safe to repeat are hedged: a GET, and a plain PUT (idempotent: the same bytes
-under the same key). ``put_if_absent`` (a conditional PUT, the commit of a tag or a lock) is never
+- No pace yet: before a request of its kind has completed here (the first requests of a command:
+  the access check, the first listing, the HEAD of the repository's metadata, the first manifest),
+  there is nothing to compare with, and these are the requests every later one waits for. So a
+  fixed bound decides instead: the first-byte bound (FIRST_BYTE_ENV, ``AIM_S3_FIRST_BYTE_SECONDS``,
+  default 0.5 s, never above UNPACED_SILENCE_SHARE x the stall deadline). A request that sends
+  little (a GET, HEAD or LIST, a PUT of at most ``Pace.PACE_MIN_BYTES``) and has had no answer
+  for that long is a straggler, and so is an answer that began and then stayed silent that long.
+  A large PUT with no pace to compare with has only the stall deadline: its time to the answer
+  grows with its size and the link's unknown speed. A losing copy still waiting for its answer
+  cannot be interrupted: it runs on a daemon thread until its deadline, holding no one.
+Only requests that are safe to repeat are hedged: reads (GET, HEAD, a LIST page: the access check's
+included), and a plain PUT (idempotent: the same bytes under the same key). Each kind has its own
+pace. ``put_if_absent`` (a conditional PUT, the commit of a tag or a lock) is never
 hedged: it still gets the silence deadline and the retry, whose second answer (412 for our own
 object) its callers already handle. A key that must not be written twice concurrently (a lease)
-must not go through ``put``. ``stats`` counts what happened (stalls, abandoned requests, hedges).
+must not go through a hedged ``put`` (``put(..., hedge=False)``). Deletes are left to botocore's
+retries and the deadline, never hedged: a late twin of a delete could remove an object written
+after it (a new lease). ``stats`` counts what happened (stalls, abandoned requests, hedges).
 
 botocore is imported only by ``Failures.load``, never at import time.
 """
@@ -56,8 +70,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 from aim_cli.errors import ConfigError, StorageError
@@ -70,6 +85,11 @@ log = logging.getLogger("aim_cli.backends.s3")
 STALL_ENV = "AIM_S3_STALL_SECONDS"
 DEFAULT_STALL_SECONDS = 5.0
 STALL_SECONDS_RANGE = (0.1, 600.0)
+#: The first-byte bound: seconds a request with no pace to compare with (see the module docstring)
+#: may go without an answer, or stay silent after its answer began, before it is hedged.
+FIRST_BYTE_ENV = "AIM_S3_FIRST_BYTE_SECONDS"
+DEFAULT_FIRST_BYTE_SECONDS = 0.5
+FIRST_BYTE_SECONDS_RANGE = (0.01, 600.0)
 #: A request is a straggler, and gets a hedge, after HEDGE_FACTOR x its expected time, and never
 #: before HEDGE_FLOOR_SHARE x the stall deadline (0.5 s by default): below that, latency noise of
 #: a busy machine or endpoint would start hedges that only add load.
@@ -83,8 +103,8 @@ MAX_STARTS = 6
 #: A body that has begun to arrive and then stays silent this share of the stall deadline (and
 #: HEDGE_FACTOR x the time of a small request here) is a straggler (see the module docstring).
 SILENCE_FLOOR_SHARE = 0.04
-#: Before any request has completed there is no pace to compare with: an answer that has begun
-#: and then stays silent this share of the stall deadline (1 s by default) is a straggler anyway.
+#: The first-byte bound is never above this share of the stall deadline (1 s by default): a lowered
+#: deadline lowers it too.
 UNPACED_SILENCE_SHARE = 0.2
 #: Our own attempts around a whole get/put whose connection broke (see the module docstring).
 ATTEMPTS = 5
@@ -101,20 +121,30 @@ def backoff(attempt: int) -> float:
 def stall_seconds_from_env() -> float:
     """The stall deadline from STALL_ENV (default DEFAULT_STALL_SECONDS); ConfigError (exit 7)
     for anything but a number of seconds in STALL_SECONDS_RANGE."""
-    raw = os.environ.get(STALL_ENV, "")
+    return _seconds_from_env(STALL_ENV, DEFAULT_STALL_SECONDS, STALL_SECONDS_RANGE, "10")
+
+
+def first_byte_seconds_from_env() -> float:
+    """The first-byte bound from FIRST_BYTE_ENV (default DEFAULT_FIRST_BYTE_SECONDS); ConfigError
+    (exit 7) for anything but a number of seconds in FIRST_BYTE_SECONDS_RANGE."""
+    return _seconds_from_env(FIRST_BYTE_ENV, DEFAULT_FIRST_BYTE_SECONDS, FIRST_BYTE_SECONDS_RANGE, "1")
+
+
+def _seconds_from_env(name: str, default: float, bounds: tuple[float, float], example: str) -> float:
+    raw = os.environ.get(name, "")
     if not raw.strip():
-        return DEFAULT_STALL_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    low, high = STALL_SECONDS_RANGE
+    low, high = bounds
     if not low <= value <= high:  # also refuses nan and inf
         from aim_cli.util.quoting import quoted
 
         raise ConfigError(
-            f"{STALL_ENV}={quoted(raw, 10)} is not a number of seconds from {low:g} to {high:g}",
-            f"unset {STALL_ENV} (default {DEFAULT_STALL_SECONDS:g}) or set it to a number of seconds such as 10",
+            f"{name}={quoted(raw, 10)} is not a number of seconds from {low:g} to {high:g}",
+            f"unset {name} (default {default:g}) or set it to a number of seconds such as {example}",
         )
     return value
 
@@ -274,9 +304,9 @@ def _shut_down(body) -> None:
 
 class Race:
     """The copies of one hedged request. A race takes one hedge slot for all its hedges, and gives
-    it back only when every copy has ended (a cancelled PUT may run on until its answer or its
-    deadline): at most ``slots`` requests have hedges at once, each at most MAX_COPIES - 1, so a
-    slow endpoint never carries more than that many extra requests. One slot per race rather than
+    it back only when every copy has ended (a cancelled copy not reading a body may run on until
+    its answer or its deadline): at most ``slots`` requests have hedges at once, each at most
+    MAX_COPIES - 1, so a slow endpoint never carries more than that many extra requests. One slot per race rather than
     per hedge lets a request whose hedge stalled too start its third copy at once: when stalls
     come in bursts, slots taken per hedge ran out and left requests waiting for the deadline."""
 
@@ -334,8 +364,12 @@ class RequestRunner:
     raise; ``location`` names the backend in log lines.
 
     ``max_connections`` is what callers run at once; hedges need up to ``extra_connections`` more,
-    which the client's connection pool must allow for.
+    which the client's connection pool must allow for. ``first_byte_seconds`` is the first-byte
+    bound (see the module docstring).
     """
+
+    #: The kinds of hedged requests, each with its own pace.
+    KINDS = ("GET", "HEAD", "LIST", "PUT")
 
     def __init__(
         self,
@@ -344,6 +378,7 @@ class RequestRunner:
         max_connections: int,
         failures: Failures,
         error: Callable[[BaseException, str], StorageError],
+        first_byte_seconds: float = DEFAULT_FIRST_BYTE_SECONDS,
     ):
         self.location = location
         self.stall_seconds = stall_seconds
@@ -351,16 +386,14 @@ class RequestRunner:
         self._error = error
         self._hedge_floor = HEDGE_FLOOR_SHARE * stall_seconds
         self._silence_floor = SILENCE_FLOOR_SHARE * stall_seconds
-        self._unpaced_silence = UNPACED_SILENCE_SHARE * stall_seconds
+        self.first_byte_seconds = min(first_byte_seconds, UNPACED_SILENCE_SHARE * stall_seconds)
         hedge_limit = max_connections // 4 + 1
         self._hedge_slots = threading.BoundedSemaphore(hedge_limit)
         self.extra_connections = (MAX_COPIES - 1) * hedge_limit  # copies beyond one per caller, at most
-        self._paces = {"GET": Pace(), "PUT": Pace()}
+        self._paces = {kind: Pace() for kind in self.KINDS}
         self._stats = TransferStats()
         self._stats_lock = threading.Lock()
-        # Hedged requests run here, so that the caller can return with the first copy to complete
-        # while the other is being stopped. Threads start only when needed.
-        self._pool = ThreadPoolExecutor(2 * max_connections + self.extra_connections, thread_name_prefix="aim-s3")
+        self._closed = False
 
     @property
     def stats(self) -> TransferStats:
@@ -370,7 +403,25 @@ class RequestRunner:
 
     def close(self) -> None:
         """Stop starting copies; requests still racing are not waited for."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+
+    def _submit(self, copy: Callable[[], T]) -> Future[T]:
+        """Run one copy of a hedged request on a daemon thread of its own: the caller returns with
+        the first copy to complete, and a loser that cannot be interrupted never holds the
+        process's exit until the stall deadline (as a pool's worker would)."""
+        future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(StorageError(f"{self.location} is closed", "open the repository again"))
+            return future
+
+        def run() -> None:
+            try:
+                future.set_result(copy())
+            except BaseException as e:  # the caller gets it from the future, as from a pool's
+                future.set_exception(e)
+
+        threading.Thread(target=run, name="aim-s3-copy", daemon=True).start()
+        return future
 
     def _count(self, **increments: int) -> None:
         with self._stats_lock:
@@ -393,13 +444,14 @@ class RequestRunner:
     ) -> T:
         """``request`` (one HTTP request; ``size`` is its body's size when known), repeated while
         its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
-        ``hedged`` ("GET" or "PUT") races stragglers against a twin: only for requests that are
+        ``hedged`` (one of KINDS) races stragglers against a twin: only for requests that are
         safe to repeat (see the module docstring)."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if hedged is None:
                     return request(Attempt(size))
-                return self._hedged(request, self._paces[hedged], size, action)
+                small = hedged != "PUT" or (size or 0) <= Pace.PACE_MIN_BYTES
+                return self._hedged(request, self._paces[hedged], size, action, small)
             except self._failures.broken as e:
                 self._retry_or_raise(e, attempt, action)
             except self._failures.errors as e:
@@ -415,7 +467,12 @@ class RequestRunner:
 
     def notice_stall(self, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook: count the read timeouts that botocore itself retries
-        (headers that never came); the retry decision stays botocore's."""
+        (headers that never came); the retry decision stays botocore's. A copy whose twin already
+        won was counted as abandoned then: a HEAD or LIST still waiting for its answer cannot be
+        interrupted, and reaches the deadline after the command has moved on."""
+        attempt = getattr(_CURRENT, "attempt", None)
+        if attempt is not None and attempt.cancelled:
+            return
         if isinstance(caught_exception, self._failures.read_timeouts):
             self.stalled(f"{getattr(kwargs.get('operation'), 'name', 'a')} request")
 
@@ -439,21 +496,24 @@ class RequestRunner:
     def _silence_limit(self, pace: Pace) -> float:
         """Seconds an answer that has begun (headers, then body) may stay silent before its copy
         is a straggler: HEDGE_FACTOR x a small request at the observed pace and at least the
-        silence floor; UNPACED_SILENCE_SHARE x the stall deadline while this backend has not seen
-        a request complete (nothing to compare with)."""
+        silence floor; the first-byte bound while this backend has not seen a request of its kind
+        complete (nothing to compare with)."""
         expected = pace.expected(None)  # a small request: latency and one piece of body
         if expected is None:
-            return self._unpaced_silence
+            return self.first_byte_seconds
         return max(self._silence_floor, HEDGE_FACTOR * expected)
 
-    def _until_straggler(self, pace: Pace, attempt: Attempt) -> float | None:
+    def _until_straggler(self, pace: Pace, attempt: Attempt, small: bool) -> float | None:
         """Seconds left before ``attempt`` becomes a straggler (<= 0: it is one): its whole request
-        took too long for its size at the observed pace, or its answer began and then went silent.
-        None while neither can happen (no pace observed yet and no answer)."""
+        took too long for its size at the observed pace, or (no pace yet, a ``small`` request) had
+        no answer within the first-byte bound, or its answer began and then went silent. None
+        while none of these can happen (a large PUT, no pace observed yet and no answer)."""
         now, left = time.monotonic(), None
         expected = pace.expected(attempt.size)
         if expected is not None:
             left = attempt.started + max(self._hedge_floor, HEDGE_FACTOR * expected) - now
+        elif small and attempt.moved is None:  # once the answer began, its silence decides
+            left = attempt.started + self.first_byte_seconds - now
         if attempt.moved is not None:  # the server answered: silence counts from then on
             quiet = attempt.moved + self._silence_limit(pace) - now
             left = quiet if left is None else min(left, quiet)
@@ -461,24 +521,28 @@ class RequestRunner:
 
     def _room_for_a_copy(self, copies: dict[Future, Attempt], pace: Pace) -> bool:
         """True if another copy may start: fewer than MAX_COPIES run, or one of them has been
-        silent past the silence limit and is closed now (the one silent the longest)."""
-        if len(copies) < MAX_COPIES:
-            return True
+        silent past the silence limit and is closed now."""
+        return len(copies) < MAX_COPIES or self._close_silent(copies, pace)
+
+    def _close_silent(self, copies: dict[Future, Attempt], pace: Pace) -> bool:
+        """Close the copy whose answer began and has been silent the longest, if that is past the
+        silence limit; False if no copy is silent so long."""
         silence, now = self._silence_limit(pace), time.monotonic()
-        future, attempt = min(copies.items(), key=lambda item: item[1].moved or item[1].started)
-        if attempt.moved is None or now - attempt.moved < silence:
+        silent = [(a.moved, n, f) for n, (f, a) in enumerate(copies.items()) if a.moved and now - a.moved >= silence]
+        if not silent:
             return False
-        del copies[future]  # its end (Cancelled or a broken read) is nobody's business now
+        future = min(silent)[2]
+        attempt = copies.pop(future)  # its end (Cancelled or a broken read) is nobody's business now
         attempt.cancel()
         self._count(abandoned=1, silent_closed=1)
         return True
 
     def _start_copy(self, race: Race, copies: dict, request: Callable[[Attempt], T], size, pace: Pace) -> Attempt:
         attempt = Attempt(size)
-        race.add(copies, self._pool.submit(self._run_copy, request, attempt, pace), attempt)
+        race.add(copies, self._submit(partial(self._run_copy, request, attempt, pace)), attempt)
         return attempt
 
-    def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str) -> T:
+    def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str, small: bool) -> T:
         """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
         another copy on a fresh connection (MAX_COPIES at once, MAX_STARTS in all: a hedge may
         stall too). The first copy to succeed wins and the others are cancelled. A copy whose
@@ -491,8 +555,17 @@ class RequestRunner:
             while copies:
                 timeout = None
                 if race.started < MAX_STARTS:
-                    left = self._until_straggler(pace, newest)
-                    if left is not None and left <= 0 and race.take_slot() and self._room_for_a_copy(copies, pace):
+                    left = self._until_straggler(pace, newest, small)
+                    # A straggler gets a hedge if a slot is free; without one, a copy whose body
+                    # went silent is replaced (closed, and a fresh one started): no load is added.
+                    if (
+                        left is not None
+                        and left <= 0
+                        and (
+                            (race.take_slot() and self._room_for_a_copy(copies, pace))
+                            or self._close_silent(copies, pace)
+                        )
+                    ):
                         mid_body = int(newest.moved is not None)
                         newest = self._start_copy(race, copies, request, first.size, pace)
                         self._count(hedges=1, hedges_mid_body=mid_body)
@@ -504,7 +577,7 @@ class RequestRunner:
                             newest.started - first.started,
                             race.started,
                         )
-                        left = self._until_straggler(pace, newest)
+                        left = self._until_straggler(pace, newest, small)
                     # Not a straggler yet, or no room: look again then, or after a silence floor.
                     timeout = left if left is not None and left > 0 else self._silence_floor
                 done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
