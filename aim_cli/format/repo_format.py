@@ -33,6 +33,10 @@ from aim_cli.format.layout import REPO_META_KEY
 KNOWN_FORMATS = (1, 2, 3)
 #: What new repositories get. Format 3 becomes the default once its delta figures hold (issue 18).
 DEFAULT_FORMAT = 2
+#: The codecs of a plain blob, alike in formats 2 and 3 (a delta blob is codec 4).
+_PLAIN_CODECS = frozenset(
+    {blob_codec.Codec.RAW, blob_codec.Codec.ZSTD, blob_codec.Codec.BG2_ZSTD, blob_codec.Codec.BG4_ZSTD}
+)
 #: A delta blob's own header before its inner blob (format3.md: magic, codec, size, base digest).
 DELTA_HEADER_SIZE = 48
 
@@ -107,6 +111,16 @@ class RepoFormat:
         if self.codecs is None:
             return stored_size == raw_size
         return blob_codec.HEADER_SIZE < stored_size <= self.max_stored_size(raw_size)
+
+    def holds_as_stored(self, src: RepoFormat, stored: bytes) -> bool:
+        """Whether ``stored``, a blob of a repository of format ``src``, can be stored here as it
+        is (`model copy`): in the same format, or a plain blob (codecs 0-3) between formats 2 and
+        3, whose plain blobs are alike. Anything else is re-encoded from its raw bytes."""
+        if src.version == self.version:
+            return True
+        if src.codecs is None or self.codecs is None or len(stored) < blob_codec.HEADER_SIZE:
+            return False
+        return stored[:4] == blob_codec.MAGIC and stored[4] in _PLAIN_CODECS
 
     def encode(self, data, element_size: int = 1):
         """The object to store for the chunk ``data``."""
