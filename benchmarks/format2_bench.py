@@ -4,6 +4,7 @@ baseline measured in the same run, format 1 and format 2 side by side with the i
     uv run python benchmarks/format2_bench.py                   # 1 GiB checkpoints, S3 at 256 MiB
     uv run python benchmarks/format2_bench.py --quick           # a 64 MiB smoke run
     uv run python benchmarks/format2_bench.py --json out.json   # the table as JSON too
+    uv run python benchmarks/format2_bench.py --quick --formats 2,3   # format 3's cuts beside format 2
 
 Data (benchmarks/checkpoints.py): a bf16 model drawn as trained weights are (v1; v2 with 10% of
 its big tensors redrawn and a few norms; "shifted", a tiny tensor inserted second in each shard)
@@ -53,7 +54,7 @@ from make_checkpoints import parse_size
 from aim_cli.format.layout import REPO_META_KEY, blob_key, digest_of_shard_key, manifest_key
 
 MiB, GiB = rb.MiB, 1 << 30
-FORMATS = (1, 2)
+FORMATS = (1, 2)  # the columns; --formats sets them (the first is the S3 rows' baseline)
 MODEL = "m"
 QUICK_SIZE = "64MiB"
 
@@ -419,17 +420,22 @@ def local_rows(section: str, by_fmt: dict[int, Local]) -> list[Row]:
 
 def s3_rows(section: str, by_fmt: dict[int, S3]) -> list[Row]:
     rows = []
+    base = FORMATS[0]
     for op in ("push", "pull"):
         speed = {f: x.raw / MiB / getattr(x, op).seconds for f, x in by_fmt.items()}
         cells = {
-            f: Cell(speed[f] / speed[1], f"{speed[f]:.1f} MiB/s" + ("" if f == 1 else f" ({speed[f] / speed[1]:.2f}x)"))
+            f: Cell(
+                speed[f] / speed[base],
+                f"{speed[f]:.1f} MiB/s" + ("" if f == base else f" ({speed[f] / speed[base]:.2f}x)"),
+            )
             for f in by_fmt
         }
+        others = " / ".join(f"format {f}" for f in FORMATS if f != base)
         rows.append(
             Row(
                 section,
                 "s3",
-                f"S3 (moto) {op}{' cold' if op == 'pull' else ''}: model bytes per second, format 2 / format 1",
+                f"S3 (moto) {op}{' cold' if op == 'pull' else ''}: model bytes per second, {others} / format {base}",
                 cells,
             )
         )
@@ -505,7 +511,14 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, help="work directory (default: a temporary one under the current)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--formats",
+        default="1,2",
+        help="the storage formats to compare, the baseline first (default 1,2; 2,3 puts format 3 beside format 2)",
+    )
     args = ap.parse_args(argv)
+    global FORMATS
+    FORMATS = tuple(int(f) for f in args.formats.split(","))
     if not rb.AIM.exists():
         sys.exit(f"{rb.AIM} not found: run this with the project's environment (uv run python {sys.argv[0]})")
     size = parse_size(QUICK_SIZE if args.quick else args.size)
@@ -554,7 +567,7 @@ def main(argv=None) -> int:
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(
-        f"format 2 benchmark, aim_cli {meta['aim_cli']}: "
+        f"format benchmark ({', '.join(map(str, FORMATS))}), aim_cli {meta['aim_cli']}: "
         + "; ".join(f"{k}: {v}" for k, v in about.items())
         + ". "
         + (

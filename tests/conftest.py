@@ -11,16 +11,21 @@ from tests.helpers import BACKENDS, NAME, RepoEnv
 pytest_plugins = ["tests.s3_fixtures"]
 
 
-@pytest.fixture(params=[*BACKENDS, "local-f1"])
+#: The extra runs of the repo fixture: a local repository of each format other than the default.
+OTHER_FORMAT_RUNS = ("local-f1", "local-f3")
+
+
+@pytest.fixture(params=[*BACKENDS, *OTHER_FORMAT_RUNS])
 def repo(request, tmp_path) -> RepoEnv:
     """A repository named ``audit`` with small chunks (avg 4 KiB, so that a model of a few
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
     exist, on S3 too ("s3": moto, "rgw": Ceph's RADOS Gateway), in the format new repositories
-    get; and "local-f1": a local one of format 1 (raw blobs), which stays readable and writable
-    (``RepoEnv.format`` says which).
+    get; "local-f1": a local one of format 1 (raw blobs), which stays readable and writable; and
+    "local-f3": a local one of format 3 (fixed cuts inside large tensors) (``RepoEnv.format``
+    says which).
     ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a test marked
     ``format_neutral`` (its code never reads or writes a blob's bytes) is not run on "local-f1"
-    (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
+    nor "local-f3" (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
     fixture (test_pull, test_push, test_store) uses that."""
     kind, _, version = request.param.partition("-f")
     version = int(version) if version else DEFAULT_FORMAT
@@ -42,19 +47,19 @@ def repo(request, tmp_path) -> RepoEnv:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the "local-f1" runs of tests marked ``format_neutral``: they would repeat tests of code
+    """Leave out the "local-f1" and "local-f3" runs of tests marked ``format_neutral``: they would repeat tests of code
     that does not depend on the storage format (signatures, patterns, leases, summaries), and
     the suite must stay well under CI's 10 minutes."""
 
-    def format_1_run_of_neutral_module(item) -> bool:
+    def other_format_run_of_neutral_module(item) -> bool:
         callspec = getattr(item, "callspec", None)
         return (
             callspec is not None
-            and callspec.params.get("repo") == "local-f1"
+            and callspec.params.get("repo") in OTHER_FORMAT_RUNS
             and item.get_closest_marker("format_neutral") is not None
         )
 
-    neutral = [item for item in items if format_1_run_of_neutral_module(item)]
+    neutral = [item for item in items if other_format_run_of_neutral_module(item)]
     if neutral:
         config.hook.pytest_deselected(items=neutral)
-        items[:] = [item for item in items if not format_1_run_of_neutral_module(item)]
+        items[:] = [item for item in items if not other_format_run_of_neutral_module(item)]

@@ -35,8 +35,8 @@ def create_repo(
     config: ConfigArg = None,
 ) -> RepoCreated:
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
-    reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1 or 2 (the
-    default, DEFAULT_FORMAT), or keep the one already there."""
+    reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1, 2 or 3
+    (default DEFAULT_FORMAT), or keep the one already there."""
     check_name("repository", name)
     if storage_format is not None and storage_format not in KNOWN_FORMATS:
         raise UsageError(

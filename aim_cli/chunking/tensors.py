@@ -9,7 +9,12 @@ A file that parses as safetensors (safetensors_header.read_layout) is cut
 - inside each large tensor (``large_tensor_bytes`` or more) where FastCDC, run over the tensor's
   bytes alone with the repository's ChunkingParams, cuts; each cut is moved down to an element
   boundary counted from the tensor's start (the few bytes between go to the next chunk), so a
-  bf16 chunk starts on a whole element: byte grouping in the codec needs that phase;
+  bf16 chunk starts on a whole element: byte grouping in the codec needs that phase. In format 3
+  (``tensor_chunk_bytes`` set, algorithm "safetensors-fixed-v1") a large tensor is instead cut
+  every ``tensor_chunk_bytes`` bytes from its own start, whatever its values, the last chunk
+  being the remainder: chunk i of a tensor lines up byte for byte with chunk i of the same tensor
+  in another version (the pairing a delta needs), and the cuts fall on elements (the step is a
+  multiple of 8);
 - between groups of consecutive small tensors. A group ends after a tensor whose bytes' BLAKE3,
   read as a number in [0, 1), is below ``size / group_avg_bytes`` (so groups average about
   ``group_avg_bytes`` whatever the tensor sizes), before a tensor that would take it past
@@ -41,7 +46,11 @@ from aim_cli.chunking.cdc import MAX_CHUNK_SIZE, READ_SIZE, Chunk, ChunkingParam
 from aim_cli.chunking.safetensors import Layout, Tensor, read_layout
 from aim_cli.util.walk import open_binary
 
-ALGORITHM = "safetensors-v1"
+ALGORITHM = "safetensors-v1"  # format 2: FastCDC inside a large tensor
+FIXED_ALGORITHM = "safetensors-fixed-v1"  # format 3: fixed cuts from the tensor's start
+#: The range of ``tensor_chunk_bytes``: at least the smallest average chunk size `repo create`
+#: takes, at most the largest; a multiple of 8, so every element size divides it.
+MIN_TENSOR_CHUNK_BYTES, MAX_TENSOR_CHUNK_BYTES = 1 * KiB, 4 * MiB
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,9 @@ class TensorChunkingParams:
     max_header_bytes: int = 16 * MiB
     #: Tensors of this size or more are cut on their own (FastCDC inside); smaller ones are grouped.
     large_tensor_bytes: int = 256 * KiB
+    #: Format 3 ("safetensors-fixed-v1"): a large tensor is cut every this many bytes from its
+    #: own start instead of where FastCDC cuts. None: format 2 ("safetensors-v1").
+    tensor_chunk_bytes: int | None = None
     #: The average size of a group of small tensors (the content-defined rule's scale).
     group_avg_bytes: int = 1 * MiB
     #: No group is larger (one chunk each).
@@ -61,7 +73,8 @@ class TensorChunkingParams:
 
     def __post_init__(self):
         for f in fields(self):
-            if type(getattr(self, f.name)) is not int:
+            value = getattr(self, f.name)
+            if type(value) is not int and not (f.name == "tensor_chunk_bytes" and value is None):
                 raise ValueError(f"tensor chunking {f.name} is not an integer")
         if not 1 * KiB <= self.max_header_bytes <= 100 * MiB:
             raise ValueError("max_header_bytes out of range")
@@ -70,24 +83,51 @@ class TensorChunkingParams:
             and 256 <= self.group_avg_bytes <= self.group_max_bytes
         ):
             raise ValueError(f"tensor chunking sizes out of range: {self}")
+        fixed = self.tensor_chunk_bytes
+        if fixed is not None and not (MIN_TENSOR_CHUNK_BYTES <= fixed <= MAX_TENSOR_CHUNK_BYTES and fixed % 8 == 0):
+            raise ValueError(f"tensor_chunk_bytes out of range: {fixed}")
 
     @classmethod
-    def for_chunking(cls, params: ChunkingParams) -> TensorChunkingParams:
+    def for_chunking(cls, params: ChunkingParams, *, fixed: bool = False) -> TensorChunkingParams:
         """Thresholds matching ``params``: tensors too small for FastCDC to cut are grouped, into
-        groups of FastCDC's average and maximum chunk size."""
-        return cls(large_tensor_bytes=params.min_size, group_avg_bytes=params.avg_size, group_max_bytes=params.max_size)
+        groups of FastCDC's average and maximum chunk size. ``fixed`` (format 3): large tensors
+        are cut every ``avg_size`` bytes (rounded down to a multiple of 8, kept in range)."""
+        step = None
+        if fixed:
+            step = min(max(params.avg_size // 8 * 8, MIN_TENSOR_CHUNK_BYTES), MAX_TENSOR_CHUNK_BYTES)
+        return cls(
+            large_tensor_bytes=params.min_size,
+            tensor_chunk_bytes=step,
+            group_avg_bytes=params.avg_size,
+            group_max_bytes=params.max_size,
+        )
+
+    @property
+    def algorithm(self) -> str:
+        return ALGORITHM if self.tensor_chunk_bytes is None else FIXED_ALGORITHM
 
     def as_dict(self) -> dict:
-        return {"algorithm": ALGORITHM, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"algorithm": self.algorithm, **{name: getattr(self, name) for name in self._names(self.algorithm)}}
+
+    @classmethod
+    def _names(cls, algorithm: str) -> list[str]:
+        """The keys (besides "algorithm") of each algorithm: format 2's have no tensor_chunk_bytes."""
+        return [f.name for f in fields(cls) if algorithm == FIXED_ALGORITHM or f.name != "tensor_chunk_bytes"]
 
     @classmethod
     def from_dict(cls, d: dict) -> TensorChunkingParams:
         """ValueError for anything that is not what as_dict writes: other keys, missing keys,
         another algorithm, a non-integer or out-of-range value."""
-        names = [f.name for f in fields(cls)]
-        if type(d) is not dict or d.get("algorithm") != ALGORITHM or set(d) != {"algorithm", *names}:
+        algorithm = d.get("algorithm") if type(d) is dict else None
+        if algorithm not in (ALGORITHM, FIXED_ALGORITHM):
             raise ValueError(f"unsupported tensor chunking {d!r}")
-        return cls(**{name: d[name] for name in names})
+        names = cls._names(algorithm)
+        if set(d) != {"algorithm", *names}:
+            raise ValueError(f"unsupported tensor chunking {d!r}")
+        params = cls(**{name: d[name] for name in names})
+        if params.tensor_chunk_bytes is None and algorithm == FIXED_ALGORITHM:  # an explicit null
+            raise ValueError("tensor_chunk_bytes is not an integer")
+        return params
 
 
 def iter_file_chunks(
@@ -155,8 +195,10 @@ class _Cutter:
         self._tensors = tensors
         self._on_chunk = on_chunk
         self._whole = whole
-        # A FastCDC look-ahead from a cut up to an element before it, or the largest group.
-        self._window = _Window(f, READ_SIZE + max(params.max_size + 8, tensors.group_max_bytes))
+        # A FastCDC look-ahead from a cut up to an element before it, the largest group, or a
+        # fixed-size piece of a tensor (format 3).
+        largest = max(params.max_size + 8, tensors.group_max_bytes, tensors.tensor_chunk_bytes or 0)
+        self._window = _Window(f, READ_SIZE + largest)
         self._truncated = False  # the file ended before the layout did
 
     def cut(self, layout: Layout | None, size: int) -> Iterator[Chunk]:
@@ -199,6 +241,19 @@ class _Cutter:
         if chunk_start < pos:  # the file ended inside the carried bytes
             yield self._emit(chunk_start, pos, element_size)
 
+    def _fixed_span(self, t: Tensor, step: int) -> Iterator[Chunk]:
+        """The large tensor ``t`` cut every ``step`` bytes from its start (format 3); a file that
+        ends inside it ends its last chunk there."""
+        for start in range(t.begin, t.end, step):
+            stop = min(start + step, t.end)
+            avail = self._window.fill(start, stop)
+            if avail < stop:
+                self._truncated = True
+                if avail > start:
+                    yield self._emit(start, avail, t.element_size)
+                return
+            yield self._emit(start, stop, t.element_size)
+
     def _tensor_spans(self, tensors: tuple[Tensor, ...]) -> Iterator[Chunk]:
         group = _Group()
         for t in tensors:
@@ -206,7 +261,10 @@ class _Cutter:
                 return
             if t.size >= self._tensors.large_tensor_bytes:
                 yield from self._flush(group)
-                yield from self._cdc_span(t.begin, t.end, t.itemsize, t.element_size)
+                if self._tensors.tensor_chunk_bytes is None:
+                    yield from self._cdc_span(t.begin, t.end, t.itemsize, t.element_size)
+                else:
+                    yield from self._fixed_span(t, self._tensors.tensor_chunk_bytes)
             elif t.size:
                 if group.size + t.size > self._tensors.group_max_bytes:
                     yield from self._flush(group)

@@ -50,9 +50,10 @@ def _chunk_size(text: str | None) -> int | None:
 @click.option(
     "--format",
     "storage_format",
-    type=click.Choice(["1", "2"]),
+    type=click.Choice(["1", "2", "3"]),
     help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
-    "compresses; 1 stores raw chunks, readable by older aim_cli.",
+    "compresses; 3 also cuts large tensors at fixed offsets (for delta-coded versions, being built); "
+    "1 stores raw chunks, readable by older aim_cli.",
 )
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
 @json_option

@@ -2,12 +2,17 @@
 
 Format 1 (docs/design.md §3) stores each chunk's raw bytes and cuts every file as plain bytes.
 Format 2 (§3.4, §4) cuts safetensors files at tensor boundaries (chunking/tensors.py) and stores
-each chunk as ``header || payload`` (format/blob_codec.py). Both name a blob by the BLAKE3 of the chunk's
-raw bytes, and their manifests are the same, so a manifest is valid in a repository of either
-format. Everything that differs between them is a method here; a repository asks its format.
+each chunk as ``header || payload`` (format/blob_codec.py). Format 3 (§3.1, §4) cuts a large
+tensor at fixed offsets from its own start (``tensor_chunk_bytes``) and pins the parameters of
+delta blobs (format/delta_params.py); its plain blobs are format 2's, and a delta blob (codec 4)
+is not decoded yet: refused as corrupt. Every format names a blob by the BLAKE3 of the chunk's raw
+bytes, and their manifests are the same, so a manifest is valid in a repository of any format.
+Everything that differs between them is a method here; a repository asks its format.
 
     format 1: {"format": 1, "chunking": {...}, "hash": "blake3"}
     format 2: {"format": 2, "chunking": {...}, "hash": "blake3", "tensor_chunking": {...}, "codecs": {...}}
+    format 3: {"format": 3, "chunking": {...}, "hash": "blake3", "tensor_chunking": {...}, "codecs": {...},
+               "deltas": {...}}   (tensor_chunking's algorithm "safetensors-fixed-v1")
 """
 
 from __future__ import annotations
@@ -21,19 +26,28 @@ from aim_cli.chunking.cdc import Chunk, ChunkingParams, iter_chunks
 from aim_cli.chunking.tensors import TensorChunkingParams, iter_file_chunks
 from aim_cli.errors import ConfigError, IntegrityError
 from aim_cli.format import blob_codec
+from aim_cli.format.delta_params import DeltaParams
 from aim_cli.format.layout import REPO_META_KEY
 
-#: The formats this aim_cli reads and writes; new repositories get the last one.
-KNOWN_FORMATS = (1, 2)
+#: The formats this aim_cli reads and writes.
+KNOWN_FORMATS = (1, 2, 3)
+#: What new repositories get. Format 3 becomes the default once its delta figures hold (issue 18).
 DEFAULT_FORMAT = 2
+#: The codecs of a plain blob, alike in formats 2 and 3 (a delta blob is codec 4).
+_PLAIN_CODECS = frozenset(
+    {blob_codec.Codec.RAW, blob_codec.Codec.ZSTD, blob_codec.Codec.BG2_ZSTD, blob_codec.Codec.BG4_ZSTD}
+)
+#: A delta blob's own header before its inner blob (format3.md: magic, codec, size, base digest).
+DELTA_HEADER_SIZE = 48
 
 
 @dataclass(frozen=True)
 class RepoFormat:
     version: int
     chunking: ChunkingParams
-    tensors: TensorChunkingParams | None = None  # format 2
-    codecs: blob_codec.CodecParams | None = None  # format 2
+    tensors: TensorChunkingParams | None = None  # formats 2 and 3 (3: tensor_chunk_bytes set)
+    codecs: blob_codec.CodecParams | None = None  # formats 2 and 3
+    deltas: DeltaParams | None = None  # format 3
 
     @classmethod
     def new(cls, version: int = DEFAULT_FORMAT, chunking: ChunkingParams | None = None) -> RepoFormat:
@@ -42,14 +56,17 @@ class RepoFormat:
         chunking = (chunking or ChunkingParams()).validate()
         if version == 1:
             return cls(1, chunking)
-        return cls(2, chunking, TensorChunkingParams.for_chunking(chunking), blob_codec.CodecParams())
+        tensors = TensorChunkingParams.for_chunking(chunking, fixed=version == 3)
+        return cls(version, chunking, tensors, blob_codec.CodecParams(), DeltaParams() if version == 3 else None)
 
     def meta(self) -> dict:
         """The content of aim-repo.json."""
         meta: dict = {"format": self.version, "chunking": self.chunking.as_dict(), "hash": "blake3"}
-        if self.tensors is not None and self.codecs is not None:  # format 2
+        if self.tensors is not None and self.codecs is not None:  # formats 2 and 3
             meta["tensor_chunking"] = self.tensors.as_dict()
             meta["codecs"] = self.codecs.as_dict()
+        if self.deltas is not None:  # format 3
+            meta["deltas"] = self.deltas.as_dict()
         return meta
 
     @classmethod
@@ -64,12 +81,11 @@ class RepoFormat:
         chunking = ChunkingParams.from_dict(meta["chunking"]).validate()
         if version == 1:
             return cls(1, chunking)
-        return cls(
-            2,
-            chunking,
-            TensorChunkingParams.from_dict(meta["tensor_chunking"]),
-            blob_codec.CodecParams.from_dict(meta["codecs"]),
-        )
+        tensors = TensorChunkingParams.from_dict(meta["tensor_chunking"])
+        if (tensors.tensor_chunk_bytes is not None) != (version == 3):  # each format cuts its own way
+            raise ValueError(f"tensor chunking {tensors.algorithm!r} in a format {version} repository")
+        codecs = blob_codec.CodecParams.from_dict(meta["codecs"])
+        return cls(version, chunking, tensors, codecs, DeltaParams.from_dict(meta["deltas"]) if version == 3 else None)
 
     # -- chunks -------------------------------------------------------------------------------------
     def chunk_file(
@@ -82,15 +98,29 @@ class RepoFormat:
 
     # -- blobs --------------------------------------------------------------------------------------
     def max_stored_size(self, raw_size: int) -> int:
-        """The largest object that can hold a chunk of ``raw_size`` bytes: reads stop past it."""
-        return raw_size if self.codecs is None else blob_codec.max_stored_size(raw_size)
+        """The largest object that can hold a chunk of ``raw_size`` bytes: reads stop past it.
+        Format 3: a delta blob, its 48-byte header and an inner blob of at most 16 + R bytes."""
+        if self.codecs is None:
+            return raw_size
+        plain = blob_codec.max_stored_size(raw_size)
+        return plain if self.deltas is None else DELTA_HEADER_SIZE + plain
 
     def stored_size_fits(self, stored_size: int, raw_size: int) -> bool:
         """Whether an object of ``stored_size`` bytes can hold a chunk of ``raw_size`` bytes
         (what `repo check` can tell from a listing, without reading)."""
         if self.codecs is None:
             return stored_size == raw_size
-        return blob_codec.HEADER_SIZE < stored_size <= blob_codec.max_stored_size(raw_size)
+        return blob_codec.HEADER_SIZE < stored_size <= self.max_stored_size(raw_size)
+
+    def holds_as_stored(self, src: RepoFormat, stored: bytes) -> bool:
+        """Whether ``stored``, a blob of a repository of format ``src``, can be stored here as it
+        is (`model copy`): in the same format, or a plain blob (codecs 0-3) between formats 2 and
+        3, whose plain blobs are alike. Anything else is re-encoded from its raw bytes."""
+        if src.version == self.version:
+            return True
+        if src.codecs is None or self.codecs is None or len(stored) < blob_codec.HEADER_SIZE:
+            return False
+        return stored[:4] == blob_codec.MAGIC and stored[4] in _PLAIN_CODECS
 
     def encode(self, data, element_size: int = 1):
         """The object to store for the chunk ``data``."""
@@ -104,7 +134,8 @@ class RepoFormat:
 
     def decode(self, stored: bytes, raw_size: int) -> bytes | bytearray | memoryview:
         """The chunk's raw bytes from its stored object: blob_codec.CorruptBlob if they cannot be
-        ``raw_size`` bytes (their digest is checked by the caller)."""
+        ``raw_size`` bytes (their digest is checked by the caller). A delta blob (format 3, codec
+        4) is refused as corrupt until deltas are decoded."""
         if self.codecs is None:
             if len(stored) != raw_size:
                 raise blob_codec.CorruptBlob(f"it is not the {raw_size} bytes expected")

@@ -85,18 +85,18 @@ def test_format_and_chunk_size_are_refused_with_no_check(tmp_path):
         one_line_error(res, 2, "--no-check")
         assert not (tmp_path / "r").exists() and "r:" not in (tmp_path / "model_repos.yaml").read_text()
     assert (
-        _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r", "--format", "3").returncode
+        _aim(tmp_path, "repo", "create", "r", "--type", "local", "--path", tmp_path / "r", "--format", "4").returncode
         == 2
     )
 
 
-@pytest.mark.parametrize("storage_format", ["1", "2"])
+@pytest.mark.parametrize("storage_format", ["1", "2", "3"])
 def test_a_format_unknown_to_this_client_is_refused_before_any_blob_is_read(tmp_path, storage_format):
     root = _create(tmp_path, "r", "--format", storage_format)
     src = make_mixed_model(tmp_path / "src", weights=600_000)
     ok(_aim(tmp_path, "model", "push", "r", "m", src, "--tag", "v1"))
     meta = _meta(root)
-    meta["format"] = 3
+    meta["format"] = 4
     (root / REPO_META_KEY).write_text(json.dumps(meta))
     blobs = _blob_files(root)
     for args in (
@@ -106,7 +106,7 @@ def test_a_format_unknown_to_this_client_is_refused_before_any_blob_is_read(tmp_
         ["repo", "gc", "r"],
         ["model", "push", "r", "m", src, "--tag", "v2"],
     ):
-        one_line_error(_aim(tmp_path, *args), 7, "storage format 3", "upgrade aim_cli")
+        one_line_error(_aim(tmp_path, *args), 7, "storage format 4", "upgrade aim_cli")
     assert not (tmp_path / "out").exists() and _blob_files(root) == blobs
 
 

@@ -24,6 +24,7 @@ from aim_cli.errors import (
 )
 from aim_cli.format import blob_codec, layout
 from aim_cli.format import manifest as mf
+from aim_cli.format.delta_params import DeltaParams
 from aim_cli.push import push
 from aim_cli.repository import Repository
 from tests.fakes import FaultyBackend
@@ -45,13 +46,14 @@ DEFAULT_CHUNKING = {
 }
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_storage_layout_is_pinned(repo, tmp_path, version):
     """Format 1 stores each chunk's raw bytes; format 2 the same keys, each blob ``header ||
     payload`` (its codec's bytes are blob_codec's to pin: only that it decodes is pinned here),
-    and aim-repo.json records the tensor chunking and codec parameters too."""
-    if version == 1:
-        repo.init(version=1)  # a new repository is format 2 unless asked
+    and aim-repo.json records the tensor chunking and codec parameters too; format 3 the same
+    keys and blobs, and its fixed tensor cuts and delta parameters."""
+    if version != 2:
+        repo.init(version=version)  # a new repository is format 2 unless asked
     src = write_model(tmp_path / "src", {"w.bin": b"hello weights", "sub/c.json": b"{}"})
     result = push(repo, "resnet", "v1.0", src)
     root = tmp_path / "repo"
@@ -71,7 +73,7 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     if version == 1:
         assert meta == {"format": 1, "hash": "blake3", "chunking": DEFAULT_CHUNKING}
         assert list(meta) == ["format", "chunking", "hash"]
-    else:
+    elif version == 2:
         # The two parameter sets belong to their modules (and are still changing): built from them.
         assert meta == {
             "format": 2,
@@ -81,6 +83,16 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
             "codecs": blob_codec.CodecParams().as_dict(),
         }
         assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs"]
+    else:
+        assert meta == {
+            "format": 3,
+            "hash": "blake3",
+            "chunking": DEFAULT_CHUNKING,
+            "tensor_chunking": TensorChunkingParams.for_chunking(ChunkingParams(), fixed=True).as_dict(),
+            "codecs": blob_codec.CodecParams().as_dict(),
+            "deltas": DeltaParams().as_dict(),
+        }
+        assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs", "deltas"]
     raw = (root / "models/resnet/versions/v1.0.json").read_bytes()
     assert blake3.blake3(raw).hexdigest() == result.digest
     doc = json.loads(raw)
@@ -94,7 +106,7 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
         assert stored[:4] == blob_codec.MAGIC and blob_codec.decode(stored, 13) == b"hello weights"
     summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
     # Format 2 adds what the version's blobs take in storage; format 1 keeps the old keys only.
-    stored_size = {"stored_size": sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))} if version == 2 else {}
+    stored_size = {"stored_size": sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))} if version > 1 else {}
     assert summary == {
         "format": 1,
         "model": "resnet",
@@ -133,8 +145,8 @@ def test_init_is_exclusive_and_pins_the_first_parameters(repo, version):
 
 
 def test_unknown_format_is_refused(repo):
-    repo.backend.put("aim-repo.json", json.dumps({"format": 3, "chunking": {}, "hash": "blake3"}).encode())
-    with pytest.raises(ConfigError, match="format 3"):
+    repo.backend.put("aim-repo.json", json.dumps({"format": 4, "chunking": {}, "hash": "blake3"}).encode())
+    with pytest.raises(ConfigError, match="format 4"):
         repo.params()
 
 
