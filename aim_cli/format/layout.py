@@ -7,6 +7,7 @@ where each stored object lives, and what a stored key names. Pure functions and 
     models/<model>/summaries/<tag>.json         its summary (summary.py): what listings read
     models/<model>/signatures/<tag>/<hint>.sig  one signer's signature of the version
     locks/<id>.json                             gc/push leases
+    edges/<b[0:2]>/<b>/<d>                      empty: blob d is (about to be) a delta against blob b (format 3)
 
 Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
 or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
@@ -56,6 +57,32 @@ def blob_key(digest: str) -> str:
     return BLOBS + shard_key(digest)
 
 
+#: Format 3's delta edges, one empty object per edge, keyed by the base (docs/design.md §2):
+#: listing ``edges_prefix(b)`` gives b's dependents, listing EDGES every edge.
+EDGES = "edges/"
+
+
+def edges_prefix(base: str) -> str:
+    """``edges/<b[0:2]>/<b>/``: where the markers of ``base``'s dependents live."""
+    return f"{EDGES}{shard_key(base)}/"
+
+
+def edge_key(base: str, dependent: str) -> str:
+    """The marker saying that blob ``dependent`` is, or is about to be, a delta against ``base``."""
+    return edges_prefix(base) + dependent
+
+
+def edge_of_key(key: str) -> tuple[str, str] | None:
+    """(base, dependent) that ``key`` (a full key below EDGES) names, or None for any other key."""
+    if not key.startswith(EDGES):
+        return None
+    shard, _, rest = key[len(EDGES) :].partition("/")
+    base, _, dependent = rest.partition("/")
+    if digest_of_shard_key(f"{shard}/{base}") is None or not mf.HEX64.fullmatch(dependent):
+        return None
+    return base, dependent
+
+
 def model_prefix(model: str) -> str:
     return f"{MODELS}{model}/"
 
@@ -88,6 +115,7 @@ WRITE_DIRS = (
     "",
     "locks",
     *(BLOBS + s for s in SHARDS),
+    f"{EDGES}*/*",
     f"{MODELS}*/{VERSIONS}",
     f"{MODELS}*/{SUMMARIES}",
     f"{MODELS}*/{SIGNATURES}/*",
