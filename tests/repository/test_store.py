@@ -317,7 +317,23 @@ def test_blob_keys_are_pinned():
         layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
     )
     assert layout.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
-    assert len(layout.WRITE_DIRS) == 2 + 256 + 3
+    assert "edges/*/*" in layout.WRITE_DIRS
+    assert len(layout.WRITE_DIRS) == 2 + 256 + 1 + 3
+
+
+def test_edge_keys_are_pinned():
+    b, d = "ab" + "0" * 62, "cd" + "1" * 62
+    assert layout.edges_prefix(b) == f"edges/ab/{b}/"
+    assert layout.edge_key(b, d) == f"edges/ab/{b}/{d}"
+    assert layout.edge_of_key(f"edges/ab/{b}/{d}") == (b, d)
+    for stray in (
+        f"edges/cd/{b}/{d}",
+        f"edges/ab/{b}/{d}/x",
+        f"edges/ab/{b}/",
+        f"blobs/ab/{b}",
+        f"edges/ab/{b}/{d.upper()}",
+    ):
+        assert layout.edge_of_key(stray) is None
 
 
 def test_not_found_errors_carry_model_and_tag(repo):
