@@ -9,6 +9,7 @@ summary by summary.MAX_SUMMARY_BYTES, aim-repo.json by MAX_REPO_META_BYTES.
 
     meta.py        aim-repo.json: init, format, new-root checks, the conditional-write probe
     blobs.py       the chunks below blobs/
+    edges.py       format 3's delta edges below edges/
     versions.py    the manifests: commit, reads, listings, the newest version
     summaries.py   what listings read instead of manifests
     signatures.py  signers' bundles of a version
@@ -32,6 +33,7 @@ from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, SignatureKey,
 from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat
 from aim_cli.repository.blobs import Blobs
 from aim_cli.repository.deletion import Deleted, Deletion
+from aim_cli.repository.edges import Edges
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.meta import RepoMeta
 from aim_cli.repository.parallel import map_parallel
@@ -56,6 +58,8 @@ class Repository:
         self._keys = keys
         self._meta = RepoMeta(backend, self.name)
         self._blobs = Blobs(backend, self.name, self._meta, jobs)
+        #: Format 3's delta edges (edges.py): used directly by the delta code, gc and check.
+        self.edges = Edges(backend)
         self._summaries = Summaries(keys, jobs)
         self._versions = Versions(keys, self._meta, self._summaries)
         self._signatures = Signatures(keys)
