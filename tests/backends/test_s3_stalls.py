@@ -332,8 +332,10 @@ def test_a_listing_that_stalls_is_hedged(make_proxy, backends, s3_bucket):
 
     assert sorted(info.key for info in backend.list("blobs/")) == sorted(keys)
     lists = [(path, n) for (method, path), n in proxy.seen.items() if method == "GET" and "list-type=2" in path]
-    assert len(lists) == 1 and lists[0][1] == 2  # the stalled page and its hedge
-    assert backend.stats.hedges == 1 and backend.stats.hedges_won == 1
+    # The stalled page and its hedge; on a loaded machine the hedge may straggle too and be
+    # hedged in turn, so "at least" (without hedging the page would wait out the 3 s deadline).
+    assert len(lists) == 1 and lists[0][1] >= 2
+    assert backend.stats.hedges >= 1 and backend.stats.hedges_won >= 1
     assert all_stalls_closed_by_client(proxy)  # the abandoned page's connection is closed too
 
 
