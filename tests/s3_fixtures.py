@@ -1,8 +1,9 @@
 """S3 test fixtures (a pytest plugin, registered in tests/conftest.py).
 
 The S3 tests run against two servers, both on 127.0.0.1 and free ports, started once per
-session: "s3" is moto's standalone server (a subprocess), "rgw" is Ceph's RADOS Gateway (Debian's
-packages, a throw-away single-node cluster: tests/rgw.py). Set ``AIM_TEST_S3_ENDPOINT`` (plus the
+session (each pytest-xdist worker is a session of its own): "s3" is moto's standalone server
+(a subprocess), "rgw" is Ceph's RADOS Gateway (Debian's packages, a throw-away single-node
+cluster: tests/rgw.py). Set ``AIM_TEST_S3_ENDPOINT`` (plus the
 usual AWS_* credential variables) to run the "s3" tests against another S3 server instead of moto;
 the "rgw" runs then make an RGW user with those same keys. ``pytest -m rgw`` selects the RGW runs,
 ``-m "not rgw"`` leaves them out. They are never skipped: without the Ceph packages they fail with
