@@ -52,7 +52,7 @@ from aim_cli.pull.dest_writer import (
     write_at,
 )
 from aim_cli.pull.plan import FilePlan, PullPlan, plan_pull
-from aim_cli.pull.sources import CacheSource, RepositorySource, SourceChain
+from aim_cli.pull.sources import CacheSource, ChunkSource, RepositorySource, SourceChain
 from aim_cli.repository import Repository, VersionRef
 from aim_cli.util.fs import directory_argument, display_path, start_writeback
 from aim_cli.util.patterns import PathFilter
@@ -81,6 +81,7 @@ class PullResult:
     elapsed: float = 0.0
     fetched_raw_bytes: int = 0  # the chunk bytes those downloads gave
     deleted: list[str] = field(default_factory=list)  # files --delete removed (paths relative to DEST)
+    delta_chunks: int = 0  # of fetched_chunks, those taken as deltas against a local chunk (format 3)
 
 
 # -- the pull ----------------------------------------------------------------------------------------
@@ -274,12 +275,9 @@ def execute(
     for final, mode in work.modes:
         set_mode(final, mode)
     _check_space(plan)
+    local: list[ChunkSource] = [*work.local_sources, *([CacheSource(cache)] if cache is not None else [])]
     chain = SourceChain(
-        [
-            *work.local_sources,
-            *([CacheSource(cache)] if cache is not None else []),
-            RepositorySource(repo, f"{plan.model}:{plan.tag}"),
-        ]
+        [*local, RepositorySource(repo, f"{plan.model}:{plan.tag}", local=local, delta_bases=plan.delta_bases)]
     )
     assembler = _Assembler(f"{plan.model}:{plan.tag}", chain, progress)
     if plan.space_needed:
@@ -319,6 +317,7 @@ def _account(result: PullResult, plan: PullPlan, chain: SourceChain) -> None:
     repository = chain.sources[-1]
     assert isinstance(repository, RepositorySource)  # the last source, always
     result.fetched_bytes = repository.stored_bytes
+    result.delta_chunks = repository.delta_chunks
 
 
 class _Assembler:

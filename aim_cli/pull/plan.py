@@ -45,6 +45,7 @@ from aim_cli.errors import UsageError
 from aim_cli.format import manifest as mf
 from aim_cli.progress import NullProgress
 from aim_cli.pull.case import fold
+from aim_cli.pull.deltas import local_dependents
 from aim_cli.pull.dest_access import DestDirs, dest_error, open_regular
 from aim_cli.pull.layout import PARTIAL_DIR, WORK_DIR, DestFacts, partial_name
 from aim_cli.pull.sources import LocalFiles
@@ -65,6 +66,8 @@ class PlannedFile:
     reuse_bytes: int  # bytes written from DEST's partial file, DEST's other files or --reference
     fetch_raw_bytes: int  # raw bytes of the chunks to take from the cache or the repository
     fetch_chunks: int
+    #: Of those, the chunks to take as deltas against a local chunk (format 3; pull/deltas.py).
+    delta_chunks: int = 0
 
 
 @dataclass
@@ -83,6 +86,8 @@ class PullPlan:
     delete_bytes: int
     space_needed: int
     space_available: int
+    #: Chunk to fetch -> (the local chunk stored as a delta against it, the local source holding it).
+    delta_bases: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: What the executor needs (None for a dry run's plan, made without the lock); not part of the plan's shape.
     work: PlanWork | None = field(default=None, repr=False, compare=False)
 
@@ -136,6 +141,11 @@ class PullPlan:
                 "reuse_bytes": self.reuse_bytes,
                 "fetch_raw_bytes": self.fetch_raw_bytes,
                 "fetch_chunks": self._sum(None, "fetch_chunks"),
+                "delta_chunks": self._sum(None, "delta_chunks"),
+                "delta_bases": {
+                    name: sum(1 for _, source in self.delta_bases.values() if source == name)
+                    for name in ("dest", "reference")
+                },
                 "delete_files": len(self.delete),
                 "delete_bytes": self.delete_bytes,
                 "space_needed": self.space_needed,
@@ -407,11 +417,13 @@ def plan_pull(
         outcomes = [outcome for batch in planners.map(plan_batch, work) for outcome in batch]
     progress.close()
 
-    planned, to_assemble, modes = [], [], []
+    to_assemble = [outcome for outcome in outcomes if isinstance(outcome, FilePlan)]
+    delta_bases = local_dependents(repo, m, to_assemble, [dest_files, ref_files])
+
+    planned, modes = [], []
     for t, outcome in zip(targets, outcomes, strict=True):
         if isinstance(outcome, FilePlan):
-            to_assemble.append(outcome)
-            planned.append(_classify(outcome, dest_files, ref_files))
+            planned.append(_classify(outcome, dest_files, ref_files, delta_bases))
             continue
         if outcome == _SET_MODE:
             modes.append((t.final, t.entry.mode))
@@ -431,17 +443,20 @@ def plan_pull(
         sum(size for _, size in doomed),
         space_needed,
         free_space(dest),
+        delta_bases,
         PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files], leftovers)
         if facts.locked
         else None,
     )
 
 
-def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) -> PlannedFile:
+def _classify(
+    plan: FilePlan, dest_files: LocalFiles, references: LocalFiles, delta_bases: dict[str, tuple[str, str]]
+) -> PlannedFile:
     """The planned action of a file to assemble: each missing chunk is either in a local source
-    (``reuse``) or to be fetched."""
+    (``reuse``) or to be fetched (as a delta against a local chunk when ``delta_bases`` has it)."""
     entry = plan.entry
-    reuse, fetch, chunks = plan.bytes_present(), 0, 0
+    reuse, fetch, chunks, deltas = plan.bytes_present(), 0, 0, 0
     for i in plan.missing():
         digest, size = entry.chunks[i]
         if digest in dest_files or digest in references:
@@ -449,4 +464,5 @@ def _classify(plan: FilePlan, dest_files: LocalFiles, references: LocalFiles) ->
         else:
             fetch += size
             chunks += 1
-    return PlannedFile(entry.path, entry.size, FETCH if chunks else LOCAL, reuse, fetch, chunks)
+            deltas += digest in delta_bases
+    return PlannedFile(entry.path, entry.size, FETCH if chunks else LOCAL, reuse, fetch, chunks, deltas)

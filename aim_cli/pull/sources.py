@@ -115,18 +115,51 @@ class CacheSource:
 
 class RepositorySource:
     """The repository: the last source, never None. Counts the bytes stored (on the wire; a
-    format 2 blob may be compressed) beside the raw bytes the chain counts."""
+    format 2 blob may be compressed) beside the raw bytes the chain counts.
+
+    Format 3 (pull/deltas.py): ``local`` (DEST's files, --reference directories, the cache) are
+    asked for a delta's base before the repository is, and a chunk of ``delta_bases`` is taken
+    as the delta stored against it by a chunk a local source holds; if that is no longer so
+    (re-encoded meanwhile), the chunk is fetched as itself."""
 
     name = "repository"
 
-    def __init__(self, repo, context: str):
+    def __init__(self, repo, context: str, *, local: Sequence[ChunkSource] = (), delta_bases=None):
         self.repo = repo
         self.context = context  # "model:tag", for messages naming the file a bad blob belongs to
+        self.local = list(local)
+        self.delta_bases: dict[str, tuple[str, str]] = delta_bases or {}
         self.stored_bytes = 0
+        self.delta_chunks = 0  # chunks taken as deltas against a local chunk
         self._lock = threading.Lock()
 
+    def _local_chunk(self, digest: str, size: int, path: str) -> bytes | None:
+        for source in self.local:
+            data = source.read(digest, size, path)
+            if data is not None:
+                return data
+        return None
+
     def read(self, digest: str, size: int, path: str) -> bytes:
-        data, stored = self.repo.fetch_blob(digest, size, context=f"{self.context}/{path}")
+        context = f"{self.context}/{path}"
+        pair = self.delta_bases.get(digest)
+        if pair is not None:
+            dependent = self._local_chunk(pair[0], size, path)
+            got = (
+                None
+                if dependent is None
+                else self.repo.fetch_blob_via(digest, size, pair[0], dependent, context=context)
+            )
+            if got is not None:
+                with self._lock:
+                    self.stored_bytes += got[1]
+                    self.delta_chunks += 1
+                return got[0]
+
+        def base_source(base: str, base_size: int) -> bytes | None:
+            return self._local_chunk(base, base_size, path)
+
+        data, stored = self.repo.fetch_blob(digest, size, context=context, base_source=base_source)
         with self._lock:
             self.stored_bytes += stored
         return data

@@ -4,6 +4,7 @@ names), asked about one by one or in bulk, listed, deleted."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Iterator
 
@@ -17,6 +18,8 @@ from aim_cli.format.layout import BLOBS, SHARDS, blob_key, digest_of_shard_key
 from aim_cli.repository.keys import list_objects
 from aim_cli.repository.meta import RepoMeta
 from aim_cli.repository.parallel import map_parallel
+
+log = logging.getLogger(__name__)
 
 
 class Blobs:
@@ -40,7 +43,7 @@ class Blobs:
         """The chunk's raw bytes, verified against ``digest`` and ``size`` (what a manifest names)."""
         return self.fetch_blob(digest, size, context=context)[0]
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[Bytes, int]:
+    def fetch_blob(self, digest: str, size: int, *, context: str = "", base_source=None) -> tuple[Bytes, int]:
         """(the chunk's raw bytes, the bytes read from storage), verified against ``digest`` and
         ``size``. Reads stop past the largest object that can hold ``size`` bytes in this
         repository's format, so memory stays bounded whatever the storage holds; decoding is
@@ -50,6 +53,33 @@ class Blobs:
         fmt = self.meta.format()
         stored = self._get_stored(digest, fmt.max_stored_size(size), where)
         return self._decoded(digest, stored, size, where), len(stored)
+
+    def fetch_blob_via(
+        self, digest: str, size: int, dependent: str, dependent_data, *, context: str = ""
+    ) -> tuple[Bytes, int] | None:
+        """(chunk ``digest``'s raw bytes, the bytes read from storage), taken from the blob of
+        ``dependent`` (format 3), a delta against ``digest`` whose raw bytes ``dependent_data`` the
+        caller holds, verified: raw(digest) = raw(dependent) XOR the delta's payload. None when
+        that blob is not (or no longer) a delta against ``digest``, or gone: then fetch ``digest``
+        itself; so too when it decodes to other bytes (damage: a warning names that blob)."""
+        from aim_cli.format import delta_codec
+
+        where = f" (needed by {context})" if context else ""
+        try:
+            stored = self.backend.get(blob_key(dependent), max_size=self.meta.format().max_stored_size(size))
+        except (KeyNotFoundError, ObjectTooLargeError):
+            return None
+        try:
+            if delta_codec.base_of(stored[: delta_codec.DELTA_HEADER_SIZE]) != digest:
+                return None
+            data = delta_codec.decode_delta(stored, size, dependent_data, dependent)
+            if blake3.blake3(data).hexdigest() != digest:
+                raise CorruptBlob(f"it does not decode to chunk {digest}, its recorded base")
+        except CorruptBlob as e:
+            # The chunk itself may well be intact: fetch it as itself, and say what is damaged.
+            log.warning("%s; fetching chunk %s itself", self._corrupt(dependent, str(e), where).message, digest)
+            return None
+        return data, len(stored)
 
     def _get_stored(self, digest: str, max_size: int, where: str) -> bytes:
         try:

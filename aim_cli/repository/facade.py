@@ -105,8 +105,13 @@ class Repository:
     def get_blob(self, digest: str, size: int, *, context: str = "") -> Bytes:
         return self._blobs.get_blob(digest, size, context=context)
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "") -> tuple[Bytes, int]:
-        return self._blobs.fetch_blob(digest, size, context=context)
+    def fetch_blob(self, digest: str, size: int, *, context: str = "", base_source=None) -> tuple[Bytes, int]:
+        return self._blobs.fetch_blob(digest, size, context=context, base_source=base_source)
+
+    def fetch_blob_via(
+        self, digest: str, size: int, dependent: str, dependent_data, *, context: str = ""
+    ) -> tuple[Bytes, int] | None:
+        return self._blobs.fetch_blob_via(digest, size, dependent, dependent_data, context=context)
 
     def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, Bytes]:
         return self._blobs.get_stored_blob(digest, size, context=context)

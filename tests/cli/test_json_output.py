@@ -60,6 +60,7 @@ SHAPES = {
         "reused_bytes",
         "cached_bytes",
         "fetched_chunks",
+        "delta_chunks",
         "kept_files",
         "newest",
         "elapsed",

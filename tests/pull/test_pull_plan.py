@@ -33,6 +33,8 @@ TOTAL_KEYS = {
     "reuse_bytes",
     "fetch_raw_bytes",
     "fetch_chunks",
+    "delta_chunks",
+    "delta_bases",
     "delete_files",
     "delete_bytes",
     "space_needed",
