@@ -5,7 +5,8 @@ Format 2 (§3.4, §4) cuts safetensors files at tensor boundaries (chunking/tens
 each chunk as ``header || payload`` (format/blob_codec.py). Format 3 (§3.1, §4) cuts a large
 tensor at fixed offsets from its own start (``tensor_chunk_bytes``) and pins the parameters of
 delta blobs (format/delta_params.py); its plain blobs are format 2's, and a delta blob (codec 4)
-is not decoded yet: refused as corrupt. Every format names a blob by the BLAKE3 of the chunk's raw
+needs its base, so the store decodes it (repository/delta_chain.py); ``decode`` here refuses
+one as corrupt. Every format names a blob by the BLAKE3 of the chunk's raw
 bytes, and their manifests are the same, so a manifest is valid in a repository of any format.
 Everything that differs between them is a method here; a repository asks its format.
 

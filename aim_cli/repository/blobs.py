@@ -1,6 +1,8 @@
 """A repository's blobs role: content-addressed chunks below ``blobs/``, stored in the
 repository's format and verified on every read (re-hashed, bounded by the size the manifest
-names), asked about one by one or in bulk, listed, deleted."""
+names), asked about one by one or in bulk, listed, deleted. In format 3 a chunk may be stored as
+a delta against another (``put_delta``; whole again: ``put_plain``), decoded on read by following
+its chain of bases (delta_chain.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from aim_cli.backends.base import Backend, Bytes
 from aim_cli.errors import BlobCorruptError, BlobMissingError, KeyNotFoundError, ObjectTooLargeError
 from aim_cli.format import manifest as mf
 from aim_cli.format.blob_codec import CorruptBlob
+from aim_cli.format.delta_codec import encode_delta, worth_storing
 from aim_cli.format.layout import BLOBS, SHARDS, blob_key, digest_of_shard_key
+from aim_cli.format.repo_format import RepoFormat
+from aim_cli.repository.delta_chain import BaseSource, BrokenChain, decode_chain, is_delta
+from aim_cli.repository.edges import Edges
 from aim_cli.repository.keys import list_objects
 from aim_cli.repository.meta import RepoMeta
 from aim_cli.repository.parallel import map_parallel
@@ -26,11 +32,12 @@ class Blobs:
     """The blobs of the repository ``name`` in ``backend``, in the format ``meta`` reads; bulk
     questions use up to ``jobs`` requests at once."""
 
-    def __init__(self, backend: Backend, name: str, meta: RepoMeta, jobs: int):
+    def __init__(self, backend: Backend, name: str, meta: RepoMeta, jobs: int, edges: Edges | None = None):
         self.backend = backend
         self.name = name
         self.meta = meta
         self.jobs = jobs
+        self.edges = edges or Edges(backend)  # format 3: a delta's marker is written before it
 
     def put_blob(self, digest: str, data, element_size: int = 1) -> int:
         """Store the chunk ``data`` (raw bytes, named ``digest``) in the repository's format;
@@ -39,20 +46,27 @@ class Blobs:
         self.backend.put(blob_key(digest), stored)
         return len(stored)
 
-    def get_blob(self, digest: str, size: int, *, context: str = "") -> Bytes:
+    def get_blob(self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None) -> Bytes:
         """The chunk's raw bytes, verified against ``digest`` and ``size`` (what a manifest names)."""
-        return self.fetch_blob(digest, size, context=context)[0]
+        return self.fetch_blob(digest, size, context=context, base_source=base_source)[0]
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "", base_source=None) -> tuple[Bytes, int]:
-        """(the chunk's raw bytes, the bytes read from storage), verified against ``digest`` and
-        ``size``. Reads stop past the largest object that can hold ``size`` bytes in this
-        repository's format, so memory stays bounded whatever the storage holds; decoding is
-        bounded by ``size`` too. Missing: BlobMissingError; altered, truncated, oversized or
-        undecodable: BlobCorruptError; both name the blob and carry its digest."""
+    def fetch_blob(
+        self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None
+    ) -> tuple[Bytes, int]:
+        """(the chunk's raw bytes, the bytes read from storage, a delta's bases included),
+        verified against ``digest`` and ``size``. Reads stop past the largest object that can
+        hold ``size`` bytes in this repository's format, so memory stays bounded whatever the
+        storage holds; decoding is bounded by ``size`` too. A delta blob (format 3) is decoded by
+        following its chain (delta_chain.py), each base asked of ``base_source(digest, size)``
+        first, then read from here. Missing: BlobMissingError; altered, truncated, oversized or
+        undecodable, or a delta whose chain is broken (a base missing, of another size, altered;
+        a loop; deeper than the repository's max_depth): BlobCorruptError; both name the blob and
+        carry its digest."""
         where = f" (needed by {context})" if context else ""
         fmt = self.meta.format()
         stored = self._get_stored(digest, fmt.max_stored_size(size), where)
-        return self._decoded(digest, stored, size, where), len(stored)
+        data, fetched = self._decoded(digest, stored, size, where, base_source)
+        return data, len(stored) + fetched
 
     def fetch_blob_via(
         self, digest: str, size: int, dependent: str, dependent_data, *, context: str = ""
@@ -95,21 +109,49 @@ class Blobs:
                 digest, f"it is larger than {max_size} bytes, the most its chunk can take", where
             ) from None
 
-    def _decoded(self, digest: str, stored: bytes, size: int, where: str) -> Bytes:
+    def _decoded(
+        self, digest: str, stored: bytes, size: int, where: str, base_source: BaseSource | None = None
+    ) -> tuple[Bytes, int]:
+        """(the verified raw bytes, the stored bytes read for a delta's bases)."""
+        fmt = self.meta.format()
+        fetched = 0
         try:
-            data = self.meta.format().decode(stored, size)
+            if fmt.deltas is not None and is_delta(stored):
+                data, fetched = self._decode_chain(digest, stored, size, base_source)
+            else:
+                data = fmt.decode(stored, size)
         except CorruptBlob as e:
             raise self._corrupt(digest, str(e), where) from None
+        except BrokenChain as e:
+            raise self._broken(digest, e, where) from None
         if blake3.blake3(data).hexdigest() != digest:
             raise self._corrupt(digest, "its content does not match its hash", where)
-        return data
+        return data, fetched
 
-    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, Bytes]:
+    def _decode_chain(self, digest: str, stored: bytes, size: int, base_source: BaseSource | None) -> tuple[Bytes, int]:
+        fmt = self.meta.format()
+        assert fmt.deltas is not None
+        max_stored = fmt.max_stored_size(size)
+        return decode_chain(
+            digest,
+            stored,
+            size,
+            max_depth=fmt.deltas.max_depth,
+            read=lambda base: self.backend.get(blob_key(base), max_size=max_stored),
+            raw_size_of=fmt.raw_size_of,
+            decode_plain=fmt.decode,
+            base_source=base_source,
+        )
+
+    def get_stored_blob(
+        self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None
+    ) -> tuple[bytes, Bytes]:
         """(the stored object, the chunk's raw bytes), verified as ``fetch_blob`` verifies: for
-        copying a blob between repositories of the same format as it is (``put_stored_blob``)."""
+        copying a blob between repositories of the same format as it is (``put_stored_blob``).
+        A delta's stored object needs its base (and marker) in the destination too."""
         where = f" (needed by {context})" if context else ""
         stored = self._get_stored(digest, self.meta.format().max_stored_size(size), where)
-        return stored, self._decoded(digest, stored, size, where)
+        return stored, self._decoded(digest, stored, size, where, base_source)[0]
 
     def put_stored_blob(self, digest: str, stored: bytes) -> None:
         """Store an object that ``get_stored_blob`` of a repository of this format returned."""
@@ -118,7 +160,7 @@ class Blobs:
     def read_stored_blob(self, digest: str, stored_size: int) -> int:
         """Read and verify a stored blob that no manifest may name (`repo check --read-data`):
         its raw size comes from the object itself. Returns the raw size; BlobMissingError or
-        BlobCorruptError as ``fetch_blob``."""
+        BlobCorruptError as ``fetch_blob`` (a delta's chain is decoded from this repository)."""
         fmt = self.meta.format()
         stored = self._get_stored(digest, min(stored_size, fmt.max_stored_size(mf.MAX_CHUNK_SIZE)), "")
         try:
@@ -138,6 +180,54 @@ class Blobs:
             digest=digest,
             reason=what,
         )
+
+    def _broken(self, digest: str, e: BrokenChain, where: str) -> BlobCorruptError:
+        """A delta that cannot be decoded is corrupt, whatever the state of its base: the blob
+        asked for is the one the user's version needs."""
+        if e.missing is None:
+            return self._corrupt(digest, e.reason, where)
+        return BlobCorruptError(
+            f"blob {digest} in repository {self.name!r} is unreadable: {e.reason}{where}",
+            f"it is stored as a delta against {e.missing}: push the files of a version holding that chunk "
+            "again (under a new tag) to restore it; `aim_cli repo check` lists all damage",
+            digest=digest,
+            reason=e.reason,
+        )
+
+    # -- format 3: storing a chunk as a delta, or whole again --------------------------------------
+    def put_delta(
+        self, digest: str, data, base_digest: str, base_data, element_size: int, plain_size: int
+    ) -> int | None:
+        """Store the chunk ``data`` (raw bytes named ``digest``) as a delta against the chunk
+        ``base_data`` named ``base_digest`` (the same size, already stored and durable here), if
+        the delta is worth it against the chunk's plain blob of ``plain_size`` bytes
+        (delta_codec.worth_storing with the repository's min_saving): then the edge marker is
+        written first, the blob replaced atomically after, and the bytes stored returned. Else
+        None, and nothing is written. ValueError outside a format 3 repository, for a base naming
+        the chunk itself or of another size (programming errors)."""
+        fmt = self._format3("put_delta")
+        assert fmt.deltas is not None and fmt.codecs is not None
+        if base_digest == digest:
+            raise ValueError(f"chunk {digest} cannot be its own delta base")
+        delta = encode_delta(data, base_data, base_digest, element_size, fmt.codecs)
+        if not worth_storing(len(delta), plain_size, fmt.deltas.min_saving):
+            return None
+        self.edges.put_edge(base_digest, digest)  # before the blob: gc must never free a needed base
+        self.backend.put(blob_key(digest), delta)
+        return len(delta)
+
+    def put_plain(self, digest: str, data, element_size: int = 1) -> int:
+        """(Re)store the chunk ``data`` whole, a keyframe, replacing a delta atomically; return the
+        bytes stored. Its old edge marker, if any, stays (stale: `repo optimize` removes it).
+        ValueError outside a format 3 repository."""
+        self._format3("put_plain")
+        return self.put_blob(digest, data, element_size)
+
+    def _format3(self, what: str) -> RepoFormat:
+        fmt = self.meta.format()
+        if fmt.deltas is None:
+            raise ValueError(f"{what} in repository {self.name!r} of format {fmt.version}: deltas need format 3")
+        return fmt
 
     def has_blob(self, digest: str) -> bool:
         return self.backend.exists(blob_key(digest))

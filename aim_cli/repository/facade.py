@@ -8,7 +8,7 @@ summary by summary.MAX_SUMMARY_BYTES, aim-repo.json by MAX_REPO_META_BYTES.
 ``Repository`` is the one object callers hold. It delegates each call to the role that does it:
 
     meta.py        aim-repo.json: init, format, new-root checks, the conditional-write probe
-    blobs.py       the chunks below blobs/
+    blobs.py       the chunks below blobs/ (format 3's deltas decoded by delta_chain.py)
     edges.py       format 3's delta edges below edges/
     versions.py    the manifests: commit, reads, listings, the newest version
     summaries.py   what listings read instead of manifests
@@ -33,6 +33,7 @@ from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, SignatureKey,
 from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat
 from aim_cli.repository.blobs import Blobs
 from aim_cli.repository.deletion import Deleted, Deletion
+from aim_cli.repository.delta_chain import BaseSource
 from aim_cli.repository.edges import Edges
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.meta import RepoMeta
@@ -57,9 +58,9 @@ class Repository:
         keys = StoredKeys(backend, self.name)
         self._keys = keys
         self._meta = RepoMeta(backend, self.name)
-        self._blobs = Blobs(backend, self.name, self._meta, jobs)
         #: Format 3's delta edges (edges.py): used directly by the delta code, gc and check.
         self.edges = Edges(backend)
+        self._blobs = Blobs(backend, self.name, self._meta, jobs, self.edges)
         self._summaries = Summaries(keys, jobs)
         self._versions = Versions(keys, self._meta, self._summaries)
         self._signatures = Signatures(keys)
@@ -102,10 +103,12 @@ class Repository:
     def put_blob(self, digest: str, data, element_size: int = 1) -> int:
         return self._blobs.put_blob(digest, data, element_size)
 
-    def get_blob(self, digest: str, size: int, *, context: str = "") -> Bytes:
-        return self._blobs.get_blob(digest, size, context=context)
+    def get_blob(self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None) -> Bytes:
+        return self._blobs.get_blob(digest, size, context=context, base_source=base_source)
 
-    def fetch_blob(self, digest: str, size: int, *, context: str = "", base_source=None) -> tuple[Bytes, int]:
+    def fetch_blob(
+        self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None
+    ) -> tuple[Bytes, int]:
         return self._blobs.fetch_blob(digest, size, context=context, base_source=base_source)
 
     def fetch_blob_via(
@@ -113,14 +116,24 @@ class Repository:
     ) -> tuple[Bytes, int] | None:
         return self._blobs.fetch_blob_via(digest, size, dependent, dependent_data, context=context)
 
-    def get_stored_blob(self, digest: str, size: int, *, context: str = "") -> tuple[bytes, Bytes]:
-        return self._blobs.get_stored_blob(digest, size, context=context)
+    def get_stored_blob(
+        self, digest: str, size: int, *, context: str = "", base_source: BaseSource | None = None
+    ) -> tuple[bytes, Bytes]:
+        return self._blobs.get_stored_blob(digest, size, context=context, base_source=base_source)
 
     def put_stored_blob(self, digest: str, stored: bytes) -> None:
         self._blobs.put_stored_blob(digest, stored)
 
     def read_stored_blob(self, digest: str, stored_size: int) -> int:
         return self._blobs.read_stored_blob(digest, stored_size)
+
+    def put_delta(
+        self, digest: str, data, base_digest: str, base_data, element_size: int, plain_size: int
+    ) -> int | None:
+        return self._blobs.put_delta(digest, data, base_digest, base_data, element_size, plain_size)
+
+    def put_plain(self, digest: str, data, element_size: int = 1) -> int:
+        return self._blobs.put_plain(digest, data, element_size)
 
     def has_blob(self, digest: str) -> bool:
         return self._blobs.has_blob(digest)

@@ -1,6 +1,6 @@
 """Format 3 (issue 18; docs/design.md §3.1, §4) as far as it is built: `repo create --format 3`,
 its aim-repo.json parsed strictly, tensor-relative cuts end to end (push, pull, check, verify),
-plain blobs as format 2's, a delta blob (codec 4) refused as corrupt until deltas are decoded,
+plain blobs as format 2's, a delta blob (codec 4) that decodes to other bytes refused as corrupt,
 and `model copy` between formats 1, 2 and 3 keeping every manifest digest. Through the real
 console script where a user would see it."""
 
@@ -235,7 +235,7 @@ def _delta_blob(raw_size: int, base: str) -> bytes:
     return struct.pack("<4sB3sQ", blob_codec.MAGIC, 4, b"\0\0\0", raw_size) + bytes.fromhex(base) + inner
 
 
-def test_a_delta_blob_is_corrupt_until_deltas_are_decoded(tmp_path):
+def test_a_delta_blob_that_decodes_to_other_bytes_is_corrupt(tmp_path):
     root = _create(tmp_path, "r3", "--format", "3")
     src = _checkpoint(tmp_path / "v1", 0)
     ok(_aim(tmp_path, "model", "push", "r3", "m", src, "--tag", "v1", "-q"))
@@ -243,7 +243,9 @@ def test_a_delta_blob_is_corrupt_until_deltas_are_decoded(tmp_path):
     chunks = next(f for f in manifest["files"] if f["path"] == "model.safetensors")["chunks"]
     (digest, size), (base, _) = chunks[1], chunks[2]
     (root / blob_key(digest)).write_bytes(_delta_blob(size, base))
-    one_line_error(_aim(tmp_path, "model", "pull", "r3", "m", tmp_path / "out"), 5, digest, "corrupt")
+    one_line_error(
+        _aim(tmp_path, "model", "pull", "r3", "m", tmp_path / "out"), 5, digest, "corrupt", "does not match its hash"
+    )
     assert not (tmp_path / "out" / "model.safetensors").exists()
     for args in (["model", "verify", "r3", "m"], ["repo", "check", "r3", "--read-data"]):
         audit = _aim(tmp_path, *args)

@@ -116,3 +116,20 @@ def test_format_2_plans_have_no_delta_fields_set(tmp_path):
     pushmod.push(repo, "m", "v1", tmp_path / "v1")
     plan = dry_run(repo, "m", tmp_path / "dest", tag="v1")
     assert json.loads(json.dumps(plan.to_json()))["totals"]["delta_bases"] == {"dest": 0, "reference": 0}
+
+
+def test_pulling_the_older_over_the_newer_takes_its_bases_from_dest(f3):
+    """v1's chunks are deltas against v2's: pulled into v2's directory, their bases come from
+    DEST, and only the deltas are fetched; cold, the bases are fetched too."""
+    repo, tmp = f3
+    _reencode_older(repo, "v1", "v2")
+    deltas = sum(repo.stored_size(d) for f in repo.get_version("m", "v1").manifest.files for d, _ in f.chunks)
+    dest = tmp / "dest"
+    shutil.copytree(tmp / "v2", dest)
+    r = pull(repo, "m", dest, tag="v1")
+    assert file_contents(dest) == file_contents(tmp / "v1")
+    assert r.fetched_bytes == deltas  # no base read from the repository
+
+    cold = pull(repo, "m", tmp / "cold", tag="v1")
+    assert file_contents(tmp / "cold") == file_contents(tmp / "v1")
+    assert cold.fetched_bytes > deltas  # the bases too
