@@ -19,7 +19,9 @@ The manifest is copied as stored, so its digest (what an auditor pins) is the sa
 repositories. Blobs are named by the BLAKE3 of their raw bytes in every format, so any repository
 can hold any chunk: nothing is re-chunked. Between repositories of the same storage format a
 blob is copied as stored, once its raw bytes are verified, and so is a plain blob between formats
-2 and 3 (RepoFormat.holds_as_stored: their plain blobs are alike). Otherwise it is re-encoded:
+2 and 3 (RepoFormat.holds_as_stored: their plain blobs are alike); a delta blob (format 3) is
+never copied as stored, since the destination may lack its base: it is decoded (its chain
+verified) and stored whole. Otherwise a blob is re-encoded:
 format 2 or 3 -> 1 stores the raw bytes; format 1 -> 2 or 3 compresses without a dtype hint (a format 1
 repository records none, so every chunk is encoded with element size 1), which saves less on
 bf16/f16 weights than a push into the format 2 repository would.
@@ -272,7 +274,7 @@ class _Copier:
     def _move(self, digest: str, size: int, where: str) -> tuple[int, int]:
         """One blob from the source (verified) into the destination: (bytes read, bytes stored)."""
         stored, raw = self.src.get_stored_blob(digest, size, context=where)
-        if self.same_format or self.dst.format().holds_as_stored(self.src.format(), stored):
+        if self.dst.format().holds_as_stored(self.src.format(), stored):
             self.dst.put_stored_blob(digest, stored)
             written = len(stored)
         else:

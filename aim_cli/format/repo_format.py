@@ -116,12 +116,14 @@ class RepoFormat:
     def holds_as_stored(self, src: RepoFormat, stored: bytes) -> bool:
         """Whether ``stored``, a blob of a repository of format ``src``, can be stored here as it
         is (`model copy`): in the same format, or a plain blob (codecs 0-3) between formats 2 and
-        3, whose plain blobs are alike. Anything else is re-encoded from its raw bytes."""
+        3, whose plain blobs are alike; never a delta blob (format 3), whose base the destination
+        may lack. Anything else is re-encoded from its raw bytes."""
+        plain = src.codecs is None or (
+            len(stored) >= blob_codec.HEADER_SIZE and stored[:4] == blob_codec.MAGIC and stored[4] in _PLAIN_CODECS
+        )
         if src.version == self.version:
-            return True
-        if src.codecs is None or self.codecs is None or len(stored) < blob_codec.HEADER_SIZE:
-            return False
-        return stored[:4] == blob_codec.MAGIC and stored[4] in _PLAIN_CODECS
+            return src.version < 3 or plain
+        return src.codecs is not None and self.codecs is not None and plain
 
     def encode(self, data, element_size: int = 1):
         """The object to store for the chunk ``data``."""

@@ -135,3 +135,20 @@ def test_pulling_the_older_over_the_newer_takes_its_bases_from_dest(f3):
     cold = pull(repo, "m", tmp / "cold", tag="v1")
     assert file_contents(tmp / "cold") == file_contents(tmp / "v1")
     assert cold.fetched_bytes > deltas  # the bases too
+
+
+def test_copy_stores_a_delta_whole_where_its_base_may_be_missing(f3):
+    """Copying only the older version into another format 3 repository: its delta blobs would
+    lack their bases there, so each is stored whole and the copy pulls without the newer one."""
+    from aim_cli.copy import copy
+
+    repo, tmp = f3
+    _reencode_older(repo, "v1", "v2")
+    dst = Repository(LocalBackend(tmp / "dst"), "dst")
+    dst.init(version=3)
+    copy(repo, dst, "m", tags=["v1"])
+    dst_blobs = {d for d, _ in dst.iter_blobs()}
+    v2_only = {d for f in repo.get_version("m", "v2").manifest.files for d, _ in f.chunks} - dst_blobs
+    assert v2_only  # the bases were not copied
+    pull(dst, "m", tmp / "out", tag="v1")
+    assert file_contents(tmp / "out") == file_contents(tmp / "v1")
