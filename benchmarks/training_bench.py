@@ -38,6 +38,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -206,6 +207,7 @@ def policy_rows(p: Phase) -> list[dict]:
             "update": float(np.mean(f2.update[1:])) / p.raw,
             "update_newest": f2.update[-1] / p.raw,
             "max_depth": 0,
+            "rewritten": 0.0,
         }
     ]
     for f in p.format3:
@@ -218,6 +220,7 @@ def policy_rows(p: Phase) -> list[dict]:
                 "update": float(np.mean(f.update[1:])) / p.raw,
                 "update_newest": f.update[-1] / p.raw,
                 "max_depth": f.max_depth,
+                "rewritten": f.rewritten / (n - 1) / p.raw,
             }
         )
     return rows
@@ -259,6 +262,7 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
         "pull N into N-1's directory: fetched / raw (mean over N)",
         "pull the newest into the one before: fetched / raw",
         "max chain depth",
+        "older chunks re-encoded per push / raw",
         "issue 18's targets",
     ]
     rows = []
@@ -275,6 +279,7 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
                     f"{r['update']:.3f}",
                     f"{r['update_newest']:.3f}",
                     str(r["max_depth"]),
+                    f"{r['rewritten']:.2f}",
                     "met" if not late else "missed: " + ", ".join(late),
                 ]
             )
@@ -300,6 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="keep the checkpoints in DIR (default: in the work directory, removed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a smaller model and fewer steps (a smoke run)")
+    ap.add_argument("--checkpoints", type=int, default=6, metavar="N", help="checkpoints per phase (default 6)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE")
     ap.add_argument("--workdir", type=Path, help="work directory (default: a temporary one under the current)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -323,9 +329,9 @@ def measure(work: Path, args) -> tuple[list[Phase], BaseFigures, training_run.Ru
     started = time.perf_counter()
     out = (args.out or work / "checkpoints").absolute()
     cpu = time.process_time()
-    run = training_run.train(out, args.dtype, args.seed, args.quick)
+    cfg = dataclasses.replace(training_run.QUICK if args.quick else training_run.Config(), checkpoints=args.checkpoints)
+    run = training_run.train(out, args.dtype, args.seed, config=cfg)
     print(f"trained in {run.seconds:.1f} s ({time.process_time() - cpu:.1f} CPU-s)", file=sys.stderr)
-    cfg = training_run.QUICK if args.quick else training_run.Config()
     b = format2_bench.FormatBench(work, rb.PageCache())
     phases = [measure_phase(b, run, phase, work, cfg) for phase in PHASES]
     base = measure_base(b, run)
