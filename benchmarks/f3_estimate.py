@@ -125,6 +125,9 @@ class Layout:
     cost: list[int] = field(default_factory=list)
     same: list[int] = field(default_factory=list)
     rewritten: int = 0  # raw bytes of stored chunks stored again (re-encoded or made whole)
+    # update(i) right after version i was pushed and the policy ran (before later versions
+    # changed the layout); filled by the policies that re-encode older chunks.
+    at_push: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: dict[bytes, int] = {}
@@ -217,6 +220,7 @@ def reverse(layout: Layout, depth: int | None, max_cuts: int = 0, attach: bool =
                 key = TensorKey(name, dtype, shape)
                 pairs.append(Pair(str(old), str(new), len(p.data), p.element_size, key, index))
         apply_plan(layout, pairs, markers, bound, {str(layout.same[i])}, max_cuts, attach)
+        layout.at_push[i] = layout.update(i)
 
 
 def apply_plan(
@@ -277,6 +281,8 @@ class PolicyFigures:
     update: list[int]  # bytes fetched pulling version i into version i-1's directory (0 for i = 0)
     max_depth: int
     rewritten: int = 0  # raw bytes of chunks of older versions stored again, over the series
+    # bytes fetched pulling version i into version i-1's directory just after version i's push
+    at_push: list[int] = field(default_factory=list)
 
 
 def positions(versions: list[list[Piece]]) -> list[list[Piece]]:
@@ -308,7 +314,7 @@ def estimate_series(paths: list[Path]) -> list[PolicyFigures]:
 
 def estimate_policy(series: list[list[Piece]], name: str, policy, depth: int | None) -> PolicyFigures:
     n = len(series[0])
-    stored, cold, update = [0] * n, [0] * n, [0] * n
+    stored, cold, update, at_push = [0] * n, [0] * n, [0] * n, [0] * n
     max_depth = rewritten = 0
     for pieces in series:
         layout = Layout(pieces)
@@ -318,9 +324,10 @@ def estimate_policy(series: list[list[Piece]], name: str, policy, depth: int | N
             stored[i] += layout.cost[i]
             cold[i] += layout.cold(i)
             update[i] += layout.update(i) if i else 0
+            at_push[i] += layout.at_push.get(i, layout.update(i)) if i else 0
             max_depth = max(max_depth, layout.depth(i))
         rewritten += layout.rewritten
-    return PolicyFigures(name, stored, sum(stored), cold, update, max_depth, rewritten)
+    return PolicyFigures(name, stored, sum(stored), cold, update, max_depth, rewritten, at_push)
 
 
 def estimate_pair(path: Path, base: Path) -> int:

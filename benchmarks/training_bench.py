@@ -4,6 +4,7 @@ estimate of what format 3 would (its push does not store deltas yet).
     uv run python benchmarks/training_bench.py                      # bf16, full size (~9 MB a checkpoint)
     uv run python benchmarks/training_bench.py --dtype f32
     uv run python benchmarks/training_bench.py --quick              # a smaller model, fewer steps
+    uv run python benchmarks/training_bench.py --quick --checkpoints 20   # a longer history per phase
     uv run python benchmarks/training_bench.py --json out.json      # the figures as JSON too
 
 The run (benchmarks/training_run.py): a student MLP learns a teacher with Adam in numpy, six
@@ -24,8 +25,12 @@ How each figure is measured:
   fine-tuning checkpoint; the stored bytes the second push adds;
 - format 3, estimated offline (f3_estimate.py, whose docstring says how): format 3's cuts, codec
   4's delta blobs, each chain policy of issue 18 item 4 simulated per chunk, min_saving applied;
+  the reverse policies are the product's own (aim_cli.deltas.policy.plan), run after each push;
+- "just after each push": the pull of the newest into the one before as it stands right after
+  that push (later pushes re-encode older chunks), the worst over the pushes; "re-encoded per
+  push": raw bytes of older versions' chunks stored again (as deltas or whole), per push / raw;
 - "stored per later checkpoint" is issue 18's figure: (the phase's stored bytes - the first
-  checkpoint's format 2 stored bytes) / 5 / raw; raw is a checkpoint directory's size.
+  checkpoint's format 2 stored bytes) / (checkpoints - 1) / raw; raw is a checkpoint directory's size.
 Format 3 after `repo optimize` and its push and pull times are for when format 3's push exists.
 """
 
@@ -206,6 +211,7 @@ def policy_rows(p: Phase) -> list[dict]:
             "cold_oldest": 1.0,
             "update": float(np.mean(f2.update[1:])) / p.raw,
             "update_newest": f2.update[-1] / p.raw,
+            "update_at_push": max(f2.update[1:]) / p.raw,
             "max_depth": 0,
             "rewritten": 0.0,
         }
@@ -219,6 +225,7 @@ def policy_rows(p: Phase) -> list[dict]:
                 "cold_oldest": f.cold[0] / f2.cold[0],
                 "update": float(np.mean(f.update[1:])) / p.raw,
                 "update_newest": f.update[-1] / p.raw,
+                "update_at_push": max(f.at_push[1:]) / p.raw,
                 "max_depth": f.max_depth,
                 "rewritten": f.rewritten / (n - 1) / p.raw,
             }
@@ -233,7 +240,7 @@ def print_checkpoints(phases: list[Phase]) -> None:
         "held-out loss",
         "weights changed",
         "format 2: new stored / raw",
-        "format 3 estimate, reverse depth <= 3: stored / raw (after the six)",
+        "format 3 estimate, reverse depth <= 3: stored / raw (after the series)",
     ]
     rows = []
     for p in phases:
@@ -261,6 +268,7 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
         "cold pull of the oldest / format 2's",
         "pull N into N-1's directory: fetched / raw (mean over N)",
         "pull the newest into the one before: fetched / raw",
+        "the same just after each push: worst / raw",
         "max chain depth",
         "older chunks re-encoded per push / raw",
         "issue 18's targets",
@@ -278,6 +286,7 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
                     f"{r['cold_oldest']:.2f}x",
                     f"{r['update']:.3f}",
                     f"{r['update_newest']:.3f}",
+                    f"{r['update_at_push']:.3f}",
                     str(r["max_depth"]),
                     f"{r['rewritten']:.2f}",
                     "met" if not late else "missed: " + ", ".join(late),
