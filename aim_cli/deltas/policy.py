@@ -142,7 +142,8 @@ def plan(
     """The re-encodes that link each pair's older chunk under its newer one where the rules above
     allow, in the order to store them. ``pairs`` are tried in the order given (newest version
     pairs first is best), again until nothing changes; ``keep_whole`` (the chunks of the newest
-    version) are made whole first if any is a delta; ``max_cuts`` = 0 is the first rule (P_i stays
+    version, less those a ``--base`` push stored against its base model) are made whole first if
+    any is a delta, and only a link under one of them may cut; ``max_cuts`` = 0 is the first rule (P_i stays
     whole when the chain would be too deep); ``attach``: a lone whole N_i that P_i cannot take as
     base is stored as a delta against P_i instead (see above)."""
     if max_depth < 1:
