@@ -27,8 +27,10 @@ Policies (per chunk position, over the versions in push order):
 - first: each against the first version's chunk (depth 1);
 - reverse: the newest stays whole, and when a version is pushed, the previous newest becomes a
   delta against it if that keeps every chain through it within ``depth`` (a chain that would grow
-  past it stays as it is: the previous newest stays whole). This is what re-encoding inline at
-  push gives; `repo optimize` could lay out the same number of keyframes otherwise.
+  past it stays as it is: the previous newest stays whole). The rule is the product's own
+  (aim_cli.deltas.policy.plan), run after each push over every pair of consecutive versions so far;
+- reverse, cut the old end: the same with ``max_cuts=1``: when linking the previous newest would
+  make a chain too deep, its deepest chunk is stored whole first (docs/design.md §3.5).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training_run import read_safetensors
 
+from aim_cli.deltas import policy
+from aim_cli.deltas.pairing import Pair, TensorKey
 from aim_cli.format import blob_codec
 
 # The values format 3 pins in aim-repo.json (docs: format 3 as decided; provisional).
@@ -120,6 +124,10 @@ class Layout:
     base: list[int | None] = field(default_factory=list)
     cost: list[int] = field(default_factory=list)
     same: list[int] = field(default_factory=list)
+    rewritten: int = 0  # raw bytes of stored chunks stored again (re-encoded or made whole)
+    # update(i) right after version i was pushed and the policy ran (before later versions
+    # changed the layout); filled by the policies that re-encode older chunks.
+    at_push: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: dict[bytes, int] = {}
@@ -132,15 +140,22 @@ class Layout:
         p = self.pieces[i]
         return whole_size(p.data, p.element_size)
 
-    def try_delta(self, i: int, j: int) -> bool:
-        """Store version i's chunk as a delta against version j's if that saves MIN_SAVING."""
+    def delta_cost(self, i: int, j: int) -> int | None:
+        """The stored size of version i's chunk as a delta against version j's, None when that
+        does not save MIN_SAVING."""
         i, j = self.same[i], self.same[j]
         if i == j or self.pieces[i].key is None:
-            return False
+            return None
         p = self.pieces[i]
         size = delta_size(p.data, self.pieces[j].data, p.element_size)
-        if size > (1 - MIN_SAVING) * self.whole(i):
+        return None if size > (1 - MIN_SAVING) * self.whole(i) else size
+
+    def try_delta(self, i: int, j: int) -> bool:
+        """Store version i's chunk as a delta against version j's if that saves MIN_SAVING."""
+        size = self.delta_cost(i, j)
+        if size is None:
             return False
+        i, j = self.same[i], self.same[j]
         self.base[i], self.cost[i] = j, size
         return True
 
@@ -187,14 +202,59 @@ def against_first(layout: Layout, depth: int | None = None) -> None:
             layout.try_delta(i, 0)
 
 
-def reverse(layout: Layout, depth: int | None) -> None:
+def reverse(layout: Layout, depth: int | None, max_cuts: int = 0, attach: bool = False) -> None:
+    """The product's chain policy (aim_cli.deltas.policy.plan) after each push: the newest version's
+    chunk whole, every pair of consecutive versions so far planned again (what push inline and then
+    `repo optimize` do), each action stored in order, a delta that does not save MIN_SAVING declined
+    (the policy is asked again without it). ``max_cuts`` 0: the previous newest stays whole when
+    its chain would be too deep; 1: the old end of the chain is cut instead."""
+    bound = depth if depth is not None else len(layout.pieces) + 1
+    markers: dict[str, set[str]] = {}  # base -> dependents, as the re-encoder keeps them
     for i in range(1, len(layout.pieces)):
-        newest, previous = layout.same[i], layout.same[i - 1]
-        if newest == previous or layout.base[previous] is not None:
-            continue
-        dependents = [k for k in range(i) if previous in layout.chain(k)]
-        if depth is None or max(layout.depth(k) for k in dependents) + 1 <= depth:
-            layout.try_delta(previous, newest)
+        pairs = []
+        for k in range(i, 0, -1):  # the newest pair first
+            old, new = layout.same[k - 1], layout.same[k]
+            p = layout.pieces[old]
+            if old != new and p.key is not None:
+                name, dtype, shape, index = p.key
+                key = TensorKey(name, dtype, shape)
+                pairs.append(Pair(str(old), str(new), len(p.data), p.element_size, key, index))
+        apply_plan(layout, pairs, markers, bound, {str(layout.same[i])}, max_cuts, attach)
+        layout.at_push[i] = layout.update(i)
+
+
+def apply_plan(
+    layout: Layout, pairs: list[Pair], markers: dict, bound: int, keep: set[str], max_cuts: int, attach: bool
+) -> None:
+    declined: set[tuple[str, str]] = set()
+    while True:
+        deltas = {str(k): str(b) for k, b in enumerate(layout.base) if b is not None}
+        actions = policy.plan(
+            pairs, markers, deltas, bound, keep_whole=keep, declined=declined, max_cuts=max_cuts, attach=attach
+        )
+        for a in actions:
+            if a.base is not None and layout.delta_cost(int(a.chunk), int(a.base)) is None:
+                declined.add((a.chunk, a.base))
+                break
+            for x in (*a.cuts, a.chunk):
+                old = layout.base[int(x)]
+                if old is not None:  # its marker, stale once x is stored again
+                    markers[str(old)].discard(x)
+                layout.base[int(x)], layout.cost[int(x)] = None, layout.whole(int(x))
+                layout.rewritten += len(layout.pieces[int(x)].data)
+            if a.base is not None:
+                markers.setdefault(a.base, set()).add(a.chunk)
+                layout.try_delta(int(a.chunk), int(a.base))
+        else:
+            return
+
+
+def reverse_cut(layout: Layout, depth: int | None) -> None:
+    reverse(layout, depth, max_cuts=1)
+
+
+def reverse_cut_attach(layout: Layout, depth: int | None) -> None:
+    reverse(layout, depth, max_cuts=1, attach=True)
 
 
 Policy = tuple[str, Callable[[Layout, int | None], None], int | None]
@@ -204,6 +264,9 @@ POLICIES: list[Policy] = [
     ("each against the first", against_first, None),
     ("reverse, depth <= 3", reverse, 3),
     ("reverse, depth <= 4", reverse, 4),
+    ("reverse, depth <= 4, cut the old end", reverse_cut, 4),
+    ("reverse, depth <= 3, cut and attach", reverse_cut_attach, 3),
+    ("reverse, depth <= 4, cut and attach", reverse_cut_attach, 4),
     ("reverse, unbounded", reverse, None),
 ]
 
@@ -217,6 +280,9 @@ class PolicyFigures:
     cold: list[int]  # bytes fetched by a cold pull of each version
     update: list[int]  # bytes fetched pulling version i into version i-1's directory (0 for i = 0)
     max_depth: int
+    rewritten: int = 0  # raw bytes of chunks of older versions stored again, over the series
+    # bytes fetched pulling version i into version i-1's directory just after version i's push
+    at_push: list[int] = field(default_factory=list)
 
 
 def positions(versions: list[list[Piece]]) -> list[list[Piece]]:
@@ -248,8 +314,8 @@ def estimate_series(paths: list[Path]) -> list[PolicyFigures]:
 
 def estimate_policy(series: list[list[Piece]], name: str, policy, depth: int | None) -> PolicyFigures:
     n = len(series[0])
-    stored, cold, update = [0] * n, [0] * n, [0] * n
-    max_depth = 0
+    stored, cold, update, at_push = [0] * n, [0] * n, [0] * n, [0] * n
+    max_depth = rewritten = 0
     for pieces in series:
         layout = Layout(pieces)
         if not plain_position(pieces):
@@ -258,8 +324,10 @@ def estimate_policy(series: list[list[Piece]], name: str, policy, depth: int | N
             stored[i] += layout.cost[i]
             cold[i] += layout.cold(i)
             update[i] += layout.update(i) if i else 0
+            at_push[i] += layout.at_push.get(i, layout.update(i)) if i else 0
             max_depth = max(max_depth, layout.depth(i))
-    return PolicyFigures(name, stored, sum(stored), cold, update, max_depth)
+        rewritten += layout.rewritten
+    return PolicyFigures(name, stored, sum(stored), cold, update, max_depth, rewritten, at_push)
 
 
 def estimate_pair(path: Path, base: Path) -> int:

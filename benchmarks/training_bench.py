@@ -4,6 +4,7 @@ estimate of what format 3 would (its push does not store deltas yet).
     uv run python benchmarks/training_bench.py                      # bf16, full size (~9 MB a checkpoint)
     uv run python benchmarks/training_bench.py --dtype f32
     uv run python benchmarks/training_bench.py --quick              # a smaller model, fewer steps
+    uv run python benchmarks/training_bench.py --quick --checkpoints 20   # a longer history per phase
     uv run python benchmarks/training_bench.py --json out.json      # the figures as JSON too
 
 The run (benchmarks/training_run.py): a student MLP learns a teacher with Adam in numpy, six
@@ -24,8 +25,12 @@ How each figure is measured:
   fine-tuning checkpoint; the stored bytes the second push adds;
 - format 3, estimated offline (f3_estimate.py, whose docstring says how): format 3's cuts, codec
   4's delta blobs, each chain policy of issue 18 item 4 simulated per chunk, min_saving applied;
+  the reverse policies are the product's own (aim_cli.deltas.policy.plan), run after each push;
+- "just after each push": the pull of the newest into the one before as it stands right after
+  that push (later pushes re-encode older chunks), the worst over the pushes; "re-encoded per
+  push": raw bytes of older versions' chunks stored again (as deltas or whole), per push / raw;
 - "stored per later checkpoint" is issue 18's figure: (the phase's stored bytes - the first
-  checkpoint's format 2 stored bytes) / 5 / raw; raw is a checkpoint directory's size.
+  checkpoint's format 2 stored bytes) / (checkpoints - 1) / raw; raw is a checkpoint directory's size.
 Format 3 after `repo optimize` and its push and pull times are for when format 3's push exists.
 """
 
@@ -38,6 +43,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -205,7 +211,9 @@ def policy_rows(p: Phase) -> list[dict]:
             "cold_oldest": 1.0,
             "update": float(np.mean(f2.update[1:])) / p.raw,
             "update_newest": f2.update[-1] / p.raw,
+            "update_at_push": max(f2.update[1:]) / p.raw,
             "max_depth": 0,
+            "rewritten": 0.0,
         }
     ]
     for f in p.format3:
@@ -217,7 +225,9 @@ def policy_rows(p: Phase) -> list[dict]:
                 "cold_oldest": f.cold[0] / f2.cold[0],
                 "update": float(np.mean(f.update[1:])) / p.raw,
                 "update_newest": f.update[-1] / p.raw,
+                "update_at_push": max(f.at_push[1:]) / p.raw,
                 "max_depth": f.max_depth,
+                "rewritten": f.rewritten / (n - 1) / p.raw,
             }
         )
     return rows
@@ -230,7 +240,7 @@ def print_checkpoints(phases: list[Phase]) -> None:
         "held-out loss",
         "weights changed",
         "format 2: new stored / raw",
-        "format 3 estimate, reverse depth <= 3: stored / raw (after the six)",
+        "format 3 estimate, reverse depth <= 3: stored / raw (after the series)",
     ]
     rows = []
     for p in phases:
@@ -258,7 +268,9 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
         "cold pull of the oldest / format 2's",
         "pull N into N-1's directory: fetched / raw (mean over N)",
         "pull the newest into the one before: fetched / raw",
+        "the same just after each push: worst / raw",
         "max chain depth",
+        "older chunks re-encoded per push / raw",
         "issue 18's targets",
     ]
     rows = []
@@ -274,7 +286,9 @@ def print_policies(phases: list[Phase], base: BaseFigures) -> None:
                     f"{r['cold_oldest']:.2f}x",
                     f"{r['update']:.3f}",
                     f"{r['update_newest']:.3f}",
+                    f"{r['update_at_push']:.3f}",
                     str(r["max_depth"]),
+                    f"{r['rewritten']:.2f}",
                     "met" if not late else "missed: " + ", ".join(late),
                 ]
             )
@@ -300,6 +314,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="keep the checkpoints in DIR (default: in the work directory, removed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a smaller model and fewer steps (a smoke run)")
+    ap.add_argument("--checkpoints", type=int, default=6, metavar="N", help="checkpoints per phase (default 6)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON to FILE")
     ap.add_argument("--workdir", type=Path, help="work directory (default: a temporary one under the current)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -323,9 +338,9 @@ def measure(work: Path, args) -> tuple[list[Phase], BaseFigures, training_run.Ru
     started = time.perf_counter()
     out = (args.out or work / "checkpoints").absolute()
     cpu = time.process_time()
-    run = training_run.train(out, args.dtype, args.seed, args.quick)
+    cfg = dataclasses.replace(training_run.QUICK if args.quick else training_run.Config(), checkpoints=args.checkpoints)
+    run = training_run.train(out, args.dtype, args.seed, config=cfg)
     print(f"trained in {run.seconds:.1f} s ({time.process_time() - cpu:.1f} CPU-s)", file=sys.stderr)
-    cfg = training_run.QUICK if args.quick else training_run.Config()
     b = format2_bench.FormatBench(work, rb.PageCache())
     phases = [measure_phase(b, run, phase, work, cfg) for phase in PHASES]
     base = measure_base(b, run)

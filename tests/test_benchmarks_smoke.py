@@ -230,6 +230,14 @@ def test_f3_estimate_chain_policies_lay_out_the_chains_they_promise():
     # Reverse, re-encoding at push: the previous newest becomes a delta while its chain allows.
     assert depths["reverse, depth <= 3"] == [3, 2, 1, 0, 1, 0]
     assert depths["reverse, unbounded"] == [5, 4, 3, 2, 1, 0]
+    # The product's rule (aim_cli.deltas.policy) at the bound: the newest pair stays linked, the
+    # old end is cut (v0 at push 4, v1 at push 5) and v0 re-linked under the cut v1.
+    assert depths["reverse, depth <= 3, cut and attach"] == [1, 0, 3, 2, 1, 0]
+    # Right after each push, a pull of the newest into the one before fetches one delta with the
+    # cut; with the first rule, push 4 left both whole and that pull fetched a whole chunk.
+    cut, first = layouts["reverse, depth <= 3, cut and attach"], layouts["reverse, depth <= 3"]
+    assert all(cut.at_push[i] < 0.5 * cut.whole(i) for i in range(1, 6))
+    assert first.at_push[4] == first.whole(4)
     # A delta costs the codec-4 header plus the encoded XOR, and is smaller than the whole chunk.
     rev = layouts["reverse, unbounded"]
     xor = f3_estimate.xor(pieces[0].data, pieces[1].data)

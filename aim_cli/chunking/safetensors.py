@@ -15,6 +15,7 @@ the dtype's width (sub-byte for F4). Its bytes still have to tile the data regio
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -55,6 +56,12 @@ class Tensor:
     itemsize: int
     #: Chunk.element_size of chunks of this tensor's data alone: 2/4 for float data, else 1.
     element_size: int
+    #: The header's name, dtype and shape: filled only by ``parse_header(..., named=True)``
+    #: (delta pairing needs them; the chunker does not, and a header of 130,000 tensors would
+    #: keep their strings alive).
+    name: str = ""
+    dtype: str = ""
+    shape: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -75,13 +82,27 @@ def read_layout(fd: int, file_size: int, max_header_bytes: int) -> Layout | None
     pread: the file offset is left where it was."""
     if file_size < LENGTH_BYTES:
         return None
-    n = int.from_bytes(_pread_exactly(fd, LENGTH_BYTES, 0), "little")
-    if n > max_header_bytes or LENGTH_BYTES + n > file_size:
+    header_end = header_end_of(_pread_exactly(fd, LENGTH_BYTES, 0), file_size, max_header_bytes)
+    if header_end is None:
         return None
+    n = header_end - LENGTH_BYTES
     header = _pread_exactly(fd, n, LENGTH_BYTES)
     if len(header) != n:  # the file shrank since its fstat
         return None
     return parse_header(header, file_size)
+
+
+def header_end_of(prefix: bytes, file_size: int, max_header_bytes: int) -> int | None:
+    """Where the header of a file of ``file_size`` bytes starting with ``prefix`` (at least its
+    first LENGTH_BYTES bytes) ends: ``8 + N``, the bytes a reader needs to parse its layout; None
+    when the file cannot be safetensors (too short, a header past ``max_header_bytes`` or past the
+    end of the file)."""
+    if file_size < LENGTH_BYTES or len(prefix) < LENGTH_BYTES:
+        return None
+    n = int.from_bytes(prefix[:LENGTH_BYTES], "little")
+    if n > max_header_bytes or LENGTH_BYTES + n > file_size:
+        return None
+    return LENGTH_BYTES + n
 
 
 def _pread_exactly(fd: int, n: int, offset: int) -> bytes:
@@ -111,8 +132,9 @@ _ENTRY = msgspec.json.Decoder(_Entry)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError, ValueError)
 
 
-def parse_header(header: bytes, file_size: int) -> Layout | None:
+def parse_header(header: bytes, file_size: int, *, named: bool = False) -> Layout | None:
     """The layout that the JSON ``header`` describes for a file of ``file_size`` bytes, or None.
+    ``named``: each Tensor also keeps its name, dtype and shape.
 
     Memory: the header's top level is decoded to raw slices of ``header`` (no Python object per
     field), then each entry, one at a time, into a typed Struct that is dropped once its Tensor
@@ -134,6 +156,8 @@ def parse_header(header: bytes, file_size: int) -> Layout | None:
         tensor = _tensor(entry, header_end, data_len)
         if tensor is None:
             return None
+        if named:
+            tensor = dataclasses.replace(tensor, name=name, dtype=entry.dtype, shape=tuple(entry.shape))
         tensors.append(tensor)
     del entries
     tensors.sort(key=lambda t: (t.begin, t.end))

@@ -130,6 +130,24 @@ class TensorChunkingParams:
         return params
 
 
+def cuts_by_layout(file_size: int, params: ChunkingParams) -> bool:
+    """Whether a file of ``file_size`` bytes is cut along its safetensors layout (when it has
+    one): a file smaller than ``min_size`` is one chunk whatever it holds."""
+    return file_size >= params.min_size
+
+
+def is_large(t: Tensor, tensors: TensorChunkingParams) -> bool:
+    """Whether ``t`` is cut on its own (else it joins a group of small tensors)."""
+    return t.size >= tensors.large_tensor_bytes
+
+
+def fixed_cuts(t: Tensor, step: int) -> Iterator[tuple[int, int]]:
+    """Format 3's chunks of the large tensor ``t``, as (start, end) file offsets: every ``step``
+    bytes from its own start, the last one the remainder. Chunk i of a tensor is the i-th."""
+    for start in range(t.begin, t.end, step):
+        yield start, min(start + step, t.end)
+
+
 def iter_file_chunks(
     path: str | os.PathLike,
     params: ChunkingParams,
@@ -145,7 +163,7 @@ def iter_file_chunks(
     with open_binary(path) as f:  # a regular file only, no link, no FIFO
         size = os.fstat(f.fileno()).st_size
         layout = None
-        if size >= params.min_size:
+        if cuts_by_layout(size, params):
             layout = read_layout(f.fileno(), size, tensors.max_header_bytes)
         cutter = _Cutter(f, params, tensors, on_chunk, whole)
         yield from cutter.cut(layout, size)
@@ -244,8 +262,7 @@ class _Cutter:
     def _fixed_span(self, t: Tensor, step: int) -> Iterator[Chunk]:
         """The large tensor ``t`` cut every ``step`` bytes from its start (format 3); a file that
         ends inside it ends its last chunk there."""
-        for start in range(t.begin, t.end, step):
-            stop = min(start + step, t.end)
+        for start, stop in fixed_cuts(t, step):
             avail = self._window.fill(start, stop)
             if avail < stop:
                 self._truncated = True
@@ -259,7 +276,7 @@ class _Cutter:
         for t in tensors:
             if self._truncated:
                 return
-            if t.size >= self._tensors.large_tensor_bytes:
+            if is_large(t, self._tensors):
                 yield from self._flush(group)
                 if self._tensors.tensor_chunk_bytes is None:
                     yield from self._cdc_span(t.begin, t.end, t.itemsize, t.element_size)
