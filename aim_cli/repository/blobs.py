@@ -216,6 +216,21 @@ class Blobs:
         self.backend.put(blob_key(digest), delta)
         return len(delta)
 
+    def delta_base_of(self, digest: str) -> str | None:
+        """The base that blob ``digest`` is stored as a delta against, from its header; None when
+        it is stored whole, is not stored, or its header is not a delta's (format 3)."""
+        from aim_cli.format import delta_codec
+
+        try:
+            limit = self.meta.format().max_stored_size(mf.MAX_CHUNK_SIZE)
+            prefix = self.backend.get(blob_key(digest), max_size=limit)[: delta_codec.DELTA_HEADER_SIZE]
+        except (KeyNotFoundError, ObjectTooLargeError):
+            return None
+        try:
+            return delta_codec.base_of(prefix)
+        except CorruptBlob:
+            return None
+
     def put_plain(self, digest: str, data, element_size: int = 1) -> int:
         """(Re)store the chunk ``data`` whole, a keyframe, replacing a delta atomically; return the
         bytes stored. Its old edge marker, if any, stays (stale: `repo optimize` removes it).
