@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aim_cli.audit.check_edges import check_edges
+from aim_cli.audit.check_edges import EDGE_PROBLEMS, check_edges
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
 from aim_cli.defaults import DEFAULT_JOBS
@@ -153,7 +153,8 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
     report.stale_markers, report.dangling_markers = edges.stale_markers, edges.dangling_markers
 
     if read_data:
-        to_read = sorted(d for d in stored if d not in bad)
+        # A delta whose edges are broken is decoded too: a blob that is itself corrupt says so.
+        to_read = sorted(d for d in stored if d not in bad or bad[d][0] in EDGE_PROBLEMS)
         progress = progress or NullProgress()
         progress.start("check", sum(stored[d] for d in to_read))
 
@@ -166,7 +167,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
             for digest, found in map_bounded(check, to_read, jobs, "aim-check"):
                 if found is None:
                     report.read += 1
-                elif found[0] == "corrupt" or digest in referenced:
+                elif found[0] == "corrupt" or (digest in referenced and digest not in bad):
                     bad[digest] = found  # an unreferenced blob that vanished was just collected
         finally:
             progress.close()

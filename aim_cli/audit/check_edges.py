@@ -40,6 +40,8 @@ from aim_cli.format.repo_format import RepoFormat
 from aim_cli.repository import Repository
 from aim_cli.repository.parallel import map_bounded
 
+#: The problems of a blob's edges (a blob can have them and decode, or not): `--read-data` still decodes it.
+EDGE_PROBLEMS = ("edge", "chain")
 Header = tuple[str | None, str | None] | None  # (base or None for a plain blob, why corrupt), None: gone
 
 

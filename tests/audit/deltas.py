@@ -37,7 +37,9 @@ class DeltaRepo:
         else:
             changed = bytearray(self.raw[like])
             for i in range(0, CHUNK, 97):
-                changed[i] ^= (seed + i) & 0x0F or 1
+                changed[i] ^= 1 + (seed + i) % 15
+            for i, byte in enumerate(seed.to_bytes(4, "little")):  # bytes 1-4: distinct for each seed
+                changed[1 + i] ^= byte
             data = bytes(changed)
         digest = blake3.blake3(data).hexdigest()
         self.raw[digest] = data
