@@ -94,6 +94,8 @@ class DeleteResult:
     reclaimable_blobs: int  # named by the deleted versions and by no remaining one
     reclaimable_bytes: int  # their chunk bytes
     reclaimable_stored_bytes: int = 0  # what they take in storage: what `repo gc` frees
+    kept_as_base_blobs: int = 0  # named by the deleted versions, kept as bases of others' deltas (format 3)
+    kept_as_base_bytes: int = 0  # their chunk bytes
 
 
 def version_details(
@@ -203,5 +205,6 @@ def delete_versions(
     else:
         deleted = [repository.delete_version(model, t) for t in tags]
     freed = {digest: size for d in deleted for digest, size in d.chunks.items()}
-    blobs, nbytes, stored = gc.reclaimable(repository, freed)
-    return DeleteResult(model, [name for d in deleted for name in d.names], blobs, nbytes, stored)
+    r = gc.reclaimable(repository, freed)
+    names = [name for d in deleted for name in d.names]
+    return DeleteResult(model, names, r.blobs, r.chunk_bytes, r.stored_bytes, r.kept_as_base, r.kept_as_base_bytes)

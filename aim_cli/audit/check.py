@@ -1,6 +1,8 @@
 """`repo check`: every manifest parses and validates, every blob it names is stored with the size
-it says, nothing below models/ or blobs/ is a stray; with ``read_data`` every stored blob is
-re-hashed. It reads and reports; it never writes.
+it says, nothing below models/, blobs/ or edges/ is a stray; in format 3, every blob's header is
+read and the delta edges judged against the markers (check_edges.py); with ``read_data`` every
+stored blob is decoded (a delta through its chain) and re-hashed. It reads and reports; it never
+writes.
 
 Also counts the unreferenced blobs that `repo gc` would free, and checks every signature's
 structure (not its cryptography: `model verify --public-key` does that): one per version that
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aim_cli.audit.check_edges import EDGE_PROBLEMS, check_edges
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
 from aim_cli.defaults import DEFAULT_JOBS
@@ -43,6 +46,10 @@ class CheckReport:
     unreferenced_bytes: int = 0
     raw_bytes: int = 0  # the referenced chunks' bytes (each distinct chunk once)
     stored_bytes: int = 0  # what storage holds for them (format 2 compresses; format 1: the same)
+    deltas: int = 0  # format 3: blobs whose header says delta
+    markers: int = 0  # format 3: edge markers listed
+    stale_markers: int = 0  # a note: dependent stored whole or a delta against another base (`repo optimize`)
+    dangling_markers: int = 0  # a note: dependent not stored (`repo gc` removes them)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (model:tag or aim-repo.json, why)
     problems: list[BlobProblem] = field(default_factory=list)
     # Damage is reported as complete counts plus the first examples: a report of every missing
@@ -141,8 +148,13 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
             report.raw_bytes += size
             report.stored_bytes += stored[digest]
 
+    edges = check_edges(repo, fmt, stored, bad, report.broken, jobs)
+    report.deltas, report.markers = edges.deltas, edges.markers
+    report.stale_markers, report.dangling_markers = edges.stale_markers, edges.dangling_markers
+
     if read_data:
-        to_read = sorted(d for d in stored if d not in bad)
+        # A delta whose edges are broken is decoded too: a blob that is itself corrupt says so.
+        to_read = sorted(d for d in stored if d not in bad or bad[d][0] in EDGE_PROBLEMS)
         progress = progress or NullProgress()
         progress.start("check", sum(stored[d] for d in to_read))
 
@@ -155,7 +167,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
             for digest, found in map_bounded(check, to_read, jobs, "aim-check"):
                 if found is None:
                     report.read += 1
-                elif found[0] == "corrupt" or digest in referenced:
+                elif found[0] == "corrupt" or (digest in referenced and digest not in bad):
                     bad[digest] = found  # an unreferenced blob that vanished was just collected
         finally:
             progress.close()

@@ -4,13 +4,20 @@
                     refuse, gc cannot know what it names), list every blob; the plan is the
                     unreferenced ones and their bytes. Read-only. Memory grows with the distinct
                     chunks, not with versions x chunks: manifests are streamed (scan.py).
+                    Format 3: one listing of edges/ (audit/edges.py), no blob body read, keeps
+                    every base of every kept blob, transitively ("kept as base"); the markers
+                    whose dependent goes (or is not stored) go too, after the blobs; a marker whose
+                    base is not stored while its dependent stays is reported (damage: the delta
+                    cannot be decoded) and kept. Keys below edges/ that are no marker's are never
+                    deleted (`repo check` reports them); format 1 and 2 never read edges/.
     collect(repo)   refuse a root that is not a repository (before writing anything), take the
                     exclusive lease (leases.py: wait for the pushes in progress, make later ones
                     wait), plan under it, list models/ again (a key the plan did not read stops
                     gc), hand the plan to ``on_plan``, then delete in batches,
                     re-checking the lease before each batch. ``dry_run`` plans without a lease (so the
                     blobs of a push in progress show as unreferenced) and deletes nothing.
-    reclaimable(repo, deleted)  what deleting these versions left for gc to free.
+    reclaimable(repo, deleted)  what deleting these versions left for gc to free, and what gc keeps
+                    of it as bases of other versions' deltas (format 3).
 
 The referenced set is computed only once the lease is held and every push lease is gone: a blob
 that a push found stored and skipped is named by that push's manifest before gc reads them.
@@ -21,13 +28,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
+from aim_cli.audit.edges import EdgeListing
 from aim_cli.audit.scan import ChangedChunks, scan_manifests
 from aim_cli.errors import ConflictError, IntegrityError
 from aim_cli.format import manifest as mf
 from aim_cli.repository import Repository, leases
 
 DELETE_BATCH = 1000
+#: The deltas without their base a plan names (their count is complete): `repo check` lists all.
+MAX_MISSING_BASES = 10
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,11 @@ class GcPlan:
     referenced: int  # stored blobs they name: what gc keeps
     stored: int  # blobs stored
     manifest_keys: frozenset[str] = frozenset()  # every key below models/ the plan read
+    kept_as_base: int = 0  # unreferenced blobs kept because a kept delta's chain needs them (format 3)
+    kept_as_base_bytes: int = 0  # what they take in storage
+    markers: tuple[tuple[str, str], ...] = ()  # (base, dependent): edge markers gc deletes
+    missing_bases: int = 0  # kept deltas whose marker names a base that is not stored (damage)
+    missing_base_examples: tuple[tuple[str, str], ...] = ()  # the first MAX_MISSING_BASES of them
 
     @property
     def bytes(self) -> int:
@@ -50,6 +66,7 @@ class GcResult:
     freed_bytes: int
     dry_run: bool
     incomplete: tuple[int, int] = (0, 0)  # abandoned partial writes removed: (count, bytes)
+    markers_deleted: int = 0  # edge markers of deleted (or never stored) deltas
 
 
 class StrikeOff:
@@ -89,8 +106,35 @@ def plan_gc(repo: Repository) -> GcPlan:
         )
     for vk, _ in scan.strays:
         repo.warn_stray(vk)  # its blobs are kept: it parses as a manifest
-    garbage = {d: stored[d] for d in unreferenced}
-    return GcPlan(garbage, scan.readable, len(stored) - len(garbage), len(stored), scan.keys)
+    referenced = len(stored) - len(unreferenced)
+    if repo.format().deltas is None:  # formats 1 and 2: anything below edges/ is a stray
+        garbage = {d: stored[d] for d in unreferenced}
+        return GcPlan(garbage, scan.readable, referenced, len(stored), scan.keys)
+    return _with_edges(repo, stored, unreferenced, scan.readable, scan.keys)
+
+
+def _with_edges(
+    repo: Repository, stored: dict[str, int], unreferenced: set[str], versions: int, keys: frozenset[str]
+) -> GcPlan:
+    """Format 3: the plan once the bases that kept blobs' chains need are taken off the garbage."""
+    edges = EdgeListing.read(repo)
+    kept = edges.bases_kept((d for d in stored if d not in unreferenced), unreferenced)
+    garbage = {d: stored[d] for d in unreferenced - kept}
+    pairs = edges.pairs()
+    markers = tuple((b, d) for b, d in pairs if d not in stored or d in garbage)
+    missing = [(b, d) for b, d in pairs if b not in stored and d in stored and d not in garbage]
+    return GcPlan(
+        garbage,
+        versions,
+        len(stored) - len(unreferenced),
+        len(stored),
+        keys,
+        kept_as_base=len(kept),
+        kept_as_base_bytes=sum(stored[d] for d in kept),
+        markers=markers,
+        missing_bases=len(missing),
+        missing_base_examples=tuple(missing[:MAX_MISSING_BASES]),
+    )
 
 
 def confirm_listing(repo: Repository, plan: GcPlan) -> None:
@@ -139,21 +183,44 @@ def collect(
             repo.delete_blobs(batch)
             deleted += len(batch)
             freed += sum(plan.blobs[d] for d in batch)
+        # The markers after their blobs: a gc killed in between leaves markers whose dependent is
+        # gone (harmless: the next gc removes them), never a delta without its marker.
+        for i in range(0, len(plan.markers), DELETE_BATCH):
+            lease.check()
+            repo.edges.delete_edges(plan.markers[i : i + DELETE_BATCH])
         # Temp files of killed pushes. A live push refreshes its lease, and none holds one now;
         # a file older than the lease timeout cannot belong to a push still writing.
         lease.check()
         incomplete = repo.clean_incomplete(leases.lease_timeout())
-    return GcResult(plan, deleted, freed, False, incomplete)
+    return GcResult(plan, deleted, freed, False, incomplete, len(plan.markers))
 
 
-def reclaimable(repo: Repository, freed: Mapping[str, int]) -> tuple[int, int, int]:
-    """(blobs, chunk bytes, stored bytes) of ``freed`` (digest -> size, what deleted versions
-    named: repository.Deleted) that no remaining readable manifest names: what `repo gc` can free.
-    The remaining manifests are streamed (``scan_manifests``): memory holds the deleted ones'
-    chunks, not their manifests. Stored sizes come from one listing or a HEAD per blob,
-    whichever is cheaper (format 2 compresses, so they are not the chunk sizes)."""
-    unreferenced = set(freed)
-    if unreferenced:
-        scan_manifests(repo, StrikeOff(unreferenced))
-    stored = repo.stored_sizes(unreferenced)
-    return len(unreferenced), sum(freed[d] for d in unreferenced), sum(stored.values())
+class Reclaimable(NamedTuple):
+    """What deleting some versions left for `repo gc` to free, and what it keeps as bases."""
+
+    blobs: int
+    chunk_bytes: int
+    stored_bytes: int
+    kept_as_base: int = 0  # blobs the deleted versions named that other versions' deltas need (format 3)
+    kept_as_base_bytes: int = 0  # their chunk bytes
+
+
+def reclaimable(repo: Repository, freed: Mapping[str, int]) -> Reclaimable:
+    """What of ``freed`` (digest -> size, what deleted versions named: repository.Deleted) no
+    remaining readable manifest names and, in format 3, no chain of a blob still needed reaches
+    (one listing of edges/, as gc): what `repo gc` can free. The remaining manifests are streamed
+    (``scan_manifests``): memory holds the deleted ones' chunks and the edges, not manifests.
+    Stored sizes come from one listing or a HEAD per blob, whichever is cheaper (format 2
+    compresses, so they are not the chunk sizes)."""
+    if not freed:
+        return Reclaimable(0, 0, 0)
+    edges = EdgeListing.read(repo) if repo.format().deltas is not None else EdgeListing()
+    linked = edges.digests()
+    unreferenced = set(freed) | linked  # struck off below when a remaining manifest names them
+    scan_manifests(repo, StrikeOff(unreferenced))
+    kept = edges.bases_kept(linked - unreferenced, unreferenced) & freed.keys()
+    free = (unreferenced & freed.keys()) - kept
+    stored = repo.stored_sizes(free)
+    return Reclaimable(
+        len(free), sum(freed[d] for d in free), sum(stored.values()), len(kept), sum(freed[d] for d in kept)
+    )

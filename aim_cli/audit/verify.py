@@ -33,7 +33,7 @@ from aim_cli.util.walk import local_directory, walk_tree
 @dataclass(frozen=True)
 class BlobProblem:
     digest: str
-    problem: str  # "missing", "corrupt" or "size"
+    problem: str  # "missing", "corrupt", "size"; `repo check` of format 3 also "edge" and "chain" (check_edges.py)
     detail: str
     used_by: list[str]  # the files holding the blob: "path" in a version report, "model:tag/path" in a check
     used_by_omitted: int = 0  # files holding it beyond those listed (`repo check` names the first few)

@@ -18,6 +18,8 @@ The contract every implementation must keep:
   returned, ``get`` and ``exists`` see the object. With ``max_size``, an object larger than that
   raises ``ObjectTooLargeError`` after at most ``max_size + 1`` bytes were read: memory is bounded
   by what the caller expects, whatever the storage holds.
+- ``get_prefix(key, n)`` returns the object's first ``n`` bytes (all of it when shorter) or raises
+  ``KeyNotFoundError``: one ranged read, for headers (`repo check` reads delta blobs' bases so).
 - ``delete`` of a missing key is not an error (idempotent); ``delete_many`` likewise.
 - ``list(prefix)`` yields every key that starts with ``prefix`` (recursively), with its size and,
   where the storage gives it without another request, its modification time, in no promised order.
@@ -65,6 +67,8 @@ class Backend(Protocol):
     location: str
 
     def get(self, key: str, max_size: int | None = None) -> bytes: ...
+
+    def get_prefix(self, key: str, n: int) -> bytes: ...
 
     def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None: ...
 

@@ -220,6 +220,14 @@ class LocalBackend:
             raise ObjectTooLargeError(key, max_size)
         return data
 
+    def get_prefix(self, key: str, n: int) -> bytes:
+        try:
+            fd, _ = self._open_regular(key)
+            with open(fd, "rb") as f:
+                return f.read(n)
+        except OSError as e:
+            raise self._storage_error(e, f"reading {key}") from None
+
     def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:  # one copy, always
         parts = self._parts(key)
         try:

@@ -169,6 +169,13 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
             f"unreferenced: {r.unreferenced} blobs, {size(r.unreferenced_bytes)}"
             + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else "")
         )
+        if r.deltas or r.markers:
+            notes = ""
+            if r.stale_markers:
+                notes += f"; {r.stale_markers} stale (`aim_cli repo optimize {repo_name}` removes them)"
+            if r.dangling_markers:
+                notes += f"; {r.dangling_markers} of deltas not stored (`aim_cli repo gc {repo_name}` removes them)"
+            out(f"deltas: {r.deltas} blobs stored as deltas, {r.markers} edge markers{notes}")
         for name, why in r.broken:
             out(f"broken    {name}: {why}")
         if r.broken_omitted:
@@ -177,7 +184,7 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
             more = f" and {p.used_by_omitted} more files" if p.used_by_omitted else ""
             out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}{more}")
         if r.problems_omitted:
-            out(f"blobs     ... and {r.problems_omitted} more missing, corrupt or of the wrong size")
+            out(f"blobs     ... and {r.problems_omitted} more missing, corrupt, of the wrong size or with broken edges")
     if not r.ok:
         first = r.broken[0][0] if r.broken else f"blob {r.problems[0].digest}"
         listed = "listed above" if not (r.broken_omitted or r.problems_omitted) else "the first listed above"
@@ -197,10 +204,22 @@ def repo_gc(repo_name, dry_run, as_json):
 
     def show(plan):
         if not as_json:
+            kept = (
+                f"; keep {plan.kept_as_base} unreferenced blobs ({size(plan.kept_as_base_bytes)}) as bases of "
+                f"kept deltas"
+                if plan.kept_as_base
+                else ""
+            )
             out(
                 f"plan: delete {len(plan.blobs)} unreferenced blobs ({size(plan.bytes)}); keep {plan.referenced} "
-                f"blobs referenced by {plan.versions} versions"
+                f"blobs referenced by {plan.versions} versions{kept}"
             )
+            if plan.missing_bases:
+                b, d = plan.missing_base_examples[0]
+                out(
+                    f"damage: {plan.missing_bases} kept delta blob(s) whose base is not stored (first: {d}, base {b}); "
+                    f"`aim_cli repo check {repo_name}` lists them"
+                )
 
     r = api().collect_garbage(repo_name, dry_run=dry_run, config=config(), on_plan=show)
     if as_json:
@@ -214,6 +233,11 @@ def repo_gc(repo_name, dry_run, as_json):
                 "versions": r.plan.versions,
                 "referenced": r.plan.referenced,
                 "stored": r.plan.stored,
+                "kept_as_base": r.plan.kept_as_base,
+                "kept_as_base_bytes": r.plan.kept_as_base_bytes,
+                "markers": len(r.plan.markers),
+                "markers_deleted": r.markers_deleted,
+                "missing_bases": r.plan.missing_bases,
                 "incomplete_removed": r.incomplete[0],
                 "incomplete_bytes": r.incomplete[1],
             }
@@ -226,4 +250,6 @@ def repo_gc(repo_name, dry_run, as_json):
             if r.incomplete[0]
             else ""
         )
+        if r.markers_deleted:
+            extra += f"; removed {r.markers_deleted} edge markers of deltas no longer stored"
         out(f"deleted {r.deleted} blobs, freed {size(r.freed_bytes)}{extra}")

@@ -238,9 +238,15 @@ def model_delete(repo_name, model_name, yes, as_json):
 
 
 def _reclaimable(r, repo_name: str) -> str:
+    kept = (
+        f"; {r.kept_as_base_blobs} blobs ({size(r.kept_as_base_bytes)} of chunks) stay as bases of other versions' "
+        f"deltas"
+        if r.kept_as_base_blobs
+        else ""
+    )
     return (
         f"{r.reclaimable_blobs} blobs ({size(r.reclaimable_stored_bytes)} stored, {size(r.reclaimable_bytes)} of "
-        f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them"
+        f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them{kept}"
     )
 
 

@@ -1,11 +1,11 @@
-"""Leases: how `repo gc` and pushes stay out of each other's way (docs/design.md §8).
+"""Leases: how `repo gc`, pushes and re-encoders stay out of each other's way (docs/design.md §8).
 
 The danger: a push asks whether a chunk is stored, finds it (left unreferenced by a deleted
 version), skips the upload; gc then deletes it as garbage; the push commits a manifest naming a
 blob that is gone. Leases order the two, restic-style, with nothing but the Backend contract
 (put, exists, list, get, delete), so they work the same on a directory, NFS and S3.
 
-    locks/<id>.json   {"id", "kind": "shared"|"exclusive", "command", "host", "pid",
+    locks/<id>.json   {"id", "kind": "shared"|"exclusive"|"optimize", "command", "host", "pid",
                        "created", "refreshed", "timeout"}   (times: UNIX seconds, wall clock)
 
 - A push holds a **shared** lease from before it asks which chunks exist until after its commit.
@@ -18,9 +18,16 @@ blob that is gone. Leases order the two, restic-style, with nothing but the Back
   to write always sees the first, so gc never reads the manifests while a push it did not see
   could still commit: a push that finished before gc's last look has committed its manifest (which
   gc's listing then shows), a push that writes its lease later sees gc's lease and waits.
-- Waits are bounded: gc waits ``AIM_GC_WAIT`` seconds (default 60) for pushes, a push waits
-  ``AIM_PUSH_WAIT`` seconds (default 600) for gc; then LockHeldError (exit 4) naming the holder
-  and its key (an unreadable lease never expires: the message says which key to delete).
+- Format 3's re-encoders (`repo optimize`, push's inline re-encode) hold an **optimize** lease
+  while they replace stored chunks by deltas. At most one is live: it withdraws, as an exclusive
+  one does, when it sees another optimize lease (or gc's), and waits; so two re-encoders never
+  pass their cycle checks side by side. gc treats it as a push's shared lease (gc's exclusive
+  lease stays written and waits for it to go), and pushes and an optimize lease ignore each other.
+- Waits are bounded: gc waits ``AIM_GC_WAIT`` seconds (default 60) for pushes and re-encoders, a
+  push waits ``AIM_PUSH_WAIT`` seconds (default 600) for gc, a re-encoder ``AIM_OPTIMIZE_WAIT``
+  (default 600) for gc and the other re-encoder (``wait=0``: it gives up at once); then
+  LockHeldError (exit 4) naming the holder and its key (an unreadable lease never expires: the
+  message says which key to delete).
 
 Staleness. A lease records the timeout T its holder runs with (``AIM_LEASE_TIMEOUT`` when it was
 taken, default 300 s) and everyone judges it by that T, never by their own setting (a lease
@@ -73,10 +80,13 @@ from aim_cli.repository.facade import Repository
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
+OPTIMIZE = "optimize"  # format 3's re-encoders: one at a time, shared towards pushes, gc waits for it
+KINDS = (SHARED, EXCLUSIVE, OPTIMIZE)
 UNKNOWN = "unknown"
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_GC_WAIT = 60.0
 DEFAULT_PUSH_WAIT = 600.0
+DEFAULT_OPTIMIZE_WAIT = 600.0
 MIN_TIMEOUT = 0.01
 MAX_SECONDS = 7 * 86400.0  # a week: the largest timeout or wait anyone means
 LEASE_READ_LIMIT = 64 * 1024  # a lease is ~250 bytes; a larger object is not one of ours
@@ -194,7 +204,7 @@ def parse_lease(lease_id: str, raw: bytes) -> LeaseInfo:
     """The lease stored as ``raw``; an UNKNOWN one for anything malformed. Never raises."""
     try:
         d = decode_json(raw)
-        if not isinstance(d, dict) or d["kind"] not in (SHARED, EXCLUSIVE):
+        if not isinstance(d, dict) or d["kind"] not in KINDS:
             raise ValueError("not a lease")
         host, pid = parse_owner(d)
         return LeaseInfo(
@@ -357,36 +367,53 @@ def _waited_hint(blockers: list[LeaseInfo], timeout: float) -> str:
     return f"retry later; a lease whose process died on another host expires after {timeout:g}s (AIM_LEASE_TIMEOUT)"
 
 
+def _default_wait(kind: str) -> float:
+    if kind == EXCLUSIVE:
+        return _env_seconds("AIM_GC_WAIT", DEFAULT_GC_WAIT)
+    if kind == OPTIMIZE:
+        return _env_seconds("AIM_OPTIMIZE_WAIT", DEFAULT_OPTIMIZE_WAIT)
+    return _env_seconds("AIM_PUSH_WAIT", DEFAULT_PUSH_WAIT)
+
+
+def _conflicts(kind: str, others: list[LeaseInfo]) -> tuple[list[LeaseInfo], list[LeaseInfo]]:
+    """(the leases before which ``kind`` may not stay written, those it waits for). gc's exclusive
+    lease makes everyone else withdraw; an optimize lease makes the other re-encoders withdraw too.
+    gc stays written and waits for every other lease; the others wait for what they withdrew from."""
+    ahead = [lease for lease in others if lease.kind == EXCLUSIVE or (kind == OPTIMIZE and lease.kind == OPTIMIZE)]
+    return ahead, (others if kind == EXCLUSIVE else ahead)
+
+
+def _waiting_for(ahead: list[LeaseInfo]) -> str:
+    if any(lease.kind == EXCLUSIVE for lease in ahead):
+        return "gc"
+    return "the other re-encoder" if ahead else "pushes and re-encoders"
+
+
 def acquire(repo: Repository, kind: str, command: str, *, wait: float | None = None) -> Lease:
-    """Take a lease of ``kind`` (SHARED for a push, EXCLUSIVE for gc), waiting at most ``wait``
-    seconds (default: $AIM_GC_WAIT for exclusive, $AIM_PUSH_WAIT for shared) for conflicting ones."""
+    """Take a lease of ``kind`` (SHARED for a push, EXCLUSIVE for gc, OPTIMIZE for a re-encoder),
+    waiting at most ``wait`` seconds (default: $AIM_GC_WAIT, $AIM_PUSH_WAIT, $AIM_OPTIMIZE_WAIT)
+    for conflicting ones (``_conflicts``)."""
     timeout = lease_timeout()
     if wait is None:
-        wait = (
-            _env_seconds("AIM_GC_WAIT", DEFAULT_GC_WAIT)
-            if kind == EXCLUSIVE
-            else _env_seconds("AIM_PUSH_WAIT", DEFAULT_PUSH_WAIT)
-        )
+        wait = _default_wait(kind)
     deadline = time.monotonic() + wait
     pause = 0.02
     mine: Lease | None = None
     try:
         while True:
             others = [lease for lease in live_leases(repo) if mine is None or lease.id != mine.id]
-            exclusive = [lease for lease in others if lease.kind == EXCLUSIVE]
-            blockers = others if kind == EXCLUSIVE else exclusive
-            if mine is None and not exclusive:
+            ahead, blockers = _conflicts(kind, others)
+            if mine is None and not ahead:
                 mine = Lease(repo, kind, command, timeout).start()
                 continue  # look again, now that ours is written
-            if mine is not None and exclusive:
-                mine.release()  # withdraw: an exclusive lease is (or may be) ahead of us
+            if mine is not None and ahead:
+                mine.release()  # withdraw: a lease we must yield to is (or may be) ahead of us
                 mine = None
             if mine is not None and not blockers:
                 return mine
             if time.monotonic() >= deadline:
-                waiting_for = "gc" if exclusive else "pushes"
                 raise LockHeldError(
-                    f"{command} in {repo.name!r} gave up waiting {wait:g}s for {waiting_for} to finish: "
+                    f"{command} in {repo.name!r} gave up waiting {wait:g}s for {_waiting_for(ahead)} to finish: "
                     f"{_holders(blockers)}",
                     _waited_hint(blockers, timeout),
                 )

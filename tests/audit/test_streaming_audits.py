@@ -204,7 +204,7 @@ def test_gc_and_reclaimable_count_what_no_remaining_version_names(tmp_path):
     v0 = repository.delete_version("m", "v0").chunks
     only_v0 = set(v0) - set(shared)
     stored = sum(size for d, size in repository.iter_blobs() if d in only_v0)
-    assert gc.reclaimable(repository, v0) == (3, 3 * 64, stored)
+    assert gc.reclaimable(repository, v0)[:3] == (3, 3 * 64, stored)
     plan = gc.plan_gc(repository)
     assert sum(plan.blobs.values()) == stored  # what the deletion announced is what gc frees
     assert set(plan.blobs) == only_v0 and plan.versions == 5

@@ -107,6 +107,19 @@ def test_get_missing_raises_key_not_found(backend):
         backend.get("blobs/00/does-not-exist")
 
 
+def test_get_prefix_reads_the_first_bytes_only(backend):
+    data = payload(5000, seed=7)
+    backend.put("blobs/ab/prefix", data)
+    backend.put("blobs/ab/short", b"abc")
+    backend.put("blobs/ab/empty", b"")
+    assert backend.get_prefix("blobs/ab/prefix", 48) == data[:48]
+    assert type(backend.get_prefix("blobs/ab/prefix", 48)) is bytes
+    assert backend.get_prefix("blobs/ab/short", 48) == b"abc"
+    assert backend.get_prefix("blobs/ab/empty", 48) == b""
+    with pytest.raises(KeyNotFoundError):
+        backend.get_prefix("blobs/ab/missing", 48)
+
+
 def test_exists_and_size(backend):
     assert backend.exists("models/m/versions/v1.json") is False
     assert backend.size("models/m/versions/v1.json") is None

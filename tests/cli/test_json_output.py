@@ -10,6 +10,15 @@ from pathlib import Path
 from tests.helpers import make_variant_model, ok, run
 
 CONFIG_ENTRY = {"name", "type", "path", "region", "endpoint_url", "profile", "addressing_style"}
+DELETED = (
+    "model",
+    "tags",
+    "reclaimable_blobs",
+    "reclaimable_bytes",
+    "reclaimable_stored_bytes",
+    "kept_as_base_blobs",
+    "kept_as_base_bytes",
+)
 SHAPES = {
     "repo create": CONFIG_ENTRY | {"initialised", "format", "existing"},
     "info": {"version", "config", "repos"},
@@ -81,6 +90,10 @@ SHAPES = {
         "problems",
         "broken_omitted",
         "problems_omitted",
+        "deltas",
+        "markers",
+        "stale_markers",
+        "dangling_markers",
         "ok",
     },
     "repo gc": {
@@ -92,11 +105,16 @@ SHAPES = {
         "versions",
         "referenced",
         "stored",
+        "kept_as_base",
+        "kept_as_base_bytes",
+        "markers",
+        "markers_deleted",
+        "missing_bases",
         "incomplete_removed",
         "incomplete_bytes",
     },
-    "model delete-version": {"model", "tags", "reclaimable_blobs", "reclaimable_bytes", "reclaimable_stored_bytes"},
-    "model delete": {"model", "tags", "reclaimable_blobs", "reclaimable_bytes", "reclaimable_stored_bytes"},
+    "model delete-version": {*DELETED},
+    "model delete": {*DELETED},
     "cache info": {"cache_dir", "entries", "bytes"},
     "cache prune": {"cache_dir", "dry_run", "entries", "bytes", "removed", "freed"},
     "repo delete": CONFIG_ENTRY,

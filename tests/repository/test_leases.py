@@ -47,7 +47,7 @@ def lease_body(
     body = {
         "id": lease_id,
         "kind": kind,
-        "command": "push" if kind == leases.SHARED else "gc",
+        "command": {leases.SHARED: "push", leases.OPTIMIZE: "optimize"}.get(kind, "gc"),
         "host": host or socket.gethostname(),
         "pid": pid,
         "created": now - age,
@@ -427,7 +427,7 @@ NUMBERS = st.one_of(
 )
 TEXTS = st.one_of(st.text(max_size=300), st.just(socket.gethostname()), NUMBERS)
 LEASE_DICTS = st.fixed_dictionaries(
-    {"kind": st.one_of(st.sampled_from([leases.SHARED, leases.EXCLUSIVE, "other"]), NUMBERS)},
+    {"kind": st.one_of(st.sampled_from([*leases.KINDS, "other"]), NUMBERS)},
     optional={
         "id": TEXTS,
         "command": TEXTS,
@@ -446,7 +446,7 @@ def _check_parsed(info: leases.LeaseInfo) -> None:
     assert "\n" not in info.describe() and "\r" not in info.describe()
     if info.kind == leases.UNKNOWN:
         return
-    assert info.kind in (leases.SHARED, leases.EXCLUSIVE)
+    assert info.kind in leases.KINDS
     assert 0 < info.pid <= leases.MAX_PID and info.host.isprintable() and len(info.host) <= leases.MAX_NAME
     assert all(math.isfinite(x) for x in (info.created, info.refreshed, info.timeout))
     assert leases.MIN_TIMEOUT <= info.timeout <= leases.MAX_SECONDS
@@ -462,3 +462,107 @@ def test_any_bytes_parse_to_a_lease_or_unknown(raw):
 @given(LEASE_DICTS)
 def test_any_json_object_parses_to_a_lease_or_unknown(d):
     _check_parsed(leases.parse_lease("x", json.dumps(d).encode()))
+
+
+# -- format 3's optimize lease: one re-encoder at a time, gc waits for it, pushes ignore it ---------
+def test_two_optimizers_exclude_each_other(repo):
+    with leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0):
+        with pytest.raises(LockHeldError, match=r"waiting 0s for the other re-encoder.*optimize by pid"):
+            leases.acquire(repo.repository, leases.OPTIMIZE, "push", wait=0)  # push's inline re-encode
+        with pytest.raises(LockHeldError, match=r"waiting 0.1s for the other re-encoder"):
+            leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0.1)  # waits, bounded
+        assert [lease.kind for lease in leases.read_leases(repo.repository)] == [leases.OPTIMIZE]
+    with leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0):
+        pass
+    assert lease_ids(repo) == []
+
+
+def test_of_two_optimizers_writing_at_once_at_most_one_holds(repo):
+    """Optimizer A wrote its lease; before it looks, B writes and looks (and sees A). Write, then
+    look: B withdraws, and A, looking last, sees nothing ahead of it and holds."""
+    second = []
+
+    def b_between_a_s_write_and_look(op, key):
+        if op == "put" and key.startswith("locks/") and not second:
+            second.append("B")
+            with pytest.raises(LockHeldError, match="the other re-encoder"):
+                leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0)
+            second.append("B gave up")
+
+    hooked = Repository(HookedBackend(repo.repository.backend, after=b_between_a_s_write_and_look), repo.name)
+    with leases.acquire(hooked, leases.OPTIMIZE, "optimize", wait=0) as held:
+        assert second == ["B", "B gave up"]
+        assert [lease.id for lease in leases.read_leases(repo.repository)] == [held.id]
+    assert lease_ids(repo) == []
+
+
+def test_gc_waits_for_an_optimizer_then_collects(garbage):
+    env, blobs = garbage
+    optimizer = leases.acquire(env.repository, leases.OPTIMIZE, "optimize", wait=0)
+    try:
+        with pytest.raises(LockHeldError, match=r"gc in .* waiting 0s for pushes and re-encoders.*optimize by pid"):
+            gc.collect(env.repository, wait=0)
+        assert set(env.blobs()) == blobs and lease_ids(env) == [optimizer.id]
+    finally:
+        optimizer.release()
+    assert gc.collect(env.repository, wait=0).deleted == len(blobs)
+
+
+def test_gc_waiting_for_an_optimizer_keeps_a_later_one_out(garbage):
+    env, blobs = garbage
+    early = leases.acquire(env.repository, leases.OPTIMIZE, "optimize", wait=0)
+    outcome = {}
+
+    def run_gc():
+        try:
+            outcome["result"] = gc.collect(env.repository, wait=30)
+        except BaseException as e:  # reported by the assertion below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run_gc)
+    thread.start()
+    try:
+        poll(
+            lambda: any(lease.kind == leases.EXCLUSIVE for lease in leases.read_leases(env.repository)),
+            "gc to write its lease",
+        )
+        with pytest.raises(LockHeldError, match="waiting 0s for gc"):
+            leases.acquire(env.repository, leases.OPTIMIZE, "optimize", wait=0)
+        assert set(env.blobs()) == blobs  # gc has not started while the optimizer runs
+    finally:
+        early.release()
+        thread.join()
+    assert "error" not in outcome, outcome
+    assert outcome["result"].deleted == len(blobs) and lease_ids(env) == []
+
+
+def test_an_optimizer_waits_for_gc(repo):
+    with leases.acquire(repo.repository, leases.EXCLUSIVE, "gc", wait=0):
+        with pytest.raises(LockHeldError, match=r"optimize in .* waiting 0s for gc to finish: gc by pid"):
+            leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0)
+        assert [lease.kind for lease in leases.read_leases(repo.repository)] == [leases.EXCLUSIVE]
+
+
+def test_pushes_and_an_optimizer_do_not_block_each_other(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIM_PUSH_WAIT", "0")
+    monkeypatch.setenv("AIM_OPTIMIZE_WAIT", "0")
+    with leases.acquire(repo.repository, leases.OPTIMIZE, "optimize"):
+        repo.push("m", make_variant_model(tmp_path / "src"), "v1")  # its shared lease is granted at once
+        assert repo.repository.has_version("m", "v1")
+    with (
+        leases.acquire(repo.repository, leases.SHARED, "push"),
+        leases.acquire(repo.repository, leases.OPTIMIZE, "optimize") as optimizer,
+    ):
+        optimizer.check()
+        assert sorted(lease.kind for lease in leases.read_leases(repo.repository)) == [leases.OPTIMIZE, leases.SHARED]
+    assert lease_ids(repo) == []
+
+
+def test_a_stale_optimize_lease_of_another_host_is_taken_over(repo, clock, monkeypatch):
+    monkeypatch.setenv("AIM_LEASE_TIMEOUT", "30")
+    plant(repo, leases.OPTIMIZE, pid=1, host="other-host.example", now=clock.now, timeout=30)
+    with pytest.raises(LockHeldError, match=re.escape("optimize by pid 1 on other-host.example")):
+        leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0)
+    clock.advance(31)  # its holder stopped refreshing: stale by its own recorded timeout
+    with leases.acquire(repo.repository, leases.OPTIMIZE, "optimize", wait=0) as mine:
+        assert lease_ids(repo) == [mine.id]

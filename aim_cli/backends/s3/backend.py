@@ -192,6 +192,22 @@ class S3Backend:
 
         return self._runner.run(f"reading {key}", request, hedged="GET", size=max_size)
 
+    def get_prefix(self, key: str, n: int) -> bytes:
+        full = self._key(key)
+
+        def request(attempt: Attempt) -> bytes:
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes=0-{max(n, 1) - 1}")
+            except self._errors as e:
+                if error_code(e) in NOT_FOUND_CODES:
+                    raise KeyNotFoundError(key) from None
+                if http_status(e) == 416:  # an empty object has no byte 0
+                    return b""
+                raise
+            return self._read_body(key, response, max(n, 1), attempt)[:n]
+
+        return self._runner.run(f"reading {key}", request, hedged="GET", size=n)
+
     def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:
         full = self._key(key)
         body = _as_bytes(data)
