@@ -157,7 +157,7 @@ def _optimize_model(repo, fmt, model, chains, result, dry_run, newest_pair_only,
         return
     tensors = {r.digest: pairing.version_tensors(r.manifest, _layouts(repo, fmt, r), fmt.tensors) for r in history}
     pairs: list[pairing.Pair] = []
-    for older, newer in reversed(list(zip(history, history[1:]))):  # newest pairs first
+    for older, newer in reversed(list(zip(history, history[1:], strict=False))):  # newest pairs first
         pairs.extend(pairing.pair_versions(tensors[older.digest], tensors[newer.digest]))
     result.pairs += len(pairs)
     if not pairs:
@@ -172,11 +172,18 @@ def _optimize_model(repo, fmt, model, chains, result, dry_run, newest_pair_only,
             chains.bases_of[d].discard(b)
         result.stale_markers += len(stale)
     keep_whole = {d for t in tensors[history[-1].digest] for d, _ in t.chunks}
-    rules = {"max_cuts": 0, "attach": False} if newest_pair_only else {}
+    max_cuts, attach = (0, False) if newest_pair_only else (1, True)
     declined: set[tuple[str, str]] = set()
     while True:
         actions = policy.plan(
-            pairs, chains.edges, chains.deltas, fmt.deltas.max_depth, keep_whole=keep_whole, declined=declined, **rules
+            pairs,
+            chains.edges,
+            chains.deltas,
+            fmt.deltas.max_depth,
+            keep_whole=keep_whole,
+            declined=declined,
+            max_cuts=max_cuts,
+            attach=attach,
         )
         if dry_run or not actions:
             result.planned += len(actions)

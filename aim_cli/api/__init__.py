@@ -28,6 +28,7 @@ from aim_cli.api.versions import (
     delete_versions,
     list_models,
     list_versions,
+    optimize_repo,
     verify_local,
     verify_version,
     version_details,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from aim_cli.audit.check import CheckReport
     from aim_cli.audit.gc import GcPlan, GcResult
     from aim_cli.audit.verify import LocalReport, VersionReport
+    from aim_cli.optimize import OptimizeResult
     from aim_cli.pull.cache import CacheInfo, PruneResult
     from aim_cli.signing.bundle import SignatureInfo
     from aim_cli.signing.sign import SignResult
@@ -59,6 +61,7 @@ _LAZY_RESULTS = {
     "GcResult": "aim_cli.audit.gc",
     "LocalReport": "aim_cli.audit.verify",
     "VersionReport": "aim_cli.audit.verify",
+    "OptimizeResult": "aim_cli.optimize",
     "CacheInfo": "aim_cli.pull.cache",
     "PruneResult": "aim_cli.pull.cache",
     "SignatureInfo": "aim_cli.signing.bundle",
@@ -89,6 +92,7 @@ __all__ = [
     "GcResult",
     "Info",
     "LocalReport",
+    "OptimizeResult",
     "PathArg",
     "Progress",
     "PruneResult",
@@ -118,6 +122,7 @@ __all__ = [
     "get_config",
     "info",
     "list_models",
+    "optimize_repo",
     "list_signatures",
     "list_versions",
     "open_repository",

@@ -222,8 +222,7 @@ class Blobs:
         from aim_cli.format import delta_codec
 
         try:
-            limit = self.meta.format().max_stored_size(mf.MAX_CHUNK_SIZE)
-            prefix = self.backend.get(blob_key(digest), max_size=limit)[: delta_codec.DELTA_HEADER_SIZE]
+            prefix = self.backend.get_prefix(blob_key(digest), delta_codec.DELTA_HEADER_SIZE)
         except (KeyNotFoundError, ObjectTooLargeError):
             return None
         try:
