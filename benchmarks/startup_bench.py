@@ -2,12 +2,18 @@
 
     uv run python benchmarks/startup_bench.py            # 10 runs of each command
     uv run python benchmarks/startup_bench.py --aim OLD/.venv/bin/aim_cli --aim .venv/bin/aim_cli
+    uv run python benchmarks/startup_bench.py --bytecode # aim_cli's own modules from cached bytecode
 
 Each command runs through the installed console script, as a user (and the test suite) runs it,
 against a local repository in a temporary directory holding one tiny model. The commands:
 ``--help``, ``info``, ``model list``, ``model versions``, ``model push`` (a re-push of the version
 already stored: nothing to upload) and ``model pull`` (into a directory that already holds it:
 nothing to fetch).
+
+An editable install (``uv sync`` of this repository) leaves aim_cli's own modules without
+compiled bytecode, and with ``PYTHONDONTWRITEBYTECODE`` set each start compiles them again;
+an installed wheel has them compiled. ``--bytecode`` measures that case: every module's bytecode
+is cached under a temporary ``PYTHONPYCACHEPREFIX`` (written by a first, unmeasured run).
 
 With several ``--aim`` console scripts (two builds, before and after a change), their runs
 alternate, so that other work on the machine weighs on each alike. For each, the table prints
@@ -48,9 +54,13 @@ COMMANDS: list[tuple[str, list[str]]] = [
 ]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("AIM_CONFIG", "AIM_CACHE_DIR", "PYTHONPROFILEIMPORTTIME")}
+def _env(pycache: str | None) -> dict[str, str]:
+    dropped = ("AIM_CONFIG", "AIM_CACHE_DIR", "PYTHONPROFILEIMPORTTIME", "PYTHONPYCACHEPREFIX")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["AIM_CACHE_DIR"] = "cache"
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
     return env
 
 
@@ -111,13 +121,19 @@ def main() -> None:
     parser.add_argument(
         "--aim", type=Path, action="append", help="a console script to measure (repeatable; default: this venv's)"
     )
+    parser.add_argument("--bytecode", action="store_true", help="aim_cli's modules from cached bytecode")
     opts = parser.parse_args()
     builds = [p.absolute() for p in opts.aim or [AIM]]
-    env = _env()
     with tempfile.TemporaryDirectory(prefix="aim-startup-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) / "work"
+        work.mkdir()
+        env = _env(str(Path(tmp) / "pycache") if opts.bytecode else None)
         _setup(builds[-1], work, env)
-        print(f"median of {opts.runs} runs")
+        if opts.bytecode:
+            for aim in builds:
+                for _, args in COMMANDS:
+                    _run(aim, args, work, env)  # writes the bytecode of every module the command loads
+        print(f"median of {opts.runs} runs" + (", bytecode cached" if opts.bytecode else ""))
         for i, aim in enumerate(builds):
             print(f"  build {i}: {aim}")
         columns = ("wall ms", "cpu ms", "aim_cli imports ms", "all imports ms", "modules")
