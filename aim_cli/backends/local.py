@@ -36,7 +36,6 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.util.fs import start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
 # Writeback is started early only for objects of this size or more. For a small one it costs
@@ -196,6 +195,8 @@ class LocalBackend:
             if fsync:
                 os.fsync(fd)
             elif size >= WRITEBACK_MIN_BYTES:
+                from aim_cli.util.fs import start_writeback  # and ctypes: a read-only command needs neither
+
                 start_writeback(fd)
         except BaseException:
             os.close(fd)
@@ -380,6 +381,8 @@ class LocalBackend:
 
     def sync(self) -> None:
         if self.root.exists():
+            from aim_cli.util.fs import sync_filesystem
+
             sync_filesystem(self.root)
 
     def check_access(self) -> None:
