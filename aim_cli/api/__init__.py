@@ -13,68 +13,108 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from aim_cli.api.cache import cache_info, cache_prune
-from aim_cli.api.common import ConfigArg, Info, PathArg, get_config, info, open_repository
-from aim_cli.api.repos import RepoCreated, create_repo, delete_repo
-from aim_cli.api.signatures import ExportResult, export_signature, list_signatures, sign_version, verify_signature
-from aim_cli.api.transfers import copy, diff, plan_pull, pull, push
-from aim_cli.api.versions import (
-    DeleteResult,
-    FileInfo,
-    VersionDetails,
-    VersionInfo,
-    check_repo,
-    collect_garbage,
-    delete_versions,
-    list_models,
-    list_versions,
-    optimize_repo,
-    verify_local,
-    verify_version,
-    version_details,
-)
-from aim_cli.config import Config, RepoConfig
-from aim_cli.copy import CopyResult
-from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.diff import DiffResult
-from aim_cli.progress import Progress
-from aim_cli.pull.pipeline import PullResult
-from aim_cli.pull.plan import PullPlan
-from aim_cli.push import PushResult
-from aim_cli.repository import Repository, VersionRef
-
 if TYPE_CHECKING:
+    from aim_cli.api.cache import cache_info, cache_prune
+    from aim_cli.api.common import ConfigArg, Info, PathArg, get_config, info, open_repository
+    from aim_cli.api.repos import RepoCreated, create_repo, delete_repo
+    from aim_cli.api.signatures import ExportResult, export_signature, list_signatures, sign_version, verify_signature
+    from aim_cli.api.transfers import copy, diff, plan_pull, pull, push
+    from aim_cli.api.versions import (
+        DeleteResult,
+        FileInfo,
+        VersionDetails,
+        VersionInfo,
+        check_repo,
+        collect_garbage,
+        delete_versions,
+        list_models,
+        list_versions,
+        optimize_repo,
+        verify_local,
+        verify_version,
+        version_details,
+    )
     from aim_cli.audit.check import CheckReport
     from aim_cli.audit.gc import GcPlan, GcResult
     from aim_cli.audit.verify import LocalReport, VersionReport
+    from aim_cli.config import Config, RepoConfig
+    from aim_cli.copy import CopyResult
+    from aim_cli.defaults import DEFAULT_JOBS
+    from aim_cli.diff import DiffResult
     from aim_cli.optimize import OptimizeResult
+    from aim_cli.progress import Progress
     from aim_cli.pull.cache import CacheInfo, PruneResult
+    from aim_cli.pull.pipeline import PullResult
+    from aim_cli.pull.plan import PullPlan
+    from aim_cli.push import PushResult
+    from aim_cli.repository import Repository, VersionRef
     from aim_cli.signing.bundle import SignatureInfo
     from aim_cli.signing.sign import SignResult
     from aim_cli.signing.verify import VerifyResult
 
-# Result types of modules that import heavy libraries (cryptography) or that most commands do not
-# need: exported by name, imported on first use, so `import aim_cli.api` stays light.
-_LAZY_RESULTS = {
-    "CheckReport": "aim_cli.audit.check",
-    "GcPlan": "aim_cli.audit.gc",
-    "GcResult": "aim_cli.audit.gc",
-    "LocalReport": "aim_cli.audit.verify",
-    "VersionReport": "aim_cli.audit.verify",
-    "OptimizeResult": "aim_cli.optimize",
-    "CacheInfo": "aim_cli.pull.cache",
-    "PruneResult": "aim_cli.pull.cache",
-    "SignatureInfo": "aim_cli.signing.bundle",
-    "SignResult": "aim_cli.signing.sign",
-    "VerifyResult": "aim_cli.signing.verify",
+# Every name is imported on first use, from the module that defines it (docs/design.md §13): a
+# command loads only what it calls (`model list` neither the pull pipeline nor push nor signing),
+# and `import aim_cli.api` costs nothing. `from aim_cli.api import pull` works as before.
+_HOMES = {
+    "aim_cli.api.cache": ("cache_info", "cache_prune"),
+    "aim_cli.api.common": ("ConfigArg", "Info", "PathArg", "get_config", "info", "open_repository"),
+    "aim_cli.api.repos": ("RepoCreated", "create_repo", "delete_repo"),
+    "aim_cli.api.signatures": (
+        "ExportResult",
+        "export_signature",
+        "list_signatures",
+        "sign_version",
+        "verify_signature",
+    ),
+    "aim_cli.api.transfers": ("copy", "diff", "plan_pull", "pull", "push"),
+    "aim_cli.api.versions": (
+        "DeleteResult",
+        "FileInfo",
+        "VersionDetails",
+        "VersionInfo",
+        "check_repo",
+        "collect_garbage",
+        "delete_versions",
+        "list_models",
+        "list_versions",
+        "optimize_repo",
+        "optimize_repo",
+        "verify_local",
+        "verify_version",
+        "version_details",
+    ),
+    "aim_cli.audit.check": ("CheckReport",),
+    "aim_cli.audit.gc": ("GcPlan", "GcResult"),
+    "aim_cli.audit.verify": ("LocalReport", "VersionReport"),
+    "aim_cli.config": ("Config", "RepoConfig"),
+    "aim_cli.copy": ("CopyResult",),
+    "aim_cli.defaults": ("DEFAULT_JOBS",),
+    "aim_cli.diff": ("DiffResult",),
+    "aim_cli.optimize": ("OptimizeResult",),
+    "aim_cli.progress": ("Progress",),
+    "aim_cli.pull.cache": ("CacheInfo", "PruneResult"),
+    "aim_cli.pull.pipeline": ("PullResult",),
+    "aim_cli.pull.plan": ("PullPlan",),
+    "aim_cli.push": ("PushResult",),
+    "aim_cli.repository": ("Repository", "VersionRef"),
+    "aim_cli.signing.bundle": ("SignatureInfo",),
+    "aim_cli.signing.sign": ("SignResult",),
+    "aim_cli.signing.verify": ("VerifyResult",),
 }
+_LAZY = {name: module for module, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY_RESULTS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -122,10 +162,10 @@ __all__ = [
     "get_config",
     "info",
     "list_models",
-    "optimize_repo",
     "list_signatures",
     "list_versions",
     "open_repository",
+    "optimize_repo",
     "plan_pull",
     "pull",
     "push",

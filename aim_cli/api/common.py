@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aim_cli import config as cfgmod
-from aim_cli.backends import open_backend
 from aim_cli.config import Config, RepoConfig
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.repository import Repository, VersionRef
+
+if TYPE_CHECKING:
+    from aim_cli.repository import Repository, VersionRef
 
 #: Path arguments: a string or any os.PathLike of one.
 PathArg = str | os.PathLike[str]
@@ -25,6 +27,9 @@ def get_config(config: ConfigArg = None, *, must_exist: bool = True) -> Config:
 
 
 def open_repository(name: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> Repository:
+    from aim_cli.backends import open_backend
+    from aim_cli.repository import Repository  # the storage format, and all a repository reads with
+
     repo_cfg = get_config(config).repo(name)
     backend = open_backend(repo_cfg, max_connections=jobs)
     backend.check_access()

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aim_cli import config as cfgmod
 from aim_cli.api.common import ConfigArg, get_config
-from aim_cli.backends import open_backend
-from aim_cli.chunking.cdc import ChunkingParams, KiB, MiB
 from aim_cli.config import RepoConfig
 from aim_cli.errors import ConfigError, ConflictError, UsageError
-from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
 from aim_cli.names import check_name
-from aim_cli.repository import Repository
 
-#: The range of `repo create --chunk-size` (the average chunk size).
-MIN_CHUNK_SIZE, MAX_AVG_CHUNK_SIZE = 1 * KiB, 4 * MiB
+if TYPE_CHECKING:  # create_repo imports the storage layers; delete_repo edits the config alone
+    from aim_cli.repository import Repository
+
+#: The range of `repo create --chunk-size` (the average chunk size): 1 KiB to 4 MiB.
+MIN_CHUNK_SIZE, MAX_AVG_CHUNK_SIZE = 1 << 10, 4 << 20
 
 
 # -- repositories -----------------------------------------------------------------------------------
@@ -37,6 +37,11 @@ def create_repo(
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
     reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1, 2 or 3
     (default DEFAULT_FORMAT), or keep the one already there."""
+    from aim_cli.backends import open_backend
+    from aim_cli.chunking.cdc import ChunkingParams
+    from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
+    from aim_cli.repository import Repository
+
     check_name("repository", name)
     if storage_format is not None and storage_format not in KNOWN_FORMATS:
         raise UsageError(

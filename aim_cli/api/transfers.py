@@ -5,19 +5,21 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository, resolve
-from aim_cli.config import Config
-from aim_cli.copy import CopyResult
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.diff import DiffResult
 from aim_cli.errors import UsageError
-from aim_cli.progress import Progress
-from aim_cli.pull.pipeline import PullResult
-from aim_cli.pull.plan import PullPlan
-from aim_cli.push import PushResult
-from aim_cli.repository import Repository
+
+if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no pull, `pull` no push
+    from aim_cli.config import Config
+    from aim_cli.copy import CopyResult
+    from aim_cli.diff import DiffResult
+    from aim_cli.progress import Progress
+    from aim_cli.pull.pipeline import PullResult
+    from aim_cli.pull.plan import PullPlan
+    from aim_cli.push import PushResult
+    from aim_cli.repository import Repository
 
 
 # -- transfers ---------------------------------------------------------------------------------------
@@ -32,12 +34,23 @@ def push(
     follow_symlinks: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
+    delta: bool = True,
 ) -> PushResult:
+    """Push ``source`` as ``model:tag``; in a format 3 repository, then store the version before
+    as deltas against it (``delta=False``: leave that to `repo optimize`)."""
     from aim_cli import push as pushmod
 
     repository = open_repository(repo, config=config, jobs=jobs)
     return pushmod.push(
-        repository, model, tag, source, message=message, jobs=jobs, follow_symlinks=follow_symlinks, progress=progress
+        repository,
+        model,
+        tag,
+        source,
+        message=message,
+        jobs=jobs,
+        follow_symlinks=follow_symlinks,
+        progress=progress,
+        delta=delta,
     )
 
 

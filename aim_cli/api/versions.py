@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 from aim_cli.api.common import ConfigArg, PathArg, open_repository, resolve
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.format.summary import Summary
-from aim_cli.progress import Progress
 
 if TYPE_CHECKING:
     from aim_cli.audit.check import CheckReport
     from aim_cli.audit.gc import GcPlan, GcResult
     from aim_cli.audit.verify import LocalReport, VersionReport
+    from aim_cli.format.summary import Summary
     from aim_cli.optimize import OptimizeResult
+    from aim_cli.progress import Progress
     from aim_cli.signing.bundle import SignatureInfo
 
 

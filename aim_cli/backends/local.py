@@ -36,7 +36,6 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLargeError, StorageError
-from aim_cli.util.fs import start_writeback, sync_filesystem
 
 TMP_PREFIX = ".tmp-"
 # Writeback is started early only for objects of this size or more. For a small one it costs
@@ -196,6 +195,8 @@ class LocalBackend:
             if fsync:
                 os.fsync(fd)
             elif size >= WRITEBACK_MIN_BYTES:
+                from aim_cli.util.fs import start_writeback  # and ctypes: a read-only command needs neither
+
                 start_writeback(fd)
         except BaseException:
             os.close(fd)
@@ -228,12 +229,13 @@ class LocalBackend:
         except OSError as e:
             raise self._storage_error(e, f"reading {key}") from None
 
-    def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:  # one copy, always
+    def put(self, key: str, data: Bytes, *, hedge: bool = True, durable: bool = False) -> None:  # one copy, always
         parts = self._parts(key)
         try:
             dfd = self._open_dir(parts[:-1], create=True)
             try:
-                tmp = self._write_temp(dfd, parts[-1], data, fsync=False)
+                # durable: on disk before it replaces what is there (a re-encoded blob, format 3)
+                tmp = self._write_temp(dfd, parts[-1], data, fsync=durable)
                 try:
                     os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
                 except BaseException:
@@ -380,6 +382,8 @@ class LocalBackend:
 
     def sync(self) -> None:
         if self.root.exists():
+            from aim_cli.util.fs import sync_filesystem
+
             sync_filesystem(self.root)
 
     def check_access(self) -> None:

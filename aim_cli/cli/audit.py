@@ -269,16 +269,17 @@ def repo_optimize(repo_name, models, dry_run, jobs, as_json, quiet):
     with the same chunk of the next newer version, compressed. Safe beside pushes and pulls,
     resumable after a kill, and a rerun has nothing left to do. Push does this for the version
     before it; run it after `--no-delta` pushes, a copy, or to lay out long histories."""
-    with progress_bar(quiet) as bar:
-        r = api().optimize_repo(repo_name, models=models, dry_run=dry_run, jobs=jobs, config=config(), progress=bar)
+    from aim_cli.progress import make_progress
+
+    r = api().optimize_repo(
+        repo_name, models=models, dry_run=dry_run, jobs=jobs, config=config(), progress=make_progress(quiet or as_json)
+    )
     if as_json:
         out_json(asdict(r))
         return
     what = "would re-encode" if dry_run else "re-encoded"
     count = r.planned if dry_run else r.reencoded
-    saved = (
-        f" ({size(r.stored_before)} -> {size(r.stored_after)})" if r.reencoded else ""
-    )
+    saved = f" ({size(r.stored_before)} -> {size(r.stored_after)})" if r.reencoded else ""
     out(
         f"{repo_name}: {what} {count} chunks of {len(r.models)} models as deltas{saved}; "
         f"{r.made_whole} made whole, {r.declined} not worth a delta, {r.stale_markers} stale markers removed"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 import click
 
@@ -49,6 +48,8 @@ for _command in (info, repo, model, cache):
 # -- entry point -------------------------------------------------------------------------------------
 def _fail(message: str, code: int) -> None:
     if _state["verbose"]:
+        import traceback  # only -v prints one: linecache, tokenize and textwrap load with it
+
         traceback.print_exc()
     click.echo(message, err=True)
     sys.exit(code)

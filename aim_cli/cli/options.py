@@ -35,7 +35,9 @@ def patterns_option(f):
 
 
 def api():
-    """aim_cli.api, imported when a command runs rather than when the CLI starts."""
+    """aim_cli.api, imported when a command runs rather than when the CLI starts. Its names load
+    their modules on first use: ``api().list_models`` imports aim_cli.api.versions and what it
+    needs, not the pull pipeline, push or signing (docs/design.md §13)."""
     from aim_cli import api
 
     return api

@@ -60,8 +60,10 @@ import struct
 import threading
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import zstandard
+if TYPE_CHECKING:  # imported where a blob is encoded or decoded: listing a repository needs no zstd
+    import zstandard
 
 MAGIC = b"AIMB"
 HEADER_SIZE = 16
@@ -141,7 +143,7 @@ class _PerThread(threading.local):
 
     def __init__(self) -> None:
         self.compressors: dict[tuple[int, bool], zstandard.ZstdCompressor] = {}
-        self.decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
+        self.decompressor: zstandard.ZstdDecompressor | None = None  # made on the thread's first decode
 
 
 _per_thread = _PerThread()
@@ -156,6 +158,8 @@ def _compressor(level: int, *, entropy_only: bool = False) -> zstandard.ZstdComp
     key = (level, entropy_only)
     compressors = _per_thread.compressors
     if key not in compressors:
+        import zstandard
+
         # Content size in every frame: decode checks it before allocating anything. No checksum:
         # the store hashes the decoded bytes with BLAKE3 anyway.
         params = zstandard.ZstdCompressionParameters.from_level(
@@ -312,6 +316,8 @@ def _unzstd(frame: memoryview, expected: int) -> bytes:
     first, so a frame claiming gigabytes is refused before anything is allocated."""
     if frame[:4] != _ZSTD_MAGIC:
         raise CorruptBlob("not a zstd frame")
+    import zstandard
+
     try:
         declared = zstandard.get_frame_parameters(frame)
     except zstandard.ZstdError as e:
@@ -320,8 +326,11 @@ def _unzstd(frame: memoryview, expected: int) -> bytes:
         raise CorruptBlob(f"zstd frame declares {_content_size(declared.content_size)}, not {expected} bytes")
     if declared.window_size > _window_limit(expected):
         raise CorruptBlob(f"zstd window of {declared.window_size} bytes for {expected} bytes")
+    decompressor = _per_thread.decompressor
+    if decompressor is None:
+        decompressor = _per_thread.decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
     try:
-        out = _per_thread.decompressor.decompress(frame, max_output_size=expected, allow_extra_data=False)
+        out = decompressor.decompress(frame, max_output_size=expected, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise CorruptBlob(f"bad zstd frame ({e})") from None
     if len(out) != expected:  # the library checks it too; this states the contract
@@ -330,6 +339,8 @@ def _unzstd(frame: memoryview, expected: int) -> bytes:
 
 
 def _content_size(declared: int) -> str:
+    import zstandard
+
     return "no content size" if declared == zstandard.CONTENTSIZE_UNKNOWN else f"{declared} bytes"
 
 

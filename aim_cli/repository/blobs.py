@@ -213,7 +213,8 @@ class Blobs:
         if not worth_storing(len(delta), plain_size, fmt.deltas.min_saving):
             return None
         self.edges.put_edge(base_digest, digest)  # before the blob: gc must never free a needed base
-        self.backend.put(blob_key(digest), delta)
+        # Durable before it replaces the whole blob, a committed version's chunk.
+        self.backend.put(blob_key(digest), delta, durable=True)
         return len(delta)
 
     def delta_base_of(self, digest: str) -> str | None:
@@ -234,8 +235,9 @@ class Blobs:
         """(Re)store the chunk ``data`` whole, a keyframe, replacing a delta atomically; return the
         bytes stored. Its old edge marker, if any, stays (stale: `repo optimize` removes it).
         ValueError outside a format 3 repository."""
-        self._format3("put_plain")
-        return self.put_blob(digest, data, element_size)
+        stored = self._format3("put_plain").encode(data, element_size)
+        self.backend.put(blob_key(digest), stored, durable=True)  # it replaces a committed chunk's delta
+        return len(stored)
 
     def _format3(self, what: str) -> RepoFormat:
         fmt = self.meta.format()

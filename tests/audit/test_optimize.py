@@ -3,6 +3,8 @@ chains with the newest whole; every version still pulls byte for byte; a rerun h
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,36 @@ def test_optimize_refuses_a_repository_without_deltas(tmp_path):
     repo.init(version=2)
     with pytest.raises(UsageError, match="format 2"):
         optimize(repo)
+
+
+def test_repo_optimize_through_the_console_script(tmp_path):
+    """`model push --no-delta` leaves the version before whole; `repo optimize --dry-run` says what
+    it would do and writes nothing; `repo optimize` does it; every version still pulls; a format 2
+    repository is refused with one line, exit 2."""
+    from tests.helpers import ok, one_line_error, run
+
+    (tmp_path / "model_repos.yaml").write_text("repos: {}\n")
+    ok(run(["repo", "create", "f3", "--type", "local", "--path", "./r3", "--format", "3"], cwd=tmp_path))
+    rng = np.random.default_rng(11)
+    w = {"a": rng.normal(0, 0.02, (ROWS, COLS))}
+    for tag in ("v1", "v2"):
+        w = {k: x + rng.normal(0, 2e-4, x.shape) for k, x in w.items()}
+        _write(tmp_path / tag, w)
+        pushed = json.loads(
+            ok(run(["model", "push", "f3", "m", tag, "--tag", tag, "--no-delta", "--json"], cwd=tmp_path)).stdout
+        )
+        assert pushed["reencoded"] == 0
+    blobs = sorted((tmp_path / "r3" / "blobs").rglob("*"))
+    sizes = [p.stat().st_size for p in blobs if p.is_file()]
+    dry = json.loads(ok(run(["repo", "optimize", "f3", "--dry-run", "--json"], cwd=tmp_path)).stdout)
+    assert dry["dry_run"] and dry["planned"] == 2 and dry["reencoded"] == 0
+    assert [p.stat().st_size for p in blobs if p.is_file()] == sizes
+    done = json.loads(ok(run(["repo", "optimize", "f3", "--json"], cwd=tmp_path)).stdout)
+    assert done["reencoded"] == 2 and done["models"] == ["m"] and done["stored_after"] < done["stored_before"]
+    ok(run(["model", "pull", "f3", "m", str(tmp_path / "out"), "--tag", "v1"], cwd=tmp_path))
+    assert file_contents(tmp_path / "out") == file_contents(tmp_path / "v1")
+    ok(run(["repo", "check", "f3", "--read-data"], cwd=tmp_path))
+    text = ok(run(["repo", "optimize", "f3"], cwd=tmp_path)).stdout
+    assert "re-encoded 0 chunks" in text
+    ok(run(["repo", "create", "f2", "--type", "local", "--path", "./r2", "--format", "2"], cwd=tmp_path))
+    one_line_error(run(["repo", "optimize", "f2"], cwd=tmp_path), 2, "format 2")

@@ -845,9 +845,12 @@ def test_python_dash_m(tmp_path):
     assert "repo" in res.stdout and "model" in res.stdout and "info" in res.stdout
 
 
-HEAVY = ("boto3", "botocore", "pyfastcdc", "rich", "cryptography")
-#: ``--help`` imports no module of aim_cli's core at all, so not even the codec's zstandard.
-HEAVY_FOR_HELP = (*HEAVY, "zstandard")
+HEAVY = ("boto3", "botocore", "pyfastcdc", "rich", "cryptography", "zstandard", "numpy")
+#: A local listing reads no blob (no zstandard), signs nothing (no cryptography) and decodes no
+#: delta (no numpy); the S3 client (boto3) only loads for an S3 repository (docs/design.md §13).
+HEAVY_FOR_LOCAL_LISTINGS = ("boto3", "botocore", "zstandard", "cryptography", "numpy")
+#: The console script's entry point, run as the console script runs it, then which of the modules
+#: named in argv[1] are loaded at exit.
 _PROBE = """
 import json, sys
 from aim_cli.cli.main import main
@@ -859,23 +862,42 @@ print("HEAVY=" + json.dumps([m for m in sys.argv[1].split(",") if m in sys.modul
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["repo", "list"], ["info"], ["model", "--help"]])
-def test_light_commands_do_not_import_heavy_modules(tmp_path, args):
-    # An S3 entry in the config: listing it must still not load boto3.
-    (tmp_path / "model_repos.yaml").write_text(
-        "repos:\n  s3repo: {type: s3, path: 's3://bucket/x', region: us-east-1}\n  loc: {type: local, path: store}\n"
-    )
+def heavy_modules_loaded(cwd: Path, heavy: tuple[str, ...], args: list[str]) -> tuple[list[str], str]:
+    """Run ``aim_cli ARGS`` in a fresh interpreter: (its stdout lines, the probe's last line)."""
     res = subprocess.run(
-        [sys.executable, "-c", _PROBE, ",".join(HEAVY_FOR_HELP if "--help" in args else HEAVY), *args],
-        cwd=tmp_path,
+        [sys.executable, "-c", _PROBE, ",".join(heavy), *args],
+        cwd=cwd,
         env=base_env(),
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
     )
     assert res.returncode == 0, describe(res)
-    last = res.stdout.strip().splitlines()[-1]
+    lines = res.stdout.strip().splitlines()
+    return lines[:-1], lines[-1]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["repo", "list"], ["info"], ["model", "--help"]])
+def test_light_commands_do_not_import_heavy_modules(tmp_path, args):
+    # An S3 entry in the config: listing it must still not load boto3.
+    (tmp_path / "model_repos.yaml").write_text(
+        "repos:\n  s3repo: {type: s3, path: 's3://bucket/x', region: us-east-1}\n  loc: {type: local, path: store}\n"
+    )
+    _, last = heavy_modules_loaded(tmp_path, HEAVY, args)
     assert last == "HEAVY=[] CODE=0", f"{args}: {last}"
+
+
+@pytest.mark.parametrize(("args", "shown"), [(["model", "list", REPO], "m"), (["model", "versions", REPO, "m"], "v1")])
+def test_local_listings_do_not_import_heavy_modules(local_repo, tmp_path, args, shown):
+    """`model list` and `model versions` of a local repository load neither the S3 client, the blob
+    codec, signing nor delta coding: each command imports what it uses (docs/design.md §13)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text('{"hidden_size": 8}\n')
+    ok(local_repo.aim("model", "push", REPO, "m", src, "--tag", "v1", "--quiet"))
+    out, last = heavy_modules_loaded(local_repo.cwd, HEAVY_FOR_LOCAL_LISTINGS, args)
+    assert last == "HEAVY=[] CODE=0", f"{args}: {last}"
+    assert shown in [line.split()[0] for line in out if line.strip()], out  # the command did its work
 
 
 def test_repo_create_from_a_subdirectory_records_the_path_the_user_meant(tmp_path):
