@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import getpass
+import logging
 import os
 import socket
 import stat
@@ -30,13 +31,15 @@ import blake3
 
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.errors import StorageError, UsageError
+from aim_cli.errors import LockHeldError, StorageError, UsageError
 from aim_cli.format import manifest as mf
 from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository, leases
 from aim_cli.util.fs import display_path
 from aim_cli.util.walk import NotRegularFileError, iter_tree, local_directory, open_regular
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many
@@ -63,6 +66,7 @@ class PushResult:
     skipped: tuple[str, ...] = ()  # top-level .aim* names of DIR, left out (aim_cli's own)
     new_stored_bytes: int = 0  # what they take in storage (format 2 compresses; format 1: = new_bytes)
     stored_size: int | None = None  # what the version's distinct chunks take in storage (None: not measured)
+    reencoded: int = 0  # format 3: chunks of the version before stored as deltas against this one's
 
     @property
     def dedup_ratio(self) -> float:
@@ -290,9 +294,12 @@ def push(
     follow_symlinks: bool = False,
     progress=None,
     params: ChunkingParams | None = None,
+    delta: bool = True,
 ) -> PushResult:
     """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
-    `repo gc` cannot free a blob this push found stored and skipped."""
+    `repo gc` cannot free a blob this push found stored and skipped. In a format 3 repository,
+    then re-encode the version before as deltas against this one (optimize.py; ``delta=False``:
+    not, leaving that to `repo optimize`)."""
     check_name("model", model)
     check_name("tag", tag)
     _check_message(message)
@@ -314,7 +321,22 @@ def push(
             progress=progress,
             params=params,
         )
-    return replace(result, skipped=tuple(skipped))
+    result = replace(result, skipped=tuple(skipped))
+    if delta and not result.already_pushed and repo.format().deltas is not None:
+        result = replace(result, reencoded=_reencode_previous(repo, model))
+    return result
+
+
+def _reencode_previous(repo: Repository, model: str) -> int:
+    """Store the version before as deltas against the one just pushed (the newest stays whole),
+    unless another re-encoder holds the repository: then `repo optimize` does it later."""
+    from aim_cli.optimize import optimize
+
+    try:
+        return optimize(repo, models=[model], newest_pair_only=True, wait=0).reencoded
+    except LockHeldError:
+        log.info("another re-encoder is running: `aim_cli repo optimize` re-encodes the version before later")
+        return 0
 
 
 def _check_message(message: str) -> None:

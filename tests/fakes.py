@@ -74,9 +74,9 @@ class HookedBackend:
     def get(self, key, max_size=None):
         return self._call("get", key, max_size)
 
-    def put(self, key, data, *, hedge=True):
+    def put(self, key, data, *, hedge=True, durable=False):
         self.before("put", key)
-        result = self.inner.put(key, data, hedge=hedge)
+        result = self.inner.put(key, data, hedge=hedge, durable=durable)
         self.after("put", key)
         return result
 
@@ -179,9 +179,9 @@ class FaultyBackend:
                 data = bytes([data[0] ^ 0x01]) + data[1:]
         return data
 
-    def put(self, key, data, *, hedge=True):
+    def put(self, key, data, *, hedge=True, durable=False):
         self._active("put", key)
-        self.inner.put(key, data, hedge=hedge)
+        self.inner.put(key, data, hedge=hedge, durable=durable)
 
     def put_if_absent(self, key, data):
         self._active("put_if_absent", key)

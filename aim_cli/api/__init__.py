@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         delete_versions,
         list_models,
         list_versions,
+        optimize_repo,
         verify_local,
         verify_version,
         version_details,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from aim_cli.copy import CopyResult
     from aim_cli.defaults import DEFAULT_JOBS
     from aim_cli.diff import DiffResult
+    from aim_cli.optimize import OptimizeResult
     from aim_cli.progress import Progress
     from aim_cli.pull.cache import CacheInfo, PruneResult
     from aim_cli.pull.pipeline import PullResult
@@ -75,6 +77,8 @@ _HOMES = {
         "delete_versions",
         "list_models",
         "list_versions",
+        "optimize_repo",
+        "optimize_repo",
         "verify_local",
         "verify_version",
         "version_details",
@@ -86,6 +90,7 @@ _HOMES = {
     "aim_cli.copy": ("CopyResult",),
     "aim_cli.defaults": ("DEFAULT_JOBS",),
     "aim_cli.diff": ("DiffResult",),
+    "aim_cli.optimize": ("OptimizeResult",),
     "aim_cli.progress": ("Progress",),
     "aim_cli.pull.cache": ("CacheInfo", "PruneResult"),
     "aim_cli.pull.pipeline": ("PullResult",),
@@ -127,6 +132,7 @@ __all__ = [
     "GcResult",
     "Info",
     "LocalReport",
+    "OptimizeResult",
     "PathArg",
     "Progress",
     "PruneResult",
@@ -159,6 +165,7 @@ __all__ = [
     "list_signatures",
     "list_versions",
     "open_repository",
+    "optimize_repo",
     "plan_pull",
     "pull",
     "push",

@@ -34,12 +34,23 @@ def push(
     follow_symlinks: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
+    delta: bool = True,
 ) -> PushResult:
+    """Push ``source`` as ``model:tag``; in a format 3 repository, then store the version before
+    as deltas against it (``delta=False``: leave that to `repo optimize`)."""
     from aim_cli import push as pushmod
 
     repository = open_repository(repo, config=config, jobs=jobs)
     return pushmod.push(
-        repository, model, tag, source, message=message, jobs=jobs, follow_symlinks=follow_symlinks, progress=progress
+        repository,
+        model,
+        tag,
+        source,
+        message=message,
+        jobs=jobs,
+        follow_symlinks=follow_symlinks,
+        progress=progress,
+        delta=delta,
     )
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from aim_cli.audit.gc import GcPlan, GcResult
     from aim_cli.audit.verify import LocalReport, VersionReport
     from aim_cli.format.summary import Summary
+    from aim_cli.optimize import OptimizeResult
     from aim_cli.progress import Progress
     from aim_cli.signing.bundle import SignatureInfo
 
@@ -178,6 +179,24 @@ def check_repo(
 
     return check.check_repo(
         open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs, progress=progress
+    )
+
+
+def optimize_repo(
+    repo: str,
+    *,
+    models: Sequence[str] = (),
+    dry_run: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    config: ConfigArg = None,
+    progress: Progress | None = None,
+) -> OptimizeResult:
+    """Re-encode a format 3 repository's history into delta chains (every model, or ``models``),
+    the newest version of each whole, under the optimize lease: an ``aim_cli.optimize.OptimizeResult``."""
+    from aim_cli import optimize
+
+    return optimize.optimize(
+        open_repository(repo, config=config, jobs=jobs), models=list(models) or None, dry_run=dry_run, progress=progress
     )
 
 

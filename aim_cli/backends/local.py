@@ -229,12 +229,13 @@ class LocalBackend:
         except OSError as e:
             raise self._storage_error(e, f"reading {key}") from None
 
-    def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:  # one copy, always
+    def put(self, key: str, data: Bytes, *, hedge: bool = True, durable: bool = False) -> None:  # one copy, always
         parts = self._parts(key)
         try:
             dfd = self._open_dir(parts[:-1], create=True)
             try:
-                tmp = self._write_temp(dfd, parts[-1], data, fsync=False)
+                # durable: on disk before it replaces what is there (a re-encoded blob, format 3)
+                tmp = self._write_temp(dfd, parts[-1], data, fsync=durable)
                 try:
                     os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
                 except BaseException:

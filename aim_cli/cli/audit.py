@@ -253,3 +253,34 @@ def repo_gc(repo_name, dry_run, as_json):
         if r.markers_deleted:
             extra += f"; removed {r.markers_deleted} edge markers of deltas no longer stored"
         out(f"deleted {r.deleted} blobs, freed {size(r.freed_bytes)}{extra}")
+
+
+@click.command("optimize")
+@click.argument("repo_name", metavar="REPO")
+@click.option("--model", "models", multiple=True, metavar="MODEL", help="Only this model (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print what would be re-encoded, write nothing.")
+@jobs_option
+@json_option
+@quiet_option
+def repo_optimize(repo_name, models, dry_run, jobs, as_json, quiet):
+    """Store older versions of a format 3 repository as deltas against newer ones.
+
+    The newest version of each model stays whole; each older chunk becomes the XOR of its bytes
+    with the same chunk of the next newer version, compressed. Safe beside pushes and pulls,
+    resumable after a kill, and a rerun has nothing left to do. Push does this for the version
+    before it; run it after `--no-delta` pushes, a copy, or to lay out long histories."""
+    from aim_cli.progress import make_progress
+
+    r = api().optimize_repo(
+        repo_name, models=models, dry_run=dry_run, jobs=jobs, config=config(), progress=make_progress(quiet or as_json)
+    )
+    if as_json:
+        out_json(asdict(r))
+        return
+    what = "would re-encode" if dry_run else "re-encoded"
+    count = r.planned if dry_run else r.reencoded
+    saved = f" ({size(r.stored_before)} -> {size(r.stored_after)})" if r.reencoded else ""
+    out(
+        f"{repo_name}: {what} {count} chunks of {len(r.models)} models as deltas{saved}; "
+        f"{r.made_whole} made whole, {r.declined} not worth a delta, {r.stale_markers} stale markers removed"
+    )

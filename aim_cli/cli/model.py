@@ -33,7 +33,12 @@ def model():
 @jobs_option
 @quiet_option
 @json_option
-def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json):
+@click.option(
+    "--no-delta",
+    is_flag=True,
+    help="Format 3: leave the version before whole (`repo optimize` re-encodes it later).",
+)
+def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json, no_delta):
     """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
     from aim_cli.progress import make_progress
 
@@ -47,6 +52,7 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
         follow_symlinks=follow_symlinks,
         config=config(),
         progress=make_progress(quiet or as_json),
+        delta=not no_delta,
     )
     if r.skipped:
         from aim_cli.util.fs import display_path

@@ -128,3 +128,4 @@ def repo_delete(name, as_json):
 
 repo.add_command(audit.repo_check)
 repo.add_command(audit.repo_gc)
+repo.add_command(audit.repo_optimize)

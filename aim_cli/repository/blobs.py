@@ -213,15 +213,31 @@ class Blobs:
         if not worth_storing(len(delta), plain_size, fmt.deltas.min_saving):
             return None
         self.edges.put_edge(base_digest, digest)  # before the blob: gc must never free a needed base
-        self.backend.put(blob_key(digest), delta)
+        # Durable before it replaces the whole blob, a committed version's chunk.
+        self.backend.put(blob_key(digest), delta, durable=True)
         return len(delta)
+
+    def delta_base_of(self, digest: str) -> str | None:
+        """The base that blob ``digest`` is stored as a delta against, from its header; None when
+        it is stored whole, is not stored, or its header is not a delta's (format 3)."""
+        from aim_cli.format import delta_codec
+
+        try:
+            prefix = self.backend.get_prefix(blob_key(digest), delta_codec.DELTA_HEADER_SIZE)
+        except (KeyNotFoundError, ObjectTooLargeError):
+            return None
+        try:
+            return delta_codec.base_of(prefix)
+        except CorruptBlob:
+            return None
 
     def put_plain(self, digest: str, data, element_size: int = 1) -> int:
         """(Re)store the chunk ``data`` whole, a keyframe, replacing a delta atomically; return the
         bytes stored. Its old edge marker, if any, stays (stale: `repo optimize` removes it).
         ValueError outside a format 3 repository."""
-        self._format3("put_plain")
-        return self.put_blob(digest, data, element_size)
+        stored = self._format3("put_plain").encode(data, element_size)
+        self.backend.put(blob_key(digest), stored, durable=True)  # it replaces a committed chunk's delta
+        return len(stored)
 
     def _format3(self, what: str) -> RepoFormat:
         fmt = self.meta.format()

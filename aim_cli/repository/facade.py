@@ -132,6 +132,9 @@ class Repository:
     ) -> int | None:
         return self._blobs.put_delta(digest, data, base_digest, base_data, element_size, plain_size)
 
+    def delta_base_of(self, digest: str) -> str | None:
+        return self._blobs.delta_base_of(digest)
+
     def put_plain(self, digest: str, data, element_size: int = 1) -> int:
         return self._blobs.put_plain(digest, data, element_size)
 

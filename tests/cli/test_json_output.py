@@ -37,6 +37,7 @@ SHAPES = {
         "skipped",
         "new_stored_bytes",
         "stored_size",
+        "reencoded",
         "dedup_ratio",
     },
     "model list": None,  # a list of model names

@@ -208,7 +208,7 @@ class S3Backend:
 
         return self._runner.run(f"reading {key}", request, hedged="GET", size=n)
 
-    def put(self, key: str, data: Bytes, *, hedge: bool = True) -> None:
+    def put(self, key: str, data: Bytes, *, hedge: bool = True, durable: bool = False) -> None:  # durable once answered
         full = self._key(key)
         body = _as_bytes(data)
 
