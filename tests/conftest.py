@@ -11,6 +11,21 @@ from tests.helpers import BACKENDS, NAME, RepoEnv
 pytest_plugins = ["tests.s3_fixtures"]
 
 
+def pytest_configure(config):
+    """Compile aim_cli's own modules once, before the workers start: the tests run the console
+    script thousands of times, and where PYTHONDONTWRITEBYTECODE is set (uv's compile-bytecode
+    covers the dependencies, not an editable install) each run would compile them again, ~60 ms
+    of CPU a command. Existing bytecode is read whatever that variable says."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller did it
+        return
+    import compileall
+    from pathlib import Path
+
+    import aim_cli
+
+    compileall.compile_dir(Path(aim_cli.__file__).parent, quiet=2)
+
+
 #: The extra runs of the repo fixture: a local repository of each format other than the default.
 OTHER_FORMAT_RUNS = ("local-f1", "local-f3")
 
