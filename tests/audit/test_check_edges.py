@@ -131,3 +131,25 @@ def test_a_delta_moved_to_a_new_base_while_check_runs_is_not_damage(tmp_path):
 
     report = check_repo(Repository(_ListHooked(r.repository.backend, before=re_encode), NAME))
     assert moved and report.ok and report.deltas == 1 and report.markers == 1
+
+
+def test_read_data_decodes_every_chain_and_names_what_a_damaged_base_breaks(tmp_path):
+    """--read-data decodes each delta through its chain: a sound chain reads clean; once the
+    whole chunk at its end is altered, it is corrupt and so are the deltas whose chain reaches it."""
+    from tests.helpers import altered_blob
+
+    r = delta_repo(tmp_path)
+    x3 = r.chunk(3)
+    x2 = r.chunk(2, like=x3)
+    x1 = r.chunk(1, like=x2)
+    r.commit("m", "v1", [x1, x2, x3])
+    r.as_delta(x2, x3)
+    r.as_delta(x1, x2)
+    report = check_repo(r.repository, read_data=True)
+    assert report.ok and report.read == 3
+    backend = r.repository.backend
+    backend.put(blob_key(x3), altered_blob(r.repository, backend.get(blob_key(x3)), 0, 0x01))
+    report = check_repo(r.repository, read_data=True)
+    problems = _problems(report)
+    assert not report.ok and set(problems) == {x1, x2, x3}
+    assert all(kind == "corrupt" for kind, _ in problems.values())
