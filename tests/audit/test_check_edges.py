@@ -12,14 +12,15 @@ from aim_cli.format.layout import EDGES, blob_key, edge_key
 from aim_cli.repository import Repository
 from tests.audit.deltas import NAME, delta_repo
 from tests.fakes import HookedBackend
-from tests.helpers import ok
+from tests.helpers import altered_blob, ok
 
 
 def _problems(report) -> dict[str, tuple[str, str]]:
     return {p.digest: (p.problem, p.detail) for p in report.problems}
 
 
-def test_a_sound_chain_passes_and_is_counted(tmp_path):
+def _sound_chain(tmp_path):
+    """A version of three chunks stored as the chain x1 -> x2 -> x3 (x3 whole)."""
     r = delta_repo(tmp_path)
     x3 = r.chunk(3)
     x2 = r.chunk(2, like=x3)
@@ -27,6 +28,11 @@ def test_a_sound_chain_passes_and_is_counted(tmp_path):
     r.commit("m", "v1", [x1, x2, x3])
     r.as_delta(x2, x3)
     r.as_delta(x1, x2)
+    return r, (x1, x2, x3)
+
+
+def test_a_sound_chain_passes_and_is_counted(tmp_path):
+    r, _ = _sound_chain(tmp_path)
     report = check_repo(r.repository)
     assert report.ok and (report.deltas, report.markers, report.stale_markers, report.dangling_markers) == (2, 2, 0, 0)
     res = ok(r.cli("repo", "check", NAME))
@@ -136,15 +142,7 @@ def test_a_delta_moved_to_a_new_base_while_check_runs_is_not_damage(tmp_path):
 def test_read_data_decodes_every_chain_and_names_what_a_damaged_base_breaks(tmp_path):
     """--read-data decodes each delta through its chain: a sound chain reads clean; once the
     whole chunk at its end is altered, it is corrupt and so are the deltas whose chain reaches it."""
-    from tests.helpers import altered_blob
-
-    r = delta_repo(tmp_path)
-    x3 = r.chunk(3)
-    x2 = r.chunk(2, like=x3)
-    x1 = r.chunk(1, like=x2)
-    r.commit("m", "v1", [x1, x2, x3])
-    r.as_delta(x2, x3)
-    r.as_delta(x1, x2)
+    r, (x1, x2, x3) = _sound_chain(tmp_path)
     report = check_repo(r.repository, read_data=True)
     assert report.ok and report.read == 3
     backend = r.repository.backend
