@@ -749,8 +749,10 @@ def test_pull_into_a_file_and_a_held_lock(local_repo, tmp_path):
 def test_ctrl_c_during_pull_then_resume(local_repo, tmp_path):
     env = local_repo
     src = tmp_path / "big"
-    for i in range(4):
-        write_file(src / f"shard-{i}.bin", os.urandom(16 * 1024 * 1024))
+    # 192 MiB at --jobs 1: long enough that the pull is still running when the signal lands,
+    # even on a loaded machine (64 MiB could finish between the poll and the signal).
+    for i in range(6):
+        write_file(src / f"shard-{i}.bin", os.urandom(32 * 1024 * 1024))
     push_model(env, "big", src, "v1", "-q")
     dest = tmp_path / "dest"
     partial = dest / ".aim" / "partial"
