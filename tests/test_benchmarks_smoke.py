@@ -311,3 +311,21 @@ def test_training_bench_parses_its_options():
     with pytest.raises(SystemExit) as exit_:
         training_bench.main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_format3_bench_measures_deltas_through_the_product(tmp_path):
+    """format3_bench.py on a small real training run whose middle layer is a 1 MiB bf16 tensor
+    (tensor-cut, paired): format 3 stores the later fine-tuning checkpoints in less than format 2
+    and a pull of the newest over the previous fetches less, while every version pulls back."""
+    import format3_bench
+    import training_run
+
+    config = training_run.Config(d_in=16, hidden=(512, 1024), d_out=8, teacher_hidden=16, pre_every=20, ft_every=5)
+    training_run.train(tmp_path / "ckpt", "bf16", seed=2, config=config)
+    ckpts = sorted((tmp_path / "ckpt" / "finetune").iterdir())
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w3").mkdir()
+    f2 = format3_bench.measure(ckpts, tmp_path / "w2", 2)
+    f3 = format3_bench.measure(ckpts, tmp_path / "w3", 3)
+    assert f3["stored_per_later"] < 0.8 * f2["stored_per_later"]
+    assert f3["newest_over_previous"] < 0.8 * f2["newest_over_previous"]
