@@ -103,8 +103,9 @@ class _Chains:
             batch = sorted({c for c in todo if c not in self._read})
             self._read.update(batch)
             linked = [c for c in batch if c in self.bases_of or c in self.edges]
-            found = self.repo.map_parallel(self.repo.delta_base_of, [c for c in linked if c in self.bases_of])
-            for c, base in zip([c for c in linked if c in self.bases_of], found, strict=True):
+            dependents = [c for c in linked if c in self.bases_of]  # only these can be deltas
+            found = self.repo.map_parallel(self.repo.delta_base_of, dependents)
+            for c, base in zip(dependents, found, strict=True):
                 if base is not None:
                     self.deltas[c] = base
             todo = [n for c in linked for n in (*self.bases_of.get(c, ()), *self.edges.get(c, ()))]

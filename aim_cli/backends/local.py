@@ -36,6 +36,7 @@ from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLargeError, StorageError
+from aim_cli.util.walk import kind_of
 
 TMP_PREFIX = ".tmp-"
 # Writeback is started early only for objects of this size or more. For a small one it costs
@@ -50,15 +51,9 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 
 
 def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
+    """util.walk.kind_of, except that a directory where a key's object belongs is "not a regular
+    file" (the backend speaks of keys, not of a user's directories)."""
+    return "not a regular file" if stat.S_ISDIR(mode) else kind_of(mode)
 
 
 class LocalBackend:
