@@ -368,8 +368,12 @@ def test_a_first_request_that_never_answers_is_hedged_after_the_first_byte_bound
 
     call, expected = first_requests(backend, s3_bucket)[first]
     assert call() == expected
-    assert backend.stats == TransferStats(hedges=1, hedges_won=1, abandoned=1)
-    assert proxy.stalled == 1 and proxy.requests == 2  # the silent request and its hedge, only
+    # On a loaded machine the hedge itself may pass the 0.2 s bound and be hedged in turn: every
+    # copy but the winner is abandoned, and only the first request was held by the proxy.
+    stats = backend.stats
+    assert stats.hedges >= 1 and stats.hedges_won == 1 and stats.abandoned == stats.hedges
+    assert stats == TransferStats(hedges=stats.hedges, hedges_won=1, abandoned=stats.hedges)
+    assert proxy.stalled == 1 and proxy.requests == 1 + stats.hedges  # the silent request and its hedges
     assert proxy.stall_log == []  # the silent copy is still held: the hedge did not wait for it
 
 
