@@ -24,7 +24,7 @@ declined and the rest planned again without it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 
 from aim_cli.deltas import pairing, policy
@@ -56,20 +56,20 @@ class OptimizeResult:
     dry_run: bool = False
 
 
-def _layouts(repo: Repository, fmt: RepoFormat, ref: VersionRef) -> dict:
-    """path -> safetensors layout of each file of ``ref`` cut by its layout (pairing.py)."""
+def _layouts(read: Callable[[str, int], bytes], fmt: RepoFormat, ref: VersionRef) -> dict:
+    """path -> safetensors layout of each file of ``ref`` cut by its layout (pairing.py);
+    ``read(digest, size)`` gives a chunk's raw bytes."""
     assert fmt.tensors is not None
     out = {}
     for entry in ref.manifest.files:
         if not entry.path.endswith(SAFETENSORS_SUFFIX) or not entry.chunks:
             continue
-        head = bytes(repo.get_blob(*entry.chunks[0], context=f"{ref.manifest.model}:{ref.manifest.tag}/{entry.path}"))
+        head = read(*entry.chunks[0])
         end = pairing.header_end(head[:8], entry.size, fmt.chunking, fmt.tensors)
         if end is None:
             continue
         if end > len(head):
-            refs = pairing.head_chunks(entry, end)
-            head = b"".join(bytes(repo.get_blob(d, s)) for d, s in refs)
+            head = b"".join(read(d, s) for d, s in pairing.head_chunks(entry, end))
         layout = pairing.parse_layout(head, entry.size, fmt.chunking, fmt.tensors)
         if layout is not None:
             out[entry.path] = layout
@@ -121,6 +121,20 @@ def _sizes(refs: Sequence[VersionRef]) -> dict[str, int]:
     return {d: s for r in refs for f in r.manifest.files for d, s in f.chunks}
 
 
+#: ``local(digest, size)``: a chunk's raw bytes from a local file, verified by BLAKE3, or None.
+LocalChunks = Callable[[str, int], "bytes | None"]
+
+
+def _check_format(repo: Repository) -> RepoFormat:
+    fmt = repo.format()
+    if fmt.deltas is None or fmt.tensors is None:
+        raise UsageError(
+            f"repository {repo.name!r} has storage format {fmt.version}, which stores no deltas",
+            "copy its models into a format 3 repository (repo create --format 3, model copy) to delta-code them",
+        )
+    return fmt
+
+
 def optimize(
     repo: Repository,
     *,
@@ -133,83 +147,140 @@ def optimize(
     """Re-encode ``models`` (every model when None) of a format 3 repository into delta chains;
     ``newest_pair_only``: only the newest version and the one before, with the simplest rule
     (push's pass). UsageError for a repository of another format."""
-    fmt = repo.format()
-    if fmt.deltas is None or fmt.tensors is None:
-        raise UsageError(
-            f"repository {repo.name!r} has storage format {fmt.version}, which stores no deltas",
-            "copy its models into a format 3 repository (repo create --format 3, model copy) to delta-code them",
-        )
+    fmt = _check_format(repo)
     result = OptimizeResult(repo.name, dry_run=dry_run)
     progress = progress or NullProgress()
     names = list(models) if models else repo.list_models()
     with leases.acquire(repo, leases.OPTIMIZE, "repo optimize" if not newest_pair_only else "push", wait=wait) as lease:
         chains = _Chains(repo)
+        # Every live version's chunks: a delta whose base no version names any more (its version
+        # was deleted) moves onto its pair's chunk, and gc can then free the old base.
+        live = set() if newest_pair_only else _live_chunks(repo)
         for model in names:
-            _optimize_model(repo, fmt, model, chains, result, dry_run, newest_pair_only, lease, progress)
+            history = _history(repo, model)
+            if newest_pair_only:
+                history = history[-2:]
+            step = _Step(repo, fmt, chains, result, lease, progress, dry_run=dry_run, simple=newest_pair_only)
+            step.run(history, live=live)
             result.models.append(model)
     return result
 
 
-def _optimize_model(repo, fmt, model, chains, result, dry_run, newest_pair_only, lease, progress) -> None:
-    history = _history(repo, model)
-    if newest_pair_only:
-        history = history[-2:]
-    if len(history) < 2:
-        return
-    tensors = {r.digest: pairing.version_tensors(r.manifest, _layouts(repo, fmt, r), fmt.tensors) for r in history}
-    pairs: list[pairing.Pair] = []
-    for older, newer in reversed(list(zip(history, history[1:], strict=False))):  # newest pairs first
-        pairs.extend(pairing.pair_versions(tensors[older.digest], tensors[newer.digest]))
-    result.pairs += len(pairs)
-    if not pairs:
-        return
-    info = {d: (p.size, p.element_size) for p in pairs for d in (p.older, p.newer)}
-    chains.learn(info)
-    stale = chains.stale()
-    if stale and not dry_run and not newest_pair_only:
-        repo.edges.delete_edges(stale)
-        for b, d in stale:
-            chains.edges.get(b, set()).discard(d)
-            chains.bases_of[d].discard(b)
-        result.stale_markers += len(stale)
-    keep_whole = {d for t in tensors[history[-1].digest] for d, _ in t.chunks}
-    max_cuts, attach = (0, False) if newest_pair_only else (1, True)
-    declined: set[tuple[str, str]] = set()
-    while True:
-        actions = policy.plan(
-            pairs,
-            chains.edges,
-            chains.deltas,
-            fmt.deltas.max_depth,
-            keep_whole=keep_whole,
-            declined=declined,
-            max_cuts=max_cuts,
-            attach=attach,
-        )
-        if dry_run or not actions:
-            result.planned += len(actions)
-            return
-        progress.start("optimize", len(actions))
-        refused = _apply(repo, actions, info, chains, result, lease, progress)
-        progress.close()
-        if refused is None:
-            return
-        declined.add(refused)
-        result.declined += 1
+def reencode_pair(
+    repo: Repository,
+    older: VersionRef,
+    newer: VersionRef,
+    *,
+    local: LocalChunks | None = None,
+    wait: float | None = 0,
+    progress=None,
+) -> OptimizeResult:
+    """Store ``older``'s tensor chunks as deltas against the paired chunks of ``newer``, which
+    stay whole (push's pass: the version before, or the one ``--base`` names, against the one
+    just pushed; or the version just pushed against ``--base MODEL:TAG``'s base model). With the
+    simplest rule (no cuts, no attaching). ``local`` reads chunks from local files before the
+    repository. LockHeldError when another re-encoder holds the repository and ``wait`` ends."""
+    fmt = _check_format(repo)
+    result = OptimizeResult(repo.name)
+    with leases.acquire(repo, leases.OPTIMIZE, "push", wait=wait) as lease:
+        step = _Step(repo, fmt, _Chains(repo), result, lease, progress or NullProgress(), simple=True, local=local)
+        step.run([older, newer])
+        result.models.append(older.manifest.model)
+    return result
 
 
-def _apply(repo, actions, info, chains, result, lease, progress) -> tuple[str, str] | None:
+def _live_chunks(repo: Repository) -> set[str]:
+    """Every chunk some committed version of the repository names."""
+    refs = [(m, t) for m in repo.list_models() for t in repo.list_tags(m)]
+    found = repo.map_parallel(lambda mt: repo.get_version(*mt), refs)
+    return {d for r in found for f in r.manifest.files for d, _ in f.chunks}
+
+
+class _Step:
+    """One re-encoding of a history (oldest first): plan with the chain policy, store, plan
+    again without a declined pair."""
+
+    def __init__(self, repo, fmt, chains, result, lease, progress, *, dry_run=False, simple=False, local=None):
+        self.repo, self.fmt, self.chains, self.result = repo, fmt, chains, result
+        self.lease, self.progress, self.dry_run, self.simple = lease, progress, dry_run, simple
+        self.local = local
+
+    def read(self, digest: str, size: int) -> bytes:
+        data = self.local(digest, size) if self.local is not None else None
+        return data if data is not None else bytes(self.repo.get_blob(digest, size))
+
+    def run(self, history: Sequence[VersionRef], *, live: Set[str] = frozenset()) -> None:
+        if len(history) < 2:
+            return
+        repo, fmt, chains, result = self.repo, self.fmt, self.chains, self.result
+        assert fmt.deltas is not None
+        tensors = {
+            r.digest: pairing.version_tensors(r.manifest, _layouts(self.read, fmt, r), fmt.tensors) for r in history
+        }
+        pairs: list[pairing.Pair] = []
+        for older, newer in reversed(list(zip(history, history[1:], strict=False))):  # newest pairs first
+            pairs.extend(pairing.pair_versions(tensors[older.digest], tensors[newer.digest]))
+        result.pairs += len(pairs)
+        if not pairs:
+            return
+        info = {d: (p.size, p.element_size) for p in pairs for d in (p.older, p.newer)}
+        chains.learn(info)
+        stale = chains.stale()
+        if stale and not self.dry_run and not self.simple:
+            repo.edges.delete_edges(stale)
+            for b, d in stale:
+                chains.edges.get(b, set()).discard(d)
+                chains.bases_of[d].discard(b)
+            result.stale_markers += len(stale)
+        own = {d for r in history for f in r.manifest.files for d, _ in f.chunks}
+        # The newest stays whole, but for a chunk stored against a live chunk of another model (a
+        # fine-tune pushed with --base MODEL:TAG keeps its base model's chunks as bases).
+        keep_whole = {
+            d
+            for t in tensors[history[-1].digest]
+            for d, _ in t.chunks
+            if not (d in chains.deltas and chains.deltas[d] in live and chains.deltas[d] not in own)
+        }
+        absent = {b for b in chains.deltas.values() if b not in live} if live else set()
+        max_cuts, attach = (0, False) if self.simple else (1, True)
+        declined: set[tuple[str, str]] = set()
+        while True:
+            actions = policy.plan(
+                pairs,
+                chains.edges,
+                chains.deltas,
+                fmt.deltas.max_depth,
+                keep_whole=keep_whole,
+                rebase_from=absent,
+                declined=declined,
+                max_cuts=max_cuts,
+                attach=attach,
+            )
+            if self.dry_run or not actions:
+                result.planned += len(actions)
+                return
+            self.progress.start("optimize", len(actions))
+            refused = _apply(self, actions, info)
+            self.progress.close()
+            if refused is None:
+                return
+            declined.add(refused)
+            result.declined += 1
+
+
+def _apply(step: _Step, actions, info) -> tuple[str, str] | None:
     """Store ``actions`` in order; the first declined (chunk, base), or None when all were stored."""
+    repo, chains, result, lease, progress = step.repo, step.chains, step.result, step.lease, step.progress
     for action in actions:
         lease.check()
         size, element_size = info.get(action.chunk, (None, 1))
         if size is None:  # a keep_whole chunk that no pair names: its size from its blob
             continue
-        data = repo.get_blob(action.chunk, size)
+        data = step.read(action.chunk, size)
         before = repo.stored_size(action.chunk) or 0
         for cut in action.cuts:
             cut_size, cut_element = info[cut]
-            repo.put_plain(cut, repo.get_blob(cut, cut_size), cut_element)
+            repo.put_plain(cut, step.read(cut, cut_size), cut_element)
             _forget(repo, chains, cut)
             result.made_whole += 1
         if action.base is None:
@@ -218,9 +289,7 @@ def _apply(repo, actions, info, chains, result, lease, progress) -> tuple[str, s
             result.made_whole += 1
         else:
             plain = before if action.chunk not in chains.deltas else len(repo.format().encode(data, element_size))
-            stored = repo.put_delta(
-                action.chunk, data, action.base, repo.get_blob(action.base, size), element_size, plain
-            )
+            stored = repo.put_delta(action.chunk, data, action.base, step.read(action.base, size), element_size, plain)
             if stored is None:
                 return action.chunk, action.base
             _forget(repo, chains, action.chunk, keep=action.base)

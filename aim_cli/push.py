@@ -22,16 +22,17 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import blake3
 
+from aim_cli import push_pairing
 from aim_cli.chunking.cdc import Chunk, ChunkingParams, batches, hash_bytes, is_one_chunk
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.errors import LockHeldError, StorageError, UsageError
+from aim_cli.errors import StorageError, UsageError
 from aim_cli.format import manifest as mf
 from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
@@ -66,7 +67,8 @@ class PushResult:
     skipped: tuple[str, ...] = ()  # top-level .aim* names of DIR, left out (aim_cli's own)
     new_stored_bytes: int = 0  # what they take in storage (format 2 compresses; format 1: = new_bytes)
     stored_size: int | None = None  # what the version's distinct chunks take in storage (None: not measured)
-    reencoded: int = 0  # format 3: chunks of the version before stored as deltas against this one's
+    reencoded: int = 0  # format 3: chunks stored as deltas by the pairing below
+    delta_base: str | None = None  # format 3: "model:tag" of the version paired with (--delta, --base)
 
     @property
     def dedup_ratio(self) -> float:
@@ -294,12 +296,15 @@ def push(
     follow_symlinks: bool = False,
     progress=None,
     params: ChunkingParams | None = None,
-    delta: bool = True,
+    delta: bool = False,
+    base: str | None = None,
+    references: Sequence[str | os.PathLike] = (),
 ) -> PushResult:
     """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
     `repo gc` cannot free a blob this push found stored and skipped. In a format 3 repository,
-    then re-encode the version before as deltas against this one (optimize.py; ``delta=False``:
-    not, leaving that to `repo optimize`)."""
+    with ``delta`` or ``base``, then re-encode one pair of versions (push_pairing.py: the newest
+    version before, or ``base`` = "TAG" or "MODEL:TAG"), reading raw chunks from ``source`` and
+    ``references`` before the repository; else `repo optimize` does it later."""
     check_name("model", model)
     check_name("tag", tag)
     _check_message(message)
@@ -308,6 +313,7 @@ def push(
     # A refused DIR touches no storage.
     files = scan_source(source, follow_symlinks=follow_symlinks, on_skip=skipped.append)
     params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
+    pairing = push_pairing.resolve(repo, model, tag, delta=delta, base=base, references=references)
     with leases.acquire(repo, leases.SHARED, "push") as lease:
         result = _push(
             repo,
@@ -320,23 +326,16 @@ def push(
             jobs=jobs,
             progress=progress,
             params=params,
+            delta_base=pairing.name if pairing else None,
         )
     result = replace(result, skipped=tuple(skipped))
-    if delta and not result.already_pushed and repo.format().deltas is not None:
-        result = replace(result, reencoded=_reencode_previous(repo, model))
+    if pairing is not None and pairing.base is not None:
+        result = replace(result, delta_base=pairing.name)
+        if not result.already_pushed:
+            pushed = repo.get_version(model, tag)
+            reencoded = push_pairing.reencode(repo, pairing, pushed, {f.path: f.abspath for f in files})
+            result = replace(result, reencoded=reencoded)
     return result
-
-
-def _reencode_previous(repo: Repository, model: str) -> int:
-    """Store the version before as deltas against the one just pushed (the newest stays whole),
-    unless another re-encoder holds the repository: then `repo optimize` does it later."""
-    from aim_cli.optimize import optimize
-
-    try:
-        return optimize(repo, models=[model], newest_pair_only=True, wait=0).reencoded
-    except LockHeldError:
-        log.info("another re-encoder is running: `aim_cli repo optimize` re-encodes the version before later")
-        return 0
 
 
 def _check_message(message: str) -> None:
@@ -360,6 +359,7 @@ def _push(
     jobs: int,
     progress,
     params: ChunkingParams | None,
+    delta_base: str | None = None,
 ) -> PushResult:
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
@@ -397,6 +397,7 @@ def _push(
         started=started,
         message=message,
         total=total,
+        delta_base=delta_base,
     )
 
 
@@ -492,6 +493,7 @@ def _commit(
     started: float,
     message: str,
     total: int,
+    delta_base: str | None = None,
 ) -> PushResult:
     """Write the manifest (the commit point) once every blob is durable, or compare with the
     version already stored under the tag."""
@@ -514,7 +516,7 @@ def _commit(
     distinct = {d for e in manifest.files for d, _ in e.chunks}
     # Every distinct chunk was either found stored (with its size) or stored by this push.
     stored_size = sum(uploader.stored.values()) if uploader.stored.keys() == distinct else None
-    result = repo.commit(manifest, stored_size=stored_size)
+    result = repo.commit(manifest, stored_size=stored_size, delta_base=delta_base)
     created = result.created
     return PushResult(
         model,

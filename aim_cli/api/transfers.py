@@ -34,10 +34,15 @@ def push(
     follow_symlinks: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
-    delta: bool = True,
+    delta: bool = False,
+    base: str | None = None,
+    references: Sequence[PathArg] = (),
 ) -> PushResult:
-    """Push ``source`` as ``model:tag``; in a format 3 repository, then store the version before
-    as deltas against it (``delta=False``: leave that to `repo optimize`)."""
+    """Push ``source`` as ``model:tag``. In a format 3 repository, with ``delta``, then store the
+    newest version before it as deltas against it; ``base`` = "TAG" pairs with that version of
+    the model instead, "MODEL:TAG" stores the pushed version as deltas against that version of
+    another model (a fine-tune's base model); ``references``: local copies of the paired
+    version to read its chunks from. Without them, `repo optimize` delta-codes the history."""
     from aim_cli import push as pushmod
 
     repository = open_repository(repo, config=config, jobs=jobs)
@@ -51,6 +56,8 @@ def push(
         follow_symlinks=follow_symlinks,
         progress=progress,
         delta=delta,
+        base=base,
+        references=references,
     )
 
 

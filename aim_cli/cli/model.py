@@ -34,14 +34,33 @@ def model():
 @quiet_option
 @json_option
 @click.option(
-    "--no-delta",
-    is_flag=True,
-    help="Format 3: leave the version before whole (`repo optimize` re-encodes it later).",
+    "--delta/--no-delta",
+    default=None,
+    help="Format 3: store the newest version before this one as deltas against it now "
+    "(default: leave it whole, `repo optimize` delta-codes the history later).",
 )
-def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json, no_delta):
+@click.option(
+    "--base",
+    metavar="TAG|MODEL:TAG",
+    help="Format 3: pair with this version for deltas: a TAG of the model (stored as deltas against "
+    "the pushed one), or MODEL:TAG of another model, e.g. a fine-tune's base model (the pushed one is "
+    "stored as deltas against it).",
+)
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    metavar="DIR",
+    help="Format 3: a local copy of the paired version to read its chunks from (repeatable).",
+)
+def model_push(
+    repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json, delta, base, references
+):
     """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
     from aim_cli.progress import make_progress
 
+    if delta is False and (base or references):
+        raise UsageError(f"--no-delta contradicts {'--base' if base else '--reference'}", "drop one of them")
     r = api().push(
         repo_name,
         model_name,
@@ -52,7 +71,9 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
         follow_symlinks=follow_symlinks,
         config=config(),
         progress=make_progress(quiet or as_json),
-        delta=not no_delta,
+        delta=bool(delta),
+        base=base,
+        references=references,
     )
     if r.skipped:
         from aim_cli.util.fs import display_path
@@ -72,6 +93,8 @@ def model_push(repo_name, model_name, directory, tag, message, follow_symlinks, 
         f"pushed {r.model}:{r.tag}: {r.files} files, {size(r.total_size)}, {size(r.new_bytes)} new "
         f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s"
     )
+    if r.delta_base:
+        out(f"paired with {r.delta_base} for deltas: {r.reencoded} chunks stored as deltas")
 
 
 @model.command("pull")

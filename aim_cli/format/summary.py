@@ -7,6 +7,9 @@ A manifest of a 70B model is ~8 MB of JSON; listing 100 of them read 824 MB and 
      "created_at": "...", "created_by": "...", "message": "...", "total_size": N, "files": N, "chunks": N,
      "stored_size": N}
 
+``delta_base`` (format 3 only, absent by default) names the version a push paired this one with
+for deltas (``model:tag``); display only, like ``stored_size``, and lost when a summary is rebuilt.
+
 ``stored_size`` (format 2 repositories only; absent where it is unknown) is what the version's
 distinct chunks take in storage, as push measured it. It is the one field not derived from the
 manifest, so it is for display only: nothing decides anything by it, and `repo check` does not
@@ -56,6 +59,7 @@ class Summary(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defa
     files: int
     chunks: int
     stored_size: int | None = None
+    delta_base: str | None = None  # format 3: "model:tag" of the version push paired this one with
 
 
 _encoder = msgspec.json.Encoder()
@@ -82,7 +86,14 @@ def _problem(summary: Summary) -> str | None:
     for field in ("total_size", "files", "chunks", "stored_size"):
         if not 0 <= (getattr(summary, field) or 0) <= MAX_COUNT:
             return f"{field} is out of range"
+    if summary.delta_base is not None and not _valid_version_name(summary.delta_base):
+        return f"delta_base {quoted(summary.delta_base)} is not model:tag"
     return None
+
+
+def _valid_version_name(text: str) -> bool:
+    model, sep, tag = text.partition(":")
+    return bool(sep) and bool(NAME_RE.fullmatch(model)) and bool(NAME_RE.fullmatch(tag))
 
 
 def invalid(where: str, why: str) -> IntegrityError:
@@ -107,7 +118,9 @@ def decode(data: bytes, *, where: str) -> Summary:
     return summary
 
 
-def of_manifest(manifest, digest: str, *, where: str, stored_size: int | None = None) -> Summary:
+def of_manifest(
+    manifest, digest: str, *, where: str, stored_size: int | None = None, delta_base: str | None = None
+) -> Summary:
     """The summary of ``manifest`` (a manifest.Manifest, or a ManifestHead) whose stored bytes
     have ``digest``. IntegrityError if the manifest's own fields cannot make a valid one."""
     summary = Summary(
@@ -122,6 +135,7 @@ def of_manifest(manifest, digest: str, *, where: str, stored_size: int | None = 
         len(manifest.files),
         sum(len(f.chunks) for f in manifest.files),
         stored_size,
+        delta_base,
     )
     why = _problem(summary)
     if why:
@@ -174,5 +188,9 @@ def of_manifest_bytes(raw: bytes, *, model: str, tag: str, where: str) -> Summar
 
 def differences(stored: Summary, expected: Summary) -> list[str]:
     """The fields in which a stored summary differs from the one its manifest gives (all but
-    ``stored_size``, which no manifest gives)."""
-    return [f for f in Summary.__struct_fields__ if f != "stored_size" and getattr(stored, f) != getattr(expected, f)]
+    ``stored_size`` and ``delta_base``, which no manifest gives)."""
+    fields = [f for f in Summary.__struct_fields__ if f not in _DISPLAY_ONLY]
+    return [f for f in fields if getattr(stored, f) != getattr(expected, f)]
+
+
+_DISPLAY_ONLY = ("stored_size", "delta_base")

@@ -163,8 +163,10 @@ class Repository:
         self._blobs.delete_blobs(digests)
 
     # -- versions (versions.py) --------------------------------------------------------------------
-    def commit(self, manifest: mf.Manifest, *, stored_size: int | None = None) -> CommitResult:
-        return self._versions.commit(manifest, stored_size=stored_size)
+    def commit(
+        self, manifest: mf.Manifest, *, stored_size: int | None = None, delta_base: str | None = None
+    ) -> CommitResult:
+        return self._versions.commit(manifest, stored_size=stored_size, delta_base=delta_base)
 
     def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
         return self._versions.commit_raw(raw, stored_size=stored_size)

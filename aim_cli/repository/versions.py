@@ -73,14 +73,17 @@ class Versions:
         return Versions(StoredKeys(backend, self.name), self.meta, self.summaries)
 
     # -- commit ------------------------------------------------------------------------------------
-    def commit(self, manifest: mf.Manifest, *, stored_size: int | None = None) -> CommitResult:
+    def commit(
+        self, manifest: mf.Manifest, *, stored_size: int | None = None, delta_base: str | None = None
+    ) -> CommitResult:
         """Create the version: the exclusive create of its manifest is the commit point.
 
         The caller has stored (and synced) every blob first; ``stored_size`` is what they take
-        (for the summary; ignored in format 1, see summary.py). If the tag exists with the same
+        (for the summary; ignored in format 1, see summary.py), ``delta_base`` the version it is paired
+        with for deltas (format 3, for the summary). If the tag exists with the same
         files, nothing is written and the stored digest is returned. Once created, the manifest is
         read back: a server that ignored the condition would show another writer's bytes here."""
-        stored, ours = self._create_version(manifest.model, manifest.tag, mf.encode(manifest), stored_size)
+        stored, ours = self._create_version(manifest.model, manifest.tag, mf.encode(manifest), stored_size, delta_base)
         return CommitResult(stored.digest, True) if ours else self.against_stored(stored, manifest)
 
     def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
@@ -99,7 +102,9 @@ class Versions:
             "versions are immutable",
         )
 
-    def _create_version(self, model: str, tag: str, raw: bytes, stored_size: int | None) -> tuple[VersionRef, bool]:
+    def _create_version(
+        self, model: str, tag: str, raw: bytes, stored_size: int | None, delta_base: str | None = None
+    ) -> tuple[VersionRef, bool]:
         """The exclusive create of manifest ``raw``, then its read-back: (the stored version,
         whether it is ``raw``). When it is, its summary is written."""
         # Whatever put_if_absent answers, the read-back decides: the stored bytes are the truth.
@@ -109,15 +114,20 @@ class Versions:
             return stored, False
         # Ours, byte for byte (created_at has microseconds), even when a retried PUT whose
         # first answer was lost saw 412 for our own write.
-        self._write_summary_after_commit(stored, stored_size if self.meta.format().codecs is not None else None)
+        fmt = self.meta.format()
+        self._write_summary_after_commit(
+            stored,
+            stored_size if fmt.codecs is not None else None,
+            delta_base if fmt.deltas is not None else None,
+        )
         return stored, True
 
-    def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None) -> None:
+    def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None, delta_base: str | None) -> None:
         """The summary comes second: the manifest is the commit point, and a version whose summary
         was not written (a failure here, a kill) gets it rebuilt by the next listing. So a failure
         is a warning, never a failed push."""
         try:
-            self.summaries.put_summary(self.summary_of(ref, stored_size))
+            self.summaries.put_summary(self.summary_of(ref, stored_size, delta_base))
         except (StorageError, DamagedStorageError) as e:
             log.warning(
                 "warning: %s:%s is pushed, but its summary could not be written (%s); the next listing rebuilds it",
@@ -180,9 +190,10 @@ class Versions:
         raw = self.keys.manifest_bytes(vk.key, vk.key)
         return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
 
-    def summary_of(self, ref: VersionRef, stored_size: int | None = None) -> sm.Summary:
+    def summary_of(self, ref: VersionRef, stored_size: int | None = None, delta_base: str | None = None) -> sm.Summary:
         m = ref.manifest
-        return sm.of_manifest(m, ref.digest, where=f"{m.model}:{m.tag}", stored_size=stored_size)
+        where = f"{m.model}:{m.tag}"
+        return sm.of_manifest(m, ref.digest, where=where, stored_size=stored_size, delta_base=delta_base)
 
     # -- listings ----------------------------------------------------------------------------------
     def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:

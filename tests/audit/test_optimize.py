@@ -80,8 +80,8 @@ def test_push_re_encodes_the_version_before_it(tmp_path, f3):
     _write(tmp_path / "v1", w)
     pushmod.push(f3, "m", "v1", tmp_path / "v1")
     _write(tmp_path / "v2", {k: x + rng.normal(0, 2e-4, x.shape) for k, x in w.items()})
-    result = pushmod.push(f3, "m", "v2", tmp_path / "v2")
-    assert result.reencoded == 2
+    result = pushmod.push(f3, "m", "v2", tmp_path / "v2", delta=True)
+    assert result.reencoded == 2 and result.delta_base == "m:v1"
     assert all(b is not None for b in _bases(f3, "v1")) and all(b is None for b in _bases(f3, "v2"))
     pull(f3, "m", tmp_path / "out", tag="v1")
     assert file_contents(tmp_path / "out") == file_contents(tmp_path / "v1")

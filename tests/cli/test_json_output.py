@@ -38,6 +38,7 @@ SHAPES = {
         "new_stored_bytes",
         "stored_size",
         "reencoded",
+        "delta_base",
         "dedup_ratio",
     },
     "model list": None,  # a list of model names

@@ -211,8 +211,8 @@ def test_a_checkpoint_whose_every_weight_moved_keeps_its_chunk_boundaries(tmp_pa
     r2 = _create(tmp_path, "r2", "--format", "2")
     for step, tag in ((0, "v1"), (1, "v2")):
         src = _checkpoint(tmp_path / tag, step)
-        for repo in ("r3", "r2"):
-            ok(_aim(tmp_path, "model", "push", repo, "m", src, "--tag", tag, "-q"))
+        for repo, *delta in (("r3", "--delta"), ("r2",)):
+            ok(_aim(tmp_path, "model", "push", repo, "m", src, "--tag", tag, "-q", *delta))
     v1, v2 = _chunk_sizes(r3, "v1"), _chunk_sizes(r3, "v2")
     header = 8 + int.from_bytes((tmp_path / "v1" / "model.safetensors").read_bytes()[:8], "little")
     # The header, then the large tensor every 1 MiB from its start, then one group of norms.
