@@ -56,6 +56,9 @@ def _chunk_size(text: str | None) -> int | None:
     "1 stores raw chunks, readable by older aim_cli.",
 )
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
+@click.option(
+    "--parents", is_flag=True, help="Local: create the directory's missing parents (refused without: a mistyped mount)."
+)
 @json_option
 def repo_create(
     name,
@@ -68,6 +71,7 @@ def repo_create(
     chunk_size,
     storage_format,
     no_check,
+    parents,
     as_json,
 ):
     """Add repository NAME to model_repos.yaml and initialise its storage."""
@@ -82,6 +86,7 @@ def repo_create(
         chunk_size=_chunk_size(chunk_size),
         storage_format=None if storage_format is None else int(storage_format),
         check=not no_check,
+        parents=parents,
         config=config(),
     )
     if as_json:
