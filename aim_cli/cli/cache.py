@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from aim_cli.cli import completion
 from aim_cli.cli.options import api, json_option
 from aim_cli.cli.render import out, out_json, size
 from aim_cli.errors import UsageError
@@ -19,7 +20,11 @@ def cache():
 
 
 cache_dir_option = click.option(
-    "--cache-dir", envvar="AIM_CACHE_DIR", metavar="DIR", help="The chunk cache (default: $AIM_CACHE_DIR)."
+    "--cache-dir",
+    envvar="AIM_CACHE_DIR",
+    metavar="DIR",
+    shell_complete=completion.dirs,
+    help="The chunk cache (default: $AIM_CACHE_DIR).",
 )
 
 
