@@ -2,6 +2,8 @@
 # The main job, end to end, on the checked-in default local repository (model_repos.yaml: "local").
 # Makes a small model, pushes two near-identical versions, lists them, pulls one, proves it is
 # byte-identical, shows what the second version cost, and audits the result. Run from anywhere: `uv run scripts/demo.sh`.
+# It leaves behind demo-work/ (the model directories and the pulled copy) and the model demo-model in
+# the repository under .aim/repo (both ignored by git); its last lines say how to remove them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 aim() { aim_cli --config model_repos.yaml "$@"; }
@@ -49,3 +51,8 @@ diff -r "$work/model_v2" "$work/pulled" && echo "identical: $work/pulled == $wor
 echo "== audit: the pulled directory against the manifest's whole-file digests, then the stored blobs"
 aim model verify local demo-model --tag "$tag2" --local "$work/pulled"
 aim model verify local demo-model --tag "$tag2"
+
+echo "== left behind: $work/ (the model directories and the pulled copy) and the versions of demo-model"
+echo "   in the local repository (.aim/repo), both ignored by git. To remove them, in $(pwd):"
+echo "   rm -rf $work && uv run aim_cli model delete local demo-model --yes && uv run aim_cli repo gc local"
+echo "   (rm -rf .aim/repo instead drops the whole local repository, with what else was pushed to it)"

@@ -13,6 +13,7 @@ from aim_cli.errors import ConfigError, ConflictError, UsageError
 from aim_cli.names import check_name
 
 if TYPE_CHECKING:  # create_repo imports the storage layers; delete_repo edits the config alone
+    from aim_cli.chunking.cdc import ChunkingParams
     from aim_cli.repository import Repository
 
 #: The range of `repo create --chunk-size` (the average chunk size): 1 KiB to 4 MiB.
@@ -32,13 +33,14 @@ def create_repo(
     chunk_size: int | None = None,
     storage_format: int | None = None,
     check: bool = True,
+    parents: bool = False,
     config: ConfigArg = None,
 ) -> RepoCreated:
     """Record the repository in model_repos.yaml (created if needed) and, when the storage can be
     reached (not with ``check=False``), write its aim-repo.json: ``storage_format`` 1, 2 or 3
-    (default DEFAULT_FORMAT), or keep the one already there."""
+    (default DEFAULT_FORMAT), or keep the one already there. A local directory whose parent does
+    not exist is refused (UsageError) unless ``parents``: it is created with its missing parents."""
     from aim_cli.backends import open_backend
-    from aim_cli.chunking.cdc import ChunkingParams
     from aim_cli.format.repo_format import DEFAULT_FORMAT, KNOWN_FORMATS
     from aim_cli.repository import Repository
 
@@ -56,20 +58,7 @@ def create_repo(
         )
     cfg = get_config(config, must_exist=False)
     cfgmod.check_unused(cfg, name)  # before touching any storage
-    params = None
-    if chunk_size:
-        if not MIN_CHUNK_SIZE <= chunk_size <= MAX_AVG_CHUNK_SIZE:  # what the text below promises
-            raise UsageError(
-                f"--chunk-size {chunk_size} is out of range",
-                "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB",
-            )
-        try:
-            params = ChunkingParams.for_average(chunk_size).validate()
-        except ValueError:
-            raise UsageError(
-                f"--chunk-size {chunk_size} is out of range",
-                "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB",
-            ) from None
+    params = _chunking_params(chunk_size) if chunk_size else None
     if repo_type == "local" and not os.path.isabs(os.path.expanduser(path)):
         # Typed relative to the current directory; recorded relative to the config file, which
         # is how every later command (run from anywhere) resolves it.
@@ -88,6 +77,8 @@ def create_repo(
     except ConfigError as e:  # the values came from the command line: it must change (exit 2)
         raise UsageError(e.message, e.hint) from None
     found_format, existed = None, False
+    if check and entry.type == "local" and not parents:
+        _check_parent_exists(entry.path)
     if check:
         backend = open_backend(entry)
         backend.check_access()  # StorageError: nothing is written to the config
@@ -100,6 +91,33 @@ def create_repo(
             _check_agrees(repo, entry.path, chunk_size, storage_format)
     cfgmod.add_repo(cfg, entry, path)
     return RepoCreated(entry, found_format is not None, found_format, existed)
+
+
+def _chunking_params(chunk_size: int) -> ChunkingParams:
+    """The chunking of a new repository of average chunk size ``chunk_size``, in range or refused."""
+    from aim_cli.chunking.cdc import ChunkingParams
+
+    out_of_range = UsageError(
+        f"--chunk-size {chunk_size} is out of range",
+        "choose an average chunk size from 1KiB to 4MiB, e.g. 512KiB or 1MiB",
+    )
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_AVG_CHUNK_SIZE:  # what the hint promises
+        raise out_of_range
+    try:
+        return ChunkingParams.for_average(chunk_size).validate()
+    except ValueError:
+        raise out_of_range from None
+
+
+def _check_parent_exists(path: str) -> None:
+    """A mistyped mount point (/mnt/nsf/models) must not quietly become a repository on the
+    local disk: the directory may be new, its parent must already be there."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.lexists(path) and not os.path.isdir(parent):
+        raise UsageError(
+            f"the parent directory {parent} of the repository path {path} does not exist",
+            "check the path (is the share mounted?), or pass --parents to create it with its parents",
+        )
 
 
 def _check_agrees(repo: Repository, where: str, chunk_size: int | None, storage_format: int | None) -> None:

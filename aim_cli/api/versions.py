@@ -55,6 +55,12 @@ def list_models(repo: str, *, config: ConfigArg = None) -> list[str]:
     return open_repository(repo, config=config).list_models()
 
 
+def list_tags(repo: str, model: str, *, config: ConfigArg = None) -> list[str]:
+    """The tags of ``model``, sorted by name: one listing, no manifest or summary read (what shell
+    completion offers). A model without versions has none."""
+    return open_repository(repo, config=config).list_tags(model)
+
+
 def list_versions(repo: str, model: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> list[VersionInfo]:
     """Oldest first. Read from the versions' summaries (one listing, then small reads on ``jobs``
     threads); a version without one gets it rebuilt from its manifest."""

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import click
 
+from aim_cli.cli import completion
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
 from aim_cli.cli.render import out, out_json, size
 from aim_cli.cli.signatures import verify_signature
@@ -15,9 +16,9 @@ from aim_cli.errors import IntegrityError, UsageError
 
 
 @click.command("info")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", help="Version to show (default: the newest).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.option("--tag", "-t", help="Version to show (default: the newest).", shell_complete=completion.tags)
 @json_option
 def model_info(repo_name, model_name, tag, as_json):
     """Show a version: manifest digest, author, message, each file's size and BLAKE3."""
@@ -42,19 +43,21 @@ def model_info(repo_name, model_name, tag, as_json):
 
 
 @click.command("verify")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", help="Version to verify (default: the newest).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.option("--tag", "-t", help="Version to verify (default: the newest).", shell_complete=completion.tags)
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
 @click.option(
     "--local",
     "local_dir",
     metavar="DIR",
+    shell_complete=completion.dirs,
     help="Compare DIR (e.g. a deployment) with the version by file digests, instead of reading blobs.",
 )
 @click.option(
     "--public-key",
     metavar="KEY.pub",
+    shell_complete=completion.files,
     help="Check a signature by this EC public key (PEM) instead: it must cover exactly the version's "
     "files and digests (or those of --local DIR).",
 )
@@ -63,6 +66,7 @@ def model_info(repo_name, model_name, tag, as_json):
     "trust_roots",
     multiple=True,
     metavar="ROOTS.pem",
+    shell_complete=completion.files,
     help="Check a certificate-method signature whose chain leads to these trusted roots (repeatable).",
 )
 @patterns_option
@@ -145,7 +149,7 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
 
 
 @click.command("check")
-@click.argument("repo_name", metavar="REPO")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @click.option("--read-data", is_flag=True, help="Also re-read every blob and check its hash (reads everything).")
 @jobs_option
 @quiet_option
@@ -196,7 +200,7 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
 
 
 @click.command("gc")
-@click.argument("repo_name", metavar="REPO")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @click.option("--dry-run", is_flag=True, help="Print the plan, delete nothing (takes no lease).")
 @json_option
 def repo_gc(repo_name, dry_run, as_json):
@@ -256,8 +260,15 @@ def repo_gc(repo_name, dry_run, as_json):
 
 
 @click.command("optimize")
-@click.argument("repo_name", metavar="REPO")
-@click.option("--model", "models", multiple=True, metavar="MODEL", help="Only this model (repeatable).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="MODEL",
+    help="Only this model (repeatable).",
+    shell_complete=completion.models,
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be re-encoded, write nothing.")
 @jobs_option
 @json_option

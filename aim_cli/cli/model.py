@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import click
 
-from aim_cli.cli import audit, signatures
+from aim_cli.cli import audit, completion, signatures
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
 from aim_cli.cli.render import out, out_json, show_copy, show_diff, show_pull_plan, size
 from aim_cli.errors import UsageError
@@ -22,9 +22,9 @@ def model():
 
 
 @model.command("push")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.argument("directory", metavar="DIR")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("directory", metavar="DIR", shell_complete=completion.dirs)
 @click.option("--tag", "-t", required=True, help="Version tag (immutable).")
 @click.option("--message", "-m", default="", help="A note stored with the version.")
 @click.option(
@@ -98,10 +98,10 @@ def model_push(
 
 
 @model.command("pull")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.argument("dest", metavar="DEST")
-@click.option("--tag", "-t", help="Version to pull (default: the newest).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("dest", metavar="DEST", shell_complete=completion.dirs)
+@click.option("--tag", "-t", help="Version to pull (default: the newest).", shell_complete=completion.tags)
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
 @click.option(
     "--reference",
@@ -177,7 +177,7 @@ def model_pull(
 
 
 @model.command("list")
-@click.argument("repo_name", metavar="REPO")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @json_option
 def model_list(repo_name, as_json):
     """List the models of REPO."""
@@ -192,8 +192,8 @@ def model_list(repo_name, as_json):
 
 
 @model.command("versions")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
 @json_option
 def model_versions(repo_name, model_name, as_json):
     """List the versions of MODEL, oldest first: tag, created, size, files, digest, message.
@@ -225,9 +225,17 @@ def model_versions(repo_name, model_name, as_json):
 
 
 @model.command("delete-version")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", "tags", required=True, multiple=True, help="Version to delete (one per run).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.option(
+    "--tag",
+    "-t",
+    "tags",
+    required=True,
+    multiple=True,
+    help="Version to delete (one per run).",
+    shell_complete=completion.tags,
+)
 @json_option
 def model_delete_version(repo_name, model_name, tags, as_json):
     """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
@@ -247,8 +255,8 @@ def model_delete_version(repo_name, model_name, tags, as_json):
 
 
 @model.command("delete")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def model_delete(repo_name, model_name, yes, as_json):
@@ -281,10 +289,10 @@ def _reclaimable(r, repo_name: str) -> str:
 
 # -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -------------------------------
 @model.command("diff")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.argument("tag_a", metavar="TAG_A")
-@click.argument("tag_b", metavar="TAG_B")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("tag_a", metavar="TAG_A", shell_complete=completion.tags)
+@click.argument("tag_b", metavar="TAG_B", shell_complete=completion.tags)
 @patterns_option
 @json_option
 def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
@@ -299,10 +307,17 @@ def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
 
 
 @model.command("copy")
-@click.argument("src_repo", metavar="SRC_REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.argument("dst_repo", metavar="DST_REPO")
-@click.option("--tag", "-t", "tags", multiple=True, help="Version to copy (repeatable; default: every version).")
+@click.argument("src_repo", metavar="SRC_REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("dst_repo", metavar="DST_REPO", shell_complete=completion.repos)
+@click.option(
+    "--tag",
+    "-t",
+    "tags",
+    multiple=True,
+    help="Version to copy (repeatable; default: every version).",
+    shell_complete=completion.tags,
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be copied; write nothing.")
 @jobs_option
 @quiet_option

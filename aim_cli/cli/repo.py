@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from aim_cli.cli import audit
+from aim_cli.cli import audit, completion
 from aim_cli.cli.options import api, config, json_option
 from aim_cli.cli.render import out, out_json
 from aim_cli.util.sizes import parse_size
@@ -41,7 +41,9 @@ def _chunk_size(text: str | None) -> int | None:
 @repo.command("create")
 @click.argument("name")
 @click.option("--type", "repo_type", type=click.Choice(["local", "s3"]), required=True, help="Storage type.")
-@click.option("--path", required=True, help="Directory (local/NFS) or s3://bucket/prefix.")
+@click.option(
+    "--path", required=True, shell_complete=completion.dirs, help="Directory (local/NFS) or s3://bucket/prefix."
+)
 @click.option("--region", help="S3 region.")
 @click.option("--endpoint-url", help="S3-compatible endpoint (MinIO, Ceph, R2).")
 @click.option("--profile", help="AWS profile for credentials.")
@@ -56,6 +58,9 @@ def _chunk_size(text: str | None) -> int | None:
     "1 stores raw chunks, readable by older aim_cli.",
 )
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
+@click.option(
+    "--parents", is_flag=True, help="Local: create the directory's missing parents (refused without: a mistyped mount)."
+)
 @json_option
 def repo_create(
     name,
@@ -68,6 +73,7 @@ def repo_create(
     chunk_size,
     storage_format,
     no_check,
+    parents,
     as_json,
 ):
     """Add repository NAME to model_repos.yaml and initialise its storage."""
@@ -82,6 +88,7 @@ def repo_create(
         chunk_size=_chunk_size(chunk_size),
         storage_format=None if storage_format is None else int(storage_format),
         check=not no_check,
+        parents=parents,
         config=config(),
     )
     if as_json:
@@ -115,7 +122,7 @@ def repo_list(as_json):
 
 
 @repo.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=completion.repos)
 @json_option
 def repo_delete(name, as_json):
     """Remove repository NAME from model_repos.yaml (the stored data is not touched)."""

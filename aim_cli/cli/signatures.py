@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 import click
 
+from aim_cli.cli import completion
 from aim_cli.cli.options import api, config, jobs_option, json_option
 from aim_cli.cli.render import out, out_json
 from aim_cli.errors import UsageError
@@ -42,10 +43,12 @@ def verify_signature(
 
 
 @click.command("sign")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", required=True, help="Version to sign.")
-@click.option("--key", metavar="KEY.pem", help="EC private key (PEM; P-256, P-384 or P-521).")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.option("--tag", "-t", required=True, help="Version to sign.", shell_complete=completion.tags)
+@click.option(
+    "--key", metavar="KEY.pem", shell_complete=completion.files, help="EC private key (PEM; P-256, P-384 or P-521)."
+)
 @click.option("--password-env", metavar="VAR", help="Environment variable holding the key's password (else a prompt).")
 @click.option(
     "--sha256",
@@ -53,9 +56,18 @@ def verify_signature(
     help="Sign SHA-256 file digests (streams the verified blobs), which `model_signing verify` checks as is.",
 )
 @click.option(
-    "--certificate", metavar="CERT.pem", help="Signing certificate of --key (model_signing's certificate method)."
+    "--certificate",
+    metavar="CERT.pem",
+    shell_complete=completion.files,
+    help="Signing certificate of --key (model_signing's certificate method).",
 )
-@click.option("--certificate-chain", multiple=True, metavar="CHAIN.pem", help="Its chain (repeatable).")
+@click.option(
+    "--certificate-chain",
+    multiple=True,
+    metavar="CHAIN.pem",
+    shell_complete=completion.files,
+    help="Its chain (repeatable).",
+)
 @click.option(
     "--import",
     "import_path",
@@ -113,12 +125,19 @@ def _key_password(key: str | None, password_env: str | None) -> str | None:
 
 
 @click.command("export-signature")
-@click.argument("repo_name", metavar="REPO")
-@click.argument("model_name", metavar="MODEL")
-@click.option("--tag", "-t", required=True, help="Version whose signature to export.")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.option("--tag", "-t", required=True, help="Version whose signature to export.", shell_complete=completion.tags)
 @click.option("--sha256", is_flag=True, help="The SHA-256 kind (checked by `model_signing verify`).")
 @click.option("--signer", metavar="HINT", help="Signer (16 hex, as `model info` lists); needed when several signed.")
-@click.option("--output", "-o", required=True, metavar="FILE", help="Where to write the Sigstore bundle.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="FILE",
+    shell_complete=completion.files,
+    help="Where to write the Sigstore bundle.",
+)
 @json_option
 def model_export_signature(repo_name, model_name, tag, sha256, signer, output, as_json):
     """Write a stored signature for the upstream tools (`model_signing verify key --signature FILE`)."""

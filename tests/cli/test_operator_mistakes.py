@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 
+import blake3
 import pytest
 
 from tests.helpers import AIM, base_env, describe, ok, one_line_error, random_bytes, run, write_file
@@ -90,13 +91,13 @@ def test_copy_dry_run_into_a_path_nested_in_the_source_refuses_like_the_copy(env
     one_line_error(env.cli("model", "copy", "r", "m", "data", "--dry-run"), 4, "not empty")
 
 
-def test_declining_the_confirmation_exits_2_and_deletes_nothing(env, tmp_path):
-    _pushed(env, tmp_path, "v1")
-    primary, secondary = os.openpty()  # a terminal on stdin: the command asks
+def _on_a_terminal(env, *args, answer: bytes) -> subprocess.CompletedProcess:
+    """Run ``aim_cli ARGS`` with a terminal on stdin (the command asks) that answers ``answer``."""
+    primary, secondary = os.openpty()
     try:
-        os.write(primary, b"n\n")
-        res = subprocess.run(
-            [str(AIM), "--config", str(env.config), "model", "delete", "r", "m"],
+        os.write(primary, answer)
+        return subprocess.run(
+            [str(AIM), "--config", str(env.config), *map(str, args)],
             stdin=secondary,
             capture_output=True,
             text=True,
@@ -106,7 +107,42 @@ def test_declining_the_confirmation_exits_2_and_deletes_nothing(env, tmp_path):
     finally:
         os.close(secondary)
         os.close(primary)
+
+
+def _declined(res: subprocess.CompletedProcess) -> None:
     assert res.returncode == 2, describe(res)
     assert res.stderr.strip().count("\n") == 0 and "declined" in res.stderr, describe(res)
     assert "Traceback" not in res.stderr
+
+
+def test_declining_the_confirmation_exits_2_and_deletes_nothing(env, tmp_path):
+    _pushed(env, tmp_path, "v1")
+    _declined(_on_a_terminal(env, "model", "delete", "r", "m", answer=b"n\n"))
     assert json.loads(ok(env.cli("model", "versions", "r", "m", "--json")).stdout)[0]["tag"] == "v1"
+
+
+def test_repo_create_refuses_a_missing_parent_unless_given_parents(env, tmp_path):
+    # A mistyped mount point must not quietly become a repository on the local disk.
+    mistyped = tmp_path / "mnt" / "nsf" / "models"
+    one_line_error(env.create("r", mistyped), 2, f"{tmp_path / 'mnt' / 'nsf'} of", "does not exist", "--parents")
+    assert not (tmp_path / "mnt").exists()
+    assert json.loads(ok(env.cli("repo", "list", "--json")).stdout) == []
+    ok(env.create("r", mistyped, "--parents"))
+    assert (mistyped / "aim-repo.json").is_file()
+
+
+def test_cache_prune_without_a_selection_asks_or_needs_all(env, tmp_path):
+    from aim_cli.pull.cache import ChunkCache
+
+    cache = ChunkCache(tmp_path / "cache")
+    data = random_bytes(4096, 3)
+    cache.put(blake3.blake3(data).hexdigest(), data)
+    prune = ("cache", "prune", "--cache-dir", tmp_path / "cache")
+    one_line_error(env.cli(*prune), 2, "refusing to empty", "--all", "--max-size")  # no terminal: refused
+    _declined(_on_a_terminal(env, *prune, answer=b"n\n"))
+    one_line_error(env.cli(*prune, "--all", "--max-size", "0"), 2, "--all and --max-size")
+    assert cache.info() == (1, 4096)
+    assert "removed 1 chunks" in ok(_on_a_terminal(env, *prune, answer=b"y\n")).stdout
+    cache.put(blake3.blake3(data).hexdigest(), data)
+    assert "removed 1 chunks" in ok(env.cli(*prune, "--all")).stdout
+    assert cache.info() == (0, 0)

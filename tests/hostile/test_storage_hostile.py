@@ -339,16 +339,18 @@ def test_cache_prune_refuses_what_is_not_a_cache(repo, tmp_path):
     (plain / "ab" / ".tmp-x.0123456789ab").write_bytes(b"looks like a temp file")
     os.utime(plain / "ab" / ".tmp-x.0123456789ab", (0, 0))
     before = tree(plain)
-    one_line_error(repo.cli("cache", "prune", "--cache-dir", str(plain)), 3, "no chunk cache", "aim-cache.json")
+    one_line_error(
+        repo.cli("cache", "prune", "--all", "--cache-dir", str(plain)), 3, "no chunk cache", "aim-cache.json"
+    )
     assert tree(plain) == before
 
     inside = _root(repo) / "blobs"
     (inside / "aim-cache.json").write_text("{}")  # even with a marker planted
     for cache_dir in (_root(repo), inside):
-        one_line_error(repo.cli("cache", "prune", "--cache-dir", str(cache_dir)), 2, "repository")
+        one_line_error(repo.cli("cache", "prune", "--all", "--cache-dir", str(cache_dir)), 2, "repository")
     assert set(chunks_of(repo.manifest("m", "v1"))) <= set(repo.blobs())
 
-    ok(repo.cli("cache", "prune", "--cache-dir", str(tmp_path / "never-made")))  # nothing there to delete
+    ok(repo.cli("cache", "prune", "--all", "--cache-dir", str(tmp_path / "never-made")))  # nothing there to delete
 
 
 @LOCAL_ONLY
@@ -364,7 +366,7 @@ def test_pull_never_turns_a_foreign_directory_into_a_cache(repo, tmp_path):
     fresh = tmp_path / "cache"
     ok(repo.cli("model", "pull", repo.name, "m", str(tmp_path / "dest2"), "-q", "--cache-dir", str(fresh)))
     assert (fresh / "aim-cache.json").is_file()
-    ok(repo.cli("cache", "prune", "--cache-dir", str(fresh)))
+    ok(repo.cli("cache", "prune", "--all", "--cache-dir", str(fresh)))
 
 
 def _create_args(repo, path: str, request) -> list[str]:

@@ -278,7 +278,7 @@ def test_cache_commands(tmp_path):
     assert "removed 2 chunks (2.0 MiB)" in r.stdout
     assert newest.exists() and cache.info() == (1, 1024 * 1024)
 
-    r = run_cli("cache", "prune", env_extra={"AIM_CACHE_DIR": str(tmp_path / "cache")})
+    r = run_cli("cache", "prune", "--all", env_extra={"AIM_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr
     assert cache.info() == (0, 0)
 
