@@ -210,3 +210,40 @@ def test_a_delta_naming_a_missing_base_is_exit_5_and_nothing_is_committed(tmp_pa
     # The rest of the source is sound: the CLI copies v3 (whole, no base), taking --delta.
     out = ok(run(["--config", config, "model", "copy", "src", "m", "dst", "--tag", "v3", "--delta"], cwd=tmp_path))
     assert "copied 1 of 1 versions" in out.stdout
+
+
+def test_a_base_two_deltas_share_is_copied_once(tmp_path):
+    """v2 holds tensors a and b with the same bytes (one chunk), so v1's a and b are deltas
+    against one base: the copy's threads write it once, each delta after it."""
+    rng = np.random.default_rng(9)
+    w = rng.normal(0, 0.02, (ROWS, COLS))
+    src = _repo(tmp_path / "src", 3)
+    for i, tensors in enumerate([{"a": w + 1e-4, "b": w - 1e-4}, {"a": w, "b": w}]):
+        d = tmp_path / f"ckpt{i + 1}"
+        d.mkdir()
+        data = sorted((k, "BF16", [ROWS, COLS], _bf16(x)) for k, x in tensors.items())
+        (d / "model.safetensors").write_bytes(safetensors_bytes(data))
+        pushmod.push(src, "m", f"v{i + 1}", d, delta=False)
+    optimize(src)
+    v1, (shared,) = _tensor_chunks(src, "v1"), set(_tensor_chunks(src, "v2"))
+    assert [src.delta_base_of(d) for d in v1] == [shared, shared]
+    backend = FaultyBackend(LocalBackend(tmp_path / "dst"))
+    dst = _repo(tmp_path / "dst", backend=backend)
+    r = copy(src, dst, "m", ["v1"], jobs=4)
+    assert (r.deltas, r.bases_copied) == (2, 1)
+    puts = [key for op, key, _ in backend.calls if op == "put"]
+    assert puts.count(blob_key(shared)) == 1
+    assert all(puts.index(blob_key(shared)) < puts.index(blob_key(d)) for d in v1)
+    assert check_repo(dst, read_data=True).ok
+    _pulls(dst, "v1", tmp_path / "ckpt1", tmp_path / "out")
+
+
+def test_a_delta_chain_copied_into_s3(tmp_path, history, s3_backend):
+    src, dirs = history
+    dst = Repository(s3_backend, "s3")
+    r = copy(src, dst, "m", ["v1"])
+    assert (r.deltas, r.bases_copied) == (4, 8)
+    assert all(_stored(dst, d) == _stored(src, d) for d in _tensor_chunks(src, "v1"))
+    assert check_repo(dst, read_data=True).ok
+    assert collect(dst).deleted == 0
+    _pulls(dst, "v1", dirs[0], tmp_path / "out")
