@@ -282,16 +282,20 @@ def copy(
     tags: Sequence[str] | None = None,
     jobs: int = DEFAULT_JOBS,
     dry_run: bool = False,
+    delta: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> CopyResult:
     """Copy versions of ``model`` (``tags``, or all) from ``src_repo`` into ``dst_repo`` with their
     manifests' exact bytes, transferring only the blobs the destination lacks: an
     ``aim_cli.copy.CopyResult``. A tag the destination holds with another digest does
-    not raise: it is listed in ``result.conflicts`` and the other versions are copied."""
+    not raise: it is listed in ``result.conflicts`` and the other versions are copied.
+    Between format 3 repositories a delta is copied as stored, with the bases it needs;
+    ``delta`` (a format 3 destination) re-encodes, after each copied version, the destination's
+    version before it as deltas against it, as push does (UsageError into format 1 or 2)."""
     from aim_cli import copy as transfer_copy
 
     cfg = get_config(config)
     source = open_repository(src_repo, config=cfg, jobs=jobs)
     dest = open_repository(dst_repo, config=cfg, jobs=jobs)
-    return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, progress=progress)
+    return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, delta=delta, progress=progress)

@@ -319,10 +319,15 @@ def model_diff(repo_name, model_name, tag_a, tag_b, include, exclude, as_json):
     shell_complete=completion.tags,
 )
 @click.option("--dry-run", is_flag=True, help="Print what would be copied; write nothing.")
+@click.option(
+    "--delta",
+    is_flag=True,
+    help="Format 3 DST_REPO: after each version, re-encode the one before it there as deltas (as push does).",
+)
 @jobs_option
 @quiet_option
 @json_option
-def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_json):
+def model_copy(src_repo, model_name, dst_repo, tags, dry_run, delta, jobs, quiet, as_json):
     """Copy versions of MODEL from SRC_REPO into DST_REPO with the same manifest digests,
     transferring only the blobs DST_REPO lacks; rerun to resume. A tag DST_REPO holds with
     another digest is a conflict: the others are copied, then exit 4."""
@@ -335,6 +340,7 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, jobs, quiet, as_js
         tags=tags or None,
         jobs=jobs,
         dry_run=dry_run,
+        delta=delta,
         config=config(),
         progress=make_progress(quiet or as_json or dry_run),
     )

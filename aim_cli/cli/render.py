@@ -93,6 +93,18 @@ def _diff_mode(f) -> str:
     return f" (mode {f.mode_a:o} -> {f.mode_b:o})"
 
 
+def _copy_deltas(v) -> str:
+    """A copied version's format 3 counts, when there are any."""
+    said = []
+    if v.deltas:
+        said.append(f"{v.deltas} deltas as stored")
+    if v.bases_copied:
+        said.append(f"{v.bases_copied} bases ({size(v.base_bytes)})")
+    if v.reencoded_chunks:
+        said.append(f"{v.reencoded_chunks} chunks of the version before re-encoded as deltas")
+    return f"; {', '.join(said)}" if said else ""
+
+
 def show_copy(r) -> None:
     """`model copy`: one line per version (skipped, conflict, copied), then the totals."""
     would = "would copy" if r.dry_run else "copied"
@@ -107,7 +119,7 @@ def show_copy(r) -> None:
             stored = "" if v.stored_bytes is None else f" ({size(v.stored_bytes)} stored)"
             out(
                 f"{would:<9} {label}  {v.blobs} blobs, {size(v.raw_bytes)} of chunks{stored}, "
-                f"{v.present_blobs} already there; digest {v.digest}{signed}"
+                f"{v.present_blobs} already there; digest {v.digest}{signed}{_copy_deltas(v)}"
             )
     if r.reencoded:
         note = (

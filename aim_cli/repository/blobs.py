@@ -110,14 +110,20 @@ class Blobs:
             ) from None
 
     def _decoded(
-        self, digest: str, stored: bytes, size: int, where: str, base_source: BaseSource | None = None
+        self,
+        digest: str,
+        stored: bytes,
+        size: int,
+        where: str,
+        base_source: BaseSource | None = None,
+        read_bases: list | None = None,
     ) -> tuple[Bytes, int]:
         """(the verified raw bytes, the stored bytes read for a delta's bases)."""
         fmt = self.meta.format()
         fetched = 0
         try:
             if fmt.deltas is not None and is_delta(stored):
-                data, fetched = self._decode_chain(digest, stored, size, base_source)
+                data, fetched = self._decode_chain(digest, stored, size, base_source, read_bases)
             else:
                 data = fmt.decode(stored, size)
         except CorruptBlob as e:
@@ -128,16 +134,26 @@ class Blobs:
             raise self._corrupt(digest, "its content does not match its hash", where)
         return data, fetched
 
-    def _decode_chain(self, digest: str, stored: bytes, size: int, base_source: BaseSource | None) -> tuple[Bytes, int]:
+    def _decode_chain(
+        self, digest: str, stored: bytes, size: int, base_source: BaseSource | None, read_bases: list | None = None
+    ) -> tuple[Bytes, int]:
+        """``read_bases``: a list to which each base's (digest, stored object) is appended as read."""
         fmt = self.meta.format()
         assert fmt.deltas is not None
         max_stored = fmt.max_stored_size(size)
+
+        def read(base: str) -> bytes:
+            got = self.backend.get(blob_key(base), max_size=max_stored)
+            if read_bases is not None:
+                read_bases.append((base, got))
+            return got
+
         return decode_chain(
             digest,
             stored,
             size,
             max_depth=fmt.deltas.max_depth,
-            read=lambda base: self.backend.get(blob_key(base), max_size=max_stored),
+            read=read,
             raw_size_of=fmt.raw_size_of,
             decode_plain=fmt.decode,
             base_source=base_source,
@@ -153,8 +169,35 @@ class Blobs:
         stored = self._get_stored(digest, self.meta.format().max_stored_size(size), where)
         return stored, self._decoded(digest, stored, size, where, base_source)[0]
 
+    def get_stored_chain(self, digest: str, size: int, *, context: str = "") -> tuple[list[tuple[str, bytes]], Bytes]:
+        """(the stored objects of the blob and of each base its chain reads, as (digest, object),
+        the blob first, down to the first base stored whole; the chunk's raw bytes), for copying a
+        delta (format 3) as stored together with its bases (`model copy`). Every one is verified:
+        decoding the chain checks each base's raw bytes against its digest before using it, and
+        the asked blob's as ``fetch_blob`` does (errors as there)."""
+        where = f" (needed by {context})" if context else ""
+        stored = self._get_stored(digest, self.meta.format().max_stored_size(size), where)
+        chain = [(digest, stored)]
+        return chain, self._decoded(digest, stored, size, where, read_bases=chain)[0]
+
     def put_stored_blob(self, digest: str, stored: bytes) -> None:
         """Store an object that ``get_stored_blob`` of a repository of this format returned."""
+        self.backend.put(blob_key(digest), stored)
+
+    def put_stored_delta(self, digest: str, stored: bytes, base: str) -> None:
+        """Store a delta blob (format 3) as another format 3 repository stores it, its edge
+        marker first (gc must never free a needed base; `repo check`: no delta without its
+        marker). ``base`` must be the one its header names (ValueError: a programming error)."""
+        from aim_cli.format import delta_codec
+
+        self._format3("put_stored_delta")
+        try:
+            named = delta_codec.base_of(stored[: delta_codec.DELTA_HEADER_SIZE])
+        except CorruptBlob:
+            named = None
+        if named != base:
+            raise ValueError(f"blob {digest} is not a delta against {base}")
+        self.edges.put_edge(base, digest)
         self.backend.put(blob_key(digest), stored)
 
     def read_stored_blob(self, digest: str, stored_size: int) -> int:

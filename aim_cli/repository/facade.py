@@ -124,6 +124,12 @@ class Repository:
     def put_stored_blob(self, digest: str, stored: bytes) -> None:
         self._blobs.put_stored_blob(digest, stored)
 
+    def get_stored_chain(self, digest: str, size: int, *, context: str = "") -> tuple[list[tuple[str, bytes]], Bytes]:
+        return self._blobs.get_stored_chain(digest, size, context=context)
+
+    def put_stored_delta(self, digest: str, stored: bytes, base: str) -> None:
+        self._blobs.put_stored_delta(digest, stored, base)
+
     def read_stored_blob(self, digest: str, stored_size: int) -> int:
         return self._blobs.read_stored_blob(digest, stored_size)
 

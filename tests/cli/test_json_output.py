@@ -235,6 +235,11 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
         "elapsed",
         "signatures",
         "bad_signatures",
+        "delta",
+        "deltas",
+        "bases_copied",
+        "base_bytes",
+        "reencoded_chunks",
     }
     assert [set(v) for v in copy["versions"]] == 2 * [
         {
@@ -249,5 +254,9 @@ def test_diff_and_copy_print_their_documented_json_shape(tmp_path: Path):
             "dst_digest",
             "signatures",
             "bad_signatures",
+            "deltas",
+            "bases_copied",
+            "base_bytes",
+            "reencoded_chunks",
         }
     ]
