@@ -193,6 +193,7 @@ class Bench:
         self.config = work / "model_repos.yaml"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIM_")}
         self.s3 = None  # (endpoint, boto3 client) once a moto server runs
+        self.format: int | None = None  # --format: the storage format of new local repositories
         self.buckets: list[str] = []
 
     def aim(self, *args: str) -> list[str]:
@@ -201,6 +202,16 @@ class Bench:
     def fresh_repo(self, kind: str) -> None:
         """An empty repository named ``bench``: a new directory, or a new bucket."""
         entry = self.new_location(kind)
+        if self.format is not None and kind == "local":  # else the first push makes the default format
+            self.config.write_text("repos: {}\n")
+            path, fmt = entry["path"], str(self.format)
+            created = subprocess.run(
+                self.aim("repo", "create", "bench", "--type", "local", "--path", path, "--format", fmt),
+                env=self.env,
+                capture_output=True,
+            )
+            assert created.returncode == 0, created.stderr
+            return
         self.config.write_text("repos:\n  bench: {" + ", ".join(f"{k}: {v}" for k, v in entry.items()) + "}\n")
 
     def new_location(self, kind: str) -> dict[str, str]:
@@ -502,6 +513,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rss-size", default="4GiB", help="model size of the peak RSS figure (default 4GiB)")
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak RSS figure")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2, 3),
+        help="storage format of the local repositories (default: the product's)",
+    )
     args = ap.parse_args(argv)
     if not AIM.exists():
         sys.exit(f"{AIM} not found: run this with the project's environment (uv run python {sys.argv[0]})")
@@ -514,6 +531,7 @@ def main(argv=None) -> int:
     cache = PageCache()
     load_before = os.getloadavg()[0]
     b = Bench(work.absolute(), args.runs, cache)
+    b.format = args.format
     moto = None
     rows: list[Row] = []
     try:

@@ -32,6 +32,7 @@ class VersionInfo:
     files: int
     chunks: int  # chunk references (a chunk shared by two files counts twice)
     stored_size: int | None = None  # its distinct chunks in storage, as push measured (format 2; else None)
+    delta_base: str | None = None  # format 3: "model:tag" push paired it with (--delta, --base); display only
 
     @classmethod
     def from_summary(cls, s: Summary) -> VersionInfo:
@@ -47,6 +48,7 @@ class VersionInfo:
             s.files,
             s.chunks,
             s.stored_size,
+            s.delta_base,
         )
 
 

@@ -181,3 +181,5 @@ def test_cli_push_pairing_options(tmp_path):
     assert (out["delta_base"], out["reencoded"]) == ("m:v1", 4)
     text = ok(run(["model", "push", "f3", "m", v1, "--tag", "v3", "--base", "v2"], cwd=tmp_path)).stdout
     assert "paired with m:v2 for deltas" in text
+    listed = json.loads(ok(run(["model", "versions", "f3", "m", "--json"], cwd=tmp_path)).stdout)
+    assert [(v["tag"], v["delta_base"]) for v in listed] == [("v1", None), ("v2", "m:v1"), ("v3", "m:v2")]

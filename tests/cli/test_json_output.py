@@ -132,6 +132,7 @@ VERSION = {
     "files",
     "chunks",
     "stored_size",
+    "delta_base",
 }
 
 
