@@ -1,10 +1,11 @@
 """Format 3 against format 2 on real training checkpoints, through the product itself.
 
 Pushes each phase's checkpoints (written by `training_bench.py --out DIR`) into a fresh local
-repository of each format (format 3 re-encodes the version before at each push, then `repo
-optimize` runs), and prints, per phase: stored bytes per later checkpoint / raw, a pull of the
+repository of each format (format 3 as push stores it by default, whole, then `repo optimize`
+runs), and prints, per phase: stored bytes per later checkpoint / raw, a pull of the
 newest into the previous checkpoint's directory (fetched / raw), cold pulls of the newest and the
-oldest against format 2's, and push time against format 2's.
+oldest against format 2's, and push time against format 2's; then the last fine-tuning checkpoint
+pushed with `--base` of the last pretraining one (a fine-tune against its base model).
 
     uv run python benchmarks/training_bench.py --quick --out /tmp/ckpt
     uv run python benchmarks/format3_bench.py /tmp/ckpt
@@ -79,6 +80,23 @@ def main() -> None:
             f"| {f3['cold_newest'] / f2['cold_newest']:.2f}x | {f3['cold_oldest'] / f2['cold_oldest']:.2f}x "
             f"| {f3['push_seconds'] / f2['push_seconds']:.2f}x |"
         )
+    with tempfile.TemporaryDirectory(prefix="aim-f3-") as tmp:
+        added = fine_tune_against_base(args.checkpoints, Path(tmp))
+    print(
+        f"\nfine-tuned model pushed with --base of its base model: added stored / raw {added:.3f} (f2: as a checkpoint)"
+    )
+
+
+def fine_tune_against_base(root: Path, work: Path) -> float:
+    """The last fine-tuning checkpoint pushed as another model with ``--base`` the last
+    pretraining checkpoint (its base model): added stored bytes / raw."""
+    base, tuned = sorted((root / "pretrain").iterdir())[-1], sorted((root / "finetune").iterdir())[-1]
+    repo = Repository(LocalBackend(work / "repo-base"), "bench")
+    repo.init(version=3)
+    pushmod.push(repo, "base", "v1", base)
+    before = _stored(work / "repo-base")
+    pushmod.push(repo, "tuned", "v1", tuned, base="base:v1", references=[base])
+    return (_stored(work / "repo-base") - before) / _size(tuned)
 
 
 if __name__ == "__main__":
