@@ -22,7 +22,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,20 +36,14 @@ from aim_cli.errors import StorageError, UsageError
 from aim_cli.format import manifest as mf
 from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
+from aim_cli.push_scan import SourceFile, scan_source
 from aim_cli.repository import Repository, leases
 from aim_cli.util.fs import display_path
-from aim_cli.util.walk import NotRegularFileError, iter_tree, local_directory, open_regular
+from aim_cli.util.ignores import Ignored
+from aim_cli.util.patterns import PathFilter
+from aim_cli.util.walk import NotRegularFileError, open_regular
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)  # slots: a push of 100,000 files holds as many
-class SourceFile:
-    path: str  # relative, '/'-separated: the manifest path
-    abspath: str  # what to read (the link's target under --follow-symlinks)
-    size: int
-    mode: int
-    mtime_ns: int  # with size: how push notices a file written to while it was being read
 
 
 @dataclass(frozen=True)
@@ -69,78 +63,14 @@ class PushResult:
     stored_size: int | None = None  # what the version's distinct chunks take in storage (None: not measured)
     reencoded: int = 0  # format 3: chunks stored as deltas by the pairing below
     delta_base: str | None = None  # format 3: "model:tag" of the version paired with (--delta, --base)
+    ignored: tuple[str, ...] = ()  # the default ignores found in DIR (util.ignores), left out: top-most paths
+    ignored_files: int = 0  # files under them
+    ignored_bytes: int = 0
 
     @property
     def dedup_ratio(self) -> float:
         """Share of the version's bytes that were already stored."""
         return 0.0 if not self.total_size else 1 - self.new_bytes / self.total_size
-
-
-def scan_source(
-    root: str | os.PathLike, *, follow_symlinks: bool = False, on_skip: Callable[[str], None] | None = None
-) -> list[SourceFile]:
-    """Every regular file under ``root``, sorted by manifest path, through the one walker of a
-    user's directory (util.walk.iter_tree; files are later opened by util.walk.open_regular).
-    Refuses (UsageError) what a manifest cannot represent faithfully: symlinks (unless followed
-    to a regular file, whose resolved path is then read), special files, unreadable files, names
-    that are not valid manifest paths (manifest.check_path: not UTF-8, too long, too deep).
-    ``on_skip(name)`` hears of each top-level ``.aim*`` name left out."""
-    root = local_directory(root, "DIR", "check the path to the model directory")
-
-    def refuse_bad_name(path: str, _is_dir: bool) -> bool:
-        why = mf.check_path(path)
-        if why:
-            raise UsageError(f"cannot store {display_path(root / path)}: {why}", "rename or move it")
-        return False
-
-    try:
-        found = list(iter_tree(root, on_skip=on_skip, prune=refuse_bad_name))
-    except OSError as e:
-        shown = display_path(e.filename or root)
-        raise UsageError(f"cannot read directory {shown}: {e.strerror}", "check its permissions") from None
-    files: list[SourceFile] = []
-    links: list[str] = []
-    for path, st in found:
-        full = os.path.join(root, path)
-        if stat.S_ISLNK(st.st_mode):
-            if not follow_symlinks:
-                links.append(path)
-            else:
-                files.append(_linked_file(path, full))
-        elif stat.S_ISREG(st.st_mode):
-            if not os.access(full, os.R_OK):
-                raise UsageError(f"cannot read {display_path(full)}", "check its permissions")
-            files.append(SourceFile(path, full, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns))
-        else:
-            raise UsageError(f"{display_path(full)} is not a regular file", "remove it from the directory")
-    if links:
-        shown = ", ".join(sorted(links)[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
-        raise UsageError(
-            f"{display_path(root)} contains symlinks: {shown}",
-            "pass --follow-symlinks to store the content of the files they point to",
-        )
-    if not files:
-        raise UsageError(
-            f"directory {display_path(root)} contains no files", "push a directory holding the model's files"
-        )
-    files.sort(key=lambda f: f.path)
-    return files
-
-
-def _linked_file(path: str, full: str) -> SourceFile:
-    """The file a symlink of DIR points to (push --follow-symlinks): a regular file, read through
-    its resolved path, so the opener's O_NOFOLLOW holds there too."""
-    try:
-        st = os.stat(full)
-    except OSError:
-        raise UsageError(f"symlink {display_path(full)} is broken", "remove it or fix its target") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(
-            f"symlink {display_path(full)} does not point to a regular file",
-            "only links to files are followed; copy the directory instead",
-        )
-    target = os.path.realpath(full)
-    return SourceFile(path, target, st.st_size, stat.S_IMODE(st.st_mode) & mf.MODE_MASK, st.st_mtime_ns)
 
 
 def _now_rfc3339() -> str:
@@ -159,8 +89,9 @@ class _Uploader:
     """Stores chunks the repository lacks, in parallel, with bounded in-flight memory. Progress
     counts a chunk once it is known stored (already there, or uploaded)."""
 
-    def __init__(self, repo: Repository, jobs: int, index: Future | None, progress):
+    def __init__(self, repo: Repository, jobs: int, index: Future | None, progress, *, dry_run: bool = False):
         self.repo = repo
+        self.dry_run = dry_run  # count what would be stored, store nothing (push --dry-run's estimate)
         # Stored digests, when listing is cheaper than asking one by one (a Future: the listing
         # runs while the first files are being chunked). None: not uploading (the tag exists).
         self._index = index
@@ -228,6 +159,11 @@ class _Uploader:
         if self._index.result() is None and (stored := self.repo.stored_size(digest)) is not None:
             with self.lock:
                 self.stored[digest] = stored
+            return
+        if self.dry_run:
+            with self.lock:
+                self.new_bytes += len(payload)
+                self.new_chunks += 1
             return
         stored = self.repo.put_blob(digest, payload, element_size)
         with self.lock:
@@ -299,19 +235,28 @@ def push(
     delta: bool = False,
     base: str | None = None,
     references: Sequence[str | os.PathLike] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    default_ignores: bool = True,
 ) -> PushResult:
     """Push ``source`` as ``model:tag`` under a shared lease (leases.py), so that a concurrent
     `repo gc` cannot free a blob this push found stored and skipped. In a format 3 repository,
     with ``delta`` or ``base``, then re-encode one pair of versions (push_pairing.py: the newest
     version before, or ``base`` = "TAG" or "MODEL:TAG"), reading raw chunks from ``source`` and
-    ``references`` before the repository; else `repo optimize` does it later."""
+    ``references`` before the repository; else `repo optimize` does it later. ``include`` and
+    ``exclude`` select the files as pull's do; ``default_ignores`` leaves out .git/,
+    .cache/huggingface/, __pycache__/ and .DS_Store at any depth (util.ignores)."""
     check_name("model", model)
     check_name("tag", tag)
-    _check_message(message)
+    check_message(message)
     started = time.monotonic()
     skipped: list[str] = []
+    ignored = Ignored() if default_ignores else None
+    selection = PathFilter.of(include, exclude)
     # A refused DIR touches no storage.
-    files = scan_source(source, follow_symlinks=follow_symlinks, on_skip=skipped.append)
+    files = scan_source(
+        source, follow_symlinks=follow_symlinks, on_skip=skipped.append, selection=selection, ignored=ignored
+    )
     params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
     pairing = push_pairing.resolve(repo, model, tag, delta=delta, base=base, references=references)
     with leases.acquire(repo, leases.SHARED, "push") as lease:
@@ -329,6 +274,10 @@ def push(
             delta_base=pairing.name if pairing else None,
         )
     result = replace(result, skipped=tuple(skipped))
+    if ignored is not None:
+        result = replace(
+            result, ignored=tuple(sorted(ignored.paths)), ignored_files=ignored.files, ignored_bytes=ignored.bytes
+        )
     if pairing is not None and pairing.base is not None:
         result = replace(result, delta_base=pairing.name)
         if not result.already_pushed:
@@ -338,7 +287,7 @@ def push(
     return result
 
 
-def _check_message(message: str) -> None:
+def check_message(message: str) -> None:
     """The message is stored in the manifest, which is UTF-8 JSON: a command line argument that
     is not UTF-8 (it arrives as lone surrogates) cannot be stored as given."""
     try:
@@ -399,6 +348,25 @@ def _push(
         total=total,
         delta_base=delta_base,
     )
+
+
+def estimate(
+    repo: Repository, fmt, files: list[SourceFile], *, index: dict[str, int] | None, counting: bool, jobs: int, progress
+) -> tuple[dict[str, mf.FileEntry], int, int]:
+    """A dry run's pass (push_plan.py): cut and hash ``files`` as a push would, and count the raw
+    bytes and the chunks the repository does not hold, storing nothing. ``index``: its stored
+    blobs (None: ask chunk by chunk); ``counting`` False (the tag exists): hash only. Returns
+    the entries by path, the new bytes and the new chunks."""
+    listed: Future = Future()
+    listed.set_result(index)
+    uploader = _Uploader(repo, jobs, listed if counting else None, progress, dry_run=True)
+    progress.start("hash", sum(f.size for f in files))
+    try:
+        entries = _FileHasher(fmt, uploader, progress).run(files, jobs)
+    finally:
+        uploader.close()
+        progress.close()
+    return entries, uploader.new_bytes, uploader.new_chunks
 
 
 class _FileHasher:

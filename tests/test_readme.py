@@ -73,6 +73,7 @@ EXPECTED_OUTPUT: dict[str, tuple[str, ...]] = {
         "Add vision team model repo",
     ),
     "./checkpoint_v1": ("pushed resnet50-finetuned:v1.0", "pushed resnet50-finetuned:v2.0"),
+    "--exclude 'tokenizer/'": ("config.json", "dry run: resnet50-finetuned:v2.1", "nothing written"),
     "aim_cli model list team-vision-repo": (
         "resnet50-finetuned",
         "pulled resnet50-finetuned:v1.0",

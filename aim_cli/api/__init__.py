@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from aim_cli.pull.pipeline import PullResult
     from aim_cli.pull.plan import PullPlan
     from aim_cli.push import PushResult
+    from aim_cli.push_plan import PushPlan
     from aim_cli.repository import Repository, VersionRef
     from aim_cli.signing.bundle import SignatureInfo
     from aim_cli.signing.sign import SignResult
@@ -98,6 +99,7 @@ _HOMES = {
     "aim_cli.pull.pipeline": ("PullResult",),
     "aim_cli.pull.plan": ("PullPlan",),
     "aim_cli.push": ("PushResult",),
+    "aim_cli.push_plan": ("PushPlan",),
     "aim_cli.repository": ("Repository", "VersionRef"),
     "aim_cli.signing.bundle": ("SignatureInfo",),
     "aim_cli.signing.sign": ("SignResult",),
@@ -140,6 +142,7 @@ __all__ = [
     "PruneResult",
     "PullPlan",
     "PullResult",
+    "PushPlan",
     "PushResult",
     "RepoConfig",
     "RepoCreated",

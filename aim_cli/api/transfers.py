@@ -19,10 +19,55 @@ if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no 
     from aim_cli.pull.pipeline import PullResult
     from aim_cli.pull.plan import PullPlan
     from aim_cli.push import PushResult
+    from aim_cli.push_plan import PushPlan
     from aim_cli.repository import Repository
 
 
 # -- transfers ---------------------------------------------------------------------------------------
+@overload
+def push(
+    repo: str,
+    model: str,
+    source: PathArg,
+    *,
+    tag: str,
+    message: str = ...,
+    jobs: int = ...,
+    follow_symlinks: bool = ...,
+    config: ConfigArg = ...,
+    progress: Progress | None = ...,
+    delta: bool = ...,
+    base: str | None = ...,
+    references: Sequence[PathArg] = ...,
+    include: Sequence[str] = ...,
+    exclude: Sequence[str] = ...,
+    default_ignores: bool = ...,
+    dry_run: Literal[False] = ...,
+) -> PushResult: ...
+
+
+@overload
+def push(
+    repo: str,
+    model: str,
+    source: PathArg,
+    *,
+    tag: str,
+    message: str = ...,
+    jobs: int = ...,
+    follow_symlinks: bool = ...,
+    config: ConfigArg = ...,
+    progress: Progress | None = ...,
+    delta: bool = ...,
+    base: str | None = ...,
+    references: Sequence[PathArg] = ...,
+    include: Sequence[str] = ...,
+    exclude: Sequence[str] = ...,
+    default_ignores: bool = ...,
+    dry_run: Literal[True],
+) -> PushPlan: ...
+
+
 def push(
     repo: str,
     model: str,
@@ -37,15 +82,46 @@ def push(
     delta: bool = False,
     base: str | None = None,
     references: Sequence[PathArg] = (),
-) -> PushResult:
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    default_ignores: bool = True,
+    dry_run: bool = False,
+) -> PushResult | PushPlan:
     """Push ``source`` as ``model:tag``. In a format 3 repository, with ``delta``, then store the
     newest version before it as deltas against it; ``base`` = "TAG" pairs with that version of
     the model instead, "MODEL:TAG" stores the pushed version as deltas against that version of
     another model (a fine-tune's base model); ``references``: local copies of the paired
-    version to read its chunks from. Without them, `repo optimize` delta-codes the history."""
+    version to read its chunks from. Without them, `repo optimize` delta-codes the history.
+
+    ``include``/``exclude`` select the files as pull's do (huggingface_hub's ``allow_patterns``/
+    ``ignore_patterns``, matched against paths relative to ``source``): an include matching no
+    file raises UsageError, an exclude matching none logs a warning. ``default_ignores`` leaves
+    out ``.git/``, ``.cache/huggingface/``, ``__pycache__/`` and ``.DS_Store`` at any depth (the
+    result's ``ignored*`` fields say what was). ``dry_run``: write nothing, return the
+    ``PushPlan`` (the files, their bytes, the new bytes estimated by chunking them;
+    ``plan.to_json()`` is what `model push --dry-run --json` prints)."""
+    repository = open_repository(repo, config=config, jobs=jobs)
+    if dry_run:
+        from aim_cli.push_plan import plan_push
+
+        return plan_push(
+            repository,
+            model,
+            tag,
+            source,
+            message=message,
+            jobs=jobs,
+            follow_symlinks=follow_symlinks,
+            progress=progress,
+            delta=delta,
+            base=base,
+            references=references,
+            include=include,
+            exclude=exclude,
+            default_ignores=default_ignores,
+        )
     from aim_cli import push as pushmod
 
-    repository = open_repository(repo, config=config, jobs=jobs)
     return pushmod.push(
         repository,
         model,
@@ -58,6 +134,9 @@ def push(
         delta=delta,
         base=base,
         references=references,
+        include=include,
+        exclude=exclude,
+        default_ignores=default_ignores,
     )
 
 

@@ -4,7 +4,8 @@
                                 its BLAKE3 and size: missing or corrupt blobs and the files they hold.
     verify_local(ref, DIR)      compare DIR with the manifest by whole-file digests (no blob reads):
                                 modified, missing and extra files. DIR/.aim* (pull's working files) is
-                                not part of the comparison.
+                                not part of the comparison, nor are push's default ignores (.git/,
+                                __pycache__/ ...: util.ignores) unless the version holds them.
 
 Memory stays bounded: at most ``jobs`` blobs are in memory at once. `repo check` (check.py) reads
 blobs the same way (``read_blob``) and reports them as ``BlobProblem``s too.
@@ -27,6 +28,7 @@ from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository, VersionRef
 from aim_cli.repository.parallel import map_bounded
 from aim_cli.util.fs import display_path
+from aim_cli.util.ignores import any_ignored, is_ignored
 from aim_cli.util.walk import local_directory, walk_tree
 
 
@@ -127,15 +129,15 @@ def verify_local(
     m = ref.manifest
     selection.check([f.path for f in m.files], logging.getLogger(__name__).warning)
     root = local_directory(directory, "--local", "pass the directory the version was pulled into")
-    try:
-        found = walk_tree(root)
+    try:  # push's default ignores (.git/ ...) are not extra files; entered only if the version holds some
+        found = walk_tree(root, skip_ignored=not any_ignored(f.path for f in m.files))
     except OSError as e:
         raise UsageError(
             f"cannot read {display_path(e.filename or root)}: {e.strerror or e}", "check its permissions"
         ) from None
     expected = {f.path: f for f in m.files if selection.selects(f.path)}
     missing = sorted(p for p in expected if p not in found)
-    extra = sorted(p for p in found if p not in expected and selection.selects(p))
+    extra = sorted(p for p in found if p not in expected and selection.selects(p) and not is_ignored(p))
     modified: list[str] = []
     to_hash = []
     for path, entry in expected.items():

@@ -12,7 +12,16 @@ import click
 
 from aim_cli.cli import audit, completion, signatures
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
-from aim_cli.cli.render import out, out_json, show_copy, show_diff, show_pull_plan, size
+from aim_cli.cli.render import (
+    out,
+    out_json,
+    show_copy,
+    show_diff,
+    show_left_out,
+    show_pull_plan,
+    show_push_plan,
+    size,
+)
 from aim_cli.errors import UsageError
 
 
@@ -53,18 +62,37 @@ def model():
     metavar="DIR",
     help="Format 3: a local copy of the paired version to read its chunks from (repeatable).",
 )
+@patterns_option
+@click.option(
+    "--no-default-ignores",
+    is_flag=True,
+    help="Also push .git/, .cache/huggingface/, __pycache__/ and .DS_Store (left out by default, as hf upload does).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the files and an estimate of the new bytes; write nothing.")
 def model_push(
-    repo_name, model_name, directory, tag, message, follow_symlinks, jobs, quiet, as_json, delta, base, references
+    repo_name,
+    model_name,
+    directory,
+    tag,
+    message,
+    follow_symlinks,
+    jobs,
+    quiet,
+    as_json,
+    delta,
+    base,
+    references,
+    include,
+    exclude,
+    no_default_ignores,
+    dry_run,
 ):
     """Push directory DIR as version --tag of MODEL (creating the model if needed)."""
     from aim_cli.progress import make_progress
 
     if delta is False and (base or references):
         raise UsageError(f"--no-delta contradicts {'--base' if base else '--reference'}", "drop one of them")
-    r = api().push(
-        repo_name,
-        model_name,
-        directory,
+    common = dict(
         tag=tag,
         message=message,
         jobs=jobs,
@@ -74,15 +102,17 @@ def model_push(
         delta=bool(delta),
         base=base,
         references=references,
+        include=include,
+        exclude=exclude,
+        default_ignores=not no_default_ignores,
     )
-    if r.skipped:
-        from aim_cli.util.fs import display_path
-
-        click.echo(
-            f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
-            f"top of DIR are aim_cli's own (a pull's working files); rename them to push them",
-            err=True,
-        )
+    if dry_run:
+        plan = api().push(repo_name, model_name, directory, dry_run=True, **common)
+        show_left_out(plan)
+        show_push_plan(plan, as_json)
+        return
+    r = api().push(repo_name, model_name, directory, **common)
+    show_left_out(r)
     if as_json:
         out_json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
         return

@@ -57,6 +57,56 @@ def show_pull_plan(plan, dest: str, as_json: bool) -> None:
     )
 
 
+def count(n: int, noun: str) -> str:
+    """'1 file', '2 files'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def show_left_out(r) -> None:
+    """One line on stderr for what push left out of DIR: its own .aim* names, the default ignores."""
+    from aim_cli.util.fs import display_path
+
+    if r.skipped:
+        click.echo(
+            f"warning: skipped {', '.join(map(display_path, r.skipped))}: names starting with .aim at the "
+            f"top of DIR are aim_cli's own (a pull's working files); rename them to push them",
+            err=True,
+        )
+    if r.ignored:
+        from aim_cli.util.ignores import summary
+
+        click.echo(
+            f"left out {count(r.ignored_files, 'file')} ({size(r.ignored_bytes)}) push ignores by default: "
+            f"{summary(map(display_path, r.ignored))}; --no-default-ignores pushes them",
+            err=True,
+        )
+
+
+def show_push_plan(plan, as_json: bool) -> None:
+    """`model push --dry-run`: one line per file, then the totals and the estimate."""
+    if as_json:
+        out_json(plan.to_json())
+        return
+    from aim_cli.util.fs import display_path
+
+    for f in plan.files:
+        out(f"{size(f.size):>11}  {display_path(f.path)}")
+    into = repr(plan.repository)
+    if not plan.repository_exists:
+        into += f" (not a repository yet: the push would create it, storage format {plan.storage_format})"
+    if plan.already_pushed:
+        estimate = "already pushed with identical content"
+    else:
+        estimate = (
+            f"about {size(plan.new_bytes)} new ({count(plan.new_chunks, 'chunk')} of "
+            f"{plan.chunks} the repository does not hold; raw size, stored size known only once encoded)"
+        )
+    out(
+        f"dry run: {plan.model}:{plan.tag} into {into}: {count(len(plan.files), 'file')}, {size(plan.total_size)}; "
+        f"{estimate}; nothing written"
+    )
+
+
 def show_diff(r) -> None:
     """`model diff`: one line per file (status, size, path, mode change), the totals, and what a
     pull of TAG_B into TAG_A would fetch."""

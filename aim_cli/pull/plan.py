@@ -51,6 +51,7 @@ from aim_cli.pull.layout import PARTIAL_DIR, WORK_DIR, DestFacts, partial_name
 from aim_cli.pull.sources import LocalFiles
 from aim_cli.repository import VersionRef
 from aim_cli.util.fs import display_path
+from aim_cli.util.ignores import any_ignored, is_ignored
 from aim_cli.util.patterns import PathFilter
 from aim_cli.util.walk import walk_tree
 
@@ -300,12 +301,17 @@ def _plan_file(
 def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter) -> list[tuple[str, int]]:
     """(path, size) of the regular files under DEST that --delete removes: not in the version,
     selected by the patterns. Symlinks (to files or directories) are neither followed nor
-    listed, nor are special files; DEST/.aim* is pull's own. A name that differs from a
+    listed, nor are special files; DEST/.aim* is pull's own; push's default ignores (.git/,
+    .cache/huggingface/, __pycache__/, .DS_Store: util.ignores) are never removed, nor entered
+    unless the version holds such paths itself. A name that differs from a
     version's path only by case or Unicode normalisation (``readme.md`` beside ``README.md``)
     is kept only where DEST's directory holding it folds names (see ``_same_file_folded``);
     on a case-sensitive directory it is another file, and goes."""
+    version_paths = list(version_paths)
     try:
-        found = walk_tree(dest)  # the walk verify --local compares DEST by
+        # The walk verify --local compares DEST by: a version pushed with --no-default-ignores
+        # holds .git/... paths, which must then be seen.
+        found = walk_tree(dest, skip_ignored=not any_ignored(version_paths))
     except FileNotFoundError:
         return []  # DEST does not exist yet (a dry run)
     except OSError as e:
@@ -316,7 +322,7 @@ def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter
     version = set(version_paths)
     doomed = []
     for path, st in found.items():
-        if path in version or not stat.S_ISREG(st.st_mode) or not selection.selects(path):
+        if path in version or not stat.S_ISREG(st.st_mode) or not selection.selects(path) or is_ignored(path):
             continue
         twin = by_fold.get(fold(path))
         if twin is not None and twin not in found and _same_file_folded(dest, twin, st):

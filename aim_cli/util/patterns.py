@@ -49,6 +49,12 @@ class PathFilter:
             return False
         return not any(fnmatchcase(path, p) for p in self._exc)
 
+    def excludes_tree(self, directory: str) -> bool:
+        """Whether every path under ``directory`` is excluded, whatever its name: an exclude
+        matches ``directory/`` and ends in ``*`` (``dir/`` is expanded so), which then matches any
+        tail too. A walk need not enter it (push's scan: an excluded directory is not read)."""
+        return any(p.endswith("*") and fnmatchcase(directory + "/", p) for p in self._exc)
+
     def unmatched(self, paths: Sequence[str]) -> tuple[list[str], list[str]]:
         """(includes, excludes) that match none of ``paths``, as given on the command line."""
 
@@ -60,15 +66,16 @@ class PathFilter:
             [p for p, e in zip(self.exclude, self._exc, strict=True) if none_match(e)],
         )
 
-    def check(self, paths: Sequence[str], warn) -> None:
+    def check(self, paths: Sequence[str], warn, *, what: str = "the version", hint: str = "") -> None:
         """Refuse an include that matches no file of ``paths`` (exit 2: a silent empty pull would
-        look like success); ``warn(message)`` about an exclude that matches none."""
+        look like success); ``warn(message)`` about an exclude that matches none. ``what`` the
+        files are ("the version", push's "DIR"); ``hint`` is added to the refusal's."""
         includes, excludes = self.unmatched(paths)
         if includes:
             names = ", ".join(repr(p) for p in includes)
             raise UsageError(
-                f"--include {names} matches no file of the version",
-                "check the pattern: it is matched against the whole path, e.g. '*.json' or 'tokenizer/'",
+                f"--include {names} matches no file of {what}",
+                "check the pattern: it is matched against the whole path, e.g. '*.json' or 'tokenizer/'" + hint,
             )
         for p in excludes:
-            warn(f"warning: --exclude {p!r} matches no file of the version")
+            warn(f"warning: --exclude {p!r} matches no file of {what}")

@@ -97,10 +97,15 @@ def iter_tree(
                     yield path, st
 
 
-def walk_tree(root: Path) -> dict[str, os.stat_result]:
+def walk_tree(root: Path, *, skip_ignored: bool = False) -> dict[str, os.stat_result]:
     """Every non-directory entry under ``root`` (symlinks not followed), by relative path;
-    aim_cli's own top-level working files left out (``iter_tree``)."""
-    return dict(iter_tree(root))
+    aim_cli's own top-level working files left out (``iter_tree``). ``skip_ignored``: push's
+    default ignores too (util.ignores: .git/, __pycache__/ ...), whose directories are not entered."""
+    if not skip_ignored:
+        return dict(iter_tree(root))
+    from aim_cli.util.ignores import is_ignored
+
+    return dict(iter_tree(root, prune=lambda path, _is_dir: is_ignored(path)))
 
 
 class NotRegularFileError(OSError):

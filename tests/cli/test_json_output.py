@@ -39,6 +39,9 @@ SHAPES = {
         "stored_size",
         "reencoded",
         "delta_base",
+        "ignored",
+        "ignored_files",
+        "ignored_bytes",
         "dedup_ratio",
     },
     "model list": None,  # a list of model names
