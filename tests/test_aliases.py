@@ -182,3 +182,37 @@ def test_two_writers_moving_an_alias_at_once_exactly_one_wins(versions):
         assert won[0].tag in lost[0].message and won[0].by in lost[0].message
         assert repository.get_alias(M, alias) == won[0]
         assert api.alias_history(versions.name, M, alias, config=versions.config).problems == []
+
+
+def test_verify_copy_and_signatures_take_an_alias(repo, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.helpers import write_model
+
+    repo.push(M, write_model(tmp_path / "src", {"a.bin": b"alias" * 500}), "v1")
+    api.alias_set(repo.name, M, "prod", tag="v1", config=repo.config)
+    report = api.verify_version(repo.name, M, tag="prod", config=repo.config)
+    assert report.ok and report.tag == "v1"
+    assert api.verify_local(repo.name, M, tmp_path / "src", tag="prod", config=repo.config).ok
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pub = tmp_path / "key.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    api.sign_version(repo.name, M, tag="v1", key=pem, config=repo.config)
+    assert api.verify_signature(repo.name, M, tag="prod", public_key=pub, config=repo.config).tag == "v1"
+    exported = api.export_signature(repo.name, M, tmp_path / "v1.sig", tag="prod", config=repo.config)
+    assert exported.tag == "v1" and (tmp_path / "v1.sig").stat().st_size == exported.bytes
+
+    other = tmp_path / "other"
+    cfg = repo.config.read_text() + f"  other: {{type: local, path: {other}}}\n"
+    repo.config.write_text(cfg)
+    copied = api.copy(repo.name, M, "other", tags=["prod"], config=repo.config)
+    assert [v.tag for v in copied.versions] == ["v1"]
+    assert api.list_tags("other", M, config=repo.config) == ["v1"]
