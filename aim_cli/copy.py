@@ -159,14 +159,17 @@ def _result(
 
 def versions_to_copy(src: Repository, model: str, tags: Sequence[str] | None) -> list[str]:
     """The tags to copy: every version of ``model``, oldest first, or ``tags`` (each once), every
-    one of which must exist (VersionNotFoundError, exit 3, before anything is written)."""
+    one of which must exist (VersionNotFoundError, exit 3, before anything is written); an alias
+    there names the tag it points at."""
     if not tags:
         return [s.tag for s in src.list_versions(model)]
     wanted = list(dict.fromkeys(check_name("tag", t) for t in tags))
+    resolved = []
     for tag, found in zip(wanted, src.map_parallel(lambda t: src.has_version(model, t), wanted), strict=True):
-        if not found:
-            src.get_version(model, tag)  # raises VersionNotFoundError naming the model or the tag
-    return wanted
+        # An alias copies the version it points at (checked against its digest); neither a tag
+        # nor an alias raises VersionNotFoundError naming the model or the tag.
+        resolved.append(tag if found else src.resolve_version(model, tag, None)[0].manifest.tag)
+    return list(dict.fromkeys(resolved))
 
 
 class _Copier:

@@ -127,12 +127,12 @@ def diff(
     paths: PathFilter | None = None,
     warn: Callable[[str], None] = log.warning,
 ) -> DiffResult:
-    """Compare ``model:tag_a`` with ``model:tag_b`` (VersionNotFoundError, exit 3, for either
-    unknown). An include matching no file of either version is a UsageError (exit 2); an
+    """Compare ``model:tag_a`` with ``model:tag_b``, each a tag or an alias (VersionNotFoundError,
+    exit 3, for either unknown). An include matching no file of either version is a UsageError (exit 2); an
     exclude matching none is a ``warn``ing."""
     paths = paths or PathFilter()
-    ref_a = repo.get_version(model, tag_a)
-    ref_b = repo.get_version(model, tag_b)
+    ref_a = repo.resolve_version(model, tag_a, None)[0]  # a tag, or an alias: then its tag
+    ref_b = repo.resolve_version(model, tag_b, None)[0]
     by_path_a = {f.path: f for f in ref_a.manifest.files}
     by_path_b = {f.path: f for f in ref_b.manifest.files}
     every = sorted(by_path_a.keys() | by_path_b.keys())
@@ -146,8 +146,8 @@ def diff(
     return DiffResult(
         repo.name,
         model,
-        tag_a,
-        tag_b,
+        ref_a.manifest.tag,
+        ref_b.manifest.tag,
         ref_a.digest,
         ref_b.digest,
         files,

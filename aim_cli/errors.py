@@ -73,6 +73,19 @@ class LockHeldError(ConflictError):
     pass
 
 
+class AliasMovedError(ConflictError):
+    """Another writer changed the alias first (docs/design.md §2.1). ``current_tag`` and
+    ``current_digest`` say what it is now (None: unset), ``index`` the entry that won."""
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, current_tag: str | None, current_digest: str | None, index: int
+    ):
+        super().__init__(message, hint)
+        self.current_tag = current_tag
+        self.current_digest = current_digest
+        self.index = index
+
+
 class NotEmptyError(ConflictError):
     """A new repository's root holds data that is not a repository, or repositories would nest."""
 

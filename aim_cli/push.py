@@ -258,6 +258,7 @@ def push(
         source, follow_symlinks=follow_symlinks, on_skip=skipped.append, selection=selection, ignored=ignored
     )
     params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
+    repo.refuse_tag_is_alias(model, tag)  # an alias never shadows a tag (docs/design.md §2.1)
     pairing = push_pairing.resolve(repo, model, tag, delta=delta, base=base, references=references)
     with leases.acquire(repo, leases.SHARED, "push") as lease:
         result = _push(

@@ -14,6 +14,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aim_cli.api.aliases import (
+        AliasHistory,
+        AliasInfo,
+        AliasSetResult,
+        alias_delete,
+        alias_history,
+        alias_list,
+        alias_set,
+    )
     from aim_cli.api.cache import cache_info, cache_prune
     from aim_cli.api.common import ConfigArg, Info, PathArg, get_config, info, open_repository
     from aim_cli.api.repos import RepoCreated, create_repo, delete_repo
@@ -58,6 +67,15 @@ if TYPE_CHECKING:
 # command loads only what it calls (`model list` neither the pull pipeline nor push nor signing),
 # and `import aim_cli.api` costs nothing. `from aim_cli.api import pull` works as before.
 _HOMES = {
+    "aim_cli.api.aliases": (
+        "AliasHistory",
+        "AliasInfo",
+        "AliasSetResult",
+        "alias_delete",
+        "alias_history",
+        "alias_list",
+        "alias_set",
+    ),
     "aim_cli.api.cache": ("cache_info", "cache_prune"),
     "aim_cli.api.common": ("ConfigArg", "Info", "PathArg", "get_config", "info", "open_repository"),
     "aim_cli.api.repos": ("RepoCreated", "create_repo", "delete_repo"),
@@ -123,6 +141,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_JOBS",
+    "AliasHistory",
+    "AliasInfo",
+    "AliasSetResult",
     "CacheInfo",
     "CheckReport",
     "Config",
@@ -154,6 +175,10 @@ __all__ = [
     "VersionInfo",
     "VersionRef",
     "VersionReport",
+    "alias_delete",
+    "alias_history",
+    "alias_list",
+    "alias_set",
     "cache_info",
     "cache_prune",
     "check_repo",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aim_cli.api.common import ConfigArg, PathArg, open_repository
+from aim_cli.api.common import ConfigArg, PathArg, open_repository, resolve
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import UsageError
 
@@ -86,7 +86,7 @@ def verify_signature(
     from aim_cli.signing.verify import verify_version_certificates, verify_version_signature
 
     repository = open_repository(repo, config=config, jobs=jobs)
-    ref = repository.get_version(model, tag)
+    ref = resolve(repository, model, tag, None)  # a tag, or an alias
     if public_key is not None:
         key = load_public_key(read_user_file(public_key, "public key"), os.fspath(public_key))
         return verify_version_signature(repository, ref, key, local=local)
@@ -113,7 +113,8 @@ def export_signature(
     from aim_cli.signing.verify import choose_signature, read_bundle
 
     repository = open_repository(repo, config=config)
-    ref = repository.get_version(model, tag)
+    ref = resolve(repository, model, tag, None)  # a tag, or an alias: then its tag
+    tag = ref.manifest.tag
     hint = choose_signature(
         repository.list_signatures(model, tag), "sha256" if sha256 else "blake3", signer, f"{model}:{tag}"
     )
@@ -128,4 +129,4 @@ def list_signatures(repo: str, model: str, *, tag: str, config: ConfigArg = None
     from aim_cli.signing.verify import signatures_of
 
     repository = open_repository(repo, config=config)
-    return signatures_of(repository, repository.get_version(model, tag))
+    return signatures_of(repository, resolve(repository, model, tag, None))

@@ -94,6 +94,7 @@ class VersionDetails:
     stored_size: int = 0  # what storage holds for them (format 2 compresses; format 1: = distinct_size)
     missing_blobs: int = 0  # chunks not stored at all (`aim_cli repo check` says more)
     signatures: list[SignatureInfo] = field(default_factory=list)  # each stored signature
+    alias: str | None = None  # the alias it was named by (None: by its tag, or the newest)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class DeleteResult:
     reclaimable_stored_bytes: int = 0  # what they take in storage: what `repo gc` frees
     kept_as_base_blobs: int = 0  # named by the deleted versions, kept as bases of others' deltas (format 3)
     kept_as_base_bytes: int = 0  # their chunk bytes
+    aliases_removed: list[str] = field(default_factory=list)  # aliases unset with the version (force)
 
 
 def version_details(
@@ -133,6 +135,7 @@ def version_details(
         sum(stored.values()),
         len(chunks) - len(stored),
         signatures_of(repository, ref),
+        ref.alias.alias if ref.alias else None,
     )
 
 
@@ -219,19 +222,24 @@ def collect_garbage(
 
 
 def delete_versions(
-    repo: str, model: str, tags: Sequence[str] | None = None, *, config: ConfigArg = None
+    repo: str, model: str, tags: Sequence[str] | None = None, *, force: bool = False, config: ConfigArg = None
 ) -> DeleteResult:
-    """Delete these versions of ``model`` (all of them, readable or not, when ``tags`` is None) and
-    measure what `repo gc` can now free. A tag may also name a stray key exactly (``"v1 copy"``
-    for ``versions/v1 copy.json``, ``".DS_Store"``): `repo check` lists them."""
+    """Delete these versions of ``model`` (all of them, readable or not, with its aliases, when
+    ``tags`` is None) and measure what `repo gc` can now free. A tag may also name a stray key
+    exactly (``"v1 copy"`` for ``versions/v1 copy.json``, ``".DS_Store"``): `repo check` lists
+    them. A version an alias points at is a ConflictError (exit 4) unless ``force``, which unsets
+    those aliases, recording it in their histories. Tags only: an alias names no version here."""
     from aim_cli.audit import gc
 
     repository = open_repository(repo, config=config)
     if tags is None:
         deleted = [repository.delete_model(model)]
     else:
-        deleted = [repository.delete_version(model, t) for t in tags]
+        deleted = [repository.delete_version(model, t, force=force) for t in tags]
     freed = {digest: size for d in deleted for digest, size in d.chunks.items()}
     r = gc.reclaimable(repository, freed)
     names = [name for d in deleted for name in d.names]
-    return DeleteResult(model, names, r.blobs, r.chunk_bytes, r.stored_bytes, r.kept_as_base, r.kept_as_base_bytes)
+    removed = [alias for d in deleted for alias in d.aliases_removed]
+    return DeleteResult(
+        model, names, r.blobs, r.chunk_bytes, r.stored_bytes, r.kept_as_base, r.kept_as_base_bytes, removed
+    )

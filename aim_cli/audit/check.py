@@ -4,6 +4,9 @@ read and the delta edges judged against the markers (check_edges.py); with ``rea
 stored blob is decoded (a delta through its chain) and re-hashed. It reads and reports; it never
 writes.
 
+Aliases are judged by check_aliases.py: each history whole and true, each set alias's version
+there with the digest it names, no alias shadowed by a tag.
+
 Also counts the unreferenced blobs that `repo gc` would free, and checks every signature's
 structure (not its cryptography: `model verify --public-key` does that): one per version that
 exists, bounded, a Sigstore bundle.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aim_cli.audit.check_aliases import alias_problems
 from aim_cli.audit.check_edges import EDGE_PROBLEMS, check_edges
 from aim_cli.audit.scan import ChangedChunks, add_users, scan_manifests
 from aim_cli.audit.verify import BlobProblem, read_blob
@@ -24,7 +28,7 @@ from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import AimError, IntegrityError, NotFoundError
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
-from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_signatures, manifest_key
+from aim_cli.format.layout import REPO_META_KEY, SignatureKey, VersionKey, in_aliases, in_signatures, manifest_key
 from aim_cli.progress import NullProgress
 from aim_cli.repository import Repository
 from aim_cli.repository.parallel import map_bounded
@@ -97,6 +101,11 @@ def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
             "not a signature aim_cli wrote (those are models/<model>/signatures/<tag>/<signer>.sig, with valid "
             "names); remove it from the storage by hand"
         )
+    if in_aliases(vk.key):
+        return (
+            "not an alias entry aim_cli wrote (those are models/<model>/aliases/<alias>/<n>.json, with valid names "
+            "and n without leading zeros); remove it from the storage by hand"
+        )
     what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
     if vk.model is None:
         return f"{what}; remove it from the storage by hand"
@@ -125,6 +134,7 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
     # A summary without its version, unreadable, or disagreeing with the manifest just read.
     report.broken += repo.summary_problems(known=from_manifests)
     report.broken += signature_problems(repo, scan.keys, signatures, bounds)
+    report.broken += alias_problems(repo, from_manifests)
 
     stored: dict[str, int] = {}
     for key, digest, size in repo.iter_blob_keys():

@@ -16,6 +16,7 @@ import sys
 import click
 
 from aim_cli import __version__
+from aim_cli.cli.alias import show_resolutions
 from aim_cli.cli.cache import cache
 from aim_cli.cli.model import model
 from aim_cli.cli.render import StdoutClosed
@@ -39,6 +40,7 @@ def cli(config_path, verbose):
     """aim_cli: AI model weights on your own storage (local/NFS directory or S3),
     deduplicated by content-defined chunks and verified by BLAKE3 end to end."""
     _state["verbose"] = verbose
+    show_resolutions()  # a command reading a version through an alias says which one, on stderr
 
 
 for _command in (info, repo, model, cache):

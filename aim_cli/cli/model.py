@@ -1,6 +1,6 @@
 """The ``model`` group: push, pull, list, versions, delete-version, delete, diff and copy. Its
 audits (info, verify) come from audit.py, its signatures (sign, export-signature) from
-signatures.py."""
+signatures.py, its aliases (``model alias ...``) from alias.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import click
 
-from aim_cli.cli import audit, completion, signatures
+from aim_cli.cli import alias, audit, completion, signatures
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
 from aim_cli.cli.render import (
     out,
@@ -131,7 +131,9 @@ def model_push(
 @click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
 @click.argument("dest", metavar="DEST", shell_complete=completion.dirs)
-@click.option("--tag", "-t", help="Version to pull (default: the newest).", shell_complete=completion.tags)
+@click.option(
+    "--tag", "-t", help="Version to pull, a tag or an alias (default: the newest).", shell_complete=completion.tags
+)
 @click.option("--digest", help="Refuse unless the version's manifest digest is this (64 hex).")
 @click.option(
     "--reference",
@@ -263,12 +265,14 @@ def model_versions(repo_name, model_name, as_json):
     "tags",
     required=True,
     multiple=True,
-    help="Version to delete (one per run).",
+    help="Version to delete (one per run; a tag, not an alias).",
     shell_complete=completion.tags,
 )
+@click.option("--force", is_flag=True, help="Also unset the aliases pointing at it (recorded in their history).")
 @json_option
-def model_delete_version(repo_name, model_name, tags, as_json):
-    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`).
+def model_delete_version(repo_name, model_name, tags, force, as_json):
+    """Delete one version of MODEL (its manifest; shared blobs stay until `repo gc`). A version
+    an alias points at is refused (exit 4) unless --force.
 
     --tag may also name a stray file that `repo check` reports, exactly as it shows it."""
     if len(tags) > 1:  # click keeps the last of a repeated option: it would delete only that one
@@ -277,11 +281,12 @@ def model_delete_version(repo_name, model_name, tags, as_json):
             "run it once per version",
         )
     tag = tags[0]
-    r = api().delete_versions(repo_name, model_name, [tag], config=config())
+    r = api().delete_versions(repo_name, model_name, [tag], force=force, config=config())
     if as_json:
         out_json(asdict(r))
         return
-    out(f"deleted {r.model}:{tag}; {_reclaimable(r, repo_name)}")
+    unset = f"; unset alias(es) {', '.join(r.aliases_removed)}" if r.aliases_removed else ""
+    out(f"deleted {r.model}:{tag}{unset}; {_reclaimable(r, repo_name)}")
 
 
 @model.command("delete")
@@ -396,5 +401,11 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, delta, jobs, quiet
 
 
 # The commands on a version's integrity and signatures live with their kind.
-for _command in (audit.model_info, audit.model_verify, signatures.model_sign, signatures.model_export_signature):
+for _command in (
+    audit.model_info,
+    audit.model_verify,
+    signatures.model_sign,
+    signatures.model_export_signature,
+    alias.alias,
+):
     model.add_command(_command)

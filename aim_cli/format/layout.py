@@ -6,12 +6,13 @@ where each stored object lives, and what a stored key names. Pure functions and 
     models/<model>/versions/<tag>.json          one immutable manifest: the commit point
     models/<model>/summaries/<tag>.json         its summary (summary.py): what listings read
     models/<model>/signatures/<tag>/<hint>.sig  one signer's signature of the version
+    models/<model>/aliases/<alias>/<n>.json     entry n (1, 2, ...) of an alias's history (alias.py)
     locks/<id>.json                             gc/push leases
     edges/<b[0:2]>/<b>/<d>                      empty: blob d is (about to be) a delta against blob b (format 3)
 
-Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``
-or ``<model>/summaries/<tag>.json`` with valid names (``v1 copy.json``, ``.DS_Store``, a nested
-file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
+Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``,
+``<model>/summaries/<tag>.json``, a signature's or an alias entry's with valid names (``v1 copy.json``,
+``.DS_Store``, a nested file) is a *stray*: aim_cli never writes one, but people and tools do. Listings skip a stray
 with a warning on stderr; `repo check` reports it as damage; `model delete-version` removes it
 by its exact name; gc keeps the blobs it names if it parses as a manifest and refuses to run if it cannot tell.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aim_cli.format import manifest as mf
+from aim_cli.format.alias import MAX_INDEX as MAX_ALIAS_INDEX
 from aim_cli.names import NAME_RE, valid_name
 
 REPO_META_KEY = "aim-repo.json"
@@ -32,6 +34,7 @@ VERSIONS = "versions"
 SUMMARIES = "summaries"
 SIGNATURES = "signatures"
 SIGNATURE_SUFFIX = ".sig"
+ALIASES = "aliases"
 #: The bound on reading a signature when its version's own bound is not at hand (`repo check`,
 #: `model copy`): a bundle lists every file of the version (~300 bytes of base64 JSON each, so
 #: ~2 MB for 10,000 files), so it is bounded like a big manifest. signing.max_bundle_bytes gives
@@ -109,6 +112,22 @@ def signature_key(model: str, tag: str, hint: str) -> str:
     return f"{signatures_prefix(model, tag)}{hint}{SIGNATURE_SUFFIX}"
 
 
+def aliases_prefix(model: str) -> str:
+    """``models/<model>/aliases/``: every alias of the model, each a directory of its history."""
+    return f"{model_prefix(model)}{ALIASES}/"
+
+
+def alias_prefix(model: str, alias: str) -> str:
+    return f"{aliases_prefix(model)}{alias}/"
+
+
+def alias_entry_key(model: str, alias: str, index: int) -> str:
+    """``models/<model>/aliases/<alias>/<index>.json``: entry ``index`` of the alias's history,
+    created exclusively. The index is written in decimal without leading zeros, so each index has
+    exactly one key and the exclusive create decides between two writers of it."""
+    return f"{alias_prefix(model, alias)}{index}{MANIFEST_SUFFIX}"
+
+
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
 #: ("locks" is leases.py's directory; "*" is every model.)
 WRITE_DIRS = (
@@ -119,7 +138,15 @@ WRITE_DIRS = (
     f"{MODELS}*/{VERSIONS}",
     f"{MODELS}*/{SUMMARIES}",
     f"{MODELS}*/{SIGNATURES}/*",
+    f"{MODELS}*/{ALIASES}/*",
 )
+
+
+def in_aliases(key: str) -> bool:
+    """Whether ``key`` lies in some model's aliases/ directory: a stray there is not an alias
+    entry (`repo check` says so), not a misplaced version."""
+    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
+    return len(parts) > 2 and parts[1] == ALIASES
 
 
 def in_signatures(key: str) -> bool:
@@ -170,10 +197,34 @@ class SignatureKey:
     hint: str
 
 
-def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey:
-    """A key below ``models/``: a summary's or a signature's, else a version's or a stray
-    (``parse_version_key``)."""
+@dataclass(frozen=True)
+class AliasKey:
+    """``models/<model>/aliases/<alias>/<index>.json`` with valid names and a canonical index: the
+    store's own, never a stray, never a version (gc and listings of versions never read it)."""
+
+    key: str
+    model: str
+    alias: str
+    index: int
+
+
+def _alias_index(name: str) -> int | None:
+    """The index that ``<index>.json`` names: decimal, no sign, no leading zero, 1..MAX_INDEX."""
+    digits = name[: -len(MANIFEST_SUFFIX)] if name.endswith(MANIFEST_SUFFIX) else ""
+    if not (digits.isascii() and digits.isdigit()) or digits.startswith("0") or len(digits) > 7:
+        return None
+    index = int(digits)
+    return index if index <= MAX_ALIAS_INDEX else None
+
+
+def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey | AliasKey:
+    """A key below ``models/``: a summary's, a signature's or an alias entry's, else a version's
+    or a stray (``parse_version_key``)."""
     parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
+    if len(parts) == 4 and parts[1] == ALIASES and valid_name(parts[0]) and valid_name(parts[2]):
+        index = _alias_index(parts[3])
+        if index is not None:
+            return AliasKey(key, parts[0], parts[2], index)
     if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
         model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
         if valid_name(model) and valid_name(tag):

@@ -6,13 +6,14 @@ with the blobs it named, for the bytes `repo gc` can now free."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aim_cli.backends.readahead import ReadAhead
-from aim_cli.errors import IntegrityError, NotFoundError, UsageError, VersionNotFoundError
+from aim_cli.errors import ConflictError, IntegrityError, NotFoundError, UsageError, VersionNotFoundError
 from aim_cli.format import manifest as mf
 from aim_cli.format.layout import (
     MANIFEST_SUFFIX,
+    AliasKey,
     SignatureKey,
     SummaryKey,
     VersionKey,
@@ -23,6 +24,7 @@ from aim_cli.format.layout import (
     versions_prefix,
 )
 from aim_cli.names import check_name
+from aim_cli.repository.aliases import Aliases, describe
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.signatures import Signatures
 from aim_cli.repository.versions import Versions
@@ -36,6 +38,7 @@ class Deleted:
 
     names: list[str]
     chunks: dict[str, int]
+    aliases_removed: list[str] = field(default_factory=list)  # aliases unset with the version (--force)
 
 
 def _check_segment(kind: str, name: str) -> str:
@@ -50,12 +53,13 @@ def _check_segment(kind: str, name: str) -> str:
 class Deletion:
     """Deletes from the repository ``keys`` reads; manifests are read ``jobs`` ahead."""
 
-    def __init__(self, keys: StoredKeys, versions: Versions, signatures: Signatures, jobs: int):
+    def __init__(self, keys: StoredKeys, versions: Versions, signatures: Signatures, aliases: Aliases, jobs: int):
         self.keys = keys
         self.backend = keys.backend
         self.name = keys.name
         self.versions = versions
         self.signatures = signatures
+        self.aliases = aliases
         self.jobs = jobs
 
     def find_version_key(self, model: str, name: str) -> VersionKey:
@@ -91,7 +95,7 @@ class Deletion:
                 del manifest  # before the next one is decoded
         return chunks
 
-    def delete_version(self, model: str, tag: str) -> Deleted:
+    def delete_version(self, model: str, tag: str, *, force: bool = False) -> Deleted:
         """Delete the one key ``tag`` names (``find_version_key``: a stray too), and a version's
         summary. The manifest is returned when it could be read, and deleted all the same when
         not: a broken manifest must not block `repo gc` until its whole model is deleted.
@@ -99,7 +103,11 @@ class Deletion:
         The summary goes first: a delete killed in between leaves a version whose summary the
         next listing rebuilds, never a summary without its version. A summary or signatures
         already without one (a listing rebuilt it, or a signer stored one, while a delete ran)
-        are deleted by the tag."""
+        are deleted by the tag.
+
+        A version that aliases point at is refused (ConflictError) unless ``force``, which first
+        unsets those aliases, each with a history entry saying why (aliases.py): killed in
+        between, the version stays and the aliases are unset, never an alias left dangling."""
         try:
             vk = self.find_version_key(model, tag)
         except VersionNotFoundError:
@@ -110,7 +118,8 @@ class Deletion:
                 raise
             self.backend.delete_many(left)
             return Deleted([tag], {})
-        deleted = Deleted([tag], self._chunks_named([vk]))
+        removed = self._release_aliases(model, vk.tag, force) if vk.tag is not None else []
+        deleted = Deleted([tag], self._chunks_named([vk]), removed)
         if vk.tag is not None:
             signers = self.signatures.list_signatures(model, vk.tag)
             self.backend.delete_many([signature_key(model, vk.tag, h) for h in signers])
@@ -118,9 +127,21 @@ class Deletion:
         self.backend.delete(vk.key)
         return deleted
 
+    def _release_aliases(self, model: str, tag: str, force: bool) -> list[str]:
+        pointing = self.aliases.pointing_at(model, tag)
+        if pointing and not force:
+            shown = ", ".join(describe(r) for r in pointing[:5]) + (" ..." if len(pointing) > 5 else "")
+            raise ConflictError(
+                f"version {tag!r} of model {model!r} is what {len(pointing)} alias(es) point at: {shown}",
+                f"move them first (`aim_cli model alias set {self.name} {model} ALIAS --tag TAG`), or pass --force "
+                f"to delete the version and unset them (their history records it)",
+            )
+        return [r.alias for r in self.aliases.remove_pointing_at(model, tag)] if pointing else []
+
     def delete_model(self, model: str) -> Deleted:
         """Delete every key in ``model``'s versions/ (readable or not, strays too) and every
-        summary; summaries first (see ``delete_version``). The deleted versions are returned."""
+        summary, signature and alias entry (the model's aliases and their histories go with it);
+        summaries first (see ``delete_version``). The deleted versions are returned."""
         keys = [
             k
             for k in self.keys.model_keys(model_prefix(check_name("model", model)))
@@ -132,6 +153,6 @@ class Deletion:
         deleted = Deleted([vk.tag or vk.name for vk in versions], self._chunks_named(versions))
         # Signatures first, then summaries, then manifests: a delete killed midway leaves a
         # version unsigned or unsummarised, never a signature or summary without its version.
-        self.backend.delete_many([k.key for k in keys if isinstance(k, SignatureKey)])
+        self.backend.delete_many([k.key for k in keys if isinstance(k, (SignatureKey, AliasKey))])
         self.backend.delete_many([k.key for k in keys if isinstance(k, SummaryKey)] + [vk.key for vk in versions])
         return deleted

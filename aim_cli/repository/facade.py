@@ -13,6 +13,7 @@ summary by summary.MAX_SUMMARY_BYTES, aim-repo.json by MAX_REPO_META_BYTES.
     versions.py    the manifests: commit, reads, listings, the newest version
     summaries.py   what listings read instead of manifests
     signatures.py  signers' bundles of a version
+    aliases.py     movable names of versions, each with its history (resolution: tag, then alias)
     deletion.py    delete-version and delete (model)
 
 The roles share one ``StoredKeys`` (keys.py), through which they list and read the keys below
@@ -29,8 +30,10 @@ from aim_cli.chunking.cdc import ChunkingParams
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
-from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, SignatureKey, VersionKey
+from aim_cli.format.alias import AliasRecord
+from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, AliasKey, SignatureKey, VersionKey
 from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat
+from aim_cli.repository.aliases import Aliases, History
 from aim_cli.repository.blobs import Blobs
 from aim_cli.repository.deletion import Deleted, Deletion
 from aim_cli.repository.delta_chain import BaseSource
@@ -64,7 +67,8 @@ class Repository:
         self._summaries = Summaries(keys, jobs)
         self._versions = Versions(keys, self._meta, self._summaries)
         self._signatures = Signatures(keys)
-        self._deletion = Deletion(keys, self._versions, self._signatures, jobs)
+        self._aliases = Aliases(keys, self._versions, jobs)
+        self._deletion = Deletion(keys, self._versions, self._signatures, self._aliases, jobs)
 
     def map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` on up to ``jobs`` threads (each call is a storage request)."""
@@ -211,7 +215,7 @@ class Repository:
         return self._versions.newest_version(model)
 
     def resolve_version(self, model: str, tag: str | None, digest: str | None) -> tuple[VersionRef, bool]:
-        return self._versions.resolve_version(model, tag, digest)
+        return self._aliases.resolve_version(model, tag, digest)  # a tag, else an alias
 
     # -- summaries (summaries.py) ------------------------------------------------------------------
     def put_summary(self, summary: sm.Summary) -> None:
@@ -239,12 +243,44 @@ class Repository:
     def get_signature(self, model: str, tag: str, hint: str, *, max_size: int = MAX_SIGNATURE_BYTES) -> bytes:
         return self._signatures.get_signature(model, tag, hint, max_size=max_size)
 
+    # -- aliases (aliases.py) ----------------------------------------------------------------------
+    def set_alias(
+        self, model: str, alias: str, tag: str, *, message: str = "", at: str | None = None, by: str | None = None
+    ) -> tuple[AliasRecord, bool]:
+        return self._aliases.set_alias(model, alias, tag, message=message, at=at, by=by)
+
+    def delete_alias(
+        self, model: str, alias: str, *, message: str = "", at: str | None = None, by: str | None = None
+    ) -> AliasRecord:
+        return self._aliases.delete_alias(model, alias, message=message, at=at, by=by)
+
+    def get_alias(self, model: str, alias: str) -> AliasRecord:
+        return self._aliases.get(model, alias)
+
+    def current_alias(self, model: str, alias: str) -> AliasRecord | None:
+        return self._aliases.current(model, alias)
+
+    def list_aliases(self, model: str) -> list[AliasRecord]:
+        return self._aliases.list_aliases(model)
+
+    def alias_history(self, model: str, alias: str) -> History:
+        return self._aliases.history(model, alias)
+
+    def alias_target(self, record: AliasRecord) -> VersionRef:
+        return self._aliases.target_of(record)
+
+    def iter_alias_keys(self) -> Iterator[AliasKey]:
+        return self._aliases.iter_alias_keys()
+
+    def refuse_tag_is_alias(self, model: str, tag: str) -> None:
+        self._aliases.refuse_tag_is_alias(model, tag)
+
     # -- deletion (deletion.py) --------------------------------------------------------------------
     def find_version_key(self, model: str, name: str) -> VersionKey:
         return self._deletion.find_version_key(model, name)
 
-    def delete_version(self, model: str, tag: str) -> Deleted:
-        return self._deletion.delete_version(model, tag)
+    def delete_version(self, model: str, tag: str, *, force: bool = False) -> Deleted:
+        return self._deletion.delete_version(model, tag, force=force)
 
     def delete_model(self, model: str) -> Deleted:
         return self._deletion.delete_model(model)

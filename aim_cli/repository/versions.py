@@ -25,6 +25,7 @@ from aim_cli.errors import (
 )
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
+from aim_cli.format.alias import AliasRecord
 from aim_cli.format.layout import MODELS, VersionKey, manifest_key, parse_version_key, summary_key, versions_prefix
 from aim_cli.names import check_name, valid_name
 from aim_cli.repository.keys import StoredKeys, list_objects
@@ -49,6 +50,8 @@ class VersionRef:
     manifest: mf.Manifest
     digest: str
     raw: bytes
+    #: The alias entry the version was named through (repository/aliases.py), None for a tag.
+    alias: AliasRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -288,10 +291,14 @@ class Versions:
             ref, newest = self.newest_version(model), True
         else:
             ref, newest = self.get_version(model, tag), False
+        self.check_pin(ref, digest)
+        return ref, newest
+
+    def check_pin(self, ref: VersionRef, digest: str | None) -> None:
+        """IntegrityError unless the version's manifest digest is ``digest`` (None: not pinned)."""
         if digest is not None and ref.digest != digest.lower():
             raise IntegrityError(
-                f"version {ref.manifest.tag!r} of model {model!r} has digest {ref.digest}, "
+                f"version {ref.manifest.tag!r} of model {ref.manifest.model!r} has digest {ref.digest}, "
                 f"not the pinned {digest.lower()}",
                 "the version is not the one you pinned; nothing was downloaded",
             )
-        return ref, newest

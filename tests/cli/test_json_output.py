@@ -18,6 +18,7 @@ DELETED = (
     "reclaimable_stored_bytes",
     "kept_as_base_blobs",
     "kept_as_base_bytes",
+    "aliases_removed",
 )
 SHAPES = {
     "repo create": CONFIG_ENTRY | {"initialised", "format", "existing"},
@@ -60,6 +61,7 @@ SHAPES = {
         "stored_size",
         "missing_blobs",
         "signatures",
+        "alias",
     },
     "model verify": {"model", "tag", "digest", "blobs", "bytes", "problems", "ok"},
     "model verify --local": {"model", "tag", "digest", "directory", "files", "modified", "missing", "extra", "ok"},

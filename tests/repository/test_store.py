@@ -316,9 +316,14 @@ def test_blob_keys_are_pinned():
     assert (
         layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
     )
-    assert layout.WRITE_DIRS[-3:] == ("models/*/versions", "models/*/summaries", "models/*/signatures/*")
+    assert layout.WRITE_DIRS[-4:] == (
+        "models/*/versions",
+        "models/*/summaries",
+        "models/*/signatures/*",
+        "models/*/aliases/*",
+    )
     assert "edges/*/*" in layout.WRITE_DIRS
-    assert len(layout.WRITE_DIRS) == 2 + 256 + 1 + 3
+    assert len(layout.WRITE_DIRS) == 2 + 256 + 1 + 4
 
 
 def test_edge_keys_are_pinned():

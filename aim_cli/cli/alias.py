@@ -1,0 +1,128 @@
+"""The ``model alias`` group: set, list, history and delete (docs/design.md §2.1). Each command
+calls one function of aim_cli.api (api/aliases.py) and renders it; ``show_resolutions`` prints
+the line that says which version an alias named, for every command that reads one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import click
+
+from aim_cli.cli import completion
+from aim_cli.cli.options import api, config, json_option
+from aim_cli.cli.render import out, out_json
+
+
+@click.group("alias")
+def alias():
+    """Movable names of versions (prod, latest), each change recorded."""
+
+
+def _entry_line(e) -> str:
+    from aim_cli.util.quoting import printable
+
+    target = f"{e.tag} ({e.digest[:12]})" if e.tag else "(deleted)"
+    before = f"{e.previous_tag} ({e.previous_digest[:12]})" if e.previous_tag else "unset"
+    note = f"  {printable(e.message)}" if e.message else ""
+    return f"{e.index:>4}  {e.at[:19].replace('T', ' ')}  {printable(e.by)}  {before} -> {target}{note}"
+
+
+@alias.command("set")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("alias_name", metavar="ALIAS")
+@click.option("--tag", "-t", required=True, help="The version the alias names.", shell_complete=completion.tags)
+@click.option("--message", "-m", default="", help="Why, recorded in the alias's history.")
+@json_option
+def alias_set(repo_name, model_name, alias_name, tag, message, as_json):
+    """Point ALIAS of MODEL at version --tag (and its manifest digest). Exit 4 if ALIAS is a tag,
+    or if someone else moved it meanwhile (the message says to what)."""
+    r = api().alias_set(repo_name, model_name, alias_name, tag=tag, message=message, config=config())
+    if as_json:
+        out_json(asdict(r))
+    elif r.changed:
+        was = f" (was {r.alias.previous_tag})" if r.alias.previous_tag else ""
+        out(f"alias {alias_name} of {model_name} -> {tag}{was}, digest {r.alias.digest}; entry {r.alias.index}")
+    else:
+        out(f"alias {alias_name} of {model_name} already points at {tag}, nothing written")
+
+
+@alias.command("list")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@json_option
+def alias_list(repo_name, model_name, as_json):
+    """List the aliases of MODEL that are set: alias, tag, digest, when and by whom."""
+    from aim_cli.util.quoting import printable
+
+    found = api().alias_list(repo_name, model_name, config=config())
+    if as_json:
+        out_json([asdict(a) for a in found])
+        return
+    if not found:
+        out(f"no aliases of {model_name!r} in {repo_name!r}")
+        return
+    rows = [(a.alias, a.tag, (a.digest or "")[:12], a.at[:19].replace("T", " "), printable(a.by)) for a in found]
+    header = ("ALIAS", "TAG", "DIGEST", "SET (UTC)", "BY")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        out("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+
+
+@alias.command("history")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("alias_name", metavar="ALIAS")
+@click.option("--at", "at", metavar="TIME", help="Only what ALIAS was then: a time, or a date (that whole UTC day).")
+@json_option
+def alias_history(repo_name, model_name, alias_name, at, as_json):
+    """Every change of ALIAS, oldest first: index, when, who, from -> to, message. Exit 5 after
+    the listing if the history is damaged (a missing entry, one that lies about its past)."""
+    h = api().alias_history(repo_name, model_name, alias_name, at=at, config=config())
+    if as_json:
+        out_json(asdict(h))
+    else:
+        for e in h.entries:
+            out(_entry_line(e))
+        if not h.entries:
+            out(f"alias {alias_name} of {model_name} had no value then")
+    if h.problems:
+        from aim_cli.errors import IntegrityError
+
+        key, why = h.problems[0]
+        more = f" (and {len(h.problems) - 1} more)" if len(h.problems) > 1 else ""
+        raise IntegrityError(
+            f"the history of alias {alias_name!r} is damaged: {key}: {why}{more}",
+            f"`aim_cli repo check {repo_name}` lists all damage",
+        )
+
+
+@alias.command("delete")
+@click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
+@click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
+@click.argument("alias_name", metavar="ALIAS")
+@click.option("--message", "-m", default="", help="Why, recorded in the alias's history.")
+@json_option
+def alias_delete(repo_name, model_name, alias_name, message, as_json):
+    """Unset ALIAS of MODEL. Its history stays (`alias history`)."""
+    e = api().alias_delete(repo_name, model_name, alias_name, message=message, config=config())
+    if as_json:
+        out_json(asdict(e))
+    else:
+        out(f"deleted alias {alias_name} of {model_name} (was {e.previous_tag}); entry {e.index}")
+
+
+class _Stderr(logging.Handler):
+    """Writes a record's message to the stderr click sees when it is emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def show_resolutions() -> None:
+    """Show, on stderr, each alias a command resolves (repository/aliases.py logs it at INFO)."""
+    logger = logging.getLogger("aim_cli.repository.aliases")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
