@@ -27,7 +27,7 @@ def pytest_configure(config):
 
 
 #: The extra runs of the repo fixture: a local repository of each format other than the default.
-OTHER_FORMAT_RUNS = ("local-f1", "local-f3")
+OTHER_FORMAT_RUNS = ("local-f1", "local-f2")
 
 
 @pytest.fixture(params=[*BACKENDS, *OTHER_FORMAT_RUNS])
@@ -35,12 +35,12 @@ def repo(request, tmp_path) -> RepoEnv:
     """A repository named ``audit`` with small chunks (avg 4 KiB, so that a model of a few
     hundred KiB makes dozens of blobs), on the local backend and, when the S3 fixtures and backend
     exist, on S3 too ("s3": moto, "rgw": Ceph's RADOS Gateway), in the format new repositories
-    get; "local-f1": a local one of format 1 (raw blobs), which stays readable and writable; and
-    "local-f3": a local one of format 3 (fixed cuts inside large tensors) (``RepoEnv.format``
-    says which).
+    get (format 3); "local-f1": a local one of format 1 (raw blobs) and "local-f2": a local one of
+    format 2 (content-defined cuts inside large tensors, no deltas), which stay readable and
+    writable (``RepoEnv.format`` says which).
     ``tests.helpers.LOCAL_ONLY`` keeps a test to the local one of the new format; a test marked
     ``format_neutral`` (its code never reads or writes a blob's bytes) is not run on "local-f1"
-    nor "local-f3" (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
+    nor "local-f2" (``pytest_collection_modifyitems``). A test module that defines its own ``repo``
     fixture (test_pull, test_push, test_store) uses that."""
     kind, _, version = request.param.partition("-f")
     version = int(version) if version else DEFAULT_FORMAT
@@ -62,7 +62,7 @@ def repo(request, tmp_path) -> RepoEnv:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the "local-f1" and "local-f3" runs of tests marked ``format_neutral``: they would repeat tests of code
+    """Leave out the "local-f1" and "local-f2" runs of tests marked ``format_neutral``: they would repeat tests of code
     that does not depend on the storage format (signatures, patterns, leases, summaries), and
     the suite must stay well under CI's 10 minutes."""
 

@@ -79,6 +79,11 @@ EXPECTED_OUTPUT: dict[str, tuple[str, ...]] = {
         "pulled resnet50-finetuned:v1.0",
         "pulled resnet50-finetuned:v2.0 (newest)",
     ),
+    "repo optimize team-vision-repo --dry-run": (
+        "deleted resnet50-finetuned:v1.0",
+        "deleted model resnet50-finetuned",
+        "team-vision-repo: would re-encode",
+    ),
     "--include '*.safetensors'": ("pulled llama:v2",),
     "aim.plan_pull": ("True 2 [] [] []",),
     "# What exactly is this version?": ("model.safetensors", "matches resnet50:v1.0", "intact"),

@@ -53,9 +53,9 @@ def _chunk_size(text: str | None) -> int | None:
     "--format",
     "storage_format",
     type=click.Choice(["1", "2", "3"]),
-    help="Storage format of a new repository: 2 (default) cuts safetensors at tensor boundaries and "
-    "compresses; 3 also cuts large tensors at fixed offsets (for delta-coded versions, being built); "
-    "1 stores raw chunks, readable by older aim_cli.",
+    help="Storage format of a new repository: 3 (default) cuts safetensors at tensor boundaries, large "
+    "tensors at fixed offsets, and compresses (older versions can become deltas: repo optimize); 2 the "
+    "same without deltas, content-defined inside large tensors; 1 stores raw chunks. Older aim_cli read 1 and 2.",
 )
 @click.option("--no-check", is_flag=True, help="Record the entry without reaching the storage.")
 @click.option(

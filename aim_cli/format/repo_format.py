@@ -32,8 +32,9 @@ from aim_cli.format.layout import REPO_META_KEY
 
 #: The formats this aim_cli reads and writes.
 KNOWN_FORMATS = (1, 2, 3)
-#: What new repositories get. Format 3 becomes the default once its delta figures hold (issue 18).
-DEFAULT_FORMAT = 2
+#: What new repositories get: format 3, whose delta figures hold (issue 18); ``repo create --format 2``
+#: still makes the old kind.
+DEFAULT_FORMAT = 3
 #: The codecs of a plain blob, alike in formats 2 and 3 (a delta blob is codec 4).
 _PLAIN_CODECS = frozenset(
     {blob_codec.Codec.RAW, blob_codec.Codec.ZSTD, blob_codec.Codec.BG2_ZSTD, blob_codec.Codec.BG4_ZSTD}

@@ -5,7 +5,7 @@ with the blobs it named, for the bytes `repo gc` can now free."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aim_cli.backends.readahead import ReadAhead
@@ -51,9 +51,20 @@ def _check_segment(kind: str, name: str) -> str:
 
 
 class Deletion:
-    """Deletes from the repository ``keys`` reads; manifests are read ``jobs`` ahead."""
+    """Deletes from the repository ``keys`` reads; manifests are read ``jobs`` ahead.
+    ``check_format`` reads aim-repo.json before the first delete: a format this client does not
+    know is refused (exit 7) with nothing deleted, as every other command refuses it."""
 
-    def __init__(self, keys: StoredKeys, versions: Versions, signatures: Signatures, aliases: Aliases, jobs: int):
+    def __init__(
+        self,
+        keys: StoredKeys,
+        versions: Versions,
+        signatures: Signatures,
+        aliases: Aliases,
+        jobs: int,
+        check_format: Callable[[], object],
+    ):
+        self.check_format = check_format
         self.keys = keys
         self.backend = keys.backend
         self.name = keys.name
@@ -116,8 +127,10 @@ class Deletion:
             left += [summary_key(model, tag)] if self.backend.exists(summary_key(model, tag)) else []
             if not left:
                 raise
+            self.check_format()
             self.backend.delete_many(left)
             return Deleted([tag], {})
+        self.check_format()
         removed = self._release_aliases(model, vk.tag, force) if vk.tag is not None else []
         deleted = Deleted([tag], self._chunks_named([vk]), removed)
         if vk.tag is not None:
@@ -150,6 +163,7 @@ class Deletion:
         versions = [k for k in keys if isinstance(k, VersionKey)]
         if not keys:
             raise self.keys.model_not_found(model)
+        self.check_format()
         deleted = Deleted([vk.tag or vk.name for vk in versions], self._chunks_named(versions))
         # Signatures first, then summaries, then manifests: a delete killed midway leaves a
         # version unsigned or unsummarised, never a signature or summary without its version.

@@ -68,7 +68,7 @@ class Repository:
         self._versions = Versions(keys, self._meta, self._summaries)
         self._signatures = Signatures(keys)
         self._aliases = Aliases(keys, self._versions, jobs)
-        self._deletion = Deletion(keys, self._versions, self._signatures, self._aliases, jobs)
+        self._deletion = Deletion(keys, self._versions, self._signatures, self._aliases, jobs, self._meta.format)
 
     def map_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` on up to ``jobs`` threads (each call is a storage request)."""

@@ -180,7 +180,7 @@ def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
     assert [set(e) for e in shown["repo list"]] == [CONFIG_ENTRY]
     assert shown["model list"] == ["m"]
     assert [set(v) for v in shown["model versions"]] == [VERSION]
-    assert shown["repo create"]["format"] == 2 and shown["repo create"]["initialised"] is True
+    assert shown["repo create"]["format"] == 3 and shown["repo create"]["initialised"] is True
     assert shown["model delete"]["tags"] == ["v2"] and shown["model delete-version"]["tags"] == ["v1"]
 
 

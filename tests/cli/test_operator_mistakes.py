@@ -48,7 +48,7 @@ def test_repo_create_on_an_existing_repository_refuses_other_values_and_says_alr
     assert left_out["initialised"] is True and left_out["existing"] is True and left_out["format"] == 1
     fresh = json.loads(ok(env.create("g", tmp_path / "fresh", "--json")).stdout)
     assert fresh["existing"] is False
-    assert "initialised (format 2)" in ok(env.create("h", tmp_path / "fresh2")).stdout
+    assert "initialised (format 3)" in ok(env.create("h", tmp_path / "fresh2")).stdout  # the default
 
 
 @pytest.mark.parametrize("size", ["256", "1023", "4MiB1", "5MiB", "0"])

@@ -1,10 +1,13 @@
-"""Storage formats end to end (issue 10, docs/design.md §3): `repo create --format`, format 2
-the default, format 1 kept exactly as it was, an unknown format refused before any blob is
-read, and stored bytes reported beside raw bytes. Through the real console script."""
+"""Storage formats end to end (issue 10, docs/design.md §3): `repo create --format`, format 3
+the default (issue 18), formats 2 and 1 kept exactly as they were, an unknown format refused
+before any blob is read (a format 3 repository by a client of formats 1 and 2 too), and stored
+bytes reported beside raw bytes. Through the real console script."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,22 +64,80 @@ def _blob_files(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (root / "blobs").glob("*/*")}
 
 
-def test_new_repositories_are_format_2_and_format_1_stays_available(tmp_path):
-    assert _meta(_create(tmp_path, "new"))["format"] == 2
+CHUNKING = {
+    "algorithm": "fastcdc2020",
+    "min_size": 262144,
+    "avg_size": 1048576,
+    "max_size": 4194304,
+    "normalization": 1,
+    "seed": 0,
+}
+#: Format 2's aim-repo.json, exactly as every aim_cli since issue 10 wrote it.
+FORMAT_2_META = {
+    "format": 2,
+    "chunking": CHUNKING,
+    "hash": "blake3",
+    "tensor_chunking": {
+        "algorithm": "safetensors-v1",
+        "max_header_bytes": 16777216,
+        "large_tensor_bytes": 262144,
+        "group_avg_bytes": 1048576,
+        "group_max_bytes": 4194304,
+    },
+    "codecs": {"zstd_level": 1, "min_saving": 0.03},
+}
+
+
+def test_new_repositories_are_format_3_and_formats_2_and_1_stay_available(tmp_path):
+    """Format 3 is the default of `repo create` and of aim.create_repo (issue 18); `--format 2`
+    and `--format 1` make the older kinds, their aim-repo.json exactly what it always was: older
+    clients read them."""
+    assert _meta(_create(tmp_path, "new"))["format"] == 3
+    made = api.create_repo("lib", "local", str(tmp_path / "lib"), config=str(_config_path(tmp_path)))
+    assert made.format == 3 and _meta(tmp_path / "lib")["format"] == 3
+    f2 = _meta(_create(tmp_path, "f2", "--format", "2"))
+    assert f2 == FORMAT_2_META and list(f2) == list(FORMAT_2_META)
+    assert list(f2["tensor_chunking"]) == list(FORMAT_2_META["tensor_chunking"])
     old = _meta(_create(tmp_path, "old", "--format", "1"))
-    # Format 1's aim-repo.json is exactly what it always was: older clients read it.
-    assert old == {
-        "format": 1,
-        "chunking": {
-            "algorithm": "fastcdc2020",
-            "min_size": 262144,
-            "avg_size": 1048576,
-            "max_size": 4194304,
-            "normalization": 1,
-            "seed": 0,
-        },
-        "hash": "blake3",
-    }
+    assert old == {"format": 1, "chunking": CHUNKING, "hash": "blake3"} and list(old) == ["format", "chunking", "hash"]
+
+
+#: aim_cli as a client of formats 1 and 2 (before issue 18) runs it: the same check, fewer formats.
+CLIENT_OF_FORMATS_1_AND_2 = (
+    sys.executable,
+    "-c",
+    "import sys\n"
+    "import aim_cli.format.repo_format as repo_format\n"
+    "repo_format.KNOWN_FORMATS = (1, 2)\n"
+    "from aim_cli.cli.main import main\n"
+    "sys.argv = sys.argv[1:]\n"
+    "main()\n",
+)
+
+
+def test_a_client_of_formats_1_and_2_refuses_a_format_3_repository_before_reading_any_blob(tmp_path):
+    """A format 3 repository made by default is refused (exit 7, "upgrade aim_cli") by a client
+    that knows formats 1 and 2 only, before it reads a blob: with the blobs gone, a client that
+    read one first would say "missing" (exit 5). It still reads a format 2 repository."""
+    root = _create(tmp_path, "r")
+    src = make_mixed_model(tmp_path / "src", weights=600_000)
+    ok(_aim(tmp_path, "model", "push", "r", "m", src, "--tag", "v1"))
+    shutil.move(root / "blobs", tmp_path / "blobs-aside")
+    for args in _refused_commands(tmp_path, src):
+        res = run(["--config", _config_path(tmp_path), *args], cwd=tmp_path, prefix=CLIENT_OF_FORMATS_1_AND_2)
+        one_line_error(res, 7, "storage format 3", "knows formats 1 and 2", "upgrade aim_cli")
+    assert not (tmp_path / "out").exists() and not (root / "blobs").exists()
+    assert (root / manifest_key("m", "v1")).exists() and (root / summary_key("m", "v1")).exists()
+    _create(tmp_path, "f2", "--format", "2")
+    ok(_aim(tmp_path, "model", "push", "f2", "m", src, "--tag", "v1", "-q"))
+    ok(
+        run(
+            ["--config", _config_path(tmp_path), "model", "pull", "f2", "m", tmp_path / "out2", "-q"],
+            cwd=tmp_path,
+            prefix=CLIENT_OF_FORMATS_1_AND_2,
+        )
+    )
+    assert file_contents(tmp_path / "out2") == file_contents(src)
 
 
 def test_format_and_chunk_size_are_refused_with_no_check(tmp_path):
@@ -99,15 +160,24 @@ def test_a_format_unknown_to_this_client_is_refused_before_any_blob_is_read(tmp_
     meta["format"] = 4
     (root / REPO_META_KEY).write_text(json.dumps(meta))
     blobs = _blob_files(root)
-    for args in (
+    for args in _refused_commands(tmp_path, src):
+        one_line_error(_aim(tmp_path, *args), 7, "storage format 4", "upgrade aim_cli")
+    assert not (tmp_path / "out").exists() and _blob_files(root) == blobs
+    assert (root / manifest_key("m", "v1")).exists() and (root / summary_key("m", "v1")).exists()
+
+
+def _refused_commands(tmp_path: Path, src: Path) -> list[list]:
+    """What a client refuses in a repository of a format it does not know, before it reads a
+    blob, writes one, touches DEST or deletes anything."""
+    return [
         ["model", "pull", "r", "m", tmp_path / "out"],
         ["model", "verify", "r", "m"],
         ["repo", "check", "r", "--read-data"],
         ["repo", "gc", "r"],
         ["model", "push", "r", "m", src, "--tag", "v2"],
-    ):
-        one_line_error(_aim(tmp_path, *args), 7, "storage format 4", "upgrade aim_cli")
-    assert not (tmp_path / "out").exists() and _blob_files(root) == blobs
+        ["model", "delete-version", "r", "m", "--tag", "v1"],
+        ["model", "delete", "r", "m", "--yes"],
+    ]
 
 
 def test_format_1_repositories_keep_raw_blobs_and_summaries_older_clients_read(tmp_path):
@@ -128,8 +198,9 @@ def test_format_1_repositories_keep_raw_blobs_and_summaries_older_clients_read(t
     ok(_aim(tmp_path, "repo", "check", "old", "--read-data"))
 
 
-def test_format_2_reports_stored_bytes_beside_raw_bytes(tmp_path):
-    root = _create(tmp_path, "new")
+@pytest.mark.parametrize("storage_format", ["2", "3"])
+def test_formats_2_and_3_report_stored_bytes_beside_raw_bytes(tmp_path, storage_format):
+    root = _create(tmp_path, "new", "--format", storage_format)
     src = make_mixed_model(tmp_path / "src")
     (src / "notes.txt").write_bytes(b"the same line of text, again and again\n" * 20_000)  # compressible
     pushed = json.loads(ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1", "--json")).stdout)
@@ -144,7 +215,7 @@ def test_format_2_reports_stored_bytes_beside_raw_bytes(tmp_path):
     assert version["stored_size"] == stored
     info = json.loads(ok(_aim(tmp_path, "model", "info", "new", "m", "--json")).stdout)
     assert (info["format"], info["distinct_size"], info["stored_size"], info["missing_blobs"]) == (
-        2,
+        int(storage_format),
         sum(chunks.values()),
         stored,
         0,
@@ -161,7 +232,7 @@ def test_format_2_reports_stored_bytes_beside_raw_bytes(tmp_path):
 def test_a_manifest_is_valid_in_either_format_with_the_same_digest(tmp_path):
     """The manifest names raw chunks: its exact bytes, put in a repository of the other format
     beside the same chunks stored that format's way, make the same version with the same digest."""
-    old, new = _create(tmp_path, "old", "--format", "1"), _create(tmp_path, "new")
+    old, new = _create(tmp_path, "old", "--format", "1"), _create(tmp_path, "new", "--format", "2")
     src = make_mixed_model(tmp_path / "src")
     ok(_aim(tmp_path, "model", "push", "old", "m", src, "--tag", "v1"))
     config = str(_config_path(tmp_path))
@@ -181,7 +252,7 @@ def test_a_manifest_is_valid_in_either_format_with_the_same_digest(tmp_path):
 def _pushed_one_chunk_file(tmp_path: Path) -> tuple[Path, Path, str, int]:
     """A format 2 repository holding a mixed model: (root, source, digest and size of the one
     chunk of weights/extra.bin), for planting a bad blob in its place."""
-    root = _create(tmp_path, "new")
+    root = _create(tmp_path, "new", "--format", "2")
     src = make_mixed_model(tmp_path / "src")
     ok(_aim(tmp_path, "model", "push", "new", "m", src, "--tag", "v1"))
     manifest = json.loads((root / manifest_key("m", "v1")).read_bytes())
@@ -240,7 +311,7 @@ def test_pulling_a_version_whose_tensors_moved_reuses_them_from_dest(tmp_path):
     for tag, tensors in (("v1", big), ("v2", [tiny, *big])):
         (tmp_path / tag).mkdir()
         (tmp_path / tag / "model.safetensors").write_bytes(safetensors_bytes(tensors))
-    _create(tmp_path, "new")
+    _create(tmp_path, "new", "--format", "2")
     for tag in ("v1", "v2"):
         ok(_aim(tmp_path, "model", "push", "new", "m", tmp_path / tag, "--tag", tag))
     ok(_aim(tmp_path, "model", "pull", "new", "m", tmp_path / "out", "--tag", "v1"))

@@ -1,4 +1,4 @@
-"""Format 3 (issue 18; docs/design.md §3.1, §4) as far as it is built: `repo create --format 3`,
+"""Format 3 (issue 18; docs/design.md §3.1, §4): what `repo create` makes by default (and `--format 3`),
 its aim-repo.json parsed strictly, tensor-relative cuts end to end (push, pull, check, verify),
 plain blobs as format 2's, a delta blob (codec 4) that decodes to other bytes refused as corrupt,
 and `model copy` between formats 1, 2 and 3 keeping every manifest digest. Through the real
@@ -49,14 +49,15 @@ FORMAT_3_META = {
 
 
 # -- aim-repo.json -----------------------------------------------------------------------------------
-def test_repo_create_format_3_writes_the_pinned_parameters_and_2_stays_the_default(tmp_path):
-    assert DEFAULT_FORMAT == 2 and KNOWN_FORMATS == (1, 2, 3)
+def test_repo_create_format_3_writes_the_pinned_parameters_and_is_the_default(tmp_path):
+    assert DEFAULT_FORMAT == 3 and KNOWN_FORMATS == (1, 2, 3)
     res = ok(_aim(tmp_path, "repo", "create", "r3", "--type", "local", "--path", tmp_path / "r3", "--format", "3"))
     assert "initialised (format 3)" in res.stdout
     meta = _meta(tmp_path / "r3")
     assert meta == FORMAT_3_META and list(meta) == list(FORMAT_3_META)
     assert list(meta["tensor_chunking"]) == list(FORMAT_3_META["tensor_chunking"])
-    assert _meta(_create(tmp_path, "r2"))["format"] == 2
+    assert _meta(_create(tmp_path, "default"))["format"] == 3
+    assert _meta(_create(tmp_path, "r2", "--format", "2"))["format"] == 2
     small = json.loads(
         ok(
             _aim(

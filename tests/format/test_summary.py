@@ -263,7 +263,7 @@ def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):
     result = _push(repo, tmp_path, "v1", 1)
     stored = repo.repository.get_summary("m", "v1")
     ref = repo.repository.get_version("m", "v1")
-    # stored_size is the one field push measures rather than derives (format 2 only).
+    # stored_size is the one field push measures rather than derives (formats 2 and 3).
     assert stored == repo.repository.summary_of(ref, stored.stored_size) and stored.digest == result.digest
     expected_stored = version_bytes(repo.repository, "m", "v1")[1] if repo.format != 1 else None
     assert stored.stored_size == expected_stored

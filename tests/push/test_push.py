@@ -33,7 +33,7 @@ def test_second_version_stores_only_changed_chunks(repo, tmp_path):
     # One 4 KiB edit touches one or two chunks (avg ~1.25 MiB) and the small config.
     assert 0 < r2.new_bytes <= 2 * 4 * MiB + 8
     assert r2.dedup_ratio > 0.6
-    # new_bytes counts the chunks, new_stored_bytes what storage holds for them (format 2 encodes).
+    # new_bytes counts the chunks, new_stored_bytes what storage holds for them (formats 2 and 3 encode).
     stored = sum(p.stat().st_size for p in blob_files(tmp_path))
     assert stored == r1.new_stored_bytes + r2.new_stored_bytes
     assert len(blob_files(tmp_path)) == r1.new_chunks + r2.new_chunks

@@ -81,9 +81,9 @@ def test_create_initialises_the_prefix_and_records_the_entry(work, tmp_path, s3_
     # aim-repo.json, under the prefix and nowhere else.
     assert keys_under(s3_client, s3_bucket, "") == ["team/vision/aim-repo.json"]
     meta = json.loads(s3_client.get_object(Bucket=s3_bucket, Key="team/vision/aim-repo.json")["Body"].read())
-    # A new repository is format 2 (docs/design.md §3.1): it pins its tensor chunking and codecs too.
-    assert meta["format"] == 2 and meta["hash"] == "blake3" and meta["chunking"]["avg_size"] == 1 << 20
-    assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs"]
+    # A new repository is format 3 (docs/design.md §3.1): it pins its tensor chunking, codecs and deltas too.
+    assert meta["format"] == 3 and meta["hash"] == "blake3" and meta["chunking"]["avg_size"] == 1 << 20
+    assert list(meta) == ["format", "chunking", "hash", "tensor_chunking", "codecs", "deltas"]
 
     text = (work / "model_repos.yaml").read_text()
     assert_comments_kept(text)

@@ -52,8 +52,8 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     payload`` (its codec's bytes are blob_codec's to pin: only that it decodes is pinned here),
     and aim-repo.json records the tensor chunking and codec parameters too; format 3 the same
     keys and blobs, and its fixed tensor cuts and delta parameters."""
-    if version != 2:
-        repo.init(version=version)  # a new repository is format 2 unless asked
+    if version != 3:
+        repo.init(version=version)  # a new repository is format 3 unless asked
     src = write_model(tmp_path / "src", {"w.bin": b"hello weights", "sub/c.json": b"{}"})
     result = push(repo, "resnet", "v1.0", src)
     root = tmp_path / "repo"
