@@ -3,11 +3,12 @@ read a version take an alias wherever they take a tag (Repository.resolve_versio
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from aim_cli.api.common import ConfigArg, open_repository
+from aim_cli.api.common import ConfigArg, PathArg, open_repository
 from aim_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -48,9 +49,22 @@ class AliasInfo:
 
 
 @dataclass(frozen=True)
+class AliasStatementInfo:
+    """A signed statement of an alias entry (`alias set --sign`), stored beside it."""
+
+    index: int  # the entry it signs: the sequence number
+    signer: str  # 16 hex of the key hint
+    issued_at: str
+    expires_at: str | None  # None: no expiry
+    key: str  # where it is stored
+    created: bool  # False: this key's statement of the entry was there already
+
+
+@dataclass(frozen=True)
 class AliasSetResult:
     alias: AliasInfo  # the entry written, or the latest one when nothing changed
     changed: bool  # False: the alias already pointed at that version; nothing was written
+    statement: AliasStatementInfo | None = None  # with ``sign``: the statement of ``alias``
 
 
 @dataclass(frozen=True)
@@ -67,14 +81,69 @@ class AliasHistory:
 
 
 def alias_set(
-    repo: str, model: str, alias: str, *, tag: str, message: str = "", config: ConfigArg = None
+    repo: str,
+    model: str,
+    alias: str,
+    *,
+    tag: str,
+    message: str = "",
+    sign: PathArg | None = None,
+    password: str | None = None,
+    expires: str | timedelta | None = None,
+    now: datetime | None = None,
+    config: ConfigArg = None,
 ) -> AliasSetResult:
     """Point ``alias`` at version ``tag`` of ``model`` and the manifest digest it holds now,
     recording who, when, from what and ``message``. ConflictError (exit 4): ``alias`` is a tag,
     or another writer moved it first (AliasMovedError, naming the value that won);
-    VersionNotFoundError: no such tag."""
-    record, changed = open_repository(repo, config=config).set_alias(model, alias, tag, message=message)
-    return AliasSetResult(AliasInfo.of(record), changed)
+    VersionNotFoundError: no such tag.
+
+    ``sign``: an EC private key (PEM; ``password`` if encrypted) that signs a statement of the
+    entry (model, alias, tag, digest, the entry's index as sequence number, issued ``now``,
+    expiring after ``expires``: "30d", "12h", or a timedelta; None: never), stored beside it.
+    An alias already at ``tag`` whose latest entry has no statement by the key gets one; if it
+    has one, a new entry of the same value is written and signed (a fresh expiry)."""
+    if sign is None:
+        if expires is not None:
+            raise UsageError("--expires needs --sign", "pass --sign KEY.pem")
+        record, changed = open_repository(repo, config=config).set_alias(model, alias, tag, message=message)
+        return AliasSetResult(AliasInfo.of(record), changed)
+    return _set_signed(repo, model, alias, tag, message, sign, password, expires, now, config)
+
+
+def _set_signed(
+    repo: str,
+    model: str,
+    alias: str,
+    tag: str,
+    message: str,
+    sign: PathArg,
+    password: str | None,
+    expires: str | timedelta | None,
+    now: datetime | None,
+    config: ConfigArg,
+) -> AliasSetResult:
+    from aim_cli.errors import KeyNotFoundError
+    from aim_cli.signing import alias_statement as st
+    from aim_cli.signing.files import read_user_file
+    from aim_cli.signing.keys import SIGNER_HEX, key_hint, load_private_key
+
+    private_key = load_private_key(read_user_file(sign, "key"), password, os.fspath(sign))
+    lifetime = st.parse_expiry(expires) if isinstance(expires, str) else expires
+    if lifetime is not None and not timedelta(0) < lifetime <= st.MAX_EXPIRY:
+        raise UsageError(f"expires={lifetime} is not a lifetime of at most ten years", "pass a positive duration")
+    repository = open_repository(repo, config=config)
+    record, changed = repository.set_alias(model, alias, tag, message=message)
+    if not changed:  # already there: sign that entry, or write it again if this key signed it
+        try:
+            st.read_stored(repository, record, key_hint(private_key.public_key())[:SIGNER_HEX])
+            record, changed = repository.set_alias(model, alias, tag, message=message, again=True)
+        except KeyNotFoundError:
+            pass
+    signed = st.sign_entry(repository, record, private_key, now=now or datetime.now(UTC), expires=lifetime)
+    s = signed.statement
+    info = AliasStatementInfo(s.index, signed.signer, s.issued_at, s.expires_at, signed.key, signed.created)
+    return AliasSetResult(AliasInfo.of(record), changed, info)
 
 
 def alias_delete(repo: str, model: str, alias: str, *, message: str = "", config: ConfigArg = None) -> AliasInfo:

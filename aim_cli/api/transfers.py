@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
-from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository, resolve
+from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository
 from aim_cli.defaults import DEFAULT_JOBS
-from aim_cli.errors import UsageError
+from aim_cli.errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no pull, `pull` no push
-    from aim_cli.config import Config
+    from datetime import datetime
+
+    from aim_cli.config import Config, RepoConfig
     from aim_cli.copy import CopyResult
     from aim_cli.diff import DiffResult
     from aim_cli.progress import Progress
@@ -21,6 +24,7 @@ if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no 
     from aim_cli.push import PushResult
     from aim_cli.push_plan import PushPlan
     from aim_cli.repository import Repository
+    from aim_cli.signing.alias_state import SeenKey, SequenceState
 
 
 # -- transfers ---------------------------------------------------------------------------------------
@@ -156,16 +160,19 @@ def plan_pull(
     delete: bool = False,
     require_signature: PathArg | None = None,
     cache_dir: PathArg | None = None,
+    alias: str | None = None,
+    now: datetime | None = None,
 ) -> PullPlan:
     """What ``pull`` with the same arguments would do, having created or changed nothing: the
     ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints).
-    ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``)."""
+    ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``). A signed
+    alias is checked as ``pull`` checks it; no sequence number is recorded."""
     from aim_cli.pull import pipeline
 
-    _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
-    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
+    signed = _SignedPull(cfg, repo, model, dest, require_signature, now)
+    tag, digest = signed.pin(repository, tag, alias, digest)
     return pipeline.dry_run(
         repository,
         model,
@@ -200,6 +207,8 @@ def pull(
     delete: bool = ...,
     dry_run: Literal[False] = ...,
     require_signature: PathArg | None = ...,
+    alias: str | None = ...,
+    now: datetime | None = ...,
 ) -> PullResult: ...
 
 
@@ -221,6 +230,8 @@ def pull(
     delete: bool = ...,
     dry_run: Literal[True],
     require_signature: PathArg | None = ...,
+    alias: str | None = ...,
+    now: datetime | None = ...,
 ) -> PullPlan: ...
 
 
@@ -241,6 +252,8 @@ def pull(
     delete: bool = False,
     dry_run: bool = False,
     require_signature: PathArg | None = None,
+    alias: str | None = None,
+    now: datetime | None = None,
 ) -> PullResult | PullPlan:
     """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
 
@@ -250,6 +263,8 @@ def pull(
     files of ``dest`` (within the patterns) that the version does not hold. ``require_signature``:
     a public key (PEM) whose signature (either kind) must cover exactly the version's files,
     checked before anything is written; the pull is then pinned to the verified manifest's digest.
+    For an alias (``tag``, or ``alias``, "latest" without either) the key's statement of it must
+    hold too (§12): exit 5 if missing, expired at ``now`` or older than one seen before.
     ``dry_run=True`` is deprecated: it returns ``plan_pull(...)``'s plan."""
     if dry_run:
         warnings.warn(
@@ -269,19 +284,21 @@ def pull(
             exclude=exclude,
             delete=delete,
             require_signature=require_signature,
+            alias=alias,
+            now=now,
         )
     from aim_cli.pull import pipeline
 
-    _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
-    tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
+    signed = _SignedPull(cfg, repo, model, dest, require_signature, now)
+    tag, digest = signed.pin(repository, tag, alias, digest, record=True)
     cache = None
     if cache_dir:
         from aim_cli.pull.cache import ChunkCache
 
         cache = ChunkCache(cache_dir)
-    return pipeline.pull(
+    result = pipeline.pull(
         repository,
         model,
         dest,
@@ -296,6 +313,8 @@ def pull(
         exclude=exclude,
         delete=delete,
     )
+    signed.record_in_dest()
+    return result
 
 
 def _local_roots(cfg: Config) -> list[str]:
@@ -303,32 +322,79 @@ def _local_roots(cfg: Config) -> list[str]:
     return [r.path for r in cfg.repos.values() if r.type == "local"]
 
 
-def _refuse_tagless_signed(tag: str | None, require_signature: PathArg | None) -> None:
-    """A signed pull names its version: "the newest" is derived from what anyone who can write the
-    repository controls (deleting the newer version rolls it back), and a signature on an older
-    version is still valid. So ``require_signature`` without a tag is a UsageError (exit 2)."""
-    if require_signature is not None and tag is None:
-        raise UsageError(
-            "--require-signature needs --tag: which version is the newest is not something a signature covers",
-            "pass --tag TAG (the version the signer signed); `aim_cli model versions` lists them",
+class _SignedPull:
+    """A pull's version when it names an alias or requires a signature (signing/alias_pull.py),
+    and the sequence numbers it accepted, recorded in the per-user state file at once and in
+    DEST/.aim once the pull is done."""
+
+    def __init__(
+        self, cfg: Config, repo: str, model: str, dest: PathArg, key: PathArg | None, now: datetime | None
+    ) -> None:
+        self.cfg, self.repo, self.model, self.dest, self.key, self.now = cfg, repo, model, dest, key, now
+        self.accepted: tuple[SeenKey, int] | None = None
+
+    def states(self) -> list[SequenceState]:
+        from aim_cli.pull.layout import WORK_DIR
+        from aim_cli.signing.alias_state import SequenceState, user_state_dir
+
+        user = SequenceState(user_state_dir(), "the per-user state file")
+        return [user, SequenceState(Path(self.dest) / WORK_DIR, "DEST's state file", nofollow=True)]
+
+    def pin(
+        self, repository: Repository, tag: str | None, alias: str | None, digest: str | None, *, record: bool = False
+    ) -> tuple[str | None, str | None]:
+        if self.key is None:
+            return _pin_alias(repository, self.model, tag, alias, digest)
+        from datetime import UTC, datetime
+
+        from aim_cli.signing.alias_pull import pin_signed
+        from aim_cli.signing.files import read_user_file
+        from aim_cli.signing.keys import load_public_key
+
+        key = load_public_key(read_user_file(self.key, "public key"), os.fspath(self.key))
+        states = self.states()
+        pinned = pin_signed(
+            repository,
+            _repository_id(self.cfg.repo(self.repo)),
+            self.model,
+            key,
+            tag=tag,
+            alias=alias,
+            digest=digest,
+            states=states,
+            now=self.now or datetime.now(UTC),
         )
+        if record and pinned.seen_key is not None and pinned.accepted is not None:
+            self.accepted = (pinned.seen_key, pinned.accepted.index)
+            states[0].record(dict([self.accepted]))
+        return pinned.tag, pinned.digest
+
+    def record_in_dest(self) -> None:
+        if self.accepted is not None:
+            self.states()[1].record(dict([self.accepted]))
 
 
-def _pin_signed(
-    repository: Repository, model: str, tag: str | None, digest: str | None, require_signature: PathArg | None
+def _pin_alias(
+    repository: Repository, model: str, tag: str | None, alias: str | None, digest: str | None
 ) -> tuple[str | None, str | None]:
-    """With ``require_signature``: verify a signature by that key before anything is written, and
-    pin the pull to the verified manifest (its tag and digest). Otherwise (tag, digest) as given."""
-    if require_signature is None:
+    """(tag, digest) as given, or, for ``alias``, the version it names (never a tag)."""
+    if alias is None:
         return tag, digest
-    from aim_cli.signing.files import read_user_file
-    from aim_cli.signing.keys import load_public_key
-    from aim_cli.signing.verify import verify_version_signature
-
-    key = load_public_key(read_user_file(require_signature, "public key"), os.fspath(require_signature))
-    ref = resolve(repository, model, tag, digest)
-    verify_version_signature(repository, ref, key)
+    if tag is not None:
+        raise UsageError("--tag and --alias both name a version", "pass one of them")
+    ref = repository.alias_target(repository.get_alias(model, alias))
+    if digest is not None and ref.digest != digest.lower():
+        raise IntegrityError(
+            f"alias {alias!r} of model {model!r} names digest {ref.digest}, not the pinned {digest.lower()}",
+            "the alias is not at the version you pinned; nothing was downloaded",
+        )
     return ref.manifest.tag, ref.digest
+
+
+def _repository_id(repo_cfg: RepoConfig) -> str:
+    """What identifies a repository in the sequence state: its storage, not its name in the config."""
+    where = f"{repo_cfg.type}:{repo_cfg.path}"
+    return f"{where}@{repo_cfg.endpoint_url}" if repo_cfg.endpoint_url else where
 
 
 # -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -----------------------

@@ -104,7 +104,7 @@ def _stray_why(vk: VersionKey, unreadable: str | None) -> str:
     if in_aliases(vk.key):
         return (
             "not an alias entry aim_cli wrote (those are models/<model>/aliases/<alias>/<n>.json, with valid names "
-            "and n without leading zeros); remove it from the storage by hand"
+            "and n without leading zeros, and <n>.<signer>.sig, signer 16 hex); remove it from the storage by hand"
         )
     what = "not a version aim_cli wrote" + (f" ({unreadable})" if unreadable else ", though it parses as a manifest")
     if vk.model is None:

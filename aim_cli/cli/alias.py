@@ -34,18 +34,46 @@ def _entry_line(e) -> str:
 @click.argument("alias_name", metavar="ALIAS")
 @click.option("--tag", "-t", required=True, help="The version the alias names.", shell_complete=completion.tags)
 @click.option("--message", "-m", default="", help="Why, recorded in the alias's history.")
+@click.option(
+    "--sign",
+    "sign_key",
+    metavar="KEY.pem",
+    help="Sign a statement of the entry with this EC private key (pull --require-signature checks it).",
+)
+@click.option("--expires", metavar="DURATION", help="With --sign: the statement expires after this (30d, 12h, 90m).")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the key's password (else a prompt).")
 @json_option
-def alias_set(repo_name, model_name, alias_name, tag, message, as_json):
+def alias_set(repo_name, model_name, alias_name, tag, message, sign_key, expires, password_env, as_json):
     """Point ALIAS of MODEL at version --tag (and its manifest digest). Exit 4 if ALIAS is a tag,
-    or if someone else moved it meanwhile (the message says to what)."""
-    r = api().alias_set(repo_name, model_name, alias_name, tag=tag, message=message, config=config())
+    or if someone else moved it meanwhile (the message says to what). With --sign, a signed
+    statement of the entry is stored beside it (an alias already there signed by the key gets a
+    new entry, so a new expiry)."""
+    from aim_cli.cli.signatures import key_password
+
+    r = api().alias_set(
+        repo_name,
+        model_name,
+        alias_name,
+        tag=tag,
+        message=message,
+        sign=sign_key,
+        password=key_password(sign_key, password_env) if sign_key else None,
+        expires=expires,
+        config=config(),
+    )
     if as_json:
         out_json(asdict(r))
-    elif r.changed:
+        return
+    if r.changed:
         was = f" (was {r.alias.previous_tag})" if r.alias.previous_tag else ""
         out(f"alias {alias_name} of {model_name} -> {tag}{was}, digest {r.alias.digest}; entry {r.alias.index}")
     else:
         out(f"alias {alias_name} of {model_name} already points at {tag}, nothing written")
+    s = r.statement
+    if s is not None:
+        until = f"expires {s.expires_at}" if s.expires_at else "no expiry"
+        verb = "signed" if s.created else "already signed"
+        out(f"{verb} entry {s.index} of {alias_name}: signer {s.signer}, {until}")
 
 
 @alias.command("list")
@@ -122,7 +150,8 @@ class _Stderr(logging.Handler):
 
 def show_resolutions() -> None:
     """Show, on stderr, each alias a command resolves (repository/aliases.py logs it at INFO)."""
-    logger = logging.getLogger("aim_cli.repository.aliases")
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        logger.addHandler(_Stderr())
-    logger.setLevel(logging.INFO)
+    for name in ("aim_cli.repository.aliases", "aim_cli.signing.alias_pull"):  # the latter: signed aliases
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(_Stderr())
+        logger.setLevel(logging.INFO)

@@ -151,7 +151,14 @@ def model_push(
 @click.option(
     "--require-signature",
     metavar="KEY.pub",
-    help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version. Needs --tag.",
+    help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version, and, for "
+    "an alias, the key signed its latest entry (not expired, not older than one seen before).",
+)
+@click.option(
+    "--alias",
+    "alias_name",
+    metavar="NAME",
+    help="Version to pull: this alias, never a tag. A signed pull without --tag takes the alias 'latest'.",
 )
 @jobs_option
 @quiet_option
@@ -169,6 +176,7 @@ def model_pull(
     delete,
     dry_run,
     require_signature,
+    alias_name,
     jobs,
     quiet,
     as_json,
@@ -187,6 +195,7 @@ def model_pull(
         exclude=exclude,
         delete=delete,
         require_signature=require_signature,
+        alias=alias_name,
     )
     if dry_run:
         plan = api().plan_pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)

@@ -91,7 +91,7 @@ def model_sign(
         model_name,
         tag=tag,
         key=key,
-        password=_key_password(key, password_env),
+        password=key_password(key, password_env),
         sha256=sha256,
         certificate=certificate,
         certificate_chain=certificate_chain,
@@ -106,7 +106,7 @@ def model_sign(
     out(f"{verb} {r.model}:{r.tag}: signer {r.hint} ({r.kind}, {r.method} method)")
 
 
-def _key_password(key: str | None, password_env: str | None) -> str | None:
+def key_password(key: str | None, password_env: str | None) -> str | None:
     """--password-env's variable, else a prompt for an encrypted key (a script gets an error)."""
     if password_env:
         if password_env not in os.environ:

@@ -7,6 +7,7 @@ where each stored object lives, and what a stored key names. Pure functions and 
     models/<model>/summaries/<tag>.json         its summary (summary.py): what listings read
     models/<model>/signatures/<tag>/<hint>.sig  one signer's signature of the version
     models/<model>/aliases/<alias>/<n>.json     entry n (1, 2, ...) of an alias's history (alias.py)
+    models/<model>/aliases/<alias>/<n>.<signer>.sig  one signer's signed statement of entry n
     locks/<id>.json                             gc/push leases
     edges/<b[0:2]>/<b>/<d>                      empty: blob d is (about to be) a delta against blob b (format 3)
 
@@ -19,6 +20,7 @@ by its exact name; gc keeps the blobs it names if it parses as a manifest and re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from aim_cli.format import manifest as mf
@@ -128,6 +130,13 @@ def alias_entry_key(model: str, alias: str, index: int) -> str:
     return f"{alias_prefix(model, alias)}{index}{MANIFEST_SUFFIX}"
 
 
+def alias_statement_key(model: str, alias: str, index: int, signer: str) -> str:
+    """``models/<model>/aliases/<alias>/<index>.<signer>.sig``: a signer's signed statement of
+    entry ``index`` (signing/alias_statement.py), beside the entry, created exclusively;
+    ``signer`` is the 16 hex of the key hint, as a version signature's name."""
+    return f"{alias_prefix(model, alias)}{index}.{signer}{SIGNATURE_SUFFIX}"
+
+
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
 #: ("locks" is leases.py's directory; "*" is every model.)
 WRITE_DIRS = (
@@ -208,6 +217,30 @@ class AliasKey:
     index: int
 
 
+@dataclass(frozen=True)
+class AliasStatementKey:
+    """``models/<model>/aliases/<alias>/<index>.<signer>.sig`` with valid names, a canonical index
+    and a 16-hex signer: a signed statement of an alias entry, never a stray, never a version."""
+
+    key: str
+    model: str
+    alias: str
+    index: int
+    signer: str
+
+
+_SIGNER = re.compile(r"[0-9a-f]{16}")
+
+
+def _alias_statement(parts: list[str], key: str) -> AliasStatementKey | None:
+    index_text, _, rest = parts[3].partition(".")
+    signer = rest[: -len(SIGNATURE_SUFFIX)] if rest.endswith(SIGNATURE_SUFFIX) else ""
+    index = _alias_index(index_text + MANIFEST_SUFFIX)
+    if index is None or not _SIGNER.fullmatch(signer):
+        return None
+    return AliasStatementKey(key, parts[0], parts[2], index, signer)
+
+
 def _alias_index(name: str) -> int | None:
     """The index that ``<index>.json`` names: decimal, no sign, no leading zero, 1..MAX_INDEX."""
     digits = name[: -len(MANIFEST_SUFFIX)] if name.endswith(MANIFEST_SUFFIX) else ""
@@ -217,7 +250,7 @@ def _alias_index(name: str) -> int | None:
     return index if index <= MAX_ALIAS_INDEX else None
 
 
-def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey | AliasKey:
+def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey | AliasKey | AliasStatementKey:
     """A key below ``models/``: a summary's, a signature's or an alias entry's, else a version's
     or a stray (``parse_version_key``)."""
     parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
@@ -225,6 +258,9 @@ def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey | AliasK
         index = _alias_index(parts[3])
         if index is not None:
             return AliasKey(key, parts[0], parts[2], index)
+        statement = _alias_statement(parts, key)
+        if statement is not None:
+            return statement
     if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
         model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
         if valid_name(model) and valid_name(tag):

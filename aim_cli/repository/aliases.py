@@ -25,7 +25,15 @@ from aim_cli.errors import (
     VersionNotFoundError,
 )
 from aim_cli.format import alias as al
-from aim_cli.format.layout import MODELS, AliasKey, alias_entry_key, alias_prefix, aliases_prefix
+from aim_cli.format.layout import (
+    MODELS,
+    AliasKey,
+    AliasStatementKey,
+    alias_entry_key,
+    alias_prefix,
+    alias_statement_key,
+    aliases_prefix,
+)
 from aim_cli.names import check_name
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.parallel import map_parallel
@@ -178,6 +186,21 @@ class Aliases:
             before = record
         return History(model, alias, records, problems, indices[-1])
 
+    # -- signed statements of entries (signing/alias_statement.py) --------------------------------
+    def put_statement(self, model: str, alias: str, index: int, signer: str, data: bytes) -> bool:
+        """Store a signer's statement of entry ``index`` beside it, only if absent (an exclusive
+        create, as the entry): False when one is there already."""
+        return self.backend.put_if_absent(alias_statement_key(model, alias, index, signer), data)
+
+    def get_statement(self, model: str, alias: str, index: int, signer: str, *, max_size: int) -> bytes:
+        """A signer's statement of entry ``index``, read within ``max_size`` (ObjectTooLargeError
+        past it); KeyNotFoundError when there is none."""
+        return self.backend.get(alias_statement_key(model, alias, index, signer), max_size=max_size)
+
+    def iter_statement_keys(self) -> Iterator[AliasStatementKey]:
+        """Every signed statement of an alias entry in the repository, for `repo check`."""
+        return (k for k in self.keys.model_keys(MODELS) if isinstance(k, AliasStatementKey))
+
     def pointing_at(self, model: str, tag: str) -> list[al.AliasRecord]:
         """The aliases of ``model`` currently set to ``tag`` (whatever digest they name)."""
         return [r for r in self.list_aliases(model) if r.tag == tag]
@@ -250,16 +273,18 @@ class Aliases:
         message: str = "",
         at: str | None = None,
         by: str | None = None,
+        again: bool = False,
     ) -> tuple[al.AliasRecord, bool]:
         """Point the alias at ``target`` (tag, manifest digest), or unset it (None): create the
         next entry exclusively. Returns (the entry, whether it was written): an alias already at
-        ``target`` gets no entry. Unsetting an alias that is not set is NotFoundError; another
+        ``target`` gets no entry, unless ``again`` (a new signed statement of the same value).
+        Unsetting an alias that is not set is NotFoundError; another
         writer's entry in between is AliasMovedError (exit 4) naming the value that won."""
         latest = self.latest(model, alias)
         now = latest.target if latest is not None else None
         if target is None and now is None:
             self.get(model, alias)  # raises: not set
-        if target is not None and now == target:
+        if target is not None and now == target and not again:
             assert latest is not None
             return latest, False
         record = al.AliasRecord(
@@ -296,7 +321,15 @@ class Aliases:
         return record, True
 
     def set_alias(
-        self, model: str, alias: str, tag: str, *, message: str = "", at: str | None = None, by: str | None = None
+        self,
+        model: str,
+        alias: str,
+        tag: str,
+        *,
+        message: str = "",
+        at: str | None = None,
+        by: str | None = None,
+        again: bool = False,
     ) -> tuple[al.AliasRecord, bool]:
         """Point ``alias`` at ``tag`` and the manifest digest it holds now (``append``). A name
         that is a tag is refused (ConflictError: an alias never shadows a tag); so is a tag
@@ -311,7 +344,7 @@ class Aliases:
                 "choose another alias name; an alias never shadows a tag",
             )
         ref = self.versions.get_version(model, tag)
-        return self.append(model, alias, (tag, ref.digest), at=at, by=by, message=message)
+        return self.append(model, alias, (tag, ref.digest), at=at, by=by, message=message, again=again)
 
     def delete_alias(
         self, model: str, alias: str, *, message: str = "", at: str | None = None, by: str | None = None

@@ -14,6 +14,7 @@ from aim_cli.format import manifest as mf
 from aim_cli.format.layout import (
     MANIFEST_SUFFIX,
     AliasKey,
+    AliasStatementKey,
     SignatureKey,
     SummaryKey,
     VersionKey,
@@ -167,6 +168,6 @@ class Deletion:
         deleted = Deleted([vk.tag or vk.name for vk in versions], self._chunks_named(versions))
         # Signatures first, then summaries, then manifests: a delete killed midway leaves a
         # version unsigned or unsummarised, never a signature or summary without its version.
-        self.backend.delete_many([k.key for k in keys if isinstance(k, (SignatureKey, AliasKey))])
+        self.backend.delete_many([k.key for k in keys if isinstance(k, (SignatureKey, AliasKey, AliasStatementKey))])
         self.backend.delete_many([k.key for k in keys if isinstance(k, SummaryKey)] + [vk.key for vk in versions])
         return deleted

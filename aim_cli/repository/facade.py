@@ -31,7 +31,14 @@ from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.alias import AliasRecord
-from aim_cli.format.layout import MAX_SIGNATURE_BYTES, WRITE_DIRS, AliasKey, SignatureKey, VersionKey
+from aim_cli.format.layout import (
+    MAX_SIGNATURE_BYTES,
+    WRITE_DIRS,
+    AliasKey,
+    AliasStatementKey,
+    SignatureKey,
+    VersionKey,
+)
 from aim_cli.format.repo_format import DEFAULT_FORMAT, RepoFormat
 from aim_cli.repository.aliases import Aliases, History
 from aim_cli.repository.blobs import Blobs
@@ -245,9 +252,20 @@ class Repository:
 
     # -- aliases (aliases.py) ----------------------------------------------------------------------
     def set_alias(
-        self, model: str, alias: str, tag: str, *, message: str = "", at: str | None = None, by: str | None = None
+        self,
+        model: str,
+        alias: str,
+        tag: str,
+        *,
+        message: str = "",
+        at: str | None = None,
+        by: str | None = None,
+        again: bool = False,
     ) -> tuple[AliasRecord, bool]:
-        return self._aliases.set_alias(model, alias, tag, message=message, at=at, by=by)
+        return self._aliases.set_alias(model, alias, tag, message=message, at=at, by=by, again=again)
+
+    def latest_alias_entry(self, model: str, alias: str) -> AliasRecord | None:
+        return self._aliases.latest(model, alias)
 
     def delete_alias(
         self, model: str, alias: str, *, message: str = "", at: str | None = None, by: str | None = None
@@ -271,6 +289,15 @@ class Repository:
 
     def iter_alias_keys(self) -> Iterator[AliasKey]:
         return self._aliases.iter_alias_keys()
+
+    def put_alias_statement(self, model: str, alias: str, index: int, signer: str, data: bytes) -> bool:
+        return self._aliases.put_statement(model, alias, index, signer, data)
+
+    def get_alias_statement(self, model: str, alias: str, index: int, signer: str, *, max_size: int) -> bytes:
+        return self._aliases.get_statement(model, alias, index, signer, max_size=max_size)
+
+    def iter_alias_statement_keys(self) -> Iterator[AliasStatementKey]:
+        return self._aliases.iter_statement_keys()
 
     def refuse_tag_is_alias(self, model: str, tag: str) -> None:
         self._aliases.refuse_tag_is_alias(model, tag)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.errors import IntegrityError, ObjectTooLargeError, VersionNotFoundError
 from aim_cli.format import manifest as mf
-from aim_cli.format.layout import AliasKey, SignatureKey, SummaryKey, VersionKey, parse_model_key
+from aim_cli.format.layout import AliasKey, AliasStatementKey, SignatureKey, SummaryKey, VersionKey, parse_model_key
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ class StoredKeys:
         self.backend = backend
         self.name = name
 
-    def model_keys(self, prefix: str) -> Iterator[VersionKey | SummaryKey | SignatureKey | AliasKey]:
+    def model_keys(
+        self, prefix: str
+    ) -> Iterator[VersionKey | SummaryKey | SignatureKey | AliasKey | AliasStatementKey]:
         """Every object below ``prefix`` (in ``models/``), parsed. A link or special file there
         raises DamagedStorageError (backends)."""
         for key, _ in self.model_entries(prefix):
@@ -36,7 +38,7 @@ class StoredKeys:
 
     def model_entries(
         self, prefix: str
-    ) -> Iterator[tuple[VersionKey | SummaryKey | SignatureKey | AliasKey, ObjectInfo]]:
+    ) -> Iterator[tuple[VersionKey | SummaryKey | SignatureKey | AliasKey | AliasStatementKey, ObjectInfo]]:
         """As ``model_keys``, each key with what the listing says of its object (its modification
         time: the newest version is cross-checked with it, versions.py)."""
         for info in list_objects(self.backend, prefix):

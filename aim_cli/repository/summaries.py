@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 from aim_cli.errors import DamagedStorageError, IntegrityError, KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.format import summary as sm
-from aim_cli.format.layout import MODELS, AliasKey, SignatureKey, SummaryKey, manifest_key, model_prefix, summary_key
+from aim_cli.format.layout import (
+    MODELS,
+    AliasKey,
+    AliasStatementKey,
+    SignatureKey,
+    SummaryKey,
+    manifest_key,
+    model_prefix,
+    summary_key,
+)
 from aim_cli.names import check_name
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.parallel import map_parallel
@@ -69,7 +78,7 @@ class Summaries:
         tags: dict[str, float | None] = {}
         summarised: set[str] = set()
         for key, info in self.keys.model_entries(model_prefix(check_name("model", model))):
-            if isinstance(key, (SignatureKey, AliasKey)):
+            if isinstance(key, (SignatureKey, AliasKey, AliasStatementKey)):
                 continue
             if isinstance(key, SummaryKey):
                 summarised.add(key.tag)
@@ -136,7 +145,7 @@ class Summaries:
         key to the summary of the manifest that the caller read already, sparing a second read."""
         manifests, summaries = set(), []
         for key in self.keys.model_keys(MODELS):
-            if isinstance(key, (SignatureKey, AliasKey)):
+            if isinstance(key, (SignatureKey, AliasKey, AliasStatementKey)):
                 continue
             if isinstance(key, SummaryKey):
                 summaries.append(key)

@@ -58,11 +58,15 @@ class Bundle:
 
 # -- making a bundle ----------------------------------------------------------------------------------
 def sign_payload(
-    private_key: ec.EllipticCurvePrivateKey, payload: bytes, certificates: Sequence[x509.Certificate] = ()
+    private_key: ec.EllipticCurvePrivateKey,
+    payload: bytes,
+    certificates: Sequence[x509.Certificate] = (),
+    payload_type: str = PAYLOAD_TYPE,
 ) -> bytes:
     """The bundle JSON exactly as model_signing writes it (compact, its key order): key method
-    without ``certificates``, certificate method (leaf first, then the chain) with them."""
-    sig = ecdsa_sign(private_key, payload)
+    without ``certificates``, certificate method (leaf first, then the chain) with them.
+    ``payload_type``: an alias statement's own type (signing/alias_statement.py)."""
+    sig = ecdsa_sign(private_key, payload, payload_type)
     if certificates:
         chain = [{"rawBytes": _b64(c.public_bytes(serialization.Encoding.DER))} for c in certificates]
         material = {"x509CertificateChain": {"certificates": chain}, "tlogEntries": []}
@@ -73,7 +77,7 @@ def sign_payload(
         "verificationMaterial": material,
         "dsseEnvelope": {
             "payload": _b64(payload),
-            "payloadType": PAYLOAD_TYPE,
+            "payloadType": payload_type,
             "signatures": [{"sig": _b64(sig), "keyid": ""}],
         },
     }
@@ -94,8 +98,10 @@ def _unb64(text: str, where: str) -> bytes:
         raise malformed(f"{where} is not base64") from None
 
 
-def parse_bundle(data: bytes, *, max_size: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """The bundle's parts, with its structure checked; IntegrityError for anything else."""
+def parse_bundle(data: bytes, *, max_size: int = MAX_BUNDLE_BYTES, payload_type: str = PAYLOAD_TYPE) -> Bundle:
+    """The bundle's parts, with its structure checked; IntegrityError for anything else. Its
+    envelope must carry ``payload_type``: a version's signature and an alias statement are
+    never taken for each other."""
     if len(data) > max_size:
         raise malformed(f"{len(data)} bytes, more than the {max_size} a signature of this version can take")
     doc = load_json(data, "the bundle")
@@ -103,8 +109,8 @@ def parse_bundle(data: bytes, *, max_size: int = MAX_BUNDLE_BYTES) -> Bundle:
         raise malformed(f"media type is not {BUNDLE_MEDIA_TYPE}")
     material = field(doc, "verificationMaterial", dict, "bundle")
     envelope = field(doc, "dsseEnvelope", dict, "bundle")
-    if field(envelope, "payloadType", str, "dsseEnvelope") != PAYLOAD_TYPE:
-        raise malformed(f"payload type is not {PAYLOAD_TYPE}")
+    if field(envelope, "payloadType", str, "dsseEnvelope") != payload_type:
+        raise malformed(f"payload type is not {payload_type}")
     payload = _unb64(field(envelope, "payload", str, "dsseEnvelope"), "dsseEnvelope.payload")
     signatures = field(envelope, "signatures", list, "dsseEnvelope")
     if len(signatures) != 1:

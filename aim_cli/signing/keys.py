@@ -88,24 +88,25 @@ def stored_hint(signer: str, kind: str) -> str:
 
 
 # -- ECDSA over the DSSE envelope ---------------------------------------------------------------------
-def pae(payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding of an in-toto payload (what is signed)."""
-    return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding of a payload (what is signed): the payload type is
+    signed too, so a signature of one type never verifies as another's."""
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(payload), payload)
 
 
 def _ecdsa(public_key) -> ec.ECDSA:
     return ec.ECDSA(_CURVE_HASH[public_key.curve.name]())
 
 
-def ecdsa_sign(private_key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:
+def ecdsa_sign(private_key: ec.EllipticCurvePrivateKey, payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """The DSSE signature of ``payload``: ECDSA over its PAE, the hash chosen by the curve."""
-    return private_key.sign(pae(payload), _ecdsa(private_key.public_key()))
+    return private_key.sign(pae(payload, payload_type), _ecdsa(private_key.public_key()))
 
 
-def ecdsa_verify(public_key, signature: bytes, payload: bytes) -> None:
+def ecdsa_verify(public_key, signature: bytes, payload: bytes, payload_type: str = PAYLOAD_TYPE) -> None:
     """IntegrityError unless ``signature`` is ``public_key``'s DSSE signature of ``payload``."""
     try:
-        public_key.verify(signature, pae(payload), _ecdsa(public_key))
+        public_key.verify(signature, pae(payload, payload_type), _ecdsa(public_key))
     except crypto_exceptions.InvalidSignature:
         raise IntegrityError(
             "the ECDSA signature does not match the payload (the bundle was altered or made by another key)",
