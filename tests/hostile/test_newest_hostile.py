@@ -5,9 +5,10 @@ that makes the newest version look older (its summary's created_at set to 2020) 
 tag-less `model pull`, `model info` or `model verify` use an older version: the listing's own
 modification times point at the newer manifest, which is read, and its summary's disagreement
 is damage (exit 5). An order difference alone (a copy, clock skew, S3's 1-second LastModified)
-is not. A tag-less `pull --require-signature` is refused (exit 2): "the newest" is not something
-a signature covers. Through the console script on the local backend and on S3 (the ``repo``
-fixture), and a hypothesis property over listing orders and lies on the local backend.
+is not. A tag-less `pull --require-signature` never takes "the newest", which no signature covers:
+it takes the signed alias `latest`, and with none is refused (exit 2). Through the console
+script on the local backend and on S3 (the ``repo`` fixture), and a hypothesis property over
+listing orders and lies on the local backend.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def test_an_order_difference_alone_is_not_damage(repo, tmp_path):
 
 def test_a_signed_v1_and_an_unsigned_v2_with_a_lying_summary(repo, tmp_path):
     """v1 is validly signed, v2 is not, and v2's summary says 2020. A tag-less signed pull used to
-    verify and deliver v1; it is refused now (exit 2, pass --tag), dry run and API alike, before
-    DEST is touched, and a plain tag-less pull or verify stops on the lie (exit 5)."""
+    verify and deliver v1; with no signed alias `latest` it is refused now (exit 2, pass --tag), dry
+    run and API alike, before DEST is touched, and a plain tag-less pull or verify stops on the lie (exit 5)."""
     _push(repo, tmp_path, "v1", 1)
     _push(repo, tmp_path, "v2", 2)
     _key, pem, pub = write_keys(tmp_path / "keys")
