@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, overload
 
 from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository, resolve
-from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import UsageError
 
 if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no pull, `pull` no push
@@ -32,7 +31,7 @@ def push(
     *,
     tag: str,
     message: str = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     follow_symlinks: bool = ...,
     config: ConfigArg = ...,
     progress: Progress | None = ...,
@@ -54,7 +53,7 @@ def push(
     *,
     tag: str,
     message: str = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     follow_symlinks: bool = ...,
     config: ConfigArg = ...,
     progress: Progress | None = ...,
@@ -75,7 +74,7 @@ def push(
     *,
     tag: str,
     message: str = "",
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     follow_symlinks: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
@@ -101,6 +100,7 @@ def push(
     ``PushPlan`` (the files, their bytes, the new bytes estimated by chunking them;
     ``plan.to_json()`` is what `model push --dry-run --json` prints)."""
     repository = open_repository(repo, config=config, jobs=jobs)
+    jobs = repository.jobs
     if dry_run:
         from aim_cli.push_plan import plan_push
 
@@ -147,7 +147,7 @@ def plan_pull(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     references: Sequence[PathArg] = (),
     config: ConfigArg = None,
     progress: Progress | None = None,
@@ -165,6 +165,7 @@ def plan_pull(
     _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    jobs = repository.jobs
     tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
     return pipeline.dry_run(
         repository,
@@ -190,7 +191,7 @@ def pull(
     *,
     tag: str | None = ...,
     digest: str | None = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     references: Sequence[PathArg] = ...,
     cache_dir: PathArg | None = ...,
     config: ConfigArg = ...,
@@ -211,7 +212,7 @@ def pull(
     *,
     tag: str | None = ...,
     digest: str | None = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     references: Sequence[PathArg] = ...,
     cache_dir: PathArg | None = ...,
     config: ConfigArg = ...,
@@ -231,7 +232,7 @@ def pull(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     references: Sequence[PathArg] = (),
     cache_dir: PathArg | None = None,
     config: ConfigArg = None,
@@ -275,6 +276,7 @@ def pull(
     _refuse_tagless_signed(tag, require_signature)
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    jobs = repository.jobs
     tag, digest = _pin_signed(repository, model, tag, digest, require_signature)
     cache = None
     if cache_dir:
@@ -359,7 +361,7 @@ def copy(
     dst_repo: str,
     *,
     tags: Sequence[str] | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     dry_run: bool = False,
     delta: bool = False,
     config: ConfigArg = None,
@@ -377,4 +379,5 @@ def copy(
     cfg = get_config(config)
     source = open_repository(src_repo, config=cfg, jobs=jobs)
     dest = open_repository(dst_repo, config=cfg, jobs=jobs)
+    jobs = max(source.jobs, dest.jobs)
     return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, delta=delta, progress=progress)
