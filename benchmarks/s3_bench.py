@@ -4,6 +4,7 @@
     uv run python benchmarks/s3_bench.py --size 1GiB --jobs 16 --runs 5
     uv run python benchmarks/s3_bench.py --cli                   # time the console script instead
     uv run python benchmarks/s3_bench.py --rgw                   # also against Ceph's RADOS Gateway
+    uv run python benchmarks/s3_bench.py --link --size 1GiB      # a distant store: against rclone, restic
 
 The script starts its own S3 server, moto's, as a subprocess on 127.0.0.1 and a free port, with
 the launcher of the tests (``tests/s3_fixtures.py --serve``). It writes ``--size`` bytes of
@@ -27,6 +28,15 @@ Note: moto keeps objects in memory; buckets are emptied after each run.
 ``--rgw`` runs the same benchmark, on the same files, a second time against Ceph's RADOS Gateway
 16 (the tests' throw-away single-node cluster, ``tests/rgw.py``: one memstore OSD, so objects are
 in RAM there too) and prints one table per server and their ratio RGW / moto.
+
+``--link`` measures a cold pull from a distant store instead: moto behind the shaping proxy
+(``shaping_proxy.py``: 30 ms to an answer's first byte, 40 MB/s per connection, ``--ttfb`` and
+``--rate``), the console script ``aim_cli model pull --quiet`` (``--jobs`` if given, else its
+default) against ``rclone copy`` of the same files stored as plain objects in the same server,
+with rclone's default flags, and ``restic restore`` of a snapshot of them, each tool when
+installed; the order of the tools rotates between runs. Each side is a separate process, timed
+from its start to its exit, and its peak RSS is read from its rusage. The table reports the
+median of ``--runs`` runs; ratio = the tool's time / rclone's (below 1: faster).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from tests import rgw, s3_fixtures  # noqa: E402  (the tests' launchers of moto and Ceph RGW)
 
 AIM = Path(sys.executable).with_name("aim_cli")
@@ -296,16 +307,148 @@ class Bench:
     chunk_bytes = 0
 
 
+# -- a distant store: aim_cli against rclone and restic ----------------------------------------------------
+def timed_child(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes) of one child process, which must succeed. The RSS comes from
+    GNU time: a rusage read here would count the pages of this process that the child shared
+    between its fork and its exec."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],
+            env=env,
+            cwd=cwd,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        seconds = time.perf_counter() - started
+        return seconds, int(rss.read().split()[-1]) * 1024
+
+
+class LinkBench:
+    """The stores of one ``--link`` benchmark: aim_cli's repository (pushed unshaped), the files as
+    objects for rclone, a restic repository; then cold pulls of each through the proxy."""
+
+    def __init__(self, args, work: Path, endpoint: str, shaped: str, src: Path):
+        self.args, self.work, self.endpoint, self.shaped, self.src = args, work, endpoint, shaped, src
+        self.admin = client(endpoint, 4)
+        self.bucket = f"link-{uuid.uuid4().hex[:12]}"
+        self.admin.create_bucket(Bucket=self.bucket)
+        self.config = work / "model_repos.yaml"
+        self.tools = ["aim_cli"] + [t for t in ("rclone", "restic") if shutil.which(t)]
+        # rclone refuses a CA bundle for a plain-HTTP endpoint (its transport takes none)
+        self.env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        self.env.update(
+            RCLONE_CONFIG_BENCH_TYPE="s3",
+            RCLONE_CONFIG_BENCH_PROVIDER="Other",
+            RCLONE_CONFIG_BENCH_ENDPOINT=shaped,
+            RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="testing",
+            RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="testing",
+            RCLONE_CONFIG_BENCH_REGION="us-east-1",
+            RCLONE_CONFIG=str(work / "rclone.conf"),  # none: the remote comes from the environment
+            RESTIC_PASSWORD="bench",
+            RESTIC_CACHE_DIR=str(work / "restic-cache"),
+        )
+
+    def prepare(self) -> None:
+        """Store the data three ways, unshaped (not timed)."""
+        from aim_cli import api
+
+        self.write_config(self.endpoint)
+        api.push("bench", "m", self.src, tag="v1", config=self.config)
+        self.write_config(self.shaped)
+        if "rclone" in self.tools:
+            c = client(self.endpoint, 4)
+            for path in sorted(self.src.iterdir()):
+                c.upload_file(str(path), self.bucket, f"files/{path.name}")
+            c.close()
+        if "restic" in self.tools:
+            repo = f"s3:{self.endpoint}/{self.bucket}/restic"
+            for argv in (["restic", "-r", repo, "init"], ["restic", "-r", repo, "backup", "."]):
+                subprocess.run(argv, env=self.env, cwd=self.src, check=True, stdout=subprocess.DEVNULL)
+
+    def write_config(self, endpoint: str) -> None:
+        self.config.write_text(
+            f'repos:\n  bench: {{type: s3, path: "s3://{self.bucket}/{PREFIX}", '
+            f'endpoint_url: "{endpoint}", region: us-east-1}}\n'
+        )
+
+    def pull(self, tool: str, dest: Path) -> tuple[float, int]:
+        """One cold pull into ``dest`` (absent), through the proxy: (seconds, peak RSS)."""
+        if tool == "aim_cli":
+            jobs = ["--jobs", str(self.args.jobs)] if self.args.jobs_given else []
+            argv = [str(AIM), "--config", str(self.config), "model", "pull", "bench", "m", str(dest), "--tag", "v1"]
+            return timed_child([*argv, "--quiet", *jobs], self.env)
+        if tool == "rclone":
+            return timed_child(["rclone", "copy", f"bench:{self.bucket}/files", str(dest)], self.env)
+        repo = f"s3:{self.shaped}/{self.bucket}/restic"
+        return timed_child(["restic", "-r", repo, "restore", "latest", "--target", str(dest)], self.env)
+
+    def run(self) -> dict[str, tuple[list[float], list[int]]]:
+        results: dict[str, tuple[list[float], list[int]]] = {t: ([], []) for t in self.tools}
+        size = sum(p.stat().st_size for p in self.src.iterdir())
+        for i in range(self.args.runs):
+            order = self.tools[i % len(self.tools) :] + self.tools[: i % len(self.tools)]
+            for tool in order:
+                dest = self.work / f"pulled-{tool}"
+                shutil.rmtree(dest, ignore_errors=True)
+                seconds, rss = self.pull(tool, dest)
+                got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".aim" not in p.parts)
+                assert got == size, (tool, got, size)  # the pull was real
+                shutil.rmtree(dest)
+                results[tool][0].append(seconds)
+                results[tool][1].append(rss)
+            line = ", ".join(f"{t} {results[t][0][-1]:.2f}s" for t in order)
+            print(f"link run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
+        return results
+
+
+def link_main(args, work: Path, size: int, file_size: int) -> None:
+    import shaping_proxy
+
+    files = make_source(work / "src", size, file_size)
+    proc, endpoint = start_moto(work)
+    shaper, shaped = shaping_proxy.start(endpoint, args.ttfb, args.rate)
+    try:
+        bench = LinkBench(args, work, endpoint, shaped, work / "src")
+        bench.prepare()
+        results = bench.run()
+    finally:
+        shaper.terminate()
+        shaper.wait()
+        stop(proc)
+    jobs = f"--jobs {args.jobs}" if args.jobs_given else "default --jobs"
+    print(
+        f"cold pull of {size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB from moto behind the "
+        f"shaping proxy ({args.ttfb * 1000:.0f} ms to first byte, {args.rate / 1e6:.0f} MB/s per connection); "
+        f"aim_cli {jobs}; median of {args.runs} runs; {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    print()
+    print("| tool | seconds | MiB/s | peak RSS MB | time / rclone |")
+    print("|---|---:|---:|---:|---:|")
+    base = statistics.median(results["rclone"][0]) if "rclone" in results else None
+    for tool, (times, rss) in results.items():
+        t = statistics.median(times)
+        ratio = f"{t / base:.2f}x" if base else "n/a"
+        print(f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {max(rss) / 1e6:.0f} | {ratio} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="256MiB", help="total bytes of the model (default 256MiB)")
     ap.add_argument("--file-size", default="64MiB", help="size of each file (default 64MiB)")
-    ap.add_argument("--jobs", "-j", type=int, default=8, help="parallel transfers, both sides (default 8)")
+    ap.add_argument("--jobs", "-j", type=int, help="parallel transfers, both sides (default 8; --link: aim_cli's)")
     ap.add_argument("--runs", type=int, default=3, help="runs; the table shows the median (default 3)")
     ap.add_argument("--cli", action="store_true", help="time the console script instead of aim_cli.api")
     ap.add_argument("--rgw", action="store_true", help="also run against Ceph's RADOS Gateway (tests/rgw.py)")
+    ap.add_argument("--link", action="store_true", help="cold pull through the shaping proxy, against rclone/restic")
+    ap.add_argument("--ttfb", type=float, default=0.030, help="--link: seconds to an answer's first byte (0.03)")
+    ap.add_argument("--rate", type=float, default=40e6, help="--link: bytes/s per connection (40e6)")
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed at the end)")
     args = ap.parse_args()
+    args.jobs_given = args.jobs is not None
+    args.jobs = args.jobs or 8
     size, file_size = parse_size(args.size), parse_size(args.file_size)
 
     work = (
@@ -313,6 +456,12 @@ def main() -> None:
         if args.work
         else Path(tempfile.mkdtemp(prefix="s3bench-"))
     )
+    if args.link:
+        try:
+            link_main(args, work, size, file_size)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     results = {}
     try:
         files = make_source(work / "src", size, file_size)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from aim_cli.audit.verify import LocalReport, VersionReport
     from aim_cli.config import Config, RepoConfig
     from aim_cli.copy import CopyResult
-    from aim_cli.defaults import DEFAULT_JOBS
+    from aim_cli.defaults import DEFAULT_JOBS, DEFAULT_S3_JOBS
     from aim_cli.diff import DiffResult
     from aim_cli.optimize import OptimizeResult
     from aim_cli.progress import Progress
@@ -111,7 +111,7 @@ _HOMES = {
     "aim_cli.audit.verify": ("LocalReport", "VersionReport"),
     "aim_cli.config": ("Config", "RepoConfig"),
     "aim_cli.copy": ("CopyResult",),
-    "aim_cli.defaults": ("DEFAULT_JOBS",),
+    "aim_cli.defaults": ("DEFAULT_JOBS", "DEFAULT_S3_JOBS"),
     "aim_cli.diff": ("DiffResult",),
     "aim_cli.optimize": ("OptimizeResult",),
     "aim_cli.progress": ("Progress",),
@@ -143,6 +143,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULT_JOBS",
+    "DEFAULT_S3_JOBS",
     "AliasHistory",
     "AliasInfo",
     "AliasSetResult",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aim_cli import config as cfgmod
 from aim_cli.config import Config, RepoConfig
-from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.defaults import DEFAULT_JOBS, DEFAULT_S3_JOBS
 
 if TYPE_CHECKING:
     from aim_cli.repository import Repository, VersionRef
@@ -26,11 +26,18 @@ def get_config(config: ConfigArg = None, *, must_exist: bool = True) -> Config:
     return cfgmod.load_config(config, must_exist=must_exist)
 
 
-def open_repository(name: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> Repository:
+def default_jobs(repo_cfg: RepoConfig) -> int:
+    """``--jobs`` when not given: on S3 a ceiling the transfers adapt up to (docs/design.md §6)."""
+    return DEFAULT_S3_JOBS if repo_cfg.type == "s3" else DEFAULT_JOBS
+
+
+def open_repository(name: str, *, config: ConfigArg = None, jobs: int | None = None) -> Repository:
+    """The repository ``name``; ``jobs`` (default: ``default_jobs``) is its ``jobs``."""
     from aim_cli.backends import open_backend
     from aim_cli.repository import Repository  # the storage format, and all a repository reads with
 
     repo_cfg = get_config(config).repo(name)
+    jobs = default_jobs(repo_cfg) if jobs is None else jobs
     backend = open_backend(repo_cfg, max_connections=jobs)
     backend.check_access()
     return Repository(backend, name, jobs=jobs)

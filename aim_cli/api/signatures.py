@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aim_cli.api.common import ConfigArg, PathArg, open_repository, resolve
-from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def sign_version(
     certificate: PathArg | None = None,
     certificate_chain: Sequence[PathArg] = (),
     import_bundle: PathArg | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
 ) -> SignResult:
     """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
@@ -74,7 +73,7 @@ def verify_signature(
     public_key: PathArg | None = None,
     certificate_chain: Sequence[PathArg] = (),
     local: PathArg | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
 ) -> VerifyResult:
     """A signature by ``public_key`` (PEM), or by a certificate that ``certificate_chain`` (trust

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
 from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository
-from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no pull, `pull` no push
@@ -36,7 +35,7 @@ def push(
     *,
     tag: str,
     message: str = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     follow_symlinks: bool = ...,
     config: ConfigArg = ...,
     progress: Progress | None = ...,
@@ -58,7 +57,7 @@ def push(
     *,
     tag: str,
     message: str = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     follow_symlinks: bool = ...,
     config: ConfigArg = ...,
     progress: Progress | None = ...,
@@ -79,7 +78,7 @@ def push(
     *,
     tag: str,
     message: str = "",
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     follow_symlinks: bool = False,
     config: ConfigArg = None,
     progress: Progress | None = None,
@@ -105,6 +104,7 @@ def push(
     ``PushPlan`` (the files, their bytes, the new bytes estimated by chunking them;
     ``plan.to_json()`` is what `model push --dry-run --json` prints)."""
     repository = open_repository(repo, config=config, jobs=jobs)
+    jobs = repository.jobs
     if dry_run:
         from aim_cli.push_plan import plan_push
 
@@ -151,7 +151,7 @@ def plan_pull(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     references: Sequence[PathArg] = (),
     config: ConfigArg = None,
     progress: Progress | None = None,
@@ -171,6 +171,7 @@ def plan_pull(
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    jobs = repository.jobs
     signed = _SignedPull(cfg, repo, model, dest, require_signature, now)
     tag, digest = signed.pin(repository, tag, alias, digest)
     return pipeline.dry_run(
@@ -197,7 +198,7 @@ def pull(
     *,
     tag: str | None = ...,
     digest: str | None = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     references: Sequence[PathArg] = ...,
     cache_dir: PathArg | None = ...,
     config: ConfigArg = ...,
@@ -220,7 +221,7 @@ def pull(
     *,
     tag: str | None = ...,
     digest: str | None = ...,
-    jobs: int = ...,
+    jobs: int | None = ...,
     references: Sequence[PathArg] = ...,
     cache_dir: PathArg | None = ...,
     config: ConfigArg = ...,
@@ -242,7 +243,7 @@ def pull(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     references: Sequence[PathArg] = (),
     cache_dir: PathArg | None = None,
     config: ConfigArg = None,
@@ -291,6 +292,7 @@ def pull(
 
     cfg = get_config(config)
     repository = open_repository(repo, config=cfg, jobs=jobs)
+    jobs = repository.jobs
     signed = _SignedPull(cfg, repo, model, dest, require_signature, now)
     tag, digest = signed.pin(repository, tag, alias, digest, record=True)
     cache = None
@@ -425,7 +427,7 @@ def copy(
     dst_repo: str,
     *,
     tags: Sequence[str] | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     dry_run: bool = False,
     delta: bool = False,
     config: ConfigArg = None,
@@ -443,4 +445,5 @@ def copy(
     cfg = get_config(config)
     source = open_repository(src_repo, config=cfg, jobs=jobs)
     dest = open_repository(dst_repo, config=cfg, jobs=jobs)
+    jobs = max(source.jobs, dest.jobs)
     return transfer_copy.copy(source, dest, model, tags, jobs=jobs, dry_run=dry_run, delta=delta, progress=progress)

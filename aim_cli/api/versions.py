@@ -63,7 +63,7 @@ def list_tags(repo: str, model: str, *, config: ConfigArg = None) -> list[str]:
     return open_repository(repo, config=config).list_tags(model)
 
 
-def list_versions(repo: str, model: str, *, config: ConfigArg = None, jobs: int = DEFAULT_JOBS) -> list[VersionInfo]:
+def list_versions(repo: str, model: str, *, config: ConfigArg = None, jobs: int | None = None) -> list[VersionInfo]:
     """Oldest first. Read from the versions' summaries (one listing, then small reads on ``jobs``
     threads); a version without one gets it rebuilt from its manifest."""
     return [VersionInfo.from_summary(s) for s in open_repository(repo, config=config, jobs=jobs).list_versions(model)]
@@ -145,7 +145,7 @@ def verify_version(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> VersionReport:
@@ -153,7 +153,9 @@ def verify_version(
     from aim_cli.audit import verify
 
     repository = open_repository(repo, config=config, jobs=jobs)
-    return verify.verify_version(repository, resolve(repository, model, tag, digest), jobs=jobs, progress=progress)
+    return verify.verify_version(
+        repository, resolve(repository, model, tag, digest), jobs=repository.jobs, progress=progress
+    )
 
 
 def verify_local(
@@ -163,7 +165,7 @@ def verify_local(
     *,
     tag: str | None = None,
     digest: str | None = None,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -174,23 +176,22 @@ def verify_local(
     from aim_cli.audit import verify
 
     ref = resolve(open_repository(repo, config=config), model, tag, digest)
-    return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude)
+    return verify.verify_local(ref, directory, jobs=jobs or DEFAULT_JOBS, include=include, exclude=exclude)
 
 
 def check_repo(
     repo: str,
     *,
     read_data: bool = False,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> CheckReport:
     """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``."""
     from aim_cli.audit import check
 
-    return check.check_repo(
-        open_repository(repo, config=config, jobs=jobs), read_data=read_data, jobs=jobs, progress=progress
-    )
+    repository = open_repository(repo, config=config, jobs=jobs)
+    return check.check_repo(repository, read_data=read_data, jobs=repository.jobs, progress=progress)
 
 
 def optimize_repo(
@@ -198,7 +199,7 @@ def optimize_repo(
     *,
     models: Sequence[str] = (),
     dry_run: bool = False,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int | None = None,
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> OptimizeResult:

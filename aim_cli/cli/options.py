@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import click
 
-from aim_cli.defaults import DEFAULT_JOBS
+from aim_cli.defaults import DEFAULT_JOBS, DEFAULT_S3_JOBS
 
 jobs_option = click.option(
-    "--jobs", "-j", type=click.IntRange(1, 256), default=DEFAULT_JOBS, show_default=True, help="Parallel transfers."
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 256),
+    default=None,
+    help=f"Parallel transfers at most [default: {DEFAULT_JOBS}; S3: {DEFAULT_S3_JOBS}, adapting to the link].",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -20,7 +20,14 @@ from functools import partial
 
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.backends.s3.client import client_config, new_client
-from aim_cli.backends.s3.errors import NOT_FOUND_CODES, error_code, http_status, storage_error_from
+from aim_cli.backends.s3.concurrency import Concurrency, TransferGate
+from aim_cli.backends.s3.errors import (
+    NOT_FOUND_CODES,
+    THROTTLING_CODES,
+    error_code,
+    http_status,
+    storage_error_from,
+)
 from aim_cli.backends.s3.resilience import (
     Attempt,
     Failures,
@@ -51,7 +58,9 @@ class S3Backend:
 
     Thread-safe: one boto3 client is shared by every worker thread, with a connection pool of at
     least ``max_connections`` (plus room for hedges) so that ``--jobs`` parallel transfers never
-    wait for a connection. ``stall_seconds`` is the stall deadline (default: from STALL_ENV),
+    wait for a connection. Of these, ``gate`` lets as many GETs and PUTs run at once as the link
+    rewards (concurrency.py): ``max_connections`` is their ceiling. ``stall_seconds`` is the
+    stall deadline (default: from STALL_ENV),
     ``first_byte_seconds`` the first-byte bound (default: from FIRST_BYTE_ENV).
     """
 
@@ -102,8 +111,11 @@ class S3Backend:
             ) from None
         if self._endpoint is None:
             self._endpoint = self._client.meta.endpoint_url
+        self.gate = TransferGate(Concurrency(max_connections))
+        self._hedges_seen = 0
         self._client.meta.events.register("before-send.s3", self._runner.refuse_cancelled)
         self._client.meta.events.register("needs-retry.s3", self._runner.notice_stall)
+        self._client.meta.events.register("needs-retry.s3", self._notice_trouble)
 
     @classmethod
     def from_config(cls, repo, max_connections: int = 16) -> S3Backend:
@@ -124,6 +136,29 @@ class S3Backend:
         return self._runner.stats
 
     # -- helpers -------------------------------------------------------------------------------
+    def _notice_trouble(self, response=None, caught_exception=None, **kwargs) -> None:
+        """botocore's needs-retry hook, on every answer: tell the gate of throttling (503
+        SlowDown and kin, 429) and of connections that broke or went silent before the answer."""
+        if isinstance(caught_exception, self._errors + self._broken_body):
+            self.gate.troubled()
+        elif response is not None and (
+            response[0].status_code in (429, 503)
+            or (response[1] or {}).get("Error", {}).get("Code") in THROTTLING_CODES
+        ):
+            self.gate.throttled()
+
+    def _transfer(self, size: int, action: str, request, hedged: str):
+        """A GET or PUT of data, run when the gate admits it. A hedge started for a body that went
+        silent (which the runner handles without a word) is trouble too."""
+        with self.gate.admit(size):
+            result = self._runner.run(action, request, hedged=hedged, size=size)
+        stats = self._runner.stats
+        silent = stats.hedges_mid_body + stats.silent_closed
+        if silent > self._hedges_seen:
+            self._hedges_seen = silent
+            self.gate.troubled()
+        return result
+
     def _key(self, key: str) -> str:
         # The same rule as the local backend, so a key valid on one is valid on the other.
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -172,6 +207,7 @@ class S3Backend:
             attempt.check()  # shut down by a winning twin: not a failure of the link
             if isinstance(e, self._read_timeouts):
                 self._runner.stalled(f"reading {key}")
+            self.gate.troubled()
             raise Retryable(e) from None  # botocore never retries a body read: we do
         finally:
             body.close()  # after a complete read the connection is back in the pool already
@@ -190,7 +226,9 @@ class S3Backend:
                 raise
             return self._read_body(key, response, max_size, attempt)
 
-        return self._runner.run(f"reading {key}", request, hedged="GET", size=max_size)
+        if max_size is None:  # metadata of unknown size: small, and not what the gate paces
+            return self._runner.run(f"reading {key}", request, hedged="GET")
+        return self._transfer(max_size, f"reading {key}", request, "GET")
 
     def get_prefix(self, key: str, n: int) -> bytes:
         full = self._key(key)
@@ -215,7 +253,10 @@ class S3Backend:
         def request(attempt: Attempt) -> None:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=body)
 
-        self._runner.run(f"writing {key}", request, hedged="PUT" if hedge else None, size=len(body))
+        if not hedge:  # a lease: never waits behind data transfers
+            self._runner.run(f"writing {key}", request, size=len(body))
+            return
+        self._transfer(len(body), f"writing {key}", request, "PUT")
 
     def put_if_absent(self, key: str, data: Bytes) -> bool:
         full = self._key(key)

@@ -26,6 +26,8 @@ BAD_CREDENTIAL_CODES = {
 ACCESS_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
 WRONG_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+#: Answers that ask for less load (botocore retries them; the transfer gate backs off).
+THROTTLING_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
 
 
 def error_code(exc: BaseException) -> str:

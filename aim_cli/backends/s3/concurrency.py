@@ -1,0 +1,174 @@
+"""How many S3 transfers run at once: as many as the link rewards, within ``--jobs`` and a memory
+budget (docs/design.md §6, item 8). ``Concurrency`` decides (pure logic on an injected clock);
+``TransferGate`` admits the backend's GETs and PUTs of data under its limit, in arrival order.
+
+Why adapt. A distant store gives each stream a round trip per request and a rate of its own:
+aggregate throughput grows with the streams until the link, the server or this machine is full,
+and past that point more streams only add memory and the server's load. The right number depends
+on the link, unknown beforehand, so it is found as hf_xet finds its own (from 4 up to 64 streams):
+
+- Start at START (or ``--jobs`` if lower). Throughput is measured over windows: a window ends
+  once it has seen at least as many completed transfers as the limit (and WINDOW_MIN_TRANSFERS),
+  and at least WINDOW_SECONDS.
+- Grow while throughput grows: after a window at a raised limit whose throughput beat the window
+  before by GROWTH, raise again (doubling at first, as TCP's slow start; then by a quarter). A
+  raise that did not pay is undone, and the next probe waits PROBE_AFTER windows.
+- Back off at once, at most once per window: a throttling answer (503 SlowDown) halves the limit;
+  a stall (a silent connection, a body that stopped) or a broken connection takes a quarter off.
+  Either ends the growth phase and holds the next probe.
+- Never above the ceiling (``--jobs``: the threads of the transfer pools), never below FLOOR.
+
+The gate also bounds the bytes of the transfers it admits (MEMORY_BUDGET, by their largest size):
+a transfer is admitted when the limit and the budget allow, and always when none runs.
+Admission is first come, first served: the pools submit a file's chunks in order, so they are
+fetched in that order and each file fills from its start, contiguous for the writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+#: Streams at the start (hf_xet's is 4 too).
+START = 4
+#: Streams at the least, after any number of back-offs.
+FLOOR = 1
+#: A window lasts at least this long and this many transfers, and as many as the limit.
+WINDOW_SECONDS = 0.2
+WINDOW_MIN_TRANSFERS = 4
+#: A raise pays when the window after it moved this much more than the window before it.
+GROWTH = 1.1
+#: Windows at a steady limit before the next probe of one more stream.
+PROBE_AFTER = 4
+#: What one back-off leaves of the limit: throttling asks for less load than a stall.
+THROTTLE_FACTOR = 0.5
+TROUBLE_FACTOR = 0.75
+#: Bytes of the transfers in flight at once, by their largest size: well under the 200 MB of
+#: peak RSS a pull may take, which the interpreter, boto3 and the writer's buffers share.
+MEMORY_BUDGET = 96 * 1024 * 1024
+
+
+class Concurrency:
+    """The limit on transfers at once, from what they showed (see the module docstring).
+    ``clock`` is time.monotonic unless a test drives it. Not thread-safe: ``TransferGate`` holds
+    its lock around every call."""
+
+    def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic, start: int = START):
+        self.ceiling = max(1, ceiling)
+        self.limit = max(FLOOR, min(start, self.ceiling))
+        self._clock = clock
+        self._growing = True  # still doubling: no raise has failed, no back-off has come
+        self._raised_from: int | None = None  # the limit before this window's raise, if any
+        self._last_rate: float | None = None  # bytes/s of the window before
+        self._steady_windows = 0
+        self._backed_off_at: float | None = None
+        self._start_window(clock())
+
+    def _start_window(self, now: float) -> None:
+        self._window_start, self._window_bytes, self._window_count = now, 0, 0
+
+    def completed(self, nbytes: int) -> None:
+        """A transfer of ``nbytes`` completed."""
+        self._window_bytes += nbytes
+        self._window_count += 1
+        now = self._clock()
+        elapsed = now - self._window_start
+        if self._window_count >= max(self.limit, WINDOW_MIN_TRANSFERS) and elapsed >= WINDOW_SECONDS:
+            self._end_window(self._window_bytes / elapsed)
+            self._start_window(now)
+
+    def _end_window(self, rate: float) -> None:
+        last, self._last_rate = self._last_rate, rate
+        if self._raised_from is not None:  # this window tried more streams
+            before, self._raised_from = self._raised_from, None
+            if last is not None and rate < last * GROWTH:  # they did not pay: undo, probe later
+                self.limit, self._growing, self._steady_windows = before, False, 0
+                self._last_rate = last
+                return
+        elif not self._growing:
+            self._steady_windows += 1
+            if self._steady_windows < PROBE_AFTER:
+                return
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.limit >= self.ceiling:
+            return
+        step = self.limit if self._growing else max(1, self.limit // 4)
+        self._raised_from, self._steady_windows = self.limit, 0
+        self.limit = min(self.ceiling, self.limit + step)
+
+    def throttled(self) -> None:
+        """The server asked for less load (503 SlowDown, or another throttling answer)."""
+        self._back_off(THROTTLE_FACTOR)
+
+    def troubled(self) -> None:
+        """A transfer stalled, or its connection broke."""
+        self._back_off(TROUBLE_FACTOR)
+
+    def _back_off(self, factor: float) -> None:
+        now = self._clock()
+        if self._backed_off_at is not None and now - self._backed_off_at < WINDOW_SECONDS:
+            return  # one back-off per window: the signals of one congested moment come together
+        self._backed_off_at = now
+        self.limit = max(FLOOR, int(self.limit * factor))
+        self._growing, self._raised_from, self._steady_windows = False, None, 0
+        self._last_rate = None  # the next window measures the new limit afresh
+        self._start_window(now)
+
+
+class TransferGate:
+    """Admits transfers under ``concurrency``'s limit and the memory budget, first come first
+    served; feeds it what they showed. Thread-safe."""
+
+    def __init__(self, concurrency: Concurrency, budget: int = MEMORY_BUDGET):
+        self.concurrency = concurrency
+        self.budget = budget
+        self.running = 0
+        self.most_running = 0  # the highest number of transfers admitted at once
+        self._bytes = 0
+        self._queue: deque[object] = deque()
+        self._changed = threading.Condition()
+
+    def _may_start(self, ticket: object, size: int) -> bool:
+        if self._queue[0] is not ticket or self.running >= self.concurrency.limit:
+            return False
+        return self.running == 0 or self._bytes + size <= self.budget
+
+    @contextmanager
+    def admit(self, size: int) -> Iterator[None]:
+        """Hold a place among the transfers running while the block runs: waits for its turn.
+        A block that completes counts ``size`` bytes moved."""
+        ticket = object()
+        with self._changed:
+            self._queue.append(ticket)
+            try:
+                self._changed.wait_for(lambda: self._may_start(ticket, size))
+            finally:
+                self._queue.remove(ticket)
+                self._changed.notify_all()  # the next in line may start too
+            self.running += 1
+            self._bytes += size
+            self.most_running = max(self.most_running, self.running)
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            with self._changed:
+                self.running -= 1
+                self._bytes -= size
+                if done:
+                    self.concurrency.completed(size)
+                self._changed.notify_all()
+
+    def throttled(self) -> None:
+        with self._changed:
+            self.concurrency.throttled()
+
+    def troubled(self) -> None:
+        with self._changed:
+            self.concurrency.troubled()
