@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no 
     from aim_cli.copy import CopyResult
     from aim_cli.diff import DiffResult
     from aim_cli.progress import Progress
+    from aim_cli.pull.cache import ChunkCache
     from aim_cli.pull.pipeline import PullResult
     from aim_cli.pull.plan import PullPlan
     from aim_cli.push import PushResult
@@ -295,11 +296,6 @@ def pull(
     jobs = repository.jobs
     signed = _SignedPull(cfg, repo, model, dest, require_signature, now)
     tag, digest = signed.pin(repository, tag, alias, digest, record=True)
-    cache = None
-    if cache_dir:
-        from aim_cli.pull.cache import ChunkCache
-
-        cache = ChunkCache(cache_dir)
     result = pipeline.pull(
         repository,
         model,
@@ -308,7 +304,7 @@ def pull(
         digest=digest,
         jobs=jobs,
         references=references,
-        cache=cache,
+        cache=_cache(cache_dir),
         progress=progress,
         repo_roots=_local_roots(cfg),
         include=include,
@@ -317,6 +313,15 @@ def pull(
     )
     signed.record_in_dest()
     return result
+
+
+def _cache(cache_dir: PathArg | None) -> ChunkCache | None:
+    """The shared chunk cache at ``cache_dir``, or None."""
+    if not cache_dir:
+        return None
+    from aim_cli.pull.cache import ChunkCache
+
+    return ChunkCache(cache_dir)
 
 
 def _local_roots(cfg: Config) -> list[str]:
