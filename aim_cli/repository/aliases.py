@@ -3,8 +3,8 @@
 An alias's history is a directory of immutable entries, ``models/<model>/aliases/<alias>/<n>.json``
 (format/alias.py). Its current value is the entry with the highest index: one listing of that
 directory (bounded by MAX_INDEX entries) and one small read. A change writes entry n + 1 with an
-exclusive create (``put_if_absent``, which every backend has; never a conditional on the current value), so of two writers
-that read entry n, exactly one creates n + 1: the other is told the value that won
+exclusive create (``put_if_absent``, which every backend has; never a write conditional on the
+current value), so of two writers that read entry n, exactly one creates n + 1: the other is told the value that won
 (AliasMovedError, exit 4). Entries are never rewritten or deleted, but by `model delete` of the
 whole model.
 """
