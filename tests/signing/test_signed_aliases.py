@@ -20,7 +20,7 @@ from aim_cli.format.layout import AliasStatementKey, alias_entry_key, alias_stat
 from aim_cli.signing import alias_statement as st
 from aim_cli.signing.alias_state import STATE_NAME
 from aim_cli.signing.keys import SIGNER_HEX, key_hint
-from tests.helpers import make_variant_model, ok, one_line_error, write_keys
+from tests.helpers import LOCAL_ONLY, make_variant_model, ok, one_line_error, write_keys
 
 pytestmark = pytest.mark.format_neutral
 M = "m"
@@ -167,6 +167,7 @@ def test_a_tag_pushed_over_a_signed_alias_is_refused(signed, tmp_path):
         _pull(signed, tmp_path / "dest")
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 # == freeze: expiry, on an injected clock ============================================================
 def test_an_expired_statement_is_refused_and_no_expiry_warns(signed, tmp_path, caplog):
     _set(signed, "v1", expires="1h")
@@ -180,6 +181,7 @@ def test_an_expired_statement_is_refused_and_no_expiry_warns(signed, tmp_path, c
     assert "has no expiry" in caplog.text
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 # == wrong key, wrong statement ====================================================================
 def test_another_key_is_refused(signed, tmp_path):
     _set(signed, "v1")
@@ -196,6 +198,7 @@ def test_another_key_is_refused(signed, tmp_path):
     assert not (tmp_path / "dest").exists()
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 @pytest.mark.parametrize(
     "change, needle",
     [
@@ -221,6 +224,7 @@ def _version_bundle(signed) -> bytes:
     return read_bundle(signed.repository, ref, signed.signer)
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 @pytest.mark.parametrize(
     "planted, needle",
     [
@@ -241,6 +245,7 @@ def test_malformed_or_oversized_statements_are_refused(signed, tmp_path, planted
     assert e.value.exit_code == 5 and not (tmp_path / "dest").exists()
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 def test_statement_fields_are_checked_strictly(signed):
     good = st.AliasStatement(1, M, "prod", 1, "v1", "a" * 64, "2026-03-03T10:00:00.000000Z", None)
     assert st.problem(good) is None
@@ -259,6 +264,7 @@ def test_statement_fields_are_checked_strictly(signed):
         st.decode(msgspec.json.encode(good)[:-1] + b',"extra":1}')
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 # == the state files ================================================================================
 @pytest.mark.parametrize(
     "content, needle",
@@ -298,6 +304,7 @@ def test_a_damaged_state_file_is_an_error_never_a_reset(signed, tmp_path, conten
     assert not (tmp_path / "dest").exists()
 
 
+@LOCAL_ONLY  # parsing and checks, the same on every backend
 def test_oversized_or_linked_state_files_are_refused(signed, tmp_path, monkeypatch):
     from aim_cli.signing import alias_state
 
