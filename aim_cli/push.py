@@ -128,7 +128,7 @@ class _Uploader:
         if not self._claim(chunk.digest):
             self.progress.advance(len(data))
             return
-        payload = bytes(data)  # the stream buffer is reused after this call returns
+        payload = _copied(data)  # the stream buffer is reused after this call returns
         self.slots.acquire()
         if self.failed.is_set():
             self.slots.release()
@@ -144,7 +144,7 @@ class _Uploader:
         if self._claim(digest):
             self._put_missing(digest, data)
 
-    def _store(self, digest: str, payload: bytes, element_size: int) -> None:
+    def _store(self, digest: str, payload: memoryview, element_size: int) -> None:
         try:
             self._put_missing(digest, payload, element_size)
             self.progress.advance(len(payload))
@@ -179,6 +179,15 @@ class _Uploader:
     def close(self) -> None:
         self.failed.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _copied(data: memoryview) -> memoryview:
+    """A copy of a chunk's bytes, made outside the GIL (numpy's copy loop releases it, where
+    ``bytes(data)`` would hold it for the whole memcpy): the chunking threads hand chunks over
+    while the upload threads encode (docs/design.md §5)."""
+    import numpy as np  # lazily: a no-op push needs it no more than `--help` does
+
+    return np.frombuffer(data, np.uint8).copy().data
 
 
 class _Aborted(Exception):

@@ -3,6 +3,7 @@
 
     uv run python benchmarks/run.py                       # 1 GiB, median of 3 runs
     uv run python benchmarks/run.py --size 256MiB --runs 1 --skip-rss
+    uv run python benchmarks/run.py --size 256MiB --runs 3 --skip-rss --format 2   # one format
     uv run python benchmarks/run.py --s3                  # also through a moto S3 server
 
 The real console script of this environment runs in subprocesses (``uv run aim_cli`` would add
@@ -165,6 +166,23 @@ def time_row(figure: str, aim: list[Result], base: list[Result], limit: float | 
     )
 
 
+def cpu_row(figure: str, aim: list[Result], base: list[Result], size: int, limit: float | None) -> Row:
+    """Median CPU time (user + system of the aim_cli process and its children) per GiB of data;
+    the baseline's the same way. Unlike wall time, it hardly moves with the machine's load. (The
+    kernel's writeback of cp's pages runs in its own threads, counted for neither side, but the
+    writeback aim_cli starts early, and syncs, is counted on aim_cli's side.)"""
+    gib = size / (1 << 30)
+    a, b = median([r.cpu for r in aim]) / gib, median([r.cpu for r in base]) / gib
+    return Row(
+        figure,
+        f"{a:.2f} s/GiB",
+        f"{b:.2f} s/GiB",
+        f"{a / b:.2f}x",
+        f"<= {limit} s/GiB" if limit else "—",
+        (a <= limit) if limit else None,
+    )
+
+
 def print_table(rows: list[Row]) -> None:
     print_markdown(
         ["figure", "aim_cli", "baseline: cp -r && sync", "ratio", "target", "met"], [r.cells() for r in rows]
@@ -239,13 +257,13 @@ class Bench:
             client.delete_bucket(Bucket=bucket)
         self.buckets.clear()
 
-    def push(self, version: Path, tag: str, rss: bool = False) -> Result:
-        return run(
-            self.aim("model", "push", "bench", "m", str(version), "--tag", tag, "--json", "-q"), self.env, rss=rss
-        )
+    def push(self, version: Path, tag: str, rss: bool = False, jobs: int | None = None) -> Result:
+        cmd = self.aim("model", "push", "bench", "m", str(version), "--tag", tag, "--json", "-q")
+        return run(cmd + (["--jobs", str(jobs)] if jobs else []), self.env, rss=rss)
 
-    def pull(self, tag: str, dest: Path) -> list[str]:
-        return self.aim("model", "pull", "bench", "m", str(dest), "--tag", tag, "--json", "-q")
+    def pull(self, tag: str, dest: Path, jobs: int | None = None) -> list[str]:
+        cmd = self.aim("model", "pull", "bench", "m", str(dest), "--tag", tag, "--json", "-q")
+        return cmd + (["--jobs", str(jobs)] if jobs else [])
 
 
 def start_moto(bench: Bench) -> subprocess.Popen:
@@ -324,6 +342,13 @@ def fig_push(b: Bench, ck: dict, kind: str) -> list[Row]:
         # The issue's time targets are for the local repository; S3 through moto is measured
         # against raw boto3 by benchmarks/s3_bench.py.
         time_row(f"push v1 into an empty repository ({kind})", t1, c1, 2.5 if kind == "local" else None),
+        cpu_row(
+            f"push v1: CPU per GiB, user + sys ({kind})",
+            t1,
+            c1,
+            ck["versions"][0]["total_bytes"],
+            1.5 if kind == "local" else None,
+        ),
         time_row(f"push v2, near-identical ({kind})", t2, c2, 1.5 if kind == "local" else None),
         Row(
             f"push v2: new bytes stored / changed tensor bytes ({kind})",
@@ -353,8 +378,48 @@ def fig_pull_cold(b: Bench, ck: dict, kind: str) -> list[Row]:
     return [
         time_row(
             f"pull v1 into an empty directory, {state} page cache ({kind})", t, c, 2.0 if kind == "local" else None
-        )
+        ),
+        cpu_row(
+            f"pull v1: CPU per GiB, user + sys ({kind})",
+            t,
+            c,
+            ck["versions"][0]["total_bytes"],
+            1.0 if kind == "local" else None,
+        ),
     ]
+
+
+JOBS = (1, 2, 4, 8)
+
+
+def fig_jobs(b: Bench, ck: dict) -> list[Row]:
+    """push v1 into an empty local repository and pull it into an empty directory (page cache
+    dropped when allowed) at each --jobs of JOBS, the values interleaved within each run so that
+    a change of the machine's load falls on all of them; cp -r of v1 as the baseline of both."""
+    v1 = Path(ck["versions"][0]["dir"])
+    dest = b.work / "pull-jobs"
+    pushes: dict[int, list[Result]] = {j: [] for j in JOBS}
+    pulls: dict[int, list[Result]] = {j: [] for j in JOBS}
+    cps, cold_cps = [], []
+    for _ in range(b.runs):
+        for j in JOBS:
+            b.fresh_repo("local")
+            b.cache.settle()
+            pushes[j].append(b.push(v1, "v1", jobs=j))
+            rmtree(dest)
+            b.cache.settle(cold=True)
+            pulls[j].append(run(b.pull("v1", dest, jobs=j), b.env))
+            rmtree(dest)
+        cps.append(cp_baseline(v1, b.work / "cp-dst", b.cache))
+        cold_cps.append(cp_baseline(v1, b.work / "cp-dst", b.cache, cold=True))
+    rows = []
+    for name, results, base in (("push v1", pushes, cps), ("pull v1, cold", pulls, cold_cps)):
+        one = median([r.seconds for r in results[1]])
+        for j in JOBS:
+            row = time_row(f"{name} --jobs {j} (local)", results[j], base, None)
+            row.target = f"{one / median([r.seconds for r in results[j]]):.2f}x the speed of --jobs 1"
+            rows.append(row)
+    return rows
 
 
 def fig_pull_update(b: Bench, ck: dict, kind: str) -> list[Row]:
@@ -512,6 +577,7 @@ def main(argv=None) -> int:
     ap.add_argument("--s3", action="store_true", help="also run push and pull through a moto S3 server")
     ap.add_argument("--rss-size", default="4GiB", help="model size of the peak RSS figure (default 4GiB)")
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak RSS figure")
+    ap.add_argument("--skip-jobs", action="store_true", help="skip the --jobs scaling rows (1, 2, 4, 8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--format",
@@ -551,6 +617,8 @@ def main(argv=None) -> int:
             lambda: fig_pull_update(b, ck, "local"),
             lambda: fig_resume(b, ck),
         )
+        if not args.skip_jobs:
+            collect(lambda: fig_jobs(b, ck))
         if args.s3:
             moto = start_moto(b)
             collect(

@@ -32,8 +32,12 @@ Why byte grouping: a bf16 weight's high byte (sign, exponent) is skewed enough t
 it in ~0.34 of its size (entropy-coded: ``_compressor``), while its low byte (mantissa) does not
 compress at all; zstd on the interleaved bytes gets only ~0.78, grouped ~0.67. The sign bit is
 not rotated into the mantissa byte as ZipNN does: measured at zstd level 1, it gains 0.359 vs
-0.369 on the high stream and would need numpy in the core, while plain ``bytes`` slicing groups
-at several GB/s.
+0.369 on the high stream.
+
+How the bytes are grouped (``_split``, ``_interleave``): in numpy, whose copy and cast loops
+release the GIL, so that the upload threads of a push and the fetch threads of a pull group and
+un-group on every core at once. ``raw[i::N]`` on bytes is as fast in one thread but holds the GIL
+for the whole slice (docs/design.md §3.4 has the figures of benchmarks/grouping_bench.py).
 
 Choosing a codec (``encode``): element size 2 or 4 (bf16/f16, f32 tensor data from the chunker)
 picks bg2/bg4 when the chunk is a multiple of it, anything else plain zstd (one stream). Each
@@ -58,9 +62,10 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where a blob is encoded or decoded: listing a repository needs no zstd
     import zstandard
@@ -205,17 +210,45 @@ def _grouped_payload(view: memoryview, groups: int, params: CodecParams) -> list
     if groups == 1:
         frame = _compress(view, params)
         return None if frame is None else [frame]
-    # bytes slices with a step run at GB/s, memoryview ones at ~300 MB/s: slice bytes, copied
-    # only when the caller's chunk is not bytes already (push hands over bytes).
-    raw = view.obj if type(view.obj) is bytes and len(view.obj) == len(view) else bytes(view)
     table, streams = [], []
-    for i in range(groups):
-        stream = raw[i::groups]
+    for i, stream in enumerate(_split(view, groups)):
         frame = _compress(stream, params, entropy_only=True) if worth[i] else None
         mode, stored = (_Mode.RAW, stream) if frame is None else (_Mode.ZSTD, frame)
         table.append(_STREAM_HEADER.pack(mode, len(stored)))
         streams.append(stored)
     return table + streams
+
+
+def _split(view: memoryview, groups: int) -> list:
+    """The ``groups`` byte streams of ``view`` (stream i: byte i of every element), as numpy
+    arrays, split outside the GIL (docs/design.md §3.4, benchmarks/grouping_bench.py): for 2, a
+    cast of the little-endian 16-bit elements to their low byte and of the elements shifted right
+    by 8 (~4.7 GB/s per CPU-second); for 4, one strided copy of the chunk seen as a table of
+    4-byte rows, transposed (~2.7 GB/s). ``raw[i::N]`` on bytes is as fast single-threaded but
+    holds the GIL."""
+    import numpy as np  # lazily, as zstandard: listing a repository needs neither
+
+    if groups == 2:
+        elements = np.frombuffer(view, "<u2")
+        return [elements.astype(np.uint8), (elements >> 8).astype(np.uint8)]
+    return list(np.frombuffer(view, np.uint8).reshape(-1, groups).T.copy())
+
+
+def _interleave(out: bytearray, stream: Callable[[int], Any], groups: int) -> None:
+    """``out[i::groups] = stream(i)`` for every stream, outside the GIL, asking for each stream
+    only when it is written (so that one decoded stream at a time is held beside ``out``): for
+    2, each element built as ``high << 8 | low`` (~5.4 GB/s per CPU-second), for 4, one strided
+    copy per column of ``out`` seen as a table of 4-byte rows (~2.4 GB/s)."""
+    import numpy as np
+
+    if groups == 2:
+        elements = np.frombuffer(out, "<u2")
+        np.left_shift(np.frombuffer(stream(1), np.uint8), 8, out=elements, dtype=elements.dtype, casting="unsafe")
+        np.bitwise_or(elements, np.frombuffer(stream(0), np.uint8), out=elements)
+        return
+    table = np.frombuffer(out, np.uint8).reshape(-1, groups)
+    for i in range(groups):
+        table[:, i] = np.frombuffer(stream(i), np.uint8)
 
 
 def _compress(data, params: CodecParams, *, entropy_only: bool = False) -> bytes | None:
@@ -282,9 +315,13 @@ def _ungroup(payload: memoryview, raw_size: int, groups: int) -> bytearray:
         raise CorruptBlob(f"a byte-grouped chunk of {raw_size} bytes, not a multiple of {groups}")
     stream_size = raw_size // groups
     streams = _stream_table(payload, groups, stream_size)
+
+    def stream(i: int):
+        mode, stored = streams[i]
+        return stored if mode == _Mode.RAW else _unzstd(stored, stream_size)
+
     out = bytearray(raw_size)
-    for i, (mode, stored) in enumerate(streams):
-        out[i::groups] = stored if mode == _Mode.RAW else _unzstd(stored, stream_size)
+    _interleave(out, stream, groups)
     return out  # not copied into bytes: a 4 MiB copy per chunk, for callers that only write and hash it
 
 

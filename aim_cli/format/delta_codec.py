@@ -45,7 +45,7 @@ bytes: blob_codec.decode is bounded by R whatever the frames claim) and the outp
 XORed in place when blob_codec hands back a writable buffer (byte-grouped codecs), else one new
 R-byte buffer: at most about ``len(blob) + 3R`` bytes in all.
 
-Why numpy for the XOR (the one place it is imported, lazily): measured on this project's 2-core
+Why numpy for the XOR (imported lazily, as in blob_codec): measured on this project's 2-core
 test machine (loaded by other jobs, best of 5; ``uv run python benchmarks/delta_codec_bench.py``
 prints the codec's figures), XOR of two buffers:
 
@@ -63,8 +63,9 @@ cost a 4 MiB chunk ~30 ms holding the GIL, several times zstd's decoding of it: 
 faster. Its ufunc loop releases the GIL (numpy does so for every non-object dtype); on this
 memory-bound, loaded machine two threads XORing together reached 0.7-2.3x one thread's speed
 (16 MiB and 1 MiB buffers; the int method fell to 0.5-0.9x, serialised by the GIL). Either way
-the XOR is under a tenth of a delta's encode or decode time (zstd dominates). Byte grouping stays
-bytes slicing (blob_codec), at GB/s already.
+the XOR is under a tenth of a delta's encode or decode time (zstd dominates). Byte grouping runs
+in numpy too (blob_codec), so the whole delta path but zstd's own calls, which release the GIL as
+well, is out of the GIL.
 """
 
 from __future__ import annotations

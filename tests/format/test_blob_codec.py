@@ -90,7 +90,17 @@ def test_round_trip(kind, size, seed, element_size, level, min_saving):
     )
 
 
-@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda d: memoryview(d).cast("H")])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        bytes,
+        bytearray,
+        memoryview,
+        lambda d: memoryview(d).cast("H"),
+        lambda d: np.frombuffer(d, np.uint8).copy().data,  # what push hands over (push._copied)
+        lambda d: memoryview(b"x" + d)[1:],  # an odd address: elements unaligned in memory
+    ],
+)
 def test_encode_takes_any_contiguous_bytes_like(wrap):
     data = bf16_weights(200 * KiB, 3)
     for element_size in (1, 2):
@@ -228,6 +238,31 @@ GOLDEN_BLOBS = [
 @pytest.mark.parametrize("blob_hex, raw", GOLDEN_BLOBS)
 def test_golden_blobs_decode(blob_hex, raw):
     assert decode(bytes.fromhex(blob_hex), len(raw)) == raw
+
+
+@pytest.mark.parametrize(
+    "element_size, blob_hex, raw", [(n, *golden) for n, golden in zip((1, 2, 4), GOLDEN_BLOBS, strict=True)]
+)
+def test_golden_blobs_are_what_encode_still_writes(element_size, blob_hex, raw):
+    """The grouping moved from bytes slicing to numpy (docs/design.md §3.4): the stored bytes
+    must not move with it, or dedup across clients and `model copy` as stored would break."""
+    assert encode(raw, element_size)[0].hex() == blob_hex
+
+
+@pytest.mark.parametrize("element_size", [2, 4])
+def test_grouped_streams_are_the_strided_bytes(element_size):
+    """Stream i of a grouped blob is raw[i::N], byte for byte, on chunks large enough to be
+    probed (the golden blobs are small)."""
+    raw = bf16_weights(512 * KiB, 5) if element_size == 2 else f32_weights(512 * KiB, 5)
+    blob, codec = encode(raw, element_size)
+    assert codec == {2: Codec.BG2_ZSTD, 4: Codec.BG4_ZSTD}[element_size]
+    offset = HEADER_SIZE + 9 * element_size
+    for i in range(element_size):
+        mode, length = struct.unpack_from("<BQ", blob, HEADER_SIZE + 9 * i)
+        stored = blob[offset : offset + length]
+        offset += length
+        assert (zstandard.ZstdDecompressor().decompress(stored) if mode else stored) == raw[i::element_size]
+    assert decode(blob, len(raw)) == raw
 
 
 # --- hostile blobs --------------------------------------------------------------------------
