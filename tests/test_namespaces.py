@@ -212,3 +212,21 @@ def test_gc_cleans_a_killed_writers_temp_files_in_namespaced_folders_only(repo):
         (folder / ".tmp-x.0123456789ab").write_bytes(b"partial")
     assert repo.repository.clean_incomplete(0) == (3, 21)
     assert {f: not (f / ".tmp-x.0123456789ab").exists() for f in planted} == planted
+
+
+def test_strays_in_a_namespace_are_told_apart_and_removable(repo, caplog):
+    """A copy of a manifest in a namespaced model's versions/ is that model's stray, removable by
+    its name; a file in the namespace's own folder, or below a bare ``@``, names no model."""
+    r, cfg, backend = repo.name, repo.config, repo.repository.backend
+    _push(repo, "org/m", "v1", b"x")
+    raw = backend.get(manifest_key("org/m", "v1"))
+    for key in ("models/@org/m/versions/v1 copy.json", "models/@org/README.txt", "models/@/m/versions/v1.json"):
+        backend.put(key, raw)
+    caplog.set_level(logging.WARNING)
+    assert api.list_models(r, config=cfg) == ["org/m"]
+    assert f"`aim_cli model delete-version {r} org/m --tag 'v1 copy'` removes it" in caplog.text
+    assert caplog.text.count("remove it from the storage by hand") == 2
+    broken = {key for key, _ in api.check_repo(r, config=cfg).broken}
+    assert broken == {"models/@org/m/versions/v1 copy.json", "models/@org/README.txt", "models/@/m/versions/v1.json"}
+    assert api.delete_versions(r, "org/m", ["v1 copy"], config=cfg).tags == ["v1 copy"]
+    assert not backend.exists("models/@org/m/versions/v1 copy.json") and backend.exists(manifest_key("org/m", "v1"))
