@@ -25,10 +25,17 @@ NAMESPACE_RE = re.compile(r"(?!.*(?:--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}
 NAMESPACE_SEP = "/"
 
 _NAME_HINT = "use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
-_MODEL_HINT = (
-    f"{_NAME_HINT}, optionally after a namespace and a slash (org/model: 1-96 characters from A-Z a-z 0-9 . _ -, "
-    "starting and ending with a letter, digit or _, without -- or ..)"
+_MODEL_HINT = f"{_NAME_HINT} (or ORG/NAME, as on the Hugging Face hub)"
+_NAMESPACED_HINT = (
+    "use ORG/NAME: ORG as on the Hugging Face hub (1-96 characters from A-Z a-z 0-9 . _ -, no -- or .., "
+    "not starting or ending with . or -), NAME 1-128 of them, starting with a letter or digit"
 )
+
+
+def _hint(kind: str, name: object) -> str:
+    if kind != "model":
+        return _NAME_HINT
+    return _NAMESPACED_HINT if isinstance(name, str) and NAMESPACE_SEP in name else _MODEL_HINT
 
 
 def check_name(kind: str, name: str) -> str:
@@ -37,7 +44,7 @@ def check_name(kind: str, name: str) -> str:
     if not valid:
         raise UsageError(
             f"invalid {kind} name {quoted(name) if isinstance(name, str) else repr(name)}",
-            _MODEL_HINT if kind == "model" else _NAME_HINT,
+            _hint(kind, name),
         )
     return name
 
