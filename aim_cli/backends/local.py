@@ -56,6 +56,12 @@ def _kind(mode: int) -> str:
     return "not a regular file" if stat.S_ISDIR(mode) else kind_of(mode)
 
 
+def _segment_matches(pattern: str, name: str) -> bool:
+    """Whether a directory ``name`` matches one segment of a ``clean_incomplete`` pattern: the
+    name itself, or a prefix then ``*`` (``*`` alone: any name)."""
+    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
+
+
 class LocalBackend:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -333,7 +339,8 @@ class LocalBackend:
     def clean_incomplete(self, older_than: float, dirs: Sequence[str] = ()) -> tuple[int, int]:
         """Delete temp files of writes that a killed process never renamed into place: only
         files named exactly as ``put`` names them, only directly in ``dirs`` (directory keys,
-        where a ``*`` segment stands for every subdirectory), never through a link."""
+        where a segment ``*`` stands for every subdirectory and ``@*`` for every one whose name
+        starts with ``@``), never through a link."""
         cutoff = time.time() - older_than
         count = size = 0
         for rel in sorted({d for pattern in dirs for d in self._expand(pattern)}):
@@ -370,7 +377,7 @@ class LocalBackend:
                 nxt += [
                     f"{rel}/{e.name}" if rel else e.name
                     for e in entries
-                    if (segment == "*" or e.name == segment) and e.is_dir(follow_symlinks=False)
+                    if _segment_matches(segment, e.name) and e.is_dir(follow_symlinks=False)
                 ]
             found = nxt
         return found

@@ -221,15 +221,26 @@ def model_pull(
 @click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @json_option
 def model_list(repo_name, as_json):
-    """List the models of REPO."""
+    """List the models of REPO: plain ones first, then each namespace's (org/model) under `org/`."""
+    from aim_cli.names import split_model
+
     models = api().list_models(repo_name, config=config())
     if as_json:
         out_json(models)
-    elif not models:
+        return
+    if not models:
         out(f"no models in {repo_name!r}")
-    else:
-        for name in models:
-            out(name)
+    groups: dict[str | None, list[str]] = {}
+    for name in models:
+        groups.setdefault(split_model(name)[0], []).append(name)
+    for name in groups.pop(None, []):
+        out(name)
+    for namespace, names in sorted(groups.items()):
+        # The full names, indented under a header that no model name can be: each line is
+        # what the other commands take.
+        out(f"{namespace}/")
+        for name in names:
+            out(f"  {name}")
 
 
 @model.command("versions")

@@ -22,7 +22,7 @@ import msgspec
 
 from aim_cli.errors import IntegrityError
 from aim_cli.format import manifest as mf
-from aim_cli.names import NAME_RE
+from aim_cli.names import NAME_RE, valid_model_name
 from aim_cli.util.quoting import printable, quoted
 
 FORMAT = 1
@@ -90,9 +90,10 @@ def problem(record: AliasRecord) -> str | None:
     """Why ``record`` is not one aim_cli writes, or None."""
     if record.format != FORMAT:
         return "unknown format"
-    for kind, name in (("model", record.model), ("alias", record.alias)):
-        if not NAME_RE.fullmatch(name):
-            return f"invalid {kind} name {quoted(name)}"
+    if not valid_model_name(record.model):
+        return f"invalid model name {quoted(record.model)}"
+    if not NAME_RE.fullmatch(record.alias):
+        return f"invalid alias name {quoted(record.alias)}"
     if not 1 <= record.index <= MAX_INDEX:
         return f"index {record.index} is out of range"
     if record.action not in (SET, DELETE):

@@ -8,8 +8,13 @@ where each stored object lives, and what a stored key names. Pure functions and 
     models/<model>/signatures/<tag>/<hint>.sig  one signer's signature of the version
     models/<model>/aliases/<alias>/<n>.json     entry n (1, 2, ...) of an alias's history (alias.py)
     models/<model>/aliases/<alias>/<n>.<signer>.sig  one signer's signed statement of entry n
+    models/@<org>/<model>/...                   the same for the namespaced model <org>/<model>
     locks/<id>.json                             gc/push leases
     edges/<b[0:2]>/<b>/<d>                      empty: blob d is (about to be) a delta against blob b (format 3)
+
+``<model>`` above stands for the model's *segments*: a plain model's one (its name), a namespaced
+model's two (``@<org>/<model>``, ``model_segments``). No plain name starts with ``@``, so the first
+segment alone says which, whatever folders either holds (docs/design.md §2.2 lists the cases).
 
 Keys are built and parsed only here. A key below ``models/`` that is not ``<model>/versions/<tag>.json``,
 ``<model>/summaries/<tag>.json``, a signature's or an alias entry's with valid names (``v1 copy.json``,
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 
 from aim_cli.format import manifest as mf
 from aim_cli.format.alias import MAX_INDEX as MAX_ALIAS_INDEX
-from aim_cli.names import NAME_RE, valid_name
+from aim_cli.names import NAME_RE, NAMESPACE_SEP, check_name, split_model, valid_name, valid_namespace
 
 REPO_META_KEY = "aim-repo.json"
 #: aim-repo.json holds a few hundred bytes; anything larger is not one (and is not read whole).
@@ -88,8 +93,42 @@ def edge_of_key(key: str) -> tuple[str, str] | None:
     return base, dependent
 
 
+#: What starts a namespace's segment below ``models/``: never the first character of a plain name.
+NAMESPACE_MARK = "@"
+
+
+def model_segments(model: str) -> str:
+    """What stands for ``model`` below ``models/``: ``<model>``, or ``@<org>/<model>`` for
+    ``<org>/<model>``. A name with a slash or an ``@`` must be a valid one (names.py: no ``..``, no
+    empty segment, at most one slash), so the key stays in the model's own folder below ``models/``;
+    another single segment is left to the backends, which refuse ``..`` and empty segments (a
+    stray's folder, `model delete-version`)."""
+    namespace, own = split_model(model)
+    if namespace is not None or model.startswith(NAMESPACE_MARK):
+        check_name("model", model)  # whatever the caller checked: never a key outside the model's folder
+    return own if namespace is None else f"{NAMESPACE_MARK}{namespace}/{own}"
+
+
+def _split_model(parts: list[str]) -> tuple[str | None, list[str]]:
+    """(the valid model the segments below ``models/`` (at least one) begin with, or None; the
+    segments after it). A first segment starting with NAMESPACE_MARK and the one after it name a namespaced
+    model; any other first segment names a plain one."""
+    if parts[0].startswith(NAMESPACE_MARK):
+        namespace, rest = parts[0][len(NAMESPACE_MARK) :], parts[1:]
+        if not rest:
+            return None, []
+        model = f"{namespace}{NAMESPACE_SEP}{rest[0]}"
+        return (model if valid_namespace(namespace) and valid_name(rest[0]) else None), rest[1:]
+    return (parts[0] if valid_name(parts[0]) else None), parts[1:]
+
+
+def _model_parts(key: str) -> tuple[str | None, list[str]]:
+    """``_split_model`` of a full key; (None, []) for a key outside ``models/``."""
+    return _split_model(key[len(MODELS) :].split("/")) if key.startswith(MODELS) else (None, [])
+
+
 def model_prefix(model: str) -> str:
-    return f"{MODELS}{model}/"
+    return f"{MODELS}{model_segments(model)}/"
 
 
 def versions_prefix(model: str) -> str:
@@ -138,31 +177,38 @@ def alias_statement_key(model: str, alias: str, index: int, signer: str) -> str:
 
 
 #: Where aim_cli's own writes leave temp files (a killed writer's): the only places gc cleans.
-#: ("locks" is leases.py's directory; "*" is every model.)
+#: ("locks" is leases.py's directory; "*" is every subdirectory, "@*" every one starting with
+#: "@": ``models/*/`` is every plain model, ``models/@*/*/`` every namespaced one.)
+_MODEL_DIRS = ("*", f"{NAMESPACE_MARK}*/*")
 WRITE_DIRS = (
     "",
     "locks",
     *(BLOBS + s for s in SHARDS),
     f"{EDGES}*/*",
-    f"{MODELS}*/{VERSIONS}",
-    f"{MODELS}*/{SUMMARIES}",
-    f"{MODELS}*/{SIGNATURES}/*",
-    f"{MODELS}*/{ALIASES}/*",
+    *(f"{MODELS}{m}/{d}" for m in _MODEL_DIRS for d in (VERSIONS, SUMMARIES, f"{SIGNATURES}/*", f"{ALIASES}/*")),
 )
+
+
+def _model_dir_of(key: str) -> str | None:
+    """The folder of a model (valid name or not) that ``key`` lies in below it: ``aliases`` for
+    ``models/<m>/aliases/x/y`` and ``models/@<org>/<m>/aliases/x/y``; None for a key directly in it."""
+    if not key.startswith(MODELS):
+        return None
+    parts = key[len(MODELS) :].split("/")
+    rest = parts[2:] if parts[0].startswith(NAMESPACE_MARK) else parts[1:]
+    return rest[0] if len(rest) > 1 else None
 
 
 def in_aliases(key: str) -> bool:
     """Whether ``key`` lies in some model's aliases/ directory: a stray there is not an alias
     entry (`repo check` says so), not a misplaced version."""
-    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
-    return len(parts) > 2 and parts[1] == ALIASES
+    return _model_dir_of(key) == ALIASES
 
 
 def in_signatures(key: str) -> bool:
     """Whether ``key`` lies in some model's signatures/ directory: a stray there is a malformed
     signature (`repo check` says so), not a misplaced version."""
-    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
-    return len(parts) > 2 and parts[1] == SIGNATURES
+    return _model_dir_of(key) == SIGNATURES
 
 
 @dataclass(frozen=True)
@@ -232,13 +278,13 @@ class AliasStatementKey:
 _SIGNER = re.compile(r"[0-9a-f]{16}")
 
 
-def _alias_statement(parts: list[str], key: str) -> AliasStatementKey | None:
-    index_text, _, rest = parts[3].partition(".")
+def _alias_statement(model: str, alias: str, name: str, key: str) -> AliasStatementKey | None:
+    index_text, _, rest = name.partition(".")
     signer = rest[: -len(SIGNATURE_SUFFIX)] if rest.endswith(SIGNATURE_SUFFIX) else ""
     index = _alias_index(index_text + MANIFEST_SUFFIX)
     if index is None or not _SIGNER.fullmatch(signer):
         return None
-    return AliasStatementKey(key, parts[0], parts[2], index, signer)
+    return AliasStatementKey(key, model, alias, index, signer)
 
 
 def _alias_index(name: str) -> int | None:
@@ -253,30 +299,32 @@ def _alias_index(name: str) -> int | None:
 def parse_model_key(key: str) -> VersionKey | SummaryKey | SignatureKey | AliasKey | AliasStatementKey:
     """A key below ``models/``: a summary's, a signature's or an alias entry's, else a version's
     or a stray (``parse_version_key``)."""
-    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
-    if len(parts) == 4 and parts[1] == ALIASES and valid_name(parts[0]) and valid_name(parts[2]):
-        index = _alias_index(parts[3])
+    model, rest = _model_parts(key)
+    if model is None:
+        return VersionKey(key)
+    if len(rest) == 3 and rest[0] == ALIASES and valid_name(rest[1]):
+        index = _alias_index(rest[2])
         if index is not None:
-            return AliasKey(key, parts[0], parts[2], index)
-        statement = _alias_statement(parts, key)
+            return AliasKey(key, model, rest[1], index)
+        statement = _alias_statement(model, rest[1], rest[2], key)
         if statement is not None:
             return statement
-    if len(parts) == 3 and parts[1] == SUMMARIES and parts[2].endswith(MANIFEST_SUFFIX):
-        model, tag = parts[0], parts[2][: -len(MANIFEST_SUFFIX)]
-        if valid_name(model) and valid_name(tag):
+    if len(rest) == 2 and rest[0] == SUMMARIES and rest[1].endswith(MANIFEST_SUFFIX):
+        tag = rest[1][: -len(MANIFEST_SUFFIX)]
+        if valid_name(tag):
             return SummaryKey(key, model, tag)
-    if len(parts) == 4 and parts[1] == SIGNATURES and parts[3].endswith(SIGNATURE_SUFFIX):
-        model, tag, hint = parts[0], parts[2], parts[3][: -len(SIGNATURE_SUFFIX)]
-        if valid_name(model) and valid_name(tag) and valid_name(hint):
+    if len(rest) == 3 and rest[0] == SIGNATURES and rest[2].endswith(SIGNATURE_SUFFIX):
+        tag, hint = rest[1], rest[2][: -len(SIGNATURE_SUFFIX)]
+        if valid_name(tag) and valid_name(hint):
             return SignatureKey(key, model, tag, hint)
     return parse_version_key(key)
 
 
 def parse_version_key(key: str) -> VersionKey:
-    parts = key[len(MODELS) :].split("/") if key.startswith(MODELS) else []
-    if len(parts) != 3 or parts[1] != VERSIONS or not valid_name(parts[0]):
+    model, rest = _model_parts(key)
+    if model is None or len(rest) != 2 or rest[0] != VERSIONS:
         return VersionKey(key)
-    model, last = parts[0], parts[2]
+    last = rest[1]
     tag = last[: -len(MANIFEST_SUFFIX)] if last.endswith(MANIFEST_SUFFIX) else None
     return VersionKey(key, model, tag if tag is not None and valid_name(tag) else None)
 

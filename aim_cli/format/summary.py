@@ -35,7 +35,7 @@ import msgspec
 
 from aim_cli.errors import IntegrityError
 from aim_cli.format import manifest as mf
-from aim_cli.names import NAME_RE
+from aim_cli.names import NAME_RE, valid_model_name
 from aim_cli.util.quoting import printable, quoted
 
 FORMAT = 1
@@ -74,9 +74,10 @@ def _problem(summary: Summary) -> str | None:
     """Why ``summary`` is not one a valid manifest gives, or None."""
     if summary.format != FORMAT:
         return "unknown format"
-    for kind, name in (("model", summary.model), ("tag", summary.tag)):
-        if not NAME_RE.fullmatch(name):
-            return f"invalid {kind} name {quoted(name)}"
+    if not valid_model_name(summary.model):
+        return f"invalid model name {quoted(summary.model)}"
+    if not NAME_RE.fullmatch(summary.tag):
+        return f"invalid tag name {quoted(summary.tag)}"
     if not mf.HEX64.fullmatch(summary.digest):
         return f"digest {quoted(summary.digest)} is not 64 hex characters"
     if not mf.CREATED_AT.fullmatch(summary.created_at):
@@ -93,7 +94,7 @@ def _problem(summary: Summary) -> str | None:
 
 def _valid_version_name(text: str) -> bool:
     model, sep, tag = text.partition(":")
-    return bool(sep) and bool(NAME_RE.fullmatch(model)) and bool(NAME_RE.fullmatch(tag))
+    return bool(sep) and valid_model_name(model) and bool(NAME_RE.fullmatch(tag))
 
 
 def invalid(where: str, why: str) -> IntegrityError:

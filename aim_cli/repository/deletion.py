@@ -24,7 +24,7 @@ from aim_cli.format.layout import (
     summary_key,
     versions_prefix,
 )
-from aim_cli.names import check_name
+from aim_cli.names import check_name, valid_model_name
 from aim_cli.repository.aliases import Aliases, describe
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.signatures import Signatures
@@ -77,7 +77,7 @@ class Deletion:
     def find_version_key(self, model: str, name: str) -> VersionKey:
         """The one stored key that ``name`` names in ``model``'s versions/: ``<name>.json`` (a
         version, or a stray such as ``v1 copy.json``) or exactly ``<name>`` (``.DS_Store``)."""
-        prefix = versions_prefix(_check_segment("model", model))
+        prefix = versions_prefix(model if valid_model_name(model) else _check_segment("model", model))
         _check_segment("tag", name)
         found = [k for k in (f"{prefix}{name}{MANIFEST_SUFFIX}", f"{prefix}{name}") if self.backend.exists(k)]
         if not found:

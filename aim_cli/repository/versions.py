@@ -27,7 +27,7 @@ from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.alias import AliasRecord
 from aim_cli.format.layout import MODELS, VersionKey, manifest_key, parse_version_key, summary_key, versions_prefix
-from aim_cli.names import check_name, valid_name
+from aim_cli.names import check_name, valid_model_name
 from aim_cli.repository.keys import StoredKeys, list_objects
 from aim_cli.repository.meta import RepoMeta
 from aim_cli.repository.parallel import map_parallel
@@ -155,7 +155,7 @@ class Versions:
         return self.backend.exists(manifest_key(model, tag))
 
     def not_found(self, model: str, tag: str) -> VersionNotFoundError:
-        if not valid_name(model) or not self.model_exists(model):
+        if not valid_model_name(model) or not self.model_exists(model):
             return VersionNotFoundError(
                 f"model {model!r} not found in repository {self.name!r}",
                 f"run `aim_cli model list {self.name}`",

@@ -28,7 +28,7 @@ import msgspec
 
 from aim_cli.errors import IntegrityError, StorageError
 from aim_cli.format.alias import MAX_INDEX
-from aim_cli.names import valid_name
+from aim_cli.names import valid_model_name, valid_name
 from aim_cli.util.fs import display_path, write_beside_at
 from aim_cli.util.quoting import printable
 
@@ -75,7 +75,7 @@ def user_state_dir() -> Path:
 def _problem(seen: Seen) -> str | None:
     if not seen.repository or len(seen.repository) > MAX_REPOSITORY_CHARS:
         return "a repository identity is empty or too long"
-    if not (valid_name(seen.model) and valid_name(seen.alias)):
+    if not (valid_model_name(seen.model) and valid_name(seen.alias)):
         return "a model or alias name is invalid"
     if len(seen.signer) != 64 or not _HEX64.issuperset(seen.signer):
         return "a signer is not 64 hex characters"

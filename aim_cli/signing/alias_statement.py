@@ -28,7 +28,7 @@ from aim_cli.errors import ConflictError, IntegrityError, KeyNotFoundError, Obje
 from aim_cli.format import manifest as mf
 from aim_cli.format.alias import MAX_INDEX, AliasRecord
 from aim_cli.format.layout import alias_statement_key
-from aim_cli.names import valid_name
+from aim_cli.names import valid_model_name, valid_name
 from aim_cli.signing.bundle import parse_bundle, sign_payload
 from aim_cli.signing.keys import SIGNER_HEX, ecdsa_verify, key_hint
 from aim_cli.signing.strict import malformed
@@ -90,7 +90,9 @@ def problem(s: AliasStatement) -> str | None:
     """Why ``s`` is not a statement aim_cli writes, or None."""
     if s.format != FORMAT:
         return "unknown format"
-    for kind, name in (("model", s.model), ("alias", s.alias), ("tag", s.tag)):
+    if not valid_model_name(s.model):
+        return f"invalid model name {quoted(s.model)}"
+    for kind, name in (("alias", s.alias), ("tag", s.tag)):
         if not valid_name(name):
             return f"invalid {kind} name {quoted(name)}"
     if not 1 <= s.index <= MAX_INDEX:

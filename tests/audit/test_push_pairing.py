@@ -78,6 +78,20 @@ def test_base_tag_pairs_with_that_version_which_becomes_deltas_against_the_pushe
     _pulls_exactly(f3, "m", "v1", v1, tmp_path / "out")
 
 
+def test_base_model_tag_takes_namespaced_models(tmp_path, f3):
+    """`--base org/model:TAG` (design §2.2): the pairing, the summary's delta_base and the pull."""
+    base_w = _base_weights()
+    _write(tmp_path / "base", base_w)
+    rng = np.random.default_rng(9)
+    _write(tmp_path / "tuned", {k: w + rng.normal(0, 2e-4, w.shape) for k, w in base_w.items()})
+    pushmod.push(f3, "meta/llama", "v1", tmp_path / "base")
+    r = pushmod.push(f3, "org/med", "v1", tmp_path / "tuned", base="meta/llama:v1")
+    assert (r.delta_base, r.reencoded) == ("meta/llama:v1", 4)
+    assert f3.get_summary("org/med", "v1").delta_base == "meta/llama:v1"
+    assert [s.delta_base for s in f3.list_versions("org/med")] == ["meta/llama:v1"]  # a valid summary, not rebuilt
+    _pulls_exactly(f3, "org/med", "v1", tmp_path / "tuned", tmp_path / "out")
+
+
 def test_base_model_tag_stores_the_fine_tune_as_deltas_against_its_base_model(tmp_path, f3):
     base_w = _base_weights()
     _write(tmp_path / "base", base_w)

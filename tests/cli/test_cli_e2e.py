@@ -387,7 +387,8 @@ def test_unknown_repo_model_tag(repo_setup, tmp_path):
         ["model", "pull", REPO, "m", "DEST", "--tag", "../v1"],
         ["model", "versions", REPO, "m:x"],
         ["model", "delete-version", REPO, "m", "--tag", ".v1"],
-        ["model", "delete", REPO, "a/b", "--yes"],
+        ["model", "delete", REPO, "a/b/c", "--yes"],  # a/b is a namespaced model (design §2.2); two levels are not
+        ["model", "push", REPO, "org/../x", "SRC", "--tag", "v1"],
     ],
 )
 def test_invalid_names(local_repo, tmp_path, args):

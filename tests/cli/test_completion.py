@@ -11,15 +11,15 @@ from tests.helpers import base_env, describe, run, write_model
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
-    """A config with repositories `r` (models m1: v1, v2 and m2: base) and `other`; a cwd without
-    a config of its own."""
+    """A config with repositories `r` (models m1: v1, v2, m2: base and hf/m1: ns) and `other`; a
+    cwd without a config of its own."""
     root = tmp_path_factory.mktemp("completion")
     config = root / "model_repos.yaml"
     config.write_text("repos: {}\n")
     aim.create_repo("r", "local", str(root / "store"), config=config)
     aim.create_repo("other", "local", str(root / "store2"), config=config)
     source = write_model(root / "src", {"a.bin": b"weights"})
-    for model, tag in (("m1", "v1"), ("m1", "v2"), ("m2", "base")):
+    for model, tag in (("m1", "v1"), ("m1", "v2"), ("m2", "base"), ("hf/m1", "ns")):
         aim.push("r", model, source, tag=tag, config=config)
     (root / "elsewhere").mkdir()
     return root
@@ -41,7 +41,9 @@ def _complete(team, line: str, shell: str = "bash") -> list[str]:
         ("mo", ["plain,model"]),  # commands
         ("model pull --ta", ["plain,--tag"]),  # options
         ("model pull ", ["plain,other", "plain,r"]),  # repositories, from model_repos.yaml
-        ("model pull r ", ["plain,m1", "plain,m2"]),  # models, from the repository
+        ("model pull r ", ["plain,hf/m1", "plain,m1", "plain,m2"]),  # models, from the repository
+        ("model pull r hf", ["plain,hf/m1"]),  # namespaced ones by their full name
+        ("model info r hf/m1 --tag ", ["plain,ns"]),
         ("model pull r m1 dest --tag ", ["plain,v1", "plain,v2"]),  # tags (after the arguments: click#2184)
         ("model diff r m1 v1 v", ["plain,v1", "plain,v2"]),
         ("model copy r m2 other -t ", ["plain,base"]),  # SRC_REPO's tags

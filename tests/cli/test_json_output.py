@@ -158,6 +158,7 @@ def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
     aim("repo create", "r", "--type", "local", "--path", tmp_path / "store")
     aim("info")
     aim("repo list")
+    aim("model push", "r", "org/m", src, "--tag", "v1")  # a namespaced model: listed by its full name
     aim("model push", "r", "m", src, "--tag", "v1")
     aim("model list", "r")
     aim("model versions", "r", "m")
@@ -178,7 +179,7 @@ def test_every_command_prints_its_documented_json_shape(tmp_path: Path):
         if keys is not None:
             assert set(shown[name]) == keys, name
     assert [set(e) for e in shown["repo list"]] == [CONFIG_ENTRY]
-    assert shown["model list"] == ["m"]
+    assert shown["model list"] == ["m", "org/m"]
     assert [set(v) for v in shown["model versions"]] == [VERSION]
     assert shown["repo create"]["format"] == 3 and shown["repo create"]["initialised"] is True
     assert shown["model delete"]["tags"] == ["v2"] and shown["model delete-version"]["tags"] == ["v1"]

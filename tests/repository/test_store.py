@@ -316,14 +316,18 @@ def test_blob_keys_are_pinned():
     assert (
         layout.WRITE_DIRS[:2] == ("", "locks") and "blobs/00" in layout.WRITE_DIRS and "blobs/ff" in layout.WRITE_DIRS
     )
-    assert layout.WRITE_DIRS[-4:] == (
+    assert layout.WRITE_DIRS[-8:] == (
         "models/*/versions",
         "models/*/summaries",
         "models/*/signatures/*",
         "models/*/aliases/*",
+        "models/@*/*/versions",
+        "models/@*/*/summaries",
+        "models/@*/*/signatures/*",
+        "models/@*/*/aliases/*",
     )
     assert "edges/*/*" in layout.WRITE_DIRS
-    assert len(layout.WRITE_DIRS) == 2 + 256 + 1 + 4
+    assert len(layout.WRITE_DIRS) == 2 + 256 + 1 + 8
 
 
 def test_edge_keys_are_pinned():
@@ -395,8 +399,15 @@ def test_delete_version_refuses_names_that_are_not_one_key_segment(repo, name):
     repo.init()
     with pytest.raises(UsageError):
         repo.delete_version("m", name)
+
+
+@pytest.mark.parametrize("model", ["/", ".", "..", "a\x00b", "a/b/c", "a//b", "a/..", "../a", "@a", "@a/b", "a--b/c"])
+def test_delete_version_refuses_models_that_are_not_a_model_folder(repo, model):
+    """A model is one key segment, or a valid ``org/model`` (two, its first marked): never a
+    path that leaves its folder, never another's (``@a`` is namespace a's folder)."""
+    repo.init()
     with pytest.raises(UsageError):
-        repo.delete_version(name or "/", "v1")
+        repo.delete_version(model, "v1")
 
 
 def test_signature_keys_are_the_stores_own_and_leave_with_their_version(repo):
