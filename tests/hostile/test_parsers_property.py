@@ -96,13 +96,9 @@ def test_mutated_manifests_decode_or_refuse(paths, data):
         if where == "top":
             manifest[data.draw(field_names)] = data.draw(json_values)
         elif where == "file":
-            entry = (
-                data.draw(st.sampled_from(manifest["files"]))
-                if manifest.get("files")
-                and isinstance(manifest["files"], list)
-                and isinstance(manifest["files"][0], dict)
-                else None
-            )
+            files = manifest.get("files")
+            entries = [e for e in files if isinstance(e, dict)] if isinstance(files, list) else []
+            entry = data.draw(st.sampled_from(entries)) if entries else None
             if entry is not None:
                 entry[data.draw(file_field_names)] = data.draw(json_values | path_strings)
         else:
