@@ -156,10 +156,12 @@ def plan_pull(
     delete: bool = False,
     require_signature: PathArg | None = None,
     cache_dir: PathArg | None = None,
+    verify_existing: bool = False,
 ) -> PullPlan:
     """What ``pull`` with the same arguments would do, having created or changed nothing: the
     ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints).
-    ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``)."""
+    ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``).
+    ``verify_existing``: plan as if DEST had no index (every file in it read)."""
     from aim_cli.pull import pipeline
 
     _refuse_tagless_signed(tag, require_signature)
@@ -179,6 +181,7 @@ def plan_pull(
         exclude=exclude,
         delete=delete,
         cache_dir=cache_dir,
+        verify_existing=verify_existing,
     )
 
 
@@ -200,6 +203,7 @@ def pull(
     delete: bool = ...,
     dry_run: Literal[False] = ...,
     require_signature: PathArg | None = ...,
+    verify_existing: bool = ...,
 ) -> PullResult: ...
 
 
@@ -221,6 +225,7 @@ def pull(
     delete: bool = ...,
     dry_run: Literal[True],
     require_signature: PathArg | None = ...,
+    verify_existing: bool = ...,
 ) -> PullPlan: ...
 
 
@@ -241,6 +246,7 @@ def pull(
     delete: bool = False,
     dry_run: bool = False,
     require_signature: PathArg | None = None,
+    verify_existing: bool = False,
 ) -> PullResult | PullPlan:
     """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
 
@@ -250,6 +256,8 @@ def pull(
     files of ``dest`` (within the patterns) that the version does not hold. ``require_signature``:
     a public key (PEM) whose signature (either kind) must cover exactly the version's files,
     checked before anything is written; the pull is then pinned to the verified manifest's digest.
+    ``verify_existing``: read every file already in ``dest`` again, trusting nothing of DEST's
+    index (by default a file the index vouches for, its stat unchanged, is not read).
     ``dry_run=True`` is deprecated: it returns ``plan_pull(...)``'s plan."""
     if dry_run:
         warnings.warn(
@@ -269,6 +277,7 @@ def pull(
             exclude=exclude,
             delete=delete,
             require_signature=require_signature,
+            verify_existing=verify_existing,
         )
     from aim_cli.pull import pipeline
 
@@ -295,6 +304,7 @@ def pull(
         include=include,
         exclude=exclude,
         delete=delete,
+        verify_existing=verify_existing,
     )
 
 
