@@ -121,9 +121,10 @@ def median(values: list[float]) -> float:
 
 
 def tree_digests(root: Path) -> dict[str, str]:
+    """The files under ``root`` by BLAKE3, outside aim_cli's own ``.aim`` (a pull's index)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.relative_to(root).parts[0] != ".aim":
             h = blake3.blake3(max_threads=blake3.blake3.AUTO)
             with open(p, "rb") as f:
                 while block := f.read(8 * MiB):
@@ -453,6 +454,43 @@ def fig_pull_update(b: Bench, ck: dict, kind: str) -> list[Row]:
     ]
 
 
+def fig_pull_in_place(b: Bench, size: str, seed: int) -> list[Row]:
+    """pull v3 into the directory holding v2 (pulled first, untimed), where v3 re-randomises 10%
+    of the tensors and every shard holds some of them; `cp -r v3 && sync` as the baseline. Its
+    own checkpoints: four shards of a quarter of ``size`` each, three versions."""
+    out = b.work / "ckpt-in-place"
+    shard = max(1, make_checkpoints.parse_size(size) // 4)
+    versions = ["--versions", "3", "--changed-fraction", "0.1", "--shard-size", str(shard)]
+    make(["--out", str(out), "--size", size, "--seed", str(seed), *versions])
+    ck = json.loads((out / "changes.json").read_text())
+    v2, v3 = Path(ck["versions"][1]["dir"]), Path(ck["versions"][2]["dir"])
+    shards_changed = {
+        p.name for p in v3.glob("*.safetensors") if blake3.blake3(p.read_bytes()).digest() != _digest(v2 / p.name)
+    }
+    every = len(shards_changed) == len(list(v3.glob("*.safetensors")))
+    b.fresh_repo("local")
+    b.push(v2, "v2")
+    b.push(v3, "v3")
+    dest = b.work / "pull-in-place"
+    t, c = [], []
+    for i in range(b.runs):
+        rmtree(dest)
+        run(b.pull("v2", dest), b.env)
+        b.cache.settle(cold=True)
+        t.append(run(b.pull("v3", dest), b.env))
+        if i == 0 and tree_digests(dest) != tree_digests(v3):
+            raise RuntimeError(f"pulled {dest} differs from {v3}")
+        c.append(cp_baseline(v3, b.work / "cp-dst", b.cache, cold=True))
+    rmtree(dest)
+    rmtree(out)
+    where = "in every shard" if every else f"in {len(shards_changed)} shards of {len(list(v3.glob('*.safetensors')))}"
+    return [time_row(f"pull v3 into the directory holding v2 (10% of tensors changed, {where}) (local)", t, c, 1.3)]
+
+
+def _digest(path: Path) -> bytes:
+    return blake3.blake3(path.read_bytes()).digest() if path.exists() else b""
+
+
 def written_bytes(dest: Path) -> int:
     """Bytes a pull has written so far: allocated blocks (partial files are sparse until filled)."""
     total = 0
@@ -495,7 +533,7 @@ def fig_resume(b: Bench, ck: dict) -> list[Row]:
         r = run(b.pull("v1", dest), b.env)
         t.append(r.seconds)
         fractions.append(r.json()["fetched_bytes"] / total)
-        verified &= tree_digests(dest) == tree_digests(Path(v1["dir"])) and not (dest / ".aim").exists()
+        verified &= tree_digests(dest) == tree_digests(Path(v1["dir"])) and not (dest / ".aim" / "partial").exists()
         verified &= model_verify_local(b, "v1", dest)
     rmtree(dest)
     f = median(fractions)
@@ -616,6 +654,7 @@ def main(argv=None) -> int:
             lambda: fig_pull_cold(b, ck, "local"),
             lambda: fig_pull_update(b, ck, "local"),
             lambda: fig_resume(b, ck),
+            lambda: fig_pull_in_place(b, args.size, args.seed),  # last: it empties the repository
         )
         if not args.skip_jobs:
             collect(lambda: fig_jobs(b, ck))

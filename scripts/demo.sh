@@ -42,11 +42,11 @@ aim model versions local demo-model
 
 echo "== pull $tag1 and compare byte for byte"
 aim model pull local demo-model "$work/pulled" --tag "$tag1" --quiet
-diff -r "$work/model_v1" "$work/pulled" && echo "identical: $work/pulled == $work/model_v1"
+diff -r --exclude=.aim "$work/model_v1" "$work/pulled" && echo "identical: $work/pulled == $work/model_v1"
 
 echo "== pull the newest version into the same directory (only changed chunks are fetched)"
 aim model pull local demo-model "$work/pulled" --quiet
-diff -r "$work/model_v2" "$work/pulled" && echo "identical: $work/pulled == $work/model_v2"
+diff -r --exclude=.aim "$work/model_v2" "$work/pulled" && echo "identical: $work/pulled == $work/model_v2"
 
 echo "== audit: the pulled directory against the manifest's whole-file digests, then the stored blobs"
 aim model verify local demo-model --tag "$tag2" --local "$work/pulled"

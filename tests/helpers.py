@@ -191,10 +191,26 @@ def files_of(root: Path) -> dict[str, tuple]:
     return {k: v for k, v in tree(root, skip_aim=True).items() if v[0] == "file"}
 
 
+#: What a pull leaves in DEST of its own: its index (docs/design.md §6), in its work directory.
+PULL_INDEX = (".aim", ".aim/index.json")
+
+
+def work_files(dest: Path) -> list[str]:
+    """aim_cli's working files left in ``dest`` (partial files, a lock, a probe): anything under
+    DEST/.aim but the pull's index, which stays."""
+    return sorted(k for k in tree(dest / ".aim") if f".aim/{k}" not in PULL_INDEX) if (dest / ".aim").exists() else []
+
+
+def without_index(snapshot: dict[str, tuple]) -> dict[str, tuple]:
+    """A ``tree`` of DEST without the pull's index."""
+    return {k: v for k, v in snapshot.items() if k not in PULL_INDEX}
+
+
 def assert_same_tree(src: Path, dest: Path) -> None:
     """``dest`` holds exactly the files of ``src``, byte for byte and mode for mode, the same
-    directories, and no aim_cli working files."""
-    a, b = tree(src), tree(dest)
+    directories, and no aim_cli working files (the pull's index aside)."""
+    a = tree(src)
+    b = without_index(tree(dest))
     assert a.keys() == b.keys(), (
         f"only in source: {sorted(a.keys() - b.keys())}; only in dest: {sorted(b.keys() - a.keys())}"
     )
@@ -464,6 +480,7 @@ def upstream_verify(directory: Path, bundle: bytes, pub: Path, algorithm: str, t
     path = tmp / "to-verify.sig"
     path.write_bytes(bundle)
     hc = model_signing.hashing.Config().use_file_serialization(hashing_algorithm=algorithm)
+    hc.set_ignored_paths(paths=[directory / ".aim"])  # a pull's index, as the README tells users
     model_signing.verifying.Config().use_elliptic_key_verifier(public_key=pub).set_hashing_config(hc).verify(
         directory, path
     )

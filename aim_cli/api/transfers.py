@@ -163,11 +163,13 @@ def plan_pull(
     cache_dir: PathArg | None = None,
     alias: str | None = None,
     now: datetime | None = None,
+    verify_existing: bool = False,
 ) -> PullPlan:
     """What ``pull`` with the same arguments would do, having created or changed nothing: the
     ``PullPlan`` (``plan.to_json()`` is the shape `model pull --dry-run --json` prints).
     ``cache_dir`` is only checked (with ``delete``, it must not lie inside ``dest``). A signed
-    alias is checked as ``pull`` checks it; no sequence number is recorded."""
+    alias is checked as ``pull`` checks it; no sequence number is recorded. ``verify_existing``:
+    plan as if DEST had no index (every file in it read)."""
     from aim_cli.pull import pipeline
 
     cfg = get_config(config)
@@ -188,6 +190,7 @@ def plan_pull(
         exclude=exclude,
         delete=delete,
         cache_dir=cache_dir,
+        verify_existing=verify_existing,
     )
 
 
@@ -211,6 +214,7 @@ def pull(
     require_signature: PathArg | None = ...,
     alias: str | None = ...,
     now: datetime | None = ...,
+    verify_existing: bool = ...,
 ) -> PullResult: ...
 
 
@@ -234,6 +238,7 @@ def pull(
     require_signature: PathArg | None = ...,
     alias: str | None = ...,
     now: datetime | None = ...,
+    verify_existing: bool = ...,
 ) -> PullPlan: ...
 
 
@@ -256,6 +261,7 @@ def pull(
     require_signature: PathArg | None = None,
     alias: str | None = None,
     now: datetime | None = None,
+    verify_existing: bool = False,
 ) -> PullResult | PullPlan:
     """Pull a version into ``dest``, verified; rerun to resume. Returns a ``PullResult``.
 
@@ -267,6 +273,7 @@ def pull(
     checked before anything is written; the pull is then pinned to the verified manifest's digest.
     For an alias (``tag``, or ``alias``, "latest" without either) the key's statement of it must
     hold too (§12): exit 5 if missing, expired at ``now`` or older than one seen before.
+    ``verify_existing``: read every file of ``dest`` again, trusting nothing of DEST's index.
     ``dry_run=True`` is deprecated: it returns ``plan_pull(...)``'s plan."""
     if dry_run:
         warnings.warn(
@@ -288,6 +295,7 @@ def pull(
             require_signature=require_signature,
             alias=alias,
             now=now,
+            verify_existing=verify_existing,
         )
     from aim_cli.pull import pipeline
 
@@ -310,6 +318,7 @@ def pull(
         include=include,
         exclude=exclude,
         delete=delete,
+        verify_existing=verify_existing,
     )
     signed.record_in_dest()
     return result

@@ -149,6 +149,11 @@ def model_push(
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; create or change nothing in DEST.")
 @click.option(
+    "--verify-existing",
+    is_flag=True,
+    help="Read every file already in DEST again, trusting nothing of DEST's index of what pull wrote.",
+)
+@click.option(
     "--require-signature",
     metavar="KEY.pub",
     help="Refuse (exit 5, DEST untouched) unless a signature by this EC public key covers the version, and, for "
@@ -175,6 +180,7 @@ def model_pull(
     exclude,
     delete,
     dry_run,
+    verify_existing,
     require_signature,
     alias_name,
     jobs,
@@ -196,6 +202,7 @@ def model_pull(
         delete=delete,
         require_signature=require_signature,
         alias=alias_name,
+        verify_existing=verify_existing,
     )
     if dry_run:
         plan = api().plan_pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)

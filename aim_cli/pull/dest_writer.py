@@ -13,6 +13,7 @@ writing to it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -165,20 +166,22 @@ def set_mode(path: str | Path, mode: int) -> None:
         raise dest_error(e, path) from None
 
 
-def commit_files(dest: Path, verified: list[FilePlan]) -> None:
+def commit_files(dest: Path, verified: list[FilePlan]) -> list[os.stat_result]:
     """Give verified files their final names, then their modes. Their bytes are made durable
     first, all at once (one syncfs, where an fsync per file costs seconds for a model of thousands
     of small files), so that after a power loss no final name holds a file whose data did not
     reach the disk. The mode comes after the rename: a partial file stays the owner's (readable
-    and writable), so a read-only file verified before a kill does not wedge the rerun."""
+    and writable), so a read-only file verified before a kill does not wedge the rerun.
+    Returns each file's fstat once in place, for DEST's index (no lookup by path more)."""
     if not verified:
-        return
+        return []
     try:
         sync_filesystem(dest)
     except OSError as e:
         raise dest_error(e, dest) from None
     dirs = DestDirs(dest)
     parents = set()
+    stats = []
     for plan in verified:
         parent = dirs.parent_of(plan.entry.path, create=True)
         try:
@@ -186,6 +189,7 @@ def commit_files(dest: Path, verified: list[FilePlan]) -> None:
             try:
                 os.replace(plan.partial, plan.final)
                 os.fchmod(fd, plan.entry.mode)  # the file just renamed, whatever its name now points to
+                stats.append(os.fstat(fd))
             finally:
                 os.close(fd)
         except OSError as e:
@@ -193,6 +197,7 @@ def commit_files(dest: Path, verified: list[FilePlan]) -> None:
         parents.add(parent)
     for parent in parents:
         fsync_dir(parent)
+    return stats
 
 
 def truncate_partial(plan: FilePlan) -> None:
@@ -223,6 +228,42 @@ def write_at(path: str | Path, offset: int, data: bytes, *, whole: bool = False)
             os.close(fd)
     except OSError as e:
         raise dest_error(e, path) from None
+
+
+def copy_at(path: str | Path, offset: int, source: str, source_offset: int, size: int) -> bool:
+    """Copy ``size`` bytes of the regular file ``source`` (never through a symlink) from
+    ``source_offset`` into the partial file ``path`` at ``offset``, in the kernel
+    (copy_file_range: extents cloned where the filesystem can reflink, else copied without
+    passing through user space). Unverified: the caller's whole-file digest covers the bytes.
+    False when it cannot (no such call, another filesystem, the source gone, shorter, or not a
+    regular file): the caller then reads the chunk and verifies it."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    try:
+        src = open_regular(source, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            dst = open_regular(path, os.O_WRONLY | os.O_CREAT)
+        except OSError as e:
+            raise dest_error(e, path) from None
+        try:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(src, dst, size - done, source_offset + done, offset + done)
+                if n == 0:
+                    return False  # the source is shorter than its index says
+                done += n
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise dest_error(e, path) from None
+            return False
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return True
 
 
 # -- --delete ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Inside DEST (names starting with ``.aim`` never appear in a manifest):
     DEST/.aim/pull.lock                   one pull at a time (dest_lock.py says how)
     DEST/.aim/partial/<id>                a file being assembled; id = BLAKE3(path NUL file digest)[:32]
     DEST/.aim/case-probe                  for an instant: does DEST's filesystem ignore case?
+    DEST/.aim/index.json                  the files pull wrote or verified, by stat (dest_index.py)
 
 The partial names are deterministic, so a rerun after a kill finds them and re-hashes their chunks
 against the manifest: only what is still missing is fetched, and no second copy of the model is
@@ -25,6 +26,7 @@ from aim_cli.format import manifest as mf
 WORK_DIR = ".aim"  # starts with util.walk.OWN_PREFIX: no walk of a model directory ever enters it
 PARTIAL_DIR = "partial"
 CASE_PROBE = "case-probe"
+INDEX_NAME = "index.json"
 PARTIAL_MODE = 0o600  # what a partial file always has: readable and writable by its owner only
 
 

@@ -34,14 +34,17 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aim_cli.chunking.cdc import batches, file_digest, hash_bytes
+from aim_cli.chunking.cdc import batches, hash_bytes
 from aim_cli.defaults import DEFAULT_JOBS
 from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.progress import NullProgress, Progress
+from aim_cli.pull.assembly_digest import InOrderDigest, file_hexdigest
 from aim_cli.pull.cache import ChunkCache
-from aim_cli.pull.dest_access import inspect_dest, open_regular
+from aim_cli.pull.dest_access import dest_error, inspect_dest, open_regular
+from aim_cli.pull.dest_index import EMPTY, carried_over, entry_of, load_index, write_index
 from aim_cli.pull.dest_writer import (
     commit_files,
+    copy_at,
     delete_files,
     locked_dest,
     make_dirs,
@@ -166,6 +169,7 @@ def dry_run(
     exclude: Iterable[str] = (),
     delete: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    verify_existing: bool = False,
 ) -> PullPlan:
     """The ``PullPlan`` of a pull with these arguments, having created or changed nothing.
     ``cache_dir``: the chunk cache the pull would use (refused inside DEST with ``delete``)."""
@@ -184,7 +188,9 @@ def dry_run(
         cache_root=Path(cache_dir).expanduser() if cache_dir else None,
     )
     dest = request.dest.absolute()
-    return plan_pull(repo, request.ref, dest, inspect_dest(dest, request.paths), **request.plan_args)
+    facts = inspect_dest(dest, request.paths)
+    index = EMPTY if verify_existing else load_index(dest)
+    return plan_pull(repo, request.ref, dest, facts, index=index, **request.plan_args)
 
 
 def pull(
@@ -202,6 +208,7 @@ def pull(
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     delete: bool = False,
+    verify_existing: bool = False,
 ) -> PullResult:
     """Pull a version into ``dest`` (``dry_run`` plans the same pull without acting).
     ``repo_roots``: the local repositories DEST must stay out of (the config's), besides any
@@ -209,7 +216,9 @@ def pull(
     ``include``/``exclude``: patterns selecting the files (aim_cli/util/patterns.py); an include
     that matches no file is a UsageError, an exclude that matches none a warning (logged).
     ``delete``: remove the regular files of DEST, within the patterns, that the version does
-    not hold (after the pull's files are in place; directories this empties go too)."""
+    not hold (after the pull's files are in place; directories this empties go too).
+    ``verify_existing``: read every file already in DEST, trusting nothing of DEST's index
+    (dest_index.py: without it, a file the index vouches for, its stat unchanged, is not read)."""
     started = time.monotonic()
     progress = progress or NullProgress()
     request = _request(
@@ -229,7 +238,9 @@ def pull(
     make_dirs(request.dest)
     dest = request.dest.absolute()
     with locked_dest(dest):
-        plan = plan_pull(repo, request.ref, dest, prepare_dest(dest, request.paths), **request.plan_args)
+        facts = prepare_dest(dest, request.paths)
+        index = EMPTY if verify_existing else load_index(dest)
+        plan = plan_pull(repo, request.ref, dest, facts, index=index, **request.plan_args)
         result = execute(plan, repo, jobs=jobs, cache=cache, progress=progress)
     result.elapsed = time.monotonic() - started
     return result
@@ -292,13 +303,42 @@ def execute(
             pass  # they stay in the partial directory; the rerun finds them
         raise
     progress.close()
-    commit_files(dest, assembler.verified)
+    placed = commit_files(dest, assembler.verified)
     for leftover in work.leftovers:
         leftover.unlink(missing_ok=True)
     if plan.delete:
         result.deleted = delete_files(dest, plan.delete)
+    _write_index(dest, plan, zip(assembler.verified, placed, strict=True))
     _account(result, plan, chain)
     return result
+
+
+def _write_index(dest: Path, plan: PullPlan, placed: Iterable[tuple[FilePlan, os.stat_result]]) -> None:
+    """Record in DEST's index (dest_index.py) every file of the version now complete in DEST,
+    by its stat now: the files just renamed into place, and the files found complete if their
+    stat is still the one their check began with (a file changed meanwhile is left out). The
+    entries of other paths that still match are carried over."""
+    work = plan.work
+    assert work is not None  # a plan made under DEST's lock
+    entries, paths = [], set()
+    for p, st in placed:
+        entries.append(entry_of(p.entry.path, st, p.entry))
+        paths.add(p.entry.path)
+    for entry, final, before, mode_set in work.complete:
+        try:
+            st = os.lstat(final)
+        except OSError:
+            continue
+        same = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) == (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ino,
+            before.st_dev,
+        )
+        if same and (mode_set or st.st_ctime_ns == before.st_ctime_ns):  # our chmod changed its ctime
+            entries.append(entry_of(entry.path, st, entry))
+            paths.add(entry.path)
+    write_index(dest, entries + carried_over(work.index, dest, paths | set(plan.delete)))
 
 
 def _account(result: PullResult, plan: PullPlan, chain: SourceChain) -> None:
@@ -353,6 +393,10 @@ class _Assembler:
                     continue
                 plan.remaining = len(missing)
                 plan.lock = threading.Lock()
+                plan.copied = set()
+                plan.digest = InOrderDigest(
+                    plan.partial, plan.offsets, [size for _, size in plan.entry.chunks], plan.have
+                )
                 futures.extend(pool.submit(self.fill, plan, i) for i in missing)
             wait(futures, return_when=FIRST_EXCEPTION)
             for fut in futures:
@@ -371,14 +415,35 @@ class _Assembler:
         if self._stop.is_set():
             return
         digest, size = plan.entry.chunks[index]
-        write_at(plan.partial, plan.offsets[index], self.sources.read(digest, size, plan.entry.path))
+        offset = plan.offsets[index]
+        assert plan.lock is not None and plan.copied is not None and plan.digest is not None  # several chunks
+        data = None
+        if not self._copy(plan, index, digest, size, offset):
+            data = self.sources.read(digest, size, plan.entry.path)
+            write_at(plan.partial, offset, data)
+        try:
+            plan.digest.written(index, data)
+        except OSError as e:
+            raise dest_error(e, plan.partial) from None
         self.progress.advance(size)
-        assert plan.lock is not None  # files of several chunks have one
         with plan.lock:
             plan.remaining -= 1
             last = plan.remaining == 0
         if last:
             self.finalize(plan)
+
+    def _copy(self, plan: FilePlan, index: int, digest: str, size: int, offset: int) -> bool:
+        """Put a chunk found in a local file (an earlier version's file, a --reference) in place
+        with copy_file_range, unread: no copy of it through this process, no hashing. The
+        whole-file digest checks it (``finalize``)."""
+        where = self.sources.locate(digest)
+        if where is None or not copy_at(plan.partial, offset, where[1], where[2], size):
+            return False
+        self.sources.count(where[0], size)
+        assert plan.lock is not None and plan.copied is not None
+        with plan.lock:
+            plan.copied.add(index)
+        return True
 
     def fill_small(self, batch: list[FilePlan]) -> None:
         """Assemble files of at most one chunk, one after the other in this task. Such a file's
@@ -415,14 +480,27 @@ class _Assembler:
         return size
 
     def finalize(self, plan: FilePlan) -> None:
-        """Check the assembled file against its whole-file digest; the rename comes at the end."""
+        """Check the assembled file against its whole-file digest (hashed as its chunks were
+        written, the rest read from the file); the rename comes at the end. Chunks copied in
+        unread are the only bytes not verified on their own: if the digest does not match, they
+        are put in place again, read and verified, and the file is hashed again."""
         truncate_partial(plan)
-        if file_digest(plan.partial) != plan.entry.blake3:
+        try:
+            digest = plan.digest.hexdigest() if plan.digest is not None else file_hexdigest(plan.partial)
+            if digest != plan.entry.blake3 and plan.copied:
+                log.warning("%s: chunks copied from local files were not as indexed; reading them", plan.entry.path)
+                for i in sorted(plan.copied):
+                    chunk, size = plan.entry.chunks[i]
+                    write_at(plan.partial, plan.offsets[i], self.sources.read(chunk, size, plan.entry.path))
+                digest = file_hexdigest(plan.partial)
+        except OSError as e:
+            raise dest_error(e, plan.partial) from None
+        if digest != plan.entry.blake3:
             raise IntegrityError(
                 f"{plan.entry.path} does not match its digest after assembly",
                 "the destination disk may be failing; rerun the pull",
             )
-        # Verified (the re-read came from the page cache): start its writeback now, so the disk
+        # Verified (the bytes read back came from the page cache): start its writeback now, so the disk
         # writes it while other files are fetched and the final syncfs waits only for the rest.
         fd = open_regular(plan.partial, os.O_RDONLY)
         try:

@@ -37,6 +37,7 @@ from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import blake3
 
@@ -47,8 +48,12 @@ from aim_cli.progress import NullProgress
 from aim_cli.pull.case import fold
 from aim_cli.pull.deltas import local_dependents
 from aim_cli.pull.dest_access import DestDirs, dest_error, open_regular
+from aim_cli.pull.dest_index import EMPTY, DestIndex
 from aim_cli.pull.layout import PARTIAL_DIR, WORK_DIR, DestFacts, partial_name
 from aim_cli.pull.sources import LocalFiles
+
+if TYPE_CHECKING:
+    from aim_cli.pull.assembly_digest import InOrderDigest
 from aim_cli.repository import VersionRef
 from aim_cli.util.fs import display_path
 from aim_cli.util.ignores import any_ignored, is_ignored
@@ -165,11 +170,15 @@ class PlanWork:
     kept_bytes: int
     local_sources: list[LocalFiles]  # DEST's files, then --reference directories
     leftovers: list[Path]  # partial files of another version's pull: removed at the end
+    index: DestIndex = EMPTY  # DEST's index as loaded (dest_index.py), to carry its other entries over
+    #: Files complete at their final path: (entry, final path, the lstat their check started from,
+    #: whether their mode is set): DEST's next index records them if they are unchanged by then.
+    complete: list[tuple[mf.FileEntry, str, os.stat_result, bool]] = field(default_factory=list)
 
 
-def _offsets(entry: mf.FileEntry) -> list[int]:
+def _offsets(chunks: Sequence[tuple[str, int]]) -> list[int]:
     out, pos = [], 0
-    for _, size in entry.chunks:
+    for _, size in chunks:
         out.append(pos)
         pos += size
     return out
@@ -186,6 +195,8 @@ class FilePlan:
     have: AbstractSet[int] = frozenset()  # indexes of chunks already right in the partial
     remaining: int = 0  # chunks still to write (counted down by the assembler's threads)
     lock: threading.Lock | None = None  # guards ``remaining`` (files of several chunks only)
+    digest: InOrderDigest | None = None  # the whole-file digest, hashed as chunks are written
+    copied: set[int] | None = None  # chunks copied in unread (copy_file_range), under ``lock``
 
     @property
     def one_chunk(self) -> bool:
@@ -254,19 +265,30 @@ class DestNames:
         return fold(name) in names
 
 
-_COMPLETE, _SET_MODE = "complete", "set-mode"
+@dataclass(frozen=True, slots=True)
+class _Complete:
+    """The file at the final path is complete; ``set_mode``: its mode alone differs."""
+
+    st: os.stat_result  # its lstat before it was checked
+    set_mode: bool
 
 
 def _plan_file(
-    target: _Target, dest_files: LocalFiles, references: LocalFiles, reference_dirs: Sequence[Path], advance
-) -> FilePlan | str:
-    """What DEST holds of one file: _COMPLETE if the file at the final path is complete (the
+    target: _Target,
+    dest_files: LocalFiles,
+    references: LocalFiles,
+    reference_dirs: Sequence[Path],
+    advance,
+    index: DestIndex = EMPTY,
+) -> FilePlan | _Complete:
+    """What DEST holds of one file: _Complete if the file at the final path is complete (the
     right size, and every chunk right at its offset: a file of another size is never complete,
-    even one with no chunks), _SET_MODE if only its mode differs, else its plan, with the chunks
-    its partial file already holds. The final file and the references are indexed as sources of
-    the chunks still missing."""
+    even one with no chunks), with ``set_mode`` if only its mode differs, else its plan, with the
+    chunks its partial file already holds. The final file and the references are indexed as
+    sources of the chunks still missing. A final file DEST's ``index`` vouches for (its stat
+    unchanged: dest_index.py) is not read: its digest and chunks are the index's."""
     entry, final, partial = target.entry, target.final, target.partial
-    plan = FilePlan(entry, final, partial, _offsets(entry))
+    plan = FilePlan(entry, final, partial, _offsets(entry.chunks))
     st = None
     if target.final_listed:
         try:
@@ -280,22 +302,39 @@ def _plan_file(
             f"{display_path(final)} is a directory, the version has a file there", "move it away or pull elsewhere"
         )
     if st is not None and stat.S_ISREG(st.st_mode):
-        same_size = st.st_size == entry.size
-        in_place = chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
-        if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
-            if stat.S_IMODE(st.st_mode) == entry.mode:
-                return _COMPLETE
-            if st.st_nlink == 1:  # a file with other names is replaced, not chmodded under them all
-                return _SET_MODE
-        dest_files.add(final, [(entry.chunks[i][0], plan.offsets[i]) for i in in_place])
-        if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
-            dest_files.add_file(final)
+        known = index.trusted(entry.path, st)
+        if known is not None:
+            advance(st.st_size)
+            if known.blake3 == entry.blake3 and known.size == entry.size:
+                complete = _complete(st, entry)
+                if complete is not None:
+                    return complete
+            # Every chunk of the earlier file, where the index says it is: moved data is found too.
+            dest_files.add(final, zip((d for d, _ in known.chunks), _offsets(known.chunks), strict=True))
+        else:
+            same_size = st.st_size == entry.size
+            in_place = chunks_in_place(final, entry, plan.offsets, advance) if same_size else set()
+            if same_size and len(in_place) == len(entry.chunks):  # every byte verified chunk by chunk
+                complete = _complete(st, entry)
+                if complete is not None:
+                    return complete
+            dest_files.add(final, [(entry.chunks[i][0], plan.offsets[i]) for i in in_place])
+            if len(in_place) * 2 < len(entry.chunks):  # changed beyond in-place edits: look for moved data
+                dest_files.add_file(final)
     if target.partial_listed:  # a regular file of ours (dest_access.scan_partials); reopened without following links
         plan.have = chunks_in_place(partial, entry, plan.offsets, advance)
     if len(plan.have) < len(entry.chunks):
         for ref_dir in reference_dirs:
             references.add_file(ref_dir / entry.path)
     return plan
+
+
+def _complete(st: os.stat_result, entry: mf.FileEntry) -> _Complete | None:
+    if stat.S_IMODE(st.st_mode) == entry.mode:
+        return _Complete(st, False)
+    if st.st_nlink == 1:  # a file with other names is replaced, not chmodded under them all
+        return _Complete(st, True)
+    return None
 
 
 def _extra_files(dest: Path, version_paths: Iterable[str], selection: PathFilter) -> list[tuple[str, int]]:
@@ -385,11 +424,13 @@ def plan_pull(
     references: Sequence[Path] = (),
     delete: bool = False,
     progress=None,
+    index: DestIndex = EMPTY,
 ) -> PullPlan:
     """Plan the pull of ``ref``'s selected files into ``dest`` (absolute), from what ``facts``
     say of it (prepare_dest under DEST's lock, or inspect_dest for a dry run: then the plan has
-    no ``work``). Writes nothing. Files are hashed and re-chunked in parallel threads (blake3
-    and pyfastcdc release the GIL)."""
+    no ``work``) and DEST's ``index`` (dest_index.load_index; EMPTY: every file is read). Writes
+    nothing. Files are hashed and re-chunked in parallel threads (blake3 and pyfastcdc release
+    the GIL)."""
     progress = progress or NullProgress()
     m = ref.manifest
     selection = selection or PathFilter()
@@ -408,33 +449,32 @@ def plan_pull(
     if on_disk:
         progress.start("check", on_disk)
 
-    def plan_batch(batch: list[_Target]) -> list[FilePlan | str]:
-        return [_plan_file(t, dest_files, ref_files, references, progress.advance) for t in batch]
+    def plan_batch(batch: list[_Target]) -> list[FilePlan | _Complete]:
+        return [_plan_file(t, dest_files, ref_files, references, progress.advance, index) for t in batch]
 
     # In batches (a big file alone in its own): a task per small file would cost more than its plan.
     threads = os.cpu_count() or 2
-    work = list(batches(targets, lambda t: t.entry.size, workers=threads))
+    tasks = list(batches(targets, lambda t: t.entry.size, workers=threads))
     # Files that will go (another version's partials, --delete's) are read as sources too: a
     # renamed file is not fetched again.
     to_index = [*leftovers, *(dest / path for path, _ in doomed)]
-    with ThreadPoolExecutor(max(1, min(threads, len(work) + len(to_index))), thread_name_prefix="aim-plan") as planners:
+    with ThreadPoolExecutor(
+        max(1, min(threads, len(tasks) + len(to_index))), thread_name_prefix="aim-plan"
+    ) as planners:
         for path in to_index:
             planners.submit(dest_files.add_file, path)
-        outcomes = [outcome for batch in planners.map(plan_batch, work) for outcome in batch]
+        outcomes = [outcome for batch in planners.map(plan_batch, tasks) for outcome in batch]
     progress.close()
 
     to_assemble = [outcome for outcome in outcomes if isinstance(outcome, FilePlan)]
     delta_bases = local_dependents(repo, m, to_assemble, [dest_files, ref_files])
 
-    planned, modes = [], []
-    for t, outcome in zip(targets, outcomes, strict=True):
-        if isinstance(outcome, FilePlan):
-            planned.append(_classify(outcome, dest_files, ref_files, delta_bases))
-            continue
-        if outcome == _SET_MODE:
-            modes.append((t.final, t.entry.mode))
-        planned.append(PlannedFile(t.entry.path, t.entry.size, KEEP, 0, 0, 0))
+    planned, modes, complete = _planned(targets, outcomes, dest_files, ref_files, delta_bases)
     kept = [f for f in planned if f.action == KEEP]
+    kept_bytes, local = sum(f.size for f in kept), [dest_files, ref_files]
+    work = (
+        PlanWork(to_assemble, modes, len(kept), kept_bytes, local, leftovers, index, complete) if facts.locked else None
+    )
     space_needed = sum(p.entry.size - p.bytes_present() for p in to_assemble)
     return PullPlan(
         m.model,
@@ -450,10 +490,22 @@ def plan_pull(
         space_needed,
         free_space(dest),
         delta_bases,
-        PlanWork(to_assemble, modes, len(kept), sum(f.size for f in kept), [dest_files, ref_files], leftovers)
-        if facts.locked
-        else None,
+        work,
     )
+
+
+def _planned(targets: list[_Target], outcomes: list[FilePlan | _Complete], dest_files, ref_files, delta_bases):
+    """Each file's PlannedFile; the modes to set; the files complete (PlanWork.complete)."""
+    planned, modes, complete = [], [], []
+    for t, outcome in zip(targets, outcomes, strict=True):
+        if isinstance(outcome, FilePlan):
+            planned.append(_classify(outcome, dest_files, ref_files, delta_bases))
+            continue
+        if outcome.set_mode:
+            modes.append((t.final, t.entry.mode))
+        complete.append((t.entry, t.final, outcome.st, outcome.set_mode))
+        planned.append(PlannedFile(t.entry.path, t.entry.size, KEEP, 0, 0, 0))
+    return planned, modes, complete
 
 
 def _classify(

@@ -96,6 +96,11 @@ class LocalFiles:
         where = self.index.get(digest)
         return None if where is None else read_verified(where[0], where[1], size, digest)
 
+    def locate(self, digest: str) -> tuple[str, int] | None:
+        """(file, offset) where the chunk was found, unverified since: for a copy that the
+        whole-file digest checks (pipeline._Assembler)."""
+        return self.index.get(digest)
+
 
 class CacheSource:
     """The shared chunk cache (aim_cli/cache.py): verified on read; ``keep`` stores a chunk
@@ -174,6 +179,22 @@ class SourceChain:
         self.chunks = {s.name: 0 for s in self.sources}
         self.bytes = {s.name: 0 for s in self.sources}
         self._lock = threading.Lock()
+
+    def locate(self, digest: str) -> tuple[str, str, int] | None:
+        """(source name, file, offset) of the chunk in the first local file source that lists
+        it, which ``read`` would ask first too; None if none does."""
+        for source in self.sources:
+            locate = getattr(source, "locate", None)
+            where = locate(digest) if locate is not None else None
+            if where is not None:
+                return source.name, where[0], where[1]
+        return None
+
+    def count(self, name: str, size: int) -> None:
+        """Count a chunk taken from source ``name`` without ``read`` (a copy)."""
+        with self._lock:
+            self.chunks[name] += 1
+            self.bytes[name] += size
 
     def read(self, digest: str, size: int, path: str) -> bytes:
         for i, source in enumerate(self.sources):  # noqa: B007 (i: the sources before the repository)

@@ -1,7 +1,7 @@
 """The walk of a user's directory tree (a model directory, a pull's DEST).
 
     OWN_PREFIX          top-level names starting with it are aim_cli's own working files (a
-                        pull's lock and partial files), never part of a model's files.
+                        pull's lock, partial files and index), never part of a model's files.
     iter_tree(root)     every entry under ``root`` that is not a directory, as (relative path,
                         lstat), descending without following symlinks.
     walk_tree(root)     the same, as a dict by relative path.
@@ -64,6 +64,21 @@ def is_own_name(name: str) -> bool:
     return name.startswith(OWN_PREFIX)
 
 
+#: What every finished pull leaves at the top of DEST: its work directory holding its index alone
+#: (pull/layout.py). Skipped like any own name, but not worth a word: pushing a directory one
+#: pulled into is the common case.
+PULL_LEFTOVER = (".aim", ("index.json",))
+
+
+def _only_pull_index(entry: os.DirEntry) -> bool:
+    if entry.name != PULL_LEFTOVER[0] or not entry.is_dir(follow_symlinks=False):
+        return False
+    try:
+        return tuple(os.listdir(entry.path)) == PULL_LEFTOVER[1]
+    except OSError:
+        return False
+
+
 def iter_tree(
     root: Path,
     *,
@@ -72,7 +87,8 @@ def iter_tree(
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Every non-directory entry under ``root`` (symlinks not followed: a link is yielded as a
     link), with its relative path, depth first, in no set order. The top-level names aim_cli
-    keeps for itself are left out; ``on_skip(name)`` hears of each. ``prune(path, is_dir)``,
+    keeps for itself are left out; ``on_skip(name)`` hears of each (but of a ``.aim`` holding a
+    pull's index alone, PULL_LEFTOVER). ``prune(path, is_dir)``,
     asked of every other entry, leaves it out when true (a directory is then not entered: a
     signature's ignored ``.git``); it may also raise to refuse a name. An OSError reading a
     directory (PermissionError, FileNotFoundError for a ``root`` that does not exist) propagates,
@@ -83,7 +99,7 @@ def iter_tree(
         with os.scandir(directory) as entries:
             for entry in entries:
                 if not rel and is_own_name(entry.name):
-                    if on_skip is not None:
+                    if on_skip is not None and not _only_pull_index(entry):
                         on_skip(entry.name)
                     continue
                 st = entry.stat(follow_symlinks=False)

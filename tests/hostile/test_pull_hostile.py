@@ -25,6 +25,7 @@ from tests.helpers import (
     run,
     tree,
     version_bytes,
+    work_files,
     write_file,
 )
 
@@ -108,7 +109,7 @@ def test_partial_files_with_trailing_bytes_are_cut_to_size(env, tmp_path):
     result = _json(ok(env.pull(dest, "--json")))
     assert files_of(dest) == files_of(src)
     assert result["fetched_bytes"] == 0  # the partials' chunks were used, their tails cut
-    assert not (dest / ".aim").exists()
+    assert work_files(dest) == []
 
 
 def test_cache_entries_of_the_wrong_size_are_not_used(env, tmp_path):
@@ -204,7 +205,7 @@ def test_read_only_and_write_only_files_pull_as_a_user(env, tmp_path):
     assert files_of(dest) == files_of(src)
     ok(env.pull(dest, prefix=drop_dac_caps()))  # the 0200 file cannot be checked: fetched again
     assert files_of(dest) == files_of(src)
-    assert not (dest / ".aim").exists()
+    assert work_files(dest) == []
 
 
 def test_rerun_after_an_older_pull_left_partials_with_their_final_modes(env, tmp_path):
@@ -218,7 +219,7 @@ def test_rerun_after_an_older_pull_left_partials_with_their_final_modes(env, tmp
     result = _json(ok(env.pull(dest, "--json", prefix=drop_dac_caps())))
     assert files_of(dest) == files_of(src)
     assert result["fetched_bytes"] == 0
-    assert not (dest / ".aim").exists()
+    assert work_files(dest) == []
 
 
 # -- defect 10: one line, never a traceback ----------------------------------------------------------

@@ -15,7 +15,7 @@ from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
 from aim_cli.repository import Repository
 from tests.fakes import CountingBackend
-from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, write_model
+from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, work_files, write_model
 
 MiB = 1 << 20
 
@@ -51,7 +51,7 @@ def test_pull_is_byte_identical_with_modes(repo, v1, tmp_path):
     # Every chunk fetched once: fetched_bytes counts the stored objects, fetched_raw_bytes the chunks.
     assert (r.fetched_raw_bytes, r.fetched_bytes) == version_bytes(repo, "m", "v1")
     assert r.fetched_raw_bytes == r.total_size and r.reused_bytes == 0
-    assert not (tmp_path / "out" / ".aim").exists()
+    assert work_files(tmp_path / "out") == []
 
 
 def test_newest_version_when_no_tag(repo, v1, tmp_path):
@@ -81,7 +81,7 @@ def test_interrupted_pull_resumes_fetching_only_what_is_missing(local, v1, tmp_p
     chunks = chunks_of(Repository(local, "r").get_version("m", "v1").manifest)
     assert r.fetched_bytes == rerun.get_bytes
     assert r.fetched_raw_bytes == sum(size for d, size in chunks.items() if blob_key(d) in rerun.got) < r.total_size
-    assert not (tmp_path / "out/.aim").exists()
+    assert work_files(tmp_path / "out") == []
 
 
 def test_corrupted_partial_file_is_detected_and_refetched(local, v1, tmp_path):
@@ -242,7 +242,7 @@ def test_partials_of_another_versions_interrupted_pull_are_used_then_removed(loc
     pull(Repository(counting, "r"), "m", tmp_path / "out", tag="v2")
     assert file_contents(tmp_path / "out") == file_contents(v1)
     assert counting.gets < sum(len(f.chunks) for f in repo.get_version("m", "v2").manifest.files) - 5
-    assert not (tmp_path / "out/.aim").exists()
+    assert work_files(tmp_path / "out") == []
 
 
 def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
@@ -275,7 +275,7 @@ def test_modes_are_applied_only_after_the_rename(local, tmp_path, monkeypatch):
     monkeypatch.undo()
     r = pull(Repository(local, "r"), "m", tmp_path / "out", tag="v1")
     assert file_contents(tmp_path / "out") == file_contents(src) and r.fetched_bytes == 0
-    assert not (tmp_path / "out/.aim").exists()
+    assert work_files(tmp_path / "out") == []
 
 
 def test_the_case_probe_answers_for_this_filesystem_and_leaves_nothing(tmp_path):

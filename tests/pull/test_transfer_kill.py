@@ -8,7 +8,7 @@ import select
 import subprocess
 
 from aim_cli.format import blob_codec
-from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, sigkill_when, write_model
+from tests.helpers import AIM, base_env, describe, file_contents, random_bytes, sigkill_when, work_files, write_model
 
 MiB = 1 << 20
 
@@ -67,7 +67,7 @@ def test_pull_killed_with_sigkill_resumes_and_fetches_only_the_rest(tmp_path):
     assert result["fetched_bytes"] <= result["fetched_raw_bytes"] + blob_codec.HEADER_SIZE * result["fetched_chunks"]
     assert result["reused_bytes"] >= 16 * MiB - 4 * MiB
     assert file_contents(dest) == file_contents(src)
-    assert not (dest / ".aim").exists()
+    assert work_files(dest) == []
 
 
 def _run_on_a_terminal(args) -> tuple[int, bytes]:

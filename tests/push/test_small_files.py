@@ -31,6 +31,7 @@ from tests.helpers import (
     one_line_error,
     random_bytes,
     run,
+    work_files,
     write_model,
 )
 
@@ -182,7 +183,7 @@ def test_interrupted_small_files_pull_resumes_without_refetching(local, tmp_path
     assert file_contents(dest) == file_contents(src)
     assert rerun.gets == total - cut.gets  # nothing fetched twice
     assert r.kept_files == len(done)
-    assert not (dest / ".aim").exists()
+    assert work_files(dest) == []
 
 
 def test_verified_partials_are_found_by_the_rerun(local, tmp_path, monkeypatch):
