@@ -790,9 +790,13 @@ def test_ctrl_c_during_pull_then_resume(local_repo, tmp_path):
     assert proc.returncode == 130, describe(res)
     assert "Traceback" not in err and err.strip().count("\n") == 0 and "rerun" in err, describe(res)
     # Whatever has its final name is complete; the partial files are kept for the rerun.
-    for path, info in files_of(dest).items():
+    finals = files_of(dest)
+    for path, info in finals.items():
         assert info == files_of(src)[path]
-    assert any(partial.iterdir())
+    # A loaded machine may deliver the signal after the last file got its final name: then
+    # nothing is partial; else what was interrupted is kept for the rerun.
+    if len(finals) < len(files_of(src)):
+        assert any(partial.iterdir())
     assert not (dest / ".aim" / "pull.lock").exists()
 
     res = ok(env.aim("model", "pull", REPO, "big", dest, "--tag", "v1", "--json"))
