@@ -167,6 +167,7 @@ def verify_local(
     config: ConfigArg = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> LocalReport:
     """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.audit.verify.LocalReport``.
     ``include``/``exclude`` select the files compared (as for `pull`); extra files are reported
@@ -174,7 +175,7 @@ def verify_local(
     from aim_cli.audit import verify
 
     ref = resolve(open_repository(repo, config=config), model, tag, digest)
-    return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude)
+    return verify.verify_local(ref, directory, jobs=jobs, include=include, exclude=exclude, progress=progress)
 
 
 def check_repo(
@@ -185,7 +186,8 @@ def check_repo(
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> CheckReport:
-    """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``."""
+    """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``.
+    ``progress`` sees the manifests read, then (``read_data``) the bytes of the blobs read."""
     from aim_cli.audit import check
 
     return check.check_repo(
@@ -212,13 +214,19 @@ def optimize_repo(
 
 
 def collect_garbage(
-    repo: str, *, dry_run: bool = False, config: ConfigArg = None, on_plan: Callable[[GcPlan], None] | None = None
+    repo: str,
+    *,
+    dry_run: bool = False,
+    config: ConfigArg = None,
+    on_plan: Callable[[GcPlan], None] | None = None,
+    progress: Progress | None = None,
 ) -> GcResult:
     """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.audit.gc.GcResult``.
-    ``on_plan(plan)`` sees the plan before anything is deleted."""
+    ``on_plan(plan)`` sees the plan before anything is deleted; ``progress`` sees the manifests
+    read, then the bytes deleted."""
     from aim_cli.audit import gc
 
-    return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan)
+    return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan, progress=progress)
 
 
 def delete_versions(

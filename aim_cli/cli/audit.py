@@ -93,7 +93,7 @@ def model_verify(
             "add --local DIR, or drop the patterns to check every blob",
         )
     if local_dir is not None:  # "" too: refused as the empty string, never taken for "no --local"
-        _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json)
+        _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, quiet, as_json)
         return
     r = api().verify_version(
         repo_name,
@@ -119,8 +119,10 @@ def model_verify(
         )
 
 
-def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json) -> None:
+def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, quiet, as_json) -> None:
     """`model verify --local DIR`: compare DIR's files with the version by digest."""
+    from aim_cli.progress import make_progress
+
     r = api().verify_local(
         repo_name,
         model_name,
@@ -131,6 +133,7 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
         config=config(),
         include=include,
         exclude=exclude,
+        progress=make_progress(quiet or as_json),
     )
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
@@ -202,9 +205,11 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
 @click.command("gc")
 @click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @click.option("--dry-run", is_flag=True, help="Print the plan, delete nothing (takes no lease).")
+@quiet_option
 @json_option
-def repo_gc(repo_name, dry_run, as_json):
+def repo_gc(repo_name, dry_run, quiet, as_json):
     """Delete the blobs no version references, safely while pushes run (see `repo check`)."""
+    from aim_cli.progress import make_progress
 
     def show(plan):
         if not as_json:
@@ -225,7 +230,9 @@ def repo_gc(repo_name, dry_run, as_json):
                     f"`aim_cli repo check {repo_name}` lists them"
                 )
 
-    r = api().collect_garbage(repo_name, dry_run=dry_run, config=config(), on_plan=show)
+    r = api().collect_garbage(
+        repo_name, dry_run=dry_run, config=config(), on_plan=show, progress=make_progress(quiet or as_json)
+    )
     if as_json:
         out_json(
             {

@@ -9,9 +9,10 @@ import click
 
 
 def size(n: int) -> str:
-    import humanize
+    """A size in IEC units (util.sizes, which the progress bars use too)."""
+    from aim_cli.util.sizes import human_size
 
-    return humanize.naturalsize(n, binary=True)
+    return human_size(n)
 
 
 class StdoutClosed(Exception):
@@ -57,9 +58,9 @@ def show_pull_plan(plan, dest: str, as_json: bool) -> None:
     )
 
 
-def count(n: int, noun: str) -> str:
-    """'1 file', '2 files'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 file', '2 files', '0 files'; ``nouns`` where adding an s is wrong ('1 delta', ...)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
 
 
 def show_left_out(r) -> None:
@@ -76,7 +77,7 @@ def show_left_out(r) -> None:
         from aim_cli.util.ignores import summary
 
         click.echo(
-            f"left out {count(r.ignored_files, 'file')} ({size(r.ignored_bytes)}) push ignores by default: "
+            f"left out {plural(r.ignored_files, 'file')} ({size(r.ignored_bytes)}) push ignores by default: "
             f"{summary(map(display_path, r.ignored))}; --no-default-ignores pushes them",
             err=True,
         )
@@ -98,11 +99,11 @@ def show_push_plan(plan, as_json: bool) -> None:
         estimate = "already pushed with identical content"
     else:
         estimate = (
-            f"about {size(plan.new_bytes)} new ({count(plan.new_chunks, 'chunk')} of "
+            f"about {size(plan.new_bytes)} new ({plural(plan.new_chunks, 'chunk')} of "
             f"{plan.chunks} the repository does not hold; raw size, stored size known only once encoded)"
         )
     out(
-        f"dry run: {plan.model}:{plan.tag} into {into}: {count(len(plan.files), 'file')}, {size(plan.total_size)}; "
+        f"dry run: {plan.model}:{plan.tag} into {into}: {plural(len(plan.files), 'file')}, {size(plan.total_size)}; "
         f"{estimate}; nothing written"
     )
 
