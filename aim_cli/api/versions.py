@@ -33,6 +33,7 @@ class VersionInfo:
     chunks: int  # chunk references (a chunk shared by two files counts twice)
     stored_size: int | None = None  # its distinct chunks in storage, as push measured (format 2; else None)
     delta_base: str | None = None  # format 3: "model:tag" push paired it with (--delta, --base); display only
+    new_stored_size: int | None = None  # what its push added to storage (formats 2, 3; None: not recorded)
 
     @classmethod
     def from_summary(cls, s: Summary) -> VersionInfo:
@@ -49,6 +50,7 @@ class VersionInfo:
             s.chunks,
             s.stored_size,
             s.delta_base,
+            s.new_stored_size,
         )
 
 
