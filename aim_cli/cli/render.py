@@ -76,7 +76,7 @@ def show_pull_plan(plan, dest: str, as_json: bool) -> None:
         + (f", delete {t['delete_files']} ({size(t['delete_bytes'])})" if plan.delete else "")
     )
     out(
-        f"bytes: fetch {size(t['fetch_raw_bytes'])} of chunks (stored size known once fetched), "
+        f"bytes: fetch {size(t['fetch_raw_bytes'])} of chunks (raw size; stored size known once fetched), "
         f"reuse {size(t['reuse_bytes'])}"
     )
     out(f"space: {size(t['space_needed'])} needed, {size(t['space_available'])} free{space}")
