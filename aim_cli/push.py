@@ -494,7 +494,9 @@ def _commit(
     distinct = {d for e in manifest.files for d, _ in e.chunks}
     # Every distinct chunk was either found stored (with its size) or stored by this push.
     stored_size = sum(uploader.stored.values()) if uploader.stored.keys() == distinct else None
-    result = repo.commit(manifest, stored_size=stored_size, delta_base=delta_base)
+    result = repo.commit(
+        manifest, stored_size=stored_size, delta_base=delta_base, new_stored_size=uploader.new_stored_bytes
+    )
     created = result.created
     return PushResult(
         model,

@@ -107,9 +107,9 @@ def parse_size(text: str) -> float:
 
 
 PUSH_LINE = re.compile(
-    r"pushed (?P<model>[^:\s]+):(?P<tag>\S+): (?P<files>\d+) files, (?P<total>[\d.]+ \w+), "
-    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), (?P<stored>[\d.]+ \w+) stored, "
-    r"digest (?P<digest>[0-9a-f]{64}), [\d.]+s"
+    r"pushed (?P<model>[^:\s]+):(?P<tag>\S+): (?P<files>\d+) files?, (?P<total>[\d.]+ \w+); "
+    r"(?P<new>[\d.]+ \w+) new \((?P<dedup>[\d.]+)% deduplicated\), (?P<stored>[\d.]+ \w+) stored; [\d.]+s\n"
+    r"digest: (?P<digest>[0-9a-f]{64})"
 )
 
 

@@ -11,6 +11,7 @@ from aim_cli.api.common import ConfigArg, PathArg, open_repository, resolve
 from aim_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from aim_cli.progress import Progress
     from aim_cli.signing.bundle import SignatureInfo
     from aim_cli.signing.sign import SignResult
     from aim_cli.signing.verify import VerifyResult
@@ -39,12 +40,14 @@ def sign_version(
     import_bundle: PathArg | None = None,
     jobs: int | None = None,
     config: ConfigArg = None,
+    progress: Progress | None = None,
 ) -> SignResult:
     """Sign ``model:tag`` with the EC private key ``key`` (PEM; ``password`` if encrypted) and store
     the bundle: an ``aim_cli.signing.sign.SignResult`` (``created`` False: already signed by that key).
     BLAKE3 (default) reads only the manifest; ``sha256`` streams the verified blobs.
     ``certificate`` (+ ``certificate_chain``): model_signing's certificate method.
-    ``import_bundle``: attach a bundle made elsewhere instead, after checking its files."""
+    ``import_bundle``: attach a bundle made elsewhere instead, after checking its files.
+    ``progress`` sees the bytes ``sha256`` hashes."""
     from aim_cli.signing import sign
     from aim_cli.signing.bundle import max_bundle_bytes
     from aim_cli.signing.certificates import load_certificates
@@ -60,9 +63,8 @@ def sign_version(
         raise UsageError("no signing key", "pass --key KEY.pem (or --import BUNDLE)")
     private_key = load_private_key(read_user_file(key, "key"), password, os.fspath(key))
     certificates = load_certificates(private_key, certificate, certificate_chain) if certificate else ()
-    return sign.sign_version(
-        repository, ref, private_key, kind="sha256" if sha256 else "blake3", certificates=certificates
-    )
+    kind = "sha256" if sha256 else "blake3"
+    return sign.sign_version(repository, ref, private_key, kind=kind, certificates=certificates, progress=progress)
 
 
 def verify_signature(

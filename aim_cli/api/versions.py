@@ -33,6 +33,7 @@ class VersionInfo:
     chunks: int  # chunk references (a chunk shared by two files counts twice)
     stored_size: int | None = None  # its distinct chunks in storage, as push measured (format 2; else None)
     delta_base: str | None = None  # format 3: "model:tag" push paired it with (--delta, --base); display only
+    new_stored_size: int | None = None  # what its push added to storage (formats 2, 3; None: not recorded)
 
     @classmethod
     def from_summary(cls, s: Summary) -> VersionInfo:
@@ -49,6 +50,7 @@ class VersionInfo:
             s.chunks,
             s.stored_size,
             s.delta_base,
+            s.new_stored_size,
         )
 
 
@@ -169,6 +171,7 @@ def verify_local(
     config: ConfigArg = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> LocalReport:
     """Compare ``directory`` with the version by whole-file digests: an ``aim_cli.audit.verify.LocalReport``.
     ``include``/``exclude`` select the files compared (as for `pull`); extra files are reported
@@ -176,7 +179,9 @@ def verify_local(
     from aim_cli.audit import verify
 
     ref = resolve(open_repository(repo, config=config), model, tag, digest)
-    return verify.verify_local(ref, directory, jobs=jobs or DEFAULT_JOBS, include=include, exclude=exclude)
+    return verify.verify_local(
+        ref, directory, jobs=jobs or DEFAULT_JOBS, include=include, exclude=exclude, progress=progress
+    )
 
 
 def check_repo(
@@ -187,7 +192,8 @@ def check_repo(
     config: ConfigArg = None,
     progress: Progress | None = None,
 ) -> CheckReport:
-    """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``."""
+    """Check every manifest and the blobs they name: an ``aim_cli.audit.check.CheckReport``.
+    ``progress`` sees the manifests read, then (``read_data``) the bytes of the blobs read."""
     from aim_cli.audit import check
 
     repository = open_repository(repo, config=config, jobs=jobs)
@@ -213,13 +219,19 @@ def optimize_repo(
 
 
 def collect_garbage(
-    repo: str, *, dry_run: bool = False, config: ConfigArg = None, on_plan: Callable[[GcPlan], None] | None = None
+    repo: str,
+    *,
+    dry_run: bool = False,
+    config: ConfigArg = None,
+    on_plan: Callable[[GcPlan], None] | None = None,
+    progress: Progress | None = None,
 ) -> GcResult:
     """Delete the blobs no manifest names, under the exclusive lease: an ``aim_cli.audit.gc.GcResult``.
-    ``on_plan(plan)`` sees the plan before anything is deleted."""
+    ``on_plan(plan)`` sees the plan before anything is deleted; ``progress`` sees the manifests
+    read, then the bytes deleted."""
     from aim_cli.audit import gc
 
-    return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan)
+    return gc.collect(open_repository(repo, config=config), dry_run=dry_run, on_plan=on_plan, progress=progress)
 
 
 def delete_versions(

@@ -125,7 +125,10 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
     from_manifests: dict[str, sm.Summary] = {}
     signatures = sorted(repo.iter_signature_keys(), key=lambda sk: sk.key)
     bounds = _BundleBounds(signatures)
-    scan = scan_manifests(repo, index.add, summaries=from_manifests, on_version=bounds.add if signatures else None)
+    progress = progress or NullProgress()
+    scan = scan_manifests(
+        repo, index.add, summaries=from_manifests, on_version=bounds.add if signatures else None, progress=progress
+    )
     report.broken += scan.broken + [(vk.key, _stray_why(vk, why)) for vk, why in scan.strays]
     report.versions = scan.readable - sum(1 for _, why in scan.strays if why is None)
     referenced = index.sizes()
@@ -165,7 +168,6 @@ def check_repo(repo: Repository, *, read_data: bool = False, jobs: int = DEFAULT
     if read_data:
         # A delta whose edges are broken is decoded too: a blob that is itself corrupt says so.
         to_read = sorted(d for d in stored if d not in bad or bad[d][0] in EDGE_PROBLEMS)
-        progress = progress or NullProgress()
         progress.start("check", sum(stored[d] for d in to_read))
 
         def check(digest: str):

@@ -34,6 +34,7 @@ from aim_cli.audit.edges import EdgeListing
 from aim_cli.audit.scan import ChangedChunks, scan_manifests
 from aim_cli.errors import ConflictError, IntegrityError
 from aim_cli.format import manifest as mf
+from aim_cli.progress import NullProgress, Progress
 from aim_cli.repository import Repository, leases
 
 DELETE_BATCH = 1000
@@ -85,7 +86,7 @@ class StrikeOff:
             self.unreferenced.difference_update(map(itemgetter(0), chunks))
 
 
-def plan_gc(repo: Repository) -> GcPlan:
+def plan_gc(repo: Repository, progress: Progress | None = None) -> GcPlan:
     """What gc would delete: every blob no readable manifest names. Refuses when something below
     ``models/`` cannot be read (the blobs it names are unknown). Strays that parse as manifests
     keep their blobs, with a warning."""
@@ -93,7 +94,7 @@ def plan_gc(repo: Repository) -> GcPlan:
     # (Listing first is safe: plan_gc runs under the exclusive lease, or deletes nothing.)
     stored = dict(repo.iter_blobs())
     unreferenced = set(stored)
-    scan = scan_manifests(repo, StrikeOff(unreferenced))
+    scan = scan_manifests(repo, StrikeOff(unreferenced), progress=progress)
     unreadable = scan.unreadable
     if unreadable:
         names = ", ".join(name for name, _ in unreadable[:3]) + (
@@ -161,28 +162,23 @@ def collect(
     dry_run: bool = False,
     wait: float | None = None,
     on_plan: Callable[[GcPlan], None] | None = None,
+    progress: Progress | None = None,
 ) -> GcResult:
     # Before any lease is written: a path that holds no repository (a typo in the config) gets
     # nothing, not even locks/; a format this client does not know is refused too.
     repo.params()
+    progress = progress or NullProgress()
     if dry_run:
-        plan = plan_gc(repo)
+        plan = plan_gc(repo, progress)
         if on_plan:
             on_plan(plan)
         return GcResult(plan, 0, 0, True)
     with leases.acquire(repo, leases.EXCLUSIVE, "gc", wait=wait) as lease:
-        plan = plan_gc(repo)
+        plan = plan_gc(repo, progress)
         confirm_listing(repo, plan)
         if on_plan:
             on_plan(plan)
-        digests = sorted(plan.blobs)
-        deleted = freed = 0
-        for i in range(0, len(digests), DELETE_BATCH):
-            lease.check()
-            batch = digests[i : i + DELETE_BATCH]
-            repo.delete_blobs(batch)
-            deleted += len(batch)
-            freed += sum(plan.blobs[d] for d in batch)
+        deleted, freed = _delete_blobs(repo, plan, lease, progress)
         # The markers after their blobs: a gc killed in between leaves markers whose dependent is
         # gone (harmless: the next gc removes them), never a delta without its marker.
         for i in range(0, len(plan.markers), DELETE_BATCH):
@@ -193,6 +189,24 @@ def collect(
         lease.check()
         incomplete = repo.clean_incomplete(leases.lease_timeout())
     return GcResult(plan, deleted, freed, False, incomplete, len(plan.markers))
+
+
+def _delete_blobs(repo: Repository, plan: GcPlan, lease, progress: Progress) -> tuple[int, int]:
+    """Delete the plan's blobs in batches, checking the lease before each: (blobs, bytes) freed."""
+    digests = sorted(plan.blobs)
+    deleted = freed = 0
+    progress.start("gc", plan.bytes)
+    try:
+        for i in range(0, len(digests), DELETE_BATCH):
+            lease.check()
+            batch = digests[i : i + DELETE_BATCH]
+            repo.delete_blobs(batch)
+            batch_bytes = sum(plan.blobs[d] for d in batch)
+            deleted, freed = deleted + len(batch), freed + batch_bytes
+            progress.advance(batch_bytes)
+    finally:
+        progress.close()
+    return deleted, freed
 
 
 class Reclaimable(NamedTuple):

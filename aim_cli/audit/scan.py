@@ -21,6 +21,7 @@ from aim_cli.errors import AimError, DamagedStorageError, NotFoundError
 from aim_cli.format import manifest as mf
 from aim_cli.format import summary as sm
 from aim_cli.format.layout import VersionKey
+from aim_cli.progress import NullProgress, Progress
 from aim_cli.repository import Repository
 
 
@@ -46,6 +47,7 @@ def scan_manifests(
     *,
     summaries: dict[str, sm.Summary] | None = None,
     on_version: Callable[[VersionKey, mf.Manifest], None] | None = None,
+    progress: Progress | None = None,
 ) -> ManifestScan:
     """Read every key below ``models/`` as a manifest, whatever its name (gc's safety must not
     depend on the tree looking the way aim_cli wrote it), and hand each readable one to ``visit``,
@@ -58,31 +60,15 @@ def scan_manifests(
     scan (DamagedStorageError). ``summaries``, if given, receives the summary each readable
     version's manifest gives (by manifest key), so `repo check` compares the stored summaries
     with them without reading any manifest a second time; ``on_version``, if given, is called
-    with each readable version's key and manifest (not with strays)."""
+    with each readable version's key and manifest (not with strays). ``progress`` counts the
+    manifests read."""
     keys = sorted(repo.iter_version_keys(), key=lambda vk: vk.key)
-    results: list[str | bool | None] = []  # per key: visited, why unreadable, or gone
-    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES, jobs=repo.jobs) as ahead:
-        reader = Repository(ahead, repo.name, jobs=repo.jobs)
-        for vk in keys:
-            try:
-                ref = reader.read_key(vk)
-                if summaries is not None and vk.tag is not None:
-                    summaries[vk.key] = sm.of_manifest(ref.manifest, ref.digest, where=vk.label)
-                if on_version is not None and vk.tag is not None:
-                    on_version(vk, ref.manifest)
-                manifest = ref.manifest
-                del ref  # its raw bytes: only the decoded manifest is visited
-            except NotFoundError:
-                results.append(None)
-                continue
-            except DamagedStorageError:
-                raise
-            except AimError as e:  # IntegrityError: unparsable, invalid, too large
-                results.append(e.message)
-                continue
-            visit(manifest)
-            del manifest  # before the next one is decoded
-            results.append(True)
+    progress = progress or NullProgress()
+    progress.start("read manifests", len(keys), unit="manifests")
+    try:
+        results = _read_each(repo, keys, visit, summaries, on_version, progress.advance)
+    finally:
+        progress.close()
     return ManifestScan(
         readable=results.count(True),
         broken=[
@@ -91,6 +77,50 @@ def scan_manifests(
         strays=[(vk, r if isinstance(r, str) else None) for vk, r in zip(keys, results, strict=True) if vk.tag is None],
         keys=frozenset(vk.key for vk in keys),
     )
+
+
+def _read_each(
+    repo: Repository,
+    keys: list[VersionKey],
+    visit: Callable[[mf.Manifest], None],
+    summaries: dict[str, sm.Summary] | None,
+    on_version: Callable[[VersionKey, mf.Manifest], None] | None,
+    advance: Callable[[int], None],
+) -> list[str | bool | None]:
+    """scan_manifests' loop: per key, visited (True), why it is unreadable, or None (gone)."""
+    results: list[str | bool | None] = []
+    with ReadAhead(repo.backend, [vk.key for vk in keys], max_size=mf.MAX_MANIFEST_BYTES, jobs=repo.jobs) as ahead:
+        reader = Repository(ahead, repo.name, jobs=repo.jobs)
+        for vk in keys:
+            results.append(_visit_key(reader, vk, visit, summaries, on_version))
+            advance(1)
+    return results
+
+
+def _visit_key(
+    reader: Repository,
+    vk: VersionKey,
+    visit: Callable[[mf.Manifest], None],
+    summaries: dict[str, sm.Summary] | None,
+    on_version: Callable[[VersionKey, mf.Manifest], None] | None,
+) -> str | bool | None:
+    try:
+        ref = reader.read_key(vk)
+        if summaries is not None and vk.tag is not None:
+            summaries[vk.key] = sm.of_manifest(ref.manifest, ref.digest, where=vk.label)
+        if on_version is not None and vk.tag is not None:
+            on_version(vk, ref.manifest)
+        manifest = ref.manifest
+        del ref  # its raw bytes: only the decoded manifest is visited
+    except NotFoundError:
+        return None
+    except DamagedStorageError:
+        raise
+    except AimError as e:  # IntegrityError: unparsable, invalid, too large
+        return e.message
+    visit(manifest)
+    del manifest  # before the next one is decoded (the caller holds no reference)
+    return True
 
 
 class ChangedChunks:

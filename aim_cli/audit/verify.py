@@ -118,6 +118,7 @@ def verify_local(
     jobs: int = DEFAULT_JOBS,
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
+    progress=None,
 ) -> LocalReport:
     """``include``/``exclude`` (aim_cli/patterns.py) select the files compared: ``files`` counts
     them, and only files the patterns select can be missing, modified or extra."""
@@ -149,12 +150,20 @@ def verify_local(
         else:
             to_hash.append(entry)
 
+    progress = progress or NullProgress()
+
     def differs(entry: mf.FileEntry) -> bool:
         try:
             return file_digest(root / entry.path) != entry.blake3  # util.walk.open_regular: no link, no FIFO
         except OSError:
             return True
+        finally:
+            progress.advance(entry.size)
 
-    with ThreadPoolExecutor(max(1, min(jobs, len(to_hash) or 1)), thread_name_prefix="aim-hash") as pool:
-        modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash), strict=True) if bad]
+    progress.start("verify", sum(e.size for e in to_hash))
+    try:
+        with ThreadPoolExecutor(max(1, min(jobs, len(to_hash) or 1)), thread_name_prefix="aim-hash") as pool:
+            modified += [e.path for e, bad in zip(to_hash, pool.map(differs, to_hash), strict=True) if bad]
+    finally:
+        progress.close()
     return LocalReport(m.model, m.tag, ref.digest, str(root), len(expected), sorted(modified), missing, extra)

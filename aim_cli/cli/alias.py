@@ -11,7 +11,7 @@ import click
 
 from aim_cli.cli import completion
 from aim_cli.cli.options import api, config, json_option
-from aim_cli.cli.render import out, out_json
+from aim_cli.cli.render import digest_line, out, out_json, short_digest
 
 
 @click.group("alias")
@@ -22,8 +22,8 @@ def alias():
 def _entry_line(e) -> str:
     from aim_cli.util.quoting import printable
 
-    target = f"{e.tag} ({e.digest[:12]})" if e.tag else "(deleted)"
-    before = f"{e.previous_tag} ({e.previous_digest[:12]})" if e.previous_tag else "unset"
+    target = f"{e.tag} ({short_digest(e.digest)})" if e.tag else "(deleted)"
+    before = f"{e.previous_tag} ({short_digest(e.previous_digest)})" if e.previous_tag else "unset"
     note = f"  {printable(e.message)}" if e.message else ""
     return f"{e.index:>4}  {e.at[:19].replace('T', ' ')}  {printable(e.by)}  {before} -> {target}{note}"
 
@@ -66,7 +66,8 @@ def alias_set(repo_name, model_name, alias_name, tag, message, sign_key, expires
         return
     if r.changed:
         was = f" (was {r.alias.previous_tag})" if r.alias.previous_tag else ""
-        out(f"alias {alias_name} of {model_name} -> {tag}{was}, digest {r.alias.digest}; entry {r.alias.index}")
+        out(f"alias {alias_name} of {model_name} -> {tag}{was}; entry {r.alias.index}")
+        digest_line(r.alias.digest or "")
     else:
         out(f"alias {alias_name} of {model_name} already points at {tag}, nothing written")
     s = r.statement
@@ -91,7 +92,7 @@ def alias_list(repo_name, model_name, as_json):
     if not found:
         out(f"no aliases of {model_name!r} in {repo_name!r}")
         return
-    rows = [(a.alias, a.tag, (a.digest or "")[:12], a.at[:19].replace("T", " "), printable(a.by)) for a in found]
+    rows = [(a.alias, a.tag, short_digest(a.digest or ""), a.at[:19].replace("T", " "), printable(a.by)) for a in found]
     header = ("ALIAS", "TAG", "DIGEST", "SET (UTC)", "BY")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for row in (header, *rows):

@@ -10,7 +10,7 @@ import click
 
 from aim_cli.cli import completion
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
-from aim_cli.cli.render import out, out_json, size
+from aim_cli.cli.render import digest_line, out, out_json, plural, size
 from aim_cli.cli.signatures import verify_signature
 from aim_cli.errors import IntegrityError, UsageError
 
@@ -33,8 +33,8 @@ def model_info(repo_name, model_name, tag, as_json):
     # Author and message came from storage: escaped (a newline would forge an output line), never cut.
     out(f"created:  {v.created_at} by {printable(v.created_by, len(v.created_by))}")
     out(f"message:  {printable(v.message, len(v.message)) or '-'}")
-    out(f"size:     {size(v.total_size)} ({v.total_size} bytes) in {len(v.files)} files")
-    missing = f"; {v.missing_blobs} blobs missing (run `aim_cli repo check`)" if v.missing_blobs else ""
+    out(f"size:     {size(v.total_size)} ({v.total_size} bytes) in {plural(len(v.files), 'file')}")
+    missing = f"; {plural(v.missing_blobs, 'blob')} missing (run `aim_cli repo check`)" if v.missing_blobs else ""
     out(f"stored:   {size(v.stored_size)} for {size(v.distinct_size)} of distinct chunks (format {v.format}){missing}")
     for f in v.files:
         out(f"{size(f.size):>11}  {f.blake3}  {f.path}")
@@ -93,7 +93,7 @@ def model_verify(
             "add --local DIR, or drop the patterns to check every blob",
         )
     if local_dir is not None:  # "" too: refused as the empty string, never taken for "no --local"
-        _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json)
+        _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, quiet, as_json)
         return
     r = api().verify_version(
         repo_name,
@@ -110,17 +110,21 @@ def model_verify(
         for p in r.problems:
             out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); files: {', '.join(p.used_by)}")
         if r.ok:
-            out(f"{r.model}:{r.tag} (digest {r.digest}): all {r.blobs} blobs ({size(r.bytes)}) intact")
+            out(f"{r.model}:{r.tag}: {_all(r.blobs, 'blob')} ({size(r.bytes)}) intact")
+            digest_line(r.digest)
     if not r.ok:
         raise IntegrityError(
-            f"{len(r.problems)} of {r.blobs} blobs of {r.model}:{r.tag} are missing or corrupt in {repo_name!r}",
+            f"{len(r.problems)} of {plural(r.blobs, 'blob')} of {r.model}:{r.tag} "
+            f"{'is' if len(r.problems) == 1 else 'are'} missing or corrupt in {repo_name!r}",
             "push a good copy under a new tag to restore missing blobs (delete corrupt ones from storage first), "
             "or delete this version",
         )
 
 
-def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, as_json) -> None:
+def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, quiet, as_json) -> None:
     """`model verify --local DIR`: compare DIR's files with the version by digest."""
+    from aim_cli.progress import make_progress
+
     r = api().verify_local(
         repo_name,
         model_name,
@@ -131,6 +135,7 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
         config=config(),
         include=include,
         exclude=exclude,
+        progress=make_progress(quiet or as_json),
     )
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
@@ -139,13 +144,20 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
             for path in paths:
                 out(f"{kind:<8}  {path}")
         if r.ok:
-            out(f"{local_dir} matches {r.model}:{r.tag} (digest {r.digest}): {r.files} files")
+            out(f"{local_dir} matches {r.model}:{r.tag}: {_all(r.files, 'file')}")
+            digest_line(r.digest)
     if not r.ok:
         raise IntegrityError(
             f"{local_dir} differs from {r.model}:{r.tag}: {len(r.modified)} modified, {len(r.missing)} missing, "
-            f"{len(r.extra)} extra files",
-            "pull the version into it again to restore it; remove extra files by hand",
+            f"{len(r.extra)} extra {'file' if len(r.extra) == 1 else 'files'}",
+            f"`aim_cli model pull {repo_name} {r.model} {local_dir} --tag {r.tag} --delete` restores it and "
+            "removes the extra files",
         )
+
+
+def _all(n: int, noun: str) -> str:
+    """'all 3 blobs', 'the 1 blob' (never 'all 1 blobs')."""
+    return f"all {plural(n, noun)}" if n != 1 else f"the 1 {noun}"
 
 
 @click.command("check")
@@ -164,68 +176,72 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
     if as_json:
         out_json(asdict(r) | {"ok": r.ok})
     else:
-        read = f", {r.read} read and intact" if read_data else ""
-        out(
-            f"repository {repo_name!r}: {r.versions} versions, {r.referenced} blobs referenced, {r.stored} stored{read}"
-        )
-        out(f"referenced: {size(r.raw_bytes)} of chunks in {size(r.stored_bytes)} stored")
-        out(
-            f"unreferenced: {r.unreferenced} blobs, {size(r.unreferenced_bytes)}"
-            + (f" (`aim_cli repo gc {repo_name}` frees them)" if r.unreferenced else "")
-        )
-        if r.deltas or r.markers:
-            notes = ""
-            if r.stale_markers:
-                notes += f"; {r.stale_markers} stale (`aim_cli repo optimize {repo_name}` removes them)"
-            if r.dangling_markers:
-                notes += f"; {r.dangling_markers} of deltas not stored (`aim_cli repo gc {repo_name}` removes them)"
-            out(f"deltas: {r.deltas} blobs stored as deltas, {r.markers} edge markers{notes}")
-        for name, why in r.broken:
-            out(f"broken    {name}: {why}")
-        if r.broken_omitted:
-            out(f"broken    ... and {r.broken_omitted} more")
-        for p in r.problems:
-            more = f" and {p.used_by_omitted} more files" if p.used_by_omitted else ""
-            out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}{more}")
-        if r.problems_omitted:
-            out(f"blobs     ... and {r.problems_omitted} more missing, corrupt, of the wrong size or with broken edges")
+        _show_check(repo_name, r, read_data)
+        _show_check_problems(r)
     if not r.ok:
         first = r.broken[0][0] if r.broken else f"blob {r.problems[0].digest}"
         listed = "listed above" if not (r.broken_omitted or r.problems_omitted) else "the first listed above"
         raise IntegrityError(
-            f"repository {repo_name!r} has {r.problem_count} problem(s), {listed} (first: {first})",
+            f"repository {repo_name!r} has {plural(r.problem_count, 'problem')}, {listed} (first: {first})",
             "delete the affected versions, or push a good copy under a new tag to restore missing blobs "
             "(delete corrupt ones from storage first); then check again",
         )
 
 
+def _show_check(repo_name: str, r, read_data: bool) -> None:
+    """`repo check`'s summary lines."""
+    read = f", {r.read} read and intact" if read_data else ""
+    out(
+        f"repository {repo_name!r}: {plural(r.versions, 'version')}, {plural(r.referenced, 'blob')} referenced, "
+        f"{r.stored} stored{read}"
+    )
+    out(f"referenced: {size(r.raw_bytes)} of chunks in {size(r.stored_bytes)} stored")
+    out(
+        f"unreferenced: {plural(r.unreferenced, 'blob')}, {size(r.unreferenced_bytes)}"
+        + (
+            f" (`aim_cli repo gc {repo_name}` frees {'it' if r.unreferenced == 1 else 'them'})"
+            if r.unreferenced
+            else ""
+        )
+    )
+    if r.deltas or r.markers:
+        out(f"deltas: {plural(r.deltas, 'blob')} stored as deltas, {plural(r.markers, 'edge marker')}")
+        if r.stale_markers:
+            out(f"deltas: {plural(r.stale_markers, 'stale marker')} (`aim_cli repo optimize {repo_name}` removes them)")
+        if r.dangling_markers:
+            dangling = plural(r.dangling_markers, "marker")
+            out(f"deltas: {dangling} of deltas not stored (`aim_cli repo gc {repo_name}` removes them)")
+
+
+def _show_check_problems(r) -> None:
+    """`repo check`'s damage, one line each (up to the report's examples)."""
+    for name, why in r.broken:
+        out(f"broken    {name}: {why}")
+    if r.broken_omitted:
+        out(f"broken    ... and {r.broken_omitted} more")
+    for p in r.problems:
+        more = f" and {plural(p.used_by_omitted, 'more file')}" if p.used_by_omitted else ""
+        out(f"{p.problem:<8}  blob {p.digest} ({p.detail}); used by {', '.join(p.used_by) or 'no version'}{more}")
+    if r.problems_omitted:
+        out(f"blobs     ... and {r.problems_omitted} more missing, corrupt, of the wrong size or with broken edges")
+
+
 @click.command("gc")
 @click.argument("repo_name", metavar="REPO", shell_complete=completion.repos)
 @click.option("--dry-run", is_flag=True, help="Print the plan, delete nothing (takes no lease).")
+@quiet_option
 @json_option
-def repo_gc(repo_name, dry_run, as_json):
+def repo_gc(repo_name, dry_run, quiet, as_json):
     """Delete the blobs no version references, safely while pushes run (see `repo check`)."""
+    from aim_cli.progress import make_progress
 
     def show(plan):
         if not as_json:
-            kept = (
-                f"; keep {plan.kept_as_base} unreferenced blobs ({size(plan.kept_as_base_bytes)}) as bases of "
-                f"kept deltas"
-                if plan.kept_as_base
-                else ""
-            )
-            out(
-                f"plan: delete {len(plan.blobs)} unreferenced blobs ({size(plan.bytes)}); keep {plan.referenced} "
-                f"blobs referenced by {plan.versions} versions{kept}"
-            )
-            if plan.missing_bases:
-                b, d = plan.missing_base_examples[0]
-                out(
-                    f"damage: {plan.missing_bases} kept delta blob(s) whose base is not stored (first: {d}, base {b}); "
-                    f"`aim_cli repo check {repo_name}` lists them"
-                )
+            _show_gc_plan(repo_name, plan)
 
-    r = api().collect_garbage(repo_name, dry_run=dry_run, config=config(), on_plan=show)
+    r = api().collect_garbage(
+        repo_name, dry_run=dry_run, config=config(), on_plan=show, progress=make_progress(quiet or as_json)
+    )
     if as_json:
         out_json(
             {
@@ -249,14 +265,28 @@ def repo_gc(repo_name, dry_run, as_json):
     elif dry_run:
         out("dry run: nothing deleted")
     else:
-        extra = (
-            f"; removed {r.incomplete[0]} temp files of interrupted writes ({size(r.incomplete[1])})"
-            if r.incomplete[0]
-            else ""
-        )
+        out(f"deleted {plural(r.deleted, 'blob')}, freed {size(r.freed_bytes)}")
+        if r.incomplete[0]:
+            out(f"removed {plural(r.incomplete[0], 'temp file')} of interrupted writes ({size(r.incomplete[1])})")
         if r.markers_deleted:
-            extra += f"; removed {r.markers_deleted} edge markers of deltas no longer stored"
-        out(f"deleted {r.deleted} blobs, freed {size(r.freed_bytes)}{extra}")
+            out(f"removed {plural(r.markers_deleted, 'edge marker')} of deltas no longer stored")
+
+
+def _show_gc_plan(repo_name: str, plan) -> None:
+    """What gc is about to delete, and what it keeps (before the first delete, or --dry-run)."""
+    out(
+        f"plan: delete {plural(len(plan.blobs), 'unreferenced blob')} ({size(plan.bytes)}); keep "
+        f"{plural(plan.referenced, 'blob')} referenced by {plural(plan.versions, 'version')}"
+    )
+    if plan.kept_as_base:
+        out(
+            f"plan: keep {plural(plan.kept_as_base, 'unreferenced blob')} ({size(plan.kept_as_base_bytes)}) "
+            f"as bases of kept deltas"
+        )
+    if plan.missing_bases:
+        b, d = plan.missing_base_examples[0]
+        out(f"damage: {plural(plan.missing_bases, 'kept delta blob')} whose base is not stored:")
+        out(f"damage: first {d}, base {b}; `aim_cli repo check {repo_name}` lists them")
 
 
 @click.command("optimize")
@@ -291,7 +321,5 @@ def repo_optimize(repo_name, models, dry_run, jobs, as_json, quiet):
     what = "would re-encode" if dry_run else "re-encoded"
     count = r.planned if dry_run else r.reencoded
     saved = f" ({size(r.stored_before)} -> {size(r.stored_after)})" if r.reencoded else ""
-    out(
-        f"{repo_name}: {what} {count} chunks of {len(r.models)} models as deltas{saved}; "
-        f"{r.made_whole} made whole, {r.declined} not worth a delta, {r.stale_markers} stale markers removed"
-    )
+    out(f"{repo_name}: {what} {plural(count, 'chunk')} of {plural(len(r.models), 'model')} as deltas{saved}")
+    out(f"{r.made_whole} made whole, {r.declined} not worth a delta, {plural(r.stale_markers, 'stale marker')} removed")

@@ -13,8 +13,11 @@ import click
 from aim_cli.cli import alias, audit, completion, signatures
 from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
 from aim_cli.cli.render import (
+    digest_line,
     out,
     out_json,
+    plural,
+    short_digest,
     show_copy,
     show_diff,
     show_left_out,
@@ -117,14 +120,16 @@ def model_push(
         out_json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
         return
     if r.already_pushed:
-        out(f"already pushed {r.model}:{r.tag} with identical content, nothing written; digest {r.digest}")
+        out(f"already pushed {r.model}:{r.tag} with identical content, nothing written")
+        digest_line(r.digest)
         return
     out(
-        f"pushed {r.model}:{r.tag}: {r.files} files, {size(r.total_size)}, {size(r.new_bytes)} new "
-        f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored, digest {r.digest}, {r.elapsed:.2f}s"
+        f"pushed {r.model}:{r.tag}: {plural(r.files, 'file')}, {size(r.total_size)}; {size(r.new_bytes)} new "
+        f"({r.dedup_ratio:.1%} deduplicated), {size(r.new_stored_bytes)} stored; {r.elapsed:.2f}s"
     )
+    digest_line(r.digest)
     if r.delta_base:
-        out(f"paired with {r.delta_base} for deltas: {r.reencoded} chunks stored as deltas")
+        out(f"paired with {r.delta_base} for deltas: {plural(r.reencoded, 'chunk')} stored as deltas")
 
 
 @model.command("pull")
@@ -216,12 +221,16 @@ def model_pull(
 
     newest = " (newest)" if r.newest else ""
     cached = f", {size(r.cached_bytes)} from cache" if r.cached_bytes else ""
-    deleted = f"; deleted {len(r.deleted)} files the version does not hold" if delete else ""
     out(
-        f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {r.files} files, {size(r.total_size)}; "
-        f"fetched {size(r.fetched_bytes)} (stored size; {size(r.fetched_raw_bytes)} of chunks), "
-        f"reused {size(r.reused_bytes)}{cached}{deleted}; {r.elapsed:.2f}s"
+        f"pulled {r.model}:{r.tag}{newest} into {display_path(dest)}: {plural(r.files, 'file')}, "
+        f"{size(r.total_size)}; {r.elapsed:.2f}s"
     )
+    out(
+        f"fetched {size(r.fetched_bytes)} stored ({size(r.fetched_raw_bytes)} of chunks), "
+        f"reused {size(r.reused_bytes)}{cached}"
+    )
+    if delete:
+        out(f"deleted {plural(len(r.deleted), 'file')} the version does not hold")
 
 
 @model.command("list")
@@ -255,7 +264,8 @@ def model_list(repo_name, as_json):
 @click.argument("model_name", metavar="MODEL", shell_complete=completion.models)
 @json_option
 def model_versions(repo_name, model_name, as_json):
-    """List the versions of MODEL, oldest first: tag, created, size, files, digest, message.
+    """List the versions of MODEL, oldest first: tag, created, size, stored size, what its push
+    added to storage (NEW), files, digest, message.
 
     Read from each version's small summary, not from its manifest."""
     from aim_cli.util.quoting import printable
@@ -271,13 +281,14 @@ def model_versions(repo_name, model_name, as_json):
             v.created_at[:19].replace("T", " "),
             size(v.total_size),
             "-" if v.stored_size is None else size(v.stored_size),
-            f"{v.files} files",
-            v.digest[:12],
+            "-" if v.new_stored_size is None else size(v.new_stored_size),
+            plural(v.files, "file"),
+            short_digest(v.digest),
             printable(v.message),
         )
         for v in versions
     ]
-    header = ("TAG", "CREATED (UTC)", "SIZE", "STORED", "FILES", "DIGEST", "MESSAGE")
+    header = ("TAG", "CREATED (UTC)", "SIZE", "STORED", "NEW", "FILES", "DIGEST", "MESSAGE")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for row in (header, *rows):
         out("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
@@ -312,8 +323,9 @@ def model_delete_version(repo_name, model_name, tags, force, as_json):
     if as_json:
         out_json(asdict(r))
         return
-    unset = f"; unset alias(es) {', '.join(r.aliases_removed)}" if r.aliases_removed else ""
-    out(f"deleted {r.model}:{tag}{unset}; {_reclaimable(r, repo_name)}")
+    unset = f"; unset {plural(len(r.aliases_removed), 'alias', 'aliases')} {', '.join(r.aliases_removed)}"
+    out(f"deleted {r.model}:{tag}{unset if r.aliases_removed else ''}")
+    _show_reclaimable(r, repo_name)
 
 
 @model.command("delete")
@@ -333,20 +345,23 @@ def model_delete(repo_name, model_name, yes, as_json):
     if as_json:
         out_json(asdict(r))
         return
-    out(f"deleted model {model_name} ({len(r.tags)} versions); {_reclaimable(r, repo_name)}")
+    out(f"deleted model {model_name} ({plural(len(r.tags), 'version')})")
+    _show_reclaimable(r, repo_name)
 
 
-def _reclaimable(r, repo_name: str) -> str:
-    kept = (
-        f"; {r.kept_as_base_blobs} blobs ({size(r.kept_as_base_bytes)} of chunks) stay as bases of other versions' "
-        f"deltas"
-        if r.kept_as_base_blobs
-        else ""
+def _show_reclaimable(r, repo_name: str) -> None:
+    """What the delete left for gc: one line, and one more for the blobs kept as bases."""
+    it = "it" if r.reclaimable_blobs == 1 else "them"
+    out(
+        f"reclaimable: {plural(r.reclaimable_blobs, 'blob')}, {size(r.reclaimable_stored_bytes)} stored "
+        f"({size(r.reclaimable_bytes)} of chunks)"
+        + (f"; `aim_cli repo gc {repo_name}` frees {it}" if r.reclaimable_blobs else "")
     )
-    return (
-        f"{r.reclaimable_blobs} blobs ({size(r.reclaimable_stored_bytes)} stored, {size(r.reclaimable_bytes)} of "
-        f"chunks) that no other version uses became reclaimable: `aim_cli repo gc {repo_name}` frees them{kept}"
-    )
+    if r.kept_as_base_blobs:
+        out(
+            f"kept: {plural(r.kept_as_base_blobs, 'blob')} ({size(r.kept_as_base_bytes)} of chunks) "
+            f"as bases of other versions' deltas"
+        )
 
 
 # -- comparing and copying versions (aim_cli/diff.py, aim_cli/copy.py) -------------------------------
@@ -418,10 +433,11 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, delta, jobs, quiet
 
         held = {v.tag: v for v in r.versions}
         named = ", ".join(
-            f"{r.model}:{t} (there {held[t].dst_digest[:12]}, in {r.src!r} {held[t].digest[:12]})" for t in r.conflicts
+            f"{r.model}:{t} (there {held[t].dst_digest}, in {r.src!r} {held[t].digest})" for t in r.conflicts
         )
         raise TagExistsError(
-            f"{len(r.conflicts)} version(s) exist in {r.dst!r} with another digest: {named}",
+            f"{plural(len(r.conflicts), 'version')} {'exists' if len(r.conflicts) == 1 else 'exist'} in {r.dst!r} "
+            f"with another digest: {named}",
             "versions are immutable: the other versions were copied; to replace one, delete it "
             f"there (`aim_cli model delete-version {r.dst} {r.model} --tag TAG`) and copy again",
         )

@@ -1,5 +1,10 @@
 """How results look on stdout: sizes, plain lines, JSON, and the printers of the results too long
-for their command (a pull's plan, a diff, a copy). Progress and errors go to stderr elsewhere."""
+for their command (a pull's plan, a diff, a copy). Progress and errors go to stderr elsewhere.
+
+The conventions every command follows: sizes in IEC units (``size``), counts with their noun
+(``plural``: "1 file"), a summary line within ``SUMMARY_COLUMNS`` for ordinary names, a full
+manifest digest on a line of its own (``digest_line``), and in listings the first
+``LISTING_DIGEST_CHARS`` hex of a digest (``short_digest``); errors and JSON carry digests whole."""
 
 from __future__ import annotations
 
@@ -9,9 +14,24 @@ import click
 
 
 def size(n: int) -> str:
-    import humanize
+    """A size in IEC units (util.sizes, which the progress bars use too)."""
+    from aim_cli.util.sizes import human_size
 
-    return humanize.naturalsize(n, binary=True)
+    return human_size(n)
+
+
+SUMMARY_COLUMNS = 100
+LISTING_DIGEST_CHARS = 12
+
+
+def short_digest(digest: str) -> str:
+    """A digest as every listing shows it: its first 12 hex, enough to tell versions apart by eye."""
+    return digest[:LISTING_DIGEST_CHARS]
+
+
+def digest_line(digest: str) -> None:
+    """The full manifest digest, alone on its line (for `--digest`, and easy to copy)."""
+    out(f"digest: {digest}")
 
 
 class StdoutClosed(Exception):
@@ -47,19 +67,24 @@ def show_pull_plan(plan, dest: str, as_json: bool) -> None:
     t = doc["totals"]
     newest = " (newest)" if plan.newest else ""
     space = "" if t["space_needed"] <= t["space_available"] else " (NOT ENOUGH: the pull would stop, exit 6)"
-    deletes = f"; delete {t['delete_files']} files ({size(t['delete_bytes'])})" if plan.delete else ""
     out(
-        f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {t['files']} files, "
-        f"{size(t['size'])}; keep {t['keep_files']}, write {t['local_files']} from local files, "
-        f"fetch {t['fetch_files']}; fetch {size(t['fetch_raw_bytes'])} of chunks (raw size; stored size "
-        f"known only after fetching), reuse {size(t['reuse_bytes'])}; space needed "
-        f"{size(t['space_needed'])} of {size(t['space_available'])} free{space}{deletes}; nothing changed"
+        f"dry run: {plan.model}:{plan.tag}{newest} into {display_path(dest)}: {plural(t['files'], 'file')}, "
+        f"{size(t['size'])}; nothing changed"
     )
+    out(
+        f"files: keep {t['keep_files']}, write {t['local_files']} from local files, fetch {t['fetch_files']}"
+        + (f", delete {t['delete_files']} ({size(t['delete_bytes'])})" if plan.delete else "")
+    )
+    out(
+        f"bytes: fetch {size(t['fetch_raw_bytes'])} of chunks (raw size; stored size known once fetched), "
+        f"reuse {size(t['reuse_bytes'])}"
+    )
+    out(f"space: {size(t['space_needed'])} needed, {size(t['space_available'])} free{space}")
 
 
-def count(n: int, noun: str) -> str:
-    """'1 file', '2 files'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 file', '2 files', '0 files'; ``nouns`` where adding an s is wrong ('1 delta', ...)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
 
 
 def show_left_out(r) -> None:
@@ -76,7 +101,7 @@ def show_left_out(r) -> None:
         from aim_cli.util.ignores import summary
 
         click.echo(
-            f"left out {count(r.ignored_files, 'file')} ({size(r.ignored_bytes)}) push ignores by default: "
+            f"left out {plural(r.ignored_files, 'file')} ({size(r.ignored_bytes)}) push ignores by default: "
             f"{summary(map(display_path, r.ignored))}; --no-default-ignores pushes them",
             err=True,
         )
@@ -94,17 +119,17 @@ def show_push_plan(plan, as_json: bool) -> None:
     into = repr(plan.repository)
     if not plan.repository_exists:
         into += f" (not a repository yet: the push would create it, storage format {plan.storage_format})"
-    if plan.already_pushed:
-        estimate = "already pushed with identical content"
-    else:
-        estimate = (
-            f"about {size(plan.new_bytes)} new ({count(plan.new_chunks, 'chunk')} of "
-            f"{plan.chunks} the repository does not hold; raw size, stored size known only once encoded)"
-        )
     out(
-        f"dry run: {plan.model}:{plan.tag} into {into}: {count(len(plan.files), 'file')}, {size(plan.total_size)}; "
-        f"{estimate}; nothing written"
+        f"dry run: {plan.model}:{plan.tag} into {into}: {plural(len(plan.files), 'file')}, "
+        f"{size(plan.total_size)}; nothing written"
     )
+    if plan.already_pushed:
+        out("estimate: already pushed with identical content")
+    else:
+        out(
+            f"estimate: about {size(plan.new_bytes)} new, {plan.new_chunks} of {plural(plan.chunks, 'chunk')} "
+            f"(raw size; stored size known once encoded)"
+        )
 
 
 def show_diff(r) -> None:
@@ -112,22 +137,21 @@ def show_diff(r) -> None:
     pull of TAG_B into TAG_A would fetch."""
     from aim_cli.util.quoting import printable
 
-    out(f"{r.model}: {r.tag_a} (digest {r.digest_a[:12]}) -> {r.tag_b} (digest {r.digest_b[:12]})")
+    out(f"{r.model}: {r.tag_a} (digest {short_digest(r.digest_a)}) -> {r.tag_b} (digest {short_digest(r.digest_b)})")
     for f in r.files:
         out(f"{f.status:<9}  {_diff_sizes(f):>24}  {printable(f.path, len(f.path))}{_diff_mode(f)}")
     t = r.totals
     out(
-        f"{t['added'].files} added ({size(t['added'].bytes_b)}), {t['removed'].files} removed "
-        f"({size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged; "
-        f"{size(r.changed_bytes)} of {r.tag_b} in added or changed files"
+        f"files: {t['added'].files} added ({size(t['added'].bytes_b)}), {t['removed'].files} removed "
+        f"({size(t['removed'].bytes_a)}), {t['changed'].files} changed, {t['unchanged'].files} unchanged"
     )
-    unstored = (
-        f"; {r.fetch.unstored_chunks} of them not stored (run `aim_cli repo check`)" if r.fetch.unstored_chunks else ""
-    )
+    out(f"{size(r.changed_bytes)} of {r.tag_b} in added or changed files")
     out(
-        f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {r.fetch.chunks} chunks: "
-        f"{size(r.fetch.stored_bytes)} stored ({size(r.fetch.raw_bytes)} of chunks){unstored}"
+        f"a pull of {r.tag_b} into a directory holding {r.tag_a} fetches {plural(r.fetch.chunks, 'chunk')}: "
+        f"{size(r.fetch.stored_bytes)} stored ({size(r.fetch.raw_bytes)} of chunks)"
     )
+    if r.fetch.unstored_chunks:
+        out(f"{r.fetch.unstored_chunks} of those chunks are not stored (run `aim_cli repo check`)")
 
 
 def _diff_sizes(f) -> str:
@@ -147,30 +171,32 @@ def _copy_deltas(v) -> str:
     """A copied version's format 3 counts, when there are any."""
     said = []
     if v.deltas:
-        said.append(f"{v.deltas} deltas as stored")
+        said.append(f"{plural(v.deltas, 'delta')} as stored")
     if v.bases_copied:
-        said.append(f"{v.bases_copied} bases ({size(v.base_bytes)})")
+        said.append(f"{plural(v.bases_copied, 'base')} ({size(v.base_bytes)})")
     if v.reencoded_chunks:
-        said.append(f"{v.reencoded_chunks} chunks of the version before re-encoded as deltas")
-    return f"; {', '.join(said)}" if said else ""
+        said.append(f"{plural(v.reencoded_chunks, 'chunk')} of the version before re-encoded as deltas")
+    return f"          {', '.join(said)}" if said else ""
 
 
 def show_copy(r) -> None:
     """`model copy`: one line per version (skipped, conflict, copied), then the totals."""
     would = "would copy" if r.dry_run else "copied"
     for v in r.versions:
-        label = f"{r.model}:{v.tag}"
-        signed = f"; {would} {v.signatures} signatures" if v.signatures else ""
+        label = f"{r.model}:{v.tag}  {short_digest(v.digest)}"
+        signed = f"; {would} {plural(v.signatures, 'signature')}" if v.signatures else ""
         if v.status == "skipped":
             out(f"skipped   {label}  {r.dst!r} holds it with the same digest{signed}")
         elif v.status == "conflict":
-            out(f"conflict  {label}  {r.dst!r} holds digest {v.dst_digest}, {r.src!r} has {v.digest}")
+            out(f"conflict  {label}  {r.dst!r} holds {short_digest(v.dst_digest or '')} under this tag")
         else:
             stored = "" if v.stored_bytes is None else f" ({size(v.stored_bytes)} stored)"
             out(
-                f"{would:<9} {label}  {v.blobs} blobs, {size(v.raw_bytes)} of chunks{stored}, "
-                f"{v.present_blobs} already there; digest {v.digest}{signed}{_copy_deltas(v)}"
+                f"{would:<9} {label}  {plural(v.blobs, 'blob')}, {size(v.raw_bytes)} of chunks{stored}, "
+                f"{v.present_blobs} already there{signed}"
             )
+            if deltas := _copy_deltas(v):
+                out(deltas)
     if r.reencoded:
         note = (
             " (a format 1 repository records no dtypes: chunks compressed as plain bytes)" if r.src_format == 1 else ""
@@ -185,6 +211,9 @@ def show_copy(r) -> None:
     bad = f" ({r.bad_signatures} damaged left out)" if r.bad_signatures else ""
     out(
         f"{would} {len(r.copied)} of {len(r.versions)} versions of {r.model} from {r.src!r} to {r.dst!r} "
-        f"({len(r.skipped)} skipped, {len(r.conflicts)} conflicts): {r.blobs} blobs, {size(r.raw_bytes)} of "
-        f"chunks{stored}, {r.signatures} signatures{bad}{created}; {r.elapsed:.2f}s{dry}"
+        f"({len(r.skipped)} skipped, {plural(len(r.conflicts), 'conflict')}); {r.elapsed:.2f}s{dry}"
+    )
+    out(
+        f"{plural(r.blobs, 'blob')}, {size(r.raw_bytes)} of chunks{stored}, "
+        f"{plural(r.signatures, 'signature')}{bad}{created}"
     )

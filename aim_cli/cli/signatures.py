@@ -10,7 +10,7 @@ from dataclasses import asdict
 import click
 
 from aim_cli.cli import completion
-from aim_cli.cli.options import api, config, jobs_option, json_option
+from aim_cli.cli.options import api, config, jobs_option, json_option, quiet_option
 from aim_cli.cli.render import out, out_json
 from aim_cli.errors import UsageError
 
@@ -75,11 +75,26 @@ def verify_signature(
     help="Attach a bundle made elsewhere (e.g. `model_signing sign`) once its files match the version's.",
 )
 @jobs_option
+@quiet_option
 @json_option
 def model_sign(
-    repo_name, model_name, tag, key, password_env, sha256, certificate, certificate_chain, import_path, jobs, as_json
+    repo_name,
+    model_name,
+    tag,
+    key,
+    password_env,
+    sha256,
+    certificate,
+    certificate_chain,
+    import_path,
+    jobs,
+    quiet,
+    as_json,
 ):
-    """Sign a version (OpenSSF model-signing format) from its manifest: no file is read."""
+    """Sign a version (OpenSSF model-signing format) from its manifest: no file is read (--sha256
+    reads every blob)."""
+    from aim_cli.progress import make_progress
+
     if import_path and (key or sha256 or certificate or certificate_chain):
         raise UsageError("--import takes no key options", "the bundle carries its own signature")
     if not import_path and not key:
@@ -98,6 +113,7 @@ def model_sign(
         import_bundle=import_path,
         jobs=jobs,
         config=config(),
+        progress=make_progress(quiet or as_json),
     )
     if as_json:
         out_json(asdict(r))

@@ -7,6 +7,10 @@ A manifest of a 70B model is ~8 MB of JSON; listing 100 of them read 824 MB and 
      "created_at": "...", "created_by": "...", "message": "...", "total_size": N, "files": N, "chunks": N,
      "stored_size": N}
 
+``new_stored_size`` (formats 2 and 3; absent by default, and always in a summary written by
+anything but a push) is what the push of this version added to storage: the new chunks as
+stored, measured then. Display only, like ``stored_size``; `model versions` shows it as NEW.
+
 ``delta_base`` (format 3 only, absent by default) names the version a push paired this one with
 for deltas (``model:tag``); display only, like ``stored_size``, and lost when a summary is rebuilt.
 
@@ -60,6 +64,7 @@ class Summary(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defa
     chunks: int
     stored_size: int | None = None
     delta_base: str | None = None  # format 3: "model:tag" of the version push paired this one with
+    new_stored_size: int | None = None  # formats 2, 3: what of stored_size the push added (display only)
 
 
 _encoder = msgspec.json.Encoder()
@@ -84,7 +89,7 @@ def _problem(summary: Summary) -> str | None:
         return f"created_at {quoted(summary.created_at)} is not an RFC 3339 UTC time"
     if len(summary.created_by) > MAX_CREATED_BY_CHARS or len(summary.message) > MAX_MESSAGE_CHARS:
         return "created_by or message is too long"
-    for field in ("total_size", "files", "chunks", "stored_size"):
+    for field in ("total_size", "files", "chunks", "stored_size", "new_stored_size"):
         if not 0 <= (getattr(summary, field) or 0) <= MAX_COUNT:
             return f"{field} is out of range"
     if summary.delta_base is not None and not _valid_version_name(summary.delta_base):
@@ -120,7 +125,13 @@ def decode(data: bytes, *, where: str) -> Summary:
 
 
 def of_manifest(
-    manifest, digest: str, *, where: str, stored_size: int | None = None, delta_base: str | None = None
+    manifest,
+    digest: str,
+    *,
+    where: str,
+    stored_size: int | None = None,
+    delta_base: str | None = None,
+    new_stored_size: int | None = None,
 ) -> Summary:
     """The summary of ``manifest`` (a manifest.Manifest, or a ManifestHead) whose stored bytes
     have ``digest``. IntegrityError if the manifest's own fields cannot make a valid one."""
@@ -137,6 +148,7 @@ def of_manifest(
         sum(len(f.chunks) for f in manifest.files),
         stored_size,
         delta_base,
+        new_stored_size,
     )
     why = _problem(summary)
     if why:
@@ -189,9 +201,9 @@ def of_manifest_bytes(raw: bytes, *, model: str, tag: str, where: str) -> Summar
 
 def differences(stored: Summary, expected: Summary) -> list[str]:
     """The fields in which a stored summary differs from the one its manifest gives (all but
-    ``stored_size`` and ``delta_base``, which no manifest gives)."""
+    ``stored_size``, ``delta_base`` and ``new_stored_size``, which no manifest gives)."""
     fields = [f for f in Summary.__struct_fields__ if f not in _DISPLAY_ONLY]
     return [f for f in fields if getattr(stored, f) != getattr(expected, f)]
 
 
-_DISPLAY_ONLY = ("stored_size", "delta_base")
+_DISPLAY_ONLY = ("stored_size", "delta_base", "new_stored_size")

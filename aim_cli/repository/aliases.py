@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 
 def describe(record: al.AliasRecord) -> str:
-    """``prod -> v3 (digest 0123456789ab)``, or ``prod (deleted)``: one entry, for messages."""
+    """``prod -> v3 (digest <64 hex>)``, or ``prod (deleted)``: one entry, for messages (errors
+    carry digests whole)."""
     if record.target is None:
         return f"{record.alias} (deleted)"
-    return f"{record.alias} -> {record.tag} (digest {(record.digest or '')[:12]})"
+    return f"{record.alias} -> {record.tag} (digest {record.digest or ''})"
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,7 @@ def user_at_host() -> str:
 
 
 def _shown(target: tuple[str, str] | None) -> str:
-    return "unset" if target is None else f"{target[0]} ({target[1][:12]})"
+    return "unset" if target is None else f"{target[0]} ({target[1]})"
 
 
 def _check_message(message: str) -> None:

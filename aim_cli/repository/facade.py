@@ -181,9 +181,16 @@ class Repository:
 
     # -- versions (versions.py) --------------------------------------------------------------------
     def commit(
-        self, manifest: mf.Manifest, *, stored_size: int | None = None, delta_base: str | None = None
+        self,
+        manifest: mf.Manifest,
+        *,
+        stored_size: int | None = None,
+        delta_base: str | None = None,
+        new_stored_size: int | None = None,
     ) -> CommitResult:
-        return self._versions.commit(manifest, stored_size=stored_size, delta_base=delta_base)
+        return self._versions.commit(
+            manifest, stored_size=stored_size, delta_base=delta_base, new_stored_size=new_stored_size
+        )
 
     def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
         return self._versions.commit_raw(raw, stored_size=stored_size)
@@ -200,8 +207,10 @@ class Repository:
     def read_key(self, vk: VersionKey) -> VersionRef:
         return self._versions.read_key(vk)
 
-    def summary_of(self, ref: VersionRef, stored_size: int | None = None) -> sm.Summary:
-        return self._versions.summary_of(ref, stored_size)
+    def summary_of(
+        self, ref: VersionRef, stored_size: int | None = None, *, new_stored_size: int | None = None
+    ) -> sm.Summary:
+        return self._versions.summary_of(ref, stored_size, new_stored_size=new_stored_size)
 
     def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:
         return self._versions.iter_version_keys(model)

@@ -77,16 +77,23 @@ class Versions:
 
     # -- commit ------------------------------------------------------------------------------------
     def commit(
-        self, manifest: mf.Manifest, *, stored_size: int | None = None, delta_base: str | None = None
+        self,
+        manifest: mf.Manifest,
+        *,
+        stored_size: int | None = None,
+        delta_base: str | None = None,
+        new_stored_size: int | None = None,
     ) -> CommitResult:
         """Create the version: the exclusive create of its manifest is the commit point.
 
         The caller has stored (and synced) every blob first; ``stored_size`` is what they take
-        (for the summary; ignored in format 1, see summary.py), ``delta_base`` the version it is paired
-        with for deltas (format 3, for the summary). If the tag exists with the same
-        files, nothing is written and the stored digest is returned. Once created, the manifest is
-        read back: a server that ignored the condition would show another writer's bytes here."""
-        stored, ours = self._create_version(manifest.model, manifest.tag, mf.encode(manifest), stored_size, delta_base)
+        and ``new_stored_size`` what of it the caller added (for the summary; ignored in format 1,
+        see summary.py), ``delta_base`` the version it is paired with for deltas (format 3, for
+        the summary). If the tag exists with the same files, nothing is written and the stored
+        digest is returned. Once created, the manifest is read back: a server that ignored the
+        condition would show another writer's bytes here."""
+        raw = mf.encode(manifest)
+        stored, ours = self._create_version(manifest.model, manifest.tag, raw, stored_size, delta_base, new_stored_size)
         return CommitResult(stored.digest, True) if ours else self.against_stored(stored, manifest)
 
     def commit_raw(self, raw: bytes, *, stored_size: int | None = None) -> CommitResult:
@@ -101,12 +108,18 @@ class Versions:
             return CommitResult(stored.digest, True)
         raise TagExistsError(
             f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} with another "
-            f"digest ({stored.digest[:16]}, not {mf.digest_of(raw)[:16]})",
+            f"digest ({stored.digest}, not {mf.digest_of(raw)})",
             "versions are immutable",
         )
 
     def _create_version(
-        self, model: str, tag: str, raw: bytes, stored_size: int | None, delta_base: str | None = None
+        self,
+        model: str,
+        tag: str,
+        raw: bytes,
+        stored_size: int | None,
+        delta_base: str | None = None,
+        new_stored_size: int | None = None,
     ) -> tuple[VersionRef, bool]:
         """The exclusive create of manifest ``raw``, then its read-back: (the stored version,
         whether it is ``raw``). When it is, its summary is written."""
@@ -122,15 +135,18 @@ class Versions:
             stored,
             stored_size if fmt.codecs is not None else None,
             delta_base if fmt.deltas is not None else None,
+            new_stored_size if fmt.deltas is not None else None,  # format 3: no older client reads it
         )
         return stored, True
 
-    def _write_summary_after_commit(self, ref: VersionRef, stored_size: int | None, delta_base: str | None) -> None:
+    def _write_summary_after_commit(
+        self, ref: VersionRef, stored_size: int | None, delta_base: str | None, new_stored_size: int | None
+    ) -> None:
         """The summary comes second: the manifest is the commit point, and a version whose summary
         was not written (a failure here, a kill) gets it rebuilt by the next listing. So a failure
         is a warning, never a failed push."""
         try:
-            self.summaries.put_summary(self.summary_of(ref, stored_size, delta_base))
+            self.summaries.put_summary(self.summary_of(ref, stored_size, delta_base, new_stored_size))
         except (StorageError, DamagedStorageError) as e:
             log.warning(
                 "warning: %s:%s is pushed, but its summary could not be written (%s); the next listing rebuilds it",
@@ -146,7 +162,7 @@ class Versions:
             return CommitResult(stored.digest, False)
         raise TagExistsError(
             f"version {manifest.tag!r} of model {manifest.model!r} already exists in {self.name!r} "
-            f"with other content (digest {stored.digest[:16]})",
+            f"with other content (digest {stored.digest})",
             "versions are immutable: push under a new --tag",
         )
 
@@ -193,10 +209,18 @@ class Versions:
         raw = self.keys.manifest_bytes(vk.key, vk.key)
         return VersionRef(mf.decode(raw, where=vk.key), mf.digest_of(raw), raw)
 
-    def summary_of(self, ref: VersionRef, stored_size: int | None = None, delta_base: str | None = None) -> sm.Summary:
+    def summary_of(
+        self,
+        ref: VersionRef,
+        stored_size: int | None = None,
+        delta_base: str | None = None,
+        new_stored_size: int | None = None,
+    ) -> sm.Summary:
         m = ref.manifest
         where = f"{m.model}:{m.tag}"
-        return sm.of_manifest(m, ref.digest, where=where, stored_size=stored_size, delta_base=delta_base)
+        return sm.of_manifest(
+            m, ref.digest, where=where, stored_size=stored_size, delta_base=delta_base, new_stored_size=new_stored_size
+        )
 
     # -- listings ----------------------------------------------------------------------------------
     def iter_version_keys(self, model: str | None = None) -> Iterator[VersionKey]:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from aim_cli.errors import ConflictError, IntegrityError
 from aim_cli.format.layout import signature_key
+from aim_cli.progress import Progress
 from aim_cli.signing.bundle import leaf_key, max_bundle_bytes, parse_bundle, sign_payload, signer_of
 from aim_cli.signing.keys import SIGNER_HEX, ecdsa_verify, key_hint, stored_hint
 from aim_cli.signing.statement import BLAKE3, build_statement, parse_statement, payload_bytes, stored_digests
@@ -37,11 +38,12 @@ def sign_version(
     *,
     kind: str = BLAKE3,
     certificates: Sequence[x509.Certificate] = (),
+    progress: Progress | None = None,
 ) -> SignResult:
     """Sign the version ``ref`` and store the bundle (exclusive create). BLAKE3 reads no blob;
-    SHA-256 streams the verified blobs."""
+    SHA-256 streams the verified blobs (``progress`` sees their bytes)."""
     m = ref.manifest
-    digests = stored_digests(repository, m, kind)
+    digests = stored_digests(repository, m, kind, progress=progress)
     bundle = sign_payload(private_key, payload_bytes(build_statement(m.model, digests, kind)), certificates)
     hint = stored_hint(key_hint(private_key.public_key())[:SIGNER_HEX], kind)
     created = repository.put_signature(m.model, m.tag, hint, bundle)

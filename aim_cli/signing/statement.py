@@ -32,6 +32,7 @@ import blake3
 
 from aim_cli.errors import IntegrityError, UsageError
 from aim_cli.format import manifest as mf
+from aim_cli.progress import NullProgress, Progress
 from aim_cli.signing.strict import field, load_json, malformed
 from aim_cli.util.fs import display_path
 from aim_cli.util.walk import iter_tree, kind_of, local_directory, open_binary
@@ -158,23 +159,34 @@ def _hasher(algorithm: str):
 
 
 def stored_digests(
-    repository, manifest: mf.Manifest, algorithm: str, ignore_paths: Iterable[str] = DEFAULT_IGNORE_PATHS
+    repository,
+    manifest: mf.Manifest,
+    algorithm: str,
+    ignore_paths: Iterable[str] = DEFAULT_IGNORE_PATHS,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
     """path -> ``algorithm`` digest of every signed file, streamed from the VERIFIED blobs
     (``Repository.get_blob`` checks each chunk's BLAKE3 and size first), file by file in
-    parallel; one chunk per worker in memory."""
+    parallel; one chunk per worker in memory. ``progress`` sees the bytes hashed (BLAKE3 reads
+    nothing: no bar)."""
     if algorithm == BLAKE3:
         return blake3_digests(manifest, ignore_paths)
     ignore = tuple(ignore_paths)
     files = [f for f in manifest.files if not is_ignored(f.path, ignore)]
+    progress = progress or NullProgress()
 
     def digest(entry: mf.FileEntry) -> str:
         h = _hasher(algorithm)
         for chunk, size in entry.chunks:
             h.update(repository.get_blob(chunk, size, context=f"{manifest.model}:{manifest.tag}/{entry.path}"))
+            progress.advance(size)
         return h.hexdigest()
 
-    return dict(zip((f.path for f in files), repository.map_parallel(digest, files), strict=True))
+    progress.start(f"hash {algorithm}", sum(f.size for f in files))
+    try:
+        return dict(zip((f.path for f in files), repository.map_parallel(digest, files), strict=True))
+    finally:
+        progress.close()
 
 
 def local_digests(directory: str | os.PathLike, algorithm: str, ignore_paths: Iterable[str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Sizes typed on the command line: ``512KiB``, ``1.5GiB``, ``1048576``.
+"""Sizes typed on the command line: ``512KiB``, ``1.5GiB``, ``1048576``; and sizes written out
+(``human_size``), in the same IEC units everywhere: results, bars, rates.
 
 A strict grammar instead of ``float()``: float accepted ``1e400`` (then overflowed), ``inf``,
 ``nan`` and ``-5``. Here a size is plain decimal digits with an optional fraction and a binary
@@ -36,3 +37,10 @@ def parse_size(text: str, *, option: str, minimum: int = 0) -> int:
     if size < minimum:
         raise UsageError(f"{option} {quoted(text)} is too small", f"use at least {minimum} bytes")
     return size
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes in IEC units, as every output writes a size: "1 Byte", "512 Bytes", "1.5 MiB"."""
+    import humanize
+
+    return humanize.naturalsize(n, binary=True)

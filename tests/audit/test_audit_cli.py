@@ -99,7 +99,7 @@ def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):
     deleted = repo.cli("model", "delete-version", repo.name, "m", "--tag", "v1")
     assert deleted.returncode == 0
     size = lambda n: humanize.naturalsize(n, binary=True)  # noqa: E731
-    assert f"{len(only_v1)} blobs ({size(stored)} stored, {size(freed)} of chunks)" in deleted.stdout
+    assert f"reclaimable: {len(only_v1)} blobs, {size(stored)} stored ({size(freed)} of chunks)" in deleted.stdout
     assert f"aim_cli repo gc {repo.name}" in deleted.stdout
 
     before = repo.blobs()
@@ -113,8 +113,8 @@ def test_deletions_report_reclaimable_bytes_and_gc_frees_them(repo, tmp_path):
     v2 = chunks_of(repo.manifest("m", "v2"))
     v2_stored = sum(repo.blobs()[d] for d in v2)
     gone = repo.cli("model", "delete", repo.name, "m", "--yes")
-    assert gone.returncode == 0 and "(1 versions)" in gone.stdout
-    assert f"{len(v2)} blobs ({size(v2_stored)} stored, {size(sum(v2.values()))} of chunks)" in gone.stdout
+    assert gone.returncode == 0 and "(1 version)" in gone.stdout
+    assert f"{len(v2)} blobs, {size(v2_stored)} stored ({size(sum(v2.values()))} of chunks)" in gone.stdout
     check = json.loads(repo.cli("repo", "check", repo.name, "--json").stdout)
     assert check["versions"] == 0 and check["unreferenced"] == len(before) - len(only_v1)
 

@@ -66,8 +66,8 @@ def test_stale_and_dangling_markers_are_notes(tmp_path):
     out = json.loads(ok(r.cli("repo", "check", NAME, "--json")).stdout)
     assert (out["ok"], out["stale_markers"], out["dangling_markers"]) == (True, 1, 1)
     text = ok(r.cli("repo", "check", NAME)).stdout
-    assert f"1 stale (`aim_cli repo optimize {NAME}` removes them)" in text
-    assert f"1 of deltas not stored (`aim_cli repo gc {NAME}` removes them)" in text
+    assert f"1 stale marker (`aim_cli repo optimize {NAME}` removes them)" in text
+    assert f"1 marker of deltas not stored (`aim_cli repo gc {NAME}` removes them)" in text
 
 
 def test_a_chain_longer_than_max_depth_and_a_loop_are_damage(tmp_path):

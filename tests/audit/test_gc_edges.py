@@ -119,13 +119,13 @@ def test_cli_gc_and_delete_version_say_what_was_kept_as_a_base(tmp_path):
     r = delta_repo(tmp_path)
     _chain(r)
     res = ok(r.cli("model", "delete-version", NAME, "m", "--tag", "v3"))
-    assert "0 blobs" in res.stdout and "1 blobs (4.0 KiB of chunks) stay as bases of other versions' deltas" in (
+    assert "0 blobs" in res.stdout and "kept: 1 blob (4.0 KiB of chunks) as bases of other versions' deltas" in (
         res.stdout
     )
     res = ok(r.cli("model", "delete-version", NAME, "m", "--tag", "v2", "--json"))
     assert json.loads(res.stdout)["kept_as_base_blobs"] == 1
     res = ok(r.cli("repo", "gc", NAME, "--dry-run"))
-    assert "keep 2 blobs referenced by 1 versions; keep 2 unreferenced blobs" in res.stdout
+    assert "keep 2 blobs referenced by 1 version\nplan: keep 2 unreferenced blobs" in res.stdout
     assert "as bases of kept deltas" in res.stdout
     out = json.loads(ok(r.cli("repo", "gc", NAME, "--json")).stdout)
     assert (out["deleted"], out["kept_as_base"], out["markers_deleted"], out["missing_bases"]) == (0, 2, 0, 0)

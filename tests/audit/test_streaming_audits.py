@@ -223,7 +223,7 @@ def test_cli_audits_of_many_versions(tmp_path):
     plan = json.loads(ok(run([*aim, "repo", "gc", "r", "--dry-run", "--json"], cwd=tmp_path)).stdout)
     assert (plan["deleted"], plan["versions"], plan["referenced"]) == (0, 20, 58 + 40)
     deleted = ok(run([*aim, "model", "delete-version", "r", "m", "--tag", "v00"], cwd=tmp_path)).stdout
-    assert "2 blobs (" in deleted and "128 Bytes of chunks)" in deleted, (
+    assert "reclaimable: 2 blobs, " in deleted and "128 Bytes of chunks)" in deleted, (
         deleted
     )  # v00's own chunks: every other one is shared
 

@@ -138,6 +138,7 @@ VERSION = {
     "chunks",
     "stored_size",
     "delta_base",
+    "new_stored_size",
 }
 
 

@@ -196,7 +196,11 @@ def test_mutated_summaries_decode_or_are_refused(changes):
     raw = json.dumps(_valid_doc(**changes)).encode()
     s = _decodes_or_refuses(raw)
     if s is not None:  # accepted: exactly the values written
-        assert msgspec.structs.asdict(s) == {"stored_size": None, "delta_base": None} | _valid_doc(**changes)
+        assert msgspec.structs.asdict(s) == {
+            "stored_size": None,
+            "delta_base": None,
+            "new_stored_size": None,
+        } | _valid_doc(**changes)
 
 
 @FAST
@@ -263,10 +267,12 @@ def test_push_writes_the_summary_its_manifest_gives(repo, tmp_path):
     result = _push(repo, tmp_path, "v1", 1)
     stored = repo.repository.get_summary("m", "v1")
     ref = repo.repository.get_version("m", "v1")
-    # stored_size is the one field push measures rather than derives (formats 2 and 3).
-    assert stored == repo.repository.summary_of(ref, stored.stored_size) and stored.digest == result.digest
+    # stored_size and new_stored_size are the fields push measures rather than derives (formats 2 and 3).
+    measured = repo.repository.summary_of(ref, stored.stored_size, new_stored_size=stored.new_stored_size)
+    assert stored == measured and stored.digest == result.digest
     expected_stored = version_bytes(repo.repository, "m", "v1")[1] if repo.format != 1 else None
-    assert stored.stored_size == expected_stored
+    # The first version: everything it stores is new.
+    assert stored.stored_size == expected_stored and stored.new_stored_size == expected_stored
     assert (stored.files, stored.chunks) == (2, sum(len(f.chunks) for f in ref.manifest.files))
 
 
@@ -300,7 +306,8 @@ def test_a_repository_without_summaries_gets_them_rebuilt_by_the_first_listing(r
     ref = counted.newest_version("m")
     assert ref.manifest.tag == "v3" and len(_gets(backend, "versions")) == 3 + 1
     # A rebuilt summary is derived from its manifest alone: no stored size (shown as "-").
-    assert counted.list_versions("m") == [msgspec.structs.replace(s, stored_size=None) for s in expected]
+    rebuilt = [msgspec.structs.replace(s, stored_size=None, new_stored_size=None) for s in expected]
+    assert counted.list_versions("m") == rebuilt
     backend.calls.clear()
     assert counted.newest_version("m").digest == ref.digest
     gets = _gets(backend, "versions")
@@ -474,7 +481,7 @@ def test_an_old_repository_lists_through_the_console_script(repo, tmp_path):
     before = ok(repo.cli("model", "versions", repo.name, "m", "--json")).stdout
     repo.repository.backend.delete_many([summary_key("m", "v1"), summary_key("m", "v2")])
     listed = ok(repo.cli("model", "versions", repo.name, "m", "--json"))
-    assert json.loads(listed.stdout) == [v | {"stored_size": None} for v in json.loads(before)]
+    assert json.loads(listed.stdout) == [v | {"stored_size": None, "new_stored_size": None} for v in json.loads(before)]
     assert listed.stderr == ""
     assert {summary_key("m", "v1"), summary_key("m", "v2")} <= _keys(repo)
 

@@ -187,7 +187,7 @@ def test_repo_check_lists_the_first_examples_and_counts_every_problem(tmp_path):
     first = report["problems"][0]
     assert first["problem"] == "missing" and len(first["used_by"]) == MAX_USERS
     assert first["used_by_omitted"] == versions - MAX_USERS
-    assert f"has {len(blobs)} problem(s)" in res.stderr
+    assert f"has {len(blobs)} problems" in res.stderr
 
     text = run(["--config", config, "repo", "check", "r"], cwd=tmp_path)
     assert text.returncode == 5

@@ -102,7 +102,7 @@ def test_delete_pulling_b_over_a_leaves_exactly_b(repo, tmp_path):
     assert r["fetched_raw_bytes"] == len(b_files["config.json"])
 
     text = ok(pull(repo, dest, "--delete", tag="a")).stdout
-    assert without_index(tree(dest)) == tree(a) and "deleted 1 files" in text
+    assert without_index(tree(dest)) == tree(a) and "deleted 1 file " in text
 
 
 def test_delete_stays_within_the_patterns(repo, tmp_path):
