@@ -438,10 +438,12 @@ def test_a_body_that_stops_is_replaced_when_no_hedge_slot_is_free(make_proxy, ba
     backends.append(backend)
 
     assert backend.get("blobs/a0/first", max_size=len(first)) == first
-    assert backend.stats == TransferStats(hedges=1, hedges_won=1, abandoned=1)  # the slot stays taken
+    # On a loaded machine the first hedge may itself pass the 0.2 s bound and be hedged again.
+    n = backend.stats.hedges
+    assert n >= 1 and backend.stats == TransferStats(hedges=n, hedges_won=1, abandoned=n)  # the slot stays taken
     assert backend.get("blobs/b0/second", max_size=len(second)) == second
     assert backend.stats == TransferStats(
-        hedges=2, hedges_won=2, hedges_mid_body=1, abandoned=2, silent_closed=1
+        hedges=n + 1, hedges_won=2, hedges_mid_body=1, abandoned=n + 1, silent_closed=1
     )  # no stall: nothing waited for the deadline
     second_path = path_of(s3_bucket, "blobs/b0/second")
     assert proxy.seen["GET", second_path] == 2
