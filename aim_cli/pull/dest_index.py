@@ -37,7 +37,7 @@ import msgspec
 
 from aim_cli.format import manifest as mf
 from aim_cli.pull.layout import INDEX_NAME, WORK_DIR
-from aim_cli.util.fs import display_path, write_beside_at
+from aim_cli.util.fs import display_path, read_at_most, write_beside_at
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ def load_index(dest: Path) -> DestIndex:
             why = _untrusted_file(st)
             if why:
                 return _ignored(dest, why)
-            data = _read_all(fd, st.st_size)
+            data = read_at_most(fd, st.st_size)
+            if len(data) > MAX_INDEX_BYTES:
+                raise OSError(errno.EFBIG, "the index grew while it was read")
         finally:
             os.close(fd)
     except OSError as e:
@@ -159,20 +161,6 @@ def _untrusted_file(st: os.stat_result) -> str | None:
     if st.st_size > MAX_INDEX_BYTES:
         return f"larger than {MAX_INDEX_BYTES // (1024 * 1024)} MiB"
     return None
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The file's bytes, at most ``size`` + 1 (so a file that grew is seen to be too long)."""
-    parts, total = [], 0
-    while total <= size:
-        part = os.read(fd, size + 1 - total)
-        if not part:
-            break
-        parts.append(part)
-        total += len(part)
-    if total > MAX_INDEX_BYTES:
-        raise OSError(errno.EFBIG, "the index grew while it was read")
-    return b"".join(parts)
 
 
 def _ignored(dest: Path, why: str) -> DestIndex:

@@ -39,7 +39,7 @@ from pathlib import Path
 from aim_cli.errors import AimError, LockHeldError, StorageError, UsageError
 from aim_cli.pull.layout import WORK_DIR
 from aim_cli.repository.leases import decode_json, owner_is_gone, parse_owner
-from aim_cli.util.fs import write_beside_at
+from aim_cli.util.fs import read_at_most, write_beside_at
 
 LOCK_NAME = "pull.lock"
 TAKEOVER_NAME = "pull.lock.takeover"
@@ -159,7 +159,8 @@ class DestLock:
                     f"{self.dir / name} is not a regular file (a symlink, FIFO or directory); pull never opens it",
                     f"remove it if no pull into {self.dest} is running, then rerun",
                 )
-            return _read_bounded(fd, READ_LIMIT)
+            data = read_at_most(fd, READ_LIMIT)
+            return b"" if len(data) > READ_LIMIT else data  # larger: not a lock
         finally:
             if fd is not None:
                 os.close(fd)
@@ -188,18 +189,6 @@ class DestLock:
                 os.unlink(LOCK_NAME, dir_fd=self._dir_fd)
         finally:
             os.unlink(TAKEOVER_NAME, dir_fd=self._dir_fd)
-
-
-def _read_bounded(fd: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes; b"" (not a lock) for a file larger than that."""
-    parts, size = [], 0
-    while size <= limit:
-        part = os.read(fd, limit + 1 - size)
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return b"" if size > limit else b"".join(parts)
 
 
 def _open_work_dir(path: Path) -> int:

@@ -29,7 +29,7 @@ import msgspec
 from aim_cli.errors import IntegrityError, StorageError
 from aim_cli.format.alias import MAX_INDEX
 from aim_cli.names import valid_model_name, valid_name
-from aim_cli.util.fs import display_path, write_beside_at
+from aim_cli.util.fs import display_path, read_at_most, write_beside_at
 from aim_cli.util.quoting import printable
 
 STATE_DIR_ENV = "AIM_STATE_DIR"
@@ -141,10 +141,10 @@ class SequenceState:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise self.damaged("it is not a regular file")
-            data = _read_bounded(fd, MAX_STATE_BYTES)
+            data = read_at_most(fd, MAX_STATE_BYTES)
         finally:
             os.close(fd)
-        if data is None:
+        if len(data) > MAX_STATE_BYTES:
             raise self.damaged(f"it is larger than {MAX_STATE_BYTES} bytes")
         return self.parse(data)
 
@@ -202,18 +202,6 @@ class SequenceState:
 def _encode(found: Mapping[SeenKey, int]) -> bytes:
     seen = [Seen(r, m, a, s, i) for (r, m, a, s), i in sorted(found.items())]
     return msgspec.json.encode(StateDoc(FORMAT, seen)) + b"\n"
-
-
-def _read_bounded(fd: int, limit: int) -> bytes | None:
-    """Up to ``limit`` bytes; None for a file larger than that."""
-    parts, size = [], 0
-    while size <= limit:
-        part = os.read(fd, limit + 1 - size)
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return None if size > limit else b"".join(parts)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,20 @@ def directory_argument(value: str | os.PathLike, what: str) -> Path:
     return Path(value)
 
 
+def read_at_most(fd: int, limit: int) -> bytes:
+    """What ``fd`` holds from its offset, but at most ``limit`` + 1 bytes: a result longer than
+    ``limit`` says the file is larger than a reader bounded by ``limit`` takes (a file that grew
+    while it was read included)."""
+    parts, size = [], 0
+    while size <= limit:
+        part = os.read(fd, limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 def display_path(path: str | os.PathLike) -> str:
     """A path as it can be shown in a one-line message: bytes that are not UTF-8 (a file name
     from another system) as ``\\xNN``, as ``ls -b`` shows them, and control characters escaped,

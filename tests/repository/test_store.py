@@ -105,8 +105,13 @@ def test_storage_layout_is_pinned(repo, tmp_path, version):
     else:
         assert stored[:4] == blob_codec.MAGIC and blob_codec.decode(stored, 13) == b"hello weights"
     summary = json.loads((root / "models/resnet/summaries/v1.0.json").read_bytes())
-    # Format 2 adds what the version's blobs take in storage; format 1 keeps the old keys only.
-    stored_size = {"stored_size": sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))} if version > 1 else {}
+    # Format 2 adds what the version's blobs take in storage, format 3 also what this push added
+    # (a field older clients would refuse: only format 3's summaries, which they never read, have
+    # it); format 1 keeps the old keys only.
+    stored = sum(p.stat().st_size for p in (root / "blobs").glob("*/*"))
+    stored_size = {"stored_size": stored} if version > 1 else {}
+    if version == 3:
+        stored_size["new_stored_size"] = stored  # the first push stored every blob
     assert summary == {
         "format": 1,
         "model": "resnet",
