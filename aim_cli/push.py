@@ -15,17 +15,14 @@ leaves at most orphan blobs, which ``repo gc`` frees.
 from __future__ import annotations
 
 import errno
-import getpass
 import logging
 import os
-import socket
 import stat
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import blake3
 
@@ -41,6 +38,7 @@ from aim_cli.repository import Repository, leases
 from aim_cli.util.fs import display_path
 from aim_cli.util.ignores import Ignored
 from aim_cli.util.patterns import PathFilter
+from aim_cli.util.stamps import now_rfc3339, user_at_host
 from aim_cli.util.walk import NotRegularFileError, open_regular
 
 log = logging.getLogger(__name__)
@@ -71,18 +69,6 @@ class PushResult:
     def dedup_ratio(self) -> float:
         """Share of the version's bytes that were already stored."""
         return 0.0 if not self.total_size else 1 - self.new_bytes / self.total_size
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _created_by() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in a container: not worth failing a push for
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 class _Uploader:
@@ -479,8 +465,8 @@ def _commit(
         format=mf.FORMAT,
         model=model,
         tag=tag,
-        created_at=_now_rfc3339(),
-        created_by=_created_by(),
+        created_at=now_rfc3339(),
+        created_by=user_at_host(),
         message=message,
         total_size=total,
         files=[entries[f.path] for f in files],

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aim_cli.api.common import ConfigArg, PathArg, open_repository
 from aim_cli.errors import UsageError
+from aim_cli.util.stamps import rfc3339
 
 if TYPE_CHECKING:
     from aim_cli.format.alias import AliasRecord
@@ -191,15 +192,11 @@ def _window(text: str) -> tuple[str, str]:
     try:
         if len(text) == 10:
             day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            return _stamp(day), _stamp(day + timedelta(days=1) - timedelta(microseconds=1))
+            return rfc3339(day), rfc3339(day + timedelta(days=1) - timedelta(microseconds=1))
         when = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
             f"--at {text!r} is not a date or time", "give a date (2026-03-03) or a time (2026-03-03T12:00:00Z)"
         ) from None
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-    return _stamp(when), _stamp(when)
-
-
-def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(when), rfc3339(when)

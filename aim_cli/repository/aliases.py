@@ -38,6 +38,7 @@ from aim_cli.names import check_name
 from aim_cli.repository.keys import StoredKeys
 from aim_cli.repository.parallel import map_parallel
 from aim_cli.repository.versions import VersionRef, Versions
+from aim_cli.util.stamps import now_rfc3339, user_at_host
 
 log = logging.getLogger(__name__)
 
@@ -382,26 +383,6 @@ class Aliases:
                 f"{tag!r} is an alias of model {model!r} ({describe(found)}), so it cannot be a tag",
                 "push under another --tag; an alias never shadows a tag",
             )
-
-
-def now_rfc3339() -> str:
-    """When an entry is written: RFC 3339 UTC with microseconds, as manifests say it."""
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def user_at_host() -> str:
-    """Who writes an entry, as push records a version's author: ``user@host``."""
-    import getpass
-    import os
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in a container: not worth failing a change for
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 def _shown(target: tuple[str, str] | None) -> str:

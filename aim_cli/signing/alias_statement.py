@@ -33,6 +33,7 @@ from aim_cli.signing.bundle import parse_bundle, sign_payload
 from aim_cli.signing.keys import SIGNER_HEX, ecdsa_verify, key_hint
 from aim_cli.signing.strict import malformed
 from aim_cli.util.quoting import printable, quoted
+from aim_cli.util.stamps import rfc3339
 
 PAYLOAD_TYPE = "application/vnd.aim-cli.alias-statement.v1+json"
 FORMAT = 1
@@ -61,11 +62,6 @@ class AliasStatement(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(AliasStatement)
-
-
-def stamp(when: datetime) -> str:
-    """RFC 3339 UTC with microseconds, as manifests and alias entries say a time."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime:
@@ -125,9 +121,9 @@ def decode(payload: bytes) -> AliasStatement:
 def statement_of(record: AliasRecord, now: datetime, expires: timedelta | None) -> AliasStatement:
     """The statement of a set alias entry, issued ``now``."""
     assert record.tag is not None and record.digest is not None
-    until = None if expires is None else stamp(now + expires)
+    until = None if expires is None else rfc3339(now + expires)
     return AliasStatement(
-        FORMAT, record.model, record.alias, record.index, record.tag, record.digest, stamp(now), until
+        FORMAT, record.model, record.alias, record.index, record.tag, record.digest, rfc3339(now), until
     )
 
 
