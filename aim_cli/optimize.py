@@ -78,8 +78,20 @@ def _layouts(read: Callable[[str, int], bytes], fmt: RepoFormat, ref: VersionRef
 
 def _history(repo: Repository, model: str) -> list[VersionRef]:
     """The versions of ``model``, oldest first by their manifests' ``created_at`` (then tag)."""
-    refs = repo.map_parallel(lambda tag: repo.get_version(model, tag), repo.list_tags(model))
+    return _oldest_first(repo.map_parallel(lambda tag: repo.get_version(model, tag), repo.list_tags(model)))
+
+
+def _oldest_first(refs: Iterable[VersionRef]) -> list[VersionRef]:
     return sorted(refs, key=lambda r: (r.manifest.created_at, r.manifest.tag))
+
+
+def _histories(repo: Repository, models: Sequence[str]) -> dict[str, list[VersionRef]]:
+    """The history (``_history``) of each of ``models``, each manifest read once."""
+    keys = [(m, t) for m in models for t in repo.list_tags(m)]
+    by_model: dict[str, list[VersionRef]] = {}
+    for (model, _), ref in zip(keys, repo.map_parallel(lambda mt: repo.get_version(*mt), keys), strict=True):
+        by_model.setdefault(model, []).append(ref)
+    return {model: _oldest_first(refs) for model, refs in by_model.items()}
 
 
 class _Chains:
@@ -150,16 +162,16 @@ def optimize(
     fmt = _check_format(repo)
     result = OptimizeResult(repo.name, dry_run=dry_run)
     progress = progress or NullProgress()
-    names = list(models) if models else repo.list_models()
     with leases.acquire(repo, leases.OPTIMIZE, "repo optimize" if not newest_pair_only else "push", wait=wait) as lease:
         chains = _Chains(repo)
         # Every live version's chunks: a delta whose base no version names any more (its version
         # was deleted) moves onto its pair's chunk, and gc can then free the old base.
-        live = set() if newest_pair_only else _live_chunks(repo)
+        names = list(models) if models else repo.list_models()
+        # live: every model's, whichever are re-encoded
+        histories = {} if newest_pair_only else _histories(repo, repo.list_models() if models else names)
+        live = {d for refs in histories.values() for r in refs for f in r.manifest.files for d, _ in f.chunks}
         for model in names:
-            history = _history(repo, model)
-            if newest_pair_only:
-                history = history[-2:]
+            history = _history(repo, model)[-2:] if newest_pair_only else histories.get(model, [])
             step = _Step(repo, fmt, chains, result, lease, progress, dry_run=dry_run, simple=newest_pair_only)
             step.run(history, live=live)
             result.models.append(model)
@@ -187,13 +199,6 @@ def reencode_pair(
         step.run([older, newer])
         result.models.append(older.manifest.model)
     return result
-
-
-def _live_chunks(repo: Repository) -> set[str]:
-    """Every chunk some committed version of the repository names."""
-    refs = [(m, t) for m in repo.list_models() for t in repo.list_tags(m)]
-    found = repo.map_parallel(lambda mt: repo.get_version(*mt), refs)
-    return {d for r in found for f in r.manifest.files for d, _ in f.chunks}
 
 
 class _Step:
