@@ -9,7 +9,15 @@ from dataclasses import asdict
 import click
 
 from aim_cli.cli import completion
-from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
+from aim_cli.cli.options import (
+    api,
+    config,
+    jobs_option,
+    json_option,
+    patterns_option,
+    quiet_option,
+    transfer_api,
+)
 from aim_cli.cli.render import digest_line, out, out_json, plural, size
 from aim_cli.cli.signatures import verify_signature
 from aim_cli.errors import IntegrityError, UsageError
@@ -95,7 +103,7 @@ def model_verify(
     if local_dir is not None:  # "" too: refused as the empty string, never taken for "no --local"
         _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclude, jobs, quiet, as_json)
         return
-    r = api().verify_version(
+    r = transfer_api().verify_version(
         repo_name,
         model_name,
         tag=tag,
@@ -125,7 +133,7 @@ def _verify_local(repo_name, model_name, local_dir, tag, digest, include, exclud
     """`model verify --local DIR`: compare DIR's files with the version by digest."""
     from aim_cli.progress import make_progress
 
-    r = api().verify_local(
+    r = transfer_api().verify_local(
         repo_name,
         model_name,
         local_dir,
@@ -170,7 +178,7 @@ def repo_check(repo_name, read_data, jobs, quiet, as_json):
     """Check that every version is readable and complete (exit 5 if not); count unreferenced blobs."""
     from aim_cli.progress import make_progress
 
-    r = api().check_repo(
+    r = transfer_api().check_repo(
         repo_name, read_data=read_data, jobs=jobs, config=config(), progress=make_progress(quiet or as_json)
     )
     if as_json:
@@ -312,7 +320,7 @@ def repo_optimize(repo_name, models, dry_run, jobs, as_json, quiet):
     before it; run it after `--no-delta` pushes, a copy, or to lay out long histories."""
     from aim_cli.progress import make_progress
 
-    r = api().optimize_repo(
+    r = transfer_api().optimize_repo(
         repo_name, models=models, dry_run=dry_run, jobs=jobs, config=config(), progress=make_progress(quiet or as_json)
     )
     if as_json:

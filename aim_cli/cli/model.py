@@ -11,7 +11,15 @@ from dataclasses import asdict
 import click
 
 from aim_cli.cli import alias, audit, completion, signatures
-from aim_cli.cli.options import api, config, jobs_option, json_option, patterns_option, quiet_option
+from aim_cli.cli.options import (
+    api,
+    config,
+    jobs_option,
+    json_option,
+    patterns_option,
+    quiet_option,
+    transfer_api,
+)
 from aim_cli.cli.render import (
     digest_line,
     out,
@@ -110,11 +118,11 @@ def model_push(
         default_ignores=not no_default_ignores,
     )
     if dry_run:
-        plan = api().push(repo_name, model_name, directory, dry_run=True, **common)
+        plan = transfer_api().push(repo_name, model_name, directory, dry_run=True, **common)
         show_left_out(plan)
         show_push_plan(plan, as_json)
         return
-    r = api().push(repo_name, model_name, directory, **common)
+    r = transfer_api().push(repo_name, model_name, directory, **common)
     show_left_out(r)
     if as_json:
         out_json(asdict(r) | {"dedup_ratio": r.dedup_ratio})
@@ -210,10 +218,10 @@ def model_pull(
         verify_existing=verify_existing,
     )
     if dry_run:
-        plan = api().plan_pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
+        plan = transfer_api().plan_pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
         show_pull_plan(plan, dest, as_json)
         return
-    r = api().pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
+    r = transfer_api().pull(repo_name, model_name, dest, cache_dir=cache_dir or None, **common)
     if as_json:
         out_json(asdict(r) | {"dest": os.path.abspath(dest)})
         return
@@ -410,7 +418,7 @@ def model_copy(src_repo, model_name, dst_repo, tags, dry_run, delta, jobs, quiet
     another digest is a conflict: the others are copied, then exit 4."""
     from aim_cli.progress import make_progress
 
-    r = api().copy(
+    r = transfer_api().copy(
         src_repo,
         model_name,
         dst_repo,

@@ -47,6 +47,16 @@ def api():
     return api
 
 
+def transfer_api():
+    """aim_cli.api for a command that moves or reads chunks (push, pull, copy, verify, check,
+    optimize): the process first keeps freed chunk buffers for reuse (util/allocator.py), a
+    setting for the whole process that the command line makes and the library leaves alone."""
+    from aim_cli.util.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return api()
+
+
 def config():
     """The root group's --config: the model_repos.yaml to use (None: the api looks for one)."""
     return click.get_current_context().find_root().params.get("config_path")

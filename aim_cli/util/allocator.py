@@ -1,0 +1,53 @@
+"""Keep freed chunk buffers in the process for the next chunk (glibc only; docs/design.md §6, item 5).
+
+Push and pull allocate a few buffers of a chunk's size per chunk (the blob read, the zstd output,
+the un-grouped bytes) on worker threads, and free them moments later. With glibc's defaults each
+worker thread's arena gives such a buffer back to the kernel as soon as it is freed (the top of a
+thread's heap is trimmed with madvise(MADV_DONTNEED) past a threshold that starts at 128 KiB), so
+the next chunk's buffer faults every page in again, zero-filled. On a 2-core virtual machine
+that was most of a pull's system time: `aim_cli model pull` of 1 GiB took 2.8-3.1 s of system
+CPU with the defaults and 0.9-1.3 s with freed memory kept (`benchmarks/run.py`'s CPU rows).
+
+``keep_freed_memory`` raises the trim threshold and fixes the mmap threshold (which glibc
+otherwise adjusts as it goes), so that a freed buffer is reused by the next allocation instead.
+The memory kept is what the transfer's own buffers took at their peak, which the memory budgets
+of push and pull bound already (peak RSS is measured in `benchmarks/run.py`). It is process-wide,
+so it is applied by the command line (the process is aim_cli's), not by the library.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: mallopt(3) parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Freed memory at the top of a heap is kept up to this much.
+TRIM_THRESHOLD = 256 * 1024 * 1024
+#: Allocations up to this size come from the heaps, where freed memory is reused; glibc's largest
+#: allowed value on 64-bit systems (half of a thread heap's 64 MiB): every chunk is smaller.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+
+_applied: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse (see the module docstring); once per
+    process. False where the C library is not glibc, or refused: nothing changes then."""
+    if _applied:
+        return _applied[0]
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):  # no such name on this system
+        libc = ""
+    ok = False
+    if libc.startswith("glibc"):
+        import ctypes  # only here: `aim_cli --help` never loads it
+
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+            ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        except (OSError, AttributeError):
+            ok = False
+    _applied.append(ok)
+    return ok
