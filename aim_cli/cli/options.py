@@ -4,6 +4,8 @@ command reads when it runs (the root group's --config; aim_cli.api, imported onl
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from aim_cli.defaults import DEFAULT_JOBS, DEFAULT_S3_JOBS
@@ -54,6 +56,9 @@ def transfer_api():
     from aim_cli.util.allocator import keep_freed_memory
 
     keep_freed_memory()
+    # numpy (byte grouping, deltas) starts OpenBLAS's thread pool when it loads, ~0.1 s of CPU
+    # for threads that aim_cli never uses (it does no linear algebra); the user's value stands.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return api()
 
 

@@ -1,6 +1,7 @@
 """util/allocator.py: freed chunk buffers stay in the process for the next chunk, so a worker
 thread that takes and frees chunk-sized buffers stops faulting pages in (most of a pull's system
-CPU on a VM); the command line applies it to the commands that move chunks, and only those."""
+CPU on a VM); the command line applies it to the commands that move chunks, and only those,
+with OpenBLAS's thread pool left unstarted."""
 
 from __future__ import annotations
 
@@ -71,9 +72,12 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
 def test_the_commands_that_move_chunks_apply_it(monkeypatch, tmp_path, argv, applied):
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     config = tmp_path / "model_repos.yaml"
     config.write_text(f"repos:\n  r: {{type: local, path: {tmp_path / 'repo'}}}\n")
     argv = [a.replace("DEST", str(tmp_path / "d")).replace("DIR", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit):
         main(["--config", str(config), *argv])  # each fails (no repository): what matters is before
     assert bool(calls) is applied
+    # and numpy, if it loads, starts no BLAS thread pool (aim_cli does no linear algebra)
+    assert (os.environ.get("OPENBLAS_NUM_THREADS") == "1") is applied
