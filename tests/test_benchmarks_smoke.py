@@ -329,3 +329,45 @@ def test_format3_bench_measures_deltas_through_the_product(tmp_path):
     f3 = format3_bench.measure(ckpts, tmp_path / "w3", 3)
     assert f3["stored_per_later"] < 0.8 * f2["stored_per_later"]
     assert f3["newest_over_previous"] < 0.8 * f2["newest_over_previous"]
+
+
+def test_stage_costs_prints_every_stage_and_the_sums(tmp_path):
+    """benchmarks/stage_costs.py at a tiny size: each stage's row, a stored ratio of byte-grouped
+    bf16 weights (the codec at work on them), and the push and pull sums of their stages."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stage_costs.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--size", "2MiB", "--chunk", "256KiB", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {
+        line.split("|")[1].strip(): float(line.split("|")[3].strip(" *"))
+        for line in out.stdout.splitlines()
+        if line.startswith("| ") and line.split("|")[3].strip(" *")[:1].isdigit()
+    }
+    stages = [k for k in rows if not k.startswith("**")]
+    assert len(stages) == 8 and all(v >= 0 for v in rows.values())
+    push = rows["**push: the sum of its stages**"]
+    assert (
+        abs(
+            push
+            - sum(
+                rows[k]
+                for k in (
+                    "BLAKE3 of each chunk",
+                    "BLAKE3 of the whole file",
+                    "encode (byte-grouped zstd)",
+                    "write each blob as a new file",
+                )
+            )
+        )
+        < 0.01
+    )
+    stored = float(out.stdout.split("stored ")[1].split(" of raw")[0])
+    assert 0.6 < stored < 0.75  # bf16 N(0, 0.02): the exponent bytes compress, the mantissas do not
+    assert list(tmp_path.iterdir()) == []  # its files went with it
