@@ -17,13 +17,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from aim_cli.backends.s3.copies import Pace
 from aim_cli.backends.s3.resilience import (
     FIRST_BYTE_ENV,
     MAX_COPIES,
     MAX_STARTS,
     STALL_ENV,
     STALL_SECONDS_RANGE,
-    Pace,
     TransferStats,
     stall_seconds_from_env,
 )

@@ -21,6 +21,7 @@ from functools import partial
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.backends.s3.client import client_config, new_client
 from aim_cli.backends.s3.concurrency import Concurrency, TransferGate
+from aim_cli.backends.s3.copies import Attempt
 from aim_cli.backends.s3.errors import (
     NOT_FOUND_CODES,
     THROTTLING_CODES,
@@ -29,7 +30,6 @@ from aim_cli.backends.s3.errors import (
     storage_error_from,
 )
 from aim_cli.backends.s3.resilience import (
-    Attempt,
     Failures,
     RequestRunner,
     Retryable,
