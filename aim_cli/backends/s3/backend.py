@@ -112,7 +112,6 @@ class S3Backend:
         if self._endpoint is None:
             self._endpoint = self._client.meta.endpoint_url
         self.gate = TransferGate(Concurrency(max_connections))
-        self._hedges_seen = 0
         self._client.meta.events.register("before-send.s3", self._runner.refuse_cancelled)
         self._client.meta.events.register("needs-retry.s3", self._runner.notice_stall)
         self._client.meta.events.register("needs-retry.s3", self._notice_trouble)
@@ -138,7 +137,8 @@ class S3Backend:
     # -- helpers -------------------------------------------------------------------------------
     def _notice_trouble(self, response=None, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook, on every answer: tell the gate of throttling (503
-        SlowDown and kin, 429) and of connections that broke or went silent before the answer."""
+        SlowDown and kin, 429) and of connections that broke, or stayed silent until the stall
+        deadline, before the answer (concurrency.py says why these are congestion)."""
         if isinstance(caught_exception, self._errors + self._broken_body):
             self.gate.troubled()
         elif response is not None and (
@@ -148,16 +148,11 @@ class S3Backend:
             self.gate.throttled()
 
     def _transfer(self, size: int, action: str, request, hedged: str):
-        """A GET or PUT of data, run when the gate admits it. A hedge started for a body that went
-        silent (which the runner handles without a word) is trouble too."""
+        """A GET or PUT of data, run when the gate admits it. A request that needed a second hedge
+        (its first hedge straggled too) is trouble for the gate; one whose hedge fixed it is not:
+        that was one connection's fault (concurrency.py)."""
         with self.gate.admit(size):
-            result = self._runner.run(action, request, hedged=hedged, size=size)
-        stats = self._runner.stats
-        silent = stats.hedges_mid_body + stats.silent_closed
-        if silent > self._hedges_seen:
-            self._hedges_seen = silent
-            self.gate.troubled()
-        return result
+            return self._runner.run(action, request, hedged=hedged, size=size, congested=self.gate.troubled)
 
     def _key(self, key: str) -> str:
         # The same rule as the local backend, so a key valid on one is valid on the other.
@@ -207,7 +202,7 @@ class S3Backend:
             attempt.check()  # shut down by a winning twin: not a failure of the link
             if isinstance(e, self._read_timeouts):
                 self._runner.stalled(f"reading {key}")
-            self.gate.troubled()
+            self.gate.troubled()  # a broken connection, or the stall deadline: congestion
             raise Retryable(e) from None  # botocore never retries a body read: we do
         finally:
             body.close()  # after a complete read the connection is back in the pool already

@@ -24,8 +24,8 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   backend predicts, and at least a tenth of the stall deadline), an identical request starts on
   another connection (and a third if that one straggles too); the first copy to complete wins and
   the others are closed. So one stalled request costs a fraction of a second instead of the stall
-  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``copies.Race``), so
-  a slow endpoint never sees its load doubled. A copy whose body went silent (below) needs no
+  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (``copies.Race``),
+  so a slow endpoint never sees its load doubled. A copy whose body went silent (below) needs no
   slot: when none is free it is closed and a fresh copy takes its place, which adds no load (with
   a slot, it is raced instead: its bytes may yet come).
 - Answers that stop: a copy whose answer has begun (headers, then each piece of the body as the
@@ -56,6 +56,9 @@ object) its callers already handle. A key that must not be written twice concurr
 must not go through a hedged ``put`` (``put(..., hedge=False)``). Deletes are left to botocore's
 retries and the deadline, never hedged: a late twin of a delete could remove an object written
 after it (a new lease). ``stats`` counts what happened (stalls, abandoned requests, hedges).
+A request that needed a second hedge, its first hedge having straggled too, is told to the caller
+(``run``'s ``congested``): a fresh connection did not fix it, which the S3 backend's concurrency
+gate counts as congestion; a single straggler that its hedge fixed is not (concurrency.py).
 
 botocore is imported only by ``Failures.load``, never at import time.
 """
@@ -100,6 +103,9 @@ HEDGE_FLOOR_SHARE = 0.1
 MAX_COPIES = 3
 #: Copies of one request started at most, silent ones that were closed included.
 MAX_STARTS = 6
+#: A request that needs this many hedges (its first hedge straggled too) tells its caller the
+#: trouble is more than one connection's (``run``'s ``congested``; concurrency.py).
+HEDGES_OF_CONGESTION = 2
 #: A body that has begun to arrive and then stays silent this share of the stall deadline (and
 #: HEDGE_FACTOR x the time of a small request here) is a straggler (see the module docstring).
 SILENCE_FLOOR_SHARE = 0.04
@@ -300,18 +306,25 @@ class RequestRunner:
         time.sleep(delay)
 
     def run(
-        self, action: str, request: Callable[[Attempt], T], *, hedged: str | None = None, size: int | None = None
+        self,
+        action: str,
+        request: Callable[[Attempt], T],
+        *,
+        hedged: str | None = None,
+        size: int | None = None,
+        congested: Callable[[], None] | None = None,
     ) -> T:
         """``request`` (one HTTP request; ``size`` is its body's size when known), repeated while
         its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
         ``hedged`` (one of KINDS) races stragglers against a twin: only for requests that are
-        safe to repeat (see the module docstring)."""
+        safe to repeat (see the module docstring). ``congested`` is called when a race needs
+        HEDGES_OF_CONGESTION hedges: a straggler that one fresh connection did not fix."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if hedged is None:
                     return request(Attempt(size))
                 small = hedged != "PUT" or (size or 0) <= Pace.PACE_MIN_BYTES
-                return self._hedged(request, self._paces[hedged], size, action, small)
+                return self._hedged(request, self._paces[hedged], size, action, small, congested)
             except self._failures.broken as e:
                 self._retry_or_raise(e, attempt, action)
             except self._failures.errors as e:
@@ -402,12 +415,20 @@ class RequestRunner:
         race.add(copies, self._submit(partial(self._run_copy, request, attempt, pace)), attempt)
         return attempt
 
-    def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str, small: bool) -> T:
+    def _hedged(
+        self,
+        request: Callable[[Attempt], T],
+        pace: Pace,
+        size: int | None,
+        action: str,
+        small: bool,
+        congested: Callable[[], None] | None,
+    ) -> T:
         """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
         another copy on a fresh connection (MAX_COPIES at once, MAX_STARTS in all: a hedge may
         stall too). The first copy to succeed wins and the others are cancelled. A copy whose
         connection broke or went silent waits for the others; any other failure (not found, too
-        large) is final at once."""
+        large) is final at once. ``congested`` hears of a second hedge (see ``run``)."""
         race = Race(self._hedge_slots)
         copies: dict[Future, Attempt] = {}
         first = newest = self._start_copy(race, copies, request, size, pace)
@@ -438,6 +459,8 @@ class RequestRunner:
                             race.started,
                         )
                         left = self._until_straggler(pace, newest, small)
+                        if congested is not None and race.started == 1 + HEDGES_OF_CONGESTION:
+                            congested()
                     # Not a straggler yet, or no room: look again then, or after a silence floor.
                     timeout = left if left is not None and left > 0 else self._silence_floor
                 done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
