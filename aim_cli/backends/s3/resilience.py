@@ -34,7 +34,9 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   SILENCE_FLOOR_SHARE x the stall deadline (0.2 s by default): bytes that were flowing and stopped,
   while other requests complete at the observed pace, mean a hung peer, whatever the share of the
   body already read. This floor is lower than the hedge floor because it only starts once the
-  server has answered: the server's own latency (time to the headers) is not in it. When
+  server has answered: the server's own latency (time to the headers) is not in it. A copy
+  whose answer has not begun is looked at again within that bound, not only at the hedge floor:
+  a body that stops right after its headers costs the silence bound (0.2 s), not 0.5 s. When
   MAX_COPIES copies already run, the one silent the longest past that bound is closed to make
   room, so a request whose hedges stall too still gets a fresh copy (MAX_STARTS in all) instead
   of waiting for the stall deadline; at most MAX_COPIES copies of a request run at once.
@@ -463,6 +465,8 @@ class RequestRunner:
                             congested()
                     # Not a straggler yet, or no room: look again then, or after a silence floor.
                     timeout = left if left is not None and left > 0 else self._silence_floor
+                    if newest.moved is None:  # its answer may begin, and stop, before then
+                        timeout = min(timeout, self._silence_limit(pace))
                 done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     attempt = copies.pop(future)
