@@ -2,7 +2,7 @@
 throughput grows, backs off on throttling and on other signs of congestion (and tries the old limit
 again after those), never passes the ceiling (--jobs); and through moto, a pull under the gate
 completes within it, a 503 SlowDown lowers it, a stall that a hedge fixed keeps it, and a request
-whose hedge stalled too lowers it.
+whose hedges stalled too lowers it.
 
 The controller's tests drive a fake clock and a model link (throughput = the limit's streams at a
 per-stream rate, up to a cap): no sleeps, no threads."""
@@ -243,14 +243,14 @@ def test_stalls_that_a_hedge_fixed_keep_the_limit(s3_endpoint, s3_bucket):
         proxy.close()
 
 
-def test_a_request_whose_hedge_stalls_too_lowers_the_limit(s3_endpoint, s3_bucket):
-    """A GET's first copy stops mid-body and so does its hedge: a fresh connection did not fix
-    it. The third copy delivers, and the gate takes a quarter off."""
-    proxy, backend, objects = stalling_backend(s3_endpoint, s3_bucket, ["blobs/40/twice"])
+def test_a_request_whose_hedges_stall_too_lowers_the_limit(s3_endpoint, s3_bucket):
+    """A GET's first copy stops mid-body and so do its hedges until the last one needed: fresh
+    connections did not fix it. That one delivers, and the gate takes a quarter off."""
+    proxy, backend, objects = stalling_backend(s3_endpoint, s3_bucket, ["blobs/40/again"])
     try:
-        proxy.stall_first_gets = HEDGES_OF_CONGESTION  # the first copy and its hedge
+        proxy.stall_first_gets = HEDGES_OF_CONGESTION  # the first copy and all but the last hedge
         before = backend.gate.concurrency.limit
-        assert backend.get("blobs/40/twice", max_size=300 * KiB) == objects["blobs/40/twice"]
+        assert backend.get("blobs/40/again", max_size=300 * KiB) == objects["blobs/40/again"]
         assert proxy.stalled == HEDGES_OF_CONGESTION and backend.stats.hedges_mid_body == HEDGES_OF_CONGESTION
         assert backend.gate.concurrency.back_offs == 1
         assert backend.gate.concurrency.limit == int(before * TROUBLE_FACTOR)

@@ -148,9 +148,9 @@ class S3Backend:
             self.gate.throttled()
 
     def _transfer(self, size: int, action: str, request, hedged: str):
-        """A GET or PUT of data, run when the gate admits it. A request that needed a second hedge
-        (its first hedge straggled too) is trouble for the gate; one whose hedge fixed it is not:
-        that was one connection's fault (concurrency.py)."""
+        """A GET or PUT of data, run when the gate admits it. A request whose hedges straggled too
+        (resilience.py's HEDGES_OF_CONGESTION) is trouble for the gate; one that a hedge fixed is
+        not: that was one connection's fault (concurrency.py)."""
         with self.gate.admit(size):
             return self._runner.run(action, request, hedged=hedged, size=size, congested=self.gate.troubled)
 

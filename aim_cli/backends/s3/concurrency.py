@@ -25,16 +25,17 @@ on the link, unknown beforehand, so it is found as hf_xet finds its own (from 4 
 What counts as congestion. Fewer streams help only when the link or the server is full, and a
 full link shows on every stream, fresh ones included. So the signs are those fewer streams would
 ease: the server asking for less (throttling); a connection that broke; a read that waited for
-the stall deadline; a request whose hedge, on a fresh connection, straggled too (it needed a
-second hedge: resilience.py's HEDGES_OF_CONGESTION). A single body that went silent and whose
-hedge then completed at the normal pace is not one: the link carried the hedge as fast as the
+the stall deadline; a request whose hedges, on fresh connections, straggled too (it needed a
+third hedge: resilience.py's HEDGES_OF_CONGESTION). A body that went silent and whose hedge
+then completed at the normal pace is not one: the link carried the hedge as fast as the
 others, so the fault was that connection's or its peer's (a hung proxy, a lost flow), and one
 stream fewer would not have saved it. Counting those took a quarter off per stall: with 15% of
 responses stalling, the limit fell to FLOOR within a second and a 96 MiB pull was serialized,
 the stalled bodies hedged one after the other (``benchmarks/stall_bench.py --runs 7``: 6.5x the
-clean pull). A request needs a second hedge by chance far less often (the square of the share of
-connections that stall: 2% of requests at 15%), and the try after the back-off gives the stream
-back when more streams still pay.
+clean pull). A request needs three hedges by chance far less often (the cube of the share of
+connections that stall: 1 request in 300 at 15%; a second hedge, 1 in 44, came a few times per
+pull and cost more than the stalls), and the try after the back-off gives the stream back when
+more streams still pay.
 
 A fall of throughput is judged where it can be blamed on the limit: after a raise, which is
 undone when it did not pay. At a steady limit a window's throughput also falls with stalled

@@ -58,9 +58,9 @@ object) its callers already handle. A key that must not be written twice concurr
 must not go through a hedged ``put`` (``put(..., hedge=False)``). Deletes are left to botocore's
 retries and the deadline, never hedged: a late twin of a delete could remove an object written
 after it (a new lease). ``stats`` counts what happened (stalls, abandoned requests, hedges).
-A request that needed a second hedge, its first hedge having straggled too, is told to the caller
-(``run``'s ``congested``): a fresh connection did not fix it, which the S3 backend's concurrency
-gate counts as congestion; a single straggler that its hedge fixed is not (concurrency.py).
+A request that needed HEDGES_OF_CONGESTION hedges, its first hedges having straggled too, is told
+to the caller (``run``'s ``congested``): fresh connections did not fix it, which the S3 backend's
+concurrency gate counts as congestion; a straggler that a hedge fixed is not (concurrency.py).
 
 botocore is imported only by ``Failures.load``, never at import time.
 """
@@ -105,9 +105,11 @@ HEDGE_FLOOR_SHARE = 0.1
 MAX_COPIES = 3
 #: Copies of one request started at most, silent ones that were closed included.
 MAX_STARTS = 6
-#: A request that needs this many hedges (its first hedge straggled too) tells its caller the
-#: trouble is more than one connection's (``run``'s ``congested``; concurrency.py).
-HEDGES_OF_CONGESTION = 2
+#: A request that needs this many hedges (its first two hedges straggled too) tells its caller the
+#: trouble is more than one connection's (``run``'s ``congested``; concurrency.py). By chance, with
+#: a share s of responses stalling, 1 request in 1/s^3 needs it: 1 in 300 at 15% (issue 17's
+#: hostile link). Two hedges would be 1 in 44, a few times per 96 MiB pull, each a back-off.
+HEDGES_OF_CONGESTION = 3
 #: A body that has begun to arrive and then stays silent this share of the stall deadline (and
 #: HEDGE_FACTOR x the time of a small request here) is a straggler (see the module docstring).
 SILENCE_FLOOR_SHARE = 0.04
@@ -320,7 +322,7 @@ class RequestRunner:
         its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
         ``hedged`` (one of KINDS) races stragglers against a twin: only for requests that are
         safe to repeat (see the module docstring). ``congested`` is called when a race needs
-        HEDGES_OF_CONGESTION hedges: a straggler that one fresh connection did not fix."""
+        HEDGES_OF_CONGESTION hedges: a straggler that fresh connections did not fix."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if hedged is None:
@@ -430,7 +432,7 @@ class RequestRunner:
         another copy on a fresh connection (MAX_COPIES at once, MAX_STARTS in all: a hedge may
         stall too). The first copy to succeed wins and the others are cancelled. A copy whose
         connection broke or went silent waits for the others; any other failure (not found, too
-        large) is final at once. ``congested`` hears of a second hedge (see ``run``)."""
+        large) is final at once. ``congested`` hears of a race that needed HEDGES_OF_CONGESTION hedges."""
         race = Race(self._hedge_slots)
         copies: dict[Future, Attempt] = {}
         first = newest = self._start_copy(race, copies, request, size, pace)
