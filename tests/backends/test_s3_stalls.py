@@ -116,6 +116,27 @@ def test_a_body_that_stops_right_after_its_headers_costs_the_silence_bound_not_t
     assert SILENCE_FLOOR_SHARE * stall_seconds <= held < 0.8 * HEDGE_FLOOR_SHARE * stall_seconds
 
 
+def test_a_first_get_whose_body_stops_is_judged_by_the_pace_of_the_reads_before_it(make_proxy, backends, s3_bucket):
+    """No GET has completed here yet, but listings have: a GET whose body stops after its first
+    bytes is hedged once silent for the silence bound their pace gives (at least
+    SILENCE_FLOOR_SHARE x the deadline), not only after the first-byte bound, 2.5 times longer."""
+    stall_seconds, first_byte = 30.0, 3.0  # silence floor 1.2 s
+    proxy = make_proxy(stall_after=64 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=stall_seconds, first_byte_seconds=first_byte)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=3)
+    backend.put("blobs/ad/stalled", data)  # a PUT's pace says nothing of reads
+    for _ in range(2):  # the pace of a LIST
+        assert [info.key for info in backend.list("blobs/")] == ["blobs/ad/stalled"]
+    proxy.stall_first_gets = 1  # the first GET of the blob (a listing's answer is too short)
+
+    assert backend.get("blobs/ad/stalled", max_size=len(data)) == data
+    assert backend.stats.hedges_mid_body == 1 and backend.stats.hedges_won == 1
+    assert all_stalls_closed_by_client(proxy)
+    [(_, _, held, _, _)] = proxy.stall_log
+    assert SILENCE_FLOOR_SHARE * stall_seconds <= held < 0.8 * first_byte
+
+
 def test_when_every_copy_stalls_silent_ones_make_room_and_the_deadline_is_the_backstop(make_proxy, backends, s3_bucket):
     """The first MAX_STARTS GETs of a key all stop mid-body: copies that went silent are closed to
     make room for fresh ones (never more than MAX_COPIES at once), and when every copy the race may

@@ -46,7 +46,10 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   fixed bound decides instead: the first-byte bound (FIRST_BYTE_ENV, ``AIM_S3_FIRST_BYTE_SECONDS``,
   default 0.5 s, never above UNPACED_SILENCE_SHARE x the stall deadline). A request that sends
   little (a GET, HEAD or LIST, a PUT of at most ``Pace.PACE_MIN_BYTES``) and has had no answer
-  for that long is a straggler, and so is an answer that began and then stayed silent that long.
+  for that long is a straggler, and so is an answer that began and then stayed silent that long,
+  or for less once a read of another kind has completed here: silence after an answer began is
+  the link's, whatever the request, so the slowest read kind's pace gives the silence bound
+  (the first manifest's GET, after the access check's LIST: 0.2 s by default, not 0.5 s).
   A large PUT with no pace to compare with has only the stall deadline: its time to the answer
   grows with its size and the link's unknown speed. A losing copy still waiting for its answer
   cannot be interrupted: it runs on a daemon thread until its deadline, holding no one.
@@ -116,6 +119,9 @@ SILENCE_FLOOR_SHARE = 0.04
 #: The first-byte bound is never above this share of the stall deadline (1 s by default): a lowered
 #: deadline lowers it too.
 UNPACED_SILENCE_SHARE = 0.2
+#: The kinds of hedged requests that read: how long one of them takes says how long the link
+#: may be silent once an answer has begun (``RequestRunner._silence_limit``).
+READ_KINDS = ("GET", "HEAD", "LIST")
 #: Our own attempts around a whole get/put whose connection broke (see the module docstring).
 ATTEMPTS = 5
 BACKOFF_START = 0.1
@@ -373,11 +379,17 @@ class RequestRunner:
     def _silence_limit(self, pace: Pace) -> float:
         """Seconds an answer that has begun (headers, then body) may stay silent before its copy
         is a straggler: HEDGE_FACTOR x a small request at the observed pace and at least the
-        silence floor; the first-byte bound while this backend has not seen a request of its kind
-        complete (nothing to compare with)."""
+        silence floor. While this backend has not seen a request of its kind complete, the pace
+        of the other reads stands in (the slowest of them: silence after the answer began is
+        the link's, whatever the kind), never above the first-byte bound, which decides alone
+        while no read has completed (nothing to compare with)."""
         expected = pace.expected(None)  # a small request: latency and one piece of body
         if expected is None:
-            return self.first_byte_seconds
+            others = [p.expected(None) for kind, p in self._paces.items() if kind in READ_KINDS]
+            known = [e for e in others if e is not None]
+            if not known:
+                return self.first_byte_seconds
+            return min(self.first_byte_seconds, max(self._silence_floor, HEDGE_FACTOR * max(known)))
         return max(self._silence_floor, HEDGE_FACTOR * expected)
 
     def _until_straggler(self, pace: Pace, attempt: Attempt, small: bool) -> float | None:
