@@ -9,6 +9,7 @@ per-stream rate, up to a cap): no sleeps, no threads."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from aim_cli.backends.s3.backend import S3Backend
@@ -198,6 +199,33 @@ def test_slowdown_lowers_the_limit(s3_endpoint, s3_client, s3_bucket):
         assert backend.get("k", max_size=100) == b"payload"  # botocore retried it
         assert proxy.answered == 1
         assert backend.gate.concurrency.limit == START // 2
+    finally:
+        backend.close()
+        proxy.close()
+
+
+def test_a_loser_that_reaches_the_deadline_later_is_no_trouble(s3_endpoint, s3_bucket):
+    """The first request gets no answer at all: its hedge wins after the first-byte bound, and the
+    loser, which cannot be interrupted while it waits for headers, reaches the stall deadline
+    later. Nobody waits for it any more: the gate does not back off (nor is a stall counted)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    proxy = FaultyProxy(s3_endpoint, cut_gets=0, lose_puts=0, stall_first_requests=1, stall_limit=10.0)
+    backend = S3Backend(
+        s3_bucket, "repo", endpoint_url=proxy.url, region=s3_region(), stall_seconds=1.0, first_byte_seconds=0.2
+    )
+    timed_out = threading.Event()
+
+    def after_the_backends_hooks(caught_exception=None, **_):
+        if isinstance(caught_exception, ReadTimeoutError):
+            timed_out.set()
+
+    backend._client.meta.events.register("needs-retry.s3", after_the_backends_hooks)
+    try:
+        backend.check_access()
+        assert backend.stats.hedges_won == 1
+        assert timed_out.wait(10)  # the loser's deadline came, and the backend's hooks heard it
+        assert backend.gate.concurrency.back_offs == 0 and backend.stats.stalls == 0
     finally:
         backend.close()
         proxy.close()

@@ -138,7 +138,10 @@ class S3Backend:
     def _notice_trouble(self, response=None, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook, on every answer: tell the gate of throttling (503
         SlowDown and kin, 429) and of connections that broke, or stayed silent until the stall
-        deadline, before the answer (concurrency.py says why these are congestion)."""
+        deadline, before the answer (concurrency.py says why these are congestion). Not in a copy
+        given up already: a loser's late deadline says nothing of the link now."""
+        if self._runner.abandoned_here():
+            return
         if isinstance(caught_exception, self._errors + self._broken_body):
             self.gate.troubled()
         elif response is not None and (

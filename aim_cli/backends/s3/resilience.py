@@ -348,13 +348,19 @@ class RequestRunner:
         if attempt is not None:
             attempt.check()
 
+    @staticmethod
+    def abandoned_here() -> bool:
+        """True in a copy given up already (its twin won, or it was closed as silent): what
+        happens to it later is nobody's business. It was counted as abandoned then: a copy still
+        waiting for its answer cannot be interrupted, and reaches the deadline after the command
+        has moved on."""
+        attempt = getattr(_CURRENT, "attempt", None)
+        return attempt is not None and attempt.cancelled
+
     def notice_stall(self, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook: count the read timeouts that botocore itself retries
-        (headers that never came); the retry decision stays botocore's. A copy whose twin already
-        won was counted as abandoned then: a HEAD or LIST still waiting for its answer cannot be
-        interrupted, and reaches the deadline after the command has moved on."""
-        attempt = getattr(_CURRENT, "attempt", None)
-        if attempt is not None and attempt.cancelled:
+        (headers that never came) but in abandoned copies; the retry decision stays botocore's."""
+        if self.abandoned_here():
             return
         if isinstance(caught_exception, self._failures.read_timeouts):
             self.stalled(f"{getattr(kwargs.get('operation'), 'name', 'a')} request")
