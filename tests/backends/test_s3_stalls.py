@@ -5,7 +5,8 @@ about a body's length cannot make a bounded read hold more than it allows.
 
 Faults come from the request-aware proxy of test_s3_faults.py in front of the session's S3
 server. The assertions are about what happened (the backend's counters, what the proxy saw),
-never about how long it took; the stall deadline is lowered so that each test takes seconds.
+never about how long a command took; the stall deadline is lowered so that each test takes seconds.
+One test bounds how long the proxy held a stall, between bounds 2.5x apart (what it cost).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from aim_cli.backends.s3.copies import Pace
 from aim_cli.backends.s3.resilience import (
     FIRST_BYTE_ENV,
+    HEDGE_FLOOR_SHARE,
     MAX_COPIES,
     MAX_STARTS,
+    SILENCE_FLOOR_SHARE,
     STALL_ENV,
     STALL_SECONDS_RANGE,
-    Pace,
     TransferStats,
     stall_seconds_from_env,
 )
@@ -87,6 +90,51 @@ def test_a_get_that_stops_mid_body_is_hedged_before_any_pace_is_known(make_proxy
     assert proxy.stall_points == [(path_of(s3_bucket, "blobs/aa/stalled"), 100 * KiB, 300 * KiB)]
     assert proxy.seen["GET", path_of(s3_bucket, "blobs/aa/stalled")] == 2
     assert all_stalls_closed_by_client(proxy)
+
+
+def test_a_body_that_stops_right_after_its_headers_costs_the_silence_bound_not_the_hedge_floor(
+    make_proxy, backends, s3_bucket
+):
+    """With the pace of a GET known, a body that stops after its first bytes is hedged once it
+    has been silent for the silence bound (SILENCE_FLOOR_SHARE x the deadline), not when the
+    whole request reaches the hedge floor (HEDGE_FLOOR_SHARE x the deadline), 2.5 times later:
+    the runner looks again before the answer can have begun and stopped. What the proxy held is
+    what the stall cost."""
+    stall_seconds = 30.0  # silence bound 1.2 s, hedge floor 3 s: far apart on any machine
+    proxy = make_proxy(stall_after=64 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=stall_seconds)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=2)
+    backend.put("blobs/ac/stalled", data)
+    assert backend.get("blobs/ac/stalled") == data  # the pace of a GET
+    proxy.stall_first_gets = 2  # its second GET stalls (the first was the one above)
+
+    assert backend.get("blobs/ac/stalled", max_size=len(data)) == data
+    assert backend.stats.hedges_mid_body == 1 and backend.stats.hedges_won == 1
+    assert all_stalls_closed_by_client(proxy)
+    [(_, _, held, _, _)] = proxy.stall_log
+    assert SILENCE_FLOOR_SHARE * stall_seconds <= held < 0.8 * HEDGE_FLOOR_SHARE * stall_seconds
+
+
+def test_a_first_get_whose_body_stops_is_judged_by_the_pace_of_the_reads_before_it(make_proxy, backends, s3_bucket):
+    """No GET has completed here yet, but listings have: a GET whose body stops after its first
+    bytes is hedged once silent for the silence bound their pace gives (at least
+    SILENCE_FLOOR_SHARE x the deadline), not only after the first-byte bound, 2.5 times longer."""
+    stall_seconds, first_byte = 30.0, 3.0  # silence floor 1.2 s
+    proxy = make_proxy(stall_after=64 * KiB)
+    backend = new_backend(s3_bucket, proxy.url, stall_seconds=stall_seconds, first_byte_seconds=first_byte)
+    backends.append(backend)
+    data = random_bytes(300 * KiB, seed=3)
+    backend.put("blobs/ad/stalled", data)  # a PUT's pace says nothing of reads
+    for _ in range(2):  # the pace of a LIST
+        assert [info.key for info in backend.list("blobs/")] == ["blobs/ad/stalled"]
+    proxy.stall_first_gets = 1  # the first GET of the blob (a listing's answer is too short)
+
+    assert backend.get("blobs/ad/stalled", max_size=len(data)) == data
+    assert backend.stats.hedges_mid_body == 1 and backend.stats.hedges_won == 1
+    assert all_stalls_closed_by_client(proxy)
+    [(_, _, held, _, _)] = proxy.stall_log
+    assert SILENCE_FLOOR_SHARE * stall_seconds <= held < 0.8 * first_byte
 
 
 def test_when_every_copy_stalls_silent_ones_make_room_and_the_deadline_is_the_backstop(make_proxy, backends, s3_bucket):

@@ -21,6 +21,7 @@ from functools import partial
 from aim_cli.backends.base import Bytes, ObjectInfo
 from aim_cli.backends.s3.client import client_config, new_client
 from aim_cli.backends.s3.concurrency import Concurrency, TransferGate
+from aim_cli.backends.s3.copies import Attempt
 from aim_cli.backends.s3.errors import (
     NOT_FOUND_CODES,
     THROTTLING_CODES,
@@ -29,7 +30,6 @@ from aim_cli.backends.s3.errors import (
     storage_error_from,
 )
 from aim_cli.backends.s3.resilience import (
-    Attempt,
     Failures,
     RequestRunner,
     Retryable,
@@ -112,7 +112,6 @@ class S3Backend:
         if self._endpoint is None:
             self._endpoint = self._client.meta.endpoint_url
         self.gate = TransferGate(Concurrency(max_connections))
-        self._hedges_seen = 0
         self._client.meta.events.register("before-send.s3", self._runner.refuse_cancelled)
         self._client.meta.events.register("needs-retry.s3", self._runner.notice_stall)
         self._client.meta.events.register("needs-retry.s3", self._notice_trouble)
@@ -138,7 +137,11 @@ class S3Backend:
     # -- helpers -------------------------------------------------------------------------------
     def _notice_trouble(self, response=None, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook, on every answer: tell the gate of throttling (503
-        SlowDown and kin, 429) and of connections that broke or went silent before the answer."""
+        SlowDown and kin, 429) and of connections that broke, or stayed silent until the stall
+        deadline, before the answer (concurrency.py says why these are congestion). Not in a copy
+        given up already: a loser's late deadline says nothing of the link now."""
+        if self._runner.abandoned_here():
+            return
         if isinstance(caught_exception, self._errors + self._broken_body):
             self.gate.troubled()
         elif response is not None and (
@@ -148,16 +151,11 @@ class S3Backend:
             self.gate.throttled()
 
     def _transfer(self, size: int, action: str, request, hedged: str):
-        """A GET or PUT of data, run when the gate admits it. A hedge started for a body that went
-        silent (which the runner handles without a word) is trouble too."""
+        """A GET or PUT of data, run when the gate admits it. A request whose hedges straggled too
+        (resilience.py's HEDGES_OF_CONGESTION) is trouble for the gate; one that a hedge fixed is
+        not: that was one connection's fault (concurrency.py)."""
         with self.gate.admit(size):
-            result = self._runner.run(action, request, hedged=hedged, size=size)
-        stats = self._runner.stats
-        silent = stats.hedges_mid_body + stats.silent_closed
-        if silent > self._hedges_seen:
-            self._hedges_seen = silent
-            self.gate.troubled()
-        return result
+            return self._runner.run(action, request, hedged=hedged, size=size, congested=self.gate.troubled)
 
     def _key(self, key: str) -> str:
         # The same rule as the local backend, so a key valid on one is valid on the other.
@@ -207,7 +205,7 @@ class S3Backend:
             attempt.check()  # shut down by a winning twin: not a failure of the link
             if isinstance(e, self._read_timeouts):
                 self._runner.stalled(f"reading {key}")
-            self.gate.troubled()
+            self.gate.troubled()  # a broken connection, or the stall deadline: congestion
             raise Retryable(e) from None  # botocore never retries a body read: we do
         finally:
             body.close()  # after a complete read the connection is back in the pool already

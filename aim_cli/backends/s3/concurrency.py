@@ -13,10 +13,35 @@ on the link, unknown beforehand, so it is found as hf_xet finds its own (from 4 
 - Grow while throughput grows: after a window at a raised limit whose throughput beat the window
   before by GROWTH, raise again (doubling at first, as TCP's slow start; then by a quarter). A
   raise that did not pay is undone, and the next probe waits PROBE_AFTER windows.
-- Back off at once, at most once per window: a throttling answer (503 SlowDown) halves the limit;
-  a stall (a silent connection, a body that stopped) or a broken connection takes a quarter off.
-  Either ends the growth phase and holds the next probe.
+- Back off at once on congestion (below), at most once per window: a throttling answer (503
+  SlowDown, 429) halves the limit; the other signs take a quarter off. Either ends the growth
+  phase. After throttling the next probe waits PROBE_AFTER windows: the server said what it
+  wants. After another sign, the limit it took off is tried again once a window has measured
+  the lowered one, as a raise (kept only if it paid): those signs can be chance on a path that
+  loses connections, and the measurement decides. Such a sign during the try undoes it, with no
+  second try, so signs that keep coming still take the limit down a quarter every two windows.
 - Never above the ceiling (``--jobs``: the threads of the transfer pools), never below FLOOR.
+
+What counts as congestion. Fewer streams help only when the link or the server is full, and a
+full link shows on every stream, fresh ones included. So the signs are those fewer streams would
+ease: the server asking for less (throttling); a connection that broke; a read that waited for
+the stall deadline; a request whose hedges, on fresh connections, straggled too (it needed a
+third hedge: resilience.py's HEDGES_OF_CONGESTION). A body that went silent and whose hedge
+then completed at the normal pace is not one: the link carried the hedge as fast as the
+others, so the fault was that connection's or its peer's (a hung proxy, a lost flow), and one
+stream fewer would not have saved it. Counting those took a quarter off per stall: with 15% of
+responses stalling, the limit fell to FLOOR within a second and a 96 MiB pull was serialized,
+the stalled bodies hedged one after the other (``benchmarks/stall_bench.py --runs 7``: 6.5x the
+clean pull). A request needs three hedges by chance far less often (the cube of the share of
+connections that stall: 1 request in 300 at 15%; a second hedge, 1 in 44, came a few times per
+pull and cost more than the stalls), and the try after the back-off gives the stream back when
+more streams still pay.
+
+A fall of throughput is judged where it can be blamed on the limit: after a raise, which is
+undone when it did not pay. At a steady limit a window's throughput also falls with stalled
+connections (each holds a stream and moves nothing until its hedge), a busy CPU or another
+tenant of the link; fewer streams would restore none of these, and with stalls they make it
+worse, so such a fall is not a back-off.
 
 The gate also bounds the bytes of the transfers it admits (MEMORY_BUDGET, by their largest size):
 a transfer is admitted when the limit and the budget allow, and always when none runs.
@@ -43,7 +68,7 @@ WINDOW_MIN_TRANSFERS = 4
 GROWTH = 1.1
 #: Windows at a steady limit before the next probe of one more stream.
 PROBE_AFTER = 4
-#: What one back-off leaves of the limit: throttling asks for less load than a stall.
+#: What one back-off leaves of the limit: throttling asks for less load than the other signs.
 THROTTLE_FACTOR = 0.5
 TROUBLE_FACTOR = 0.75
 #: Bytes of the transfers in flight at once, by their largest size: well under the 200 MB of
@@ -65,6 +90,9 @@ class Concurrency:
         self._last_rate: float | None = None  # bytes/s of the window before
         self._steady_windows = 0
         self._backed_off_at: float | None = None
+        self._retry_limit: int | None = None  # the limit before a back-off on trouble, to try again
+        self._retrying = False  # this window's raise is that try
+        self.back_offs = 0  # back-offs applied (signals within a window of one count once)
         self._start_window(clock())
 
     def _start_window(self, now: float) -> None:
@@ -83,11 +111,15 @@ class Concurrency:
     def _end_window(self, rate: float) -> None:
         last, self._last_rate = self._last_rate, rate
         if self._raised_from is not None:  # this window tried more streams
-            before, self._raised_from = self._raised_from, None
+            before, self._raised_from, self._retrying = self._raised_from, None, False
             if last is not None and rate < last * GROWTH:  # they did not pay: undo, probe later
                 self.limit, self._growing, self._steady_windows = before, False, 0
                 self._last_rate = last
                 return
+        elif self._retry_limit is not None:  # the limit a trouble took off, tried again now
+            self._raised_from, self.limit, self._retry_limit = self.limit, self._retry_limit, None
+            self._retrying, self._steady_windows = True, 0
+            return
         elif not self._growing:
             self._steady_windows += 1
             if self._steady_windows < PROBE_AFTER:
@@ -103,18 +135,25 @@ class Concurrency:
 
     def throttled(self) -> None:
         """The server asked for less load (503 SlowDown, or another throttling answer)."""
-        self._back_off(THROTTLE_FACTOR)
+        self._back_off(THROTTLE_FACTOR, trouble=False)
 
     def troubled(self) -> None:
-        """A transfer stalled, or its connection broke."""
-        self._back_off(TROUBLE_FACTOR)
+        """A sign of congestion other than throttling: a connection broke, a read waited for the
+        stall deadline, or a request's hedge straggled too (see the module docstring)."""
+        self._back_off(TROUBLE_FACTOR, trouble=True)
 
-    def _back_off(self, factor: float) -> None:
+    def _back_off(self, factor: float, *, trouble: bool) -> None:
         now = self._clock()
         if self._backed_off_at is not None and now - self._backed_off_at < WINDOW_SECONDS:
             return  # one back-off per window: the signals of one congested moment come together
         self._backed_off_at = now
-        self.limit = max(FLOOR, int(self.limit * factor))
+        self.back_offs += 1
+        if trouble and self._retrying and self._raised_from is not None:  # the try met trouble too
+            self.limit, self._retry_limit = self._raised_from, None
+        else:
+            before, self.limit = self.limit, max(FLOOR, int(self.limit * factor))
+            self._retry_limit = before if trouble and self.limit < before else None
+        self._retrying = False
         self._growing, self._raised_from, self._steady_windows = False, None, 0
         self._last_rate = None  # the next window measures the new limit afresh
         self._start_window(now)

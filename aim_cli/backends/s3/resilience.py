@@ -24,8 +24,8 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   backend predicts, and at least a tenth of the stall deadline), an identical request starts on
   another connection (and a third if that one straggles too); the first copy to complete wins and
   the others are closed. So one stalled request costs a fraction of a second instead of the stall
-  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (see ``Race``), so
-  a slow endpoint never sees its load doubled. A copy whose body went silent (below) needs no
+  deadline. At most ``max_connections // 4 + 1`` requests have hedges at once (``copies.Race``),
+  so a slow endpoint never sees its load doubled. A copy whose body went silent (below) needs no
   slot: when none is free it is closed and a fresh copy takes its place, which adds no load (with
   a slot, it is raced instead: its bytes may yet come).
 - Answers that stop: a copy whose answer has begun (headers, then each piece of the body as the
@@ -34,7 +34,9 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   SILENCE_FLOOR_SHARE x the stall deadline (0.2 s by default): bytes that were flowing and stopped,
   while other requests complete at the observed pace, mean a hung peer, whatever the share of the
   body already read. This floor is lower than the hedge floor because it only starts once the
-  server has answered: the server's own latency (time to the headers) is not in it. When
+  server has answered: the server's own latency (time to the headers) is not in it. A copy
+  whose answer has not begun is looked at again within that bound, not only at the hedge floor:
+  a body that stops right after its headers costs the silence bound (0.2 s), not 0.5 s. When
   MAX_COPIES copies already run, the one silent the longest past that bound is closed to make
   room, so a request whose hedges stall too still gets a fresh copy (MAX_STARTS in all) instead
   of waiting for the stall deadline; at most MAX_COPIES copies of a request run at once.
@@ -44,7 +46,10 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   fixed bound decides instead: the first-byte bound (FIRST_BYTE_ENV, ``AIM_S3_FIRST_BYTE_SECONDS``,
   default 0.5 s, never above UNPACED_SILENCE_SHARE x the stall deadline). A request that sends
   little (a GET, HEAD or LIST, a PUT of at most ``Pace.PACE_MIN_BYTES``) and has had no answer
-  for that long is a straggler, and so is an answer that began and then stayed silent that long.
+  for that long is a straggler, and so is an answer that began and then stayed silent that long,
+  or for less once a read of another kind has completed here: silence after an answer began is
+  the link's, whatever the request, so the slowest read kind's pace gives the silence bound
+  (the first manifest's GET, after the access check's LIST: 0.2 s by default, not 0.5 s).
   A large PUT with no pace to compare with has only the stall deadline: its time to the answer
   grows with its size and the link's unknown speed. A losing copy still waiting for its answer
   cannot be interrupted: it runs on a daemon thread until its deadline, holding no one.
@@ -56,6 +61,9 @@ object) its callers already handle. A key that must not be written twice concurr
 must not go through a hedged ``put`` (``put(..., hedge=False)``). Deletes are left to botocore's
 retries and the deadline, never hedged: a late twin of a delete could remove an object written
 after it (a new lease). ``stats`` counts what happened (stalls, abandoned requests, hedges).
+A request that needed HEDGES_OF_CONGESTION hedges, its first hedges having straggled too, is told
+to the caller (``run``'s ``congested``): fresh connections did not fix it, which the S3 backend's
+concurrency gate counts as congestion; a straggler that a hedge fixed is not (concurrency.py).
 
 botocore is imported only by ``Failures.load``, never at import time.
 """
@@ -66,7 +74,6 @@ import logging
 import math
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +82,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
+from aim_cli.backends.s3.copies import Attempt, Pace, Race
 from aim_cli.errors import ConfigError, StorageError
 
 # One logger for the whole S3 backend, whichever of its modules logs.
@@ -100,12 +108,20 @@ HEDGE_FLOOR_SHARE = 0.1
 MAX_COPIES = 3
 #: Copies of one request started at most, silent ones that were closed included.
 MAX_STARTS = 6
+#: A request that needs this many hedges (its first two hedges straggled too) tells its caller the
+#: trouble is more than one connection's (``run``'s ``congested``; concurrency.py). By chance, with
+#: a share s of responses stalling, 1 request in 1/s^3 needs it: 1 in 300 at 15% (issue 17's
+#: hostile link). Two hedges would be 1 in 44, a few times per 96 MiB pull, each a back-off.
+HEDGES_OF_CONGESTION = 3
 #: A body that has begun to arrive and then stays silent this share of the stall deadline (and
 #: HEDGE_FACTOR x the time of a small request here) is a straggler (see the module docstring).
 SILENCE_FLOOR_SHARE = 0.04
 #: The first-byte bound is never above this share of the stall deadline (1 s by default): a lowered
 #: deadline lowers it too.
 UNPACED_SILENCE_SHARE = 0.2
+#: The kinds of hedged requests that read: how long one of them takes says how long the link
+#: may be silent once an answer has begun (``RequestRunner._silence_limit``).
+READ_KINDS = ("GET", "HEAD", "LIST")
 #: Our own attempts around a whole get/put whose connection broke (see the module docstring).
 ATTEMPTS = 5
 BACKOFF_START = 0.1
@@ -171,10 +187,6 @@ class TransferStats:
     silent_closed: int = 0
 
 
-class Cancelled(Exception):
-    """Raised in a request whose twin already completed: nobody waits for its result."""
-
-
 class Retryable(Exception):
     """A failure that deserves a whole new request (a body cut or silent mid-read, a 409 from a
     concurrent conditional write): carries botocore's exception for the final message."""
@@ -216,142 +228,6 @@ class Failures:
         )
         timeouts = (bx.ReadTimeoutError, Urllib3ReadTimeoutError)
         return cls((bx.BotoCoreError, bx.ClientError), broken, (*broken, *timeouts), timeouts)
-
-
-class Pace:
-    """How long requests of one kind (GET or PUT) take here, recently: an exponentially weighted
-    mean of seconds per byte. A request shorter than PACE_MIN_BYTES counts as that size, because
-    its time is mostly latency; so the expected time of any size is never below one such request.
-    """
-
-    PACE_MIN_BYTES = 256 * 1024
-    WEIGHT = 0.25  # of the newest observation
-
-    def __init__(self) -> None:
-        self._seconds_per_byte: float | None = None
-        self._lock = threading.Lock()
-
-    def observe(self, size: int, seconds: float) -> None:
-        rate = seconds / max(size, self.PACE_MIN_BYTES)
-        with self._lock:
-            old = self._seconds_per_byte
-            self._seconds_per_byte = rate if old is None else old + self.WEIGHT * (rate - old)
-
-    def expected(self, size: int | None) -> float | None:
-        """Seconds a request of ``size`` bytes should take, or None before any observation."""
-        with self._lock:
-            per_byte = self._seconds_per_byte
-        return None if per_byte is None else per_byte * max(size or 0, self.PACE_MIN_BYTES)
-
-
-class Attempt:
-    """One HTTP request of a get or put, which a twin may race. ``cancel`` stops it: a GET whose
-    body is being read has its socket shut down (the blocked read returns at once, and the
-    connection is closed rather than pooled); a request not yet sent is refused by the
-    ``before-send`` hook, which also stops botocore from retrying a cancelled request."""
-
-    def __init__(self, size: int | None):
-        self.size = size  # bytes moved: the body's, once known
-        self.cancelled = False
-        self.started = time.monotonic()
-        #: when the server's answer last moved (headers, then each piece of the body); None while
-        #: no answer has come
-        self.moved: float | None = None
-        self.received = 0  # body bytes so far
-        self._body = None
-        self._lock = threading.Lock()
-
-    def progress(self, received: int) -> None:
-        """Record that the answer moved: ``received`` body bytes so far (0: the headers came)."""
-        self.received = received
-        self.moved = time.monotonic()
-
-    def check(self) -> None:
-        if self.cancelled:
-            raise Cancelled()
-
-    def reading(self, body) -> None:
-        """Record the body being read, so that ``cancel`` can interrupt the read."""
-        with self._lock:
-            self.check()
-            self._body = body
-        self.progress(0)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            body, self._body = self._body, None
-        if body is not None:
-            _shut_down(body)
-
-
-def _shut_down(body) -> None:
-    """Unblock a read of ``body`` running in another thread; the reader then fails, and closes the
-    connection. Both directions are shut, not only reads (urllib3's ``shutdown``): a read that
-    ends at the shut-down (``read1``) may hand the connection back to the pool, and a socket
-    shut in both directions is closed for the server at once and never reused (urllib3 drops
-    connections it finds closed)."""
-    raw = getattr(body, "_raw_stream", None)  # botocore's StreamingBody wraps urllib3's response
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-        elif raw is not None:
-            raw.shutdown()
-    except (AttributeError, ValueError, RuntimeError, OSError):
-        pass  # already released or closed: there is no read left to interrupt
-
-
-class Race:
-    """The copies of one hedged request. A race takes one hedge slot for all its hedges, and gives
-    it back only when every copy has ended (a cancelled copy not reading a body may run on until
-    its answer or its deadline): at most ``slots`` requests have hedges at once, each at most
-    MAX_COPIES - 1, so a slow endpoint never carries more than that many extra requests. One slot per race rather than
-    per hedge lets a request whose hedge stalled too start its third copy at once: when stalls
-    come in bursts, slots taken per hedge ran out and left requests waiting for the deadline."""
-
-    def __init__(self, slots: threading.BoundedSemaphore):
-        self.started = 0
-        self._slots = slots
-        self._held = 0
-        self._running = 0
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def take_slot(self) -> bool:
-        """True if this race holds a hedge slot (taking one now if there is one free)."""
-        with self._lock:
-            if self._held:
-                return True
-        if not self._slots.acquire(blocking=False):
-            return False
-        with self._lock:
-            self._held += 1
-        return True
-
-    def add(self, copies: dict, future: Future, attempt: Attempt) -> None:
-        copies[future] = attempt
-        with self._lock:
-            self.started += 1
-            self._running += 1
-        future.add_done_callback(self._ended)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._release_if_over()
-
-    def _ended(self, _future: Future) -> None:
-        with self._lock:
-            self._running -= 1
-        self._release_if_over()
-
-    def _release_if_over(self) -> None:
-        with self._lock:
-            held = self._held if self._closed and self._running == 0 else 0
-            self._held -= held
-        for _ in range(held):
-            self._slots.release()
 
 
 #: The attempt the current thread runs, for the before-send hook.
@@ -440,18 +316,25 @@ class RequestRunner:
         time.sleep(delay)
 
     def run(
-        self, action: str, request: Callable[[Attempt], T], *, hedged: str | None = None, size: int | None = None
+        self,
+        action: str,
+        request: Callable[[Attempt], T],
+        *,
+        hedged: str | None = None,
+        size: int | None = None,
+        congested: Callable[[], None] | None = None,
     ) -> T:
         """``request`` (one HTTP request; ``size`` is its body's size when known), repeated while
         its connection breaks, at most ATTEMPTS times; botocore's errors become StorageError.
         ``hedged`` (one of KINDS) races stragglers against a twin: only for requests that are
-        safe to repeat (see the module docstring)."""
+        safe to repeat (see the module docstring). ``congested`` is called when a race needs
+        HEDGES_OF_CONGESTION hedges: a straggler that fresh connections did not fix."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 if hedged is None:
                     return request(Attempt(size))
                 small = hedged != "PUT" or (size or 0) <= Pace.PACE_MIN_BYTES
-                return self._hedged(request, self._paces[hedged], size, action, small)
+                return self._hedged(request, self._paces[hedged], size, action, small, congested)
             except self._failures.broken as e:
                 self._retry_or_raise(e, attempt, action)
             except self._failures.errors as e:
@@ -465,13 +348,19 @@ class RequestRunner:
         if attempt is not None:
             attempt.check()
 
+    @staticmethod
+    def abandoned_here() -> bool:
+        """True in a copy given up already (its twin won, or it was closed as silent): what
+        happens to it later is nobody's business. It was counted as abandoned then: a copy still
+        waiting for its answer cannot be interrupted, and reaches the deadline after the command
+        has moved on."""
+        attempt = getattr(_CURRENT, "attempt", None)
+        return attempt is not None and attempt.cancelled
+
     def notice_stall(self, caught_exception=None, **kwargs) -> None:
         """botocore's needs-retry hook: count the read timeouts that botocore itself retries
-        (headers that never came); the retry decision stays botocore's. A copy whose twin already
-        won was counted as abandoned then: a HEAD or LIST still waiting for its answer cannot be
-        interrupted, and reaches the deadline after the command has moved on."""
-        attempt = getattr(_CURRENT, "attempt", None)
-        if attempt is not None and attempt.cancelled:
+        (headers that never came) but in abandoned copies; the retry decision stays botocore's."""
+        if self.abandoned_here():
             return
         if isinstance(caught_exception, self._failures.read_timeouts):
             self.stalled(f"{getattr(kwargs.get('operation'), 'name', 'a')} request")
@@ -496,11 +385,17 @@ class RequestRunner:
     def _silence_limit(self, pace: Pace) -> float:
         """Seconds an answer that has begun (headers, then body) may stay silent before its copy
         is a straggler: HEDGE_FACTOR x a small request at the observed pace and at least the
-        silence floor; the first-byte bound while this backend has not seen a request of its kind
-        complete (nothing to compare with)."""
+        silence floor. While this backend has not seen a request of its kind complete, the pace
+        of the other reads stands in (the slowest of them: silence after the answer began is
+        the link's, whatever the kind), never above the first-byte bound, which decides alone
+        while no read has completed (nothing to compare with)."""
         expected = pace.expected(None)  # a small request: latency and one piece of body
         if expected is None:
-            return self.first_byte_seconds
+            others = [p.expected(None) for kind, p in self._paces.items() if kind in READ_KINDS]
+            known = [e for e in others if e is not None]
+            if not known:
+                return self.first_byte_seconds
+            return min(self.first_byte_seconds, max(self._silence_floor, HEDGE_FACTOR * max(known)))
         return max(self._silence_floor, HEDGE_FACTOR * expected)
 
     def _until_straggler(self, pace: Pace, attempt: Attempt, small: bool) -> float | None:
@@ -542,12 +437,20 @@ class RequestRunner:
         race.add(copies, self._submit(partial(self._run_copy, request, attempt, pace)), attempt)
         return attempt
 
-    def _hedged(self, request: Callable[[Attempt], T], pace: Pace, size: int | None, action: str, small: bool) -> T:
+    def _hedged(
+        self,
+        request: Callable[[Attempt], T],
+        pace: Pace,
+        size: int | None,
+        action: str,
+        small: bool,
+        congested: Callable[[], None] | None,
+    ) -> T:
         """Run ``request``; each time its newest copy straggles and a hedge slot is free, start
         another copy on a fresh connection (MAX_COPIES at once, MAX_STARTS in all: a hedge may
         stall too). The first copy to succeed wins and the others are cancelled. A copy whose
         connection broke or went silent waits for the others; any other failure (not found, too
-        large) is final at once."""
+        large) is final at once. ``congested`` hears of a race that needed HEDGES_OF_CONGESTION hedges."""
         race = Race(self._hedge_slots)
         copies: dict[Future, Attempt] = {}
         first = newest = self._start_copy(race, copies, request, size, pace)
@@ -578,8 +481,12 @@ class RequestRunner:
                             race.started,
                         )
                         left = self._until_straggler(pace, newest, small)
+                        if congested is not None and race.started == 1 + HEDGES_OF_CONGESTION:
+                            congested()
                     # Not a straggler yet, or no room: look again then, or after a silence floor.
                     timeout = left if left is not None and left > 0 else self._silence_floor
+                    if newest.moved is None:  # its answer may begin, and stop, before then
+                        timeout = min(timeout, self._silence_limit(pace))
                 done, _ = wait(copies, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     attempt = copies.pop(future)
