@@ -1,7 +1,7 @@
-"""An S3 bucket (or S3-compatible server) under a key prefix, on boto3: ``S3Backend``.
+"""An S3 bucket (or S3-compatible server) under a key prefix, on botocore: ``S3Backend``.
 
-Importing this module must stay cheap: boto3 and botocore (~190 ms) are imported by the
-constructor, so that ``aim_cli --help`` and local-only commands never pay for them.
+Importing this module must stay cheap: botocore (~150 ms) is imported by the constructor, so that
+``aim_cli --help`` and local-only commands never pay for it.
 
 Atomicity comes from S3 itself: a PUT is all-or-nothing and read-after-write consistent, and
 ``put_if_absent`` is a conditional PUT (``If-None-Match: *``) that S3 resolves atomically.
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 
 from aim_cli.backends.base import Bytes, ObjectInfo
-from aim_cli.backends.s3.client import client_config, new_client
+from aim_cli.backends.s3.client import client_config, import_botocore, new_client
 from aim_cli.backends.s3.concurrency import Concurrency, TransferGate
 from aim_cli.backends.s3.errors import (
     NOT_FOUND_CODES,
@@ -79,6 +79,7 @@ class S3Backend:
     ):
         self.stall_seconds = stall_seconds_from_env() if stall_seconds is None else stall_seconds
         first_byte = first_byte_seconds_from_env() if first_byte_seconds is None else first_byte_seconds
+        import_botocore()
         failures = Failures.load()
 
         self.bucket = bucket
