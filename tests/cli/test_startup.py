@@ -1,6 +1,6 @@
-"""What an S3 command pays before its first request (docs/design.md §13): its client is
-botocore's (boto3 and s3transfer stay unloaded), and making the first one pauses the garbage
-collector."""
+"""What an S3 command pays before its first request and at its exit (docs/design.md §13): its
+client is botocore's (boto3 and s3transfer stay unloaded), making the first one pauses the garbage
+collector, and the console script freezes the collector before the interpreter's exit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import gc
 import subprocess
 import sys
 
+import pytest
+
 from aim_cli.backends.s3.client import gc_paused
+from aim_cli.cli.main import main
 from tests.cli.test_cli_e2e import heavy_modules_loaded
 from tests.helpers import base_env, describe
 from tests.s3_fixtures import MOTO_ONLY, s3_region, s3_repo_yaml
@@ -62,3 +65,42 @@ def test_a_pause_leaves_a_collector_that_was_off_off():
     with gc_paused(), gc_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+#: The console script's entry point, as the script calls it, reporting at the interpreter's exit.
+_AT_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
+from aim_cli.cli.main import main
+sys.argv = ["aim_cli", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(("args", "code"), [(["info"], 0), (["model", "list", "nowhere"], 3)])
+def test_the_console_script_freezes_the_collector_before_it_exits(tmp_path, args, code):
+    """On success and on error alike; what the command printed is all there."""
+    (tmp_path / "model_repos.yaml").write_text("repos: {}\n")
+    res = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, *args],
+        cwd=tmp_path,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == code, describe(res)
+    assert res.stdout.splitlines()[-1] == "frozen at exit: True"
+    if code == 0:
+        assert "model_repos.yaml" in res.stdout  # info names the config in use
+    else:
+        assert res.stderr.startswith("error: ") and "nowhere" in res.stderr
+
+
+def test_main_called_with_arguments_leaves_the_collector_alone(tmp_path):
+    """A caller that passes argv (a test, a host program) goes on after the command."""
+    (tmp_path / "model_repos.yaml").write_text("repos: {}\n")
+    before = gc.get_freeze_count()
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "model_repos.yaml"), "info"])
+    assert gc.get_freeze_count() == before
