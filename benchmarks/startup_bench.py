@@ -4,6 +4,7 @@
     uv run python benchmarks/startup_bench.py --aim OLD/.venv/bin/aim_cli --aim .venv/bin/aim_cli
     uv run python benchmarks/startup_bench.py --bytecode # aim_cli's own modules from cached bytecode
     uv run python benchmarks/startup_bench.py --s3       # an S3 repository (a local moto server)
+    uv run python benchmarks/startup_bench.py --s3 --ttfb 0.03   # ... answering 30 ms after each request
 
 Each command runs through the installed console script, as a user (and the test suite) runs it,
 against a local repository in a temporary directory holding one tiny model. The commands:
@@ -22,6 +23,9 @@ that reach it, after baselines in fresh processes of the same Python, measured a
 same run: ``python -c pass`` (the interpreter alone), ``import boto3``, a plain boto3 client
 (``boto3.client("s3", ...)``) and that client's first request (a one-key ``ListObjectsV2``, as
 aim_cli's access check), and the same with botocore alone (``botocore.session.Session()``).
+With ``--ttfb SECONDS`` every request goes through ``shaping_proxy.py``, whose answers come that
+long after the request began, as from a distant store: then the round trips a command waits for
+one after the other show.
 
 With several ``--aim`` console scripts (two builds, before and after a change), their runs
 alternate, so that other work on the machine weighs on each alike. For each, the table prints
@@ -155,6 +159,7 @@ def main() -> None:
     )
     parser.add_argument("--bytecode", action="store_true", help="aim_cli's modules from cached bytecode")
     parser.add_argument("--s3", action="store_true", help="an S3 repository on a local moto server, and baselines")
+    parser.add_argument("--ttfb", type=float, help="with --s3: seconds to each answer's first byte (a proxy)")
     opts = parser.parse_args()
     builds = [p.absolute() for p in opts.aim or [AIM]]
     with tempfile.TemporaryDirectory(prefix="aim-startup-") as tmp:
@@ -163,7 +168,7 @@ def main() -> None:
         stop_server, s3 = None, None
         try:
             if opts.s3:
-                stop_server, s3 = _start_s3(Path(tmp))
+                stop_server, s3 = _start_s3(Path(tmp), opts.ttfb)
             env = _env(str(Path(tmp) / "pycache") if opts.bytecode else None)
             _setup(builds[-1], work, env, s3)
             commands = [(label, args) for label, args in COMMANDS if s3 is None or label in S3_COMMANDS]
@@ -171,7 +176,8 @@ def main() -> None:
                 for aim in builds:
                     for _, args in commands:
                         _run(aim, args, work, env)  # writes the bytecode of every module the command loads
-            print(f"median of {opts.runs} runs" + (", bytecode cached" if opts.bytecode else ""))
+            ttfb = f", answers {opts.ttfb * 1000:g} ms after each request" if s3 and opts.ttfb else ""
+            print(f"median of {opts.runs} runs" + (", bytecode cached" if opts.bytecode else "") + ttfb)
             for i, aim in enumerate(builds):
                 print(f"  build {i}: {aim}")
             print(f"{'command':<24} {'build':>5} " + " ".join(f"{c:>{max(len(c), 7)}}" for c in COLUMNS))
@@ -200,17 +206,29 @@ def _table(label: str, builds: list[Path], args: list[str], work: Path, env: dic
         print(f"{label:<24} {name or i:>5} {cells}")
 
 
-def _start_s3(tmp: Path):
-    """moto's S3 server as s3_bench.py starts it (dummy credentials in os.environ) and a bucket:
-    (what stops the server, (endpoint, bucket))."""
+def _start_s3(tmp: Path, ttfb: float | None):
+    """moto's S3 server as s3_bench.py starts it (dummy credentials in os.environ), behind the
+    shaping proxy with ``ttfb``, and a bucket: (what stops them, (endpoint, bucket))."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import s3_bench  # its launcher of moto's S3 server (and the tests' fixtures with it)
+    import shaping_proxy
 
     (tmp / "s3").mkdir()
     proc, endpoint = s3_bench.start_moto(tmp / "s3")
     bucket = "startup-bench"
     s3_bench.client(endpoint, 1).create_bucket(Bucket=bucket)
-    return partial(s3_bench.stop, proc), (endpoint, bucket)
+    if not ttfb:
+        return partial(s3_bench.stop, proc), (endpoint, bucket)
+    proxy, endpoint = shaping_proxy.start(endpoint, ttfb)
+
+    def stop() -> None:
+        proxy.terminate()
+        proxy.wait()
+        if proxy.stdout is not None:
+            proxy.stdout.close()
+        s3_bench.stop(proc)
+
+    return stop, (endpoint, bucket)
 
 
 if __name__ == "__main__":
