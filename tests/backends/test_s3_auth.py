@@ -218,10 +218,18 @@ def _no_permission(server: AuthServer) -> Key:
 
 
 # case -> (the key, the phrases the error line must hold)
+#: What the one line says: the access check's failure (its reads sent beside it failed too, and
+#: their errors would not name the check).
 REFUSALS = {
-    "unknown access key id": (_unknown_key, ("credentials were rejected", "InvalidAccessKeyId", "AWS_ACCESS_KEY_ID")),
-    "wrong secret": (_wrong_secret, ("credentials were rejected", "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY")),
-    "no permission": (_no_permission, ("access denied", "policy")),
+    "unknown access key id": (
+        _unknown_key,
+        ("credentials were rejected (InvalidAccessKeyId) while checking access", "AWS_ACCESS_KEY_ID"),
+    ),
+    "wrong secret": (
+        _wrong_secret,
+        ("credentials were rejected (SignatureDoesNotMatch) while checking access", "AWS_SECRET_ACCESS_KEY"),
+    ),
+    "no permission": (_no_permission, ("access denied while checking access", "policy")),
 }
 
 

@@ -7,14 +7,38 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from aim_cli.backends.s3.client import gc_paused
 from aim_cli.cli.main import main
 from tests.cli.test_cli_e2e import heavy_modules_loaded
-from tests.helpers import base_env, describe
+from tests.helpers import base_env, describe, make_mixed_model, run
 from tests.s3_fixtures import MOTO_ONLY, s3_region, s3_repo_yaml
+
+MISSING_BUCKET_COMMANDS = {
+    "list": ["model", "list", "team"],
+    "versions": ["model", "versions", "team", "m"],
+    "pull": ["model", "pull", "team", "m", "dest", "--tag", "v1"],
+    "push": ["model", "push", "team", "m", "src", "--tag", "v1"],
+}
+
+
+@pytest.mark.parametrize("command", list(MISSING_BUCKET_COMMANDS))
+def test_a_missing_bucket_is_the_access_checks_one_line(tmp_path, s3_endpoint, command):
+    """The access check goes out beside the command's first reads, and its error is the one the
+    user reads, word for word, whatever those reads met (a HEAD answered 404, a GET NoSuchBucket)."""
+    bucket = f"aim-test-missing-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "model_repos.yaml").write_text(s3_repo_yaml("team", s3_endpoint, bucket))
+    make_mixed_model(tmp_path / "src", seed=5)
+    res = run(MISSING_BUCKET_COMMANDS[command], cwd=tmp_path)
+    assert res.returncode == 6 and res.stdout == "", describe(res)
+    assert res.stderr == (
+        f"error: bucket '{bucket}' does not exist (s3://{bucket}/repo); create the bucket, "
+        "or fix `path:` (and endpoint_url) for this repository in model_repos.yaml\n"
+    )
+    assert not (tmp_path / "dest").exists()
 
 
 @MOTO_ONLY
