@@ -4,7 +4,7 @@ this module (repo.py, model.py, audit.py, signatures.py, cache.py).
 
 Results go to stdout (``--json`` where a script may read them); progress and errors to stderr.
 Every AimError becomes one line, ``error: <what went wrong>; <what to do>``, and its exit code;
-``-v`` adds the traceback. Heavy modules (boto3, pyfastcdc, rich) are imported inside the
+``-v`` adds the traceback. Heavy modules (botocore, pyfastcdc, rich) are imported inside the
 commands that need them: ``aim_cli --help`` stays fast.
 """
 
@@ -75,8 +75,10 @@ def main(argv=None) -> None:
         if argv is None:
             # The interpreter's exit collects garbage over every object still alive, several
             # times, and finds none worth it: 140 ms of an S3 command's CPU went there, over
-            # botocore's modules and data (docs/design.md §13). Frozen objects are left out of
-            # those passes; they are still freed, files flushed and atexit handlers run.
+            # botocore's modules and data (docs/design.md §13). Frozen objects are only left out
+            # of those passes: atexit handlers still run, and what the modules hold is released
+            # as before, but for reference cycles, which the OS reclaims (aim_cli closes and
+            # syncs every file it writes itself).
             gc.freeze()
 
 

@@ -58,7 +58,7 @@ def _as_bytes(data: Bytes) -> bytes:
 class S3Backend(AccessChecked):
     """Objects ``<prefix>/<key>`` in one bucket. ``location`` is ``s3://bucket/prefix``.
 
-    Thread-safe: one boto3 client is shared by every worker thread, with a connection pool of at
+    Thread-safe: one botocore client is shared by every worker thread, with a connection pool of at
     least ``max_connections`` (plus room for hedges) so that ``--jobs`` parallel transfers never
     wait for a connection. Of these, ``gate`` lets as many GETs and PUTs run at once as the link
     rewards (concurrency.py): ``max_connections`` is their ceiling. ``stall_seconds`` is the
