@@ -39,7 +39,7 @@ def open_repository(name: str, *, config: ConfigArg = None, jobs: int | None = N
     repo_cfg = get_config(config).repo(name)
     jobs = default_jobs(repo_cfg) if jobs is None else jobs
     backend = open_backend(repo_cfg, max_connections=jobs)
-    backend.check_access()
+    backend.begin_access_check()  # the command's first reads go out beside it (docs/design.md §13)
     return Repository(backend, name, jobs=jobs)
 
 

@@ -1,5 +1,5 @@
 """Storage backends. ``open_backend`` picks one from a repository's configuration; the S3 module
-(and boto3 with it) is imported only when an S3 repository is used."""
+(and botocore with it) is imported only when an S3 repository is used."""
 
 from __future__ import annotations
 

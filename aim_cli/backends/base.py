@@ -94,7 +94,13 @@ class Backend(Protocol):
 
     def check_access(self) -> None:
         """Raise StorageError unless the location can be reached (the bucket or directory exists
-        and the credentials are accepted). Used by ``repo create`` and early by every command."""
+        and the credentials are accepted). Used by ``repo create``."""
+        ...
+
+    def begin_access_check(self) -> None:
+        """``check_access``, whose answer may come later, early in every command: a failure is
+        then raised by the backend's next call instead of that call's own result. Reads may be
+        sent while the check is out (its round trip overlaps theirs); writes and deletes are not."""
         ...
 
     def close(self) -> None: ...

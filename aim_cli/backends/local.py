@@ -397,6 +397,8 @@ class LocalBackend:
             raise StorageError(f"repository path {self.location} is not a directory", "fix the path in the config")
         # Not created yet: fine as long as it can be created (checked when first written).
 
+    begin_access_check = check_access  # a stat: nothing to overlap
+
     def find_in_parents(self, key: str) -> str | None:
         """The nearest directory above the root (by its path as given, and by its real path)
         that holds an object ``key``, or None."""

@@ -118,9 +118,13 @@ def _request(
     selection = PathFilter.of(include, exclude)
     path = directory_argument(dest, "the destination")
     refs = [directory_argument(r, "--reference") for r in references]
-    ref, newest = repo.resolve_version(model, tag, digest)
-    selection.check([e.path for e in ref.manifest.files], log.warning)
-    repo.format()  # a format this client cannot read is refused before DEST is touched
+    # aim-repo.json is read beside the version (one round trip for both, docs/design.md §13); a
+    # format this client cannot read is refused before DEST is touched.
+    with ThreadPoolExecutor(1, thread_name_prefix="aim-format") as pool:
+        stored_format = pool.submit(repo.format)
+        ref, newest = repo.resolve_version(model, tag, digest)
+        selection.check([e.path for e in ref.manifest.files], log.warning)
+        stored_format.result()
 
     if path.exists() and not path.is_dir():
         raise UsageError(f"destination {display_path(path)} exists and is not a directory", "choose another DEST")

@@ -48,12 +48,16 @@ class RepoMeta:
         its format be). A new repository's root must be empty and must not lie inside another
         one: NotEmptyError. ``like``: the whole format of another repository (`model copy`), so
         that both cut the same chunks."""
-        if not self.backend.exists(REPO_META_KEY):  # a HEAD is cheaper than a refused conditional PUT
-            # Built only for a new root: a repository already there keeps its format, which
-            # ``params`` reads and refuses if this client does not know it (exit 7).
-            meta = (like or RepoFormat.new(version, params)).meta()
-            self._check_new_root()
-            self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
+        try:
+            # A repository already there keeps its format, which ``params`` reads (one GET, where a
+            # HEAD first would cost a round trip more) and refuses if this client does not know it.
+            return self.params()
+        except NotARepositoryError:
+            pass
+        # Built only for a new root.
+        meta = (like or RepoFormat.new(version, params)).meta()
+        self._check_new_root()
+        self.backend.put_if_absent(REPO_META_KEY, json.dumps(meta, indent=2).encode() + b"\n")
         self._format = None
         return self.params()
 

@@ -218,10 +218,18 @@ def _no_permission(server: AuthServer) -> Key:
 
 
 # case -> (the key, the phrases the error line must hold)
+#: What the one line says: the access check's failure (its reads sent beside it failed too, and
+#: their errors would not name the check).
 REFUSALS = {
-    "unknown access key id": (_unknown_key, ("credentials were rejected", "InvalidAccessKeyId", "AWS_ACCESS_KEY_ID")),
-    "wrong secret": (_wrong_secret, ("credentials were rejected", "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY")),
-    "no permission": (_no_permission, ("access denied", "policy")),
+    "unknown access key id": (
+        _unknown_key,
+        ("credentials were rejected (InvalidAccessKeyId) while checking access", "AWS_ACCESS_KEY_ID"),
+    ),
+    "wrong secret": (
+        _wrong_secret,
+        ("credentials were rejected (SignatureDoesNotMatch) while checking access", "AWS_SECRET_ACCESS_KEY"),
+    ),
+    "no permission": (_no_permission, ("access denied while checking access", "policy")),
 }
 
 
@@ -252,7 +260,7 @@ def test_refused_credentials_exit_6_with_one_line(auth_server, pushed, tmp_path,
 def test_permission_to_list_but_not_to_read_or_write(auth_server, pushed, tmp_path):
     """The lister passes the access check (a one-key listing) and is refused at the first object
     it reads or writes. `repo create` meets the refusal on a HEAD request, which S3 answers with a
-    bare 403 and no error code; push on a PUT and pull on a GET, which carry AccessDenied."""
+    bare 403 and no error code; push and pull on a GET, which carries AccessDenied."""
     before = bucket_keys(auth_server)
     env = cli_env(auth_server, auth_server.lister)
     dest = tmp_path / "pulled"
@@ -260,9 +268,9 @@ def test_permission_to_list_but_not_to_read_or_write(auth_server, pushed, tmp_pa
     fresh.mkdir()
     (fresh / "model_repos.yaml").write_text(EXISTING)
     new_location = f"s3://{auth_server.bucket}/lister-new"
-    runs = [  # push looks up aim-repo.json before it writes anything (its lease included)
+    runs = [  # push reads aim-repo.json before it writes anything (its lease included)
         (
-            "looking up aim-repo.json",
+            "reading aim-repo.json",
             (["model", "push", "team", "resnet", pushed.src, "--tag", "v2", "--quiet"], pushed.work, pushed.location),
         ),
         (

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -14,7 +15,7 @@ from aim_cli.format.layout import blob_key
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
 from aim_cli.repository import Repository
-from tests.fakes import CountingBackend
+from tests.fakes import CountingBackend, HookedBackend
 from tests.helpers import altered_blob, chunks_of, file_contents, random_bytes, version_bytes, work_files, write_model
 
 MiB = 1 << 20
@@ -298,3 +299,22 @@ def test_a_complete_file_with_other_names_is_replaced_not_chmodded(repo, tmp_pat
     r = pull(repo, "m", tmp_path / "out", tag="v1")
     assert file_contents(tmp_path / "out") == file_contents(src) and r.fetched_bytes == 0
     assert elsewhere.stat().st_mode & 0o777 == 0o600 and elsewhere.stat().st_nlink == 1
+
+
+def test_the_version_and_the_format_are_read_together(local, v1, tmp_path):
+    """Pull's first two reads do not depend on each other: the manifest's GET waits (bounded)
+    until aim-repo.json's has begun, which a pull reading them one after the other never lets
+    happen (docs/design.md §13)."""
+    push(Repository(local, "r"), "m", "v1", v1)
+    format_read = threading.Event()
+    waited_in_vain = []
+
+    def before(op, key):
+        if key == "aim-repo.json":
+            format_read.set()
+        elif key == "models/m/versions/v1.json" and not format_read.wait(10):
+            waited_in_vain.append(key)
+
+    r = pull(Repository(HookedBackend(local, before=before), "r"), "m", tmp_path / "out", tag="v1")
+    assert r.tag == "v1" and file_contents(tmp_path / "out") == file_contents(v1)
+    assert waited_in_vain == []

@@ -14,6 +14,7 @@ from aim_cli.errors import (
     BlobMissingError,
     ConfigError,
     IntegrityError,
+    KeyNotFoundError,
     NotARepositoryError,
     NotEmptyError,
     NotFoundError,
@@ -27,7 +28,7 @@ from aim_cli.format import manifest as mf
 from aim_cli.format.delta_params import DeltaParams
 from aim_cli.push import push
 from aim_cli.repository import Repository
-from tests.fakes import FaultyBackend
+from tests.fakes import FaultyBackend, HookedBackend
 from tests.helpers import write_model
 
 
@@ -387,16 +388,26 @@ def test_a_first_push_racing_another_one_is_no_conflict(tmp_path):
     class LookedTooEarly(LocalBackend):
         looked = False
 
-        def exists(self, key):
+        def get(self, key, max_size=None):
             if key == "aim-repo.json" and not self.looked:
                 self.looked = True
-                return False
-            return super().exists(key)
+                raise KeyNotFoundError(key)
+            return super().get(key, max_size)
 
     other = Repository(LocalBackend(tmp_path / "repo"), "r")
     first = other.init(ChunkingParams.for_average(64 * 1024))
     other.put_blob(blake3.blake3(b"x").hexdigest(), b"x")
     assert Repository(LookedTooEarly(tmp_path / "repo"), "r").init() == first
+
+
+def test_init_of_an_existing_repository_is_one_read(tmp_path):
+    """A push to a repository that exists (most pushes) reads aim-repo.json and nothing else: no
+    HEAD before it, a round trip each on S3."""
+    first = Repository(LocalBackend(tmp_path / "repo"), "r").init(ChunkingParams.for_average(64 * 1024))
+    calls = []
+    hooked = HookedBackend(LocalBackend(tmp_path / "repo"), before=lambda op, key: calls.append((op, key)))
+    assert Repository(hooked, "r").init() == first
+    assert calls == [("get", "aim-repo.json")]
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\x00b"])

@@ -1,7 +1,7 @@
-"""An S3 bucket (or S3-compatible server) under a key prefix, on boto3: ``S3Backend``.
+"""An S3 bucket (or S3-compatible server) under a key prefix, on botocore: ``S3Backend``.
 
-Importing this module must stay cheap: boto3 and botocore (~190 ms) are imported by the
-constructor, so that ``aim_cli --help`` and local-only commands never pay for them.
+Importing this module must stay cheap: botocore (~150 ms) is imported by the constructor, so that
+``aim_cli --help`` and local-only commands never pay for it.
 
 Atomicity comes from S3 itself: a PUT is all-or-nothing and read-after-write consistent, and
 ``put_if_absent`` is a conditional PUT (``If-None-Match: *``) that S3 resolves atomically.
@@ -19,12 +19,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 
 from aim_cli.backends.base import Bytes, ObjectInfo
-from aim_cli.backends.s3.client import client_config, new_client
+from aim_cli.backends.s3.access import AccessChecked, read, write
+from aim_cli.backends.s3.client import client_config, import_botocore, new_client
 from aim_cli.backends.s3.concurrency import Concurrency, TransferGate
 from aim_cli.backends.s3.copies import Attempt
 from aim_cli.backends.s3.errors import (
     NOT_FOUND_CODES,
     THROTTLING_CODES,
+    delete_failure,
     error_code,
     http_status,
     storage_error_from,
@@ -53,10 +55,10 @@ def _as_bytes(data: Bytes) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
-class S3Backend:
+class S3Backend(AccessChecked):
     """Objects ``<prefix>/<key>`` in one bucket. ``location`` is ``s3://bucket/prefix``.
 
-    Thread-safe: one boto3 client is shared by every worker thread, with a connection pool of at
+    Thread-safe: one botocore client is shared by every worker thread, with a connection pool of at
     least ``max_connections`` (plus room for hedges) so that ``--jobs`` parallel transfers never
     wait for a connection. Of these, ``gate`` lets as many GETs and PUTs run at once as the link
     rewards (concurrency.py): ``max_connections`` is their ceiling. ``stall_seconds`` is the
@@ -79,6 +81,7 @@ class S3Backend:
     ):
         self.stall_seconds = stall_seconds_from_env() if stall_seconds is None else stall_seconds
         first_byte = first_byte_seconds_from_env() if first_byte_seconds is None else first_byte_seconds
+        import_botocore()
         failures = Failures.load()
 
         self.bucket = bucket
@@ -211,6 +214,7 @@ class S3Backend:
             body.close()  # after a complete read the connection is back in the pool already
 
     # -- the Backend protocol ------------------------------------------------------------------
+    @read
     def get(self, key: str, max_size: int | None = None) -> bytes:
         full = self._key(key)
 
@@ -228,6 +232,7 @@ class S3Backend:
             return self._runner.run(f"reading {key}", request, hedged="GET")
         return self._transfer(max_size, f"reading {key}", request, "GET")
 
+    @read
     def get_prefix(self, key: str, n: int) -> bytes:
         full = self._key(key)
 
@@ -244,6 +249,7 @@ class S3Backend:
 
         return self._runner.run(f"reading {key}", request, hedged="GET", size=n)
 
+    @write
     def put(self, key: str, data: Bytes, *, hedge: bool = True, durable: bool = False) -> None:  # durable once answered
         full = self._key(key)
         body = _as_bytes(data)
@@ -256,6 +262,7 @@ class S3Backend:
             return
         self._transfer(len(body), f"writing {key}", request, "PUT")
 
+    @write
     def put_if_absent(self, key: str, data: Bytes) -> bool:
         full = self._key(key)
         body = _as_bytes(data)
@@ -282,9 +289,10 @@ class S3Backend:
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    @read
     def size(self, key: str) -> int | None:
-        # HEAD responses have no body, so a missing bucket also reads as 404 here: callers find a
-        # missing bucket earlier, through check_access().
+        # HEAD responses have no body, so a missing bucket also reads as 404 here: the access
+        # check's failure comes first (access.py).
         full = self._key(key)
 
         def request(attempt: Attempt) -> int | None:
@@ -306,7 +314,8 @@ class S3Backend:
         while True:
             # Only the request is guarded, not the yield: an exception thrown into this generator
             # by its consumer must not be reported as a storage error.
-            page = self._runner.run(action, partial(self._list_page, dict(params)), hedged="LIST")
+            request = partial(self._runner.run, action, partial(self._list_page, dict(params)), hedged="LIST")
+            page = self._after_access(request)  # a read (access.py)
             for obj in page.get("Contents", ()):
                 modified = obj.get("LastModified")  # a datetime (botocore parses it); some servers omit it
                 mtime = modified.timestamp() if modified is not None else None
@@ -319,6 +328,7 @@ class S3Backend:
     def _list_page(self, params: dict, _attempt: Attempt) -> dict:
         return self._client.list_objects_v2(**params)
 
+    @write
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -327,6 +337,7 @@ class S3Backend:
                 return
             raise self._error(e, f"deleting {key}") from None
 
+    @write
     def delete_many(self, keys: Iterable[str]) -> None:
         batch: list[dict] = []
         for key in keys:
@@ -346,19 +357,7 @@ class S3Backend:
         # DeleteObjects answers 200 even when some keys failed; the failures are in Errors.
         errors = [err for err in response.get("Errors", ()) if err.get("Code") not in NOT_FOUND_CODES]
         if errors:
-            first = errors[0]
-            key = first.get("Key", "")[len(self._key_base) :]
-            code = first.get("Code", "")
-            hint = (
-                "check that these credentials may delete objects in this bucket and prefix"
-                if code == "AccessDenied"
-                else "retry; the objects that were deleted stay deleted"
-            )
-            raise StorageError(
-                f"could not delete {len(errors)} of {len(objects)} objects in {self.location} "
-                f"(first: {key}: {code} {first.get('Message', '')})",
-                hint,
-            )
+            raise delete_failure(errors, len(objects), self.location, len(self._key_base))
 
     def sync(self) -> None:
         """Nothing to do: S3 has made an object durable when its PUT returns."""
@@ -380,6 +379,7 @@ class S3Backend:
         self._runner.close()
         self._client.close()
 
+    @read
     def find_in_parents(self, key: str) -> str | None:
         """The nearest parent prefix (up to the bucket) holding ``key``: one HEAD per level. A
         level these credentials may not read (a prefix-scoped policy) counts as not holding it."""

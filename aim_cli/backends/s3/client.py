@@ -1,13 +1,24 @@
-"""The boto3 client of an S3 backend: its botocore configuration (timeouts, botocore's own retries,
-pool size) and the boto3 sessions it is made from, reused across backends.
+"""The S3 client of an S3 backend: its botocore configuration (timeouts, botocore's own retries,
+pool size) and the botocore sessions it is made from, reused across backends.
 
-boto3 and botocore (~190 ms) are imported when a client is made, never at import time.
+botocore (~150 ms of CPU) is imported when a client is made, never at import time. The client is
+botocore's own: boto3 adds resources and transfer helpers (s3transfer, 65 more modules, ~25 ms)
+that aim_cli does not use, and no credentials of its own (a boto3 Session resolves them with
+botocore's chain, the one used here). Making the first client of a process (importing botocore,
+parsing its S3 model and endpoint data: ~100 ms of CPU) leaves some 70,000 objects that live as
+long as the process, so the cyclic garbage collector is paused meanwhile (``import_botocore``,
+``new_client``): its passes over them found nothing to collect, 34 ms of CPU, against one
+young-generation pass as the collector comes back on, 15 ms (docs/design.md §13).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aim_cli.backends.s3.resilience import DEFAULT_STALL_SECONDS
 
@@ -22,16 +33,37 @@ _SESSIONS: dict = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection in the block (unless it was off already): for making a
+    client, which allocates much and frees little. Only a collector found on is turned back on,
+    so nested or concurrent blocks leave it on at the end."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def import_botocore() -> None:
+    """Import what an S3 client needs of botocore and urllib3, with the collector paused."""
+    with gc_paused():
+        for name in ("botocore.session", "botocore.config", "botocore.exceptions", "urllib3.exceptions"):
+            importlib.import_module(name)
+
+
 def _session(profile: str | None):
-    """A boto3 Session per profile and AWS environment, reused: a new one re-reads botocore's
+    """A botocore Session per profile and AWS environment, reused: a new one re-reads botocore's
     endpoint and service data (about 0.1 s of JSON per client). Keyed by the AWS_* variables too,
     so a changed environment never sees credentials resolved under the old one."""
-    import boto3
+    import botocore.session
 
     key = (profile, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     session = _SESSIONS.get(key)
     if session is None:
-        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+        session = botocore.session.Session(profile=profile)
         _SESSIONS[key] = session
     return session
 
@@ -54,8 +86,9 @@ def client_config(*, read_timeout: float, max_pool_connections: int, addressing_
 
 
 def new_client(profile: str | None, region: str | None, endpoint_url: str | None, config):
-    """An S3 client. Credentials come only from boto3's own chain (environment, ~/.aws, profile,
-    IMDS). Raises botocore's errors, and ValueError for an invalid endpoint_url or region."""
-    with _SESSIONS_LOCK:  # a boto3 Session is not safe to create clients from concurrently
+    """An S3 client. Credentials come only from botocore's chain, boto3's and the AWS CLI's
+    (environment, ~/.aws, profile, container and instance roles). Raises botocore's errors, and
+    ValueError for an invalid endpoint_url or region."""
+    with _SESSIONS_LOCK, gc_paused():  # a botocore Session is not safe to create clients from concurrently
         session = _session(profile)
-        return session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+        return session.create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config)

@@ -160,3 +160,22 @@ def _from_error_response(exc, where: str, location: str, bucket: str | None) -> 
         f"S3 error {code or status} {where}{detail}",
         "retry; if it persists, check the bucket's configuration",
     )
+
+
+def delete_failure(errors: list[dict], total: int, location: str, key_base: int) -> StorageError:
+    """The StorageError for a DeleteObjects answer whose ``Errors`` (not-found codes left out) are
+    ``errors``, of ``total`` keys; keys are shown without their first ``key_base`` characters
+    (the prefix)."""
+    first = errors[0]
+    key = first.get("Key", "")[key_base:]
+    code = first.get("Code", "")
+    hint = (
+        "check that these credentials may delete objects in this bucket and prefix"
+        if code == "AccessDenied"
+        else "retry; the objects that were deleted stay deleted"
+    )
+    return StorageError(
+        f"could not delete {len(errors)} of {total} objects in {location} "
+        f"(first: {key}: {code} {first.get('Message', '')})",
+        hint,
+    )

@@ -41,7 +41,7 @@ default 60 s read timeout then holds a whole pull. Two layers deal with it:
   room, so a request whose hedges stall too still gets a fresh copy (MAX_STARTS in all) instead
   of waiting for the stall deadline; at most MAX_COPIES copies of a request run at once.
 - No pace yet: before a request of its kind has completed here (the first requests of a command:
-  the access check, the first listing, the HEAD of the repository's metadata, the first manifest),
+  the access check, the first listing, the read of the repository's metadata, the first manifest),
   there is nothing to compare with, and these are the requests every later one waits for. So a
   fixed bound decides instead: the first-byte bound (FIRST_BYTE_ENV, ``AIM_S3_FIRST_BYTE_SECONDS``,
   default 0.5 s, never above UNPACED_SILENCE_SHARE x the stall deadline). A request that sends
