@@ -36,7 +36,9 @@ default) against ``rclone copy`` of the same files stored as plain objects in th
 with rclone's default flags, and ``restic restore`` of a snapshot of them, each tool when
 installed; the order of the tools rotates between runs. Each side is a separate process, timed
 from its start to its exit, and its peak RSS is read from its rusage. The table reports the
-median of ``--runs`` runs; ratio = the tool's time / rclone's (below 1: faster).
+median of ``--runs`` runs; ratio = the tool's time / rclone's (below 1: faster). With ``--rgw``
+the same race runs a second time against Ceph RGW behind the same proxy, and the last line gives
+each tool's time on RGW / on moto.
 """
 
 from __future__ import annotations
@@ -405,33 +407,62 @@ class LinkBench:
 
 
 def link_main(args, work: Path, size: int, file_size: int) -> None:
+    """The cold-pull race through the shaping proxy against moto, and with --rgw against Ceph RGW
+    too (the same files, the same proxy settings): one table per server."""
+    files = make_source(work / "src", size, file_size)
+    tables = {}
+    proc, endpoint = start_moto(work)
+    try:
+        tables["moto"] = link_on(args, work / "moto", endpoint)
+    finally:
+        stop(proc)
+    if args.rgw:
+        try:
+            cluster = rgw.start_cluster("testing", "testing", work / "ceph")
+        except rgw.RgwUnavailable as e:
+            sys.exit(f"error: {e}")
+        try:
+            tables["Ceph RGW 16"] = link_on(args, work / "rgw", cluster.endpoint)
+        finally:
+            cluster.stop()
+    jobs = f"--jobs {args.jobs}" if args.jobs_given else "default --jobs"
+    for server, results in tables.items():
+        print(
+            f"cold pull of {size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB from {server} "
+            f"behind the shaping proxy ({args.ttfb * 1000:.0f} ms to first byte, {args.rate / 1e6:.0f} MB/s per "
+            f"connection); aim_cli {jobs}; median of {args.runs} runs; {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}"
+        )
+        print()
+        print("| tool | seconds | MiB/s | peak RSS MB | time / rclone |")
+        print("|---|---:|---:|---:|---:|")
+        base = statistics.median(results["rclone"][0]) if "rclone" in results else None
+        for tool, (times, rss) in results.items():
+            t = statistics.median(times)
+            ratio = f"{t / base:.2f}x" if base else "n/a"
+            print(f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {max(rss) / 1e6:.0f} | {ratio} |")
+        print()
+    if len(tables) == 2:
+        (moto, ceph) = tables.values()
+        line = ", ".join(
+            f"{t} {statistics.median(ceph[t][0]) / statistics.median(moto[t][0]):.2f}x" for t in moto if t in ceph
+        )
+        print(f"time on RGW / time on moto: {line}")
+
+
+def link_on(args, work: Path, endpoint: str) -> dict[str, tuple[list[float], list[int]]]:
+    """The link benchmark against one server at ``endpoint``: each tool's (times, peak RSS)."""
     import shaping_proxy
 
-    files = make_source(work / "src", size, file_size)
-    proc, endpoint = start_moto(work)
+    work.mkdir()
     shaper, shaped = shaping_proxy.start(endpoint, args.ttfb, args.rate)
     try:
-        bench = LinkBench(args, work, endpoint, shaped, work / "src")
+        bench = LinkBench(args, work, endpoint, shaped, work.parent / "src")
         bench.prepare()
-        results = bench.run()
+        return bench.run()
     finally:
         shaper.terminate()
         shaper.wait()
-        stop(proc)
-    jobs = f"--jobs {args.jobs}" if args.jobs_given else "default --jobs"
-    print(
-        f"cold pull of {size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB from moto behind the "
-        f"shaping proxy ({args.ttfb * 1000:.0f} ms to first byte, {args.rate / 1e6:.0f} MB/s per connection); "
-        f"aim_cli {jobs}; median of {args.runs} runs; {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
-    print()
-    print("| tool | seconds | MiB/s | peak RSS MB | time / rclone |")
-    print("|---|---:|---:|---:|---:|")
-    base = statistics.median(results["rclone"][0]) if "rclone" in results else None
-    for tool, (times, rss) in results.items():
-        t = statistics.median(times)
-        ratio = f"{t / base:.2f}x" if base else "n/a"
-        print(f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {max(rss) / 1e6:.0f} | {ratio} |")
 
 
 def main() -> None:
@@ -441,7 +472,9 @@ def main() -> None:
     ap.add_argument("--jobs", "-j", type=int, help="parallel transfers, both sides (default 8; --link: aim_cli's)")
     ap.add_argument("--runs", type=int, default=3, help="runs; the table shows the median (default 3)")
     ap.add_argument("--cli", action="store_true", help="time the console script instead of aim_cli.api")
-    ap.add_argument("--rgw", action="store_true", help="also run against Ceph's RADOS Gateway (tests/rgw.py)")
+    ap.add_argument(
+        "--rgw", action="store_true", help="also run against Ceph's RADOS Gateway (tests/rgw.py); with --link too"
+    )
     ap.add_argument("--link", action="store_true", help="cold pull through the shaping proxy, against rclone/restic")
     ap.add_argument("--ttfb", type=float, default=0.030, help="--link: seconds to an answer's first byte (0.03)")
     ap.add_argument("--rate", type=float, default=40e6, help="--link: bytes/s per connection (40e6)")
