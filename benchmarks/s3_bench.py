@@ -53,8 +53,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,6 +66,7 @@ from tests import rgw, s3_fixtures  # noqa: E402  (the tests' launchers of moto 
 AIM = Path(sys.executable).with_name("aim_cli")
 MiB = 1 << 20
 PREFIX = "repo"
+T = TypeVar("T")
 
 
 def parse_size(text: str) -> int:
@@ -406,14 +409,13 @@ class LinkBench:
         return results
 
 
-def link_main(args, work: Path, size: int, file_size: int) -> None:
-    """The cold-pull race through the shaping proxy against moto, and with --rgw against Ceph RGW
-    too (the same files, the same proxy settings): one table per server."""
-    files = make_source(work / "src", size, file_size)
-    tables = {}
+def on_servers(args, work: Path, run: Callable[[str, str], T]) -> dict[str, T]:
+    """``run(server, endpoint)`` against a moto server, then (--rgw) against a Ceph RGW cluster,
+    each started for it and stopped after: the results by the server's name in the tables."""
+    results = {}
     proc, endpoint = start_moto(work)
     try:
-        tables["moto"] = link_on(args, work / "moto", endpoint)
+        results["moto"] = run("moto", endpoint)
     finally:
         stop(proc)
     if args.rgw:
@@ -422,9 +424,17 @@ def link_main(args, work: Path, size: int, file_size: int) -> None:
         except rgw.RgwUnavailable as e:
             sys.exit(f"error: {e}")
         try:
-            tables["Ceph RGW 16"] = link_on(args, work / "rgw", cluster.endpoint)
+            results["Ceph RGW 16"] = run("rgw", cluster.endpoint)
         finally:
             cluster.stop()
+    return results
+
+
+def link_main(args, work: Path, size: int, file_size: int) -> None:
+    """The cold-pull race through the shaping proxy against moto, and with --rgw against Ceph RGW
+    too (the same files, the same proxy settings): one table per server."""
+    files = make_source(work / "src", size, file_size)
+    tables = on_servers(args, work, lambda server, endpoint: link_on(args, work / server, endpoint))
     jobs = f"--jobs {args.jobs}" if args.jobs_given else "default --jobs"
     for server, results in tables.items():
         print(
@@ -498,20 +508,7 @@ def main() -> None:
     results = {}
     try:
         files = make_source(work / "src", size, file_size)
-        proc, endpoint = start_moto(work)
-        try:
-            results["moto"] = bench_on("moto", args, work, endpoint, size)
-        finally:
-            stop(proc)
-        if args.rgw:
-            try:
-                cluster = rgw.start_cluster("testing", "testing", work / "ceph")
-            except rgw.RgwUnavailable as e:
-                sys.exit(f"error: {e}")
-            try:
-                results["Ceph RGW 16"] = bench_on("rgw", args, work, cluster.endpoint, size)
-            finally:
-                cluster.stop()
+        results = on_servers(args, work, lambda server, endpoint: bench_on(server, args, work, endpoint, size))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
