@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from checkpoints import to_bf16  # benchmarks/: the script's own directory is on the path
+
 from aim_cli.format import blob_codec
 from aim_cli.util.allocator import keep_freed_memory
 from aim_cli.util.sizes import parse_size
@@ -46,8 +48,7 @@ def cpu() -> float:
 
 def weights(size: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
-    f32 = rng.normal(0, 0.02, size=size // 2).astype(np.float32)
-    return (f32.view(np.uint32) >> 16).astype("<u2").tobytes()
+    return to_bf16(rng.normal(0, 0.02, size=size // 2).astype(np.float32)).astype("<u2").tobytes()
 
 
 def best(runs: int, fn: Callable[[], object]) -> float:

@@ -18,6 +18,7 @@ so it is applied by the command line (the process is aim_cli's), not by the libr
 from __future__ import annotations
 
 import os
+from functools import cache
 
 #: mallopt(3) parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -28,26 +29,21 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 #: allowed value on 64-bit systems (half of a thread heap's 64 MiB): every chunk is smaller.
 MMAP_THRESHOLD = 32 * 1024 * 1024
 
-_applied: list[bool] = []
 
-
+@cache
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse (see the module docstring); once per
     process. False where the C library is not glibc, or refused: nothing changes then."""
-    if _applied:
-        return _applied[0]
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (ValueError, OSError):  # no such name on this system
         libc = ""
-    ok = False
-    if libc.startswith("glibc"):
-        import ctypes  # only here: `aim_cli --help` never loads it
+    if not libc.startswith("glibc"):
+        return False
+    import ctypes  # only here: `aim_cli --help` never loads it
 
-        try:
-            mallopt = ctypes.CDLL(None).mallopt
-            ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-        except (OSError, AttributeError):
-            ok = False
-    _applied.append(ok)
-    return ok
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1

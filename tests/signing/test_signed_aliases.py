@@ -357,44 +357,14 @@ def test_cli_sign_and_signed_pulls(signed, tmp_path):
     dest = tmp_path / "dest"
     pull = ("model", "pull", signed.name, M, str(dest), "--require-signature", str(signed.pub))
     one_line_error(signed.cli(*pull, env=env), 2, "no alias 'latest'", "--alias")
-    res = ok(
-        signed.cli(
-            "model",
-            "alias",
-            "set",
-            signed.name,
-            M,
-            "latest",
-            "--tag",
-            "v3",
-            "--sign",
-            str(signed.pem),
-            "--json",
-            env=env,
-        )
-    )
+    set_latest = ("model", "alias", "set", signed.name, M, "latest", "--sign", str(signed.pem))
+    res = ok(signed.cli(*set_latest, "--tag", "v3", "--json", env=env))
     out = json.loads(res.stdout)
     assert out["statement"]["index"] == 1 and out["statement"]["expires_at"] is None
     pulled = ok(signed.cli(*pull, "-q", env=env))
     assert "pulled m:v3" in pulled.stdout
     assert "signed alias latest of m: tag v3" in pulled.stderr and "has no expiry" in pulled.stderr
-    res = ok(
-        signed.cli(
-            "model",
-            "alias",
-            "set",
-            signed.name,
-            M,
-            "latest",
-            "--tag",
-            "v2",
-            "--sign",
-            str(signed.pem),
-            "--expires",
-            "7d",
-            env=env,
-        )
-    )
+    res = ok(signed.cli(*set_latest, "--tag", "v2", "--expires", "7d", env=env))
     assert "signed entry 2 of latest: signer" in res.stdout and "expires 20" in res.stdout
     assert "pulled m:v2" in ok(signed.cli(*pull, "-q", env=env)).stdout
     signed.repository.backend.delete(alias_entry_key(M, "latest", 2))
