@@ -26,7 +26,7 @@ from aim_cli.pull.case import check_case_clashes
 from aim_cli.pull.dest_access import DestDirs, check_work_dir, dest_error, is_repository, open_regular, scan_partials
 from aim_cli.pull.dest_lock import DestLock
 from aim_cli.pull.layout import CASE_PROBE, PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
-from aim_cli.util.fs import display_path, fsync_dir, sync_filesystem
+from aim_cli.util.fs import display_path, drop_cached, fsync_dir, sync_filesystem
 
 if TYPE_CHECKING:
     from aim_cli.pull.plan import FilePlan
@@ -230,13 +230,19 @@ def write_at(path: str | Path, offset: int, data: bytes, *, whole: bool = False)
         raise dest_error(e, path) from None
 
 
-def copy_at(path: str | Path, offset: int, source: str, source_offset: int, size: int) -> bool:
+def copy_at(
+    path: str | Path, offset: int, source: str, source_offset: int, size: int, *, drop_source: bool = False
+) -> bool:
     """Copy ``size`` bytes of the regular file ``source`` (never through a symlink) from
     ``source_offset`` into the partial file ``path`` at ``offset``, in the kernel
     (copy_file_range: extents cloned where the filesystem can reflink, else copied without
     passing through user space). Unverified: the caller's whole-file digest covers the bytes.
     False when it cannot (no such call, another filesystem, the source gone, shorter, or not a
-    regular file): the caller then reads the chunk and verifies it."""
+    regular file): the caller then reads the chunk and verifies it.
+
+    ``drop_source``: the source is a file this pull replaces. The copy read its pages into the
+    page cache, and the rename over it would free them all at once, on the commit path (a 256
+    MiB file: ~40 ms per rename); they are dropped here instead, in the worker, as it goes."""
     if not hasattr(os, "copy_file_range"):
         return False
     try:
@@ -261,6 +267,8 @@ def copy_at(path: str | Path, offset: int, source: str, source_offset: int, size
             return False
         finally:
             os.close(dst)
+        if drop_source:
+            drop_cached(src, source_offset, size)
     finally:
         os.close(src)
     return True

@@ -40,6 +40,7 @@ from aim_cli.errors import IntegrityError, StorageError, UsageError
 from aim_cli.progress import NullProgress, Progress
 from aim_cli.pull.assembly_digest import InOrderDigest, file_hexdigest
 from aim_cli.pull.cache import ChunkCache
+from aim_cli.pull.copy_runs import MAX_RUN, CopyRun, plan_copies, segments
 from aim_cli.pull.dest_access import dest_error, inspect_dest, open_regular
 from aim_cli.pull.dest_index import EMPTY, carried_over, entry_of, load_index, write_index
 from aim_cli.pull.dest_writer import (
@@ -377,10 +378,13 @@ class _Assembler:
         self.verified: list[FilePlan] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._replaced: set[str] = set()
 
     def run(self, plans: list[FilePlan], jobs: int) -> None:
         # The main thread only submits: its syscalls would contend for the GIL with the workers'.
         pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="aim-fetch")
+        # Earlier files of DEST this pull renames over: their pages are dropped as they are copied.
+        self._replaced = {plan.final for plan in plans}
         try:
             # Small files first: each batch completes files as it goes, so a pull cut off later
             # leaves them verified, to get their final names all the same.
@@ -388,6 +392,7 @@ class _Assembler:
             futures = [
                 pool.submit(self.fill_small, batch) for batch in batches(small, lambda p: p.entry.size, workers=jobs)
             ]
+            work = []
             for plan in plans:
                 if plan.one_chunk:
                     continue
@@ -401,7 +406,13 @@ class _Assembler:
                 plan.digest = InOrderDigest(
                     plan.partial, plan.offsets, [size for _, size in plan.entry.chunks], plan.have
                 )
-                futures.extend(pool.submit(self.fill, plan, i) for i in missing)
+                work.append((plan, *plan_copies(plan.entry.chunks, plan.offsets, missing, self.sources.locate)))
+            # Copies shared out by bytes over the workers that can run at once (copy_runs.py).
+            copied = sum(run.size for _, runs, _ in work for run in runs)
+            share = max(MAX_RUN, copied // max(1, min(jobs, os.cpu_count() or 1)))
+            for plan, runs, fetch in work:
+                futures.extend(pool.submit(self.copy_segment, plan, segment) for segment in segments(runs, share))
+                futures.extend(pool.submit(self.fill, plan, i) for i in fetch)
             wait(futures, return_when=FIRST_EXCEPTION)
             for fut in futures:
                 if fut.done():
@@ -415,39 +426,59 @@ class _Assembler:
         pool.shutdown()
 
     def fill(self, plan: FilePlan, index: int) -> None:
-        """Put one chunk in place, then finalize the file if it was its last."""
+        """Put one chunk in place (copied from a local file, else read from the first source
+        that has it, verified), then finalize the file if it was its last."""
         if self._stop.is_set():
             return
         digest, size = plan.entry.chunks[index]
         offset = plan.offsets[index]
-        assert plan.lock is not None and plan.copied is not None and plan.digest is not None  # several chunks
         data = None
-        if not self._copy(plan, index, digest, size, offset):
+        where = self.sources.locate(digest)
+        if where is None or not copy_at(plan.partial, offset, where[1], where[2], size):
             data = self.sources.read(digest, size, plan.entry.path)
             write_at(plan.partial, offset, data)
+        else:
+            self._copied(plan, CopyRun(where[0], where[1], where[2], offset, size, [index]))
+        self._landed(plan, [index], data)
+
+    def copy_segment(self, plan: FilePlan, segment: list[CopyRun]) -> None:
+        """Copy runs of ``plan`` from local files, unread: no copy of them through this process,
+        no hashing of their own; the whole-file digest checks them (``finalize``). A run that
+        cannot be copied is put in place chunk by chunk (``fill``)."""
+        for run in segment:
+            if self._stop.is_set():
+                return
+            drop = run.source_name == "dest" and run.source in self._replaced
+            if not copy_at(plan.partial, run.offset, run.source, run.source_offset, run.size, drop_source=drop):
+                for index in run.indexes:
+                    self.fill(plan, index)
+                continue
+            self._copied(plan, run)
+            self._landed(plan, run.indexes, None)
+
+    def _copied(self, plan: FilePlan, run: CopyRun) -> None:
+        for index in run.indexes:
+            self.sources.count(run.source_name, plan.entry.chunks[index][1])
+        assert plan.lock is not None and plan.copied is not None
+        with plan.lock:
+            plan.copied.update(run.indexes)
+
+    def _landed(self, plan: FilePlan, indexes: list[int], data) -> None:
+        """Chunks ``indexes`` are in the partial file (``data``: their bytes, for one chunk
+        written from memory): hash them into the file's digest, count them, and finalize the file
+        if they were its last."""
+        assert plan.lock is not None and plan.digest is not None  # several chunks
         try:
-            plan.digest.written(index, data)
+            for index in indexes:
+                plan.digest.written(index, data)
         except OSError as e:
             raise dest_error(e, plan.partial) from None
-        self.progress.advance(size)
+        self.progress.advance(sum(plan.entry.chunks[index][1] for index in indexes))
         with plan.lock:
-            plan.remaining -= 1
+            plan.remaining -= len(indexes)
             last = plan.remaining == 0
         if last:
             self.finalize(plan)
-
-    def _copy(self, plan: FilePlan, index: int, digest: str, size: int, offset: int) -> bool:
-        """Put a chunk found in a local file (an earlier version's file, a --reference) in place
-        with copy_file_range, unread: no copy of it through this process, no hashing. The
-        whole-file digest checks it (``finalize``)."""
-        where = self.sources.locate(digest)
-        if where is None or not copy_at(plan.partial, offset, where[1], where[2], size):
-            return False
-        self.sources.count(where[0], size)
-        assert plan.lock is not None and plan.copied is not None
-        with plan.lock:
-            plan.copied.add(index)
-        return True
 
     def fill_small(self, batch: list[FilePlan]) -> None:
         """Assemble files of at most one chunk, one after the other in this task. Such a file's

@@ -61,6 +61,16 @@ def start_writeback(fd: int) -> None:
             pass  # advice only
 
 
+def drop_cached(fd: int, offset: int, length: int) -> None:
+    """Drop the clean cached pages of a range of a file no one will read again (advice only:
+    dirty pages are left, a no-op where posix_fadvise does not exist)."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
 def directory_argument(value: str | os.PathLike, what: str) -> Path:
     """A directory named on the command line. The empty string is refused: Path("") means the
     current directory, which the user did not name."""

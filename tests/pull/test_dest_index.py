@@ -86,6 +86,24 @@ def test_files_pull_wrote_are_trusted_by_stat_and_changed_ones_copied(repo, push
     assert work_files(dest) == []
 
 
+def test_unchanged_chunks_are_copied_in_runs_not_chunk_by_chunk(repo, tmp_path, monkeypatch):
+    """Chunks adjacent in the new file and in the old one are copied with one call (pull/copy_runs.py):
+    a shard changed in its middle takes two, one before the change and one after."""
+    v1, v2 = _versions(tmp_path, shards=1, size=24 * MiB)
+    push(repo, "m", "v1", v1)
+    push(repo, "m", "v2", v2)
+    dest = tmp_path / "out"
+    pull(repo, "m", dest, tag="v1")
+    copies = []
+    real_copy = os.copy_file_range
+    monkeypatch.setattr(os, "copy_file_range", lambda *a: copies.append(a[2]) or real_copy(*a))
+    r = pull(repo, "m", dest, tag="v2")
+    assert file_contents(dest) == file_contents(v2)
+    chunks = len(repo.get_version("m", "v2").manifest.files[-1].chunks)
+    assert len(copies) <= 2 < chunks - 2, (copies, chunks)
+    assert sum(copies) == r.reused_bytes - len((v1 / "config.json").read_bytes()) > 20 * MiB
+
+
 def test_a_touched_or_rewritten_file_is_read_again(repo, pushed, tmp_path, reads):
     v1, _ = pushed
     dest = tmp_path / "out"
