@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,7 +173,12 @@ def commit_files(dest: Path, verified: list[FilePlan]) -> list[os.stat_result]:
     of small files), so that after a power loss no final name holds a file whose data did not
     reach the disk. The mode comes after the rename: a partial file stays the owner's (readable
     and writable), so a read-only file verified before a kill does not wedge the rerun.
-    Returns each file's fstat once in place, for DEST's index (no lookup by path more)."""
+    Returns each file's fstat once in place, for DEST's index (no lookup by path more).
+
+    The renames run on a few threads: a rename over an earlier file frees that file's blocks, and
+    where the filesystem discards freed blocks (ext4 mounted ``discard``) it waits for the disk to
+    discard them, ~30 ms per 256 MiB file (`perf record -e sched:sched_switch -g`:
+    ``ext4_free_blocks`` -> ``blkdev_issue_discard``); such waits overlap."""
     if not verified:
         return []
     try:
@@ -180,24 +186,47 @@ def commit_files(dest: Path, verified: list[FilePlan]) -> list[os.stat_result]:
     except OSError as e:
         raise dest_error(e, dest) from None
     dirs = DestDirs(dest)
-    parents = set()
-    stats = []
-    for plan in verified:
-        parent = dirs.parent_of(plan.entry.path, create=True)
+    parents, ready, refused = set(), [], None
+    for plan in verified:  # on this thread: each directory is checked once
         try:
-            fd = open_regular(plan.partial, os.O_RDONLY)
-            try:
-                os.replace(plan.partial, plan.final)
-                os.fchmod(fd, plan.entry.mode)  # the file just renamed, whatever its name now points to
-                stats.append(os.fstat(fd))
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise dest_error(e, plan.final) from None
-        parents.add(parent)
+            parents.add(dirs.parent_of(plan.entry.path, create=True))
+            ready.append(plan)
+        except (UsageError, StorageError) as e:  # the others still get their names
+            refused = refused or e
+    slices = [ready[i::_RENAMERS] for i in range(min(_RENAMERS, len(ready)))]
+    if len(slices) <= 1:
+        placed = [_place_all(part) for part in slices]
+    else:
+        with ThreadPoolExecutor(len(slices), thread_name_prefix="aim-rename") as pool:
+            futures = [pool.submit(_place_all, part) for part in slices]
+        placed = [f.result() for f in futures]  # the first failure, once every thread is done
     for parent in parents:
         fsync_dir(parent)
-    return stats
+    if refused is not None:
+        raise refused
+    return [placed[i % len(slices)][i // len(slices)] for i in range(len(ready))]
+
+
+#: Threads renaming verified files into place.
+_RENAMERS = 4
+
+
+def _place_all(plans: list[FilePlan]) -> list[os.stat_result]:
+    return [_place(plan) for plan in plans]
+
+
+def _place(plan: FilePlan) -> os.stat_result:
+    """Rename one verified file into place and give it its mode; its fstat."""
+    try:
+        fd = open_regular(plan.partial, os.O_RDONLY)
+        try:
+            os.replace(plan.partial, plan.final)
+            os.fchmod(fd, plan.entry.mode)  # the file just renamed, whatever its name now points to
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise dest_error(e, plan.final) from None
 
 
 def truncate_partial(plan: FilePlan) -> None:
