@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
 from aim_cli.api.common import ConfigArg, PathArg, get_config, open_repository
+from aim_cli.defaults import default_local_push_jobs
 from aim_cli.errors import IntegrityError, UsageError
 
 if TYPE_CHECKING:  # each function imports the module it calls: `push` loads no pull, `pull` no push
@@ -104,7 +105,10 @@ def push(
     result's ``ignored*`` fields say what was). ``dry_run``: write nothing, return the
     ``PushPlan`` (the files, their bytes, the new bytes estimated by chunking them;
     ``plan.to_json()`` is what `model push --dry-run --json` prints)."""
-    repository = open_repository(repo, config=config, jobs=jobs)
+    cfg = get_config(config)
+    if jobs is None and cfg.repo(repo).type == "local":
+        jobs = default_local_push_jobs()
+    repository = open_repository(repo, config=cfg, jobs=jobs)
     jobs = repository.jobs
     if dry_run:
         from aim_cli.push_plan import plan_push

@@ -15,7 +15,8 @@ jobs_option = click.option(
     "-j",
     type=click.IntRange(1, 256),
     default=None,
-    help=f"Parallel transfers at most [default: {DEFAULT_JOBS}; S3: {DEFAULT_S3_JOBS}, adapting to the link].",
+    help=f"Parallel transfers at most [default: {DEFAULT_JOBS} (a local push: the CPUs + 2, at most "
+    f"{DEFAULT_JOBS}); S3: {DEFAULT_S3_JOBS}, adapting to the link].",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

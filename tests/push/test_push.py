@@ -144,3 +144,24 @@ def test_empty_dir_argument_and_message_that_is_not_utf8(repo, tmp_path, monkeyp
     with pytest.raises(UsageError, match="UTF-8"):
         push(repo, "m", "v1", tmp_path / "src", message="caf\udce9")
     assert not repo.has_version("m", "v1")
+
+
+def test_a_local_push_takes_the_cpus_plus_two_jobs_unless_told(tmp_path, monkeypatch):
+    """Upload threads of a local push also compress: by default no more of them than the cores
+    + 2 (aim_cli/defaults.py), at most DEFAULT_JOBS; an explicit --jobs is taken as given."""
+    from aim_cli import api
+    from aim_cli import push as pushmod
+    from aim_cli.defaults import DEFAULT_JOBS
+
+    config = tmp_path / "model_repos.yaml"
+    config.write_text("repos:\n  local: {type: local, path: repo}\n")
+    src = write_model(tmp_path / "src", {"w.bin": random_bytes(4096, 1)})
+    seen = []
+    real = pushmod.push
+    monkeypatch.setattr(pushmod, "push", lambda *a, **k: seen.append(k["jobs"]) or real(*a, **k))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    api.push("local", "m", src, tag="v1", config=config)
+    api.push("local", "m", src, tag="v2", config=config, jobs=8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    api.push("local", "m", src, tag="v3", config=config)
+    assert seen == [4, 8, DEFAULT_JOBS]
