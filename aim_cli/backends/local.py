@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from aim_cli.backends.base import Bytes, ObjectInfo
+from aim_cli.backends.uncached_read import read_uncached
 from aim_cli.errors import DamagedStorageError, KeyNotFoundError, ObjectTooLargeError, StorageError
 from aim_cli.util.walk import kind_of
 
@@ -184,28 +185,6 @@ class LocalBackend:
             raise self._damaged(key, st.st_mode)
         return fd, st
 
-    def _write_temp(self, dfd: int, name: str, data: Bytes, *, fsync: bool) -> str:
-        tmp = f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
-        try:
-            view = memoryview(data)
-            size = view.nbytes
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if fsync:
-                os.fsync(fd)
-            elif size >= WRITEBACK_MIN_BYTES:
-                from aim_cli.util.fs import start_writeback  # and ctypes: a read-only command needs neither
-
-                start_writeback(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp, dir_fd=dfd)
-            raise
-        os.close(fd)
-        return tmp
-
     # -- the Backend protocol ------------------------------------------------------------------
     def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
@@ -219,6 +198,27 @@ class LocalBackend:
         except OSError as e:
             raise self._storage_error(e, f"reading {key}") from None
         if max_size is not None and len(data) > max_size:
+            raise ObjectTooLargeError(key, max_size)
+        return data
+
+    def get_once(self, key: str, max_size: int | None = None) -> Bytes:
+        """``get``, except that a large object the page cache does not hold bypasses it
+        (uncached_read.py) and comes back as a memoryview."""
+        if max_size is None:
+            return self.get(key)
+        try:
+            fd, st = self._open_regular(key)
+            try:
+                if st.st_size > max_size:
+                    raise ObjectTooLargeError(key, max_size)  # refused unread
+                data = read_uncached(fd, st.st_size, min(st.st_size, max_size) + 1)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise self._storage_error(e, f"reading {key}") from None
+        if data is None:
+            return self.get(key, max_size)
+        if len(data) > max_size:
             raise ObjectTooLargeError(key, max_size)
         return data
 
@@ -236,7 +236,7 @@ class LocalBackend:
             dfd = self._open_dir(parts[:-1], create=True)
             try:
                 # durable: on disk before it replaces what is there (a re-encoded blob, format 3)
-                tmp = self._write_temp(dfd, parts[-1], data, fsync=durable)
+                tmp = _write_temp(dfd, parts[-1], data, fsync=durable)
                 try:
                     os.replace(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
                 except BaseException:
@@ -252,7 +252,7 @@ class LocalBackend:
         try:
             dfd = self._open_dir(parts[:-1], create=True)
             try:
-                tmp = self._write_temp(dfd, parts[-1], data, fsync=True)
+                tmp = _write_temp(dfd, parts[-1], data, fsync=True)
                 try:
                     os.link(tmp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
                     created = True
@@ -412,3 +412,27 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+def _write_temp(dfd: int, name: str, data: Bytes, *, fsync: bool) -> str:
+    """Write ``data`` to a new uniquely named temp file beside ``name`` in ``dfd``; its name."""
+    tmp = f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+    try:
+        view = memoryview(data)
+        size = view.nbytes
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if fsync:
+            os.fsync(fd)
+        elif size >= WRITEBACK_MIN_BYTES:
+            from aim_cli.util.fs import start_writeback  # and ctypes: a read-only command needs neither
+
+            start_writeback(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp, dir_fd=dfd)
+        raise
+    os.close(fd)
+    return tmp

@@ -277,7 +277,7 @@ def _probe(view: memoryview, groups: int, params: CodecParams) -> list[bool]:
 # --- decode ---------------------------------------------------------------------------------
 
 
-def raw_size_of(blob: bytes) -> int:
+def raw_size_of(blob: bytes | bytearray | memoryview) -> int:
     """The raw size in ``blob``'s header (for a blob no manifest names: `repo check --read-data`);
     CorruptBlob if it has no header. ``decode`` checks the rest."""
     if len(blob) < HEADER_SIZE or blob[:4] != MAGIC:
@@ -285,7 +285,7 @@ def raw_size_of(blob: bytes) -> int:
     return _HEADER.unpack_from(blob)[3]
 
 
-def decode(blob: bytes, raw_size: int) -> bytes | bytearray | memoryview:
+def decode(blob: bytes | bytearray | memoryview, raw_size: int) -> bytes | bytearray | memoryview:
     """The raw bytes of ``blob``, which must decode to exactly ``raw_size`` bytes, as a
     bytes-like object (a view into ``blob`` for codec raw: no copy). Never holds more than about
     ``raw_size`` bytes of output, whatever the blob claims. CorruptBlob otherwise."""
@@ -308,6 +308,15 @@ def decode(blob: bytes, raw_size: int) -> bytes | bytearray | memoryview:
     if codec == Codec.ZSTD:
         return _unzstd(payload, raw_size)
     return _ungroup(payload, raw_size, _GROUPS[codec])
+
+
+def decode_writable(blob: bytes | bytearray | memoryview, raw_size: int) -> bytearray | memoryview:
+    """``decode``, into a buffer the caller owns and may write into: an un-grouped chunk as it
+    was decoded (a fresh buffer), any other copied (raw: a view of ``blob``; zstd: bytes)."""
+    out = decode(blob, raw_size)
+    if len(blob) >= HEADER_SIZE and blob[4] in _GROUPS and isinstance(out, memoryview):
+        return out
+    return bytearray(out)
 
 
 def _ungroup(payload: memoryview, raw_size: int, groups: int) -> memoryview:

@@ -124,7 +124,7 @@ def worth_storing(delta_len: int, plain_len: int, min_saving: float) -> bool:
     return delta_len < plain_len and delta_len <= plain_len * (1 - min_saving)
 
 
-def base_of(blob_prefix: bytes) -> str | None:
+def base_of(blob_prefix: bytes | bytearray | memoryview) -> str | None:
     """The base digest named by a delta blob, from its first 48 bytes at least (more is ignored);
     None for a plain blob (codec 0-3: their first 16 bytes suffice; decode checks the rest).
     CorruptBlob for a prefix with no blob header, non-zero reserved bytes, an unknown codec, or a
@@ -143,7 +143,7 @@ def base_of(blob_prefix: bytes) -> str | None:
     return bytes(blob_prefix[16:DELTA_HEADER_SIZE]).hex()
 
 
-def decode_delta(blob: bytes, raw_size: int, base_raw, name: str) -> bytearray:
+def decode_delta(blob: bytes | bytearray | memoryview, raw_size: int, base_raw, name: str) -> bytearray | memoryview:
     """The raw bytes of the delta blob ``blob`` named ``name`` (the BLAKE3 the manifest gives it),
     which must decode to exactly ``raw_size`` bytes, given its base's raw bytes ``base_raw`` (the
     caller fetched them by ``base_of(blob)`` and verified their BLAKE3). The store still verifies
@@ -164,7 +164,6 @@ def decode_delta(blob: bytes, raw_size: int, base_raw, name: str) -> bytearray:
     inner = memoryview(blob)[DELTA_HEADER_SIZE:]
     if inner[4] == DELTA_CODEC:
         raise CorruptBlob("a delta inside a delta")
-    x = blob_codec.decode(inner, raw_size)  # type: ignore[arg-type]  # any bytes-like decodes
-    out = x if isinstance(x, bytearray) else bytearray(raw_size)
-    _xor_into(out, x, base)
+    out = blob_codec.decode_writable(inner, raw_size)
+    _xor_into(out, out, base)
     return out

@@ -132,11 +132,11 @@ class RepoFormat:
             return data
         return blob_codec.encode(data, element_size, self.codecs)[0]
 
-    def raw_size_of(self, stored: bytes) -> int:
+    def raw_size_of(self, stored: bytes | bytearray | memoryview) -> int:
         """The raw size a stored object claims (checked by ``decode``): CorruptBlob if none."""
         return len(stored) if self.codecs is None else blob_codec.raw_size_of(stored)
 
-    def decode(self, stored: bytes, raw_size: int) -> bytes | bytearray | memoryview:
+    def decode(self, stored: bytes | bytearray | memoryview, raw_size: int) -> bytes | bytearray | memoryview:
         """The chunk's raw bytes from its stored object: blob_codec.CorruptBlob if they cannot be
         ``raw_size`` bytes (their digest is checked by the caller). A delta blob (format 3, codec
         4) is refused as corrupt until deltas are decoded."""

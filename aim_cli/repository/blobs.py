@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import blake3
 
@@ -24,6 +25,8 @@ from aim_cli.repository.edges import Edges
 from aim_cli.repository.keys import list_objects
 from aim_cli.repository.meta import RepoMeta
 from aim_cli.repository.parallel import map_parallel
+
+_B = TypeVar("_B", bound="bytes | bytearray | memoryview")
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class Blobs:
         carry its digest."""
         where = f" (needed by {context})" if context else ""
         fmt = self.meta.format()
-        stored = self._get_stored(digest, fmt.max_stored_size(size), where)
+        stored = self._get_stored_once(digest, fmt.max_stored_size(size), where)
         data, fetched = self._decoded(digest, stored, size, where, base_source)
         return data, len(stored) + fetched
 
@@ -95,9 +98,17 @@ class Blobs:
             return None
         return data, len(stored)
 
+    def _get_stored_once(self, digest: str, max_size: int, where: str) -> Bytes:
+        """``_get_stored`` of a blob read to be decoded and dropped: the backend may keep it out of
+        its caches and hand it over as any bytes-like object (Backend.get_once)."""
+        return self._stored(digest, max_size, where, self.backend.get_once)
+
     def _get_stored(self, digest: str, max_size: int, where: str) -> bytes:
+        return self._stored(digest, max_size, where, self.backend.get)
+
+    def _stored(self, digest: str, max_size: int, where: str, read: Callable[[str, int], _B]) -> _B:
         try:
-            return self.backend.get(blob_key(digest), max_size=max_size)
+            return read(blob_key(digest), max_size)
         except KeyNotFoundError:
             raise BlobMissingError(
                 f"blob {digest} is missing from repository {self.name!r}{where}",
@@ -112,7 +123,7 @@ class Blobs:
     def _decoded(
         self,
         digest: str,
-        stored: bytes,
+        stored: Bytes,
         size: int,
         where: str,
         base_source: BaseSource | None = None,
@@ -135,7 +146,7 @@ class Blobs:
         return data, fetched
 
     def _decode_chain(
-        self, digest: str, stored: bytes, size: int, base_source: BaseSource | None, read_bases: list | None = None
+        self, digest: str, stored: Bytes, size: int, base_source: BaseSource | None, read_bases: list | None = None
     ) -> tuple[Bytes, int]:
         """``read_bases``: a list to which each base's (digest, stored object) is appended as read."""
         fmt = self.meta.format()

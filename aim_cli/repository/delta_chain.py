@@ -43,7 +43,7 @@ class BrokenChain(Exception):
         self.missing = missing
 
 
-def is_delta(stored: bytes) -> bool:
+def is_delta(stored: Bytes) -> bool:
     """Whether a stored object is a delta blob (codec 4) by its header; ``base_of`` checks the rest."""
     return len(stored) > 4 and stored[:4] == MAGIC and stored[4] == DELTA_CODEC
 
@@ -58,13 +58,13 @@ def _base(base: str, holder: str, name: str) -> str:
 
 def decode_chain(
     name: str,
-    blob: bytes,
+    blob: Bytes,
     size: int,
     *,
     max_depth: int,
-    read: Callable[[str], bytes],
-    raw_size_of: Callable[[bytes], int],
-    decode_plain: Callable[[bytes, int], Bytes],
+    read: Callable[[str], Bytes],
+    raw_size_of: Callable[[Bytes], int],
+    decode_plain: Callable[[Bytes, int], Bytes],
     base_source: BaseSource | None = None,
 ) -> tuple[Bytes, int]:
     """(the raw bytes of the delta blob ``blob`` named ``name``, of ``size`` bytes; the stored
@@ -100,7 +100,7 @@ def decode_chain(
     return raw, fetched
 
 
-def _base_named(delta: bytes, holder: str, name: str, chain: list[str]) -> str:
+def _base_named(delta: Bytes, holder: str, name: str, chain: list[str]) -> str:
     try:
         base = base_of(delta[:DELTA_HEADER_SIZE])
     except CorruptBlob as e:
@@ -124,7 +124,7 @@ def _local_base(base_source: BaseSource | None, base: str, size: int) -> Bytes |
     return raw
 
 
-def _read_base(read: Callable[[str], bytes], base: str, holder: str, name: str, size: int) -> bytes:
+def _read_base(read: Callable[[str], Bytes], base: str, holder: str, name: str, size: int) -> Bytes:
     try:
         return read(base)
     except KeyNotFoundError:
@@ -133,7 +133,7 @@ def _read_base(read: Callable[[str], bytes], base: str, holder: str, name: str, 
         raise BrokenChain(f"{_base(base, holder, name)} is larger than any blob of a {size}-byte chunk") from None
 
 
-def _check_size(raw_size_of, stored: bytes, base: str, holder: str, name: str, size: int) -> None:
+def _check_size(raw_size_of, stored: Bytes, base: str, holder: str, name: str, size: int) -> None:
     try:
         base_size = raw_size_of(stored)
     except CorruptBlob as e:
@@ -142,7 +142,7 @@ def _check_size(raw_size_of, stored: bytes, base: str, holder: str, name: str, s
         raise BrokenChain(f"{_base(base, holder, name)} holds {base_size} bytes, not {size}")
 
 
-def _whole_base(decode_plain, stored: bytes, base: str, holder: str, name: str, size: int) -> Bytes:
+def _whole_base(decode_plain, stored: Bytes, base: str, holder: str, name: str, size: int) -> Bytes:
     try:
         raw = decode_plain(stored, size)
     except CorruptBlob as e:

@@ -7,6 +7,7 @@ to ``backend_factory``.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import pytest
 
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.local import LocalBackend
-from aim_cli.errors import KeyNotFoundError
+from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError
 from tests.s3_fixtures import S3_SERVERS, s3_location, s3_region
 
 #: Enough parallel requests to keep the S3 server busy; local writes do not mind.
@@ -105,6 +106,35 @@ def test_get_missing_raises_key_not_found(backend):
     backend.put("blobs/00/other", b"x")  # a neighbour existing changes nothing
     with pytest.raises(KeyNotFoundError):
         backend.get("blobs/00/does-not-exist")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4097, 256 * 1024, 256 * 1024 + 1, 5 * 1024 * 1024 + 3])
+def test_get_once_gives_the_bytes_get_gives_with_its_bounds(backend, size):
+    """``get_once``: the same bytes and errors as ``get``, as any bytes-like object (local: read
+    around the page cache when it holds none of the object, tests/backends/test_uncached_read.py)."""
+    data = payload(size, seed=size)
+    backend.put("blobs/ab/once", data)
+    _drop_cached(backend, "blobs/ab/once")
+    assert bytes(backend.get_once("blobs/ab/once", max_size=size)) == data
+    assert bytes(backend.get_once("blobs/ab/once", max_size=size + 4096)) == data
+    assert bytes(backend.get_once("blobs/ab/once")) == data
+    if size:
+        with pytest.raises(ObjectTooLargeError):
+            backend.get_once("blobs/ab/once", max_size=size - 1)
+    with pytest.raises(KeyNotFoundError):
+        backend.get_once("blobs/ab/missing", max_size=size)
+
+
+def _drop_cached(backend, key: str) -> None:
+    """For a local backend, the object's pages out of the page cache (written back first)."""
+    if isinstance(backend, LocalBackend):
+        path = backend.root / key
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def test_get_prefix_reads_the_first_bytes_only(backend):

@@ -232,6 +232,9 @@ class S3Backend(AccessChecked):
             return self._runner.run(f"reading {key}", request, hedged="GET")
         return self._transfer(max_size, f"reading {key}", request, "GET")
 
+    def get_once(self, key: str, max_size: int | None = None) -> bytes:
+        return self.get(key, max_size)  # an S3 read passes through no cache of ours
+
     @read
     def get_prefix(self, key: str, n: int) -> bytes:
         full = self._key(key)
