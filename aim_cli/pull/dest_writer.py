@@ -22,12 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aim_cli.backends.local import WRITEBACK_MIN_BYTES
 from aim_cli.errors import StorageError, UsageError
 from aim_cli.pull.case import check_case_clashes
 from aim_cli.pull.dest_access import DestDirs, check_work_dir, dest_error, is_repository, open_regular, scan_partials
 from aim_cli.pull.dest_lock import DestLock
 from aim_cli.pull.layout import CASE_PROBE, PARTIAL_DIR, PARTIAL_MODE, WORK_DIR, DestFacts
-from aim_cli.util.fs import display_path, drop_cached, fsync_dir, sync_filesystem
+from aim_cli.util.fs import display_path, drop_cached, fsync_dir, start_writeback, sync_filesystem
 
 if TYPE_CHECKING:
     from aim_cli.pull.plan import FilePlan
@@ -245,14 +246,22 @@ def truncate_partial(plan: FilePlan) -> None:
 def write_at(path: str | Path, offset: int, data: bytes, *, whole: bool = False) -> None:
     """Write a chunk at its offset, creating the partial file on its first write. Files are
     opened per write, not held open: a model of many files would exhaust the descriptor limit.
-    ``whole``: ``data`` is the entire file; whatever the partial held before is cut off."""
+    ``whole``: ``data`` is the entire file; whatever the partial held before is cut off.
+
+    The writeback of a large chunk starts as it is written. Started per file once the file was
+    verified, it was a burst of a whole shard's writes, and the disk served the other threads'
+    reads behind it: a cold pull of 1 GiB idled both cores at each of its four shards' ends
+    (median of 6 alternating runs: 1.80 s, now 1.56 s, the same CPU)."""
     try:
         fd = open_regular(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if whole else 0))
         try:
             view = memoryview(data)
+            start, size = offset, view.nbytes
             while view:
                 n = os.pwrite(fd, view, offset)
                 view, offset = view[n:], offset + n
+            if size >= WRITEBACK_MIN_BYTES:
+                start_writeback(fd, start, size)
         finally:
             os.close(fd)
     except OSError as e:

@@ -535,8 +535,8 @@ class _Assembler:
                 f"{plan.entry.path} does not match its digest after assembly",
                 "the destination disk may be failing; rerun the pull",
             )
-        # Verified (the bytes read back came from the page cache): start its writeback now, so the disk
-        # writes it while other files are fetched and the final syncfs waits only for the rest.
+        # Verified: start the writeback of what is left of it (chunks written from memory started
+        # theirs as they were written, dest_writer.write_at), so the final syncfs waits for little.
         fd = open_regular(plan.partial, os.O_RDONLY)
         try:
             start_writeback(fd)

@@ -47,8 +47,9 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting for them.
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to start writing a file's dirty pages now (those of ``length`` bytes from
+    ``offset``; 0: to the end), without waiting for them.
 
     With gigabytes of RAM, nothing is written back until the final syncfs, which then waits for
     all of it; started early, the disk works while the transfer goes on (push v1 of 1 GiB:
@@ -56,7 +57,7 @@ def start_writeback(fd: int) -> None:
     pages and drops only pages already clean. A no-op where posix_fadvise does not exist."""
     if hasattr(os, "posix_fadvise"):
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass  # advice only
 

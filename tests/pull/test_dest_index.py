@@ -292,3 +292,27 @@ def test_an_update_in_place_killed_with_sigkill_resumes(tmp_path):
     assert rerun.returncode == 0, describe(rerun)
     assert file_contents(dest) == file_contents(v2) and work_files(dest) == []
     assert aim("model", "verify", "r", "m", "--tag", "v2", "--local", dest).returncode == 0
+
+
+def test_a_large_chunk_written_starts_its_writeback_at_once(tmp_path):
+    """dest_writer.write_at: a chunk of 256 KiB or more leaves no page dirty in the cache
+    (cachestat(2)): its writeback started as it was written, not in one burst per file later.
+    A small one is left to the batched sync."""
+    from aim_cli.backends.uncached_read import _SYS_CACHESTAT, _cachestat
+    from aim_cli.pull.dest_writer import write_at
+
+    syscall, cache_range, counts = _cachestat()
+
+    def dirty_pages(path) -> int:
+        found = counts()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert syscall(_SYS_CACHESTAT, fd, cache_range(0, 0), found, 0) == 0
+        finally:
+            os.close(fd)
+        return found[1]
+
+    write_at(tmp_path / "large", 0, random_bytes(2 * MiB, 30))
+    write_at(tmp_path / "small", 0, random_bytes(64 * 1024, 31))
+    assert dirty_pages(tmp_path / "large") < 2 * MiB // 4096 // 8  # started: almost none left dirty
+    assert dirty_pages(tmp_path / "small") == 64 * 1024 // 4096
