@@ -208,16 +208,15 @@ class LocalBackend:
             return self.get(key)
         try:
             fd, st = self._open_regular(key)
-            try:
+            with open(fd, "rb") as f:
                 if st.st_size > max_size:
                     raise ObjectTooLargeError(key, max_size)  # refused unread
-                data = read_uncached(fd, st.st_size, min(st.st_size, max_size) + 1)
-            finally:
-                os.close(fd)
+                limit = min(st.st_size, max_size) + 1  # as get: a file grown meanwhile shows
+                data: Bytes | None = read_uncached(fd, st.st_size, limit)
+                if data is None:  # small, cached, or direct reads cannot be had here
+                    data = f.read(limit)
         except OSError as e:
             raise self._storage_error(e, f"reading {key}") from None
-        if data is None:
-            return self.get(key, max_size)
         if len(data) > max_size:
             raise ObjectTooLargeError(key, max_size)
         return data
