@@ -316,3 +316,35 @@ def test_a_large_chunk_written_starts_its_writeback_at_once(tmp_path):
     write_at(tmp_path / "small", 0, random_bytes(64 * 1024, 31))
     assert dirty_pages(tmp_path / "large") < 2 * MiB // 4096 // 8  # started: almost none left dirty
     assert dirty_pages(tmp_path / "small") == 64 * 1024 // 4096
+
+
+def test_renames_on_threads_keep_each_files_stat_and_a_refused_directory_keeps_no_other_file_back(tmp_path):
+    """dest_writer.commit_files renames on several threads: each stat returned is its own file's,
+    in order; a directory that became a symlink is refused (nothing written through it) while
+    the other verified files still get their names."""
+    from aim_cli.errors import UsageError
+    from aim_cli.format import manifest as mf
+    from aim_cli.pull.dest_writer import commit_files
+    from aim_cli.pull.plan import FilePlan
+
+    dest = tmp_path / "dest"
+    (dest / ".aim" / "partial").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    plans = []
+    for i, path in enumerate(["a.bin", "d/b.bin", "c.bin", "trap/x.bin", "e.bin", "f.bin"]):
+        data = random_bytes(100 + i, 40 + i)
+        partial = dest / ".aim" / "partial" / f"p{i}"
+        partial.write_bytes(data)
+        entry = mf.FileEntry(path, len(data), 0o640, blake3.blake3(data).hexdigest(), [])
+        plans.append(FilePlan(entry, str(dest / path), str(partial), []))
+    placed = [p for p in plans if not p.entry.path.startswith("trap/")]
+    stats = commit_files(dest, placed)
+    assert [s.st_size for s in stats] == [100, 101, 102, 104, 105]
+    assert [s.st_ino for s in stats] == [os.stat(dest / p.entry.path).st_ino for p in placed]
+    for p in plans[:3]:  # put them back as partial files, then refuse one directory
+        os.replace(p.final, p.partial)
+    os.symlink(tmp_path / "elsewhere", dest / "trap")
+    with pytest.raises(UsageError, match="symlink"):
+        commit_files(dest, [plans[3], *plans[:3]])  # the refused one first
+    assert [(dest / p.entry.path).exists() for p in plans[:3]] == [True, True, True]
+    assert os.listdir(tmp_path / "elsewhere") == []
