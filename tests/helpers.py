@@ -535,3 +535,13 @@ def write_pki(directory: Path, key, *, leaf_usage: bool = True) -> tuple[Path, P
         paths.append(directory / f"{name}.crt")
         paths[-1].write_bytes(c.public_bytes(serialization.Encoding.PEM))
     return tuple(paths)
+
+
+def drop_from_page_cache(path) -> None:
+    """The file's bytes on disk and none of its pages in the page cache (a cold read next)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

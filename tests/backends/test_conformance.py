@@ -7,7 +7,6 @@ to ``backend_factory``.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ import pytest
 from aim_cli.backends.base import Backend, ObjectInfo
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import KeyNotFoundError, ObjectTooLargeError
+from tests.helpers import drop_from_page_cache
 from tests.s3_fixtures import S3_SERVERS, s3_location, s3_region
 
 #: Enough parallel requests to keep the S3 server busy; local writes do not mind.
@@ -128,13 +128,7 @@ def test_get_once_gives_the_bytes_get_gives_with_its_bounds(backend, size):
 def _drop_cached(backend, key: str) -> None:
     """For a local backend, the object's pages out of the page cache (written back first)."""
     if isinstance(backend, LocalBackend):
-        path = backend.root / key
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_from_page_cache(backend.root / key)
 
 
 def test_get_prefix_reads_the_first_bytes_only(backend):

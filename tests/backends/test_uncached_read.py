@@ -16,18 +16,15 @@ from aim_cli.backends.uncached_read import ALIGN, MIN_SIZE, _cached_pages, read_
 from aim_cli.pull.pipeline import pull
 from aim_cli.push import push
 from aim_cli.repository import Repository
-from tests.helpers import file_contents, random_bytes, write_model
+from tests.helpers import drop_from_page_cache, file_contents, random_bytes, write_model
 
 MiB = 1 << 20
 
 
 def _write_cold(path, data: bytes) -> None:
     """``data`` on disk and none of its pages in the page cache."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    path.write_bytes(data)
+    drop_from_page_cache(path)
 
 
 def _first_page_cached(path) -> bool:

@@ -19,7 +19,7 @@ from aim_cli.format import delta_codec
 from aim_cli.format.layout import blob_key
 from aim_cli.pull.pipeline import dry_run, pull
 from aim_cli.repository import Repository
-from tests.helpers import file_contents, safetensors_bytes
+from tests.helpers import drop_from_page_cache, file_contents, safetensors_bytes
 
 ROWS, COLS = 1024, 1024  # 2 MiB of bf16: two 1 MiB chunks of a tensor cut every tensor_chunk_bytes
 
@@ -163,26 +163,15 @@ def test_copy_of_the_older_version_alone_brings_the_bases_of_its_deltas(f3):
 def test_delta_blobs_read_around_the_page_cache_decode_as_any_other(f3):
     """Cold blobs come back from a local repository as memoryviews of a direct read
     (backends/uncached_read.py); a delta chain decodes from them byte for byte."""
-    import os
-
     repo, tmp = f3
     assert _reencode_older(repo, "v1", "v2") == 2
     delta = blob_key(max(repo.get_version("m", "v1").manifest.files[0].chunks, key=lambda c: c[1])[0])
     assert delta_codec.base_of(repo.backend.get_prefix(delta, delta_codec.DELTA_HEADER_SIZE)) is not None
     for blob in (tmp / "repo" / "blobs").rglob("*"):
         if blob.is_file():
-            fd = os.open(blob, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+            drop_from_page_cache(blob)
     r = pull(repo, "m", tmp / "cold", tag="v1")
     assert file_contents(tmp / "cold") == file_contents(tmp / "v1") and r.fetched_chunks >= 2
     # It did read around the cache: a delta blob, dropped again, comes back as a direct read's view.
-    fd = os.open(tmp / "repo" / delta, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    drop_from_page_cache(tmp / "repo" / delta)
     assert isinstance(repo.backend.get_once(delta, max_size=4 << 20), memoryview)
