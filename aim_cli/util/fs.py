@@ -63,13 +63,10 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
 
 
 def drop_cached(fd: int, offset: int, length: int) -> None:
-    """Drop the clean cached pages of a range of a file no one will read again (advice only:
-    dirty pages are left, a no-op where posix_fadvise does not exist)."""
-    if hasattr(os, "posix_fadvise"):
-        try:
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
+    """Drop the clean cached pages of a range of a file no one will read again. The same advice
+    as ``start_writeback`` (POSIX_FADV_DONTNEED drops clean pages and starts the writeback of
+    dirty ones), named for what a caller of clean pages wants of it."""
+    start_writeback(fd, offset, length)
 
 
 def directory_argument(value: str | os.PathLike, what: str) -> Path:
