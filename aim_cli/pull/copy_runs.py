@@ -75,8 +75,8 @@ def plan_copies(
 
 
 def segments(runs: list[CopyRun], share: int) -> list[list[CopyRun]]:
-    """``runs`` cut into consecutive groups of about ``share`` bytes each (at least one group),
-    one task each."""
+    """``runs`` cut into consecutive groups of about ``share`` bytes each, one task each (none
+    for no runs, else at least one)."""
     total = sum(r.size for r in runs)
     if not runs:
         return []
