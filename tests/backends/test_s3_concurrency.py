@@ -160,6 +160,30 @@ def test_the_gate_admits_within_the_limit_and_the_memory_budget():
     assert gate.running == 0 and gate.most_running == 2
 
 
+class RecordingConcurrency(Concurrency):
+    """A Concurrency that remembers the bytes of every completed transfer it was told of."""
+
+    def __init__(self, ceiling: int):
+        super().__init__(ceiling)
+        self.moved: list[int] = []
+
+    def completed(self, nbytes: int) -> None:
+        self.moved.append(nbytes)
+        super().completed(nbytes)
+
+
+def test_the_gate_counts_what_a_transfer_moved_not_the_most_it_could():
+    """A GET is admitted by its bound (a manifest's is 256 MiB): counted as moved, that bound made
+    a pull's first window look like 1.2 GB/s, and the doubling after it look as if it had not
+    paid. What a transfer says it moved is what counts; its size, when it says nothing."""
+    gate = TransferGate(RecordingConcurrency(8))
+    with gate.admit(256 * MiB) as admitted:
+        admitted.moved = 1234
+    with gate.admit(3 * MiB):
+        pass
+    assert gate.concurrency.moved == [1234, 3 * MiB]
+
+
 def may_start(gate: TransferGate, size: int) -> bool:
     """Whether a transfer of ``size`` arriving now would start at once."""
     ticket = object()
@@ -186,6 +210,17 @@ def test_a_pull_under_the_gate_completes_within_the_ceiling(s3_endpoint, s3_buck
     assert 1 <= put_most <= 3
     assert 1 <= backend.gate.most_running <= 3
     assert backend.gate.concurrency.ceiling == 3
+
+
+def test_a_bounded_get_counts_the_bytes_it_read(s3_endpoint, s3_bucket):
+    backend = S3Backend(s3_bucket, "repo", endpoint_url=s3_endpoint, region=s3_region(), max_connections=3)
+    try:
+        backend.gate.concurrency = RecordingConcurrency(3)
+        backend.put("small", b"x" * 1000)
+        assert backend.get("small", max_size=256 * MiB) == b"x" * 1000
+    finally:
+        backend.close()
+    assert backend.gate.concurrency.moved == [1000, 1000]  # the PUT, then the GET: its bytes, not its bound
 
 
 @MOTO_ONLY  # the proxy answers the 503 itself

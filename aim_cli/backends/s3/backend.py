@@ -154,11 +154,13 @@ class S3Backend(AccessChecked):
             self.gate.throttled()
 
     def _transfer(self, size: int, action: str, request, hedged: str):
-        """A GET or PUT of data, run when the gate admits it. A request whose hedges straggled too
-        (resilience.py's HEDGES_OF_CONGESTION) is trouble for the gate; one that a hedge fixed is
-        not: that was one connection's fault (concurrency.py)."""
-        with self.gate.admit(size):
-            return self._runner.run(action, request, hedged=hedged, size=size, congested=self.gate.troubled)
+        """A GET or PUT of data, run when the gate admits it; a GET counts what it read, not its
+        bound. A request whose hedges straggled too (resilience.py's HEDGES_OF_CONGESTION) is
+        trouble for the gate; one a hedge fixed is not: that was one connection's fault."""
+        with self.gate.admit(size) as admitted:
+            result = self._runner.run(action, request, hedged=hedged, size=size, congested=self.gate.troubled)
+            admitted.moved = len(result) if isinstance(result, bytes) else size
+            return result
 
     def _key(self, key: str) -> str:
         # The same rule as the local backend, so a key valid on one is valid on the other.

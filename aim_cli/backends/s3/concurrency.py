@@ -159,6 +159,19 @@ class Concurrency:
         self._start_window(now)
 
 
+class Admitted:
+    """A transfer the gate let through. ``moved``: the bytes it moved, for the throughput the
+    limit follows. A GET is admitted by the most it may read: a manifest's bound is 256 MiB,
+    and counting that as moved made the first window of a pull look like 1.2 GB/s, so the
+    doubling that followed looked as if it had not paid, was undone, and the pull stayed at 4
+    streams of a link that rewarded 16 (`benchmarks/s3_bench.py --link`)."""
+
+    __slots__ = ("moved",)
+
+    def __init__(self, size: int):
+        self.moved = size
+
+
 class TransferGate:
     """Admits transfers under ``concurrency``'s limit and the memory budget, first come first
     served; feeds it what they showed. Thread-safe."""
@@ -178,9 +191,10 @@ class TransferGate:
         return self.running == 0 or self._bytes + size <= self.budget
 
     @contextmanager
-    def admit(self, size: int) -> Iterator[None]:
+    def admit(self, size: int) -> Iterator[Admitted]:
         """Hold a place among the transfers running while the block runs: waits for its turn.
-        A block that completes counts ``size`` bytes moved."""
+        ``size`` is the most the transfer may move (what the budget reserves); a block that
+        completes counts the bytes it says it moved (``Admitted.moved``, ``size`` unless set)."""
         ticket = object()
         with self._changed:
             self._queue.append(ticket)
@@ -192,16 +206,16 @@ class TransferGate:
             self.running += 1
             self._bytes += size
             self.most_running = max(self.most_running, self.running)
-        done = False
+        admitted, done = Admitted(size), False
         try:
-            yield
+            yield admitted
             done = True
         finally:
             with self._changed:
                 self.running -= 1
                 self._bytes -= size
                 if done:
-                    self.concurrency.completed(size)
+                    self.concurrency.completed(admitted.moved)
                 self._changed.notify_all()
 
     def throttled(self) -> None:
