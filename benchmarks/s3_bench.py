@@ -35,8 +35,10 @@ in RAM there too) and prints one table per server and their ratio RGW / moto.
 default) against ``rclone copy`` of the same files stored as plain objects in the same server,
 with rclone's default flags, and ``restic restore`` of a snapshot of them, each tool when
 installed; the order of the tools rotates between runs. Each side is a separate process, timed
-from its start to its exit, and its peak RSS is read from its rusage. The table reports the
-median of ``--runs`` runs; ratio = the tool's time / rclone's (below 1: faster). With ``--rgw``
+from its start to its exit; its peak RSS and CPU seconds come from GNU time, and the share of
+the machine's CPUs busy meanwhile (the tool, the proxy and the server) from /proc/stat: near
+100%, the machine binds, not the link. The table reports the median of ``--runs`` runs; ratio =
+the tool's time / rclone's (below 1: faster). With ``--rgw``
 the same race runs a second time against Ceph RGW behind the same proxy, and the last line gives
 each tool's time on RGW / on moto.
 """
@@ -55,6 +57,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -313,14 +316,15 @@ class Bench:
 
 
 # -- a distant store: aim_cli against rclone and restic ----------------------------------------------------
-def timed_child(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[float, int]:
-    """(seconds, peak RSS in bytes) of one child process, which must succeed. The RSS comes from
-    GNU time: a rusage read here would count the pages of this process that the child shared
-    between its fork and its exec."""
-    with tempfile.NamedTemporaryFile("r") as rss:
+def timed_child(argv: list[str], env: dict, cwd: Path | None = None) -> Child:
+    """One child process, which must succeed, timed from its start to its exit. The RSS and CPU
+    come from GNU time: a rusage read here would count the pages of this process that the child
+    shared between its fork and its exec."""
+    with tempfile.NamedTemporaryFile("r") as usage:
+        machine = machine_busy()
         started = time.perf_counter()
         subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv],
+            ["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *argv],
             env=env,
             cwd=cwd,
             check=True,
@@ -328,7 +332,39 @@ def timed_child(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[fl
             stdout=subprocess.DEVNULL,
         )
         seconds = time.perf_counter() - started
-        return seconds, int(rss.read().split()[-1]) * 1024
+        rss, user, system = usage.read().split()[-3:]
+        return Child(seconds, int(rss) * 1024, float(user) + float(system), machine())
+
+
+@dataclass
+class Child:
+    seconds: float
+    rss: int  # peak, bytes
+    cpu: float  # user + system seconds of the child
+    busy: float  # share of all the machine's CPUs busy meanwhile (the child, the proxy, the server)
+
+
+def machine_busy() -> Callable[[], float]:
+    """A function giving the share of the machine's CPU time spent busy since this call
+    (/proc/stat: everything but idle and iowait); nan where there is no /proc/stat."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except OSError:
+            return None
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    before = sample()
+
+    def since() -> float:
+        after = sample()
+        if before is None or after is None or after[1] == before[1]:
+            return float("nan")
+        return (after[0] - before[0]) / (after[1] - before[1])
+
+    return since
 
 
 class LinkBench:
@@ -379,8 +415,8 @@ class LinkBench:
             f'endpoint_url: "{endpoint}", region: us-east-1}}\n'
         )
 
-    def pull(self, tool: str, dest: Path) -> tuple[float, int]:
-        """One cold pull into ``dest`` (absent), through the proxy: (seconds, peak RSS)."""
+    def pull(self, tool: str, dest: Path) -> Child:
+        """One cold pull into ``dest`` (absent), through the proxy."""
         if tool == "aim_cli":
             jobs = ["--jobs", str(self.args.jobs)] if self.args.jobs_given else []
             argv = [str(AIM), "--config", str(self.config), "model", "pull", "bench", "m", str(dest), "--tag", "v1"]
@@ -390,21 +426,20 @@ class LinkBench:
         repo = f"s3:{self.shaped}/{self.bucket}/restic"
         return timed_child(["restic", "-r", repo, "restore", "latest", "--target", str(dest)], self.env)
 
-    def run(self) -> dict[str, tuple[list[float], list[int]]]:
-        results: dict[str, tuple[list[float], list[int]]] = {t: ([], []) for t in self.tools}
+    def run(self) -> dict[str, list[Child]]:
+        results: dict[str, list[Child]] = {t: [] for t in self.tools}
         size = sum(p.stat().st_size for p in self.src.iterdir())
         for i in range(self.args.runs):
             order = self.tools[i % len(self.tools) :] + self.tools[: i % len(self.tools)]
             for tool in order:
                 dest = self.work / f"pulled-{tool}"
                 shutil.rmtree(dest, ignore_errors=True)
-                seconds, rss = self.pull(tool, dest)
+                child = self.pull(tool, dest)
                 got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".aim" not in p.parts)
                 assert got == size, (tool, got, size)  # the pull was real
                 shutil.rmtree(dest)
-                results[tool][0].append(seconds)
-                results[tool][1].append(rss)
-            line = ", ".join(f"{t} {results[t][0][-1]:.2f}s" for t in order)
+                results[tool].append(child)
+            line = ", ".join(f"{t} {results[t][-1].seconds:.2f}s" for t in order)
             print(f"link run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
         return results
 
@@ -444,24 +479,35 @@ def link_main(args, work: Path, size: int, file_size: int) -> None:
             f"Python {platform.python_version()}"
         )
         print()
-        print("| tool | seconds | MiB/s | peak RSS MB | time / rclone |")
-        print("|---|---:|---:|---:|---:|")
-        base = statistics.median(results["rclone"][0]) if "rclone" in results else None
-        for tool, (times, rss) in results.items():
-            t = statistics.median(times)
+        print("| tool | seconds | MiB/s | its CPU s | machine busy | peak RSS MB | time / rclone |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        base = _median(results["rclone"], "seconds") if "rclone" in results else None
+        for tool, runs in results.items():
+            t = _median(runs, "seconds")
             ratio = f"{t / base:.2f}x" if base else "n/a"
-            print(f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {max(rss) / 1e6:.0f} | {ratio} |")
+            print(
+                f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {_median(runs, 'cpu'):.2f} | "
+                f"{_median(runs, 'busy'):.0%} | {max(r.rss for r in runs) / 1e6:.0f} | {ratio} |"
+            )
         print()
+    print(
+        "its CPU: the tool's own user + system seconds; machine busy: the share of all CPUs busy while it "
+        "ran, the proxy's and the server's work included (near 100%: the machine, not the link, binds)."
+    )
     if len(tables) == 2:
         (moto, ceph) = tables.values()
         line = ", ".join(
-            f"{t} {statistics.median(ceph[t][0]) / statistics.median(moto[t][0]):.2f}x" for t in moto if t in ceph
+            f"{t} {_median(ceph[t], 'seconds') / _median(moto[t], 'seconds'):.2f}x" for t in moto if t in ceph
         )
         print(f"time on RGW / time on moto: {line}")
 
 
-def link_on(args, work: Path, endpoint: str) -> dict[str, tuple[list[float], list[int]]]:
-    """The link benchmark against one server at ``endpoint``: each tool's (times, peak RSS)."""
+def _median(runs: list[Child], figure: str) -> float:
+    return statistics.median(getattr(r, figure) for r in runs)
+
+
+def link_on(args, work: Path, endpoint: str) -> dict[str, list[Child]]:
+    """The link benchmark against one server at ``endpoint``: each tool's runs."""
     import shaping_proxy
 
     work.mkdir()

@@ -14,14 +14,24 @@ request begins when the client sends bytes while no request is pending; the next
 server's answer wait until ``--ttfb`` after that moment. The rate is paced piece by piece (at
 most 64 KiB), with no credit saved across idle time, so a burst never exceeds it. The proxy runs
 in a process of its own (``start``), so its work never competes with the timed process's GIL.
+
+How it moves the bytes: each direction of each connection is a thread that ``splice(2)``s from
+one socket into a pipe and from the pipe into the other socket. The bytes never enter Python
+and the GIL is released while they move, so the proxy costs the kernel's page moves and a few
+system calls per piece. Its first version copied every piece through asyncio's buffers: on 2
+CPUs that one Python thread capped the whole link at ~95 MiB/s (`s3_bench.py --link`), below the
+4 x 40 MB/s that rclone's four default streams should get, so the benchmark measured the proxy.
+Without splice (not Linux), the pieces go through ``recv_into``/``sendall``, still off the GIL.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,53 +48,100 @@ class Link:
         self.ttfb, self.rate = ttfb, rate
         self.asked: float | None = None
 
-    async def pump(self, reader, writer, *, answers: bool) -> None:
-        """Copy ``reader`` to ``writer`` at ``rate``; ``answers``: the server's side, whose first
-        bytes after a request wait for ``ttfb``; else the client's side, which marks requests."""
+    def pump(self, src: socket.socket, dst: socket.socket, *, answers: bool) -> None:
+        """Move ``src``'s bytes to ``dst`` at ``rate`` until either side ends; ``answers``: the
+        server's side, whose first bytes after a request wait for ``ttfb``; else the client's
+        side, which marks requests. Ending one direction ends the connection (both threads)."""
+        move = _Splicer(src, dst) if hasattr(os, "splice") else _Copier(src, dst)
         free_at = time.monotonic()
         try:
-            while data := await reader.read(PIECE):
+            while n := move.take():
                 now = time.monotonic()
                 if answers and self.asked is not None:
                     due, self.asked = self.asked + self.ttfb, None
                     if due > now:
-                        await asyncio.sleep(due - now)
+                        time.sleep(due - now)
                         now = time.monotonic()
                 elif not answers and self.asked is None:
                     self.asked = now
-                free_at = max(free_at, now) + len(data) / self.rate
-                writer.write(data)
-                await writer.drain()
+                free_at = max(free_at, now) + n / self.rate
+                move.give(n)
                 wait = free_at - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
-        except (ConnectionError, OSError):
+                    time.sleep(wait)
+        except OSError:
             pass
         finally:
-            try:
-                writer.close()
-            except (ConnectionError, OSError, RuntimeError):
-                pass
+            move.close()
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's thread
+                except OSError:
+                    pass
 
 
-async def serve(upstream: str, ttfb: float, rate: float, port: int = 0) -> None:
+class _Splicer:
+    """Socket to pipe to socket, in the kernel."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket):
+        self.src, self.dst = src.fileno(), dst.fileno()
+        self.pipe_r, self.pipe_w = os.pipe()
+
+    def take(self) -> int:
+        """Up to PIECE bytes of the source, held in the pipe; 0 at its end."""
+        return os.splice(self.src, self.pipe_w, PIECE, flags=os.SPLICE_F_MOVE)
+
+    def give(self, n: int) -> None:
+        while n:
+            n -= os.splice(self.pipe_r, self.dst, n, flags=os.SPLICE_F_MOVE)
+
+    def close(self) -> None:
+        os.close(self.pipe_r)
+        os.close(self.pipe_w)
+
+
+class _Copier:
+    """The same through a buffer, where there is no splice."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket):
+        self.src, self.dst = src, dst
+        self.buffer = memoryview(bytearray(PIECE))
+
+    def take(self) -> int:
+        return self.src.recv_into(self.buffer)
+
+    def give(self, n: int) -> None:
+        self.dst.sendall(self.buffer[:n])
+
+    def close(self) -> None:
+        pass
+
+
+def _connect(client: socket.socket, host: str, port: int, ttfb: float, rate: float) -> None:
+    try:
+        upstream = socket.create_connection((host, port))
+    except OSError:
+        client.close()
+        return
+    for s in (client, upstream):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    link = Link(ttfb, rate)
+    answers = threading.Thread(target=link.pump, args=(upstream, client), kwargs={"answers": True}, daemon=True)
+    answers.start()
+    link.pump(client, upstream, answers=False)
+    answers.join()
+    client.close()
+    upstream.close()
+
+
+def serve(upstream: str, ttfb: float, rate: float, port: int = 0) -> None:
     target = urlsplit(upstream)
-
-    async def handle(client_r, client_w) -> None:
-        try:
-            up_r, up_w = await asyncio.open_connection(target.hostname, target.port)
-        except OSError:
-            client_w.close()
-            return
-        link = Link(ttfb, rate)
-        await asyncio.gather(
-            link.pump(client_r, up_w, answers=False), link.pump(up_r, client_w, answers=True), return_exceptions=True
-        )
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=256)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    assert target.hostname is not None and target.port is not None, "the upstream URL needs a host and a port"
+    listener = socket.create_server(("127.0.0.1", port), backlog=256)
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_connect, args=(client, target.hostname, target.port, ttfb, rate), daemon=True).start()
 
 
 def start(upstream: str, ttfb: float = DEFAULT_TTFB, rate: float = DEFAULT_RATE) -> tuple[subprocess.Popen, str]:
@@ -111,7 +168,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
     args = ap.parse_args()
     try:
-        asyncio.run(serve(args.upstream, args.ttfb, args.rate, args.port))
+        serve(args.upstream, args.ttfb, args.rate, args.port)
     except KeyboardInterrupt:
         pass
 
