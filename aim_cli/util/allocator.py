@@ -13,6 +13,14 @@ otherwise adjusts as it goes), so that a freed buffer is reused by the next allo
 The memory kept is what the transfer's own buffers took at their peak, which the memory budgets
 of push and pull bound already (peak RSS is measured in `benchmarks/run.py`). It is process-wide,
 so it is applied by the command line (the process is aim_cli's), not by the library.
+
+It also caps glibc's arenas at ARENA_MAX. Each arena keeps its own freed memory, and glibc gives
+threads up to 8 arenas per CPU: an S3 pull's 32 threads, all busy once the transfer gate let them
+run at once, kept a chunk's buffers in each of 16 arenas. A cold pull of 1 GiB through
+`benchmarks/s3_bench.py --link` peaked at 222-233 MB of RSS, over the 200 MB a pull may take;
+with 2 arenas 137-138 MB, 4: 151-160, 8: 181-184, in the same time and CPU (2 runs each, 2 CPUs).
+Threads then share an arena's lock, held for a chunk buffer's malloc and free only: small objects
+come from Python's own allocator.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: Freed memory at the top of a heap is kept up to this much.
 TRIM_THRESHOLD = 256 * 1024 * 1024
+#: Arenas at most (see the module docstring).
+_M_ARENA_MAX = -8
+ARENA_MAX = 2
 #: Allocations up to this size come from the heaps, where freed memory is reused; glibc's largest
 #: allowed value on 64-bit systems (half of a thread heap's 64 MiB): every chunk is smaller.
 MMAP_THRESHOLD = 32 * 1024 * 1024
@@ -46,4 +57,11 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (_M_ARENA_MAX, ARENA_MAX),  # before any thread has an arena: the CLI calls this first
+            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        )
+    )
