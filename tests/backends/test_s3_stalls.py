@@ -499,5 +499,8 @@ def test_a_body_that_stops_is_replaced_when_no_hedge_slot_is_free(make_proxy, ba
     second_path = path_of(s3_bucket, "blobs/b0/second")
     assert proxy.seen["GET", second_path] == 2
     assert proxy.wait_until(lambda: any(path == second_path for _, path, *_ in proxy.stall_log))
-    # Closed by the client before its replacement was sent: a replacement, not a race.
-    assert [(end, seen) for _, path, _, end, seen in proxy.stall_log if path == second_path] == [("client", 1)]
+    # Closed by the client: a replacement (silent_closed above), not a race, where the silent copy
+    # would run on beside its twin. Whether the proxy's thread holding it sees that close before its
+    # other thread counts the replacement is up to the scheduler: on a loaded machine it may not
+    # (CI, 4 workers: seen 2), so the count at the close is not asserted.
+    assert [end for _, path, _, end, _ in proxy.stall_log if path == second_path] == ["client"]
