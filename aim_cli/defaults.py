@@ -7,7 +7,7 @@ Light on purpose: the CLI reads it at start-up, before it imports anything heavy
 DEFAULT_JOBS = 8
 
 
-#: The same for an S3 repository, where ``--jobs`` is a ceiling: the transfers start at 4 and grow
+#: The same for an S3 repository, where ``--jobs`` is a ceiling: the transfers start at 16 and grow
 #: while throughput grows, within a memory budget (backends/s3/concurrency.py).
 DEFAULT_S3_JOBS = 32
 

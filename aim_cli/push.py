@@ -83,7 +83,7 @@ class _Uploader:
         self._index = index
         self.progress = progress
         self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="aim-upload")
-        self.slots = threading.BoundedSemaphore(jobs * 2)
+        self.slots = UploadSlots(jobs * 2, UPLOAD_BUDGET)
         self.lock = threading.Lock()
         self.seen: set[str] = set()
         self.futures: list[Future] = []
@@ -114,11 +114,11 @@ class _Uploader:
         if not self._claim(chunk.digest):
             self.progress.advance(len(data))
             return
-        payload = _copied(data)  # the stream buffer is reused after this call returns
-        self.slots.acquire()
+        self.slots.acquire(len(data))
         if self.failed.is_set():
-            self.slots.release()
+            self.slots.release(len(data))
             raise _Aborted
+        payload = _copied(data)  # the stream buffer is reused after this call returns
         # Encoding (format 2 compresses) runs in the upload threads, beside the chunking threads.
         fut = self.pool.submit(self._store, chunk.digest, payload, chunk.element_size)
         with self.lock:
@@ -138,7 +138,7 @@ class _Uploader:
             self.failed.set()
             raise
         finally:
-            self.slots.release()
+            self.slots.release(len(payload))
 
     def _put_missing(self, digest: str, payload, element_size: int = 1) -> None:
         assert self._index is not None  # set before any upload (_offer waits for it)
@@ -165,6 +165,45 @@ class _Uploader:
     def close(self) -> None:
         self.failed.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Raw chunk bytes handed to the upload threads and not yet stored, at most (one chunk always
+#: passes). Each upload holds its chunk and, while it is stored, its encoded blob, and freed
+#: buffers are kept for the next chunk (util/allocator.py), so the peak RSS follows this budget.
+#: Counted in chunks alone (2 per thread), an S3 push's 32 threads held up to 64: 256 MiB of
+#: random data pushed through `benchmarks/s3_bench.py --link`'s proxy to moto peaked at 254-275 MB
+#: of RSS (305 MB to Ceph RGW before glibc's arenas were capped), over the 200 MB a transfer may
+#: take. With 16/24/32 MiB: 164-175, 182-193 and 206-215 MB (3 runs each), the time within the
+#: runs' spread; at 1 GiB, 173-177 MB with 16 and 201-206 MB with 24 (2 runs each). A local
+#: push's 8 chunks seldom reach 16 MiB: 1 GiB of benchmarks/run.py's data pushed in a median
+#: 1.73 s with it, 1.69 s without (5 alternating runs; 24 MiB: 1.68 s both).
+UPLOAD_BUDGET = 16 * 1024 * 1024
+
+
+class UploadSlots:
+    """Chunks handed to the upload threads and not yet stored: at most ``count`` of them and
+    ``budget`` bytes, except that one chunk always passes, whatever its size."""
+
+    def __init__(self, count: int, budget: int):
+        self.count, self.budget = count, budget
+        self.held = 0
+        self.bytes = 0
+        self._changed = threading.Condition()
+
+    def room_for(self, size: int) -> bool:
+        return self.held == 0 or (self.held < self.count and self.bytes + size <= self.budget)
+
+    def acquire(self, size: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.room_for(size))
+            self.held += 1
+            self.bytes += size
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.held -= 1
+            self.bytes -= size
+            self._changed.notify_all()
 
 
 def _copied(data: memoryview) -> memoryview:

@@ -165,3 +165,65 @@ def test_a_local_push_takes_the_cpus_plus_two_jobs_unless_told(tmp_path, monkeyp
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     api.push("local", "m", src, tag="v3", config=config)
     assert seen == [4, 8, DEFAULT_JOBS]
+
+
+def test_upload_slots_bound_chunks_and_bytes_and_always_pass_one():
+    from aim_cli.push import UploadSlots
+
+    slots = UploadSlots(3, 10)
+    assert slots.room_for(64)  # nothing held: a chunk larger than the budget still passes
+    slots.acquire(4)
+    slots.acquire(4)
+    assert not slots.room_for(4)  # 12 bytes > 10
+    assert slots.room_for(2)
+    slots.acquire(2)
+    assert not slots.room_for(0)  # 3 chunks held
+    slots.release(4)
+    assert slots.room_for(4) and (slots.held, slots.bytes) == (2, 6)
+
+
+def test_an_upload_waiting_for_room_goes_on_once_a_chunk_is_stored():
+    import threading
+
+    from aim_cli.push import UploadSlots
+
+    class Observed(UploadSlots):
+        refused = threading.Event()
+
+        def room_for(self, size):
+            room = super().room_for(size)
+            if not room:
+                self.refused.set()
+            return room
+
+    slots = Observed(8, 10)
+    slots.acquire(8)
+    waiter = threading.Thread(target=slots.acquire, args=(8,))
+    waiter.start()
+    assert slots.refused.wait(30)  # it found no room: 16 bytes > 10
+    assert waiter.is_alive()  # and waits, since nothing was released
+    slots.release(8)
+    waiter.join(30)
+    assert not waiter.is_alive() and (slots.held, slots.bytes) == (1, 8)
+
+
+def test_a_push_bounds_the_chunk_bytes_its_uploads_hold(repo, tmp_path, monkeypatch):
+    """The uploader is made with the byte budget: with a budget of one byte, one chunk at a time
+    is handed over, and the push still stores every chunk."""
+    import aim_cli.push as push_module
+
+    held = []
+    real = push_module.UploadSlots
+
+    class Recording(real):
+        def acquire(self, size):
+            super().acquire(size)
+            held.append((self.held, self.budget))
+
+    monkeypatch.setattr(push_module, "UPLOAD_BUDGET", 1)
+    monkeypatch.setattr(push_module, "UploadSlots", Recording)
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(os.urandom(6 << 20))
+    result = push(repo, "m", "v1", src)
+    assert result.new_chunks >= 2 and held and all(h == 1 and b == 1 for h, b in held)
