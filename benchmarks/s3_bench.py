@@ -40,7 +40,10 @@ the machine's CPUs busy meanwhile (the tool, the proxy and the server) from /pro
 100%, the machine binds, not the link. The table reports the median of ``--runs`` runs; ratio =
 the tool's time / rclone's (below 1: faster). With ``--rgw``
 the same race runs a second time against Ceph RGW behind the same proxy, and the last line gives
-each tool's time on RGW / on moto.
+each tool's time on RGW / on moto. ``--link --push`` also races pushes of the same files, each
+into a fresh prefix through the same proxy (emptied after each run, untimed): ``aim_cli model
+push`` against ``rclone copy`` to the server and ``restic backup`` (its repository initialised
+untimed); the files are random, so every byte is new to each.
 """
 
 from __future__ import annotations
@@ -443,6 +446,50 @@ class LinkBench:
             print(f"link run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
         return results
 
+    def push(self, tool: str, n: int) -> Child:
+        """One push of the files into a fresh prefix, through the proxy; the prefix is emptied
+        after (unshaped, untimed), so that the server's memory does not fill over the runs."""
+        prefix = f"up-{tool}-{n}"
+        if tool == "aim_cli":
+            config = self.work / f"{prefix}.yaml"
+            config.write_text(
+                f'repos:\n  bench: {{type: s3, path: "s3://{self.bucket}/{prefix}", '
+                f'endpoint_url: "{self.shaped}", region: us-east-1}}\n'
+            )
+            jobs = ["--jobs", str(self.args.jobs)] if self.args.jobs_given else []
+            argv = [str(AIM), "--config", str(config), "model", "push", "bench", "m", str(self.src), "--tag", "v1"]
+            child = timed_child([*argv, "--quiet", *jobs], self.env)
+        elif tool == "rclone":
+            child = timed_child(["rclone", "copy", str(self.src), f"bench:{self.bucket}/{prefix}"], self.env)
+        else:
+            repo = f"s3:{self.shaped}/{self.bucket}/{prefix}"
+            subprocess.run(["restic", "-r", repo, "init"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+            child = timed_child(["restic", "-r", repo, "backup", "."], self.env, cwd=self.src)
+        stored = drop_prefix(self.admin, self.bucket, prefix + "/")
+        assert stored >= sum(p.stat().st_size for p in self.src.iterdir()) * 0.99, (tool, stored)  # it was real
+        return child
+
+    def run_pushes(self) -> dict[str, list[Child]]:
+        results: dict[str, list[Child]] = {t: [] for t in self.tools}
+        for i in range(self.args.runs):
+            order = self.tools[i % len(self.tools) :] + self.tools[: i % len(self.tools)]
+            for tool in order:
+                results[tool].append(self.push(tool, i))
+            line = ", ".join(f"{t} {results[t][-1].seconds:.2f}s" for t in order)
+            print(f"link push run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
+        return results
+
+
+def drop_prefix(admin, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``; the bytes they held."""
+    total = 0
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects = page.get("Contents", ())
+        total += sum(o["Size"] for o in objects)
+        if objects:
+            admin.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in objects], "Quiet": True})
+    return total
+
 
 def on_servers(args, work: Path, run: Callable[[str, str], T]) -> dict[str, T]:
     """``run(server, endpoint)`` against a moto server, then (--rgw) against a Ceph RGW cluster,
@@ -467,47 +514,55 @@ def on_servers(args, work: Path, run: Callable[[str, str], T]) -> dict[str, T]:
 
 def link_main(args, work: Path, size: int, file_size: int) -> None:
     """The cold-pull race through the shaping proxy against moto, and with --rgw against Ceph RGW
-    too (the same files, the same proxy settings): one table per server."""
+    too (the same files, the same proxy settings): one table per server (and per race, --push)."""
     files = make_source(work / "src", size, file_size)
     tables = on_servers(args, work, lambda server, endpoint: link_on(args, work / server, endpoint))
     jobs = f"--jobs {args.jobs}" if args.jobs_given else "default --jobs"
-    for server, results in tables.items():
-        print(
-            f"cold pull of {size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB from {server} "
-            f"behind the shaping proxy ({args.ttfb * 1000:.0f} ms to first byte, {args.rate / 1e6:.0f} MB/s per "
-            f"connection); aim_cli {jobs}; median of {args.runs} runs; {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}"
-        )
-        print()
-        print("| tool | seconds | MiB/s | its CPU s | machine busy | peak RSS MB | time / rclone |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        base = _median(results["rclone"], "seconds") if "rclone" in results else None
-        for tool, runs in results.items():
-            t = _median(runs, "seconds")
-            ratio = f"{t / base:.2f}x" if base else "n/a"
+    for server, races in tables.items():
+        for race, results in races.items():
+            what = f"cold pull of {size / MiB:.0f} MiB in {len(files)} files of {file_size / MiB:.0f} MiB from"
+            if race == "push":
+                what = f"push of the same {size / MiB:.0f} MiB (random: all new) to"
             print(
-                f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {_median(runs, 'cpu'):.2f} | "
-                f"{_median(runs, 'busy'):.0%} | {max(r.rss for r in runs) / 1e6:.0f} | {ratio} |"
+                f"{what} {server} behind the shaping proxy ({args.ttfb * 1000:.0f} ms to first byte, "
+                f"{args.rate / 1e6:.0f} MB/s per connection); aim_cli {jobs}; median of {args.runs} runs; "
+                f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
             )
-        print()
+            print()
+            print_race(results, size)
     print(
         "its CPU: the tool's own user + system seconds; machine busy: the share of all CPUs busy while it "
         "ran, the proxy's and the server's work included (near 100%: the machine, not the link, binds)."
     )
     if len(tables) == 2:
-        (moto, ceph) = tables.values()
+        (moto, ceph) = (races["pull"] for races in tables.values())
         line = ", ".join(
             f"{t} {_median(ceph[t], 'seconds') / _median(moto[t], 'seconds'):.2f}x" for t in moto if t in ceph
         )
-        print(f"time on RGW / time on moto: {line}")
+        print(f"pull time on RGW / time on moto: {line}")
+
+
+def print_race(results: dict[str, list[Child]], size: int) -> None:
+    print("| tool | seconds | MiB/s | its CPU s | machine busy | peak RSS MB | time / rclone |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    base = _median(results["rclone"], "seconds") if "rclone" in results else None
+    for tool, runs in results.items():
+        t = _median(runs, "seconds")
+        ratio = f"{t / base:.2f}x" if base else "n/a"
+        print(
+            f"| {tool} | {t:.2f} | {size / MiB / t:.0f} | {_median(runs, 'cpu'):.2f} | "
+            f"{_median(runs, 'busy'):.0%} | {max(r.rss for r in runs) / 1e6:.0f} | {ratio} |"
+        )
+    print()
 
 
 def _median(runs: list[Child], figure: str) -> float:
     return statistics.median(getattr(r, figure) for r in runs)
 
 
-def link_on(args, work: Path, endpoint: str) -> dict[str, list[Child]]:
-    """The link benchmark against one server at ``endpoint``: each tool's runs."""
+def link_on(args, work: Path, endpoint: str) -> dict[str, dict[str, list[Child]]]:
+    """The link benchmark against one server at ``endpoint``: each tool's runs, by race ("pull",
+    and with --push "push")."""
     import shaping_proxy
 
     work.mkdir()
@@ -515,7 +570,10 @@ def link_on(args, work: Path, endpoint: str) -> dict[str, list[Child]]:
     try:
         bench = LinkBench(args, work, endpoint, shaped, work.parent / "src")
         bench.prepare()
-        return bench.run()
+        races = {"pull": bench.run()}
+        if args.push:
+            races["push"] = bench.run_pushes()
+        return races
     finally:
         shaper.terminate()
         shaper.wait()
@@ -532,6 +590,9 @@ def main() -> None:
         "--rgw", action="store_true", help="also run against Ceph's RADOS Gateway (tests/rgw.py); with --link too"
     )
     ap.add_argument("--link", action="store_true", help="cold pull through the shaping proxy, against rclone/restic")
+    ap.add_argument(
+        "--push", action="store_true", help="--link: also race pushes (aim_cli, rclone copy, restic backup)"
+    )
     ap.add_argument("--ttfb", type=float, default=0.030, help="--link: seconds to an answer's first byte (0.03)")
     ap.add_argument("--rate", type=float, default=40e6, help="--link: bytes/s per connection (40e6)")
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed at the end)")
