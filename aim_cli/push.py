@@ -115,12 +115,15 @@ class _Uploader:
             self.progress.advance(len(data))
             return
         self.slots.acquire(len(data))
-        if self.failed.is_set():
+        try:
+            if self.failed.is_set():
+                raise _Aborted
+            payload = _copied(data)  # the stream buffer is reused after this call returns
+            # Encoding (format 2 compresses) runs in the upload threads, beside the chunking threads.
+            fut = self.pool.submit(self._store, chunk.digest, payload, chunk.element_size)
+        except BaseException:  # not handed over: _store will not give its room back
             self.slots.release(len(data))
-            raise _Aborted
-        payload = _copied(data)  # the stream buffer is reused after this call returns
-        # Encoding (format 2 compresses) runs in the upload threads, beside the chunking threads.
-        fut = self.pool.submit(self._store, chunk.digest, payload, chunk.element_size)
+            raise
         with self.lock:
             self.futures.append(fut)
 
