@@ -412,11 +412,15 @@ class LinkBench:
             for argv in (["restic", "-r", repo, "init"], ["restic", "-r", repo, "backup", "."]):
                 subprocess.run(argv, env=self.env, cwd=self.src, check=True, stdout=subprocess.DEVNULL)
 
-    def write_config(self, endpoint: str) -> None:
-        self.config.write_text(
-            f'repos:\n  bench: {{type: s3, path: "s3://{self.bucket}/{PREFIX}", '
+    def write_config(self, endpoint: str, prefix: str = PREFIX, config: Path | None = None) -> Path:
+        """A model_repos.yaml naming repository "bench" at ``prefix`` of the bucket through
+        ``endpoint``, written to ``config`` (default: the race's own); its path."""
+        config = config or self.config
+        config.write_text(
+            f'repos:\n  bench: {{type: s3, path: "s3://{self.bucket}/{prefix}", '
             f'endpoint_url: "{endpoint}", region: us-east-1}}\n'
         )
+        return config
 
     def pull(self, tool: str, dest: Path) -> Child:
         """One cold pull into ``dest`` (absent), through the proxy."""
@@ -430,20 +434,29 @@ class LinkBench:
         return timed_child(["restic", "-r", repo, "restore", "latest", "--target", str(dest)], self.env)
 
     def run(self) -> dict[str, list[Child]]:
+        return self._race("link run", self._checked_pull)
+
+    def _checked_pull(self, tool: str, n: int) -> Child:
+        dest = self.work / f"pulled-{tool}"
+        shutil.rmtree(dest, ignore_errors=True)
+        child = self.pull(tool, dest)
+        got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".aim" not in p.parts)
+        assert got == self._size(), (tool, got)  # the pull was real
+        shutil.rmtree(dest)
+        return child
+
+    def _size(self) -> int:
+        return sum(p.stat().st_size for p in self.src.iterdir())
+
+    def _race(self, label: str, one: Callable[[str, int], Child]) -> dict[str, list[Child]]:
+        """``one(tool, run)`` of every tool, ``--runs`` times, the order rotating between runs."""
         results: dict[str, list[Child]] = {t: [] for t in self.tools}
-        size = sum(p.stat().st_size for p in self.src.iterdir())
         for i in range(self.args.runs):
             order = self.tools[i % len(self.tools) :] + self.tools[: i % len(self.tools)]
             for tool in order:
-                dest = self.work / f"pulled-{tool}"
-                shutil.rmtree(dest, ignore_errors=True)
-                child = self.pull(tool, dest)
-                got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and ".aim" not in p.parts)
-                assert got == size, (tool, got, size)  # the pull was real
-                shutil.rmtree(dest)
-                results[tool].append(child)
+                results[tool].append(one(tool, i))
             line = ", ".join(f"{t} {results[t][-1].seconds:.2f}s" for t in order)
-            print(f"link run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
+            print(f"{label} {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
         return results
 
     def push(self, tool: str, n: int) -> Child:
@@ -451,11 +464,7 @@ class LinkBench:
         after (unshaped, untimed), so that the server's memory does not fill over the runs."""
         prefix = f"up-{tool}-{n}"
         if tool == "aim_cli":
-            config = self.work / f"{prefix}.yaml"
-            config.write_text(
-                f'repos:\n  bench: {{type: s3, path: "s3://{self.bucket}/{prefix}", '
-                f'endpoint_url: "{self.shaped}", region: us-east-1}}\n'
-            )
+            config = self.write_config(self.shaped, prefix, self.work / f"{prefix}.yaml")
             jobs = ["--jobs", str(self.args.jobs)] if self.args.jobs_given else []
             argv = [str(AIM), "--config", str(config), "model", "push", "bench", "m", str(self.src), "--tag", "v1"]
             child = timed_child([*argv, "--quiet", *jobs], self.env)
@@ -466,18 +475,11 @@ class LinkBench:
             subprocess.run(["restic", "-r", repo, "init"], env=self.env, check=True, stdout=subprocess.DEVNULL)
             child = timed_child(["restic", "-r", repo, "backup", "."], self.env, cwd=self.src)
         stored = drop_prefix(self.admin, self.bucket, prefix + "/")
-        assert stored >= sum(p.stat().st_size for p in self.src.iterdir()) * 0.99, (tool, stored)  # it was real
+        assert stored >= self._size() * 0.99, (tool, stored)  # it was real
         return child
 
     def run_pushes(self) -> dict[str, list[Child]]:
-        results: dict[str, list[Child]] = {t: [] for t in self.tools}
-        for i in range(self.args.runs):
-            order = self.tools[i % len(self.tools) :] + self.tools[: i % len(self.tools)]
-            for tool in order:
-                results[tool].append(self.push(tool, i))
-            line = ", ".join(f"{t} {results[t][-1].seconds:.2f}s" for t in order)
-            print(f"link push run {i + 1}/{self.args.runs}: {line}", file=sys.stderr)
-        return results
+        return self._race("link push run", self.push)
 
 
 def drop_prefix(admin, bucket: str, prefix: str) -> int:

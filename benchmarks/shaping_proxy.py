@@ -21,7 +21,7 @@ and the GIL is released while they move, so the proxy costs the kernel's page mo
 system calls per piece. Its first version copied every piece through asyncio's buffers: on 2
 CPUs that one Python thread capped the whole link at ~95 MiB/s (`s3_bench.py --link`), below the
 4 x 40 MB/s that rclone's four default streams should get, so the benchmark measured the proxy.
-Without splice (not Linux), the pieces go through ``recv_into``/``sendall``, still off the GIL.
+Linux only (splice), as the benchmarks that start it already are (GNU time, /proc/stat).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Link:
         """Move ``src``'s bytes to ``dst`` at ``rate`` until either side ends; ``answers``: the
         server's side, whose first bytes after a request wait for ``ttfb``; else the client's
         side, which marks requests. Ending one direction ends the connection (both threads)."""
-        move = _Splicer(src, dst) if hasattr(os, "splice") else _Copier(src, dst)
+        move = _Splicer(src, dst)
         free_at = time.monotonic()
         try:
             while n := move.take():
@@ -98,23 +98,6 @@ class _Splicer:
     def close(self) -> None:
         os.close(self.pipe_r)
         os.close(self.pipe_w)
-
-
-class _Copier:
-    """The same through a buffer, where there is no splice."""
-
-    def __init__(self, src: socket.socket, dst: socket.socket):
-        self.src, self.dst = src, dst
-        self.buffer = memoryview(bytearray(PIECE))
-
-    def take(self) -> int:
-        return self.src.recv_into(self.buffer)
-
-    def give(self, n: int) -> None:
-        self.dst.sendall(self.buffer[:n])
-
-    def close(self) -> None:
-        pass
 
 
 def _connect(client: socket.socket, host: str, port: int, ttfb: float, rate: float) -> None:
