@@ -1,11 +1,13 @@
 import os
 import re
+import threading
 
 import pytest
 
+import aim_cli.push as push_module
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import StorageError, TagExistsError, UsageError
-from aim_cli.push import push, scan_source
+from aim_cli.push import UploadSlots, push, scan_source
 from aim_cli.repository import Repository
 from tests.helpers import random_bytes, write_model
 
@@ -168,8 +170,6 @@ def test_a_local_push_takes_the_cpus_plus_two_jobs_unless_told(tmp_path, monkeyp
 
 
 def test_upload_slots_bound_chunks_and_bytes_and_always_pass_one():
-    from aim_cli.push import UploadSlots
-
     slots = UploadSlots(3, 10)
     assert slots.room_for(64)  # nothing held: a chunk larger than the budget still passes
     slots.acquire(4)
@@ -183,12 +183,10 @@ def test_upload_slots_bound_chunks_and_bytes_and_always_pass_one():
 
 
 def test_an_upload_waiting_for_room_goes_on_once_a_chunk_is_stored():
-    import threading
-
-    from aim_cli.push import UploadSlots
-
     class Observed(UploadSlots):
-        refused = threading.Event()
+        def __init__(self, count, budget):
+            super().__init__(count, budget)
+            self.refused = threading.Event()
 
         def room_for(self, size):
             room = super().room_for(size)
@@ -210,8 +208,6 @@ def test_an_upload_waiting_for_room_goes_on_once_a_chunk_is_stored():
 def test_a_push_bounds_the_chunk_bytes_its_uploads_hold(repo, tmp_path, monkeypatch):
     """The uploader is made with the byte budget: with a budget of one byte, one chunk at a time
     is handed over, and the push still stores every chunk."""
-    import aim_cli.push as push_module
-
     held = []
     real = push_module.UploadSlots
 
