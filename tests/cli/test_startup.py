@@ -5,6 +5,7 @@ collector, and the console script freezes the collector before the interpreter's
 from __future__ import annotations
 
 import gc
+import importlib.util
 import subprocess
 import sys
 import uuid
@@ -46,6 +47,48 @@ def test_an_s3_command_loads_botocore_but_not_boto3(tmp_path, s3_endpoint, s3_bu
     (tmp_path / "model_repos.yaml").write_text(s3_repo_yaml("team", s3_endpoint, s3_bucket))
     out, last = heavy_modules_loaded(tmp_path, ("boto3", "s3transfer", "botocore"), ["model", "list", "team"])
     assert last == 'HEAVY=["botocore"] CODE=0', (out, last)
+
+
+@MOTO_ONLY
+def test_an_s3_command_leaves_pyopenssl_unloaded_where_it_is_installed(tmp_path, s3_endpoint, s3_bucket):
+    """botocore imports urllib3's pyOpenSSL module only for the standard SSLContext, which it
+    gets without it: 20-40 ms of every S3 command's start where pyOpenSSL is installed (it is
+    here, as a development dependency: the test would prove nothing otherwise)."""
+    assert importlib.util.find_spec("OpenSSL") is not None
+    (tmp_path / "model_repos.yaml").write_text(s3_repo_yaml("team", s3_endpoint, s3_bucket))
+    heavy = ("OpenSSL", "urllib3.contrib.pyopenssl", "botocore.httpsession")
+    _, last = heavy_modules_loaded(tmp_path, heavy, ["model", "list", "team"])
+    assert last == 'HEAVY=["botocore.httpsession"] CODE=0', last
+
+
+def test_pyopenssl_is_refused_only_inside_the_block():
+    """Refused while botocore is imported, importable again after; and one already loaded (an
+    injection into urllib3 needs it) is left as it was."""
+    res = subprocess.run(
+        [sys.executable, "-c", _PYOPENSSL_BLOCK],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 0, describe(res)
+    assert res.stdout.split() == ["refused", "importable", "kept"], res.stdout
+
+
+_PYOPENSSL_BLOCK = """
+import sys
+from aim_cli.backends.s3.client import without_pyopenssl
+with without_pyopenssl():
+    try:
+        import urllib3.contrib.pyopenssl
+    except ImportError:
+        print("refused")
+import urllib3.contrib.pyopenssl as loaded
+print("importable" if loaded.orig_util_SSLContext else "")
+with without_pyopenssl():
+    import urllib3.contrib.pyopenssl as again
+print("kept" if again is loaded and sys.modules["urllib3.contrib.pyopenssl"] is loaded else "")
+"""
 
 
 #: Makes a process's first S3 backend, counting the garbage collections that start meanwhile.

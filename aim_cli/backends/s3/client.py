@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,11 +48,39 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: What botocore imports only to take the standard library's SSLContext from it, when pyOpenSSL is
+#: installed (docs/design.md §13).
+_PYOPENSSL = "urllib3.contrib.pyopenssl"
+
+
 def import_botocore() -> None:
-    """Import what an S3 client needs of botocore and urllib3, with the collector paused."""
-    with gc_paused():
+    """Import what an S3 client needs of botocore and urllib3, with the collector paused and
+    without pyOpenSSL (``without_pyopenssl``)."""
+    with gc_paused(), without_pyopenssl():
         for name in ("botocore.session", "botocore.config", "botocore.exceptions", "urllib3.exceptions"):
             importlib.import_module(name)
+
+
+@contextmanager
+def without_pyopenssl() -> Iterator[None]:
+    """``urllib3.contrib.pyopenssl`` cannot be imported in the block, unless it already was.
+
+    botocore's ``httpsession`` imports it, when pyOpenSSL is installed, only for the name
+    ``orig_util_SSLContext``: the standard library's SSLContext as urllib3 held it before any
+    pyOpenSSL injection. Otherwise (ImportError) it takes ``urllib3.util.ssl_.SSLContext``, the
+    same class while nobody injected pyOpenSSL, which only an import of that module can do, and
+    then the module is loaded and left alone here. The import cost every S3 command 20-40 ms of
+    CPU (pyOpenSSL, then cryptography's X.509 modules). A ``None`` in ``sys.modules`` is how an
+    import is refused; it is taken out again at the end of the block."""
+    if _PYOPENSSL in sys.modules:
+        yield
+        return
+    sys.modules[_PYOPENSSL] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get(_PYOPENSSL, 0) is None:
+            del sys.modules[_PYOPENSSL]
 
 
 def _session(profile: str | None):
