@@ -34,7 +34,7 @@ from aim_cli.format import manifest as mf
 from aim_cli.names import check_name
 from aim_cli.progress import NullProgress
 from aim_cli.push_scan import SourceFile, scan_source
-from aim_cli.repository import Repository, leases
+from aim_cli.repository import Repository, VersionRef, leases
 from aim_cli.util.fs import display_path
 from aim_cli.util.ignores import Ignored
 from aim_cli.util.patterns import PathFilter
@@ -294,8 +294,15 @@ def push(
     files = scan_source(
         source, follow_symlinks=follow_symlinks, on_skip=skipped.append, selection=selection, ignored=ignored
     )
-    params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
-    repo.refuse_tag_is_alias(model, tag)  # an alias never shadows a tag (docs/design.md §2.1)
+    # What the lease does not guard is read beside aim-repo.json: one round trip, not three, from
+    # a distant store (docs/design.md §5). The tag's version, if stored, is checked again at the
+    # commit; an error of init's comes first, as when these reads came after it.
+    with ThreadPoolExecutor(2, thread_name_prefix="aim-push-read") as reads:
+        alias_check = reads.submit(repo.refuse_tag_is_alias, model, tag)
+        stored = reads.submit(_stored_version, repo, model, tag)
+        params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
+        alias_check.result()  # an alias never shadows a tag (docs/design.md §2.1)
+        existing = stored.result()
     pairing = push_pairing.resolve(repo, model, tag, delta=delta, base=base, references=references)
     with leases.acquire(repo, leases.SHARED, "push") as lease:
         result = _push(
@@ -303,6 +310,7 @@ def push(
             model,
             tag,
             files,
+            existing=existing,
             lease=lease,
             started=started,
             message=message,
@@ -325,6 +333,10 @@ def push(
     return result
 
 
+def _stored_version(repo: Repository, model: str, tag: str) -> VersionRef | None:
+    return repo.get_version(model, tag) if repo.has_version(model, tag) else None
+
+
 def check_message(message: str) -> None:
     """The message is stored in the manifest, which is UTF-8 JSON: a command line argument that
     is not UTF-8 (it arrives as lone surrogates) cannot be stored as given."""
@@ -340,6 +352,7 @@ def _push(
     tag: str,
     files: list[SourceFile],
     *,
+    existing: VersionRef | None,
     lease: leases.Lease,
     started: float,
     message: str,
@@ -348,16 +361,12 @@ def _push(
     params: ChunkingParams | None,
     delta_base: str | None = None,
 ) -> PushResult:
+    """``existing``: the version stored under the tag. Then the files are hashed without
+    uploading, and the push is either "already pushed" or a conflict: nothing is written."""
     progress = progress or NullProgress()
     total = sum(f.size for f in files)
     fmt = repo.format()
     params = fmt.chunking
-
-    # An existing tag: hash without uploading, then it is either "already pushed" or a conflict.
-    # Nothing is written either way.
-    existing = None
-    if repo.has_version(model, tag):
-        existing = repo.get_version(model, tag)
     expected_chunks = total // (params.avg_size + params.min_size) + len(files)
     lister = ThreadPoolExecutor(1, thread_name_prefix="aim-list")
     index = None if existing else lister.submit(repo.stored_blob_index, expected_chunks)

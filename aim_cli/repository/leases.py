@@ -221,13 +221,15 @@ def parse_lease(lease_id: str, raw: bytes) -> LeaseInfo:
         return LeaseInfo(lease_id, UNKNOWN)
 
 
-def read_leases(repo: Repository) -> list[LeaseInfo]:
-    """Every lease in ``locks/``, stale or not. Each read is bounded (LEASE_READ_LIMIT)."""
+def read_leases(repo: Repository, *, skip: str | None = None) -> list[LeaseInfo]:
+    """Every lease in ``locks/``, stale or not, but the lease ``skip`` (the caller's own: what it
+    says is known, and reading it back would cost a request of each look at the others). Each
+    read is bounded (LEASE_READ_LIMIT)."""
     out = []
     for obj in repo.backend.list(LOCKS):
         lease_id = lease_id_of(obj.key)
-        if lease_id is None:
-            continue  # not a name aim_cli writes, so no aim_cli process holds it
+        if lease_id is None or lease_id == skip:
+            continue  # not a name aim_cli writes (no aim_cli process holds it), or ours
         try:
             raw = repo.backend.get(obj.key, max_size=LEASE_READ_LIMIT)
         except KeyNotFoundError:
@@ -238,11 +240,11 @@ def read_leases(repo: Repository) -> list[LeaseInfo]:
     return out
 
 
-def live_leases(repo: Repository) -> list[LeaseInfo]:
-    """The leases that are not stale; stale ones are deleted on the way."""
+def live_leases(repo: Repository, *, skip: str | None = None) -> list[LeaseInfo]:
+    """The leases that are not stale, but ``skip`` (read_leases); stale ones are deleted on the way."""
     now = _time()  # before reading: judge each lease by what it said when it was read
     live = []
-    for lease in read_leases(repo):
+    for lease in read_leases(repo, skip=skip):
         if lease.stale(now):
             repo.backend.delete(lease.key)
         else:
@@ -401,7 +403,7 @@ def acquire(repo: Repository, kind: str, command: str, *, wait: float | None = N
     mine: Lease | None = None
     try:
         while True:
-            others = [lease for lease in live_leases(repo) if mine is None or lease.id != mine.id]
+            others = live_leases(repo, skip=None if mine is None else mine.id)
             ahead, blockers = _conflicts(kind, others)
             if mine is None and not ahead:
                 mine = Lease(repo, kind, command, timeout).start()

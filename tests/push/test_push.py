@@ -7,8 +7,10 @@ import pytest
 import aim_cli.push as push_module
 from aim_cli.backends.local import LocalBackend
 from aim_cli.errors import StorageError, TagExistsError, UsageError
+from aim_cli.format.layout import REPO_META_KEY, aliases_prefix, manifest_key
 from aim_cli.push import UploadSlots, push, scan_source
 from aim_cli.repository import Repository
+from tests.fakes import HookedBackend
 from tests.helpers import random_bytes, write_model
 
 MiB = 1 << 20
@@ -52,6 +54,37 @@ def test_identical_repush_writes_nothing_and_other_content_conflicts(repo, tmp_p
     with pytest.raises(TagExistsError):
         push(repo, "m", "v1", src)
     assert sorted(p for p in (tmp_path / "repo").rglob("*")) == before  # nothing uploaded either
+
+
+def test_the_tag_and_its_aliases_are_read_beside_aim_repo_json(repo, tmp_path):
+    """Reads the lease does not guard go out together: while the read of aim-repo.json is held,
+    the alias listing and the lookup of the tag's manifest are both sent (one round trip for
+    three, against a distant store). An existing tag is still found: the re-push is a no-op."""
+    src = write_model(tmp_path / "src", {"a.bin": random_bytes(MiB, 5)})
+    first = push(repo, "m", "v1", src)
+    sent: set[str] = set()
+    both = threading.Event()
+
+    def note(what: str) -> None:
+        sent.add(what)
+        if sent == {"aliases", "tag"}:
+            both.set()
+
+    class HoldingMeta(HookedBackend):
+        def list(self, prefix):
+            if prefix.startswith(aliases_prefix("m")):
+                note("aliases")
+            return self.inner.list(prefix)
+
+    def before(op: str, key: str) -> None:
+        if op == "exists" and key == manifest_key("m", "v1"):
+            note("tag")
+        if op == "get" and key == REPO_META_KEY and not both.is_set():
+            assert both.wait(10), f"aim-repo.json read alone; sent meanwhile: {sorted(sent)}"
+
+    held = Repository(HoldingMeta(repo.backend, before=before), "r", jobs=4)
+    again = push(held, "m", "v1", src)
+    assert both.is_set() and again.already_pushed and again.digest == first.digest
 
 
 def test_symlinks_refused_by_default_and_followed_on_request(repo, tmp_path):

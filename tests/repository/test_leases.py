@@ -245,6 +245,29 @@ def test_lease_writes_are_never_hedged(repo):
     assert [hedge for _, hedge in puts] == [False, False]
 
 
+def test_taking_a_lease_reads_the_others_never_its_own(repo):
+    """Once written, a lease is looked at again for the others written meanwhile; reading its own
+    body back would cost every push, gc and optimize a request. Another live lease is read, each
+    look, and still keeps an exclusive taker out."""
+    reads = []
+
+    class Recording(HookedBackend):
+        def get(self, key, max_size=None):
+            reads.append(key)
+            return super().get(key, max_size)
+
+    repository = Repository(Recording(repo.repository.backend), repo.name)
+    with leases.acquire(repository, leases.SHARED, "push", wait=0) as lease:
+        assert [key for key in reads if key.startswith(leases.LOCKS)] == []
+        with leases.acquire(repository, leases.SHARED, "push", wait=0) as second:
+            assert [key for key in reads if key.startswith(leases.LOCKS)] == [lease.key, lease.key]
+        reads.clear()
+        with pytest.raises(LockHeldError):
+            leases.acquire(repository, leases.EXCLUSIVE, "gc", wait=0)
+        assert set(reads) == {lease.key}
+    assert second.id != lease.id
+
+
 def test_a_held_lease_is_refreshed(repo, monkeypatch):
     monkeypatch.setenv("AIM_LEASE_TIMEOUT", "3")
     with leases.acquire(repo.repository, leases.SHARED, "push", wait=0) as lease:
