@@ -299,7 +299,7 @@ def push(
     # commit; an error of init's comes first, as when these reads came after it.
     with ThreadPoolExecutor(2, thread_name_prefix="aim-push-read") as reads:
         alias_check = reads.submit(repo.refuse_tag_is_alias, model, tag)
-        stored = reads.submit(_stored_version, repo, model, tag)
+        stored = reads.submit(repo.find_version, model, tag)
         params = repo.init(params)  # before the lease: a root that cannot be a repository gets nothing written
         alias_check.result()  # an alias never shadows a tag (docs/design.md §2.1)
         existing = stored.result()
@@ -331,10 +331,6 @@ def push(
             reencoded = push_pairing.reencode(repo, pairing, pushed, {f.path: f.abspath for f in files})
             result = replace(result, reencoded=reencoded)
     return result
-
-
-def _stored_version(repo: Repository, model: str, tag: str) -> VersionRef | None:
-    return repo.get_version(model, tag) if repo.has_version(model, tag) else None
 
 
 def check_message(message: str) -> None:

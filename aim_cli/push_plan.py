@@ -148,7 +148,7 @@ def plan_push(
     )
     exists = repo.exists()
     fmt = _target_format(repo, model, tag, delta=delta, base=base, references=references)
-    existing = repo.get_version(model, tag) if exists and repo.has_version(model, tag) else None
+    existing = repo.find_version(model, tag) if exists else None
     index = None
     if exists and existing is None:
         params = fmt.chunking

@@ -204,6 +204,9 @@ class Repository:
     def get_version(self, model: str, tag: str) -> VersionRef:
         return self._versions.get_version(model, tag)
 
+    def find_version(self, model: str, tag: str) -> VersionRef | None:
+        return self._versions.find_version(model, tag)
+
     def read_key(self, vk: VersionKey) -> VersionRef:
         return self._versions.read_key(vk)
 

@@ -185,13 +185,21 @@ class Versions:
         )
 
     def get_version(self, model: str, tag: str) -> VersionRef:
+        found = self.find_version(model, tag)
+        if found is None:
+            raise self.not_found(model, tag)
+        return found
+
+    def find_version(self, model: str, tag: str) -> VersionRef | None:
+        """``get_version``'s version, or None when the tag holds none: one read, where a HEAD
+        before it would be a round trip more whenever the tag is stored."""
         check_name("model", model)
         check_name("tag", tag)
         where = f"{model}:{tag}"
         try:
             raw = self.keys.manifest_bytes(manifest_key(model, tag), where)
         except KeyNotFoundError:
-            raise self.not_found(model, tag) from None
+            return None
         manifest = mf.decode(raw, where=where)
         if manifest.model != model or manifest.tag != tag:
             raise IntegrityError(
